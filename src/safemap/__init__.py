@@ -1,0 +1,45 @@
+"""safemap: shared maps that are safe and fast under concurrency.
+
+Every mutable map implements :class:`ConcurrentMapping` (``shared/spec/map-protocol.md``):
+atomic per call, atomic compound operations (``compute``, ``merge``, compare-and-swap),
+weakly consistent iteration that never raises, ``snapshot()`` and ``transaction()``.
+"""
+
+from ._version import __version__
+from .locks import RWLock
+from .maps import LockedMap, RWLockMap
+from .protocol import (
+    DELETE,
+    MISSING,
+    ConcurrentMapping,
+    DeleteType,
+    FrozenMap,
+    MissingType,
+    RecursiveUpdateError,
+)
+
+__all__ = [
+    "DELETE",
+    "MISSING",
+    "ConcurrentMapping",
+    "DeleteType",
+    "FrozenMap",
+    "LockedMap",
+    "MissingType",
+    "RWLock",
+    "RWLockMap",
+    "RecursiveUpdateError",
+    "__version__",
+]
+
+
+def _publish_under_package_name() -> None:
+    # Public classes report ``safemap`` as their module, so reprs read ``safemap.LockedMap``
+    # and pickles refer to the stable public name rather than to internal module paths.
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and obj.__module__.startswith("safemap."):
+            obj.__module__ = "safemap"
+
+
+_publish_under_package_name()

@@ -1,0 +1,5 @@
+"""``python -m safemap``: the ``safemap`` command."""
+
+from .cli.main import main
+
+raise SystemExit(main())

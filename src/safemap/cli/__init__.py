@@ -1,0 +1,1 @@
+"""The ``safemap`` command line (top layer: may import everything below it)."""

@@ -1,0 +1,5 @@
+"""Synchronization primitives the maps are built on."""
+
+from .rwlock import RWLock
+
+__all__ = ["RWLock"]

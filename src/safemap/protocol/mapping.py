@@ -1,0 +1,448 @@
+"""``ConcurrentMapping``: the protocol every mutable safemap map implements.
+
+The contract is ``shared/spec/map-protocol.md``. A map type implements eight primitives, each
+atomic (linearizable) on its own:
+
+    load, store, compute, __len__, _iter_items, clear, snapshot, transaction
+
+and this class derives every other method of the protocol from them, once, for all types.
+A type may override a derived method with a faster one (the native maps override most),
+provided the override keeps the guarantee documented here.
+
+Why ``compute`` is the one read-modify-write primitive: every conditional or compound
+method (``swap``, ``compare_and_swap``, ``merge``, ``setdefault``, ``pop``, ...) is a
+``compute`` whose callback decides from the old value, so each is exactly as atomic as
+``compute`` is, and a map type gets all of them right by getting one right.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy as _copy
+import reprlib
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
+from typing import Any, TypeVar, overload
+
+from .frozen import FrozenMap
+from .sentinels import DELETE, MISSING, Delete, Missing
+
+__all__ = ["ConcurrentMapping"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+M = TypeVar("M", bound="ConcurrentMapping[Any, Any]")
+
+_ABSENT: Any = object()
+
+
+def _same_value(a: object, b: object) -> bool:
+    """Value equality as ``dict`` compares values: identity first, then ``==``."""
+    return a is b or bool(a == b)
+
+
+def _rebuild(cls: type[M], items: dict[Any, Any], options: dict[str, Any]) -> M:
+    """Unpickle helper: a new ``cls`` with ``options`` holding ``items``."""
+    new = cls(**options)
+    new.update(items)
+    return new
+
+
+class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
+    """A mutable mapping safe to share between threads (``shared/spec/map-protocol.md``).
+
+    Guarantees of every method, on GIL and free-threaded builds alike:
+
+    - **Atomic per call**: each call takes effect at one instant between its invocation and
+      its return, also when a key's ``__hash__``/``__eq__`` or a callback runs Python code.
+    - **Exceptions leave no trace**: if a key's ``__hash__``/``__eq__`` or a callback raises,
+      the exception propagates unchanged and the map is as it was before the call.
+    - **No deadlock on re-entry**: re-entering the map from a callback in a way that would
+      deadlock or break atomicity raises :class:`~safemap.RecursiveUpdateError`.
+    - **Weakly consistent iteration**: iterating while other threads mutate never raises;
+      every key present for the whole iteration is yielded exactly once, a key inserted or
+      removed meanwhile at most once. ``snapshot()`` gives a consistent point-in-time view.
+    - **No lock is held while user code runs**, except inside a compute-family callback and
+      inside ``transaction``.
+    - Values are compared as ``dict`` compares them (identity first, then ``==``).
+    """
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]  # mutable maps are unhashable, like dict
+
+    # ------------------------------------------------------------------ primitives
+
+    @abc.abstractmethod
+    def load(self, key: K) -> tuple[V | None, bool]:
+        """Return ``(value, True)`` if ``key`` is present, else ``(None, False)``."""
+
+    @abc.abstractmethod
+    def store(self, key: K, value: V) -> None:
+        """Set ``key`` to ``value``."""
+
+    @abc.abstractmethod
+    def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
+        """Atomically replace the entry for ``key`` with ``fn(key, old)``.
+
+        ``old`` is :data:`~safemap.MISSING` when ``key`` is absent. ``fn`` returns the new
+        value, or :data:`~safemap.DELETE` to remove the entry (or to leave it absent).
+        Returns the new value, or ``None`` when the entry ends absent. The whole
+        read-modify-write is atomic with respect to every other operation on ``key``:
+        concurrent callers for the same key run their callbacks one after another. ``fn``
+        may read the map; writing to it from ``fn`` raises ``RecursiveUpdateError``.
+        """
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """The number of entries: exact when no mutation is in flight, otherwise a value
+        the map had at some instant during the call."""
+
+    @abc.abstractmethod
+    def _iter_items(self) -> Iterator[tuple[K, V]]:
+        """Weakly consistent ``(key, value)`` iteration that never raises on concurrent
+        mutation and holds no lock while the consumer runs."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Remove every entry, atomically."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> FrozenMap[K, V]:
+        """A :class:`~safemap.FrozenMap` equal to the map's contents at one instant.
+
+        Shallow: values are shared with the map, as with ``copy()``.
+        """
+
+    @abc.abstractmethod
+    def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
+        """Run ``fn(view)`` with exclusive access to the whole map and return its result.
+
+        ``view`` is a ``MutableMapping`` of the map's contents, valid only inside ``fn``
+        (using it afterwards raises ``RuntimeError``). Every change ``fn`` makes through the
+        view lands atomically when ``fn`` returns, or not at all if it raises. Calling the
+        map's own methods from ``fn`` raises ``RecursiveUpdateError``.
+        """
+
+    def _options(self) -> dict[str, Any]:
+        """The keyword options that rebuild a map like this one (for copy and pickle)."""
+        return {}
+
+    # ------------------------------------------------------------ dict interface
+
+    def __getitem__(self, key: K) -> V:
+        value, found = self.load(key)
+        if not found:
+            raise KeyError(key)
+        return value  # type: ignore[return-value]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.store(key, value)
+
+    def __delitem__(self, key: K) -> None:
+        _, found = self.load_and_delete(key)
+        if not found:
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return self.load(key)[1]  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[K]:
+        """Iterate over the keys, weakly consistently (see the class guarantees)."""
+        for key, _ in self._iter_items():
+            yield key
+
+    @overload
+    def get(self, key: K, /) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | T, /) -> V | T: ...
+
+    def get(self, key: K, default: Any = None, /) -> Any:
+        """The value for ``key`` if present, else ``default``."""
+        value, found = self.load(key)
+        return value if found else default
+
+    def keys(self) -> KeysView[K]:
+        """A live, weakly consistent view of the keys."""
+        return KeysView(self)
+
+    def values(self) -> ValuesView[V]:
+        """A live, weakly consistent view of the values."""
+        return _ValuesView(self)
+
+    def items(self) -> ItemsView[K, V]:
+        """A live, weakly consistent view of the ``(key, value)`` pairs."""
+        return _ItemsView(self)
+
+    @overload
+    def pop(self, key: K, /) -> V: ...
+    @overload
+    def pop(self, key: K, default: V | T, /) -> V | T: ...
+
+    def pop(self, key: K, default: Any = _ABSENT, /) -> Any:
+        """Remove ``key`` and return its value; ``default`` (or ``KeyError``) if absent."""
+        value, found = self.load_and_delete(key)
+        if found:
+            return value
+        if default is _ABSENT:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[K, V]:
+        """Remove and return some ``(key, value)`` pair; ``KeyError`` if the map is empty."""
+        while True:
+            for key, _ in self._iter_items():
+                value, found = self.load_and_delete(key)
+                if found:
+                    return key, value  # type: ignore[return-value]
+            # Every key we saw was removed by others meanwhile: empty only if len says so,
+            # which makes the KeyError linearize at the instant len observed no entries.
+            if not len(self):
+                raise KeyError("popitem(): map is empty")
+
+    def setdefault(self, key: K, default: V = None, /) -> V:  # type: ignore[assignment]
+        """Return the value for ``key``, first storing ``default`` if it is absent."""
+        return self.load_or_store(key, default)[0]
+
+    def update(self, other: Any = (), /, **kwargs: V) -> None:
+        """Store every item of ``other`` (a mapping or pairs) and ``kwargs``.
+
+        Each key is stored atomically; the update as a whole is not atomic (use
+        ``transaction`` for that).
+        """
+        if isinstance(other, ConcurrentMapping):
+            other = other.snapshot()
+        if isinstance(other, Mapping):
+            pairs: Iterable[tuple[Any, Any]] = other.items()
+        elif hasattr(other, "keys"):
+            pairs = ((key, other[key]) for key in other.keys())  # noqa: SIM118  # dict's rule
+        else:
+            pairs = other
+        for pair in pairs:
+            key, value = pair
+            self.store(key, value)
+        for key, value in kwargs.items():
+            self.store(key, value)  # type: ignore[arg-type]
+
+    def copy(self: M) -> M:
+        """A new map of the same type and options, with the contents at one instant."""
+        return _rebuild(type(self), self.snapshot()._data, self._options())
+
+    def __copy__(self: M) -> M:
+        return self.copy()
+
+    def __deepcopy__(self: M, memo: dict[int, Any]) -> M:
+        new = type(self)(**self._options())
+        memo[id(self)] = new  # registered first, so a map that contains itself terminates
+        for key, value in self.snapshot().items():
+            new.store(_copy.deepcopy(key, memo), _copy.deepcopy(value, memo))
+        return new
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = getattr(self, "__dict__", None) or None
+        return (_rebuild, (type(self), dict(self.snapshot().items()), self._options()), state)
+
+    @classmethod
+    def fromkeys(cls: type[M], iterable: Iterable[Any], value: Any = None) -> M:
+        """A new map (of this class) mapping every key of ``iterable`` to ``value``."""
+        new = cls()
+        for key in iterable:
+            new.store(key, value)
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return self.snapshot() == other
+
+    @reprlib.recursive_repr()
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.snapshot()._data!r})"
+
+    def __or__(self: M, other: Mapping[K, V]) -> M:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        new = self.copy()
+        new.update(other)
+        return new
+
+    def __ror__(self: M, other: Mapping[K, V]) -> M:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        new = _rebuild(type(self), dict(other.items()), self._options())
+        new.update(self)
+        return new
+
+    def __ior__(self: M, other: Any) -> M:  # type: ignore[misc]  # accepts pairs, like dict
+        self.update(other)
+        return self
+
+    # ------------------------------------------------------- Go sync.Map primitives
+
+    def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
+        """``(existing, True)`` if ``key`` is present, else store ``value`` and return
+        ``(value, False)``."""
+        loaded = True
+
+        def keep_or_store(_key: K, old: V | Missing) -> V:
+            nonlocal loaded
+            if old is MISSING:
+                loaded = False
+                return value
+            return old
+
+        actual = self.compute(key, keep_or_store)
+        return actual, loaded  # type: ignore[return-value]
+
+    def load_and_delete(self, key: K) -> tuple[V | None, bool]:
+        """Remove ``key``; return ``(value, True)``, or ``(None, False)`` if absent."""
+        removed: Any = _ABSENT
+
+        def take(_key: K, old: V | Missing) -> Delete:
+            nonlocal removed
+            removed = old
+            return DELETE
+
+        self.compute(key, take)
+        if removed is _ABSENT or removed is MISSING:
+            return None, False
+        return removed, True
+
+    def delete(self, key: K) -> None:
+        """Remove ``key`` if present; no error if absent."""
+        self.load_and_delete(key)
+
+    def swap(self, key: K, value: V) -> tuple[V | None, bool]:
+        """Store ``value``; return ``(previous, True)``, or ``(None, False)`` if absent."""
+        previous: Any = MISSING
+
+        def replace(_key: K, old: V | Missing) -> V:
+            nonlocal previous
+            previous = old
+            return value
+
+        self.compute(key, replace)
+        if previous is MISSING:
+            return None, False
+        return previous, True
+
+    def compare_and_swap(self, key: K, old: V, new: V) -> bool:
+        """Store ``new`` only if ``key`` is present with a value equal to ``old``."""
+        swapped = False
+
+        def swap_if_equal(_key: K, current: V | Missing) -> V | Delete:
+            nonlocal swapped
+            if current is MISSING:
+                return DELETE
+            if _same_value(current, old):
+                swapped = True
+                return new
+            return current
+
+        self.compute(key, swap_if_equal)
+        return swapped
+
+    def compare_and_delete(self, key: K, old: V) -> bool:
+        """Remove ``key`` only if it is present with a value equal to ``old``."""
+        deleted = False
+
+        def delete_if_equal(_key: K, current: V | Missing) -> V | Delete:
+            nonlocal deleted
+            if current is MISSING:
+                return DELETE
+            if _same_value(current, old):
+                deleted = True
+                return DELETE
+            return current
+
+        self.compute(key, delete_if_equal)
+        return deleted
+
+    def range(self, fn: Callable[[K, V], object]) -> None:
+        """Call ``fn(key, value)`` for each entry, weakly consistently, until it returns
+        ``False`` (only ``False``: ``None`` continues). No lock is held while ``fn`` runs,
+        so ``fn`` may call any method of the map."""
+        for key, value in self._iter_items():
+            if fn(key, value) is False:
+                return
+
+    # -------------------------------------------- Java ConcurrentHashMap compounds
+
+    def compute_if_absent(self, key: K, factory: Callable[[K], V | Delete]) -> V | None:
+        """Return the value for ``key``, first storing ``factory(key)`` if absent.
+
+        ``factory`` runs at most once per absent key even when threads race: racers wait
+        and all get the stored object. If it returns ``DELETE`` nothing is stored and the
+        result is ``None``.
+        """
+
+        def create_if_absent(k: K, old: V | Missing) -> V | Delete:
+            return factory(k) if old is MISSING else old
+
+        return self.compute(key, create_if_absent)
+
+    def compute_if_present(self, key: K, fn: Callable[[K, V], V | Delete]) -> V | None:
+        """If ``key`` is present, replace its value with ``fn(key, old)`` (``DELETE``
+        removes it). Returns the new value, or ``None`` when absent afterwards."""
+
+        def update_if_present(k: K, old: V | Missing) -> V | Delete:
+            return DELETE if old is MISSING else fn(k, old)
+
+        return self.compute(key, update_if_present)
+
+    def merge(self, key: K, value: V, fn: Callable[[V, V], V | Delete]) -> V | None:
+        """Store ``value`` if ``key`` is absent, else ``fn(old, value)`` (``DELETE``
+        removes it). Returns the new value, or ``None`` when removed. The counter idiom
+        ``m.merge(k, 1, operator.add)`` never loses an update."""
+
+        def combine(_key: K, old: V | Missing) -> V | Delete:
+            return value if old is MISSING else fn(old, value)
+
+        return self.compute(key, combine)
+
+    # ---------------------------------------------------------------------- bulk
+
+    def delete_if(self, pred: Callable[[K, V], object]) -> int:
+        """Remove the entries for which ``pred(key, value)`` is true; return how many.
+
+        ``pred`` runs over a weakly consistent pass with no lock held; then each match is
+        removed only if it still holds the value ``pred`` saw. If ``pred`` raises, nothing
+        is removed.
+        """
+        matches = [(key, value) for key, value in self._iter_items() if pred(key, value)]
+        return sum(1 for key, value in matches if self.compare_and_delete(key, value))
+
+
+class _ItemsView(ItemsView[K, V]):
+    """``items()`` of a concurrent map: weakly consistent, never raises on mutation."""
+
+    __slots__ = ()
+    _mapping: ConcurrentMapping[K, V]
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return self._mapping._iter_items()
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        value, found = self._mapping.load(item[0])
+        return found and _same_value(value, item[1])
+
+
+class _ValuesView(ValuesView[V]):
+    """``values()`` of a concurrent map: weakly consistent, never raises on mutation."""
+
+    __slots__ = ()
+    _mapping: ConcurrentMapping[Any, V]
+
+    def __iter__(self) -> Iterator[V]:
+        for _, value in self._mapping._iter_items():
+            yield value
