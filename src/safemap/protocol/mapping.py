@@ -255,7 +255,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         """A new map (of this class) mapping every key of ``iterable`` to ``value``."""
         new = cls()
         for key in iterable:
-            new.store(key, value)
+            new[key] = value  # item assignment, as dict.fromkeys does for a subclass's result
         return new
 
     def __eq__(self, other: object) -> bool:
