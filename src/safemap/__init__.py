@@ -14,6 +14,8 @@ from .protocol import (
     ConcurrentMapping,
     DeleteType,
     FrozenMap,
+    MapBusyError,
+    MapClosedError,
     MissingType,
     RecursiveUpdateError,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "DeleteType",
     "FrozenMap",
     "LockedMap",
+    "MapBusyError",
+    "MapClosedError",
     "MissingType",
     "RWLock",
     "RWLockMap",

@@ -4,7 +4,7 @@ Everything above (the maps, detection, metrics, bench, CLI) imports from here; t
 imports nothing else of safemap's.
 """
 
-from .errors import RecursiveUpdateError
+from .errors import MapBusyError, MapClosedError, RecursiveUpdateError
 from .frozen import FrozenMap
 from .mapping import ConcurrentMapping
 from .sentinels import DELETE, MISSING, DeleteType, MissingType
@@ -16,6 +16,8 @@ __all__ = [
     "ConcurrentMapping",
     "DeleteType",
     "FrozenMap",
+    "MapBusyError",
+    "MapClosedError",
     "MissingType",
     "RecursiveUpdateError",
     "TransactionView",
