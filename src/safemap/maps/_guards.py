@@ -1,163 +1,109 @@
-"""Guards: the context managers through which a dict-backed map reads, writes and transacts.
+"""The two locks a dict-backed map can sit behind, as ``(read, write)`` context managers.
 
-A guard turns a lock into the three access modes of the protocol and enforces its re-entry
-rules, so that ``_dictmap.DictBackedMap`` is written once for every lock:
+``DictBackedMap`` enters ``read`` for shared access and ``write`` for exclusive access and
+keeps its own re-entry bookkeeping; a lock choice only says how to exclude other threads:
 
-- ``read``: shared access. Allowed while the same thread is inside a compute callback or a
-  key's ``__eq__`` (the data cannot change under it: this thread holds the lock), refused with
-  ``RecursiveUpdateError`` inside a transaction (the callback must use its view).
-- ``write``: exclusive access for one mutation or one compute. Refused with
-  ``RecursiveUpdateError`` when the calling thread is already inside any operation of the
-  same map: a write from a compute callback or from a key's ``__eq__`` would break the atomicity
-  of the operation in progress, and, with a readers-writer lock, deadlock on an upgrade.
-- ``exclusive``: like ``write``, for a transaction; marks the map so that reads refuse too.
+- ``mutex_locks``: one ``threading.RLock`` for both. Re-entrant, so a compute callback, a
+  key's ``__eq__`` or a ``__del__`` run by the cyclic GC that reads the map on the holding
+  thread proceeds instead of deadlocking (the map refuses nested *writes* itself). The RLock
+  is its own context manager, implemented in C: an asynchronous ``KeyboardInterrupt`` cannot
+  land between the body and the release and leak the lock.
+- ``rwlock_locks``: a :class:`~safemap.RWLock`. Its write side refuses, with
+  ``RecursiveUpdateError``, a thread that already holds the lock: a nested write from inside
+  an operation would be an upgrade, which deadlocks.
 
-Each guard's bookkeeping (``depth``, ``txn``) is only touched by the thread holding the lock,
-so it needs no lock of its own.
+After ``os.fork()`` the child has only the forking thread, so a lock another thread held at
+the fork would never be released: ``reset_after_fork`` gives every live map fresh locks in
+the child (keeping holds of the forking thread), so the child can use its maps.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Protocol
+import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from ..locks import RWLock
 from ..protocol import RecursiveUpdateError
 
-__all__ = ["Guards", "mutex_guards", "rwlock_guards"]
+__all__ = [
+    "IN_OPERATION",
+    "IN_TRANSACTION",
+    "Locks",
+    "mutex_locks",
+    "rwlock_locks",
+    "track_for_fork",
+]
 
+Locks = tuple[AbstractContextManager[Any], AbstractContextManager[Any], Callable[[], bool]]
+"""``(read, write, held)``: context managers of one lock, and whether the calling thread
+holds it."""
 
-class _Mode(Protocol):
-    def __enter__(self) -> None: ...
-    def __exit__(self, *exc_info: object) -> None: ...
-
-
-Guards = tuple[_Mode, _Mode, _Mode]
-"""``(read, write, exclusive)`` context managers sharing one lock."""
-
-_IN_TXN = "the map's own methods cannot be called from inside its transaction(); use the view"
-_IN_OP = (
+IN_TRANSACTION = (
+    "the map's own methods cannot be called from inside its transaction(); use the view"
+)
+IN_OPERATION = (
     "cannot write to the map from inside one of its own operations "
     "(a compute-family callback, or a key's __hash__/__eq__)"
 )
 
 
-# ------------------------------------------------------------------- one mutex
-
-
-class _MutexState:
-    """A re-entrant mutex plus the holder's nesting depth and transaction flag."""
-
-    __slots__ = ("depth", "lock", "txn")
-
-    def __init__(self) -> None:
-        # Re-entrant so that a compute callback (or a key's __eq__, or a __del__ run by the
-        # cyclic GC) that reads the map on the holding thread proceeds instead of deadlocking.
-        self.lock = threading.RLock()
-        self.depth = 0  # operations of this map the holding thread is inside
-        self.txn = False
-
-
-class _MutexRead:
-    __slots__ = ("_s",)
-
-    def __init__(self, state: _MutexState) -> None:
-        self._s = state
-
-    def __enter__(self) -> None:
-        s = self._s
-        s.lock.acquire()
-        if s.txn:
-            s.lock.release()
-            raise RecursiveUpdateError(_IN_TXN)
-        s.depth += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        s = self._s
-        s.depth -= 1
-        s.lock.release()
-
-
-class _MutexWrite:
-    __slots__ = ("_s", "_txn")
-
-    def __init__(self, state: _MutexState, txn: bool) -> None:
-        self._s = state
-        self._txn = txn
-
-    def __enter__(self) -> None:
-        s = self._s
-        s.lock.acquire()
-        if s.depth:
-            s.lock.release()
-            raise RecursiveUpdateError(_IN_TXN if s.txn else _IN_OP)
-        s.depth = 1
-        s.txn = self._txn
-
-    def __exit__(self, *exc_info: object) -> None:
-        s = self._s
-        s.depth = 0
-        s.txn = False
-        s.lock.release()
-
-
-def mutex_guards() -> Guards:
-    """Guards over one re-entrant mutex: every access is exclusive."""
-    state = _MutexState()
-    return _MutexRead(state), _MutexWrite(state, False), _MutexWrite(state, True)
-
-
-# --------------------------------------------------------- readers-writer lock
-
-
-class _RWState:
-    __slots__ = ("lock", "txn")
-
-    def __init__(self) -> None:
-        self.lock = RWLock()
-        self.txn = False
+def mutex_locks() -> Locks:
+    """One re-entrant mutex for reads and writes."""
+    lock = threading.RLock()
+    return lock, lock, lock._is_owned  # type: ignore[attr-defined]
 
 
 class _RWRead:
-    __slots__ = ("_s",)
+    __slots__ = ("_lock",)
 
-    def __init__(self, state: _RWState) -> None:
-        self._s = state
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
 
     def __enter__(self) -> None:
-        s = self._s
-        s.lock.acquire_read()
-        # While txn is set the transacting thread holds the write lock, so it is the only
-        # thread that can have been granted this read hold.
-        if s.txn:
-            s.lock.release_read()
-            raise RecursiveUpdateError(_IN_TXN)
+        self._lock.acquire_read()
 
     def __exit__(self, *exc_info: object) -> None:
-        self._s.lock.release_read()
+        self._lock.release_read()
 
 
 class _RWWrite:
-    __slots__ = ("_s", "_txn")
+    __slots__ = ("_lock",)
 
-    def __init__(self, state: _RWState, txn: bool) -> None:
-        self._s = state
-        self._txn = txn
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
 
     def __enter__(self) -> None:
-        s = self._s
-        if s.lock.held_by_current_thread():
-            raise RecursiveUpdateError(_IN_TXN if s.txn else _IN_OP)
-        s.lock.acquire_write()
-        s.txn = self._txn
+        if self._lock.held_by_current_thread():
+            raise RecursiveUpdateError(IN_OPERATION)
+        self._lock.acquire_write()
 
     def __exit__(self, *exc_info: object) -> None:
-        s = self._s
-        s.txn = False
-        s.lock.release_write()
+        self._lock.release_write()
 
 
-def rwlock_guards() -> Guards:
-    """Guards over one :class:`~safemap.RWLock`: reads share, writes exclude."""
-    state = _RWState()
-    return _RWRead(state), _RWWrite(state, False), _RWWrite(state, True)
+def rwlock_locks() -> Locks:
+    """One writer-preferring readers-writer lock: reads share, writes exclude."""
+    lock = RWLock()
+    return _RWRead(lock), _RWWrite(lock), lock.held_by_current_thread
+
+
+# Keyed by id: maps are unhashable, so a WeakSet cannot hold them.
+_live_maps: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def track_for_fork(owner: Any) -> None:
+    """Register ``owner`` (it has ``_after_fork_in_child()``) to be reset in a fork child."""
+    _live_maps[id(owner)] = owner
+
+
+def _reset_after_fork() -> None:
+    for owner in list(_live_maps.values()):
+        owner._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

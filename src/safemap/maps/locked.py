@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from ._dictmap import DictBackedMap
-from ._guards import Guards, mutex_guards
+from ._guards import Locks, mutex_locks
 
 __all__ = ["LockedMap"]
 
@@ -26,5 +26,5 @@ class LockedMap(DictBackedMap[K, V]):
     __slots__ = ()
 
     @staticmethod
-    def _make_guards() -> Guards:
-        return mutex_guards()
+    def _make_locks() -> Locks:
+        return mutex_locks()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from ._dictmap import DictBackedMap
-from ._guards import Guards, rwlock_guards
+from ._guards import Locks, rwlock_locks
 
 __all__ = ["RWLockMap"]
 
@@ -26,5 +26,5 @@ class RWLockMap(DictBackedMap[K, V]):
     __slots__ = ()
 
     @staticmethod
-    def _make_guards() -> Guards:
-        return rwlock_guards()
+    def _make_locks() -> Locks:
+        return rwlock_locks()

@@ -233,8 +233,13 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
             self.store(key, value)  # type: ignore[arg-type]
 
     def copy(self: M) -> M:
-        """A new map of the same type and options, with the contents at one instant."""
-        return _rebuild(type(self), self.snapshot()._data, self._options())
+        """A new map of the same type and options, with the contents at one instant (values
+        shared) and, for a subclass, its instance attributes (shallow), as ``copy.copy``."""
+        new = _rebuild(type(self), self.snapshot()._data, self._options())
+        attributes = getattr(self, "__dict__", None)
+        if attributes:
+            new.__dict__.update(attributes)
+        return new
 
     def __copy__(self: M) -> M:
         return self.copy()
@@ -244,11 +249,17 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         memo[id(self)] = new  # registered first, so a map that contains itself terminates
         for key, value in self.snapshot().items():
             new.store(_copy.deepcopy(key, memo), _copy.deepcopy(value, memo))
+        attributes = getattr(self, "__dict__", None)
+        if attributes:
+            new.__dict__.update(_copy.deepcopy(attributes, memo))
         return new
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # The items travel as pickle's "dictitems" (set with item assignment after the new
+        # map is memoized), so a map that contains itself pickles, as a dict does.
         state = getattr(self, "__dict__", None) or None
-        return (_rebuild, (type(self), dict(self.snapshot().items()), self._options()), state)
+        items = iter(self.snapshot().items())
+        return (_rebuild, (type(self), {}, self._options()), state, None, items)
 
     @classmethod
     def fromkeys(cls: type[M], iterable: Iterable[Any], value: Any = None) -> M:

@@ -1,0 +1,1620 @@
+/*
+ * sm_cmap.c -- ConcurrentMapBase, the native core of safemap.ConcurrentMap.
+ *
+ * Layout.  A fixed array of shards chosen at construction; each shard is a plain
+ * dict plus a lock (SMLock) and counters.  A key's shard is picked from its hash
+ * (multiplied by a 64-bit odd constant so the shard bits are independent of the
+ * low bits the dict uses for its own slots), so a key lives in exactly one shard
+ * for the map's whole life.
+ *
+ * How each kind of operation stays atomic (linearizable), also when a key's
+ * __hash__/__eq__ or a callback runs Python code, releases the GIL or blocks:
+ *
+ *  - __hash__ always runs first, before any lock is taken and before anything
+ *    is read: whatever it does, the operation has not started yet.
+ *
+ *  - Reads (m[k], get, in, load, the compute_if_* fast paths) take no lock.  On
+ *    GIL builds one dict lookup is atomic: CPython's dict restarts a lookup that
+ *    a concurrent mutation (made while a key's __eq__ released the GIL)
+ *    invalidated.  On free-threaded builds PyDict_GetItemRef is the dict's own
+ *    lock-free read and hands back a strong reference.  Every writer changes
+ *    the dict in ONE dict call at the very end of its operation, so a reader
+ *    sees the state before or after each write, never a half-done compute.
+ *    The one exception is a change spanning shards (clear, a transaction's
+ *    commit): it sets `guard`/`committing` first, and readers that see them
+ *    wait on the shard lock until the change is complete.
+ *
+ *  - Writes (store, delete, swap, compare-and-*, the compute family) take the
+ *    shard lock for the whole read-modify-write, so they serialize with each
+ *    other and with compute callbacks on that shard.  A key's __eq__ running
+ *    during the write therefore cannot let another writer in, and a blocked
+ *    callback blocks only its own shard.  Waiting for a shard lock never holds
+ *    the GIL (sm_lock.h).
+ *
+ *  - Re-entry.  A thread that holds a shard lock of this map (inside a compute
+ *    callback, a key's __eq__ during a write, or transaction(fn)) and asks for
+ *    another write -- to any shard -- gets RecursiveUpdateError: the same shard
+ *    would self-deadlock, another shard could deadlock against a thread doing
+ *    the reverse.  The check is one load on the hot path: on GIL builds the
+ *    map's count of held shard locks (`held`, non-zero only while some thread
+ *    runs Python code under a lock), on free-threaded builds a thread-local
+ *    count; only when non-zero are the shard owners scanned for this thread.
+ *    Reads from callbacks are allowed (they take no lock); inside
+ *    transaction(fn) every method of the map raises (use the view).
+ *
+ *  - Nothing the map drops is released under a lock: an overwritten or removed
+ *    value is kept alive by a reference of ours until the shard lock is
+ *    released, so its __del__ runs with no lock held.  (A removed KEY is
+ *    released by dict itself inside the deleting call; a key whose __del__
+ *    writes to this same map therefore gets RecursiveUpdateError, reported as
+ *    unraisable.)
+ *
+ *  - Exceptions leave no trace: every path mutates the dict only in its last
+ *    step, after every Python callback and comparison has succeeded; a dict
+ *    call that fails (MemoryError, __eq__ raising in its lookup) changes
+ *    nothing.
+ *
+ *  - Iteration copies one shard at a time (sm_buf_collect_dict: no lock, no
+ *    Python code on GIL builds; the dict's critical section on free-threaded
+ *    builds) and yields from the copy with no lock held.
+ *
+ *  - snapshot() reads every shard's version, copies every shard, and re-reads
+ *    the versions: unchanged and even means no mutation happened anywhere in
+ *    between, so the copy is the map at one instant.  After a few failed tries
+ *    a thread that holds no lock of this map locks every shard in index order
+ *    instead; a thread inside a compute callback keeps retrying (it must never
+ *    block on another shard while holding its own: that is the deadlock the
+ *    re-entry rule exists to prevent).
+ */
+#include "sm_cmap.h"
+
+/* ---------------------------------------------------------- bookkeeping */
+
+#if SM_FREE_THREADED
+#  define HELD_INC(m) (sm_tls_held++)
+#  define HELD_DEC(m) (sm_tls_held--)
+#  define REENTRY_POSSIBLE(m) (sm_tls_held != 0)
+#  define COUNT_READ(s) ((void)0)
+#else
+#  define HELD_INC(m) ((m)->held++)
+#  define HELD_DEC(m) ((m)->held--)
+#  define REENTRY_POSSIBLE(m) ((m)->held != 0)
+#  define COUNT_READ(s) ((s)->reads++)
+#endif
+
+/* Bracket one dict mutation: the version is odd while it is in progress. */
+#define BEGIN_MUT(s) SM_ADD_SSIZE(&(s)->version, 1)
+#define END_MUT(s) SM_ADD_SSIZE(&(s)->version, 1)
+
+#define MSG_WRITE_REENTRY \
+    "cannot write to a ConcurrentMap from inside one of its own compute " \
+    "callbacks (or from a key's __eq__/__hash__ during a write to it)"
+#define MSG_TXN_REENTRY \
+    "cannot call a ConcurrentMap's methods inside its own transaction(); " \
+    "use the view passed to the function"
+
+static inline SMShard *
+cm_shard(SMCMapObject *m, Py_hash_t hash)
+{
+    uint64_t x = (uint64_t)hash * UINT64_C(0x9E3779B97F4A7C15);
+    uint64_t idx = ((x >> 32) * (uint64_t)m->nshards) >> 32;
+    return &m->shards[idx].s;
+}
+
+static inline SMShard *
+cm_shard_at(SMCMapObject *m, Py_ssize_t i)
+{
+    return &m->shards[i].s;
+}
+
+/* Does the calling thread hold any shard lock of m? */
+static int
+cm_held_by_me(SMCMapObject *m, void *me)
+{
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        if (sm_lock_held_by(&cm_shard_at(m, i)->lock, me)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+cm_write_reentry_slow(SMCMapObject *m)
+{
+    void *me = sm_me();
+    if (SM_LOAD_PTR(&m->txn_owner) == me) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    if (cm_held_by_me(m, me)) {
+        return sm_raise_recursive(MSG_WRITE_REENTRY);
+    }
+    return 0;
+}
+
+/* 0 if the calling thread may start a write on m, else -1 with
+ * RecursiveUpdateError set. */
+static inline int
+cm_write_check(SMCMapObject *m)
+{
+    if (SM_LIKELY(!REENTRY_POSSIBLE(m))) {
+        return 0;
+    }
+    return cm_write_reentry_slow(m);
+}
+
+static int
+cm_read_slow(SMCMapObject *m, SMShard *s)
+{
+    void *me = sm_me();
+    if (SM_LOAD_PTR(&m->txn_owner) == me) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    if (SM_LOAD_INT(&m->committing)) {
+        /* Shards are being changed together, under every shard lock.  This
+         * thread holds none of them (the committer holds them all), so
+         * waiting for this shard's lock is deadlock-free; once we get it the
+         * change is complete. */
+        int contended;
+        if (sm_lock_acquire(&s->lock, me, &contended) < 0) {
+            return -1;
+        }
+        sm_lock_release(&s->lock);
+    }
+    return 0;
+}
+
+/* 0 if a read of shard s may proceed (lock-free), else -1. */
+static inline int
+cm_read_check(SMCMapObject *m, SMShard *s)
+{
+    if (SM_LIKELY(SM_LOAD_INT(&m->guard) == 0)) {
+        return 0;
+    }
+    return cm_read_slow(m, s);
+}
+
+static inline int
+cm_lock(SMCMapObject *m, SMShard *s, void *me)
+{
+    int contended;
+    if (sm_lock_acquire(&s->lock, me, &contended) < 0) {
+        return -1;
+    }
+    /* Counters are written by the lock holder only. */
+    SM_STORE_SSIZE_RELAXED(&s->locks, SM_LOAD_SSIZE_RELAXED(&s->locks) + 1);
+    if (contended) {
+        SM_STORE_SSIZE_RELAXED(&s->contended, SM_LOAD_SSIZE_RELAXED(&s->contended) + 1);
+    }
+    HELD_INC(m);
+    return 0;
+}
+
+static inline void
+cm_unlock(SMCMapObject *m, SMShard *s)
+{
+    HELD_DEC(m);
+    sm_lock_release(&s->lock);
+}
+
+/* Hash key, check re-entry, lock its shard.  NULL with an exception set on
+ * failure (nothing held). */
+static inline SMShard *
+cm_begin_write(SMCMapObject *m, PyObject *key, Py_hash_t hash)
+{
+    if (cm_write_check(m) < 0) {
+        return NULL;
+    }
+    SMShard *s = cm_shard(m, hash);
+    if (cm_lock(m, s, sm_me()) < 0) {
+        return NULL;
+    }
+    (void)key;
+    return s;
+}
+
+/* Lock every shard in index order (the one global lock order; only threads
+ * holding no lock of m do this).  0 or -1 (nothing held). */
+static int
+cm_lock_all(SMCMapObject *m)
+{
+    if (cm_write_check(m) < 0) {
+        return -1;
+    }
+    void *me = sm_me();
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        if (cm_lock(m, cm_shard_at(m, i), me) < 0) {
+            while (--i >= 0) {
+                cm_unlock(m, cm_shard_at(m, i));
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+cm_unlock_all(SMCMapObject *m)
+{
+    for (Py_ssize_t i = m->nshards - 1; i >= 0; i--) {
+        cm_unlock(m, cm_shard_at(m, i));
+    }
+}
+
+/* Mark every shard as mid-mutation (odd versions) and make readers wait:
+ * called holding every shard lock, before changing several shards. */
+static void
+cm_begin_multi(SMCMapObject *m)
+{
+    SM_STORE_INT(&m->committing, 1);
+    SM_STORE_INT(&m->guard, 1);
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        BEGIN_MUT(cm_shard_at(m, i));
+    }
+}
+
+static void
+cm_end_multi(SMCMapObject *m)
+{
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        END_MUT(cm_shard_at(m, i));
+    }
+    SM_STORE_INT(&m->committing, 0);
+}
+
+static PyObject *
+cm_pair(PyObject *a, int flag)
+{
+    /* Steals a (may be NULL for None). */
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(a);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a ? a : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(flag ? Py_True : Py_False));
+    return t;
+}
+
+static void
+cm_key_error(PyObject *key)
+{
+    PyObject *t = PyTuple_Pack(1, key);
+    if (t != NULL) {
+        PyErr_SetObject(PyExc_KeyError, t);
+        Py_DECREF(t);
+    }
+}
+
+/* ------------------------------------------------------------ primitives */
+
+/* Lock-free read.  1: found (*out strong), 0: absent, -1: error. */
+static inline int
+cm_read_hashed(SMCMapObject *m, PyObject *key, Py_hash_t hash, PyObject **out)
+{
+    SMShard *s = cm_shard(m, hash);
+    if (cm_read_check(m, s) < 0) {
+        *out = NULL;
+        return -1;
+    }
+    COUNT_READ(s);
+    return sm_dict_get(s->dict, key, hash, out);
+}
+
+static inline int
+cm_read(SMCMapObject *m, PyObject *key, PyObject **out)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        *out = NULL;
+        return -1;
+    }
+    return cm_read_hashed(m, key, hash, out);
+}
+
+/* m[key] = value.  0 or -1. */
+static int
+cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    SMShard *s = cm_begin_write(m, key, hash);
+    if (s == NULL) {
+        return -1;
+    }
+    PyObject *cur = NULL;
+    BEGIN_MUT(s);
+    /* One lookup inserts a new key; an existing key's value is replaced by a
+     * second call while `cur` keeps the old value alive past the unlock. */
+    int r = sm_dict_setdefault(s->dict, key, value, &cur);
+    if (r == 0) {
+        SM_ADD_SSIZE(&m->count, 1);
+    }
+    else if (r == 1 && cur != value) {
+        r = sm_dict_set(s->dict, key, value, hash);
+    }
+    END_MUT(s);
+    cm_unlock(m, s);
+    Py_XDECREF(cur);
+    return r < 0 ? -1 : 0;
+}
+
+/* Remove key.  1: removed (*old strong, release it after this returns),
+ * 0: absent, -1: error. */
+static int
+cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        *old = NULL;
+        return -1;
+    }
+    SMShard *s = cm_begin_write(m, key, hash);
+    if (s == NULL) {
+        *old = NULL;
+        return -1;
+    }
+    BEGIN_MUT(s);
+    int r = sm_dict_pop(s->dict, key, hash, old);
+    END_MUT(s);
+    if (r == 1) {
+        SM_ADD_SSIZE(&m->count, -1);
+    }
+    cm_unlock(m, s);
+    return r;
+}
+
+enum { CM_COMPUTE, CM_IF_ABSENT, CM_IF_PRESENT, CM_MERGE };
+
+/* The compute family.  The callback runs holding the shard lock, so it is
+ * atomic with every other write to the shard; reads stay lock-free and see
+ * the old value until the single dict call that installs the result. */
+static PyObject *
+cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    PyObject *old = NULL;
+    if (mode == CM_IF_ABSENT || mode == CM_IF_PRESENT) {
+        /* Lock-free fast path: a present key for compute_if_absent, an absent
+         * one for compute_if_present, is the answer at the instant of the
+         * read. */
+        int r = cm_read_hashed(m, key, hash, &old);
+        if (r < 0) {
+            return NULL;
+        }
+        if (r == 1 && mode == CM_IF_ABSENT) {
+            return old;
+        }
+        if (r == 0 && mode == CM_IF_PRESENT) {
+            Py_RETURN_NONE;
+        }
+        Py_CLEAR(old);
+    }
+    SMShard *s = cm_begin_write(m, key, hash);
+    if (s == NULL) {
+        return NULL;
+    }
+    PyObject *res = NULL;     /* callback's answer */
+    PyObject *result = NULL;  /* what we return */
+    int r = sm_dict_get(s->dict, key, hash, &old);
+    if (r < 0) {
+        goto unlock;
+    }
+    PyObject *args[2];
+    switch (mode) {
+    case CM_COMPUTE:
+        args[0] = key;
+        args[1] = old ? old : SM_MISSING;
+        res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    case CM_IF_ABSENT:
+        if (old != NULL) {
+            result = Py_NewRef(old);  /* another thread won the race */
+            goto unlock;
+        }
+        args[0] = key;
+        res = PyObject_Vectorcall(fn, args, 1, NULL);
+        break;
+    case CM_IF_PRESENT:
+        if (old == NULL) {
+            result = Py_NewRef(Py_None);
+            goto unlock;
+        }
+        args[0] = key;
+        args[1] = old;
+        res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    default: /* CM_MERGE */
+        if (old == NULL) {
+            res = Py_NewRef(mval);
+        }
+        else {
+            args[0] = old;
+            args[1] = mval;
+            res = PyObject_Vectorcall(fn, args, 2, NULL);
+        }
+        break;
+    }
+    if (res == NULL) {
+        goto unlock;
+    }
+    if (res == SM_DELETE) {
+        if (old != NULL) {
+            BEGIN_MUT(s);
+            r = sm_dict_del(s->dict, key, hash);
+            END_MUT(s);
+            if (r < 0) {
+                goto unlock;
+            }
+            SM_ADD_SSIZE(&m->count, -1);
+        }
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        if (old != res) {
+            BEGIN_MUT(s);
+            r = sm_dict_set(s->dict, key, res, hash);
+            END_MUT(s);
+            if (r < 0) {
+                goto unlock;
+            }
+            if (old == NULL) {
+                SM_ADD_SSIZE(&m->count, 1);
+            }
+        }
+        result = Py_NewRef(res);
+    }
+unlock:
+    cm_unlock(m, s);
+    Py_XDECREF(old);
+    Py_XDECREF(res);
+    return result;
+}
+
+/* ------------------------------------------------------------ slots */
+
+static Py_ssize_t
+cm_length(PyObject *op)
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cm_read_slow(m, cm_shard_at(m, 0)) < 0) {
+        return -1;
+    }
+    return SM_LOAD_SSIZE(&m->count);
+}
+
+static PyObject *
+cm_subscript(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = cm_read((SMCMapObject *)op, key, &v);
+    if (r > 0) {
+        return v;
+    }
+    if (r == 0) {
+        cm_key_error(key);
+    }
+    return NULL;
+}
+
+static int
+cm_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    if (value != NULL) {
+        return cm_store_impl(m, key, value);
+    }
+    PyObject *old;
+    int r = cm_pop_impl(m, key, &old);
+    if (r == 0) {
+        cm_key_error(key);
+        return -1;
+    }
+    Py_XDECREF(old);
+    return r < 0 ? -1 : 0;
+}
+
+static int
+cm_contains(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = cm_read((SMCMapObject *)op, key, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+/* ------------------------------------------------------------ methods */
+
+static int
+cm_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (nargs < lo || nargs > hi) {
+        if (lo == hi) {
+            PyErr_Format(PyExc_TypeError, "%s expected %zd argument%s, got %zd",
+                         name, lo, lo == 1 ? "" : "s", nargs);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "%s expected %zd to %zd arguments, got %zd",
+                         name, lo, hi, nargs);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+cm_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("get", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *v;
+    int r = cm_read((SMCMapObject *)op, args[0], &v);
+    if (r > 0) {
+        return v;
+    }
+    if (r < 0) {
+        return NULL;
+    }
+    return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+cm_load(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = cm_read((SMCMapObject *)op, key, &v);
+    if (r < 0) {
+        return NULL;
+    }
+    return cm_pair(v, r);
+}
+
+static PyObject *
+cm_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("store", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    if (cm_store_impl((SMCMapObject *)op, args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cm_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("pop", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *old;
+    int r = cm_pop_impl((SMCMapObject *)op, args[0], &old);
+    if (r > 0) {
+        return old;
+    }
+    if (r < 0) {
+        return NULL;
+    }
+    if (nargs == 2) {
+        return Py_NewRef(args[1]);
+    }
+    cm_key_error(args[0]);
+    return NULL;
+}
+
+static PyObject *
+cm_load_and_delete(PyObject *op, PyObject *key)
+{
+    PyObject *old;
+    int r = cm_pop_impl((SMCMapObject *)op, key, &old);
+    if (r < 0) {
+        return NULL;
+    }
+    return cm_pair(old, r);
+}
+
+static PyObject *
+cm_delete(PyObject *op, PyObject *key)
+{
+    PyObject *old;
+    int r = cm_pop_impl((SMCMapObject *)op, key, &old);
+    Py_XDECREF(old);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* load_or_store / setdefault / swap share one locked setdefault. */
+static int
+cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
+                   PyObject **cur)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        *cur = NULL;
+        return -1;
+    }
+    SMShard *s = cm_begin_write(m, key, hash);
+    if (s == NULL) {
+        *cur = NULL;
+        return -1;
+    }
+    BEGIN_MUT(s);
+    int r = sm_dict_setdefault(s->dict, key, value, cur);
+    if (r == 0) {
+        SM_ADD_SSIZE(&m->count, 1);
+    }
+    else if (r == 1 && replace && *cur != value) {
+        if (sm_dict_set(s->dict, key, value, hash) < 0) {
+            Py_CLEAR(*cur);
+            r = -1;
+        }
+    }
+    END_MUT(s);
+    cm_unlock(m, s);
+    return r;
+}
+
+static PyObject *
+cm_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("load_or_store", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *cur;
+    int r = cm_setdefault_impl((SMCMapObject *)op, args[0], args[1], 0, &cur);
+    if (r < 0) {
+        return NULL;
+    }
+    return cm_pair(cur, r);
+}
+
+static PyObject *
+cm_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("setdefault", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *cur;
+    if (cm_setdefault_impl((SMCMapObject *)op, args[0], nargs == 2 ? args[1] : Py_None, 0,
+                           &cur) < 0) {
+        return NULL;
+    }
+    return cur;
+}
+
+static PyObject *
+cm_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("swap", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *cur;
+    int r = cm_setdefault_impl((SMCMapObject *)op, args[0], args[1], 1, &cur);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        Py_DECREF(cur);  /* that is the value we just stored */
+        return cm_pair(NULL, 0);
+    }
+    return cm_pair(cur, 1);
+}
+
+/* compare_and_swap (new != NULL) and compare_and_delete (new == NULL).  The
+ * value comparison (identity first, then ==) runs under the shard lock, so the
+ * compare and the swap are one atomic step. */
+static int
+cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    SMShard *s = cm_begin_write(m, key, hash);
+    if (s == NULL) {
+        return -1;
+    }
+    PyObject *cur;
+    int r = sm_dict_get(s->dict, key, hash, &cur);
+    if (r == 1) {
+        r = PyObject_RichCompareBool(cur, expected, Py_EQ);
+        if (r == 1) {
+            if (new == NULL) {
+                BEGIN_MUT(s);
+                if (sm_dict_del(s->dict, key, hash) < 0) {
+                    r = -1;
+                }
+                else {
+                    SM_ADD_SSIZE(&m->count, -1);
+                }
+                END_MUT(s);
+            }
+            else if (new != cur) {
+                BEGIN_MUT(s);
+                if (sm_dict_set(s->dict, key, new, hash) < 0) {
+                    r = -1;
+                }
+                END_MUT(s);
+            }
+        }
+    }
+    cm_unlock(m, s);
+    Py_XDECREF(cur);
+    return r;
+}
+
+static PyObject *
+cm_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    int r = cm_compare_and_impl((SMCMapObject *)op, args[0], args[1], args[2]);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+cm_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    int r = cm_compare_and_impl((SMCMapObject *)op, args[0], args[1], NULL);
+    if (r < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+cm_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("compute", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_COMPUTE);
+}
+
+static PyObject *
+cm_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("compute_if_absent", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_IF_ABSENT);
+}
+
+static PyObject *
+cm_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("compute_if_present", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_IF_PRESENT);
+}
+
+static PyObject *
+cm_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (cm_nargs("merge", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    return cm_compute_impl((SMCMapObject *)op, args[0], args[2], args[1], CM_MERGE);
+}
+
+/* clear(): atomic for every observer.  Under every shard lock, with readers
+ * held off (guard/committing) and snapshots invalidated (odd versions), each
+ * shard's contents move into a buffer and the dict is emptied; the buffer is
+ * released after the locks, so no __del__ runs under them. */
+static PyObject *
+cm_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    if (cm_lock_all(m) < 0) {
+        return NULL;
+    }
+    SMBuf grave = {NULL, 0, 0};
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        total += PyDict_GET_SIZE(cm_shard_at(m, i)->dict);
+    }
+    if (sm_buf_reserve(&grave, 2 * total) < 0) {
+        cm_unlock_all(m);
+        return NULL;
+    }
+    cm_begin_multi(m);
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        PyObject *d = cm_shard_at(m, i)->dict;
+        /* Cannot fail: the space is reserved and the lock excludes writers. */
+        (void)sm_buf_collect_dict(&grave, d);
+        PyDict_Clear(d);
+    }
+    SM_STORE_SSIZE_RELAXED(&m->count, 0);
+    cm_end_multi(m);
+    SM_STORE_INT(&m->guard, 0);
+    cm_unlock_all(m);
+    sm_buf_clear(&grave);
+    Py_RETURN_NONE;
+}
+
+/* Copy the whole map at one instant into buf (see the header comment). */
+static int
+cm_collect_all(SMCMapObject *m, SMBuf *buf)
+{
+    void *me = sm_me();
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == me) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    Py_ssize_t n = m->nshards;
+    Py_ssize_t *seen = PyMem_Malloc((size_t)n * sizeof(Py_ssize_t));
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = 0;
+    for (int attempt = 0;; attempt++) {
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < n && ok; i++) {
+            seen[i] = SM_LOAD_SSIZE(&cm_shard_at(m, i)->version);
+            ok = (seen[i] & 1) == 0;
+        }
+        for (Py_ssize_t i = 0; i < n && ok; i++) {
+            if (sm_buf_collect_dict(buf, cm_shard_at(m, i)->dict) < 0) {
+                rc = -1;
+                goto done;
+            }
+        }
+        for (Py_ssize_t i = 0; i < n && ok; i++) {
+            ok = SM_LOAD_SSIZE(&cm_shard_at(m, i)->version) == seen[i];
+        }
+        if (ok) {
+            break;
+        }
+        sm_buf_clear(buf);
+        if (attempt >= 8 && !cm_held_by_me(m, me)) {
+            /* Writers keep getting in: take every lock (in index order; this
+             * thread holds none, so this cannot deadlock). */
+            if (cm_lock_all(m) < 0) {
+                rc = -1;
+                goto done;
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (sm_buf_collect_dict(buf, cm_shard_at(m, i)->dict) < 0) {
+                    rc = -1;
+                    break;
+                }
+            }
+            cm_unlock_all(m);
+            goto done;
+        }
+        sm_backoff(attempt);
+    }
+done:
+    PyMem_Free(seen);
+    return rc;
+}
+
+static PyObject *
+cm_buf_to_dict(SMBuf *buf)
+{
+#if SM_PRIVATE_DICT_API
+    PyObject *d = _PyDict_NewPresized(buf->n / 2);
+#else
+    PyObject *d = PyDict_New();
+#endif
+    if (d == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < buf->n; i += 2) {
+        if (PyDict_SetItem(d, buf->items[i], buf->items[i + 1]) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
+}
+
+static PyObject *
+cm_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMBuf buf = {NULL, 0, 0};
+    if (cm_collect_all((SMCMapObject *)op, &buf) < 0) {
+        sm_buf_clear(&buf);
+        return NULL;
+    }
+    PyObject *d = cm_buf_to_dict(&buf);
+    sm_buf_clear(&buf);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
+    Py_DECREF(d);
+    return res;
+}
+
+static int
+cm_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
+{
+    SMCMapObject *m = (SMCMapObject *)owner;
+    if (index >= m->nshards) {
+        return 0;
+    }
+    SMShard *s = cm_shard_at(m, index);
+    if (cm_read_check(m, s) < 0) {
+        return -1;
+    }
+    return sm_buf_collect_dict(buf, s->dict) < 0 ? -1 : 1;
+}
+
+static PyObject *
+cm_iter_common(SMCMapObject *m, int kind)
+{
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
+        sm_raise_recursive(MSG_TXN_REENTRY);
+        return NULL;
+    }
+    return sm_iter_new((PyObject *)m, cm_fill, kind);
+}
+
+static PyObject *
+cm_iter(PyObject *op)
+{
+    return cm_iter_common((SMCMapObject *)op, SM_ITER_KEYS);
+}
+
+static PyObject *
+cm_iter_items(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return cm_iter_common((SMCMapObject *)op, SM_ITER_ITEMS);
+}
+
+static PyObject *
+cm_options(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("{s:n}", "shards", ((SMCMapObject *)op)->nshards);
+}
+
+static PyObject *
+cm_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    Py_ssize_t size = Py_TYPE(op)->tp_basicsize + SM_SHARD_STRIDE
+                      + m->nshards * (Py_ssize_t)sizeof(SMShardSlot);
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        PyObject *r = PyObject_CallMethod(cm_shard_at(m, i)->dict, "__sizeof__", NULL);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_ssize_t n = PyLong_AsSsize_t(r);
+        Py_DECREF(r);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        size += n;
+    }
+    return PyLong_FromSsize_t(size);
+}
+
+/* stats(): cheap counters for observability.  Values are read without locks:
+ * each is exact when the map is quiescent. */
+static PyObject *
+cm_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    Py_ssize_t n = m->nshards;
+    PyObject *sizes = PyList_New(n);
+    PyObject *locks = PyList_New(n);
+    PyObject *contended = PyList_New(n);
+#if SM_FREE_THREADED
+    PyObject *reads = Py_NewRef(Py_None);
+#else
+    PyObject *reads = PyList_New(n);
+#endif
+    if (sizes == NULL || locks == NULL || contended == NULL || reads == NULL) {
+        goto fail;
+    }
+    Py_ssize_t tot_locks = 0, tot_contended = 0, tot_reads = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        SMShard *s = cm_shard_at(m, i);
+        Py_ssize_t l = SM_LOAD_SSIZE_RELAXED(&s->locks);
+        Py_ssize_t c = SM_LOAD_SSIZE_RELAXED(&s->contended);
+        tot_locks += l;
+        tot_contended += c;
+        PyObject *a = PyLong_FromSsize_t(PyDict_Size(s->dict));
+        if (a == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(sizes, i, a);
+        if ((a = PyLong_FromSsize_t(l)) == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(locks, i, a);
+        if ((a = PyLong_FromSsize_t(c)) == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(contended, i, a);
+#if !SM_FREE_THREADED
+        tot_reads += s->reads;
+        if ((a = PyLong_FromSsize_t(s->reads)) == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(reads, i, a);
+#endif
+    }
+    PyObject *reads_total = SM_FREE_THREADED ? Py_NewRef(Py_None) : PyLong_FromSsize_t(tot_reads);
+    if (reads_total == NULL) {
+        goto fail;
+    }
+    /* "N" steals each reference, also when building fails. */
+    return Py_BuildValue(
+        "{s:s,s:n,s:n,s:N,s:N,s:N,s:N,s:N,s:n,s:n}",
+        "type", "ConcurrentMap",
+        "shards", n,
+        "len", SM_LOAD_SSIZE(&m->count),
+        "shard_sizes", sizes,
+        "shard_reads", reads,
+        "shard_writes", locks,
+        "shard_contended", contended,
+        "reads", reads_total,
+        "writes", tot_locks,
+        "contended", tot_contended);
+fail:
+    Py_XDECREF(sizes);
+    Py_XDECREF(locks);
+    Py_XDECREF(contended);
+    Py_XDECREF(reads);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ transaction */
+
+/* The storage a transaction's view reads and commits into: the shards
+ * themselves, reachable only while the owning thread holds every lock. */
+typedef struct {
+    PyObject_HEAD
+    SMCMapObject *map;
+    int open;
+    PyObject *grave;  /* values and keys replaced by the commit: released
+                         after the locks */
+} SMTxnStorage;
+
+static int
+txn_check(SMTxnStorage *t)
+{
+    if (!t->open || t->map == NULL || SM_LOAD_PTR(&t->map->txn_owner) != sm_me()) {
+        PyErr_SetString(PyExc_RuntimeError, "transaction storage used outside its transaction");
+        return -1;
+    }
+    return 0;
+}
+
+/* First write of the commit: hold readers off and invalidate snapshots. */
+static void
+txn_begin_commit(SMTxnStorage *t)
+{
+    if (!SM_LOAD_INT(&t->map->committing)) {
+        cm_begin_multi(t->map);
+    }
+}
+
+static PyObject *
+cm_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    SMTxnStorage *t = PyObject_GC_New(SMTxnStorage, &SMTxnStorage_Type);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->map = NULL;
+    t->open = 0;
+    t->grave = PyList_New(0);
+    PyObject_GC_Track(t);
+    if (t->grave == NULL || cm_lock_all(m) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    t->map = (SMCMapObject *)Py_NewRef(op);
+    t->open = 1;
+    SM_STORE_PTR(&m->txn_owner, sm_me());
+    SM_STORE_INT(&m->guard, 1);
+    return (PyObject *)t;
+}
+
+static PyObject *
+cm_txn_end(PyObject *op, PyObject *arg)
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    if (!PyObject_TypeCheck(arg, &SMTxnStorage_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a transaction storage");
+        return NULL;
+    }
+    SMTxnStorage *t = (SMTxnStorage *)arg;
+    if (txn_check(t) < 0 || t->map != m) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "transaction storage of another map");
+        }
+        return NULL;
+    }
+    t->open = 0;
+    if (SM_LOAD_INT(&m->committing)) {
+        cm_end_multi(m);
+    }
+    SM_STORE_PTR(&m->txn_owner, NULL);
+    SM_STORE_INT(&m->guard, 0);
+    cm_unlock_all(m);
+    /* Release what the commit replaced, with no lock held. */
+    PyObject *grave = t->grave;
+    t->grave = PyList_New(0);
+    Py_XDECREF(grave);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+txn_subscript(PyObject *op, PyObject *key)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return NULL;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    PyObject *v;
+    int r = sm_dict_get(cm_shard(t->map, hash)->dict, key, hash, &v);
+    if (r == 0) {
+        cm_key_error(key);
+    }
+    return r > 0 ? v : NULL;
+}
+
+static int
+txn_contains(PyObject *op, PyObject *key)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return -1;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    PyObject *v;
+    int r = sm_dict_get(cm_shard(t->map, hash)->dict, key, hash, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static Py_ssize_t
+txn_length(PyObject *op)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return -1;
+    }
+    return SM_LOAD_SSIZE(&t->map->count);
+}
+
+static PyObject *
+txn_iter(PyObject *op)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return NULL;
+    }
+    SMBuf buf = {NULL, 0, 0};
+    PyObject *keys = NULL;
+    for (Py_ssize_t i = 0; i < t->map->nshards; i++) {
+        if (sm_buf_collect_dict(&buf, cm_shard_at(t->map, i)->dict) < 0) {
+            goto done;
+        }
+    }
+    keys = PyList_New(buf.n / 2);
+    if (keys == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < buf.n; i += 2) {
+        PyList_SET_ITEM(keys, i / 2, buf.items[i]);
+        buf.items[i] = NULL;
+    }
+done:
+    sm_buf_clear(&buf);
+    if (keys == NULL) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static int
+txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return -1;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    SMCMapObject *m = t->map;
+    SMShard *s = cm_shard(m, hash);
+    PyObject *old;
+    int r = sm_dict_get(s->dict, key, hash, &old);
+    if (r < 0) {
+        return -1;
+    }
+    if (value == NULL && r == 0) {
+        cm_key_error(key);
+        return -1;
+    }
+    if (old != NULL && PyList_Append(t->grave, old) < 0) {
+        Py_DECREF(old);
+        return -1;
+    }
+    txn_begin_commit(t);
+    if (value == NULL) {
+        r = sm_dict_del(s->dict, key, hash);
+        if (r == 0) {
+            SM_ADD_SSIZE(&m->count, -1);
+        }
+    }
+    else if (value != old) {
+        r = sm_dict_set(s->dict, key, value, hash);
+        if (r == 0 && old == NULL) {
+            SM_ADD_SSIZE(&m->count, 1);
+        }
+    }
+    Py_XDECREF(old);  /* the grave holds it */
+    return r < 0 ? -1 : 0;
+}
+
+static PyObject *
+txn_update(PyObject *op, PyObject *other)
+{
+    if (!PyDict_Check(other)) {
+        PyErr_SetString(PyExc_TypeError, "transaction storage update() takes a dict");
+        return NULL;
+    }
+    PyObject *items = PyDict_Items(other);
+    if (items == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        if (txn_ass_subscript(op, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)) < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static int
+txn_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_VISIT(t->map);
+    Py_VISIT(t->grave);
+    return 0;
+}
+
+static int
+txn_clear(PyObject *op)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_CLEAR(t->map);
+    Py_CLEAR(t->grave);
+    return 0;
+}
+
+static void
+txn_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    txn_clear(op);
+    PyObject_GC_Del(op);
+}
+
+static PyMappingMethods txn_as_mapping = {
+    .mp_length = txn_length,
+    .mp_subscript = txn_subscript,
+    .mp_ass_subscript = txn_ass_subscript,
+};
+
+static PySequenceMethods txn_as_sequence = {
+    .sq_contains = txn_contains,
+};
+
+static PyMethodDef txn_methods[] = {
+    {"update", txn_update, METH_O, "Store every item of a dict (commit only)."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject SMTxnStorage_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.TransactionStorage",
+    .tp_basicsize = sizeof(SMTxnStorage),
+    .tp_dealloc = txn_dealloc,
+    .tp_as_sequence = &txn_as_sequence,
+    .tp_as_mapping = &txn_as_mapping,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The shards of a ConcurrentMap, as seen by the thread that holds every "
+              "shard lock during transaction(); unusable anywhere else.",
+    .tp_traverse = txn_traverse,
+    .tp_clear = txn_clear,
+    .tp_iter = txn_iter,
+    .tp_methods = txn_methods,
+};
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int
+cm_parse_shards(PyObject *obj, Py_ssize_t *out)
+{
+    if (obj == NULL || obj == Py_None) {
+        *out = SM_default_shards;
+        return 0;
+    }
+    if (PyBool_Check(obj) || !PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "shards must be a positive int, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || n < 1 || n > 65536) {
+        PyErr_Format(PyExc_ValueError, "shards must be between 1 and 65536, got %R", obj);
+        return -1;
+    }
+    *out = (Py_ssize_t)n;
+    return 0;
+}
+
+static PyObject *
+cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    PyObject *shards_obj = NULL;
+    if (kwds != NULL) {
+        shards_obj = PyDict_GetItemString(kwds, "shards"); /* borrowed; kwds is ours */
+    }
+    Py_ssize_t n;
+    if (cm_parse_shards(shards_obj, &n) < 0) {
+        return NULL;
+    }
+    SMCMapObject *m = (SMCMapObject *)type->tp_alloc(type, 0);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->nshards = 0;
+    size_t bytes = (size_t)n * sizeof(SMShardSlot) + SM_SHARD_STRIDE;
+    m->shards_alloc = PyMem_Calloc(1, bytes);
+    if (m->shards_alloc == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    uintptr_t p = (uintptr_t)m->shards_alloc;
+    p = (p + SM_SHARD_STRIDE - 1) & ~(uintptr_t)(SM_SHARD_STRIDE - 1);
+    m->shards = (SMShardSlot *)p;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyDict_New();
+        if (d == NULL) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        m->shards[i].s.dict = d;
+        m->nshards = i + 1;
+    }
+    m->count = 0;
+    m->guard = 0;
+    m->committing = 0;
+    m->txn_owner = NULL;
+#if !SM_FREE_THREADED
+    m->held = 0;
+#endif
+    m->weakreflist = NULL;
+    return (PyObject *)m;
+}
+
+static int
+cm_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    if (PyTuple_GET_SIZE(args) > 1) {
+        PyErr_Format(PyExc_TypeError, "%.100s expected at most 1 positional argument, got %zd",
+                     Py_TYPE(op)->tp_name, PyTuple_GET_SIZE(args));
+        return -1;
+    }
+    PyObject *other = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *items = NULL;  /* keyword items, minus the `shards` option */
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        items = PyDict_Copy(kwds);
+        if (items == NULL) {
+            return -1;
+        }
+        if (PyDict_DelItemString(items, "shards") < 0) {
+            PyErr_Clear();
+        }
+        if (PyDict_GET_SIZE(items) == 0) {
+            Py_CLEAR(items);
+        }
+    }
+    int rc = 0;
+    if (other != NULL && PyDict_CheckExact(other) && items == NULL) {
+        /* Fast path: an atomic copy of the dict's items, then one store each. */
+        PyObject *pairs = PyDict_Items(other);
+        if (pairs == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs) && rc == 0; i++) {
+            PyObject *kv = PyList_GET_ITEM(pairs, i);
+            rc = cm_store_impl(m, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1));
+        }
+        Py_DECREF(pairs);
+        return rc;
+    }
+    if (other == NULL && items == NULL) {
+        return 0;
+    }
+    /* General case: the protocol's update (mappings, pairs, keys()). */
+    PyObject *callargs = other ? PyTuple_Pack(2, op, other) : PyTuple_Pack(1, op);
+    if (callargs == NULL) {
+        Py_XDECREF(items);
+        return -1;
+    }
+    PyObject *r = PyObject_Call(SM_abc_update, callargs, items);
+    Py_DECREF(callargs);
+    Py_XDECREF(items);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+cm_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        Py_VISIT(cm_shard_at(m, i)->dict);
+    }
+    return 0;
+}
+
+static int
+cm_tp_clear(PyObject *op)
+{
+    /* Break cycles by emptying the shards; the dicts themselves stay, so the
+     * map remains usable (empty) if something still reaches it. */
+    SMCMapObject *m = (SMCMapObject *)op;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        PyDict_Clear(cm_shard_at(m, i)->dict);
+    }
+    SM_STORE_SSIZE_RELAXED(&m->count, 0);
+    return 0;
+}
+
+static void
+cm_dealloc(PyObject *op)
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    PyObject_GC_UnTrack(op);
+    if (m->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        SMShard *s = cm_shard_at(m, i);
+        Py_CLEAR(s->dict);
+        sm_lock_fini(&s->lock);
+    }
+    m->nshards = 0;
+    PyMem_Free(m->shards_alloc);
+    m->shards_alloc = NULL;
+    /* A Python subclass's dealloc (subtype_dealloc) drops its type's
+     * reference after calling us; a static base type must not. */
+    Py_TYPE(op)->tp_free(op);
+}
+
+/* ------------------------------------------------------------ type */
+
+static PyMappingMethods cm_as_mapping = {
+    .mp_length = cm_length,
+    .mp_subscript = cm_subscript,
+    .mp_ass_subscript = cm_ass_subscript,
+};
+
+static PySequenceMethods cm_as_sequence = {
+    .sq_contains = cm_contains,
+};
+
+#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
+
+static PyMethodDef cm_methods[] = {
+    FASTCALL("get", cm_get, "get(key, default=None, /): the value for key, else default."),
+    {"load", cm_load, METH_O, "load(key): (value, True) if present, else (None, False)."},
+    FASTCALL("store", cm_store, "store(key, value): set key to value."),
+    FASTCALL("pop", cm_pop, "pop(key[, default]): remove key and return its value."),
+    FASTCALL("setdefault", cm_setdefault,
+             "setdefault(key, default=None, /): the value for key, storing default first "
+             "if absent (atomic)."),
+    FASTCALL("load_or_store", cm_load_or_store,
+             "load_or_store(key, value): (existing, True), or store value and return "
+             "(value, False)."),
+    {"load_and_delete", cm_load_and_delete, METH_O,
+     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
+    {"delete", cm_delete, METH_O, "delete(key): remove key if present."},
+    FASTCALL("swap", cm_swap,
+             "swap(key, value): store value; (previous, True), or (None, False) if absent."),
+    FASTCALL("compare_and_swap", cm_compare_and_swap,
+             "compare_and_swap(key, old, new): store new only if key holds a value equal "
+             "to old (identity, then ==); returns whether it did."),
+    FASTCALL("compare_and_delete", cm_compare_and_delete,
+             "compare_and_delete(key, old): remove key only if it holds a value equal to "
+             "old; returns whether it did."),
+    FASTCALL("compute", cm_compute,
+             "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
+             "MISSING when absent; return DELETE to remove). fn runs holding the key's "
+             "shard lock: it may read the map, writing to it raises RecursiveUpdateError."),
+    FASTCALL("compute_if_absent", cm_compute_if_absent,
+             "compute_if_absent(key, factory): the value for key, storing factory(key) "
+             "first if absent; factory runs at most once per absent key."),
+    FASTCALL("compute_if_present", cm_compute_if_present,
+             "compute_if_present(key, fn): if present, replace the value with fn(key, old)."),
+    FASTCALL("merge", cm_merge,
+             "merge(key, value, fn): store value if absent, else fn(old, value) "
+             "(DELETE removes); returns the new value or None."),
+    {"clear", cm_clear, METH_NOARGS, "clear(): remove every entry, atomically."},
+    {"snapshot", cm_snapshot, METH_NOARGS,
+     "snapshot(): a FrozenMap equal to the map's contents at one instant."},
+    {"_iter_items", cm_iter_items, METH_NOARGS,
+     "Weakly consistent (key, value) iterator; holds no lock while the consumer runs."},
+    {"_options", cm_options, METH_NOARGS, "The options that rebuild a map like this one."},
+    {"__sizeof__", cm_sizeof, METH_NOARGS, "Size in memory, in bytes, shards included."},
+    {"stats", cm_stats, METH_NOARGS,
+     "stats(): cheap counters: per-shard sizes, reads (GIL builds), lock acquisitions "
+     "(writes) and how many of those found the lock held (contended)."},
+    {"_txn_begin", cm_txn_begin, METH_NOARGS,
+     "Lock every shard (index order) for transaction(); returns the storage."},
+    {"_txn_end", cm_txn_end, METH_O, "Release what _txn_begin took."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject SMCMap_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.ConcurrentMapBase",
+    .tp_basicsize = sizeof(SMCMapObject),
+    .tp_dealloc = cm_dealloc,
+    .tp_as_sequence = &cm_as_sequence,
+    .tp_as_mapping = &cm_as_mapping,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Native core of safemap.ConcurrentMap: a fixed array of shards, each a dict "
+              "with its own lock. Use safemap.ConcurrentMap.",
+    .tp_traverse = cm_traverse,
+    .tp_clear = cm_tp_clear,
+    .tp_weaklistoffset = offsetof(SMCMapObject, weakreflist),
+    .tp_iter = cm_iter,
+    .tp_methods = cm_methods,
+    .tp_init = cm_init,
+    .tp_alloc = PyType_GenericAlloc,
+    .tp_new = cm_new,
+    .tp_free = PyObject_GC_Del,
+};

@@ -1,0 +1,263 @@
+/*
+ * sm_common.c -- shared helpers: protocol objects, item buffer, chunked iterator.
+ */
+#include "sm_common.h"
+
+#ifdef _WIN32
+#  include <windows.h>
+#else
+#  include <sched.h>
+#  include <time.h>
+#endif
+
+PyObject *SM_RecursiveUpdateError = NULL;
+PyObject *SM_MISSING = NULL;
+PyObject *SM_DELETE = NULL;
+PyObject *SM_FrozenMap_adopt = NULL;
+PyObject *SM_abc_update = NULL;
+Py_ssize_t SM_default_shards = 8;
+
+#if SM_FREE_THREADED
+SM_THREAD_LOCAL Py_ssize_t sm_tls_held = 0;
+#endif
+
+int
+sm_raise_recursive(const char *what)
+{
+    PyErr_SetString(SM_RecursiveUpdateError, what);
+    return -1;
+}
+
+void
+sm_backoff(int attempt)
+{
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _WIN32
+    Sleep(attempt < 4 ? 0 : 1);
+#else
+    if (attempt < 4) {
+        sched_yield();
+    }
+    else {
+        /* 10us doubling up to ~1ms: long enough for a writer that holds the
+         * GIL-released lock to run its __eq__ and finish. */
+        long ns = 10000L << (attempt < 11 ? attempt - 4 : 7);
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+    }
+#endif
+    Py_END_ALLOW_THREADS
+}
+
+/* ------------------------------------------------------------ item buffer */
+
+int
+sm_buf_reserve(SMBuf *buf, Py_ssize_t slots)
+{
+    if (slots <= buf->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = buf->cap ? buf->cap : 16;
+    while (cap < slots) {
+        cap *= 2;
+    }
+    PyObject **items = PyMem_Realloc(buf->items, (size_t)cap * sizeof(PyObject *));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    buf->items = items;
+    buf->cap = cap;
+    return 0;
+}
+
+void
+sm_buf_clear(SMBuf *buf)
+{
+    /* Detach first: a __del__ run by a DECREF below must not see the slots. */
+    PyObject **items = buf->items;
+    Py_ssize_t n = buf->n;
+    buf->items = NULL;
+    buf->n = 0;
+    buf->cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(items[i]);
+    }
+    PyMem_Free(items);
+}
+
+void
+sm_buf_free(SMBuf *buf)
+{
+    sm_buf_clear(buf);
+}
+
+int
+sm_buf_collect_dict(SMBuf *buf, PyObject *d)
+{
+    int rc = 0;
+    Py_BEGIN_CRITICAL_SECTION(d);
+    if (sm_buf_reserve(buf, buf->n + 2 * PyDict_GET_SIZE(d)) < 0) {
+        rc = -1;
+    }
+    else {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(d, &pos, &k, &v)) {
+            buf->items[buf->n++] = Py_NewRef(k);
+            buf->items[buf->n++] = Py_NewRef(v);
+        }
+    }
+    Py_END_CRITICAL_SECTION();
+    return rc;
+}
+
+/* ------------------------------------------------------- chunked iterator */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;       /* the map; NULL once exhausted */
+    sm_fill_fn fill;
+    Py_ssize_t next_chunk;
+    int kind;
+    SMBuf buf;             /* copy of the current chunk */
+    Py_ssize_t pos;        /* next slot of buf to yield */
+} SMIterObject;
+
+PyObject *
+sm_iter_new(PyObject *owner, sm_fill_fn fill, int kind)
+{
+    SMIterObject *it = PyObject_GC_New(SMIterObject, &SMIter_Type);
+    if (it == NULL) {
+        return NULL;
+    }
+    it->owner = Py_NewRef(owner);
+    it->fill = fill;
+    it->next_chunk = 0;
+    it->kind = kind;
+    it->buf.items = NULL;
+    it->buf.n = 0;
+    it->buf.cap = 0;
+    it->pos = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyObject *
+smiter_next(PyObject *op)
+{
+    SMIterObject *it = (SMIterObject *)op;
+    PyObject *result = NULL;
+    PyObject *drop = NULL;            /* released after the critical section */
+    SMBuf dead = {NULL, 0, 0};        /* likewise: the exhausted chunk copy */
+    /* Sharing one iterator between threads is not supported by Python's own
+     * iterators either, but it must never crash: each step runs under the
+     * iterator's critical section (free-threaded builds), and no reference is
+     * dropped inside it, because a __del__ could re-enter this iterator. */
+    Py_BEGIN_CRITICAL_SECTION(op);
+    if (it->pos >= it->buf.n) {
+        dead = it->buf;
+        it->buf.items = NULL;
+        it->buf.n = 0;
+        it->buf.cap = 0;
+        it->pos = 0;
+    }
+    while (it->pos >= it->buf.n) {
+        /* Here buf holds no reference (empty chunk or fresh). */
+        it->buf.n = 0;
+        it->pos = 0;
+        if (it->owner == NULL) {
+            goto done;
+        }
+        int r = it->fill(it->owner, it->next_chunk, &it->buf);
+        if (r < 0) {
+            goto done;
+        }
+        if (r == 0) {
+            drop = it->owner;
+            it->owner = NULL;
+            goto done;
+        }
+        it->next_chunk++;
+    }
+    PyObject *k = it->buf.items[it->pos];
+    PyObject *v = it->buf.items[it->pos + 1];
+    it->buf.items[it->pos] = NULL;
+    it->buf.items[it->pos + 1] = NULL;
+    it->pos += 2;
+    if (it->kind == SM_ITER_KEYS) {
+        drop = v;
+        result = k;
+    }
+    else {
+        result = PyTuple_New(2);
+        if (result == NULL) {
+            Py_DECREF(k);  /* the map still holds k and v, or we hold the */
+            drop = v;      /* last reference: k's __del__ is safe here.   */
+        }
+        else {
+            PyTuple_SET_ITEM(result, 0, k);
+            PyTuple_SET_ITEM(result, 1, v);
+        }
+    }
+done:
+    Py_END_CRITICAL_SECTION();
+    Py_XDECREF(drop);
+    sm_buf_clear(&dead);
+    return result;
+}
+
+static int
+smiter_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMIterObject *it = (SMIterObject *)op;
+    Py_VISIT(it->owner);
+    for (Py_ssize_t i = it->pos; i < it->buf.n; i++) {
+        Py_VISIT(it->buf.items[i]);
+    }
+    return 0;
+}
+
+static int
+smiter_clear(PyObject *op)
+{
+    SMIterObject *it = (SMIterObject *)op;
+    Py_CLEAR(it->owner);
+    sm_buf_clear(&it->buf);
+    it->pos = 0;
+    return 0;
+}
+
+static void
+smiter_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    smiter_clear(op);
+    PyObject_GC_Del(op);
+}
+
+static PyObject *
+smiter_length_hint(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMIterObject *it = (SMIterObject *)op;
+    return PyLong_FromSsize_t((it->buf.n - it->pos) / 2);
+}
+
+static PyMethodDef smiter_methods[] = {
+    {"__length_hint__", smiter_length_hint, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject SMIter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.iterator",
+    .tp_basicsize = sizeof(SMIterObject),
+    .tp_dealloc = smiter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Weakly consistent iterator over a safemap native map.",
+    .tp_traverse = smiter_traverse,
+    .tp_clear = smiter_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = smiter_next,
+    .tp_methods = smiter_methods,
+};

@@ -1,0 +1,71 @@
+/*
+ * sm_common.h -- what both map types share: the protocol objects imported from
+ * safemap.protocol, the re-entry bookkeeping, the item buffer used to copy a
+ * dict out from under its lock, and the chunked iterator built on it.
+ */
+#ifndef SAFEMAP_SM_COMMON_H
+#define SAFEMAP_SM_COMMON_H
+
+#include "sm_compat.h"
+#include "sm_lock.h"
+
+/* Objects from safemap.protocol, set once by the module's exec slot and kept
+ * alive by it (the module supports one interpreter; see sm_module.c). */
+extern PyObject *SM_RecursiveUpdateError;
+extern PyObject *SM_MISSING;
+extern PyObject *SM_DELETE;
+extern PyObject *SM_FrozenMap_adopt;   /* FrozenMap._adopt (bound classmethod) */
+extern PyObject *SM_abc_update;        /* ConcurrentMapping.update (function) */
+extern Py_ssize_t SM_default_shards;
+
+/* Free-threaded builds: how many safemap locks the running thread holds, over
+ * all maps.  Zero (the common case) proves the thread is not inside one of our
+ * critical sections, so re-entry checks cost one thread-local load. */
+#if SM_FREE_THREADED
+extern SM_THREAD_LOCAL Py_ssize_t sm_tls_held;
+#endif
+
+int sm_raise_recursive(const char *what);
+
+/* Give other threads a chance to finish what they are doing (an in-progress
+ * mutation seen by an optimistic reader).  Releases the GIL. */
+void sm_backoff(int attempt);
+
+/* ------------------------------------------------------------ item buffer */
+
+/* A growable array of strong references, in (key, value) pairs.  Memory comes
+ * from PyMem, which never triggers a garbage collection, so filling a buffer
+ * runs no Python code: on GIL builds a fill is atomic. */
+typedef struct {
+    PyObject **items;
+    Py_ssize_t n;    /* slots used (2 per pair) */
+    Py_ssize_t cap;  /* slots allocated */
+} SMBuf;
+
+int sm_buf_reserve(SMBuf *buf, Py_ssize_t slots);
+/* Drop every reference held (may run __del__: call with no lock held). */
+void sm_buf_clear(SMBuf *buf);
+void sm_buf_free(SMBuf *buf);
+/* Append every (key, value) of dict d.  The dict is read under its own
+ * critical section on free-threaded builds, so the copy is one consistent
+ * state of d; on GIL builds no Python code runs during the copy. */
+int sm_buf_collect_dict(SMBuf *buf, PyObject *d);
+
+/* ------------------------------------------------------- chunked iterator */
+
+/* fill(owner, index, buf): copy chunk `index` of owner into buf and return 1,
+ * or return 0 when there is no chunk `index`, or -1 with an exception set. */
+typedef int (*sm_fill_fn)(PyObject *owner, Py_ssize_t index, SMBuf *buf);
+
+enum { SM_ITER_KEYS = 0, SM_ITER_ITEMS = 1 };
+
+/* A weakly consistent iterator over a map made of chunks (shards): it copies
+ * one chunk at a time and yields from the copy with no lock held.  Since a key
+ * lives in exactly one chunk for ever, a key present throughout the iteration
+ * is in exactly one copy, so it is yielded exactly once; no mutation can make
+ * the iterator raise. */
+PyObject *sm_iter_new(PyObject *owner, sm_fill_fn fill, int kind);
+
+extern PyTypeObject SMIter_Type;
+
+#endif /* SAFEMAP_SM_COMMON_H */

@@ -1,0 +1,125 @@
+/*
+ * sm_module.c -- safemap.native._core: module init.
+ *
+ * Multi-phase init with the Py_mod_gil slot (Py_MOD_GIL_NOT_USED): importing
+ * the module on a free-threaded build does not re-enable the GIL, because
+ * every type here is written for free threading (see sm_compat.h).  The types
+ * are static and the protocol objects are process globals, so the module
+ * declares that it supports a single interpreter.
+ */
+#include "sm_common.h"
+#include "sm_cmap.h"
+#include "sm_smap.h"
+
+static int
+sm_import_protocol(void)
+{
+    int rc = -1;
+    PyObject *proto = PyImport_ImportModule("safemap.protocol");
+    PyObject *frozen = NULL, *abc = NULL;
+    if (proto == NULL) {
+        return -1;
+    }
+    SM_RecursiveUpdateError = PyObject_GetAttrString(proto, "RecursiveUpdateError");
+    SM_MISSING = PyObject_GetAttrString(proto, "MISSING");
+    SM_DELETE = PyObject_GetAttrString(proto, "DELETE");
+    frozen = PyObject_GetAttrString(proto, "FrozenMap");
+    abc = PyObject_GetAttrString(proto, "ConcurrentMapping");
+    if (!SM_RecursiveUpdateError || !SM_MISSING || !SM_DELETE || !frozen || !abc) {
+        goto done;
+    }
+    SM_FrozenMap_adopt = PyObject_GetAttrString(frozen, "_adopt");
+    SM_abc_update = PyObject_GetAttrString(abc, "update");
+    if (!SM_FrozenMap_adopt || !SM_abc_update) {
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(proto);
+    Py_XDECREF(frozen);
+    Py_XDECREF(abc);
+    return rc;
+}
+
+/* Default shard count: enough shards that writers on every CPU rarely meet,
+ * a power of two between 8 and 128 (4 per CPU). */
+static int
+sm_init_default_shards(void)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL) {
+        return -1;
+    }
+    PyObject *fn = PyObject_HasAttrString(os, "process_cpu_count")
+                       ? PyObject_GetAttrString(os, "process_cpu_count")
+                       : PyObject_GetAttrString(os, "cpu_count");
+    Py_DECREF(os);
+    if (fn == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallNoArgs(fn);
+    Py_DECREF(fn);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_ssize_t ncpu = r == Py_None ? 1 : PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (ncpu == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        ncpu = 1;
+    }
+    Py_ssize_t n = 8;
+    while (n < 4 * ncpu && n < 128) {
+        n *= 2;
+    }
+    SM_default_shards = n;
+    return 0;
+}
+
+static int
+sm_exec(PyObject *module)
+{
+    if (sm_import_protocol() < 0 || sm_init_default_shards() < 0) {
+        return -1;
+    }
+    PyTypeObject *types[] = {&SMIter_Type, &SMTxnStorage_Type, &SMCMap_Type,
+                             &SMEntry_Type, &SMSMap_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            return -1;
+        }
+    }
+    if (PyModule_AddObjectRef(module, "ConcurrentMapBase", (PyObject *)&SMCMap_Type) < 0 ||
+        PyModule_AddObjectRef(module, "SyncMapBase", (PyObject *)&SMSMap_Type) < 0 ||
+        PyModule_AddIntConstant(module, "DEFAULT_SHARDS", (long)SM_default_shards) < 0 ||
+        PyModule_AddIntConstant(module, "FREE_THREADED", SM_FREE_THREADED) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot sm_slots[] = {
+    {Py_mod_exec, (void *)sm_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef sm_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "safemap.native._core",
+    .m_doc = "Native core of safemap: ConcurrentMapBase (sharded) and SyncMapBase "
+             "(Go sync.Map design). Use the classes of safemap.native.",
+    .m_size = 0,
+    .m_slots = sm_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&sm_module);
+}
