@@ -49,8 +49,10 @@ class RWLock:
       releasing a hold it does not have.
     - **Re-entrant reads**: a thread holding the lock (read or write) may take read holds
       again; each must be released.
-    - **Interrupt-safe**: an exception such as ``KeyboardInterrupt`` raised while waiting
-      leaves the lock consistent and usable.
+    - **Interrupt-safe while waiting**: an exception such as ``KeyboardInterrupt`` raised
+      while a thread waits leaves the lock consistent and usable. (Like any lock written in
+      Python, e.g. ``threading.Semaphore``, an exception raised by a signal handler at the
+      exact instant a hold is being recorded or released can leave that hold taken.)
 
     ``timeout`` is in seconds; ``None`` or ``-1`` waits forever, ``0`` only tries.
     """
