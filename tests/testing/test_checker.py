@@ -141,7 +141,7 @@ def test_popitem_may_return_any_entry_but_a_real_one() -> None:
 class TestIteration:
     """Weak consistency: present-throughout keys exactly once, none twice, no phantom."""
 
-    base = [op(0, 0, 1, "store", "a", 1), op(0, 2, 3, "store", "b", 2)]
+    base = (op(0, 0, 1, "store", "a", 1), op(0, 2, 3, "store", "b", 2))
 
     def check(self, *ops: Operation) -> bool | None:
         return check_linearizable([*self.base, *ops]).ok

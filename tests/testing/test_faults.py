@@ -34,7 +34,9 @@ class SlowKey:
         return isinstance(other, SlowKey) and other.name == self.name
 
 
-def test_keys_that_release_the_gil_keep_merges_exact(map_type: type[Any], fast_switch: None) -> None:
+def test_keys_that_release_the_gil_keep_merges_exact(
+    map_type: type[Any], fast_switch: None
+) -> None:
     m = map_type()
     keys = [SlowKey(f"k{i}") for i in range(3)]
     per_thread = 300
