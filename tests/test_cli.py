@@ -1,0 +1,58 @@
+"""The ``safemap`` command: ``--version`` and ``--help``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+TIMEOUT = 60
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+
+COMMANDS = [pytest.param([sys.executable, "-m", "safemap"], id="python-m-safemap")]
+_script = shutil.which("safemap")
+COMMANDS.append(
+    pytest.param(
+        [_script] if _script else ["safemap"],
+        id="console-script",
+        marks=pytest.mark.skipif(
+            _script is None, reason="the safemap console script is not on PATH"
+        ),
+    )
+)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_version(command: list[str]) -> None:
+    result = _run([*command, "--version"])
+    assert result.returncode == 0, result.stderr
+    assert version("safemap") in result.stdout
+    assert "safemap" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command: list[str]) -> None:
+    result = _run([*command, "--help"])
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
+    assert "--version" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_option_fails(command: list[str]) -> None:
+    result = _run([*command, "--no-such-option"])
+    assert result.returncode != 0
+    assert result.stderr
+
+
+def test_version_matches_package() -> None:
+    import safemap
+
+    assert safemap.__version__ == version("safemap")
