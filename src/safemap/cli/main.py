@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from . import bench
 
 
 def _gil_state() -> str:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="show the installed map types and the interpreter")
+    bench.add_parser(sub)
     return parser
 
 
@@ -57,5 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
+    if args.command == "bench":
+        return bench.run(args)
     parser.print_help()
     return 0

@@ -1,0 +1,136 @@
+"""Contention micro-cases: an atomic counter on one hot key, and iteration alongside
+writers.
+
+- **Counter** (after xsync's ``TestMapParallelComputes`` and the JDK's ``merge`` counter
+  idiom): every thread runs ``merge("hits", 1, operator.add)`` on the same key. The final
+  value must equal the number of increments performed; the difference is the number of
+  lost updates.
+- **IterateWhileWriting**: ``keys`` stable entries ``k -> k`` (``k >= 0``) are never
+  removed. Operation ``i`` of a thread, by ``i % 16``: ``0``: iterate ``items()`` fully;
+  odd ``1..13``: ``store(-1 - i, i)`` (a volatile key, disjoint per thread); even
+  ``2..14``: ``delete(-1 - (i - 1))`` (the key stored just before); ``15``: overwrite a
+  stable key with its own value. Every iteration must yield each stable key exactly
+  once (the protocol's weakly consistent iteration) and must not raise; at the end only
+  the stable keys remain (plus a volatile key whose delete had not run when the thread
+  stopped).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from .protocol import BenchMap
+from .results import WorkloadInfo
+from .workload import Run, ThreadState, Verdict, Workload, compare_state
+
+__all__ = ["Counter", "IterateWhileWriting", "contention_workloads"]
+
+COUNTER_KEY = "hits"
+
+
+class Counter(Workload):
+    """All threads increment one key with ``merge(k, 1, operator.add)``."""
+
+    def __init__(self) -> None:
+        self.info = WorkloadInfo(
+            name="Counter",
+            family="contention",
+            anchor="xsync TestMapParallelComputes / JDK merge counter idiom, one hot key",
+            description='op: merge("hits", 1, operator.add); final value must equal the '
+            "number of increments",
+            profile="every thread increments one hot key",
+            ops=("merge",),
+            known_state=True,
+            bounded="duration",
+        )
+
+    def setup(self, m: BenchMap, threads: int) -> None:
+        m.store(COUNTER_KEY, 0)
+
+    def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
+        merge, add = m.merge, operator.add
+
+        def run(first: int, count: int) -> None:
+            for _ in range(count):
+                merge(COUNTER_KEY, 1, add)
+
+        return run
+
+    def verify(self, m: BenchMap, states: Sequence[ThreadState], threads: int) -> Verdict:
+        increments = sum(st.ops for st in states)
+        value, _ = m.load(COUNTER_KEY)
+        if value == increments:
+            return Verdict(known_state=True)
+        problem = f"the counter reads {value} after {increments} increments"
+        lost = increments - value if isinstance(value, int) else increments
+        return Verdict(known_state=True, lost=max(lost, 0), problems=[problem])
+
+
+class IterateWhileWriting(Workload):
+    """Full ``items()`` iterations interleaved with stores and deletes by every thread."""
+
+    PERIOD = 16
+
+    def __init__(self, keys: int = 1000) -> None:
+        self.keys = keys
+        self.info = WorkloadInfo(
+            name="IterateWhileWriting",
+            family="contention",
+            anchor="the protocol's weakly consistent iteration (JDK ConcurrentHashMap "
+            "iterators), alongside writers",
+            description=f"{keys:,} stable keys; per 16 ops: 1 full items() iteration "
+            "(each stable key exactly once), 7 stores and 7 deletes of per-thread volatile "
+            "keys, 1 overwrite of a stable key",
+            profile="full iterations alongside inserts and deletes",
+            ops=("items", "store", "delete"),
+            known_state=True,
+            bounded="duration",
+        )
+
+    def setup(self, m: BenchMap, threads: int) -> None:
+        for k in range(self.keys):
+            m.store(k, k)
+
+    def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
+        items, store, delete = m.items, m.store, m.delete
+        n = self.keys
+        want_sum = n * (n - 1) // 2
+
+        def run(first: int, count: int) -> None:
+            bad = 0
+            for i in range(first, first + count):
+                r = i % 16
+                if r == 0:
+                    seen = total = 0
+                    for k, v in items():
+                        if k >= 0:
+                            seen += 1
+                            total += k
+                            if v != k:
+                                bad += 1
+                    if seen != n or total != want_sum:
+                        bad += 1
+                elif r == 15:
+                    k = i % n
+                    store(k, k)
+                elif r & 1:
+                    store(-1 - i, i)
+                else:
+                    delete(-i)  # the key -1 - (i - 1) stored by the previous operation
+            state.anomalies += bad
+
+        return run
+
+    def verify(self, m: BenchMap, states: Sequence[ThreadState], threads: int) -> Verdict:
+        expected: dict[Any, Any] = {k: k for k in range(self.keys)}
+        for st in states:
+            last = st.first + st.ops - 1
+            if st.ops and last % 2 == 1 and last % 16 != 15:
+                expected[-1 - last] = last  # stored; its delete did not run
+        return compare_state(m, expected)
+
+
+def contention_workloads(keys: int = 1000) -> list[Workload]:
+    return [Counter(), IterateWhileWriting(keys)]

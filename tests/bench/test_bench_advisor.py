@@ -1,0 +1,110 @@
+"""The advisor's choice on synthetic results: the fastest correct, safe, atomic map."""
+
+from __future__ import annotations
+
+import pytest
+
+from safemap.bench.advisor import TIE, recommend, score
+from safemap.bench.results import (
+    BenchResults,
+    ImplInfo,
+    Measurement,
+    RoundResult,
+    WorkloadInfo,
+)
+
+IMPLS = [
+    ImplInfo("Fast", "safemap", True, True, strength="it is fast", cost="it is cheap"),
+    ImplInfo("Slow", "safemap", True, True, strength="it is slow"),
+    ImplInfo("dict", "peer", False, True, strength="no guard"),
+    ImplInfo(
+        "Partial", "peer", True, True, strength="lock-free", non_atomic=("compare_and_delete",)
+    ),
+]
+
+
+def _workload(name: str, ops: tuple[str, ...] = ("load",)) -> WorkloadInfo:
+    return WorkloadInfo(name, "test", "anchor", "desc", "reads dominate", ops, True, "duration")
+
+
+def _cell(workload: str, impl: str, threads: int, rate: float, **checks: int) -> Measurement:
+    return Measurement(workload, impl, threads, [RoundResult(int(rate), 1.0)], **checks)
+
+
+def _results(
+    cells: list[Measurement], workloads: list[WorkloadInfo], gil: bool = False
+) -> BenchResults:
+    return BenchResults("now", "test", {"gil_enabled": gil}, {}, IMPLS, workloads, cells)
+
+
+def _rates(**rates: float) -> list[Measurement]:
+    return [_cell("W", impl, t, rate) for impl, rate in rates.items() for t in (1, 2)]
+
+
+def test_the_unsafe_dict_is_never_recommended_even_when_fastest() -> None:
+    results = _results(_rates(Fast=200, Slow=100, dict=1000, Partial=50), [_workload("W")])
+    (rec,) = recommend(results)
+    assert rec.impl == "Fast"
+    assert rec.runner_up == "Slow"
+    assert rec.speedup == pytest.approx(2.0)
+    assert rec.limit_ratio == pytest.approx(0.2)
+    assert rec.reason == "reads dominate; Fast: it is fast"
+
+
+def test_a_broken_implementation_is_never_recommended() -> None:
+    cells = _rates(Slow=100, dict=50, Partial=10)
+    cells += [_cell("W", "Fast", 1, 500), _cell("W", "Fast", 2, 500, lost=3)]
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.impl == "Slow"
+
+
+@pytest.mark.parametrize("check", ["exceptions", "anomalies", "lost"])
+def test_every_kind_of_failure_disqualifies(check: str) -> None:
+    cells = _rates(Slow=100)
+    cells += [_cell("W", "Fast", 1, 500), _cell("W", "Fast", 2, 500, **{check: 1})]
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.impl == "Slow"
+
+
+def test_non_atomic_operations_disqualify_only_where_used() -> None:
+    workloads = [_workload("W"), _workload("CAD", ("compare_and_delete",))]
+    cells = _rates(Fast=100, Partial=300)
+    cells += [
+        _cell("CAD", impl, t, rate)
+        for impl, rate in (("Fast", 100), ("Partial", 300))
+        for t in (1, 2)
+    ]
+    recs = {r.workload: r.impl for r in recommend(_results(cells, workloads))}
+    assert recs == {"W": "Partial", "CAD": "Fast"}
+
+
+def test_no_correct_implementation() -> None:
+    cells = [_cell("W", "Fast", 1, 100, exceptions=2), _cell("W", "dict", 1, 500)]
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.impl is None and rec.speedup is None
+    assert "no implementation" in rec.reason
+
+
+def test_a_near_tie_says_so() -> None:
+    (rec,) = recommend(_results(_rates(Fast=102, Slow=100), [_workload("W")]))
+    assert rec.impl == "Fast" and rec.speedup is not None and rec.speedup < TIE
+    assert "a tie with Slow" in rec.reason
+
+
+def test_score_is_the_geometric_mean_over_thread_counts() -> None:
+    # Fast wins at 1 thread, Slow scales better: the geometric mean decides.
+    cells = [
+        _cell("W", "Fast", 1, 400),
+        _cell("W", "Fast", 2, 100),
+        _cell("W", "Slow", 1, 150),
+        _cell("W", "Slow", 2, 300),
+    ]
+    assert score(cells[:2]) == pytest.approx(200)
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.impl == "Slow"
+
+
+def test_the_reason_names_call_cost_on_a_gil_build() -> None:
+    cells = _rates(Fast=200, Slow=100)
+    (rec,) = recommend(_results(cells, [_workload("W")], gil=True))
+    assert rec.reason == "reads dominate; Fast: it is cheap"
