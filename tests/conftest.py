@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from actor.adapter import BlockingAsyncActorMap  # tests/actor/adapter.py
 
 import safemap
 
 MAP_TYPES: dict[str, type[Any]] = {
     "LockedMap": safemap.LockedMap,
     "RWLockMap": safemap.RWLockMap,
+    "ActorMap": safemap.ActorMap,
+    "AsyncActorMap": BlockingAsyncActorMap,  # the asyncio map through a thin sync adapter
 }
 
 try:

@@ -6,6 +6,14 @@ weakly consistent iteration that never raises, ``snapshot()`` and ``transaction(
 """
 
 from ._version import __version__
+from .actor import (
+    ActorMap,
+    ActorStats,
+    AsyncActorMap,
+    CircuitBreaker,
+    CircuitOpenError,
+    ThreadsafeView,
+)
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap
 from .protocol import (
@@ -23,6 +31,11 @@ from .protocol import (
 __all__ = [
     "DELETE",
     "MISSING",
+    "ActorMap",
+    "ActorStats",
+    "AsyncActorMap",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConcurrentMapping",
     "DeleteType",
     "FrozenMap",
@@ -33,6 +46,7 @@ __all__ = [
     "RWLock",
     "RWLockMap",
     "RecursiveUpdateError",
+    "ThreadsafeView",
     "__version__",
 ]
 

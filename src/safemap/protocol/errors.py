@@ -18,7 +18,8 @@ class RecursiveUpdateError(RuntimeError):
 class MapBusyError(RuntimeError):
     """A map that serves requests from a bounded queue (``ActorMap``) could not accept a
     call in time: its queue stayed full until the call's timeout, a non-blocking call found
-    it full, or its circuit breaker is open after repeated overloads. The call had no effect.
+    it full, the call waited in the queue past its deadline without being started, or its
+    circuit breaker is open after repeated overloads. The call had no effect.
     """
 
 

@@ -1,0 +1,245 @@
+"""The thread mailbox: the bounded queue of requests between an ActorMap's callers and its owner.
+
+Why not ``queue.Queue``: three promises of the map need the queue's own lock.
+
+- A caller that gives up (deadline passed, ``KeyboardInterrupt``) withdraws its request if
+  the owner has not taken it yet, atomically with the owner's take. That makes "timed out
+  before the owner started it, never applied" exact, and frees the request's slot at once.
+- ``close()`` wakes callers blocked on a full queue (they get ``MapClosedError``) and stops
+  the owner without needing a free slot for a stop message.
+- Admission counters and the circuit breaker change in the same critical section as the
+  queue, so ``stats()`` is consistent and the breaker costs no lock of its own.
+
+A request's life, every transition under the mailbox lock::
+
+    PENDING --(owner takes it)--> RUNNING --(owner finishes, releases `done`)--> finished
+       \\--(caller withdraws it, deadline passed at take, close(drain=False))--> CANCELLED
+
+Invariant: a request is in ``_items`` exactly while it is PENDING. The caller learns the
+outcome through ``done``, a lock created held that the owner (or whoever cancels) releases
+once the outcome fields are written: acquiring it orders those writes before the caller's
+reads, on free-threaded builds too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import Any, Final
+
+from ..protocol import MapBusyError, MapClosedError
+from ._breaker import CircuitBreaker
+from ._owner import Owner
+from ._stats import ActorStats, MailboxCounters
+
+__all__ = ["Mailbox", "Request"]
+
+PENDING: Final = 0
+RUNNING: Final = 1
+CANCELLED: Final = 2
+
+_EXPIRED = "the owner did not start the call before its deadline; it was not applied"
+
+
+class Request:
+    """One call: what to run, by when, and (once done) its outcome."""
+
+    __slots__ = ("args", "deadline", "done", "error", "kind", "op", "result", "state")
+
+    def __init__(
+        self, op: Callable[..., Any], args: tuple[Any, ...], kind: int, deadline: float | None
+    ) -> None:
+        self.op = op
+        self.args = args
+        self.kind = kind
+        self.deadline = deadline  # time.monotonic() seconds, or None for no deadline
+        self.state = PENDING
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def outcome(self) -> Any:
+        """Return the result, or re-raise the exception with the traceback it got where it
+        was raised (on the owner), continued by the caller's frames."""
+        error = self.error
+        if error is not None:
+            self.error = None
+            try:
+                raise error
+            finally:
+                del error  # no frame <-> traceback cycle through this local
+        return self.result
+
+
+class Mailbox(MailboxCounters):
+    """Bounded FIFO of requests with withdrawal, deadlines and closing (see module doc)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_items",
+        "_lock",
+        "_not_full",
+        "_owner_idle",
+        "_putters",
+        "_wakeup",
+    )
+
+    def __init__(self, maxsize: int, breaker: CircuitBreaker | None) -> None:
+        super().__init__(maxsize, breaker)
+        self._items: deque[Request] = deque()
+        self._putters = 0  # callers waiting on _not_full for a free slot
+        self._init_locks()
+
+    def _init_locks(self) -> None:
+        # Re-entrant on purpose: any allocation can start the cyclic garbage collector, and
+        # a finalizer it runs may call this map on a thread that is already inside one of
+        # these methods. With a plain lock that thread would deadlock on itself; with this
+        # one the nested call proceeds, and each method below changes the state in single
+        # steps, so whatever it sees is consistent.
+        self._lock = threading.RLock()
+        self._not_full = threading.Condition(self._lock)
+        # The owner sleeps on _wakeup, a lock used as a binary semaphore: released means
+        # "look at the queue again". Not a Condition: a caller on the main thread can be hit
+        # by a signal handler's exception between any two bytecodes, and a Condition's
+        # notify interrupted half-way can lose the wakeup for good (the owner would sleep
+        # with requests queued). Here each put releases the token *before* clearing
+        # _owner_idle, so an interruption leaves the flag set and the next put (or close)
+        # wakes the owner again; a wakeup too many only makes the owner look once more.
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._owner_idle = False
+
+    # ------------------------------------------------------------------ callers
+
+    def put(self, req: Request, block: bool) -> None:
+        """Admit ``req``, waiting for a free slot until its deadline if ``block``.
+
+        Raises ``MapClosedError`` if the map is closed (also when it closes while waiting),
+        ``CircuitOpenError`` while the breaker is open, ``MapBusyError`` if no slot frees up
+        in time (at once when not ``block``). In each case ``req`` was not admitted.
+        """
+        with self._lock:
+            if self.closed:
+                raise MapClosedError("the map is closed")
+            error = self._breaker_verdict()
+            if error is not None:
+                raise error
+            items = self._items
+            while len(items) >= self._maxsize:
+                remaining = None if req.deadline is None else req.deadline - monotonic()
+                if not block or (remaining is not None and remaining <= 0):
+                    self.rejected += 1
+                    self._overloaded()
+                    how = "" if block else " (non-blocking call)"
+                    raise MapBusyError(
+                        f"the map's queue is full ({self._maxsize} requests waiting){how}; "
+                        "the call was not applied"
+                    )
+                self._putters += 1
+                try:
+                    self._not_full.wait(remaining)
+                finally:
+                    self._putters -= 1
+                if self.closed:
+                    raise MapClosedError("the map is closed")
+            items.append(req)
+            if self._owner_idle:
+                self._wake_owner()
+            self._admitted(len(items))
+
+    def _wake_owner(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already released: the owner will look
+            self._wakeup.release()
+        self._owner_idle = False
+
+    def abandon(self, req: Request, timed_out: bool) -> None:
+        """The caller of ``req`` stops waiting (its deadline passed, or it was interrupted).
+
+        A PENDING request is withdrawn and will never run; on a timeout its outcome becomes
+        ``MapBusyError``. A request that finished or was cancelled meanwhile keeps its
+        outcome. A RUNNING one runs to completion and its result is dropped: on a timeout
+        this raises ``TimeoutError`` to say so.
+        """
+        with self._lock:
+            state = req.state
+            if state == PENDING:
+                self._items.remove(req)
+                req.state = CANCELLED
+                self.cancelled += 1
+                if self._putters:
+                    self._not_full.notify()
+                if timed_out:
+                    self._overloaded()
+                    req.error = MapBusyError(_EXPIRED)
+                return
+            if state == CANCELLED or req.done.acquire(False):
+                return  # cancelled by the owner or close, or finished just now: outcome ready
+            self.dropped += 1
+        if timed_out:
+            raise TimeoutError(
+                "the call's deadline passed while the owner was running it: it runs to "
+                "completion (its effect takes place) and its result is dropped"
+            )
+
+    # -------------------------------------------------------------------- owner
+
+    def take(self) -> Request | None:
+        """The next request to run, now RUNNING; None once closed and nothing is left.
+        Blocks while the queue is empty and open. Expired requests are cancelled here, so
+        none starts after its deadline."""
+        items = self._items
+        while True:
+            with self._lock:
+                while items:
+                    req = items.popleft()
+                    if self._putters:
+                        self._not_full.notify()
+                    if req.deadline is not None and monotonic() >= req.deadline:
+                        self._overloaded()
+                        self._cancel(req, MapBusyError(_EXPIRED))
+                        continue
+                    req.state = RUNNING
+                    self._started()
+                    return req
+                if self.closed:
+                    return None
+                self._owner_idle = True
+            self._wakeup.acquire()
+
+    def _cancel(self, req: Request, error: BaseException) -> None:
+        req.state = CANCELLED
+        req.error = error
+        self.cancelled += 1
+        req.done.release()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def close(self, drain: bool) -> None:
+        """Refuse new calls. With ``drain`` the owner still runs what is queued, else the
+        queued requests fail with ``MapClosedError`` (not applied). Idempotent."""
+        with self._lock:
+            self.closed = True
+            if not drain:
+                while self._items:
+                    self._cancel(
+                        self._items.popleft(),
+                        MapClosedError("the map was closed without draining; not applied"),
+                    )
+            self._wake_owner()
+            self._not_full.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child, where the only thread is the one that forked:
+        the lock may have been held by a thread that is gone, and the queued requests'
+        callers are gone too (their requests are dropped, never applied)."""
+        self._items.clear()
+        self._putters = 0
+        self._init_locks()
+
+    def stats(self, owner: Owner[Any, Any]) -> ActorStats:
+        with self._lock:
+            return self._stats(len(self._items), owner)

@@ -1,0 +1,168 @@
+"""The operations an actor map's owner runs: one function per protocol method, on the dict.
+
+Every function takes the owner's dict first and runs on the owner (its thread, or its event
+loop's thread), one request at a time, so it has the dict to itself for its whole duration:
+no lock is needed and no other request can interleave, even while a key's ``__eq__`` or a
+callback runs Python code. That is the whole atomicity argument of the actor maps.
+
+A miss is reported with :data:`ABSENT` and turned into ``KeyError`` by the caller, so no
+exception is built on the owner and carried across threads for an ordinary miss. Functions
+never return ``ABSENT`` for a present entry: it is private, so no user value can be it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from ..protocol import DELETE, MISSING, TransactionView
+from ..protocol.mapping import _same_value
+
+__all__ = ["ABSENT"]
+
+ABSENT: Any = object()
+
+
+def load(d: dict[Any, Any], key: Any) -> tuple[Any, bool]:
+    value = d.get(key, ABSENT)
+    return (None, False) if value is ABSENT else (value, True)
+
+
+def length(d: dict[Any, Any]) -> int:
+    return len(d)
+
+
+def items(d: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    return list(d.items())
+
+
+def copy(d: dict[Any, Any]) -> dict[Any, Any]:
+    return d.copy()
+
+
+def store(d: dict[Any, Any], key: Any, value: Any) -> None:
+    d[key] = value
+
+
+def update(d: dict[Any, Any], staged: dict[Any, Any]) -> None:
+    d.update(staged)
+
+
+def popitem(d: dict[Any, Any]) -> Any:
+    return d.popitem() if d else ABSENT
+
+
+def clear(d: dict[Any, Any]) -> dict[Any, Any]:
+    # Hand the old entries back instead of freeing them here: the caller drops them on its
+    # own thread, where a value's __del__ may use the map freely (on the owner, inside an
+    # operation, a write from __del__ would be refused as a re-entrant write).
+    old = d.copy()
+    d.clear()
+    return old
+
+
+def load_or_store(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
+    size = len(d)
+    actual = d.setdefault(key, value)  # one lookup; the size tells whether it inserted
+    return actual, len(d) == size
+
+
+def load_and_delete(d: dict[Any, Any], key: Any) -> tuple[Any, bool]:
+    value = d.pop(key, ABSENT)
+    return (None, False) if value is ABSENT else (value, True)
+
+
+def swap(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
+    old = d.get(key, ABSENT)
+    d[key] = value
+    return (None, False) if old is ABSENT else (old, True)
+
+
+def compare_and_swap(d: dict[Any, Any], key: Any, old: Any, new: Any) -> bool:
+    current = d.get(key, ABSENT)
+    if current is ABSENT or not _same_value(current, old):
+        return False
+    d[key] = new
+    return True
+
+
+def compare_and_delete(d: dict[Any, Any], key: Any, old: Any) -> bool:
+    current = d.get(key, ABSENT)
+    if current is ABSENT or not _same_value(current, old):
+        return False
+    del d[key]
+    return True
+
+
+def compute(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
+    old = d.get(key, ABSENT)
+    new = fn(key, MISSING if old is ABSENT else old)
+    if new is DELETE:
+        if old is not ABSENT:
+            del d[key]
+        return None
+    d[key] = new
+    return new
+
+
+def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]) -> Any:
+    old = d.get(key, ABSENT)
+    if old is not ABSENT:
+        return old
+    new = factory(key)  # at most once per key: racers are later requests, and find it stored
+    if new is DELETE:
+        return None
+    d[key] = new
+    return new
+
+
+def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
+    old = d.get(key, ABSENT)
+    if old is ABSENT:
+        return None
+    new = fn(key, old)
+    if new is DELETE:
+        del d[key]
+        return None
+    d[key] = new
+    return new
+
+
+def merge(d: dict[Any, Any], key: Any, value: Any, fn: Callable[[Any, Any], Any]) -> Any:
+    old = d.get(key, ABSENT)
+    new = value if old is ABSENT else fn(old, value)
+    if new is DELETE:
+        if old is not ABSENT:
+            del d[key]
+        return None
+    d[key] = new
+    return new
+
+
+def delete_matching(d: dict[Any, Any], pairs: list[tuple[Any, Any]]) -> int:
+    """The removal pass of ``delete_if``: remove each entry still holding the value seen."""
+    removed = 0
+    for key, seen in pairs:
+        current = d.get(key, ABSENT)
+        if current is not ABSENT and _same_value(current, seen):
+            del d[key]
+            removed += 1
+    return removed
+
+
+def transaction(d: dict[Any, Any], fn: Callable[[MutableMapping[Any, Any]], Any]) -> Any:
+    # The overlay keeps a raising fn from leaving half its changes: nothing reaches d until
+    # fn has returned. (Undo is not needed for atomicity here, the owner runs nothing else
+    # meanwhile; it is needed for "exceptions leave no trace".)
+    view: TransactionView[Any, Any] = TransactionView(d)
+    try:
+        result = fn(view)
+    except BaseException:
+        view._close()
+        raise
+    view._commit(d)
+    return result
+
+
+def execute(d: dict[Any, Any], fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(d, *args)

@@ -1,0 +1,106 @@
+"""The owner: the only code that touches an actor map's dict, and its re-entry rules.
+
+Every request of an ``ActorMap`` or ``AsyncActorMap`` runs through :meth:`Owner.run`, on the
+owner thread (or the owner task's event-loop thread), one at a time. That single fact makes
+each request atomic with respect to every other, with no lock around the dict.
+
+A call that arrives *on the owner thread* while a request runs comes from that request's own
+user code: a compute callback, a key's ``__eq__``, an ``execute`` function, a finalizer run
+by the garbage collector. Queueing it would deadlock (the owner would wait for itself), so it
+runs inline, at once, subject to the protocol's re-entry rules:
+
+    while the owner runs          a read        a write       execute / transaction
+    nothing (between requests)    inline        inline        inline
+    execute(fn)                   inline        inline        inline
+    a built-in operation          inline        refused       refused
+    transaction(fn)               refused       refused       refused
+
+A refused call raises ``RecursiveUpdateError`` before touching the dict. Reads inside an
+operation are safe because the operation is suspended in user code at a point where the
+dict is consistent; a write there would change the entry the operation is computing from,
+which is exactly the atomicity the protocol promises. ``execute`` hands its function the
+dict itself, so nested calls from it are just more of the same atomic request.
+
+``mode`` is written and read only on the owner thread, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar
+
+from ..protocol import RecursiveUpdateError
+
+__all__ = ["EXEC", "READ", "TXN", "WRITE", "Owner"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# What a request does (its "kind").
+READ: Final = 0
+WRITE: Final = 1
+EXEC: Final = 2
+TXN: Final = 3
+
+# What the owner is running (its "mode").
+_IDLE: Final = 0
+_OP: Final = 1
+_EXEC: Final = 2
+_TXN: Final = 3
+_MODE_OF_KIND: Final = (_OP, _OP, _EXEC, _TXN)
+
+_IN_TXN = "the map's own methods cannot be called from inside its transaction(); use the view"
+_IN_OP = (
+    "cannot write to the map from inside one of its own operations "
+    "(a compute-family callback, or a key's __hash__/__eq__)"
+)
+
+
+class Owner(Generic[K, V]):
+    """The dict of one actor map and what its owner is running right now."""
+
+    __slots__ = ("completed", "data", "failed", "ident", "mode")
+
+    def __init__(self, data: dict[K, V]) -> None:
+        self.data = data
+        # Thread identity of the owner while it runs, else None. Thread ids are reused once
+        # a thread ends, so the owner clears it on its way out: a later thread with the same
+        # id must not be mistaken for the owner and let onto the dict.
+        self.ident: int | None = None
+        self.mode = _IDLE
+        # Written by the owner only (one writer), read by stats() from any thread.
+        self.completed = 0
+        self.failed = 0
+
+    def after_fork_in_child(self) -> None:
+        """The owner thread does not exist in a forked child: whatever it was running
+        there never finishes, and the next owner starts idle."""
+        self.ident = None
+        self.mode = _IDLE
+
+    @property
+    def busy(self) -> bool:
+        """Whether the owner is inside a request (meaningful on the owner thread only)."""
+        return self.mode != _IDLE
+
+    def on_owner_thread(self) -> bool:
+        return self.ident == threading.get_ident()
+
+    def run(self, op: Callable[..., Any], args: tuple[Any, ...], kind: int) -> Any:
+        """Run one request on the dict. Called on the owner thread only."""
+        previous = self.mode
+        self.mode = _MODE_OF_KIND[kind]
+        try:
+            return op(self.data, *args)
+        finally:
+            self.mode = previous
+
+    def run_inline(self, op: Callable[..., Any], args: tuple[Any, ...], kind: int) -> Any:
+        """Run a call made on the owner thread itself, or refuse it (see the module doc)."""
+        mode = self.mode
+        if mode == _TXN:
+            raise RecursiveUpdateError(_IN_TXN)
+        if mode == _OP and kind != READ:
+            raise RecursiveUpdateError(_IN_OP)
+        return self.run(op, args, kind)

@@ -1,0 +1,547 @@
+"""ActorMap: backpressure, deadlines, failures, re-entry, close, leaks, breaker, exact counts.
+
+Every test that needs the owner busy holds it inside a request with a ``Gate`` and waits
+for *states* (queue depth, the gate entered), never for durations; timeouts used below are
+only ever "short" against an owner that is provably held, so no assertion depends on the
+speed of the machine.
+"""
+
+from __future__ import annotations
+
+import gc
+import operator
+import os
+import signal
+import sys
+import threading
+import traceback
+import weakref
+from typing import Any
+
+import pytest
+
+from safemap import MapBusyError, MapClosedError, RecursiveUpdateError
+from safemap.actor import ActorMap, CircuitBreaker, CircuitOpenError
+
+from .helpers import WAIT, Background, Gate, wait_until
+
+SHORT = 0.05  # a deadline that passes while the owner is held by a gate
+
+
+def held(m: ActorMap[Any, Any]) -> tuple[Gate, Background]:
+    """Occupy ``m``'s owner; return the gate and the background call holding it."""
+    gate = Gate()
+    holder = Background(m.execute, gate.hold)
+    assert gate.entered.wait(WAIT)
+    return gate, holder
+
+
+def queued(m: ActorMap[Any, Any], n: int) -> None:
+    wait_until(lambda: m.stats().queue_depth == n, f"{n} requests queued")
+
+
+# ------------------------------------------------------------------ backpressure
+
+
+def test_full_queue_nonblocking_fails_at_once_and_blocking_waits_then_busy() -> None:
+    with ActorMap(maxsize=2) as m:
+        gate, holder = held(m)
+        waiting = [Background(m.store, f"q{i}", i) for i in range(2)]
+        queued(m, 2)
+
+        with pytest.raises(MapBusyError):
+            m.execute(lambda d: d.__setitem__("nowait", 1), block=False)
+        with pytest.raises(MapBusyError):
+            m.execute(lambda d: d.__setitem__("waited", 1), timeout=SHORT)
+        stats = m.stats()
+        assert (stats.queue_depth, stats.maxsize, stats.rejected) == (2, 2, 2)
+        assert stats.peak_depth == 2
+
+        gate.open()
+        assert holder.value() == "held"
+        for call in waiting:
+            call.value()
+        # The rejected calls had no effect; the queued ones all did.
+        assert dict(m) == {"q0": 0, "q1": 1}
+        assert m.stats().completed == m.stats().accepted
+
+
+def test_blocked_caller_gets_a_slot_when_one_frees() -> None:
+    with ActorMap(maxsize=1) as m:
+        gate, holder = held(m)
+        first = Background(m.store, "a", 1)
+        queued(m, 1)
+        second = Background(m.store, "b", 2)  # waits for a slot (no deadline)
+        gate.open()
+        holder.value(), first.value(), second.value()
+        assert dict(m) == {"a": 1, "b": 2}
+        assert m.stats().rejected == 0
+
+
+# ------------------------------------------------------------------- deadlines
+
+
+def test_deadline_before_start_is_never_applied() -> None:
+    with ActorMap() as m:
+        gate, holder = held(m)
+        with pytest.raises(MapBusyError, match="not applied"):
+            m.execute(lambda d: d.__setitem__("late", 1), timeout=SHORT)
+        gate.open()
+        holder.value()
+        # Any later request runs after everything queued before it: "late" never lands.
+        assert "late" not in m
+        assert m.stats().cancelled == 1
+
+
+def test_map_wide_default_timeout_applies_to_every_method() -> None:
+    with ActorMap(timeout=SHORT) as m:
+        gate = Gate()
+        holder = Background(m.execute, gate.hold, timeout=WAIT)
+        assert gate.entered.wait(WAIT)
+        with pytest.raises(MapBusyError):
+            m["k"] = 1
+        with pytest.raises(MapBusyError):
+            m.merge("k", 1, operator.add)
+        gate.open()
+        holder.value()
+        assert dict(m) == {}
+
+
+def test_deadline_after_start_completes_and_drops_the_result() -> None:
+    release = threading.Event()
+
+    def slow_write(d: dict[str, Any]) -> str:
+        assert release.wait(WAIT)
+        d["done"] = True
+        return "result nobody reads"
+
+    with ActorMap() as m:
+        started = threading.Event()
+        with pytest.raises(TimeoutError) as info:
+            m.execute(lambda d: (started.set(), slow_write(d))[1], timeout=SHORT)
+        assert not isinstance(info.value, MapBusyError)
+        assert "runs to completion" in str(info.value)
+        assert started.is_set()
+        release.set()
+        assert m["done"] is True  # applied, after the caller gave up
+        assert m.stats().dropped == 1
+
+
+def test_timeout_validation() -> None:
+    with pytest.raises(ValueError):
+        ActorMap(timeout=-1)
+    with ActorMap() as m:
+        with pytest.raises(ValueError):
+            m.execute(len, timeout=float("nan"))
+        assert m.execute(len, timeout=float("inf")) == 0
+        assert m.execute(len, timeout=1e30) == 0  # beyond what locks accept: no deadline
+
+
+def test_maxsize_validation() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            ActorMap(maxsize=bad)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_interrupted_wait_withdraws_a_queued_request() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread only")
+    with ActorMap() as m:
+        gate, holder = held(m)
+        main = threading.main_thread().ident
+        assert main is not None
+
+        def interrupt() -> None:
+            queued(m, 1)
+            signal.pthread_kill(main, signal.SIGINT)
+
+        helper = Background(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            m.store("interrupted", 1)  # waits for ever, until the signal
+        helper.value()
+        gate.open()
+        holder.value()
+        assert "interrupted" not in m
+        assert m.stats().cancelled == 1
+
+
+# -------------------------------------------------------------------- failures
+
+
+class Boom(Exception):
+    pass
+
+
+def raise_boom_from_owner(d: dict[Any, Any]) -> None:
+    raise Boom("from the owner")
+
+
+def test_a_raising_request_fails_only_its_caller_with_its_traceback() -> None:
+    with ActorMap({"k": 0}) as m:
+        others = [Background(lambda: [m.merge("k", 1, operator.add) for _ in range(200)])]
+        with pytest.raises(Boom) as info:
+            m.execute(raise_boom_from_owner)
+        frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+        assert "raise_boom_from_owner" in frames
+        assert frames[0] == "test_a_raising_request_fails_only_its_caller_with_its_traceback"
+        with pytest.raises(Boom):
+            m.compute("k", lambda k, old: raise_boom_from_owner({}))
+        for call in others:
+            call.value()
+        assert m["k"] == 200  # the owner kept serving, and the failed compute changed nothing
+        stats = m.stats()
+        assert stats.failed == 2
+        assert stats.completed == stats.accepted
+
+
+def test_base_exceptions_reach_the_caller_too() -> None:
+    with ActorMap() as m:
+
+        def exit_(d: dict[Any, Any]) -> None:
+            raise SystemExit(3)
+
+        with pytest.raises(SystemExit):
+            m.execute(exit_)
+        assert m.execute(len) == 0  # the owner thread survived
+
+
+# -------------------------------------------------------------------- re-entry
+
+
+def test_calls_from_inside_execute_run_inline() -> None:
+    with ActorMap({"a": 1}, timeout=WAIT) as m:  # a deadlock would raise, not hang
+
+        def body(d: dict[str, int]) -> tuple[Any, ...]:
+            m["b"] = m["a"] + 1  # inline read and write
+            m.merge("a", 10, operator.add)
+            nested = m.execute(lambda inner: inner is d)
+            return nested, dict(m), len(m), m.snapshot()
+
+        nested, seen, size, snap = m.execute(body)
+        assert nested is True
+        assert seen == {"a": 11, "b": 2} == snap
+        assert size == 2
+        assert m.stats().accepted == 1  # one request; everything inside ran inline
+
+
+def test_compute_callback_may_read_but_not_write() -> None:
+    with ActorMap({"a": 1, "b": 2}, timeout=WAIT) as m:
+        assert m.compute("a", lambda k, old: old + m["b"]) == 3
+        with pytest.raises(RecursiveUpdateError):
+            m.compute("a", lambda k, old: m.store("b", 0))
+        with pytest.raises(RecursiveUpdateError):
+            m.merge("a", 1, lambda old, v: m.execute(len))
+        assert dict(m) == {"a": 3, "b": 2}
+
+
+def test_transaction_fn_may_not_call_the_map() -> None:
+    with ActorMap({"a": 1}, timeout=WAIT) as m:
+        with pytest.raises(RecursiveUpdateError):
+            m.transaction(lambda view: m.get("a"))
+
+        def move(view: Any) -> None:
+            view["b"] = view.pop("a")
+
+        m.transaction(move)
+        assert dict(m) == {"b": 1}
+
+
+def test_finalizer_on_the_owner_thread_may_use_the_map() -> None:
+    with ActorMap(timeout=WAIT) as m:
+
+        class WritesOnDeath:
+            def __del__(self) -> None:
+                m["finalized"] = True
+
+        m["x"] = WritesOnDeath()
+        m.clear()  # the value dies on this thread, where the write is an ordinary call
+        assert dict(m) == {"finalized": True}
+
+
+# ------------------------------------------------------------------- lifecycle
+
+
+def test_close_drains_queued_requests() -> None:
+    m: ActorMap[str, int] = ActorMap()
+    gate, holder = held(m)
+    calls = [Background(m.store, f"k{i}", i) for i in range(3)]
+    queued(m, 3)
+    closer = Background(m.close)  # waits for the queue to drain and the owner to exit
+    wait_until(lambda: m.closed, "closed")
+    with pytest.raises(MapClosedError):
+        m.store("after", 1)
+    gate.open()
+    holder.value()
+    closer.value()
+    for call in calls:
+        call.value()  # each queued request ran
+    assert m.stats().completed == 4
+    assert not m._thread.is_alive()
+
+
+def test_close_without_drain_rejects_queued_requests() -> None:
+    effects: list[str] = []
+    m: ActorMap[str, int] = ActorMap()
+    gate, holder = held(m)
+    calls = [Background(m.execute, lambda d, i=i: effects.append(f"k{i}")) for i in range(3)]
+    queued(m, 3)
+    closer = Background(m.close, drain=False)
+    for call in calls:
+        call.join()
+        assert isinstance(call.error, MapClosedError)
+    gate.open()
+    assert holder.value() == "held"  # the running request completed
+    closer.value()
+    assert effects == []
+    assert m.stats().cancelled == 3
+
+
+def test_close_wakes_callers_blocked_on_a_full_queue() -> None:
+    m: ActorMap[str, int] = ActorMap(maxsize=1)
+    gate, holder = held(m)
+    first = Background(m.store, "first", 1)
+    queued(m, 1)
+    blocked = Background(m.store, "blocked", 2)
+    wait_until(lambda: m._mailbox._putters == 1, "a caller blocked on the full queue")
+    m._mailbox.close(drain=True)  # close without joining: the owner is still held
+    blocked.join()
+    assert isinstance(blocked.error, MapClosedError)
+    gate.open()
+    holder.value()
+    first.value()
+    m.close()
+
+
+def test_calls_after_close_raise_map_closed_error() -> None:
+    with ActorMap({"a": 1}) as m:
+        pass
+    assert m.closed
+    for call in (
+        lambda: m["a"],
+        lambda: m.store("b", 2),
+        lambda: len(m),
+        lambda: list(m),
+        lambda: m.execute(len),
+        lambda: m.snapshot(),
+    ):
+        with pytest.raises(MapClosedError):
+            call()
+    assert repr(m) == "ActorMap(<closed>)"
+    m.close()  # idempotent
+    m.close(drain=False)
+
+
+def test_close_from_inside_a_request_does_not_wait_for_itself() -> None:
+    m: ActorMap[str, int] = ActorMap()
+    m.execute(lambda d: m.close())
+    assert m.closed
+    m._thread.join(WAIT)
+    assert not m._thread.is_alive()
+
+
+def test_unreferenced_map_stops_its_owner_thread() -> None:
+    m: ActorMap[int, int] = ActorMap({1: 2})
+    m.merge(1, 1, operator.add)
+    owner = m._thread
+    ref = weakref.ref(m)
+    del m  # the owner thread must not keep the map alive ...
+    gc.collect()
+    assert ref() is None
+    owner.join(WAIT)  # ... and the finalizer must stop it
+    assert not owner.is_alive()
+    assert owner not in threading.enumerate()
+
+
+def test_many_maps_dropped_without_close_leave_no_threads() -> None:
+    before = set(threading.enumerate())
+    owners = []
+    for i in range(20):
+        m: ActorMap[int, int] = ActorMap({i: i})
+        m[i] += 1
+        owners.append(m._thread)
+        del m
+    gc.collect()
+    for owner in owners:
+        owner.join(WAIT)
+    leftover = [t for t in threading.enumerate() if t not in before]
+    assert [t for t in leftover if t.name != "safemap-actor-exit-watcher"] == []
+
+
+def test_owner_is_not_a_daemon_unless_asked() -> None:
+    with ActorMap(name="custom-owner") as m, ActorMap(daemon=True) as d:
+        assert m.name == "custom-owner"
+        assert not m._thread.daemon
+        assert d._thread.daemon
+
+
+# --------------------------------------------------------------------- breaker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_circuit_breaker_opens_after_repeated_overloads_and_recovers() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failures=2, cooldown=30.0, clock=clock)
+    with ActorMap(maxsize=1, breaker=breaker) as m:
+        gate, holder = held(m)
+        queued_call = Background(m.store, "queued", 1)
+        queued(m, 1)
+        for _ in range(2):  # two overloads in a row ...
+            with pytest.raises(MapBusyError) as busy:
+                m.execute(len, block=False)
+            assert not isinstance(busy.value, CircuitOpenError)
+        with pytest.raises(CircuitOpenError) as info:  # ... open the circuit
+            m.execute(len, block=False)
+        assert info.value.retry_after == pytest.approx(30.0)
+        with pytest.raises(CircuitOpenError):  # every call is shed, blocking ones too
+            m.store("shed", 1)
+        stats = m.stats()
+        assert (stats.breaker, stats.breaker_trips) == ("open", 1)
+        assert (stats.rejected, stats.rejected_by_breaker) == (4, 2)
+
+        clock.now += 30.0  # cool-down over: half-open, calls go through again
+        gate.open()
+        holder.value()
+        queued_call.value()
+        m.store("after", 2)
+        assert m.stats().breaker == "closed"
+        assert dict(m) == {"queued": 1, "after": 2}
+
+
+def test_half_open_circuit_reopens_on_the_next_overload() -> None:
+    clock = FakeClock()
+    with ActorMap(maxsize=1, breaker=CircuitBreaker(failures=1, cooldown=5, clock=clock)) as m:
+        gate, holder = held(m)
+        queued_call = Background(m.store, "queued", 1)
+        queued(m, 1)
+        with pytest.raises(MapBusyError):
+            m.execute(len, block=False)
+        assert m.stats().breaker == "open"
+        clock.now += 5
+        with pytest.raises(MapBusyError) as info:  # half-open: admitted, but still full
+            m.execute(len, block=False)
+        assert not isinstance(info.value, CircuitOpenError)
+        assert m.stats().breaker == "open"
+        assert m.stats().breaker_trips == 2
+        gate.open()
+        holder.value()
+        queued_call.value()
+
+
+def test_breaker_policy_validation() -> None:
+    with pytest.raises(ValueError):
+        CircuitBreaker(failures=0)
+    with pytest.raises(ValueError):
+        CircuitBreaker(cooldown=-1)
+
+
+# ---------------------------------------------------------------- exact counts
+
+
+def test_execute_keeps_a_multi_key_invariant_under_threads(run_threads: Any) -> None:
+    accounts = 8
+    total = 1000 * accounts
+    n = 1500
+    with ActorMap({a: 1000 for a in range(accounts)}) as m:
+
+        def transfer(d: dict[int, int], src: int, dst: int) -> int:
+            amount = min(d[src], 7)
+            d[src] -= amount
+            d[dst] += amount
+            return sum(d.values())
+
+        def worker(i: int) -> list[int]:
+            sums = []
+            for j in range(n):
+                src, dst = (i + j) % accounts, (i * 3 + j + 1) % accounts
+                sums.append(m.execute(transfer, src, dst))
+                if j % 100 == 0:
+                    sums.append(sum(m.snapshot().values()))
+            return sums
+
+        for sums in run_threads(worker, 4):
+            assert set(sums) == {total}  # no one ever saw money in flight
+        assert sum(m.values()) == total
+        assert m.stats().accepted >= 4 * n
+
+
+def test_merge_counts_exactly_under_threads(run_threads: Any, fast_switch: None) -> None:
+    n = 2000
+    with ActorMap() as m:
+
+        def worker(i: int) -> None:
+            for j in range(n):
+                m.merge(j % 5, 1, operator.add)
+
+        run_threads(worker, 4)
+        assert dict(m) == {k: 4 * n // 5 for k in range(5)}
+
+
+# ------------------------------------------------------------ process lifecycle
+
+
+def _run_script(source: str) -> str:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_interpreter_exits_with_an_unclosed_map_and_drains_it() -> None:
+    # A module-level map never closed, and a non-daemon thread still using it after the
+    # main thread returns: the process must use the map to the end, then exit.
+    out = _run_script(
+        "import threading, operator, time\n"
+        "from safemap.actor import ActorMap\n"
+        "m = ActorMap()\n"
+        "def late_user():\n"
+        "    time.sleep(0.2)\n"
+        "    for _ in range(100): m.merge('n', 1, operator.add)\n"
+        "    print('late', m['n'], flush=True)\n"
+        "threading.Thread(target=late_user).start()\n"
+        "m['main'] = 1\n"
+    )
+    assert out.split() == ["late", "100"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_forked_child_gets_a_new_owner_and_the_data_at_the_fork() -> None:
+    out = _run_script(
+        "import os, operator, threading, warnings\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from safemap.actor import ActorMap\n"
+        "m = ActorMap({'a': 1})\n"
+        "closed = ActorMap({'b': 2}); closed.close()\n"
+        "entered, release = threading.Event(), threading.Event()\n"
+        "def hold(d):\n"
+        "    entered.set(); release.wait(30); d['held'] = True\n"
+        "holder = threading.Thread(target=m.execute, args=(hold,)); holder.start()\n"
+        "entered.wait(30)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    m.merge('a', 10, operator.add)\n"
+        "    try:\n"
+        "        closed['b']\n"
+        "    except Exception as exc:\n"
+        "        kind = type(exc).__name__\n"
+        "    print('child', dict(m), kind, flush=True)\n"
+        "    m.close()\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "release.set(); holder.join()\n"
+        "print('parent', dict(m))\n"
+    )
+    assert out.splitlines() == [
+        "child {'a': 11} MapClosedError",
+        "parent {'a': 1, 'held': True}",
+    ]
