@@ -25,13 +25,9 @@ MAP_TYPES: dict[str, type[Any]] = {
     "AsyncActorMap": BlockingAsyncActorMap,  # the asyncio map through a thin sync adapter
 }
 
-try:
-    from safemap.native import ConcurrentMap, SyncMap
-except ImportError:  # the native core is not built (yet): run the pure-Python types only
-    pass
-else:
-    MAP_TYPES["ConcurrentMap"] = ConcurrentMap
-    MAP_TYPES["SyncMap"] = SyncMap
+# The native core is built by every install: a missing one must fail, not be skipped.
+MAP_TYPES["ConcurrentMap"] = safemap.ConcurrentMap
+MAP_TYPES["SyncMap"] = safemap.SyncMap
 
 
 @pytest.fixture(params=list(MAP_TYPES))

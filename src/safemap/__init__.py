@@ -16,6 +16,7 @@ from .actor import (
 )
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap
+from .native import ConcurrentMap, SyncMap
 from .protocol import (
     DELETE,
     MISSING,
@@ -36,6 +37,7 @@ __all__ = [
     "AsyncActorMap",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ConcurrentMap",
     "ConcurrentMapping",
     "DeleteType",
     "FrozenMap",
@@ -46,6 +48,7 @@ __all__ = [
     "RWLock",
     "RWLockMap",
     "RecursiveUpdateError",
+    "SyncMap",
     "ThreadsafeView",
     "__version__",
 ]

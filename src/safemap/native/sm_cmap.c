@@ -119,6 +119,53 @@ cm_held_by_me(SMCMapObject *m, void *me)
     return 0;
 }
 
+#if SM_FINAL_CALL
+static inline void cm_unlock(SMCMapObject *m, SMShard *s);
+
+/* The last dict call of a write (3.11 GIL builds).  Such a call first mutates
+ * the dict -- running no Python code, except a key's __eq__ during its lookup,
+ * before anything changes -- and then drops the references it replaced, which
+ * can run a __del__.  A __del__ that writes to this map would find the lock
+ * still held and fail, so: we note the dict's version tag before the call, and
+ * if this thread asks for a write while the tag has moved (the mutation is
+ * complete; what runs now is the trailing release), the write completes on
+ * the spot -- bookkeeping, then unlock -- and the nested write proceeds as if
+ * the references had been released after the unlock, which is what a second
+ * lookup holding the old value would otherwise buy at the price of every
+ * store.  Before the mutation (an __eq__ in the lookup) the tag has not moved
+ * and re-entry is refused as usual. */
+static inline uint64_t
+cm_final_begin(SMShard *s)
+{
+    BEGIN_MUT(s);
+    s->final_size = PyDict_GET_SIZE(s->dict);
+    s->final_tag = SM_DICT_TAG(s->dict);
+    s->final_state = 1;
+    return ++s->final_epoch;
+}
+
+static void
+cm_final_settle(SMCMapObject *m, SMShard *s)
+{
+    SM_ADD_SSIZE(&m->count, PyDict_GET_SIZE(s->dict) - s->final_size);
+    END_MUT(s);
+}
+
+/* After the last dict call: finish the write unless that was done early. */
+static inline void
+cm_final_end(SMCMapObject *m, SMShard *s, uint64_t epoch)
+{
+    /* Compare epochs, not a flag: the nested write may itself have been a
+     * final call on this shard, which began and ended in between. */
+    if (SM_UNLIKELY(s->final_early == epoch)) {
+        return;
+    }
+    s->final_state = 0;
+    cm_final_settle(m, s);
+    cm_unlock(m, s);
+}
+#endif
+
 static int
 cm_write_reentry_slow(SMCMapObject *m)
 {
@@ -126,6 +173,18 @@ cm_write_reentry_slow(SMCMapObject *m)
     if (SM_LOAD_PTR(&m->txn_owner) == me) {
         return sm_raise_recursive(MSG_TXN_REENTRY);
     }
+#if SM_FINAL_CALL
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        SMShard *s = cm_shard_at(m, i);
+        if (s->final_state == 1 && sm_lock_held_by(&s->lock, me)
+            && SM_DICT_TAG(s->dict) != s->final_tag) {
+            cm_final_settle(m, s);
+            s->final_state = 0;
+            s->final_early = s->final_epoch;
+            cm_unlock(m, s);
+        }
+    }
+#endif
     if (cm_held_by_me(m, me)) {
         return sm_raise_recursive(MSG_WRITE_REENTRY);
     }
@@ -178,14 +237,23 @@ static inline int
 cm_lock(SMCMapObject *m, SMShard *s, void *me)
 {
     int contended;
+#if !SM_FREE_THREADED
+    /* GIL builds: count contention before waiting (the GIL protects the
+     * counter), so that it is visible while the waiter waits. */
+    if (s->lock.owner != NULL) {
+        s->contended++;
+    }
+#endif
     if (sm_lock_acquire(&s->lock, me, &contended) < 0) {
         return -1;
     }
-    /* Counters are written by the lock holder only. */
+    /* Free-threaded builds: counters are written by the lock holder only. */
     SM_STORE_SSIZE_RELAXED(&s->locks, SM_LOAD_SSIZE_RELAXED(&s->locks) + 1);
+#if SM_FREE_THREADED
     if (contended) {
         SM_STORE_SSIZE_RELAXED(&s->contended, SM_LOAD_SSIZE_RELAXED(&s->contended) + 1);
     }
+#endif
     HELD_INC(m);
     return 0;
 }
@@ -324,21 +392,32 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
     if (s == NULL) {
         return -1;
     }
+#if SM_FINAL_CALL
+    /* One lookup: see cm_final_begin. */
+    uint64_t epoch = cm_final_begin(s);
+    int r = sm_dict_set(s->dict, key, value, hash);
+    cm_final_end(m, s, epoch);
+    return r;
+#else
+    /* Look the old value up first and keep a reference to it, so that the
+     * dict's own release of it cannot run its __del__ under the lock. */
     PyObject *cur = NULL;
-    BEGIN_MUT(s);
-    /* One lookup inserts a new key; an existing key's value is replaced by a
-     * second call while `cur` keeps the old value alive past the unlock. */
-    int r = sm_dict_setdefault(s->dict, key, value, &cur);
-    if (r == 0) {
-        SM_ADD_SSIZE(&m->count, 1);
+    int r = sm_dict_get(s->dict, key, hash, &cur);
+    if (r >= 0 && cur != value) {
+        BEGIN_MUT(s);
+        int w = sm_dict_set(s->dict, key, value, hash);
+        END_MUT(s);
+        if (w < 0) {
+            r = -1;
+        }
+        else if (r == 0) {
+            SM_ADD_SSIZE(&m->count, 1);
+        }
     }
-    else if (r == 1 && cur != value) {
-        r = sm_dict_set(s->dict, key, value, hash);
-    }
-    END_MUT(s);
     cm_unlock(m, s);
     Py_XDECREF(cur);
     return r < 0 ? -1 : 0;
+#endif
 }
 
 /* Remove key.  1: removed (*old strong, release it after this returns),
@@ -356,6 +435,12 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
         *old = NULL;
         return -1;
     }
+#if SM_FINAL_CALL
+    /* The removed key may be released inside the call: see cm_final_begin. */
+    uint64_t epoch = cm_final_begin(s);
+    int r = sm_dict_pop(s->dict, key, hash, old);
+    cm_final_end(m, s, epoch);
+#else
     BEGIN_MUT(s);
     int r = sm_dict_pop(s->dict, key, hash, old);
     END_MUT(s);
@@ -363,6 +448,7 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
         SM_ADD_SSIZE(&m->count, -1);
     }
     cm_unlock(m, s);
+#endif
     return r;
 }
 
@@ -866,8 +952,13 @@ cm_collect_all(SMCMapObject *m, SMBuf *buf)
     for (int attempt = 0;; attempt++) {
         int ok = 1;
         for (Py_ssize_t i = 0; i < n && ok; i++) {
-            seen[i] = SM_LOAD_SSIZE(&cm_shard_at(m, i)->version);
-            ok = (seen[i] & 1) == 0;
+            SMShard *s = cm_shard_at(m, i);
+            seen[i] = SM_LOAD_SSIZE(&s->version);
+            /* A shard whose lock this thread holds cannot change while we are
+             * here; if its version is odd, the mutation in progress is our
+             * own (a key's __eq__ called us from inside its lookup), and it
+             * has not changed the dict yet. */
+            ok = (seen[i] & 1) == 0 || sm_lock_held_by(&s->lock, me);
         }
         for (Py_ssize_t i = 0; i < n && ok; i++) {
             if (sm_buf_collect_dict(buf, cm_shard_at(m, i)->dict) < 0) {
@@ -1387,6 +1478,34 @@ cm_parse_shards(PyObject *obj, Py_ssize_t *out)
     return 0;
 }
 
+/* Fork child: release what threads that are gone held; keep the forking
+ * thread's own holds (it may fork from inside a callback). */
+static void
+cm_after_fork(SMNode *node, void *me)
+{
+    SMCMapObject *m = (SMCMapObject *)((char *)node - offsetof(SMCMapObject, node));
+    Py_ssize_t held = 0;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        SMShard *s = cm_shard_at(m, i);
+        if (sm_lock_after_fork(&s->lock, me)) {
+            held++;
+        }
+        else if (s->version & 1) {
+            s->version++;
+        }
+    }
+#if !SM_FREE_THREADED
+    m->held = held;
+#else
+    (void)held;
+#endif
+    if (m->txn_owner != me) {
+        m->txn_owner = NULL;
+        m->guard = 0;
+        m->committing = 0;
+    }
+}
+
 static PyObject *
 cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -1430,6 +1549,7 @@ cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->held = 0;
 #endif
     m->weakreflist = NULL;
+    sm_register(&m->node, cm_after_fork);
     return (PyObject *)m;
 }
 
@@ -1517,6 +1637,7 @@ cm_dealloc(PyObject *op)
 {
     SMCMapObject *m = (SMCMapObject *)op;
     PyObject_GC_UnTrack(op);
+    sm_unregister(&m->node);
     if (m->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }

@@ -19,6 +19,14 @@ typedef struct {
                                readers write a shared line) */
     Py_ssize_t locks;       /* lock acquisitions, counted under the lock */
     Py_ssize_t contended;   /* acquisitions that found the lock held */
+#if SM_FINAL_CALL
+    int final_state;        /* 1: the holder is in its write's last dict call */
+    Py_ssize_t final_size;  /* dict size before that call */
+    uint64_t final_tag;     /* dict version tag before that call */
+    uint64_t final_epoch;   /* numbers those calls */
+    uint64_t final_early;   /* epoch of the last call whose write was completed
+                               early (its lock released) by a nested write */
+#endif
 } SMShard;
 
 #define SM_SHARD_STRIDE 64
@@ -29,6 +37,7 @@ typedef union {
 
 typedef struct {
     PyObject_HEAD
+    SMNode node;             /* on the list of live maps (fork safety) */
     SMShardSlot *shards;     /* nshards slots, cache-line aligned */
     void *shards_alloc;      /* what to free */
     Py_ssize_t nshards;

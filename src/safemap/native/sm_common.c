@@ -2,6 +2,7 @@
  * sm_common.c -- shared helpers: protocol objects, item buffer, chunked iterator.
  */
 #include "sm_common.h"
+#include <string.h>
 
 #ifdef _WIN32
 #  include <windows.h>
@@ -15,6 +16,7 @@ PyObject *SM_MISSING = NULL;
 PyObject *SM_DELETE = NULL;
 PyObject *SM_FrozenMap_adopt = NULL;
 PyObject *SM_abc_update = NULL;
+PyObject *SM_sentinel = NULL;
 Py_ssize_t SM_default_shards = 8;
 
 #if SM_FREE_THREADED
@@ -26,6 +28,60 @@ sm_raise_recursive(const char *what)
 {
     PyErr_SetString(SM_RecursiveUpdateError, what);
     return -1;
+}
+
+/* The list of live maps.  GIL builds: protected by the GIL.  Free-threaded
+ * builds: by sm_maps_mutex (never held while running Python code). */
+static SMNode sm_maps = {&sm_maps, &sm_maps, NULL};
+#if SM_FREE_THREADED
+static PyMutex sm_maps_mutex;
+#  define MAPS_LOCK() PyMutex_Lock(&sm_maps_mutex)
+#  define MAPS_UNLOCK() PyMutex_Unlock(&sm_maps_mutex)
+#else
+#  define MAPS_LOCK() ((void)0)
+#  define MAPS_UNLOCK() ((void)0)
+#endif
+
+void
+sm_register(SMNode *node, void (*after_fork)(SMNode *, void *))
+{
+    node->after_fork = after_fork;
+    MAPS_LOCK();
+    node->next = sm_maps.next;
+    node->prev = &sm_maps;
+    sm_maps.next->prev = node;
+    sm_maps.next = node;
+    MAPS_UNLOCK();
+}
+
+void
+sm_unregister(SMNode *node)
+{
+    if (node->next == NULL) {
+        return;
+    }
+    MAPS_LOCK();
+    node->prev->next = node->next;
+    node->next->prev = node->prev;
+    node->next = node->prev = NULL;
+    MAPS_UNLOCK();
+}
+
+/* Registered with os.register_at_fork(after_in_child=...).  Only the forking
+ * thread exists in the child: every hold by another thread is void. */
+PyObject *
+sm_after_fork_child(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+#if SM_FREE_THREADED
+    memset(&sm_maps_mutex, 0, sizeof(sm_maps_mutex));
+#endif
+    void *me = sm_me();
+    for (SMNode *n = sm_maps.next; n != &sm_maps; n = n->next) {
+        n->after_fork(n, me);
+    }
+    Py_RETURN_NONE;
 }
 
 void

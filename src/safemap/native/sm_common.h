@@ -27,6 +27,17 @@ extern SM_THREAD_LOCAL Py_ssize_t sm_tls_held;
 
 int sm_raise_recursive(const char *what);
 
+/* Every live map is on one list, so that a fork child can release the locks
+ * that threads which do not exist in the child held at the fork. */
+typedef struct SMNode {
+    struct SMNode *prev, *next;
+    void (*after_fork)(struct SMNode *node, void *me);
+} SMNode;
+
+void sm_register(SMNode *node, void (*after_fork)(SMNode *, void *));
+void sm_unregister(SMNode *node);
+PyObject *sm_after_fork_child(PyObject *module, PyObject *unused);
+
 /* Give other threads a chance to finish what they are doing (an in-progress
  * mutation seen by an optimistic reader).  Releases the GIL. */
 void sm_backoff(int attempt);

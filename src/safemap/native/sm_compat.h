@@ -127,6 +127,22 @@ sm_hash(PyObject *key)
         }
     }
 #endif
+    /* A small int hashes to itself (-1 is reserved for errors: it hashes to
+     * -2), exactly as long_hash computes it; skip the call. */
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyLong_CheckExact(key)) {
+        Py_ssize_t size = Py_SIZE(key);
+        if (size >= -1 && size <= 1) {
+            Py_hash_t h = size * (Py_hash_t)((PyLongObject *)key)->ob_digit[0];
+            return h == -1 ? -2 : h;
+        }
+    }
+#else
+    if (PyLong_CheckExact(key) && PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+        Py_hash_t h = (Py_hash_t)PyUnstable_Long_CompactValue((PyLongObject *)key);
+        return h == -1 ? -2 : h;
+    }
+#endif
     return PyObject_Hash(key);
 }
 
@@ -197,6 +213,9 @@ sm_dict_setdefault(PyObject *d, PyObject *key, PyObject *value, PyObject **cur)
 #endif
 }
 
+/* A private object no user can hold: the "absent" default of _PyDict_Pop. */
+extern PyObject *SM_sentinel;
+
 /* Remove key and hand back its value.  1: removed, *out strong; 0: absent;
  * -1: error. */
 static inline int
@@ -206,20 +225,13 @@ sm_dict_pop(PyObject *d, PyObject *key, Py_hash_t hash, PyObject **out)
     (void)hash;
     return PyDict_Pop(d, key, out);
 #else
-    /* _PyDict_Pop returns the default (a new reference) when absent.  Any
-     * default could also be a stored value, so tell the cases apart by size. */
-    Py_ssize_t before = PyDict_GET_SIZE(d);
     (void)hash;
-    if (before == 0) {
-        *out = NULL;
-        return 0;
-    }
-    PyObject *r = _PyDict_Pop(d, key, Py_None);
+    PyObject *r = _PyDict_Pop(d, key, SM_sentinel);
     if (r == NULL) {
         *out = NULL;
         return -1;
     }
-    if (PyDict_GET_SIZE(d) == before) {
+    if (r == SM_sentinel) {
         Py_DECREF(r);
         *out = NULL;
         return 0;
@@ -228,5 +240,16 @@ sm_dict_pop(PyObject *d, PyObject *key, Py_hash_t hash, PyObject **out)
     return 1;
 #endif
 }
+
+/* 3.11 GIL builds: a write's last dict call may be made with the lock "held
+ * for the mutation only" (see cm_final_begin in sm_cmap.c); detecting that the
+ * mutation happened uses the dict's version tag, public (and not deprecated)
+ * in 3.11 only. */
+#if PY_VERSION_HEX < 0x030C0000 && !SM_FREE_THREADED
+#  define SM_FINAL_CALL 1
+#  define SM_DICT_TAG(d) (((PyDictObject *)(d))->ma_version_tag)
+#else
+#  define SM_FINAL_CALL 0
+#endif
 
 #endif /* SAFEMAP_SM_COMPAT_H */

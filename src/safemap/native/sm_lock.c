@@ -2,6 +2,7 @@
  * sm_lock.c -- slow paths of SMLock (see sm_lock.h for the design).
  */
 #include "sm_lock.h"
+#include <string.h>
 
 #if !SM_FREE_THREADED
 
@@ -78,7 +79,33 @@ sm_lock_fini(SMLock *lock)
     }
 }
 
+int
+sm_lock_after_fork(SMLock *lock, void *me)
+{
+    /* The semaphore may have been mid-use by a thread that is gone: drop it
+     * (leaked rather than freed: its state is unknown) and start afresh. */
+    lock->wake = NULL;
+    lock->waiters = 0;
+    lock->wake_pending = 0;
+    if (lock->owner == me) {
+        return 1;
+    }
+    lock->owner = NULL;
+    return 0;
+}
+
 #else /* SM_FREE_THREADED */
+
+int
+sm_lock_after_fork(SMLock *lock, void *me)
+{
+    if (lock->owner == me) {
+        return 1;
+    }
+    lock->owner = NULL;
+    memset(&lock->mutex, 0, sizeof(lock->mutex));
+    return 0;
+}
 
 int
 sm_lock_acquire_slow(SMLock *lock, void *me)

@@ -47,6 +47,9 @@ typedef struct {
 int sm_lock_acquire_slow(SMLock *lock, void *me);
 void sm_lock_wake_one(SMLock *lock);
 void sm_lock_fini(SMLock *lock);
+/* In a fork child: forget a hold by any thread but `me` (those threads do not
+ * exist in the child).  Returns 1 if `me` holds the lock. */
+int sm_lock_after_fork(SMLock *lock, void *me);
 
 /* Take the lock.  0: taken; -1: an exception was raised while waiting (a signal
  * handler raised, e.g. KeyboardInterrupt; the lock is NOT taken).  *contended is

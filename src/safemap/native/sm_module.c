@@ -82,6 +82,9 @@ sm_exec(PyObject *module)
     if (sm_import_protocol() < 0 || sm_init_default_shards() < 0) {
         return -1;
     }
+    if (SM_sentinel == NULL && (SM_sentinel = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) == NULL) {
+        return -1;
+    }
     PyTypeObject *types[] = {&SMIter_Type, &SMTxnStorage_Type, &SMCMap_Type,
                              &SMEntry_Type, &SMSMap_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -97,6 +100,12 @@ sm_exec(PyObject *module)
     }
     return 0;
 }
+
+static PyMethodDef sm_module_methods[] = {
+    {"_after_fork_child", sm_after_fork_child, METH_NOARGS,
+     "Release, in a fork child, the map locks held by threads that do not exist there."},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyModuleDef_Slot sm_slots[] = {
     {Py_mod_exec, (void *)sm_exec},
@@ -115,6 +124,7 @@ static struct PyModuleDef sm_module = {
     .m_doc = "Native core of safemap: ConcurrentMapBase (sharded) and SyncMapBase "
              "(Go sync.Map design). Use the classes of safemap.native.",
     .m_size = 0,
+    .m_methods = sm_module_methods,
     .m_slots = sm_slots,
 };
 

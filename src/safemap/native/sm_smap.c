@@ -1,14 +1,1814 @@
+/*
+ * sm_smap.c -- SyncMapBase, the native core of safemap.SyncMap.
+ *
+ * Go's sync.Map, adapted to CPython.  Two dicts map keys to entries:
+ *
+ *   read   keys that have been promoted.  Looked up with no lock.  The dict
+ *          object is fixed for the map's life (a reader never needs a
+ *          reference to "the current read map", which on free-threaded builds
+ *          could be freed under it); its key set changes only under `mu`,
+ *          by promotion (keys added) and sweeps (deleted entries removed).
+ *   dirty  keys stored since the last promotion; only touched under `mu`.
+ *
+ * An entry (SMEntry) holds the value pointer.  For a key already in `read`,
+ * store / delete / swap / compare-and-swap change the entry in place without
+ * the mutex: this is what makes the design read- and update-friendly.  A read
+ * that misses `read` while `dirty` has keys takes the mutex, looks in `dirty`,
+ * and counts a miss; once misses reach len(dirty), dirty's entries are moved
+ * into `read` (promotion), so a key written once and then read often stops
+ * costing the mutex -- Go's amortization.  Deleted entries stay in `read`
+ * (value NULL) so that re-storing the key is again lock-free; when they make
+ * up half of `read`, the next store of a new key sweeps them: each is marked
+ * SM_EXPUNGED (so no in-place writer can revive it) and removed.
+ *
+ * Deviation from Go: Go's dirty map is a full copy of read plus new keys, and
+ * promotion swaps the two maps.  Swapping dicts would force readers to hold a
+ * reference to the current read dict (a contended reference count on
+ * free-threaded builds); instead dirty holds only new keys and promotion adds
+ * them to the one read dict, which is cheaper too (O(new keys)).
+ *
+ * Atomicity, also when Python code runs:
+ *  - an entry's value changes only by a pointer swap inside the entry's
+ *    critical section (free-threaded builds; on GIL builds the swap runs no
+ *    Python code, so the GIL makes it atomic).  Each op's linearization point
+ *    is that swap, or its read of the pointer;
+ *  - compare_and_swap compares (identity, then ==, which may run Python code)
+ *    with no lock, then swaps only if the entry still holds the very object
+ *    compared -- retrying otherwise, like Go's CompareAndSwap loop;
+ *  - operations that need a value to stay put across Python code (the compute
+ *    family, snapshot, transaction, clear, and the locked slow paths) hold
+ *    `mu` and set `frozen`: in-place writers check `frozen` inside the same
+ *    critical section as their swap and take `mu` instead, so they wait;
+ *  - re-entry: a thread holding `mu` (in a callback, a key's __eq__ during a
+ *    locked write) that asks for any write gets RecursiveUpdateError; its reads
+ *    take `mu` re-entrantly.  Inside transaction(fn) every method raises;
+ *  - replaced values are released after `mu` is released.
+ *
+ * Free-threaded caveat: reading an entry's value takes that entry's own
+ * critical section for a few instructions.  CPython offers extensions no safe
+ * way to take a reference to an object another thread may replace and release
+ * at the same moment (dict and list do it with their internal deferred
+ * freeing); the per-entry lock is the price, and it is per key.
+ */
 #include "sm_smap.h"
+
+/* Never dereferenced: its address marks an expunged entry. */
+static char sm_expunged_marker;
+#define SM_EXPUNGED ((PyObject *)&sm_expunged_marker)
+#define LIVE(v) ((v) != NULL && (v) != SM_EXPUNGED)
+
+#if SM_FREE_THREADED
+#  define SY_HELD_INC(m) (sm_tls_held++)
+#  define SY_HELD_DEC(m) (sm_tls_held--)
+#  define SY_REENTRY_POSSIBLE(m) (sm_tls_held != 0)
+#  define SY_COUNT(m, field) ((void)0)
+#else
+#  define SY_HELD_INC(m) ((m)->held++)
+#  define SY_HELD_DEC(m) ((m)->held--)
+#  define SY_REENTRY_POSSIBLE(m) ((m)->held != 0)
+#  define SY_COUNT(m, field) ((m)->field++)
+#endif
+
+#define MSG_WRITE_REENTRY \
+    "cannot write to a SyncMap from inside one of its own compute callbacks " \
+    "(or from a key's __eq__/__hash__ during a write to it)"
+#define MSG_TXN_REENTRY \
+    "cannot call a SyncMap's methods inside its own transaction(); use the view " \
+    "passed to the function"
+
+/* ------------------------------------------------------------------ entries */
+
+static SMEntry *
+entry_new(PyObject *value)
+{
+    SMEntry *e = PyObject_GC_New(SMEntry, &SMEntry_Type);
+    if (e == NULL) {
+        return NULL;
+    }
+    e->value = Py_NewRef(value);
+    PyObject_GC_Track(e);
+    return e;
+}
+
+/* The entry's value (strong) or NULL if deleted/expunged. */
+static PyObject *
+entry_load(SMEntry *e)
+{
+    PyObject *v;
+    Py_BEGIN_CRITICAL_SECTION(e);
+    v = e->value;
+    if (LIVE(v)) {
+        Py_INCREF(v);
+    }
+    else {
+        v = NULL;
+    }
+    Py_END_CRITICAL_SECTION();
+    return v;
+}
+
+/* Replace the value; returns the previous one (strong; NULL if it was deleted
+ * or expunged).  v == NULL deletes.  Caller holds mu or has checked frozen. */
+static PyObject *
+entry_exchange(SMEntry *e, PyObject *v)
+{
+    PyObject *old;
+    Py_BEGIN_CRITICAL_SECTION(e);
+    old = e->value;
+    e->value = v ? Py_NewRef(v) : NULL;
+    Py_END_CRITICAL_SECTION();
+    return LIVE(old) ? old : NULL;
+}
+
+static int
+entry_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMEntry *e = (SMEntry *)op;
+    if (LIVE(e->value)) {
+        Py_VISIT(e->value);
+    }
+    return 0;
+}
+
+static int
+entry_clear(PyObject *op)
+{
+    SMEntry *e = (SMEntry *)op;
+    PyObject *v = e->value;
+    e->value = NULL;
+    if (LIVE(v)) {
+        Py_DECREF(v);
+    }
+    return 0;
+}
+
+static void
+entry_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    entry_clear(op);
+    PyObject_GC_Del(op);
+}
+
 PyTypeObject SMEntry_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.Entry",
-    .tp_basicsize = sizeof(PyObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_name = "safemap.native._core.SyncMapEntry",
+    .tp_basicsize = sizeof(SMEntry),
+    .tp_dealloc = entry_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = entry_traverse,
+    .tp_clear = entry_clear,
 };
+
+/* ------------------------------------------------------------- bookkeeping */
+
+static inline int
+sy_lock(SMSMapObject *m, void *me)
+{
+    int contended;
+    if (sm_lock_acquire(&m->mu, me, &contended) < 0) {
+        return -1;
+    }
+    m->locks++;
+    m->contended += contended;
+    SY_HELD_INC(m);
+    return 0;
+}
+
+static inline void
+sy_unlock(SMSMapObject *m)
+{
+    SY_HELD_DEC(m);
+    sm_lock_release(&m->mu);
+}
+
+/* For reads that must consult dirty: take mu unless this thread already holds
+ * it (a read from a callback).  *took says whether to sy_unlock afterwards. */
+static inline int
+sy_lock_for_read(SMSMapObject *m, int *took)
+{
+    void *me = sm_me();
+    if (sm_lock_held_by(&m->mu, me)) {
+        *took = 0;
+        return 0;
+    }
+    *took = 1;
+    return sy_lock(m, me);
+}
+
+static int
+sy_write_reentry_slow(SMSMapObject *m)
+{
+    void *me = sm_me();
+    if (SM_LOAD_PTR(&m->txn_owner) == me) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    if (sm_lock_held_by(&m->mu, me)) {
+        return sm_raise_recursive(MSG_WRITE_REENTRY);
+    }
+    return 0;
+}
+
+static inline int
+sy_write_check(SMSMapObject *m)
+{
+    if (SM_LIKELY(!SY_REENTRY_POSSIBLE(m))) {
+        return 0;
+    }
+    return sy_write_reentry_slow(m);
+}
+
+static int
+sy_read_slow(SMSMapObject *m)
+{
+    void *me = sm_me();
+    if (SM_LOAD_PTR(&m->txn_owner) == me) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    if (SM_LOAD_INT(&m->committing) && !sm_lock_held_by(&m->mu, me)) {
+        /* Several entries are changing together under mu: wait for it. */
+        int contended;
+        if (sm_lock_acquire(&m->mu, me, &contended) < 0) {
+            return -1;
+        }
+        sm_lock_release(&m->mu);
+    }
+    return 0;
+}
+
+static inline int
+sy_read_check(SMSMapObject *m)
+{
+    if (SM_LIKELY(SM_LOAD_INT(&m->guard) == 0)) {
+        return 0;
+    }
+    return sy_read_slow(m);
+}
+
+/* Look key up in d; *e is a strong reference to its entry or NULL. */
+static inline int
+sy_find(PyObject *d, PyObject *key, Py_hash_t hash, SMEntry **e)
+{
+    return sm_dict_get(d, key, hash, (PyObject **)e);
+}
+
+/* Promote dirty into read (under mu). */
+static void
+sy_promote_locked(SMSMapObject *m)
+{
+    if (PyDict_GET_SIZE(m->dirty) == 0) {
+        SM_STORE_INT(&m->amended, 0);
+        m->misses = 0;
+        return;
+    }
+    /* dirty's keys are not in read, so the update only adds; the entries are
+     * shared, so a key is findable through one dict or the other throughout. */
+    if (PyDict_Update(m->read, m->dirty) < 0) {
+        /* Out of memory or a key's __eq__ raised: keep dirty as it is; the
+         * keys that made it into read are in both, with the same entries,
+         * which every path tolerates.  The read that triggered us still
+         * succeeded, so do not fail it. */
+        PyErr_Clear();
+        return;
+    }
+    PyDict_Clear(m->dirty);  /* read holds every entry: nothing is freed */
+    SM_STORE_INT(&m->amended, 0);
+    m->misses = 0;
+    m->promotions++;
+}
+
+static void
+sy_miss_locked(SMSMapObject *m)
+{
+    m->locked_reads++;
+    if (++m->misses >= PyDict_GET_SIZE(m->dirty)) {
+        sy_promote_locked(m);
+    }
+}
+
+/* Remove deleted entries from read when they are half of it (under mu).  Each
+ * is first marked expunged, so an in-place writer that found it before the
+ * removal goes to the locked path instead of reviving a detached entry. */
+static void
+sy_sweep_locked(SMSMapObject *m)
+{
+    if (m->ndeleted < 16 || 2 * m->ndeleted < PyDict_GET_SIZE(m->read)) {
+        return;
+    }
+    SMBuf buf = {NULL, 0, 0};
+    if (sm_buf_collect_dict(&buf, m->read) < 0) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < buf.n; i += 2) {
+        SMEntry *e = (SMEntry *)buf.items[i + 1];
+        int expunged = 0;
+        Py_BEGIN_CRITICAL_SECTION(e);
+        if (e->value == NULL) {
+            e->value = SM_EXPUNGED;
+            expunged = 1;
+        }
+        Py_END_CRITICAL_SECTION();
+        if (expunged) {
+            SM_ADD_SSIZE(&m->ndeleted, -1);
+            if (PyDict_DelItem(m->read, buf.items[i]) < 0) {
+                PyErr_Clear();  /* stays in read, expunged: see sy_unexpunge */
+            }
+        }
+    }
+    m->sweeps++;
+    sm_buf_clear(&buf);
+}
+
+/* An expunged entry still in read (its removal failed): make it a deleted
+ * entry again (under mu). */
+static void
+sy_unexpunge(SMSMapObject *m, SMEntry *e)
+{
+    int changed = 0;
+    Py_BEGIN_CRITICAL_SECTION(e);
+    if (e->value == SM_EXPUNGED) {
+        e->value = NULL;
+        changed = 1;
+    }
+    Py_END_CRITICAL_SECTION();
+    if (changed) {
+        SM_ADD_SSIZE(&m->ndeleted, 1);
+    }
+}
+
+/* Locate key under mu.  *e: strong ref or NULL; *in_read: where it was
+ * (0 also when absent: the lookup went on to dirty, a "miss" in Go's terms).
+ * Callers that count misses do so after finishing with dirty, because a miss
+ * may promote dirty into read. */
+static int
+sy_find_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, SMEntry **e, int *in_read,
+               int count_miss)
+{
+    int r = sy_find(m->read, key, hash, e);
+    if (r != 0) {
+        *in_read = 1;
+        if (r > 0) {
+            sy_unexpunge(m, *e);
+        }
+        return r;
+    }
+    *in_read = 0;
+    if (!m->amended) {
+        return 0;
+    }
+    (void)count_miss;  /* the caller counts the miss once it is done */
+    return sy_find(m->dirty, key, hash, e);
+}
+
+/* Set key to value under mu; *old gets the previous value (strong) or NULL. */
+static int
+sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
+              PyObject **old)
+{
+    SMEntry *e;
+    int in_read;
+    *old = NULL;
+    int r = sy_find_locked(m, key, hash, &e, &in_read, 0);
+    if (r < 0) {
+        return -1;
+    }
+    if (r > 0) {
+        *old = entry_exchange(e, value);
+        if (*old == NULL) {  /* revived a deleted entry of read */
+            SM_ADD_SSIZE(&m->ndeleted, -1);
+            SM_ADD_SSIZE(&m->count, 1);
+        }
+        Py_DECREF(e);
+        return 0;
+    }
+    if (!m->amended) {
+        sy_sweep_locked(m);
+    }
+    e = entry_new(value);
+    if (e == NULL) {
+        return -1;
+    }
+    r = sm_dict_set(m->dirty, key, (PyObject *)e, hash);
+    Py_DECREF(e);
+    if (r < 0) {
+        return -1;
+    }
+    SM_STORE_INT(&m->amended, 1);
+    SM_ADD_SSIZE(&m->count, 1);
+    return 0;
+}
+
+/* Delete key under mu.  1: removed (*old strong), 0: absent, -1: error. */
+static int
+sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
+              int count_miss)
+{
+    SMEntry *e;
+    int in_read;
+    *old = NULL;
+    int r = sy_find_locked(m, key, hash, &e, &in_read, count_miss);
+    if (r >= 0 && !in_read && count_miss) {
+        if (r > 0 && sm_dict_del(m->dirty, key, hash) < 0) {
+            Py_DECREF(e);
+            return -1;
+        }
+        sy_miss_locked(m);
+    }
+    if (r <= 0) {
+        return r;
+    }
+    if (!in_read && !count_miss) {
+        if (sm_dict_del(m->dirty, key, hash) < 0) {
+            Py_DECREF(e);
+            return -1;
+        }
+    }
+    if (!in_read) {
+        *old = entry_exchange(e, NULL);
+        Py_DECREF(e);
+        if (*old == NULL) {
+            return 0;
+        }
+        SM_ADD_SSIZE(&m->count, -1);
+        return 1;
+    }
+    /* A key of read: the spec wants a removed key released by the time the
+     * call returns, so unlike Go (which leaves a deleted entry in read until
+     * a later copy), the key leaves read now.  The entry is expunged first:
+     * an in-place writer that found it before the removal takes the mutex
+     * instead of reviving it, and a reader that found it sees "absent". */
+    PyObject *prev;
+    Py_BEGIN_CRITICAL_SECTION(e);
+    prev = e->value;
+    e->value = SM_EXPUNGED;
+    Py_END_CRITICAL_SECTION();
+    if (prev == NULL) {
+        SM_ADD_SSIZE(&m->ndeleted, -1);
+    }
+    if (sm_dict_del(m->read, key, hash) < 0) {
+        /* A key's __eq__ raised: the entry stays in read, expunged, which
+         * every path treats as absent (and sy_find_locked turns back into a
+         * deleted entry). */
+        PyErr_Clear();
+    }
+    Py_DECREF(e);
+    if (!LIVE(prev)) {
+        return 0;
+    }
+    *old = prev;
+    SM_ADD_SSIZE(&m->count, -1);
+    return 1;
+}
+
+/* Value for key under mu (no miss counted).  1/0/-1, *v strong. */
+static int
+sy_get_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
+{
+    SMEntry *e;
+    int in_read;
+    *v = NULL;
+    int r = sy_find_locked(m, key, hash, &e, &in_read, 0);
+    if (r <= 0) {
+        return r;
+    }
+    *v = entry_load(e);
+    Py_DECREF(e);
+    return *v != NULL;
+}
+
+/* Begin a section that needs every value stable: take mu, freeze in-place
+ * writers.  Returns the previous frozen state for sy_thaw. */
+static int
+sy_freeze_lock(SMSMapObject *m, int *prev)
+{
+    if (sy_lock(m, sm_me()) < 0) {
+        return -1;
+    }
+    *prev = m->frozen;
+    SM_STORE_INT(&m->frozen, 1);
+    return 0;
+}
+
+static void
+sy_thaw_unlock(SMSMapObject *m, int prev)
+{
+    SM_STORE_INT(&m->frozen, prev);
+    sy_unlock(m);
+}
+
+/* ------------------------------------------------------------- operations */
+
+/* Load.  1 found (*v strong), 0 absent, -1 error. */
+static int
+sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
+{
+    *v = NULL;
+    if (sy_read_check(m) < 0) {
+        return -1;
+    }
+    SMEntry *e;
+    int r = sy_find(m->read, key, hash, &e);
+    if (r < 0) {
+        return -1;
+    }
+    if (r > 0) {
+        SY_COUNT(m, fast_reads);
+        *v = entry_load(e);
+        Py_DECREF(e);
+        return *v != NULL;
+    }
+    if (!SM_LOAD_INT(&m->amended)) {
+        return 0;
+    }
+    int took, in_read;
+    if (sy_lock_for_read(m, &took) < 0) {
+        return -1;
+    }
+    r = sy_find_locked(m, key, hash, &e, &in_read, 1);
+    if (r >= 0 && !in_read) {
+        sy_miss_locked(m);
+    }
+    if (took) {
+        sy_unlock(m);
+    }
+    if (r <= 0) {
+        return r;
+    }
+    *v = entry_load(e);
+    Py_DECREF(e);
+    return *v != NULL;
+}
+
+static int
+sy_load(SMSMapObject *m, PyObject *key, PyObject **v)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        *v = NULL;
+        return -1;
+    }
+    return sy_load_hashed(m, key, hash, v);
+}
+
+/* Swap in value (store/swap).  *old: previous value (strong) or NULL. */
+static int
+sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
+{
+    *old = NULL;
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1 || sy_write_check(m) < 0) {
+        return -1;
+    }
+    SMEntry *e;
+    int r = sy_find(m->read, key, hash, &e);
+    if (r < 0) {
+        return -1;
+    }
+    if (r > 0) {
+        /* In place, no mutex -- unless frozen or expunged. */
+        int done = 0;
+        PyObject *prev = NULL;
+        Py_BEGIN_CRITICAL_SECTION(e);
+        if (!SM_LOAD_INT(&m->frozen) && e->value != SM_EXPUNGED) {
+            prev = e->value;
+            e->value = Py_NewRef(value);
+            done = 1;
+        }
+        Py_END_CRITICAL_SECTION();
+        Py_DECREF(e);
+        if (done) {
+            SY_COUNT(m, fast_writes);
+            if (prev == NULL) {
+                SM_ADD_SSIZE(&m->ndeleted, -1);
+                SM_ADD_SSIZE(&m->count, 1);
+            }
+            *old = prev;
+            return 0;
+        }
+    }
+    if (sy_lock(m, sm_me()) < 0) {
+        return -1;
+    }
+    r = sy_set_locked(m, key, hash, value, old);
+    sy_unlock(m);
+    return r;
+}
+
+/* Delete.  1 removed (*old strong), 0 absent, -1 error.  Takes the mutex:
+ * the key must leave read within the call (see sy_del_locked).  A key that is
+ * in neither map is answered without it. */
+static int
+sy_pop_impl(SMSMapObject *m, PyObject *key, PyObject **old)
+{
+    *old = NULL;
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1 || sy_write_check(m) < 0) {
+        return -1;
+    }
+    SMEntry *e;
+    int r = sy_find(m->read, key, hash, &e);
+    if (r < 0) {
+        return -1;
+    }
+    if (r == 0 && !SM_LOAD_INT(&m->amended)) {
+        return 0;  /* linearizes at the lookup: absent */
+    }
+    Py_XDECREF(e);
+    if (sy_lock(m, sm_me()) < 0) {
+        return -1;
+    }
+    r = sy_del_locked(m, key, hash, old, 1);
+    sy_unlock(m);
+    return r;
+}
+
+/* load_or_store.  1: loaded (*actual existing), 0: stored (*actual value). */
+static int
+sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **actual)
+{
+    *actual = NULL;
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1 || sy_write_check(m) < 0) {
+        return -1;
+    }
+    SMEntry *e;
+    int r = sy_find(m->read, key, hash, &e);
+    if (r < 0) {
+        return -1;
+    }
+    if (r > 0) {
+        int res = -1;
+        Py_BEGIN_CRITICAL_SECTION(e);
+        if (LIVE(e->value)) {
+            *actual = Py_NewRef(e->value);
+            res = 1;
+        }
+        else if (e->value == NULL && !SM_LOAD_INT(&m->frozen)) {
+            e->value = Py_NewRef(value);
+            *actual = Py_NewRef(value);
+            res = 0;
+        }
+        Py_END_CRITICAL_SECTION();
+        Py_DECREF(e);
+        if (res == 0) {
+            SM_ADD_SSIZE(&m->ndeleted, -1);
+            SM_ADD_SSIZE(&m->count, 1);
+        }
+        if (res >= 0) {
+            return res;
+        }
+    }
+    if (sy_lock(m, sm_me()) < 0) {
+        return -1;
+    }
+    PyObject *cur;
+    r = sy_get_locked(m, key, hash, &cur);
+    if (r > 0) {
+        *actual = cur;
+    }
+    else if (r == 0) {
+        PyObject *old;
+        if (sy_set_locked(m, key, hash, value, &old) < 0) {
+            r = -1;
+        }
+        else {
+            Py_XDECREF(old);  /* NULL: the key was absent */
+            *actual = Py_NewRef(value);
+        }
+    }
+    sy_unlock(m);
+    return r;
+}
+
+/* compare_and_swap (new != NULL) / compare_and_delete (new == NULL). */
+static int
+sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1 || sy_write_check(m) < 0) {
+        return -1;
+    }
+    SMEntry *e;
+    int r = sy_find(m->read, key, hash, &e);
+    if (r < 0) {
+        return -1;
+    }
+    if (r > 0 && new == NULL) {
+        /* compare_and_delete removes the key from read: locked path. */
+        Py_CLEAR(e);
+        r = 0;
+    }
+    else if (r > 0) {
+        /* Go's loop: compare outside any lock, then swap only if the entry
+         * still holds the object compared. */
+        for (;;) {
+            PyObject *cur = entry_load(e);
+            if (cur == NULL) {
+                int expunged;
+                Py_BEGIN_CRITICAL_SECTION(e);
+                expunged = e->value == SM_EXPUNGED;
+                Py_END_CRITICAL_SECTION();
+                if (!expunged) {
+                    Py_DECREF(e);
+                    return 0;
+                }
+                break;  /* cut out by a sweep: go through mu */
+            }
+            int eq = PyObject_RichCompareBool(cur, expected, Py_EQ);
+            if (eq <= 0) {
+                Py_DECREF(cur);
+                Py_DECREF(e);
+                return eq;
+            }
+            int res = -1;  /* -1: frozen or expunged, take mu */
+            Py_BEGIN_CRITICAL_SECTION(e);
+            if (!SM_LOAD_INT(&m->frozen) && e->value != SM_EXPUNGED) {
+                if (e->value != cur) {
+                    res = 0;  /* changed meanwhile: compare again */
+                }
+                else {
+                    e->value = new ? Py_NewRef(new) : NULL;
+                    res = 1;
+                }
+            }
+            Py_END_CRITICAL_SECTION();
+            if (res == 1) {
+                if (new == NULL) {
+                    SM_ADD_SSIZE(&m->ndeleted, 1);
+                    SM_ADD_SSIZE(&m->count, -1);
+                }
+                Py_DECREF(cur);  /* the entry's reference */
+                Py_DECREF(cur);  /* ours */
+                Py_DECREF(e);
+                return 1;
+            }
+            Py_DECREF(cur);
+            if (res == -1) {
+                break;
+            }
+        }
+        Py_DECREF(e);
+    }
+    else if (!SM_LOAD_INT(&m->amended)) {
+        return 0;
+    }
+    /* Locked path: values frozen while == runs. */
+    int prev;
+    if (sy_freeze_lock(m, &prev) < 0) {
+        return -1;
+    }
+    PyObject *cur, *old = NULL;
+    r = sy_get_locked(m, key, hash, &cur);
+    if (r > 0) {
+        r = PyObject_RichCompareBool(cur, expected, Py_EQ);
+        if (r > 0) {
+            if (new != NULL) {
+                r = sy_set_locked(m, key, hash, new, &old) < 0 ? -1 : 1;
+            }
+            else {
+                r = sy_del_locked(m, key, hash, &old, 0) < 0 ? -1 : 1;
+            }
+        }
+    }
+    sy_thaw_unlock(m, prev);
+    Py_XDECREF(cur);
+    Py_XDECREF(old);
+    return r;
+}
+
+enum { SY_COMPUTE, SY_IF_ABSENT, SY_IF_PRESENT, SY_MERGE };
+
+/* The compute family: under mu with in-place writers frozen, so the callback
+ * sees a value no one else can change until it returns. */
+static PyObject *
+sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+{
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    PyObject *old = NULL;
+    if (mode == SY_IF_ABSENT || mode == SY_IF_PRESENT) {
+        int r = sy_load_hashed(m, key, hash, &old);
+        if (r < 0) {
+            return NULL;
+        }
+        if (r == 1 && mode == SY_IF_ABSENT) {
+            return old;
+        }
+        if (r == 0 && mode == SY_IF_PRESENT) {
+            Py_RETURN_NONE;
+        }
+        Py_CLEAR(old);
+    }
+    if (sy_write_check(m) < 0) {
+        return NULL;
+    }
+    int prev;
+    if (sy_freeze_lock(m, &prev) < 0) {
+        return NULL;
+    }
+    PyObject *res = NULL, *result = NULL, *replaced = NULL;
+    int r = sy_get_locked(m, key, hash, &old);
+    if (r < 0) {
+        goto unlock;
+    }
+    PyObject *args[2];
+    switch (mode) {
+    case SY_COMPUTE:
+        args[0] = key;
+        args[1] = old ? old : SM_MISSING;
+        res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    case SY_IF_ABSENT:
+        if (old != NULL) {
+            result = Py_NewRef(old);
+            goto unlock;
+        }
+        args[0] = key;
+        res = PyObject_Vectorcall(fn, args, 1, NULL);
+        break;
+    case SY_IF_PRESENT:
+        if (old == NULL) {
+            result = Py_NewRef(Py_None);
+            goto unlock;
+        }
+        args[0] = key;
+        args[1] = old;
+        res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    default:
+        if (old == NULL) {
+            res = Py_NewRef(mval);
+        }
+        else {
+            args[0] = old;
+            args[1] = mval;
+            res = PyObject_Vectorcall(fn, args, 2, NULL);
+        }
+        break;
+    }
+    if (res == NULL) {
+        goto unlock;
+    }
+    if (res == SM_DELETE) {
+        if (old != NULL && sy_del_locked(m, key, hash, &replaced, 0) < 0) {
+            goto unlock;
+        }
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        if (old != res && sy_set_locked(m, key, hash, res, &replaced) < 0) {
+            goto unlock;
+        }
+        result = Py_NewRef(res);
+    }
+unlock:
+    sy_thaw_unlock(m, prev);
+    Py_XDECREF(old);
+    Py_XDECREF(res);
+    Py_XDECREF(replaced);
+    return result;
+}
+
+/* Copy (key, value) of every live entry into out, with values frozen (under
+ * mu, re-entrant for a callback's own thread).  Consistent: one instant. */
+static int
+sy_collect_consistent(SMSMapObject *m, SMBuf *out, int from_storage)
+{
+    void *me = sm_me();
+    if (!from_storage && SM_UNLIKELY(SM_LOAD_INT(&m->guard))
+        && SM_LOAD_PTR(&m->txn_owner) == me) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    int took = !sm_lock_held_by(&m->mu, me);
+    if (took && sy_lock(m, me) < 0) {
+        return -1;
+    }
+    int prev = m->frozen;
+    SM_STORE_INT(&m->frozen, 1);
+    SMBuf raw = {NULL, 0, 0};
+    int rc = 0;
+    if (sm_buf_collect_dict(&raw, m->read) < 0 || sm_buf_collect_dict(&raw, m->dirty) < 0 ||
+        sm_buf_reserve(out, raw.n) < 0) {
+        rc = -1;
+    }
+    else {
+        for (Py_ssize_t i = 0; i < raw.n; i += 2) {
+            PyObject *v = entry_load((SMEntry *)raw.items[i + 1]);
+            if (v != NULL) {
+                out->items[out->n++] = Py_NewRef(raw.items[i]);
+                out->items[out->n++] = v;
+            }
+        }
+    }
+    SM_STORE_INT(&m->frozen, prev);
+    if (took) {
+        sy_unlock(m);
+    }
+    sm_buf_clear(&raw);
+    return rc;
+}
+
+/* ------------------------------------------------------------- slots */
+
+static void
+sy_key_error(PyObject *key)
+{
+    PyObject *t = PyTuple_Pack(1, key);
+    if (t != NULL) {
+        PyErr_SetObject(PyExc_KeyError, t);
+        Py_DECREF(t);
+    }
+}
+
+static PyObject *
+sy_pair(PyObject *a, int flag)
+{
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(a);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a ? a : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(flag ? Py_True : Py_False));
+    return t;
+}
+
+static int
+sy_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (nargs < lo || nargs > hi) {
+        PyErr_Format(PyExc_TypeError, "%s expected %zd to %zd arguments, got %zd", name, lo,
+                     hi, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static Py_ssize_t
+sy_length(PyObject *op)
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    if (sy_read_check(m) < 0) {
+        return -1;
+    }
+    return SM_LOAD_SSIZE(&m->count);
+}
+
+static PyObject *
+sy_subscript(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = sy_load((SMSMapObject *)op, key, &v);
+    if (r == 0) {
+        sy_key_error(key);
+    }
+    return r > 0 ? v : NULL;
+}
+
+static int
+sy_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    PyObject *old;
+    int r;
+    if (value != NULL) {
+        r = sy_swap_impl(m, key, value, &old);
+    }
+    else {
+        r = sy_pop_impl(m, key, &old);
+        if (r == 0) {
+            sy_key_error(key);
+            r = -1;
+        }
+    }
+    Py_XDECREF(old);
+    return r < 0 ? -1 : 0;
+}
+
+static int
+sy_contains(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = sy_load((SMSMapObject *)op, key, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static PyObject *
+sy_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("get", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *v;
+    int r = sy_load((SMSMapObject *)op, args[0], &v);
+    if (r != 0) {
+        return v;
+    }
+    return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+sy_load_m(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = sy_load((SMSMapObject *)op, key, &v);
+    return r < 0 ? NULL : sy_pair(v, r);
+}
+
+static PyObject *
+sy_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("store", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *old;
+    int r = sy_swap_impl((SMSMapObject *)op, args[0], args[1], &old);
+    Py_XDECREF(old);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sy_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("swap", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *old;
+    if (sy_swap_impl((SMSMapObject *)op, args[0], args[1], &old) < 0) {
+        return NULL;
+    }
+    return sy_pair(old, old != NULL);
+}
+
+static PyObject *
+sy_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("pop", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *old;
+    int r = sy_pop_impl((SMSMapObject *)op, args[0], &old);
+    if (r > 0) {
+        return old;
+    }
+    if (r < 0) {
+        return NULL;
+    }
+    if (nargs == 2) {
+        return Py_NewRef(args[1]);
+    }
+    sy_key_error(args[0]);
+    return NULL;
+}
+
+static PyObject *
+sy_load_and_delete(PyObject *op, PyObject *key)
+{
+    PyObject *old;
+    int r = sy_pop_impl((SMSMapObject *)op, key, &old);
+    return r < 0 ? NULL : sy_pair(old, r);
+}
+
+static PyObject *
+sy_delete(PyObject *op, PyObject *key)
+{
+    PyObject *old;
+    int r = sy_pop_impl((SMSMapObject *)op, key, &old);
+    Py_XDECREF(old);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sy_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("load_or_store", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *actual;
+    int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], args[1], &actual);
+    return r < 0 ? NULL : sy_pair(actual, r);
+}
+
+static PyObject *
+sy_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("setdefault", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *actual;
+    int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], nargs == 2 ? args[1] : Py_None,
+                                  &actual);
+    return r < 0 ? NULL : actual;
+}
+
+static PyObject *
+sy_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("compare_and_swap", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], args[2]);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+sy_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("compare_and_delete", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], NULL);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+sy_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("compute", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_COMPUTE);
+}
+
+static PyObject *
+sy_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("compute_if_absent", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_ABSENT);
+}
+
+static PyObject *
+sy_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("compute_if_present", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_PRESENT);
+}
+
+static PyObject *
+sy_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sy_nargs("merge", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    return sy_compute_impl((SMSMapObject *)op, args[0], args[2], args[1], SY_MERGE);
+}
+
+/* clear(): under mu, frozen, readers held off; every entry of read is
+ * expunged (a stale in-place writer cannot revive it), both dicts emptied;
+ * everything released after the unlock. */
+static PyObject *
+sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    if (sy_write_check(m) < 0) {
+        return NULL;
+    }
+    int prev;
+    if (sy_freeze_lock(m, &prev) < 0) {
+        return NULL;
+    }
+    SMBuf grave = {NULL, 0, 0};
+    Py_ssize_t nread = PyDict_GET_SIZE(m->read);
+    if (sm_buf_reserve(&grave, 3 * (nread + PyDict_GET_SIZE(m->dirty))) < 0) {
+        sy_thaw_unlock(m, prev);
+        return NULL;
+    }
+    SM_STORE_INT(&m->committing, 1);
+    SM_STORE_INT(&m->guard, 1);
+    (void)sm_buf_collect_dict(&grave, m->read);   /* space reserved: cannot fail */
+    Py_ssize_t end_read = grave.n;
+    (void)sm_buf_collect_dict(&grave, m->dirty);
+    for (Py_ssize_t i = 0; i < end_read; i += 2) {
+        SMEntry *e = (SMEntry *)grave.items[i + 1];
+        PyObject *v;
+        Py_BEGIN_CRITICAL_SECTION(e);
+        v = e->value;
+        e->value = SM_EXPUNGED;
+        Py_END_CRITICAL_SECTION();
+        if (LIVE(v)) {
+            grave.items[grave.n++] = v;  /* the entry's reference, moved */
+        }
+    }
+    PyDict_Clear(m->read);
+    PyDict_Clear(m->dirty);
+    SM_STORE_SSIZE_RELAXED(&m->count, 0);
+    m->ndeleted = 0;
+    m->misses = 0;
+    SM_STORE_INT(&m->amended, 0);
+    SM_STORE_INT(&m->committing, 0);
+    SM_STORE_INT(&m->guard, 0);
+    sy_thaw_unlock(m, prev);
+    sm_buf_clear(&grave);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sy_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMBuf buf = {NULL, 0, 0};
+    if (sy_collect_consistent((SMSMapObject *)op, &buf, 0) < 0) {
+        sm_buf_clear(&buf);
+        return NULL;
+    }
+    PyObject *d = PyDict_New();
+    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
+        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+    sm_buf_clear(&buf);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
+    Py_DECREF(d);
+    return res;
+}
+
+/* Iteration, as Go's Range: promote dirty first (so read has every key), copy
+ * read's (key, entry) pairs, then load each value with no lock held. */
+static int
+sy_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
+{
+    SMSMapObject *m = (SMSMapObject *)owner;
+    if (index > 0) {
+        return 0;
+    }
+    if (sy_read_check(m) < 0) {
+        return -1;
+    }
+    SMBuf raw = {NULL, 0, 0};
+    int took = 0;
+    if (SM_LOAD_INT(&m->amended)) {
+        if (sy_lock_for_read(m, &took) < 0) {
+            return -1;
+        }
+        if (took) {
+            sy_promote_locked(m);
+        }
+        else if (sm_buf_collect_dict(&raw, m->dirty) < 0) {  /* our own callback */
+            return -1;
+        }
+    }
+    int rc = sm_buf_collect_dict(&raw, m->read);
+    if (took) {
+        if (rc == 0 && PyDict_GET_SIZE(m->dirty) > 0) {
+            rc = sm_buf_collect_dict(&raw, m->dirty);  /* promotion failed */
+        }
+        sy_unlock(m);
+    }
+    if (rc == 0 && sm_buf_reserve(buf, buf->n + raw.n) < 0) {
+        rc = -1;
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < raw.n; i += 2) {
+        PyObject *v = entry_load((SMEntry *)raw.items[i + 1]);
+        if (v != NULL) {
+            buf->items[buf->n++] = Py_NewRef(raw.items[i]);
+            buf->items[buf->n++] = v;
+        }
+    }
+    sm_buf_clear(&raw);
+    return rc < 0 ? -1 : 1;
+}
+
+static PyObject *
+sy_iter_common(SMSMapObject *m, int kind)
+{
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
+        sm_raise_recursive(MSG_TXN_REENTRY);
+        return NULL;
+    }
+    return sm_iter_new((PyObject *)m, sy_fill, kind);
+}
+
+static PyObject *
+sy_iter(PyObject *op)
+{
+    return sy_iter_common((SMSMapObject *)op, SM_ITER_KEYS);
+}
+
+static PyObject *
+sy_iter_items(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return sy_iter_common((SMSMapObject *)op, SM_ITER_ITEMS);
+}
+
+static PyObject *
+sy_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    Py_ssize_t size = Py_TYPE(op)->tp_basicsize;
+    PyObject *dicts[2] = {m->read, m->dirty};
+    for (int i = 0; i < 2; i++) {
+        PyObject *r = PyObject_CallMethod(dicts[i], "__sizeof__", NULL);
+        if (r == NULL) {
+            return NULL;
+        }
+        size += PyLong_AsSsize_t(r);
+        Py_DECREF(r);
+        /* entries, with their GC header */
+        size += (PyDict_Size(dicts[i])) * (Py_ssize_t)(sizeof(SMEntry) + 2 * sizeof(void *));
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(size);
+}
+
+static PyObject *
+sy_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+#if SM_FREE_THREADED
+    PyObject *fast_reads = Py_NewRef(Py_None);
+    PyObject *fast_writes = Py_NewRef(Py_None);
+#else
+    PyObject *fast_reads = PyLong_FromSsize_t(m->fast_reads);
+    PyObject *fast_writes = PyLong_FromSsize_t(m->fast_writes);
+#endif
+    if (fast_reads == NULL || fast_writes == NULL) {
+        Py_XDECREF(fast_reads);
+        Py_XDECREF(fast_writes);
+        return NULL;
+    }
+    /* Read without the mutex: each counter is exact when the map is quiet. */
+    return Py_BuildValue(
+        "{s:s,s:n,s:n,s:n,s:n,s:N,s:N,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "type", "SyncMap",
+        "len", SM_LOAD_SSIZE(&m->count),
+        "read_size", PyDict_Size(m->read),
+        "dirty_size", PyDict_Size(m->dirty),
+        "deleted_in_read", SM_LOAD_SSIZE_RELAXED(&m->ndeleted),
+        "fast_reads", fast_reads,
+        "fast_writes", fast_writes,
+        "locked_reads", SM_LOAD_SSIZE_RELAXED(&m->locked_reads),
+        "writes", SM_LOAD_SSIZE_RELAXED(&m->locks),
+        "contended", SM_LOAD_SSIZE_RELAXED(&m->contended),
+        "misses", SM_LOAD_SSIZE_RELAXED(&m->misses),
+        "promotions", SM_LOAD_SSIZE_RELAXED(&m->promotions),
+        "sweeps", SM_LOAD_SSIZE_RELAXED(&m->sweeps));
+}
+
+/* ------------------------------------------------------------ transaction */
+
+typedef struct {
+    PyObject_HEAD
+    SMSMapObject *map;
+    int open;
+    PyObject *grave;
+} SMSyncStorage;
+
+static int
+st_check(SMSyncStorage *t)
+{
+    if (!t->open || t->map == NULL || SM_LOAD_PTR(&t->map->txn_owner) != sm_me()) {
+        PyErr_SetString(PyExc_RuntimeError, "transaction storage used outside its transaction");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    if (sy_write_check(m) < 0) {
+        return NULL;
+    }
+    SMSyncStorage *t = PyObject_GC_New(SMSyncStorage, &SMSyncStorage_Type);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->map = NULL;
+    t->open = 0;
+    t->grave = PyList_New(0);
+    PyObject_GC_Track(t);
+    if (t->grave == NULL || sy_lock(m, sm_me()) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    SM_STORE_INT(&m->frozen, 1);
+    t->map = (SMSMapObject *)Py_NewRef(op);
+    t->open = 1;
+    SM_STORE_PTR(&m->txn_owner, sm_me());
+    SM_STORE_INT(&m->guard, 1);
+    return (PyObject *)t;
+}
+
+static PyObject *
+sy_txn_end(PyObject *op, PyObject *arg)
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    if (!PyObject_TypeCheck(arg, &SMSyncStorage_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a transaction storage");
+        return NULL;
+    }
+    SMSyncStorage *t = (SMSyncStorage *)arg;
+    if (st_check(t) < 0) {
+        return NULL;
+    }
+    if (t->map != m) {
+        PyErr_SetString(PyExc_RuntimeError, "transaction storage of another map");
+        return NULL;
+    }
+    t->open = 0;
+    SM_STORE_INT(&m->committing, 0);
+    SM_STORE_PTR(&m->txn_owner, NULL);
+    SM_STORE_INT(&m->guard, 0);
+    SM_STORE_INT(&m->frozen, 0);
+    sy_unlock(m);
+    PyObject *grave = t->grave;
+    t->grave = PyList_New(0);
+    Py_XDECREF(grave);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+st_subscript(PyObject *op, PyObject *key)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    if (st_check(t) < 0) {
+        return NULL;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    PyObject *v;
+    int r = sy_get_locked(t->map, key, hash, &v);
+    if (r == 0) {
+        sy_key_error(key);
+    }
+    return r > 0 ? v : NULL;
+}
+
+static int
+st_contains(PyObject *op, PyObject *key)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    if (st_check(t) < 0) {
+        return -1;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    PyObject *v;
+    int r = sy_get_locked(t->map, key, hash, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static Py_ssize_t
+st_length(PyObject *op)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    if (st_check(t) < 0) {
+        return -1;
+    }
+    return SM_LOAD_SSIZE(&t->map->count);
+}
+
+static PyObject *
+st_iter(PyObject *op)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    if (st_check(t) < 0) {
+        return NULL;
+    }
+    SMBuf buf = {NULL, 0, 0};
+    PyObject *keys = NULL;
+    if (sy_collect_consistent(t->map, &buf, 1) == 0) {
+        keys = PyList_New(buf.n / 2);
+        for (Py_ssize_t i = 0; keys != NULL && i < buf.n; i += 2) {
+            PyList_SET_ITEM(keys, i / 2, buf.items[i]);
+            buf.items[i] = NULL;
+        }
+    }
+    sm_buf_clear(&buf);
+    if (keys == NULL) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static int
+st_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    if (st_check(t) < 0) {
+        return -1;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    SMSMapObject *m = t->map;
+    SM_STORE_INT(&m->committing, 1);
+    PyObject *old = NULL;
+    int r;
+    if (value == NULL) {
+        r = sy_del_locked(m, key, hash, &old, 0);
+        if (r == 0) {
+            sy_key_error(key);
+            r = -1;
+        }
+    }
+    else {
+        r = sy_set_locked(m, key, hash, value, &old);
+    }
+    if (old != NULL) {
+        if (PyList_Append(t->grave, old) < 0) {
+            r = -1;
+        }
+        Py_DECREF(old);
+    }
+    return r < 0 ? -1 : 0;
+}
+
+static PyObject *
+st_update(PyObject *op, PyObject *other)
+{
+    if (!PyDict_Check(other)) {
+        PyErr_SetString(PyExc_TypeError, "transaction storage update() takes a dict");
+        return NULL;
+    }
+    PyObject *items = PyDict_Items(other);
+    if (items == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        if (st_ass_subscript(op, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)) < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static int
+st_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    Py_VISIT(t->map);
+    Py_VISIT(t->grave);
+    return 0;
+}
+
+static int
+st_clear(PyObject *op)
+{
+    SMSyncStorage *t = (SMSyncStorage *)op;
+    Py_CLEAR(t->map);
+    Py_CLEAR(t->grave);
+    return 0;
+}
+
+static void
+st_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    st_clear(op);
+    PyObject_GC_Del(op);
+}
+
+static PyMappingMethods st_as_mapping = {
+    .mp_length = st_length,
+    .mp_subscript = st_subscript,
+    .mp_ass_subscript = st_ass_subscript,
+};
+
+static PySequenceMethods st_as_sequence = {
+    .sq_contains = st_contains,
+};
+
+static PyMethodDef st_methods[] = {
+    {"update", st_update, METH_O, "Store every item of a dict (commit only)."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject SMSyncStorage_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.SyncMapTransactionStorage",
+    .tp_basicsize = sizeof(SMSyncStorage),
+    .tp_dealloc = st_dealloc,
+    .tp_as_sequence = &st_as_sequence,
+    .tp_as_mapping = &st_as_mapping,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A SyncMap's contents as seen by the thread running transaction(); "
+              "unusable anywhere else.",
+    .tp_traverse = st_traverse,
+    .tp_clear = st_clear,
+    .tp_iter = st_iter,
+    .tp_methods = st_methods,
+};
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void
+sy_after_fork(SMNode *node, void *me)
+{
+    SMSMapObject *m = (SMSMapObject *)((char *)node - offsetof(SMSMapObject, node));
+    int mine = sm_lock_after_fork(&m->mu, me);
+#if !SM_FREE_THREADED
+    m->held = mine;
+#endif
+    if (!mine) {
+        m->frozen = 0;
+        m->txn_owner = NULL;
+        m->guard = 0;
+        m->committing = 0;
+    }
+}
+
+static PyObject *
+sy_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    SMSMapObject *m = (SMSMapObject *)type->tp_alloc(type, 0);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->read = PyDict_New();
+    m->dirty = PyDict_New();
+    if (m->read == NULL || m->dirty == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    sm_register(&m->node, sy_after_fork);
+    return (PyObject *)m;
+}
+
+static int
+sy_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) > 1) {
+        PyErr_Format(PyExc_TypeError, "%.100s expected at most 1 positional argument, got %zd",
+                     Py_TYPE(op)->tp_name, PyTuple_GET_SIZE(args));
+        return -1;
+    }
+    PyObject *other = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    int has_kw = kwds != NULL && PyDict_GET_SIZE(kwds) > 0;
+    if (other == NULL && !has_kw) {
+        return 0;
+    }
+    if (other != NULL && PyDict_CheckExact(other) && !has_kw) {
+        PyObject *pairs = PyDict_Items(other);
+        if (pairs == NULL) {
+            return -1;
+        }
+        int rc = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs) && rc == 0; i++) {
+            PyObject *kv = PyList_GET_ITEM(pairs, i), *old;
+            rc = sy_swap_impl((SMSMapObject *)op, PyTuple_GET_ITEM(kv, 0),
+                              PyTuple_GET_ITEM(kv, 1), &old);
+            Py_XDECREF(old);
+        }
+        Py_DECREF(pairs);
+        return rc;
+    }
+    PyObject *callargs = other ? PyTuple_Pack(2, op, other) : PyTuple_Pack(1, op);
+    if (callargs == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_Call(SM_abc_update, callargs, kwds);
+    Py_DECREF(callargs);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+sy_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    Py_VISIT(m->read);
+    Py_VISIT(m->dirty);
+    return 0;
+}
+
+static int
+sy_tp_clear(PyObject *op)
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    if (m->read != NULL) {
+        PyDict_Clear(m->read);
+    }
+    if (m->dirty != NULL) {
+        PyDict_Clear(m->dirty);
+    }
+    m->count = 0;
+    m->ndeleted = 0;
+    m->amended = 0;
+    return 0;
+}
+
+static void
+sy_dealloc(PyObject *op)
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    PyObject_GC_UnTrack(op);
+    sm_unregister(&m->node);
+    if (m->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    Py_CLEAR(m->read);
+    Py_CLEAR(m->dirty);
+    sm_lock_fini(&m->mu);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyMappingMethods sy_as_mapping = {
+    .mp_length = sy_length,
+    .mp_subscript = sy_subscript,
+    .mp_ass_subscript = sy_ass_subscript,
+};
+
+static PySequenceMethods sy_as_sequence = {
+    .sq_contains = sy_contains,
+};
+
+#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
+
+static PyMethodDef sy_methods[] = {
+    FASTCALL("get", sy_get, "get(key, default=None, /): the value for key, else default."),
+    {"load", sy_load_m, METH_O, "load(key): (value, True) if present, else (None, False)."},
+    FASTCALL("store", sy_store, "store(key, value): set key to value."),
+    FASTCALL("pop", sy_pop, "pop(key[, default]): remove key and return its value."),
+    FASTCALL("setdefault", sy_setdefault,
+             "setdefault(key, default=None, /): the value for key, storing default first."),
+    FASTCALL("load_or_store", sy_load_or_store,
+             "load_or_store(key, value): (existing, True), or store and return (value, False)."),
+    {"load_and_delete", sy_load_and_delete, METH_O,
+     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
+    {"delete", sy_delete, METH_O, "delete(key): remove key if present."},
+    FASTCALL("swap", sy_swap, "swap(key, value): store; (previous, True) or (None, False)."),
+    FASTCALL("compare_and_swap", sy_compare_and_swap,
+             "compare_and_swap(key, old, new): store new only if key holds a value equal to "
+             "old (identity, then ==)."),
+    FASTCALL("compare_and_delete", sy_compare_and_delete,
+             "compare_and_delete(key, old): remove key only if it holds a value equal to old."),
+    FASTCALL("compute", sy_compute,
+             "compute(key, fn): atomically replace the entry with fn(key, old); runs under "
+             "the map's mutex."),
+    FASTCALL("compute_if_absent", sy_compute_if_absent,
+             "compute_if_absent(key, factory): the value, storing factory(key) first if absent."),
+    FASTCALL("compute_if_present", sy_compute_if_present,
+             "compute_if_present(key, fn): if present, replace the value with fn(key, old)."),
+    FASTCALL("merge", sy_merge,
+             "merge(key, value, fn): store value if absent, else fn(old, value)."),
+    {"clear", sy_clear, METH_NOARGS, "clear(): remove every entry, atomically."},
+    {"snapshot", sy_snapshot, METH_NOARGS,
+     "snapshot(): a FrozenMap equal to the contents at one instant."},
+    {"_iter_items", sy_iter_items, METH_NOARGS, "Weakly consistent (key, value) iterator."},
+    {"__sizeof__", sy_sizeof, METH_NOARGS, "Size in memory, in bytes, entries included."},
+    {"stats", sy_stats, METH_NOARGS,
+     "stats(): cheap counters: reads answered lock-free (GIL builds), reads that took the "
+     "mutex, in-place writes (GIL builds), mutex acquisitions and contended ones, "
+     "promotions, sweeps, sizes of the read and dirty maps."},
+    {"_txn_begin", sy_txn_begin, METH_NOARGS, "Exclude every writer for transaction()."},
+    {"_txn_end", sy_txn_end, METH_O, "Release what _txn_begin took."},
+    {NULL, NULL, 0, NULL},
+};
+
 PyTypeObject SMSMap_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapBase",
-    .tp_basicsize = sizeof(PyObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_new = PyType_GenericNew,
+    .tp_basicsize = sizeof(SMSMapObject),
+    .tp_dealloc = sy_dealloc,
+    .tp_as_sequence = &sy_as_sequence,
+    .tp_as_mapping = &sy_as_mapping,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Native core of safemap.SyncMap (Go sync.Map design). Use safemap.SyncMap.",
+    .tp_traverse = sy_traverse,
+    .tp_clear = sy_tp_clear,
+    .tp_weaklistoffset = offsetof(SMSMapObject, weakreflist),
+    .tp_iter = sy_iter,
+    .tp_methods = sy_methods,
+    .tp_init = sy_init,
+    .tp_alloc = PyType_GenericAlloc,
+    .tp_new = sy_new,
+    .tp_free = PyObject_GC_Del,
 };

@@ -6,7 +6,50 @@
 
 #include "sm_common.h"
 
+/* One key's slot: the value pointer that in-place writers swap.
+ * value == NULL: deleted (the key stays in `read` so a later store can revive
+ * the entry without the mutex); value == SM_EXPUNGED: the entry has been cut
+ * out of the map (by a sweep or clear) and must not be revived in place. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;
+} SMEntry;
+
+typedef struct {
+    PyObject_HEAD
+    SMNode node;
+    PyObject *read;        /* dict key -> SMEntry.  The object never changes; its
+                              key set changes only under `mu`.  Read lock-free. */
+    PyObject *dirty;       /* dict key -> SMEntry for keys not (yet) in read;
+                              only touched under `mu` */
+    SMLock mu;
+    int amended;           /* dirty is non-empty: a read miss must look there */
+    int frozen;            /* != 0: a mutex holder needs every value stable;
+                              in-place writers take the mutex instead */
+    int guard;             /* != 0 during a transaction or clear: reads take
+                              the slow path */
+    int committing;        /* != 0 while several entries change together */
+    void *txn_owner;
+    Py_ssize_t misses;     /* reads that had to take the mutex since the last
+                              promotion (under mu) */
+    Py_ssize_t count;      /* live entries */
+    Py_ssize_t ndeleted;   /* entries of read whose value is NULL */
+#if !SM_FREE_THREADED
+    Py_ssize_t held;       /* 1 while some thread holds mu (GIL builds) */
+    Py_ssize_t fast_reads; /* reads answered from read (GIL builds only) */
+#endif
+    /* counters, written under mu or (fast_writes) with relaxed atomics */
+    Py_ssize_t locked_reads;
+    Py_ssize_t fast_writes;
+    Py_ssize_t locks;
+    Py_ssize_t contended;
+    Py_ssize_t promotions;
+    Py_ssize_t sweeps;
+    PyObject *weakreflist;
+} SMSMapObject;
+
 extern PyTypeObject SMEntry_Type;
 extern PyTypeObject SMSMap_Type;
+extern PyTypeObject SMSyncStorage_Type;
 
 #endif /* SAFEMAP_SM_SMAP_H */
