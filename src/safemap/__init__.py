@@ -12,7 +12,6 @@ from .actor import (
     AsyncActorMap,
     CircuitBreaker,
     CircuitOpenError,
-    ThreadsafeView,
 )
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap
@@ -49,7 +48,6 @@ __all__ = [
     "RWLockMap",
     "RecursiveUpdateError",
     "SyncMap",
-    "ThreadsafeView",
     "__version__",
 ]
 
