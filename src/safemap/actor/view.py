@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
-import concurrent.futures
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -36,8 +37,7 @@ async def _relay(
 
     A task that raises ``KeyboardInterrupt`` or ``SystemExit`` makes asyncio re-raise it
     out of the event loop, stopping the loop for everyone; raised by a request's callback
-    on behalf of another thread, it belongs to that thread instead. (One coroutine object,
-    not two: if creating it fails, e.g. with ``RecursionError``, nothing is left unawaited.)
+    on behalf of another thread, it belongs to that thread instead.
     """
     try:
         return True, await amap._call(op, args, kind, timeout=timeout, block=block)
@@ -48,26 +48,80 @@ async def _relay(
 _LOOP_CHECK_INTERVAL = 0.25  # seconds between checks that the loop still exists
 
 
-def _wait(
-    future: concurrent.futures.Future[Any],
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any],
-) -> Any:
-    """``future.result()``, but a loop that closes before running the call (its shutdown
-    can drop a call submitted at that moment without cancelling it) fails the call with
-    ``MapClosedError`` instead of leaving this thread waiting for ever."""
-    while True:
+class _Handoff:
+    """One call handed to the loop by another thread, which waits for its outcome.
+
+    Interrupt-safe by construction: the waiting thread holds nothing the loop needs. (A
+    ``concurrent.futures.Future``, as ``run_coroutine_threadsafe`` uses, guards its state
+    with a ``Condition`` whose ``__enter__`` is Python code: a ``KeyboardInterrupt`` landing
+    there in the waiting thread leaves the lock held, and the loop blocks on it for ever.)
+    The loop thread only releases ``_done``, a raw lock the waiter sleeps on; the coroutine
+    is created on the loop, so an interrupted hand-off never leaves one un-awaited; a
+    waiter that gives up sends the cancellation through ``call_soon_threadsafe``.
+    """
+
+    __slots__ = ("_done", "_error", "_make", "_task", "_withdrawn")
+
+    def __init__(
+        self, make: Callable[[], Coroutine[Any, Any, Any]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._make = make
+        self._task: asyncio.Future[Any] | None = None
+        self._error: BaseException | None = None
+        self._withdrawn = False
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        loop.call_soon_threadsafe(self._start)  # RuntimeError if the loop is closed
+
+    def _start(self) -> None:  # on the loop
+        if self._withdrawn:
+            self._done.release()
+            return
         try:
-            return future.result(_LOOP_CHECK_INTERVAL)
-        except TimeoutError:
-            if future.done():
-                raise  # the call's own outcome
+            task = asyncio.ensure_future(self._make())
+        except BaseException as exc:  # e.g. RecursionError creating the coroutine
+            self._error = exc
+            self._done.release()
+            return
+        self._task = task
+        task.add_done_callback(lambda _: self._done.release())
+
+    def _cancel(self) -> None:  # on the loop, queued after _start
+        if self._task is not None:
+            self._task.cancel()
+
+    def result(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """Wait for the call and return its result or raise its exception. A loop that
+        closes before running the call (its shutdown can drop a queued callback) fails it
+        with ``MapClosedError`` instead of leaving this thread waiting for ever."""
+        while not self._done.acquire(True, _LOOP_CHECK_INTERVAL):
             if loop.is_closed():
-                future.cancel()
-                coro.close()  # never started: nothing ran, and no "never awaited" warning
                 raise MapClosedError(
                     "the map's event loop closed before running the call; not applied"
-                ) from None
+                )
+        if self._error is not None:
+            raise self._error
+        task = self._task
+        if task is None or task.cancelled():
+            raise MapClosedError(
+                "the call was cancelled by its event loop (the loop is shutting down)"
+            )
+        return task.result()
+
+    def withdraw(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The waiter gives up (interrupted): cancel the call if it has not started."""
+        self._withdrawn = True
+        with contextlib.suppress(RuntimeError):  # a closed loop runs nothing any more
+            loop.call_soon_threadsafe(self._cancel)
+
+
+def _discard(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close ``coro`` if it has not started. An interrupt that lands inside
+    ``run_coroutine_threadsafe`` after it scheduled the call leaves ``coro`` already running
+    on the loop: the call then takes effect or not, as with any interrupted call, and
+    closing it is neither possible (``ValueError``) nor needed."""
+    with contextlib.suppress(ValueError, RuntimeError):
+        coro.close()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -137,22 +191,16 @@ class ThreadsafeView(OwnedMap[K, V]):
             if amap.closed:
                 raise MapClosedError("the map is closed")
             return owner.run_inline(op, args, kind)
-        coro = _relay(amap, op, args, kind, timeout, block)
         try:
-            future = asyncio.run_coroutine_threadsafe(coro, loop)
-        except BaseException:
-            coro.close()
+            handoff = _Handoff(lambda: _relay(amap, op, args, kind, timeout, block), loop)
+        except RuntimeError:
             if loop.is_closed():
                 raise MapClosedError("the map's event loop is closed") from None
             raise
         try:
-            ok, outcome = _wait(future, loop, coro)
-        except concurrent.futures.CancelledError:
-            raise MapClosedError(
-                "the call was cancelled by its event loop (the loop is shutting down)"
-            ) from None
+            ok, outcome = handoff.result(loop)
         except BaseException:
-            future.cancel()  # interrupted while waiting: withdraw it if not started
+            handoff.withdraw(loop)  # interrupted while waiting: withdraw it if not started
             raise
         if ok:
             return outcome
@@ -181,7 +229,7 @@ class ThreadsafeView(OwnedMap[K, V]):
         try:
             future = asyncio.run_coroutine_threadsafe(coro, loop)
         except BaseException:
-            coro.close()
+            _discard(coro)
             if loop.is_closed():
                 amap._mailbox.closed = True  # nothing runs there any more
                 return

@@ -307,12 +307,7 @@ def _iteration_failure(op: Operation, tracking: tuple[int, frozenset[Any], froze
         return f"iteration raised {op.error.__name__}"
     _, always, ever = tracking
     yielded: list[Any] = list(op.result)
-    if op.method in ("items", "range"):
-        keys = [k for k, _ in yielded]
-        stale = [(k, v) for k, v in yielded if (k, _freeze(v)) not in ever]
-        if stale:
-            return f"yielded {stale[0]!r}, an entry the map never held during the iteration"
-    elif op.method == "values":
+    if op.method == "values":
         values = {v for _, v in ever}
         stray = [v for v in yielded if _freeze(v) not in values]
         if stray:
@@ -320,15 +315,21 @@ def _iteration_failure(op: Operation, tracking: tuple[int, frozenset[Any], froze
         if len(yielded) < len(always):
             return f"yielded {len(yielded)} values but {len(always)} keys were present throughout"
         return ""
+    keys = [k for k, _ in yielded] if op.method in ("items", "range") else yielded
+    # A key yielded twice is reported first: that is wrong under every linearization, while
+    # the other symptoms depend on the order the search was trying.
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        return f"yielded key {twice!r} twice"
+    if op.method in ("items", "range"):
+        stale = [(k, v) for k, v in yielded if (k, _freeze(v)) not in ever]
+        if stale:
+            return f"yielded {stale[0]!r}, an entry the map never held during the iteration"
     else:
-        keys = yielded
         ever_keys = {k for k, _ in ever}
         stray = [k for k in keys if k not in ever_keys]
         if stray:
             return f"yielded key {stray[0]!r} that was never present during the iteration"
-    if len(set(keys)) != len(keys):
-        twice = next(k for k in keys if keys.count(k) > 1)
-        return f"yielded key {twice!r} twice"
     missed = always - set(keys)
     if missed:
         return f"missed key {next(iter(missed))!r}, present for the whole iteration"
