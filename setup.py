@@ -17,6 +17,25 @@ import sys
 from glob import glob
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+# The race detector's start-up hook (see src/safemap/race/_startup.py): a .pth file that
+# must land at the root of site-packages, not inside the package.
+STARTUP_PTH = os.path.join("src", "safemap", "race", "safemap_race_startup.pth")
+
+
+class build_py_with_startup_pth(build_py):
+    """build_py that also copies ``safemap_race_startup.pth`` to the build root."""
+
+    def run(self) -> None:
+        super().run()
+        target = os.path.join(self.build_lib, os.path.basename(STARTUP_PTH))
+        self.copy_file(STARTUP_PTH, target, preserve_mode=False)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        target = os.path.join(self.build_lib, os.path.basename(STARTUP_PTH))
+        return [*super().get_outputs(include_bytecode), target]
+
 
 SOURCES = sorted(glob(os.path.join("src", "safemap", "native", "sm_*.c")))
 DEPENDS = sorted(glob(os.path.join("src", "safemap", "native", "sm_*.h")))
@@ -37,6 +56,7 @@ else:
         link_args += ["-fsanitize=address"]
 
 setup(
+    cmdclass={"build_py": build_py_with_startup_pth},
     ext_modules=[
         Extension(
             "safemap.native._core",
@@ -45,6 +65,22 @@ setup(
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             undef_macros=undef,
-        )
+        ),
+        Extension(
+            "safemap.failfast._core",
+            sources=[os.path.join("src", "safemap", "failfast", "_checked.c")],
+            depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            undef_macros=undef,
+        ),
+        Extension(
+            "safemap.race._fastiter",
+            sources=[os.path.join("src", "safemap", "race", "_fastiter.c")],
+            depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            undef_macros=undef,
+        ),
     ],
 )

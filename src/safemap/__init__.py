@@ -3,8 +3,15 @@
 Every mutable map implements :class:`ConcurrentMapping` (``shared/spec/map-protocol.md``):
 atomic per call, atomic compound operations (``compute``, ``merge``, compare-and-swap),
 weakly consistent iteration that never raises, ``snapshot()`` and ``transaction()``.
+
+Detection, as Go's runtime and ``-race`` do it: :func:`checked` gives a ``dict`` that
+raises at once on overlapping use by several threads, and :mod:`safemap.race` is a
+happens-before race detector for Python-level maps (also ``pytest --safemap-race``).
 """
 
+import contextlib
+
+from . import race
 from ._version import __version__
 from .actor import (
     ActorMap,
@@ -12,6 +19,15 @@ from .actor import (
     AsyncActorMap,
     CircuitBreaker,
     CircuitOpenError,
+)
+from .failfast import (
+    CheckedDict,
+    ConcurrentIterationError,
+    ConcurrentMapMisuse,
+    ConcurrentReadWriteError,
+    ConcurrentWriteError,
+    ThreadConfinementError,
+    checked,
 )
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap
@@ -34,10 +50,15 @@ __all__ = [
     "ActorMap",
     "ActorStats",
     "AsyncActorMap",
+    "CheckedDict",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ConcurrentIterationError",
     "ConcurrentMap",
+    "ConcurrentMapMisuse",
     "ConcurrentMapping",
+    "ConcurrentReadWriteError",
+    "ConcurrentWriteError",
     "DeleteType",
     "FrozenMap",
     "LockedMap",
@@ -48,7 +69,10 @@ __all__ = [
     "RWLockMap",
     "RecursiveUpdateError",
     "SyncMap",
+    "ThreadConfinementError",
     "__version__",
+    "checked",
+    "race",
 ]
 
 
@@ -58,7 +82,9 @@ def _publish_under_package_name() -> None:
     for name in __all__:
         obj = globals()[name]
         if isinstance(obj, type) and obj.__module__.startswith("safemap."):
-            obj.__module__ = "safemap"
+            # C types are immutable: they keep the name their module gave them.
+            with contextlib.suppress(TypeError):
+                obj.__module__ = "safemap"
 
 
 _publish_under_package_name()

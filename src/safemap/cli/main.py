@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench
+from . import bench, demo
 
 
 def _gil_state() -> str:
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="show the installed map types and the interpreter")
     bench.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 
@@ -61,5 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info()
     if args.command == "bench":
         return bench.run(args)
+    if args.command == "demo":
+        return demo.run(args)
     parser.print_help()
     return 0

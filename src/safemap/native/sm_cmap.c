@@ -71,8 +71,8 @@
 /* ---------------------------------------------------------- bookkeeping */
 
 #if SM_FREE_THREADED
-#  define HELD_INC(m) (sm_tls_held++)
-#  define HELD_DEC(m) (sm_tls_held--)
+#  define HELD_INC(m) ((void)(m), sm_tls_held++)
+#  define HELD_DEC(m) ((void)(m), sm_tls_held--)
 #  define REENTRY_POSSIBLE(m) (sm_tls_held != 0)
 #  define COUNT_READ(s) ((void)0)
 #else
