@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
 
+import safemap
 from safemap.race._options import Options, OptionsError, Sink, parse_env, parse_options
 from safemap.race._startup import lenient_options
 
@@ -206,8 +206,10 @@ def test_build_py_puts_the_pth_at_the_root(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def startup_venv(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A fresh venv whose site-packages holds the start-up .pth and (by a path .pth that
-    sorts before it, as the editable install's ``__editable__`` one does) the source tree:
-    the hook runs exactly as in an installed safemap, at interpreter start-up."""
+    sorts before it, as the editable install's ``__editable__`` one does) the directory of
+    the safemap under test, built extensions included (the source tree of an editable
+    install, site-packages of a regular one): the hook runs exactly as in an installed
+    safemap, at interpreter start-up."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
@@ -219,7 +221,8 @@ def startup_venv(tmp_path_factory: pytest.TempPathFactory) -> str:
         text=True,
         check=True,
     ).stdout.strip()
-    (Path(purelib) / "_safemap_src.pth").write_text(str(ROOT / "src") + "\n")
+    tested = Path(safemap.__file__).resolve().parent.parent
+    (Path(purelib) / "_safemap_src.pth").write_text(f"{tested}\n")
     (Path(purelib) / PTH.name).write_text(PTH.read_text())
     return exe
 
@@ -251,9 +254,3 @@ def test_startup_hook_exit_status_and_bad_options(startup_venv: str) -> None:
     assert result.returncode == 5, result.stderr
     assert "safemap.race: ignoring bad option" in result.stderr and "bogus" in result.stderr
     assert "Found 1 data race(s)" in result.stderr
-
-
-def test_dev_venv_editable_install_note() -> None:
-    # The editable install of the dev venv predates (and, with setuptools' editable
-    # wheels, does not carry) build_py's extra root file; a regular install does.
-    assert sysconfig.get_path("purelib")

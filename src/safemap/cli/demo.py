@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import safemap
-from safemap import ConcurrentMap, FrozenMap
+from safemap import ConcurrentMap, FrozenMap, checked
 
 __all__ = ["SCENARIOS", "Scenario", "add_parser", "run"]
 
@@ -381,6 +381,14 @@ class _Page:
         self.say(f"{who} raised {qual}:", indent=2)
         self.say(_without_scaffolding(str(exc)), indent=4)
 
+    def errors(self, threads: tuple[_Thread, ...]) -> None:
+        """Show what each of ``threads`` raised, or that none raised."""
+        failed = [t for t in threads if t.error is not None]
+        for t in failed:
+            self.error(t.name, t.error)  # type: ignore[arg-type]
+        if not failed:
+            self.say("(no error raised)", indent=2)
+
     def text(self) -> str:
         return _normalise("\n".join(self.lines))
 
@@ -504,21 +512,6 @@ def _detector() -> Iterator[tuple[Any, list[Any]]]:
     found += list(session.reports)
 
 
-def _checked() -> Callable[..., Any]:
-    """``safemap.checked`` (imported when first needed)."""
-    from safemap.failfast import checked
-
-    return checked
-
-
-def _optional(page: _Page, what: str, fn: Callable[[_Page], None]) -> None:
-    """Run a section that needs a part of safemap that may be missing in this build."""
-    try:
-        fn(page)
-    except (ImportError, AttributeError) as exc:
-        page.say(f"({what} is not available in this installation: {exc})", indent=2)
-
-
 # --------------------------------------------------------------------------------------
 # The scenarios.
 # --------------------------------------------------------------------------------------
@@ -605,10 +598,10 @@ def _lost_update(page: _Page) -> None:
         _reports_section(page, reports, expect=True)
 
     page.heading("safemap.race")
-    _optional(page, "safemap.race", race_part)
+    race_part(page)
 
     def checked_part(page: _Page) -> None:
-        hits = _checked()({_Key("page"): _Count(0)}, name="hits")
+        hits = checked({_Key("page"): _Count(0)}, name="hits")
         first, second = _overlapping_increments(
             "worker-1", record_hit, (hits,), "worker-2", record_hit, (hits,)
         )
@@ -625,7 +618,7 @@ def _lost_update(page: _Page) -> None:
             page.say("(no error raised)", indent=2)
 
     page.heading("safemap.checked()")
-    _optional(page, "safemap.checked", checked_part)
+    checked_part(page)
 
     page.heading("the fix: ConcurrentMap.merge")
     page.code(record_hit_fixed)
@@ -711,7 +704,7 @@ def _iteration(page: _Page) -> None:
         _reports_section(page, reports, expect=True)
 
     page.heading("safemap.race")
-    _optional(page, "safemap.race", race_part)
+    race_part(page)
 
     def checked_part(page: _Page) -> None:
         page.wrap(
@@ -719,7 +712,7 @@ def _iteration(page: _Page) -> None:
             indent=2,
         )
         for label, write in (cases[0], cases[3]):
-            d = _checked()(sessions(), name="sessions")
+            d = checked(sessions(), name="sessions")
             web: list[_Thread] = []
             reporter = _run(
                 "reporter",
@@ -729,16 +722,10 @@ def _iteration(page: _Page) -> None:
             )
             page.lines.append("")
             page.say(f"web-1 {label}:", indent=2)
-            raised = False
-            for t in (reporter, *web):
-                if t.error is not None:
-                    page.error(t.name, t.error)
-                    raised = True
-            if not raised:
-                page.say("(no error raised)", indent=2)
+            page.errors((reporter, *web))
 
     page.heading("safemap.checked()")
-    _optional(page, "safemap.checked", checked_part)
+    checked_part(page)
 
     page.heading("the fix: iterate a ConcurrentMap, or a snapshot() of it")
     views: list[tuple[str, Callable[[ConcurrentMap[str, str]], Mapping[str, str]]]] = [
@@ -817,11 +804,11 @@ def _delete_in_loop(page: _Page) -> None:
         _reports_section(page, reports, expect=True)
 
     page.heading("safemap.race")
-    _optional(page, "safemap.race", race_part)
+    race_part(page)
 
     def checked_part(page: _Page) -> None:
-        d = _checked()({"s1": 5, "s2": 20, "s3": 7}, name="sessions")
-        janitor = _run("janitor", sweep, d, 10)
+        plain_keys = checked({"s1": 5, "s2": 20, "s3": 7}, name="sessions")
+        janitor = _run("janitor", sweep, plain_keys, 10)
         page.wrap(
             "sweep on a checked() map in one thread: not a concurrency bug, so checked() "
             "stays silent and dict's own error comes through:",
@@ -831,7 +818,7 @@ def _delete_in_loop(page: _Page) -> None:
         if janitor.error is not None:
             page.error("janitor", janitor.error)
         page.lines.append("")
-        d = _checked()({_Key("s1"): 5, _Key("s2"): 20, _Key("s3"): 7}, name="sessions")
+        d: Any = checked({_Key("s1"): 5, _Key("s2"): 20, _Key("s3"): 7}, name="sessions")
         web: list[_Thread] = []
         janitor = _run(
             "janitor",
@@ -851,7 +838,7 @@ def _delete_in_loop(page: _Page) -> None:
                 page.error(t.name, t.error)
 
     page.heading("safemap.checked()")
-    _optional(page, "safemap.checked", checked_part)
+    checked_part(page)
 
     page.heading("the fix: ConcurrentMap.compare_and_delete")
     page.code(sweep_fixed)
@@ -917,7 +904,7 @@ def _internal_dict(page: _Page) -> None:
         _reports_section(page, reports, expect=True)
 
     page.heading("safemap.race")
-    _optional(page, "safemap.race", race_part)
+    race_part(page)
 
     def checked_part(page: _Page) -> None:
         page.say("registry._services = safemap.checked(..., name='services'):", indent=2)
@@ -926,7 +913,7 @@ def _internal_dict(page: _Page) -> None:
             ("moves 'db' (same key set)", "db", "10.0.0.9"),
         ):
             r = registry()
-            r._services = _checked()(r._services, name="services")
+            r._services = checked(r._services, name="services")
             owner: list[_Thread] = []
             caller = _run(
                 "web-1",
@@ -936,16 +923,10 @@ def _internal_dict(page: _Page) -> None:
             )
             page.lines.append("")
             page.say(f"while web-1 iterates, the owner {label}:", indent=2)
-            raised = False
-            for t in (caller, *owner):
-                if t.error is not None:
-                    page.error(t.name, t.error)
-                    raised = True
-            if not raised:
-                page.say("(no error raised)", indent=2)
+            page.errors((caller, *owner))
 
     page.heading("safemap.checked()")
-    _optional(page, "safemap.checked", checked_part)
+    checked_part(page)
 
     page.heading("the fix: hand out snapshot()")
     page.code(SafeRegistry)
@@ -1011,11 +992,11 @@ def _cleanup(page: _Page) -> None:
         _reports_section(page, reports, expect=True)
 
     page.heading("safemap.race")
-    _optional(page, "safemap.race", race_part)
+    race_part(page)
 
     def checked_part(page: _Page) -> None:
-        active = _checked()({}, name="active")
-        stats = _checked()({_Key("done"): _Count(0)}, name="stats")
+        active: dict[str, str] = checked(name="active")
+        stats = checked({_Key("done"): _Count(0)}, name="stats")
         first, second = _overlapping_increments(
             "job-1",
             run_job,
@@ -1030,16 +1011,10 @@ def _cleanup(page: _Page) -> None:
             indent=2,
         )
         page.lines.append("")
-        raised = False
-        for t in (first, second):
-            if t.error is not None:
-                page.error(t.name, t.error)
-                raised = True
-        if not raised:
-            page.say("(no error raised)", indent=2)
+        page.errors((first, second))
 
     page.heading("safemap.checked()")
-    _optional(page, "safemap.checked", checked_part)
+    checked_part(page)
 
     page.heading("the fix: ConcurrentMap, merge and pop")
     page.code(run_job_fixed)

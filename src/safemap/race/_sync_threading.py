@@ -225,7 +225,26 @@ class Condition(_InternalFlag, _ORIG_CONDITION, metaclass=FactoryMeta):
         super().notify(n)
 
 
-class Semaphore(_InternalFlag, _ORIG_SEMAPHORE, metaclass=FactoryMeta):
+class _SemaphoreEdges:
+    """``release`` → every later successful ``acquire`` (both semaphore models)."""
+
+    _race_var: SyncVar | None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        got: bool = super().acquire(blocking, timeout)  # type: ignore[misc]
+        if got and self._race_var is not None:
+            _runtime.acquire(self._race_var)
+        return got
+
+    __enter__ = acquire
+
+    def release(self, n: int = 1) -> None:
+        if self._race_var is not None:
+            _runtime.release_merge(self._race_var)
+        super().release(n)  # type: ignore[misc]
+
+
+class Semaphore(_InternalFlag, _SemaphoreEdges, _ORIG_SEMAPHORE, metaclass=FactoryMeta):
     """``threading.Semaphore``: ``release`` → every later successful ``acquire``."""
 
     _race_var: SyncVar | None
@@ -241,21 +260,8 @@ class Semaphore(_InternalFlag, _ORIG_SEMAPHORE, metaclass=FactoryMeta):
         _ORIG_SEMAPHORE.__init__(self, value)
         self._race_var = _var_for(self)
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        got = super().acquire(blocking, timeout)
-        if got and self._race_var is not None:
-            _runtime.acquire(self._race_var)
-        return got
 
-    __enter__ = acquire
-
-    def release(self, n: int = 1) -> None:
-        if self._race_var is not None:
-            _runtime.release_merge(self._race_var)
-        super().release(n)
-
-
-class BoundedSemaphore(_InternalFlag, _ORIG_BOUNDED, metaclass=FactoryMeta):
+class BoundedSemaphore(_InternalFlag, _SemaphoreEdges, _ORIG_BOUNDED, metaclass=FactoryMeta):
     """``threading.BoundedSemaphore``: as :class:`Semaphore`."""
 
     _race_var: SyncVar | None
@@ -268,19 +274,6 @@ class BoundedSemaphore(_InternalFlag, _ORIG_BOUNDED, metaclass=FactoryMeta):
     def __init__(self, value: int = 1) -> None:
         super().__init__(value)
         self._race_var = _var_for(self)
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        got = super().acquire(blocking, timeout)
-        if got and self._race_var is not None:
-            _runtime.acquire(self._race_var)
-        return got
-
-    __enter__ = acquire
-
-    def release(self, n: int = 1) -> None:
-        if self._race_var is not None:
-            _runtime.release_merge(self._race_var)
-        super().release(n)
 
 
 class Event(_InternalFlag, _ORIG_EVENT, metaclass=FactoryMeta):
