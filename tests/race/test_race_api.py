@@ -349,3 +349,26 @@ def test_keys_view_operations() -> None:
     assert d | {"c": 3} == {"a": 1, "b": 2, "c": 3} and not race.is_watched(d | {})
     d |= {"c": 3}
     assert d["c"] == 3 and race.is_watched(d)
+
+
+def test_reenabling_forgets_the_old_shadow_and_records_again() -> None:
+    """An access repeated in the same epoch right after re-enabling is recorded anew (the
+    old period's record is gone), so a later unordered write still races with it."""
+    import time
+
+    d = race.watch({"k": 0}, name="m")
+    go: list[bool] = []
+
+    def writer() -> None:  # forked before the read below: unordered with it
+        while not go:
+            time.sleep(0.001)  # a polled flag is no synchronization
+        d["k"] = 1
+
+    t = in_thread(writer)
+    _ = d["k"]  # recorded in this epoch...
+    race.disable()
+    race.enable()  # ...then forgotten with the whole shadow
+    _ = d["k"]  # same epoch: must be recorded again, not matched to the old record
+    go.append(True)
+    t.join()
+    assert kinds() == ["read/write"]

@@ -63,6 +63,7 @@ import _thread
 import contextlib
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -139,7 +140,12 @@ def set_enabled(flag: bool) -> None:
     global on, generation
     with _lock:
         if flag and not on:
+            # Accesses made while disabled were not recorded, nor were the edges between
+            # them: the old shadow could report races that did not happen. Forget it now,
+            # not lazily, so no fast path can match a record of the previous period.
             generation += 1
+            for ms in list(_shadows):
+                ms.reset()
         on = flag
 
 
@@ -158,10 +164,14 @@ def clear_reports() -> None:
         _seen.clear()
 
 
+#: Every live MapShadow, so that re-enabling can forget them all at once.
+_shadows: weakref.WeakSet[MapShadow] = weakref.WeakSet()
+
+
 class MapShadow:
     """The shadow of one watched map (see the module docstring)."""
 
-    __slots__ = ("absent_hint", "gen", "keys", "name", "shape")
+    __slots__ = ("__weakref__", "absent_hint", "gen", "keys", "name", "shape")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -169,6 +179,8 @@ class MapShadow:
         self.shape: list[Slot] = [None, None]
         self.gen = generation
         self.absent_hint = 0
+        with _lock:  # WeakSet is not safe to iterate (set_enabled) while another adds
+            _shadows.add(self)
 
     def reset(self) -> None:
         self.keys = {}
