@@ -32,7 +32,7 @@ from safemap.failfast import (
     checked,
 )
 
-WAIT = 10.0
+WAIT = 60.0  # a deadlock guard, not a timing assertion: generous for loaded machines
 FREE_THREADED = bool(_core.FREE_THREADED)
 
 

@@ -65,7 +65,7 @@ def test_ordereddict_order_methods() -> None:
     assert list(od) == ["a", "b", "c"] and list(reversed(od)) == ["c", "b", "a"]
     assert od.popitem(last=False) == ("a", 1) and od.popitem() == ("c", 3)
     assert od.setdefault("z", 9) == 9 and od.pop("z") == 9 and list(od.items()) == [("b", 2)]
-    assert repr(od) == "OrderedDict([('b', 2)])"
+    assert repr(od) == repr(OrderedDict([("b", 2)]))  # the flavor's own repr (3.12 changed it)
     assert od == OrderedDict(b=2) and race.reports() == []
     with pytest.raises(KeyError):
         race.watch(OrderedDict()).popitem()
