@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -16,17 +16,13 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
-COMMANDS = [pytest.param([sys.executable, "-m", "safemap"], id="python-m-safemap")]
-_script = shutil.which("safemap")
-COMMANDS.append(
-    pytest.param(
-        [_script] if _script else ["safemap"],
-        id="console-script",
-        marks=pytest.mark.skipif(
-            _script is None, reason="the safemap console script is not on PATH"
-        ),
-    )
-)
+# The console script sits next to the interpreter that installed safemap (the venv's
+# bin/), whether or not that directory is on PATH.
+_SCRIPT = Path(sys.executable).with_name("safemap")
+COMMANDS = [
+    pytest.param([sys.executable, "-m", "safemap"], id="python-m-safemap"),
+    pytest.param([str(_SCRIPT)], id="console-script"),
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

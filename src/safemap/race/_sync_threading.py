@@ -49,7 +49,53 @@ _CRLOCK: Any = getattr(threading, "_CRLock", None) or threading._PyRLock  # type
 # --------------------------------------------------------------------------- locks
 
 
-class Lock(metaclass=FactoryMeta):
+class _ModelledLock:
+    """What the two lock models share: the real lock in ``_inner``, its clock in ``_var``.
+    A successful acquire joins the clock (an exception after the real acquire, e.g. from
+    a signal handler, gives the lock back); a release by the holder merges into it first
+    (releasing a lock one does not hold only raises: no edge)."""
+
+    __slots__ = ()
+
+    _inner: Any
+    _var: SyncVar
+
+    def _held(self) -> bool:
+        raise NotImplementedError
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = False
+        try:
+            got = self._inner.acquire(blocking, timeout)
+            if got:
+                _runtime.acquire(self._var)
+        except BaseException:
+            if got:
+                self._inner.release()
+            raise
+        return bool(got)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def release(self) -> None:
+        if self._held():
+            _runtime.release_merge(self._var)
+        self._inner.release()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _at_fork_reinit(self) -> None:
+        self._inner._at_fork_reinit()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+class Lock(_ModelledLock, metaclass=FactoryMeta):
     """``threading.Lock`` while the detector is installed: a raw lock plus a clock.
     ``release`` → every later successful ``acquire`` (also through ``with`` and
     ``acquire(timeout=...)``). Created by internal code: the original raw lock."""
@@ -67,46 +113,17 @@ class Lock(metaclass=FactoryMeta):
         self._var = SyncVar()
         return self
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        got = False
-        try:
-            got = self._inner.acquire(blocking, timeout)
-            if got:
-                _runtime.acquire(self._var)
-        except BaseException:
-            if got:
-                self._inner.release()
-            raise
-        return bool(got)
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def release(self) -> None:
-        if self._inner.locked():  # releasing an unlocked lock only raises: no edge
-            _runtime.release_merge(self._var)
-        self._inner.release()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
     def locked(self) -> bool:
         return bool(self._inner.locked())
 
-    def _at_fork_reinit(self) -> None:
-        self._inner._at_fork_reinit()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
+    _held = locked
 
     def __repr__(self) -> str:
         state = "locked" if self._inner.locked() else "unlocked"
         return f"<{state} _thread.lock object at {id(self):#x}>"
 
 
-class RLock(metaclass=FactoryMeta):
+class RLock(_ModelledLock, metaclass=FactoryMeta):
     """``threading.RLock`` while the detector is installed: a C ``RLock`` plus a clock.
     Every release (also the ones ``Condition.wait`` makes through ``_release_save``) →
     every later acquire (also ``_acquire_restore``)."""
@@ -121,48 +138,20 @@ class RLock(metaclass=FactoryMeta):
             return _ORIG_RLOCK(*args, **kwargs)
         return _new_rlock(cls)
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        got = False
-        try:
-            got = self._inner.acquire(blocking, timeout)
-            if got:
-                _runtime.acquire(self._var)
-        except BaseException:
-            if got:
-                self._inner.release()
-            raise
-        return bool(got)
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def release(self) -> None:
-        if self._inner._is_owned():
-            _runtime.release_merge(self._var)
-        self._inner.release()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
+    def _held(self) -> bool:
+        return bool(self._inner._is_owned())
 
     def _is_owned(self) -> bool:
         return bool(self._inner._is_owned())
 
     def _release_save(self) -> Any:
-        if self._inner._is_owned():
+        if self._held():
             _runtime.release_merge(self._var)
         return self._inner._release_save()
 
     def _acquire_restore(self, state: Any) -> None:
         self._inner._acquire_restore(state)
         _runtime.acquire(self._var)
-
-    def _at_fork_reinit(self) -> None:
-        self._inner._at_fork_reinit()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
 
     def __repr__(self) -> str:
         return repr(self._inner)
