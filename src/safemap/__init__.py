@@ -1,34 +1,24 @@
 """safemap: shared maps that are safe and fast under concurrency.
 
-Every mutable map implements :class:`ConcurrentMapping` (``shared/spec/map-protocol.md``):
-atomic per call, atomic compound operations (``compute``, ``merge``, compare-and-swap),
-weakly consistent iteration that never raises, ``snapshot()`` and ``transaction()``.
+Every mutable map implements :class:`ConcurrentMapping` (``docs/protocol.md``): atomic per
+call, atomic compound operations (``compute``, ``merge``, compare-and-swap), weakly
+consistent iteration that never raises, ``snapshot()`` and ``transaction()``.
 
 Detection, as Go's runtime and ``-race`` do it: :func:`checked` gives a ``dict`` that
 raises at once on overlapping use by several threads, and :mod:`safemap.race` is a
 happens-before race detector for Python-level maps (also ``pytest --safemap-race``).
+
+``import safemap`` loads only the protocol and the lock-based and native maps; the actor
+maps, the fail-fast dict and the race detector are imported on first use of their names
+(PEP 562), so a program pays for what it touches.
 """
 
-import contextlib
+from __future__ import annotations
 
-from . import race
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .actor import (
-    ActorMap,
-    ActorStats,
-    AsyncActorMap,
-    CircuitBreaker,
-    CircuitOpenError,
-)
-from .failfast import (
-    CheckedDict,
-    ConcurrentIterationError,
-    ConcurrentMapMisuse,
-    ConcurrentReadWriteError,
-    ConcurrentWriteError,
-    ThreadConfinementError,
-    checked,
-)
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap
 from .native import ConcurrentMap, SyncMap
@@ -43,6 +33,41 @@ from .protocol import (
     MissingType,
     RecursiveUpdateError,
 )
+
+if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
+    from . import race
+    from .actor import (
+        ActorMap,
+        ActorStats,
+        AsyncActorMap,
+        CircuitBreaker,
+        CircuitOpenError,
+    )
+    from .failfast import (
+        CheckedDict,
+        ConcurrentIterationError,
+        ConcurrentMapMisuse,
+        ConcurrentReadWriteError,
+        ConcurrentWriteError,
+        ThreadConfinementError,
+        checked,
+    )
+
+# Public name -> the module that defines it, imported on first access.
+_LAZY: dict[str, str] = {
+    "ActorMap": "safemap.actor",
+    "ActorStats": "safemap.actor",
+    "AsyncActorMap": "safemap.actor",
+    "CircuitBreaker": "safemap.actor",
+    "CircuitOpenError": "safemap.actor",
+    "CheckedDict": "safemap.failfast",
+    "ConcurrentIterationError": "safemap.failfast",
+    "ConcurrentMapMisuse": "safemap.failfast",
+    "ConcurrentReadWriteError": "safemap.failfast",
+    "ConcurrentWriteError": "safemap.failfast",
+    "ThreadConfinementError": "safemap.failfast",
+    "checked": "safemap.failfast",
+}
 
 __all__ = [
     "DELETE",
@@ -76,15 +101,16 @@ __all__ = [
 ]
 
 
-def _publish_under_package_name() -> None:
-    # Public classes report ``safemap`` as their module, so reprs read ``safemap.LockedMap``
-    # and pickles refer to the stable public name rather than to internal module paths.
-    for name in __all__:
-        obj = globals()[name]
-        if isinstance(obj, type) and obj.__module__.startswith("safemap."):
-            # C types are immutable: they keep the name their module gave them.
-            with contextlib.suppress(TypeError):
-                obj.__module__ = "safemap"
+def __getattr__(name: str) -> Any:
+    if name == "race":
+        return importlib.import_module("safemap.race")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'safemap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain module attribute reads
+    return value
 
 
-_publish_under_package_name()
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

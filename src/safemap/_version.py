@@ -1,8 +1,3 @@
-"""The installed version of safemap."""
+"""The version of safemap: the single source, read by the build (pyproject.toml) too."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("safemap")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+__version__ = "0.1.0"

@@ -1,0 +1,88 @@
+"""``import safemap`` stays cheap, and the public names stay what they claim to be."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+import safemap
+
+# Modules a map library must not drag into every program that imports it.
+HEAVY = (
+    "asyncio",
+    "importlib.metadata",
+    "safemap.race",
+    "safemap.bench",
+    "safemap.actor",
+    "safemap.cli",
+    "safemap.failfast",
+)
+
+
+def _modules_after(code: str) -> list[str]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_import_safemap_leaves_heavy_modules_out() -> None:
+    loaded = _modules_after("import safemap")
+    assert [name for name in HEAVY if name in loaded] == []
+
+
+def test_using_the_core_maps_keeps_heavy_modules_out() -> None:
+    loaded = _modules_after(
+        "import safemap\n"
+        "for t in (safemap.ConcurrentMap, safemap.SyncMap, safemap.LockedMap, safemap.RWLockMap):\n"
+        "    m = t(a=1); m.merge('a', 1, lambda x, y: x + y); m.snapshot()\n"
+    )
+    assert [name for name in HEAVY if name in loaded] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("ActorMap", "safemap.actor"),
+        ("checked", "safemap.failfast"),
+        ("race", "safemap.race"),
+    ],
+)
+def test_lazy_names_import_their_module_on_first_use(name: str, module: str) -> None:
+    loaded = _modules_after(f"import safemap\nsafemap.{name}")
+    assert module in loaded
+
+
+def test_every_public_name_resolves_and_is_listed() -> None:
+    for name in safemap.__all__:
+        assert getattr(safemap, name) is not None, name
+    assert set(safemap.__all__) <= set(dir(safemap))
+    from safemap import ActorMap, checked, race  # from-imports of lazy names work too
+
+    assert ActorMap is safemap.ActorMap and checked is safemap.checked
+    assert race.__name__ == "safemap.race"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchMap'"):
+        safemap.NoSuchMap  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "name", ["LockedMap", "RWLockMap", "ConcurrentMap", "SyncMap", "FrozenMap", "ActorMap"]
+)
+def test_public_classes_have_their_source(name: str) -> None:
+    # Debuggers, pydoc and inspect find a class's source through its __module__.
+    cls = getattr(safemap, name)
+    assert f"class {name}" in inspect.getsource(cls)
+
+
+def test_version_is_the_packages_version() -> None:
+    from importlib.metadata import version
+
+    assert safemap.__version__ == version("safemap")
