@@ -52,3 +52,20 @@ def test_version_matches_package() -> None:
     import safemap
 
     assert safemap.__version__ == version("safemap")
+
+
+def test_info_lists_every_map_type_in_plain_text() -> None:
+    result = _run([sys.executable, "-m", "safemap", "info"])
+    assert result.returncode == 0, result.stderr
+    for name in (
+        "ConcurrentMap",
+        "SyncMap",
+        "LockedMap",
+        "RWLockMap",
+        "ActorMap",
+        "AsyncActorMap",
+        "FrozenMap",
+    ):
+        assert f"  {name} " in result.stdout
+    # A terminal shows no reST markup.
+    assert "``" not in result.stdout and ":class:" not in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import sys
 from collections.abc import Sequence
 
@@ -39,18 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# reST markup in docstrings, shown as plain text in a terminal: ``x`` and :role:`~a.b.x`.
+_REST_LITERAL = re.compile(r"``([^`]+)``")
+_REST_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`")
+
+
+def _plain(text: str) -> str:
+    """The first sentence of a docstring, without reST markup."""
+    first = " ".join(text.split()).split(". ")[0]
+    return _REST_ROLE.sub(r"\1", _REST_LITERAL.sub(r"\1", first))
+
+
 def _info() -> int:
     import safemap
 
     print(f"safemap {__version__}")
     print(f"Python {platform.python_version()}, {_gil_state()}")
     print("map types:")
-    for name in safemap.__all__:
+    for name in sorted(safemap.__all__):
         obj = getattr(safemap, name)
-        is_map = isinstance(obj, type) and issubclass(obj, safemap.ConcurrentMapping)
-        if is_map and obj is not safemap.ConcurrentMapping:
-            summary = " ".join((obj.__doc__ or "").split()).split(". ")[0]
-            print(f"  {name:<14} {summary}")
+        if isinstance(obj, type) and name.endswith("Map") and obj is not safemap.ConcurrentMapping:
+            print(f"  {name:<14} {_plain(obj.__doc__ or '')}")
     return 0
 
 
