@@ -143,6 +143,35 @@ def test_internal_dict(sections: dict[str, str]) -> None:
     assert "['cache at 10.0.0.2', 'db at 10.0.0.1']" in " ".join(p["fix"].split())
 
 
+def test_check_then_act(sections: dict[str, str]) -> None:
+    p = _parts(sections["check-then-act"])
+    assert "2 connections opened for one host" in p["plain"]
+    assert "they get the same connection, correct this time" in " ".join(p["race"].split())
+    assert "Read at map 'pool' key 'db' by thread T2 (web-2):" in p["race"]
+    assert "Previous write at map 'pool' key 'db' by thread T1 (web-1):" in p["race"]
+    assert "web-2 raised safemap.ConcurrentReadWriteError:" in p["checked"]
+    assert "concurrent map read and map write: map 'pool'" in p["checked"]
+    assert "1 connection opened, and every thread got the one in the pool" in " ".join(
+        p["fix"].split()
+    )
+
+
+def test_multi_key_update(sections: dict[str, str]) -> None:
+    p = _parts(sections["multi-key-update"])
+    assert "total == 70    expected 100" in p["plain"]
+    assert "(100, correct this time)" in " ".join(p["race"].split())
+    assert "Previous write at map 'accounts' key 'bob' by thread T1 (teller):" in p["race"]
+    assert "auditor raised safemap.ConcurrentIterationError:" in p["checked"]
+    assert "the totals seen were [100]" in " ".join(p["fix"].split())
+
+
+def test_scenarios_are_rows_of_one_table() -> None:
+    # Every scenario is data rendered by one function: its parts are fields.
+    for s in SCENARIOS:
+        assert s.code and callable(s.plain) and callable(s.race)
+        assert callable(s.checked) and callable(s.fix) and s.fix_title
+
+
 def test_cleanup_on_exit(sections: dict[str, str]) -> None:
     p = _parts(sections["cleanup-on-exit"])
     assert "stats == {'done': 1}" in p["plain"]
@@ -159,7 +188,7 @@ def test_output_is_normalised(output: str) -> None:
     assert str(Path(sys.prefix)) not in output
     assert not re.search(r"0x[0-9a-fA-F]{4,}", output)
     assert not re.search(r"\b\d{8,}\b", output)  # no thread idents
-    assert "safemap/cli/demo.py" in output  # paths are relative to the package's parent
+    assert "safemap/cli/demo/programs.py" in output  # paths relative to the package's parent
 
 
 def test_two_runs_print_the_same(output: str) -> None:
@@ -183,7 +212,7 @@ def test_list() -> None:
 
 def test_one_scenario() -> None:
     text = _demo("--scenario", "cleanup-on-exit")
-    assert "5/5  cleanup-on-exit" in text
+    assert f"{len(SCENARIOS)}/{len(SCENARIOS)}  cleanup-on-exit" in text
     assert "lost-update:" not in text
 
 
