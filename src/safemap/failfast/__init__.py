@@ -43,6 +43,7 @@ methods (C code calling ``PyDict_*`` directly, ``dict.__setitem__(d, k, v)``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -72,6 +73,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _core._set_hooks(_make_error, CheckedKeysView, CheckedValuesView, CheckedItemsView)
+
+if hasattr(os, "register_at_fork"):
+    # A fork child has only the forking thread: what other threads were doing with a
+    # map (an operation, an iteration, a pin) is forgotten there.
+    os.register_at_fork(after_in_child=_core._after_fork_child)
 
 
 @overload
