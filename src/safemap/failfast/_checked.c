@@ -32,6 +32,10 @@
  *             iterator is dropped.
  *   confined_to  with confined=True: the first thread that operated on the
  *             map after its creation; every other thread is refused.
+ *   restoring 1 while pickle restores the map (from _restore() to the one
+ *             __setstate__ it accepts); a live map refuses __setstate__.
+ *   live      the map's link in the module's list of live maps, walked in a
+ *             fork child to forget the threads that do not exist there.
  *
  * Why no false alarm: an error is raised only when a field names ANOTHER
  * thread, and every field names a thread only between the start and the end
@@ -55,6 +59,13 @@
  * allowed, dict's own behaviour applies) or another thread, which then finds
  * the field set and raises without touching the dict.  No borrowed reference
  * is held across such a call by this file (copy() holds strong references).
+ *
+ * Copies: every copy this type makes of a CheckedDict (copy(), |, and a
+ * CheckedDict as the source of update(), |=, __init__, checked()) is ONE read
+ * of it (cd_merge_into).  dict(d), {**d} and f(**d) are made by dict itself,
+ * key by key through keys() and d[k] (dict's generic path for a subclass that
+ * overrides iteration); no hook here sees where such a copy ends, so it is
+ * not one read (docs/checked.md says so).
  *
  * The error path calls a Python helper (safemap.failfast.errors._make_error)
  * that builds the message: the other thread's name and its current stack
