@@ -164,6 +164,11 @@ READS: dict[str, Callable[[CheckedDict[Any, Any]], Any]] = {
     "repr": lambda d: repr(d),
     "copy": lambda d: d.copy(),
     "or": lambda d: d | {},
+    # A CheckedDict as the source of a copy or an update: one read of it.
+    "ror": lambda d: {} | d,
+    "checked or": lambda d: checked() | d,
+    "update from": lambda d: checked().update(d),
+    "checked from": lambda d: checked(d),
 }
 ITERATIONS: dict[str, Callable[[CheckedDict[Any, Any]], Any]] = {
     # Comprehensions, not list(): list() asks len() first, which is a read of its own.

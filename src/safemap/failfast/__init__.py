@@ -33,16 +33,24 @@ Guarantees:
 
 Results of copying: ``copy()``, ``copy.copy``, ``copy.deepcopy``, pickling, ``d | other``
 and ``CheckedDict.fromkeys`` give a new ``CheckedDict`` (same ``name`` and confinement,
-not yet pinned to a thread); ``dict(d)``, ``{**d}`` and ``other | d`` (``other`` a plain
-dict) give a plain ``dict``.
+not yet pinned to a thread); ``other | d`` (``other`` a plain dict) gives a plain
+``dict``. Each of these, and ``update(d)``, ``|= d``, ``CheckedDict(d)`` and ``checked(d)``
+with a ``CheckedDict`` ``d``, reads ``d`` as ONE operation: a write by another thread during
+the copy is detected, so a copy is never torn.
+
+In a child made by ``os.fork()``, what other threads (which do not exist there) were doing
+with a map is forgotten: the maps are usable in the child.
 
 Not detected (see ``docs/checked.md``): two complete operations that do not overlap in
-time (sequential use is not misuse unless confined), and access that bypasses the
-methods (C code calling ``PyDict_*`` directly, ``dict.__setitem__(d, k, v)``).
+time (sequential use is not misuse unless confined); access that bypasses the methods (C
+code calling ``PyDict_*`` directly, ``dict.__setitem__(d, k, v)``); and copies made by
+``dict`` itself (``dict(d)``, ``{**d}``, ``f(**d)``, ``plain.update(d)``), which read ``d``
+key by key, each step checked but not the copy as a whole (use ``d.copy()``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -72,6 +80,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _core._set_hooks(_make_error, CheckedKeysView, CheckedValuesView, CheckedItemsView)
+
+if hasattr(os, "register_at_fork"):
+    # A fork child has only the forking thread: what other threads were doing with a
+    # map (an operation, an iteration, a pin) is forgotten there.
+    os.register_at_fork(after_in_child=_core._after_fork_child)
 
 
 @overload

@@ -32,6 +32,10 @@
  *             iterator is dropped.
  *   confined_to  with confined=True: the first thread that operated on the
  *             map after its creation; every other thread is refused.
+ *   restoring 1 while pickle restores the map (from _restore() to the one
+ *             __setstate__ it accepts); a live map refuses __setstate__.
+ *   live      the map's link in the module's list of live maps, walked in a
+ *             fork child to forget the threads that do not exist there.
  *
  * Why no false alarm: an error is raised only when a field names ANOTHER
  * thread, and every field names a thread only between the start and the end
@@ -55,6 +59,13 @@
  * allowed, dict's own behaviour applies) or another thread, which then finds
  * the field set and raises without touching the dict.  No borrowed reference
  * is held across such a call by this file (copy() holds strong references).
+ *
+ * Copies: every copy this type makes of a CheckedDict (copy(), |, and a
+ * CheckedDict as the source of update(), |=, __init__, checked()) is ONE read
+ * of it (cd_merge_into).  dict(d), {**d} and f(**d) are made by dict itself,
+ * key by key through keys() and d[k] (dict's generic path for a subclass that
+ * overrides iteration); no hook here sees where such a copy ends, so it is
+ * not one read (docs/checked.md says so).
  *
  * The error path calls a Python helper (safemap.failfast.errors._make_error)
  * that builds the message: the other thread's name and its current stack
@@ -94,6 +105,21 @@ cd_cas(uintptr_t *p, uintptr_t *expected, uintptr_t v)
 #  define CD_UNLOCK(d) ((void)(d))
 #endif
 
+#if SM_FREE_THREADED
+#  define CD_CAS_INT(p, expected, v) _Py_atomic_compare_exchange_int((p), (expected), (v))
+#else
+static inline int
+CD_CAS_INT(int *p, int *expected, int v)
+{
+    if (*p == *expected) {
+        *p = v;
+        return 1;
+    }
+    *expected = *p;
+    return 0;
+}
+#endif
+
 /* The calling thread, as threading.get_ident() reports it (the error helper
  * maps it to a thread name and a stack).  Never 0 for a live thread. */
 static inline uintptr_t
@@ -124,6 +150,12 @@ typedef struct cd_reader {
 
 typedef struct CDIterObject CDIterObject;
 
+/* A link in the list of live maps (see "Live maps and fork" below). */
+typedef struct cd_link {
+    struct cd_link *prev;
+    struct cd_link *next; /* NULL: not on the list */
+} cd_link;
+
 typedef struct {
     PyDictObject dict;
     uintptr_t writer;
@@ -132,8 +164,10 @@ typedef struct {
     cd_reader *readers;
     CDIterObject *iters;
     uintptr_t confined_to;
-    PyObject *name; /* str or NULL; set at creation, never changed */
-    int confined;   /* set at creation, never changed */
+    PyObject *name; /* str or NULL; set at creation, cleared only by the GC */
+    int confined;   /* set at creation (or by __setstate__ while restoring) */
+    int restoring;  /* 1 from _restore() until __setstate__ (unpickling) */
+    cd_link live;   /* on the list of live maps */
 #if SM_FREE_THREADED
     PyMutex lock; /* guards the readers and iters lists */
 #endif
@@ -481,13 +515,132 @@ CD_READ_METHOD(cd_get, M_GET)
 CD_WRITE_METHOD(cd_setdefault, M_SETDEFAULT)
 CD_WRITE_METHOD(cd_pop, M_POP)
 CD_WRITE_METHOD(cd_popitem, M_POPITEM)
-CD_WRITE_METHOD(cd_update, M_UPDATE)
 CD_WRITE_METHOD(cd_clear, M_CLEAR)
+
+/* ------------------------------------------------------ live maps and fork */
+
+/* Every live CheckedDict is on one list (linked at creation by cd_new,
+ * unlinked by cd_dealloc), so that a fork child can forget what threads that
+ * do not exist there were doing (cd_after_fork).  GIL builds: guarded by the
+ * GIL (the list code runs no Python code).  Free-threaded builds: by
+ * cd_live_mutex, never held while running Python code. */
+static cd_link cd_live = {&cd_live, &cd_live};
+#if SM_FREE_THREADED
+static PyMutex cd_live_mutex;
+#  define LIVE_LOCK() PyMutex_Lock(&cd_live_mutex)
+#  define LIVE_UNLOCK() PyMutex_Unlock(&cd_live_mutex)
+#else
+#  define LIVE_LOCK() ((void)0)
+#  define LIVE_UNLOCK() ((void)0)
+#endif
+
+static void
+cd_live_add(CDObject *d)
+{
+    LIVE_LOCK();
+    d->live.prev = &cd_live;
+    d->live.next = cd_live.next;
+    cd_live.next->prev = &d->live;
+    cd_live.next = &d->live;
+    LIVE_UNLOCK();
+}
+
+static void
+cd_live_remove(CDObject *d)
+{
+    if (d->live.next == NULL) {
+        return; /* never linked (its creation failed half-way) */
+    }
+    LIVE_LOCK();
+    d->live.prev->next = d->live.next;
+    d->live.next->prev = d->live.prev;
+    d->live.prev = d->live.next = NULL;
+    LIVE_UNLOCK();
+}
+
+/* In a fork child only the forking thread (`me`) exists: every field naming
+ * another thread describes an operation, a read, an iteration or a pin that
+ * will never end, and would make every later use fail against a thread that
+ * is not there.  Forget those; keep what the forking thread itself is inside
+ * (it may fork from a key's __eq__ in the middle of an operation).  An
+ * iterator of a gone thread is unlinked: if the child ever resumes it, it is
+ * no longer an iteration in progress (a missed report, never a false one). */
+static void
+cd_after_fork(CDObject *d, uintptr_t me)
+{
+#if SM_FREE_THREADED
+    memset(&d->lock, 0, sizeof(d->lock)); /* its holder may be gone */
+#endif
+    if (d->writer != me) {
+        d->writer = 0;
+    }
+    if (d->reader != me) {
+        d->reader = 0;
+        d->rdepth = 0;
+    }
+    cd_reader **rp = &d->readers;
+    while (*rp != NULL) {
+        cd_reader *n = *rp;
+        if (n->ident == me) {
+            rp = &n->next;
+            continue;
+        }
+        *rp = n->next;
+        if (n->next != NULL) {
+            n->next->prev = n->prev;
+        }
+    }
+    CDIterObject **ip = &d->iters;
+    while (*ip != NULL) {
+        CDIterObject *it = *ip;
+        if (it->ident == me) {
+            ip = &it->next;
+            continue;
+        }
+        *ip = it->next;
+        if (it->next != NULL) {
+            it->next->prev = it->prev;
+        }
+        it->prev = it->next = NULL;
+        it->linked = 0;
+    }
+    if (d->confined_to != me) {
+        d->confined_to = 0; /* the next thread that uses it pins it */
+    }
+}
+
+/* Registered in the package with os.register_at_fork(after_in_child=...). */
+static PyObject *
+mod_after_fork_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+#if SM_FREE_THREADED
+    memset(&cd_live_mutex, 0, sizeof(cd_live_mutex));
+#endif
+    uintptr_t me = cd_ident();
+    for (cd_link *n = cd_live.next; n != &cd_live; n = n->next) {
+        cd_after_fork((CDObject *)((char *)n - offsetof(CDObject, live)), me);
+    }
+    Py_RETURN_NONE;
+}
 
 /* ---------------------------------------------------------------- creation */
 
-/* A new, empty CheckedDict: dict's tp_new (no __init__, so no thread is
- * pinned), with its name and confinement. */
+/* tp_new: dict's (which fills nothing and pins nothing), then the map joins
+ * the list of live maps.  Every CheckedDict, of any creation path and of any
+ * subclass, is made here (dict.__new__(CheckedDict) is refused by Python
+ * because this slot differs from dict's). */
+static PyObject *
+cd_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *self = PyDict_Type.tp_new(type, args, kwds);
+    if (self != NULL) {
+        cd_live_add((CDObject *)self);
+    }
+    return self;
+}
+
+/* A new, empty CheckedDict (no __init__, so no thread is pinned), with its
+ * name and confinement. */
 static CDObject *
 cd_alloc(PyObject *name, int confined)
 {
@@ -495,7 +648,7 @@ cd_alloc(PyObject *name, int confined)
     if (empty == NULL) {
         return NULL;
     }
-    CDObject *d = (CDObject *)PyDict_Type.tp_new(&CD_Type, empty, NULL);
+    CDObject *d = (CDObject *)cd_new(&CD_Type, empty, NULL);
     Py_DECREF(empty);
     if (d == NULL) {
         return NULL;
@@ -511,29 +664,34 @@ cd_alloc(PyObject *name, int confined)
     return d;
 }
 
-/* Copy self's items into a new CheckedDict (same name and confinement, not
- * pinned).  A read of self. */
-static PyObject *
-cd_copy_impl(CDObject *self)
+/* Whether `o` is read by cd_merge_into when it is the source of a copy or an
+ * update: a CheckedDict itself.  An instance of a Python subclass may
+ * override keys() or __getitem__, so it is left to dict, which reads such a
+ * subclass through them (key by key). */
+#define CD_MERGEABLE(o) Py_IS_TYPE((o), &CD_Type)
+
+/* Insert src's items into target (dict's own insertion, no guard on target:
+ * the caller owns it or holds its write guard), as ONE read of src: a write
+ * by another thread at any point of the copy is detected (in the writer, or
+ * in this thread before it starts), so the copy is never torn.  dict itself
+ * copies a dict subclass that overrides iteration key by key (keys(), then
+ * src[k] for each), which is not one read.  0, or -1 with an exception. */
+static int
+cd_merge_into(PyObject *target, CDObject *src)
 {
-    CDObject *new = cd_alloc(self->name, self->confined);
-    if (new == NULL) {
-        return NULL;
-    }
     cd_rguard g;
-    if (cd_read_enter(self, &g) < 0) {
-        Py_DECREF(new);
-        return NULL;
+    if (cd_read_enter(src, &g) < 0) {
+        return -1;
     }
     int rc = 0;
-    Py_BEGIN_CRITICAL_SECTION(self);
+    Py_BEGIN_CRITICAL_SECTION(src);
     Py_ssize_t pos = 0;
     PyObject *k, *v;
-    while (PyDict_Next((PyObject *)self, &pos, &k, &v)) {
+    while (PyDict_Next((PyObject *)src, &pos, &k, &v)) {
         /* Strong references: inserting may run a key's __hash__/__eq__. */
         Py_INCREF(k);
         Py_INCREF(v);
-        rc = PyDict_SetItem((PyObject *)new, k, v);
+        rc = PyDict_SetItem(target, k, v);
         Py_DECREF(k);
         Py_DECREF(v);
         if (rc < 0) {
@@ -541,12 +699,55 @@ cd_copy_impl(CDObject *self)
         }
     }
     Py_END_CRITICAL_SECTION();
-    cd_read_exit(self, &g);
-    if (rc < 0) {
+    cd_read_exit(src, &g);
+    return rc;
+}
+
+/* Copy self's items into a new CheckedDict (same name and confinement, not
+ * pinned).  One read of self. */
+static PyObject *
+cd_copy_impl(CDObject *self)
+{
+    CDObject *new = cd_alloc(self->name, self->confined);
+    if (new == NULL) {
+        return NULL;
+    }
+    if (cd_merge_into((PyObject *)new, self) < 0) {
         Py_DECREF(new);
         return NULL;
     }
     return (PyObject *)new;
+}
+
+/* dict.update(self, src) for a source cd_merge_into reads (one read of it;
+ * updating a map with itself changes nothing). */
+static int
+cd_update_from(PyObject *self, PyObject *src)
+{
+    return src == self ? 0 : cd_merge_into(self, (CDObject *)src);
+}
+
+/* update(): a write of self; a CheckedDict argument is read as one read. */
+static PyObject *
+cd_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    cd_wguard g;
+    if (cd_write_enter((CDObject *)self, &g) < 0) {
+        return NULL;
+    }
+    PyObject *r;
+    if (nargs == 1 && CD_MERGEABLE(args[0])) {
+        r = NULL;
+        if (cd_update_from(self, args[0]) == 0) {
+            /* then the keyword arguments, by dict (their values follow). */
+            r = cd_call_dict(M_UPDATE, self, args + 1, 0, kwnames);
+        }
+    }
+    else {
+        r = cd_call_dict(M_UPDATE, self, args, nargs, kwnames);
+    }
+    cd_write_exit((CDObject *)self, &g);
+    return r;
 }
 
 /* ---------------------------------------------------------------- iterator */
@@ -639,21 +840,6 @@ cditer_unlink(CDIterObject *it)
     CD_UNLOCK(d);
 }
 
-#if SM_FREE_THREADED
-#  define CD_CAS_INT(p, expected, v) _Py_atomic_compare_exchange_int((p), (expected), (v))
-#else
-static inline int
-CD_CAS_INT(int *p, int *expected, int v)
-{
-    if (*p == *expected) {
-        *p = v;
-        return 1;
-    }
-    *expected = *p;
-    return 0;
-}
-#endif
-
 /* The first next(): publish the iteration (link it), then look for a writer
  * of another thread (Dekker, see the top), then make dict's iterator.
  * 0: running; -1: error (the iterator is back to NEW: nothing began). */
@@ -730,17 +916,23 @@ cditer_next(PyObject *op)
     return r;
 }
 
+/* Untrack first, then the trashcan (releasing the map can free a chain of
+ * maps and iterators).  No tp_clear: every cycle through an iterator goes
+ * through its map (or dict's iterator over it), and the map's tp_clear breaks
+ * it; unlinking needs `map`, so it is never cleared before the dealloc. */
 static void
 cditer_dealloc(PyObject *op)
 {
     CDIterObject *it = (CDIterObject *)op;
     PyObject_GC_UnTrack(op);
+    Py_TRASHCAN_BEGIN(op, cditer_dealloc)
     if (it->linked) {
         cditer_unlink(it); /* dropped: the iteration is over */
     }
     Py_XDECREF(it->inner);
     Py_XDECREF(it->map);
     PyObject_GC_Del(op);
+    Py_TRASHCAN_END
 }
 
 static int
@@ -879,6 +1071,7 @@ cd_richcompare(PyObject *a, PyObject *b, int op)
     return r;
 }
 
+/* __init__: a write of self; a CheckedDict argument is read as one read. */
 static int
 cd_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
@@ -886,18 +1079,37 @@ cd_init(PyObject *self, PyObject *args, PyObject *kwds)
     if (cd_write_enter((CDObject *)self, &g) < 0) {
         return -1;
     }
-    int r = PyDict_Type.tp_init(self, args, kwds);
+    int r;
+    if (PyTuple_GET_SIZE(args) == 1 && CD_MERGEABLE(PyTuple_GET_ITEM(args, 0))) {
+        r = cd_update_from(self, PyTuple_GET_ITEM(args, 0));
+        if (r == 0 && kwds != NULL) {
+            PyObject *empty = PyTuple_New(0);
+            r = empty == NULL ? -1 : PyDict_Type.tp_init(self, empty, kwds);
+            Py_XDECREF(empty);
+        }
+    }
+    else {
+        r = PyDict_Type.tp_init(self, args, kwds);
+    }
     cd_write_exit((CDObject *)self, &g);
     return r;
 }
 
 /* a | b: a new CheckedDict when a is one (like copy()); dict's result when
- * only b is (b is read through its checked methods). */
+ * only b is.  A CheckedDict operand is read as one read (dict would read it
+ * key by key). */
 static PyObject *
 cd_or(PyObject *a, PyObject *b)
 {
     if (!CD_Check(a)) {
-        return PyDict_Type.tp_as_number->nb_or(a, b);
+        if (!PyDict_CheckExact(a) || !CD_MERGEABLE(b)) {
+            return PyDict_Type.tp_as_number->nb_or(a, b);
+        }
+        PyObject *new = PyDict_Copy(a); /* what dict's a | b starts with */
+        if (new != NULL && cd_merge_into(new, (CDObject *)b) < 0) {
+            Py_CLEAR(new);
+        }
+        return new;
     }
     if (!PyDict_Check(b)) {
         Py_RETURN_NOTIMPLEMENTED;
@@ -906,7 +1118,14 @@ cd_or(PyObject *a, PyObject *b)
     if (new == NULL) {
         return NULL;
     }
-    /* new is not shared yet: dict's update, unguarded. */
+    /* new is not shared yet: no guard of its own. */
+    if (CD_MERGEABLE(b)) {
+        if (cd_merge_into(new, (CDObject *)b) < 0) {
+            Py_DECREF(new);
+            return NULL;
+        }
+        return new;
+    }
     PyObject *r = cd_call_dict(M_UPDATE, new, &b, 1, NULL);
     if (r == NULL) {
         Py_DECREF(new);
@@ -923,18 +1142,51 @@ cd_inplace_or(PyObject *self, PyObject *other)
     if (cd_write_enter((CDObject *)self, &g) < 0) {
         return NULL;
     }
-    PyObject *r = PyDict_Type.tp_as_number->nb_inplace_or(self, other);
+    PyObject *r;
+    if (CD_MERGEABLE(other)) {
+        r = cd_update_from(self, other) < 0 ? NULL : Py_NewRef(self);
+    }
+    else {
+        r = PyDict_Type.tp_as_number->nb_inplace_or(self, other);
+    }
     cd_write_exit((CDObject *)self, &g);
     return r;
 }
 
+/* CPython's rules, in this order: untrack first (nothing below may let the GC
+ * see a dying map: releasing `name` can run Python code, a str subclass's
+ * __del__, which may collect); then the trashcan, which turns a deep chain of
+ * nested maps into a loop instead of a C recursion.  dict's own dealloc only
+ * engages the trashcan for dict itself (its condition is the type's
+ * tp_dealloc), not for a subtype.  On 3.14+ the interpreter does it for every
+ * type and the macros are empty.  No iterator can be linked (each holds a
+ * reference to the map), no thread can be inside an operation (it would hold
+ * a reference too). */
 static void
 cd_dealloc(PyObject *self)
 {
-    /* No iterator can be linked (each holds a reference to the map), no
-     * thread can be inside an operation (it would hold a reference too). */
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, cd_dealloc)
+    cd_live_remove((CDObject *)self);
     Py_CLEAR(((CDObject *)self)->name);
-    PyDict_Type.tp_dealloc(self);
+    PyDict_Type.tp_dealloc(self); /* untracked already: it untracks again */
+    Py_TRASHCAN_END
+}
+
+/* The GC must see `name`: a str subclass instance may refer back to the map. */
+static int
+cd_tp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((CDObject *)self)->name);
+    return PyDict_Type.tp_traverse(self, visit, arg);
+}
+
+/* Only called on an unreachable map: nothing else can read `name` any more. */
+static int
+cd_tp_clear(PyObject *self)
+{
+    Py_CLEAR(((CDObject *)self)->name);
+    return PyDict_Type.tp_clear(self);
 }
 
 /* ----------------------------------------------------------------- methods */
@@ -995,24 +1247,29 @@ cd_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
                          d->confined ? Py_True : Py_False, Py_None, items);
 }
 
-/* The state of a pickled map: whether it is confined.  Only ever turns
- * confinement on, unpinned (used on a map being unpickled). */
+/* The state of a pickled map: whether it is confined.  Applies once, to a
+ * map made by _restore() that is being unpickled (not shared yet, never
+ * pinned); a live map refuses it, so it can neither lose its pin nor gain a
+ * confinement that the code using it does not expect. */
 static PyObject *
 cd_setstate(PyObject *self, PyObject *state)
 {
+    CDObject *d = (CDObject *)self;
     int confined = PyObject_IsTrue(state);
     if (confined < 0) {
         return NULL;
     }
-    if (confined) {
-        CDObject *d = (CDObject *)self;
-        CD_STORE(&d->confined_to, 0);
-        d->confined = 1;
+    int expected = 1;
+    if (!CD_CAS_INT(&d->restoring, &expected, 0)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "CheckedDict.__setstate__ only restores a map being unpickled");
+        return NULL;
     }
+    d->confined = confined;
     Py_RETURN_NONE;
 }
 
-static PyObject *cd_copy_deepcopy; /* copy.deepcopy, imported on first use */
+static PyObject *cd_copy_deepcopy; /* copy.deepcopy, imported by cd_exec */
 
 /* copy.deepcopy: a new CheckedDict (same name and confinement, not pinned),
  * memoized before its items are copied (a map containing itself works).  The
@@ -1022,17 +1279,6 @@ static PyObject *
 cd_deepcopy(PyObject *self, PyObject *memo)
 {
     CDObject *d = (CDObject *)self;
-    if (cd_copy_deepcopy == NULL) {
-        PyObject *mod = PyImport_ImportModule("copy");
-        if (mod == NULL) {
-            return NULL;
-        }
-        cd_copy_deepcopy = PyObject_GetAttrString(mod, "deepcopy");
-        Py_DECREF(mod);
-        if (cd_copy_deepcopy == NULL) {
-            return NULL;
-        }
-    }
     CDObject *new = cd_alloc(d->name, d->confined);
     if (new == NULL) {
         return NULL;
@@ -1149,11 +1395,17 @@ static PyTypeObject CD_Type = {
     .tp_as_sequence = &cd_as_sequence,
     .tp_as_mapping = &cd_as_mapping,
     .tp_richcompare = cd_richcompare,
+    .tp_traverse = cd_tp_traverse,
+    .tp_clear = cd_tp_clear,
     .tp_iter = cd_iter,
     .tp_methods = cd_methods,
     .tp_getset = cd_getset,
     .tp_init = cd_init,
+    .tp_new = cd_new,
 };
+
+/* The module's types, all of them: cd_exec readies and exports each. */
+static PyTypeObject *const cd_types[] = {&CD_Type, &CDIter_Type};
 
 /* ---------------------------------------------------------------- module */
 
@@ -1172,7 +1424,14 @@ mod_new(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (d == NULL) {
         return NULL;
     }
-    if (args[0] != Py_None) {
+    if (CD_MERGEABLE(args[0])) {
+        /* Not shared yet: no guard of its own (so nothing is pinned). */
+        if (cd_merge_into((PyObject *)d, (CDObject *)args[0]) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    else if (args[0] != Py_None) {
         /* Not shared yet: dict's update, unguarded (so nothing is pinned). */
         PyObject *r = cd_call_dict(M_UPDATE, (PyObject *)d, args, 1, NULL);
         if (r == NULL) {
@@ -1191,7 +1450,11 @@ mod_restore(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "_restore(name)");
         return NULL;
     }
-    return (PyObject *)cd_alloc(args[0], 0);
+    CDObject *d = cd_alloc(args[0], 0);
+    if (d != NULL) {
+        d->restoring = 1; /* until __setstate__, which pickle calls last */
+    }
+    return (PyObject *)d;
 }
 
 static PyObject *
@@ -1232,6 +1495,9 @@ static PyMethodDef mod_methods[] = {
      "_iter(map, kind): a checked iterator; kind 0 keys, 1 values, 2 items, +4 reversed."},
     {"_set_hooks", (PyCFunction)(void (*)(void))mod_set_hooks, METH_FASTCALL,
      "_set_hooks(error_factory, keys_view, values_view, items_view)."},
+    {"_after_fork_child", mod_after_fork_child, METH_NOARGS,
+     "In a fork child, forget what the threads that do not exist there were doing "
+     "with every CheckedDict (registered with os.register_at_fork)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1283,20 +1549,33 @@ cd_exec(PyObject *module)
         return -1;
     }
     CD_Type.tp_base = &PyDict_Type;
-    /* dict's own: our extra fields hold no object but `name`, a str. */
-    CD_Type.tp_traverse = PyDict_Type.tp_traverse;
-    CD_Type.tp_clear = PyDict_Type.tp_clear;
-    if (PyType_Ready(&CD_Type) < 0 || PyType_Ready(&CDIter_Type) < 0) {
-        return -1;
+    /* Every type of the module, readied and exported under its own name by
+     * one loop: a type cannot be used unready because it was forgotten. */
+    for (size_t i = 0; i < sizeof(cd_types) / sizeof(cd_types[0]); i++) {
+        if (PyModule_AddType(module, cd_types[i]) < 0) {
+            return -1;
+        }
     }
-    if (PyModule_AddObjectRef(module, "CheckedDict", (PyObject *)&CD_Type) < 0 ||
-        PyModule_AddObjectRef(module, "CheckedDictIterator", (PyObject *)&CDIter_Type) < 0 ||
-        PyModule_AddIntConstant(module, "FREE_THREADED", SM_FREE_THREADED) < 0) {
+    if (PyModule_AddIntConstant(module, "FREE_THREADED", SM_FREE_THREADED) < 0) {
         return -1;
     }
     if (cd_restore_func == NULL &&
         (cd_restore_func = PyObject_GetAttrString(module, "_restore")) == NULL) {
         return -1;
+    }
+    /* Imported here, under the import lock, not on first use: a lazy global
+     * set by whichever thread deep-copies first would race on free-threaded
+     * builds. */
+    if (cd_copy_deepcopy == NULL) {
+        PyObject *copy = PyImport_ImportModule("copy");
+        if (copy == NULL) {
+            return -1;
+        }
+        cd_copy_deepcopy = PyObject_GetAttrString(copy, "deepcopy");
+        Py_DECREF(copy);
+        if (cd_copy_deepcopy == NULL) {
+            return -1;
+        }
     }
     return 0;
 }
