@@ -320,14 +320,25 @@ def test_change_after_iteration_start_is_caught_at_next() -> None:
 
 
 def test_change_during_iteration_caught_when_iterator_dropped() -> None:
+    # The changer starts before the loop: its change is unordered with the step, and its
+    # own check finds the step's observation, although the loop never steps again.
     d = race.watch({"a": 1, "b": 2}, name="m")
+    go: list[bool] = []
+    done: list[bool] = []
+
+    def body() -> None:
+        while not go:
+            pass
+        d.pop("b")
+        done.append(True)
+
+    t = in_thread(body)
     it = iter(d.items())
     next(it)
-    done: list[bool] = []
-    t = in_thread(lambda: (d.__setitem__("a", 5), d.pop("b"), done.append(True)))
+    go.append(True)
     while not done:
         pass
-    del it  # the span ends here, before the join
+    del it  # the drop itself is no access
     t.join()
     assert "iteration/write" in kinds()
 

@@ -25,7 +25,7 @@ operation                                           accesses
                                                     disappears
 iteration over ``d``, ``keys()``, ``values()``,     shape observation for the whole span of
 ``items()``, ``reversed``                           the iteration (first ``next()`` to
-                                                    exhaustion or drop), and a plain read
+                                                    the last one), and a plain read
                                                     of each key yielded
 ``len(d)``, ``copy()``, ``==``, ``repr``            shape observation, and (for those that
                                                     read values) a read of every key
