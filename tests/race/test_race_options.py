@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import safemap
 from safemap.race._options import Options, OptionsError, Sink, parse_env, parse_options
 from safemap.race._startup import lenient_options
 
@@ -272,30 +271,6 @@ def test_build_py_puts_the_pth_at_the_root(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (out / PTH.name).read_text() == PTH.read_text()
     assert (out / "safemap" / "race" / "_startup.py").exists()
-
-
-@pytest.fixture(scope="module")
-def startup_venv(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A fresh venv whose site-packages holds the start-up .pth and (by a path .pth that
-    sorts before it, as the editable install's ``__editable__`` one does) the directory of
-    the safemap under test, built extensions included (the source tree of an editable
-    install, site-packages of a regular one): the hook runs exactly as in an installed
-    safemap, at interpreter start-up."""
-    venv = tmp_path_factory.mktemp("venv")
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
-    )
-    exe = str(venv / "bin" / "python")
-    purelib = subprocess.run(
-        [exe, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    tested = Path(safemap.__file__).resolve().parent.parent
-    (Path(purelib) / "_safemap_src.pth").write_text(f"{tested}\n")
-    (Path(purelib) / PTH.name).write_text(PTH.read_text())
-    return exe
 
 
 STARTUP_CHECK = textwrap.dedent(
