@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,42 @@ def test_env_run_without_the_plugin(startup_venv: str, tmp_path: Path) -> None:
     assert result.returncode == 66
     assert "WARNING: DATA RACE" in result.stderr
     assert result.stderr.rstrip().endswith("Found 1 data race(s)")
+
+
+# ------------------------------------------------------------ docs/race.md's worked example
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "race.md"
+
+
+def doc_files() -> dict[str, str]:
+    """The worked example's files: each ```python block of docs/race.md whose first line
+    is ``# <path>`` (the first block per path: the racy version, before the fix)."""
+    files: dict[str, str] = {}
+    for block in DOC.read_text().split("```python\n")[1:]:
+        code = block.split("```", 1)[0]
+        first = code.splitlines()[0] if code.strip() else ""
+        if first.startswith("# ") and first.split()[1].endswith(".py"):
+            files.setdefault(first.split()[1], code)
+    return files
+
+
+def test_worked_example_runs_as_written_with_bare_pytest(tmp_path: Path) -> None:
+    files = doc_files()
+    assert {"app/cache.py", "conftest.py", "tests/test_cache.py"} <= set(files)
+    for name, code in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(code)
+    pytest_exe = Path(sys.executable).with_name("pytest")  # the console script, as written
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SAFEMAP_"))}
+    result = subprocess.run(
+        [str(pytest_exe), "--safemap-race", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout
+    assert "1 failed" in out, out + result.stderr
+    assert "race detected during execution of test" in out
+    assert "at map 'cache' key 'user:42'" in out

@@ -40,9 +40,9 @@ through ``keys()``, so they are recorded as an iteration span plus reads.
 
 **Guarantees.**
 
-- No report for accesses ordered by the synchronization the detector models (see
-  ``shared/spec/detection.md``: ``threading``, ``queue``, ``concurrent.futures``, safemap's
-  maps and ``RWLock``), from the moment it is enabled. A lock created before
+- No report for accesses ordered by the synchronization the detector models (the
+  list in ``docs/race.md``, "Happens-before": ``threading``, ``queue``,
+  ``concurrent.futures``, safemap's maps and ``RWLock``), from the moment it is enabled. A lock created before
   :func:`enable` creates no edges.
 - Every conflicting unordered pair that executed is reported (FastTrack precision: for
   each location at least the first race with each live access; after a race on a location

@@ -14,7 +14,7 @@ vector-clock operations around the real operation:
 
 Internal synchronization (the lock inside an ``Event``, a ``Condition``'s waiter locks, a
 ``Barrier``'s condition) is the original, unmodelled kind: the models' edges are exactly
-the ones listed in ``shared/spec/detection.md``.
+the ones listed in ``docs/race.md`` ("Happens-before").
 
 Interrupts: as for ``threading.Semaphore`` and every lock written in Python, an exception
 raised by a signal handler in the instant between the real acquire and its bookkeeping
