@@ -188,3 +188,26 @@ def test_counter_merges_keep_their_multiset_meaning() -> None:
     empty.update({"x": 2})
     empty.update("xy")
     assert empty == Counter(x=3, y=1)
+
+
+def test_items_view_membership_never_fails_while_the_key_comes_and_goes(
+    detector_state: Callable[[], AbstractContextManager[Any]],
+) -> None:
+    n = 20000
+    with detector_state():
+        d = race.watch({"k": 1})
+        stop = threading.Event()
+
+        def toggler() -> None:
+            try:
+                for _ in range(n):
+                    d.pop("k", None)
+                    d["k"] = 1
+            finally:
+                stop.set()
+
+        def member() -> None:
+            while not stop.is_set():
+                ("k", 1) in d.items()  # noqa: B015 - True or False, never KeyError
+
+        hammer(toggler, member)

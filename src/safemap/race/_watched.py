@@ -120,9 +120,9 @@ class _ItemsView(_View, ItemsView[Any, Any]):
         m = self._mapping
         if _sh.on:
             _sh.read(m, m._race, key, "in items()")
-        if not dict.__contains__(m, key):
+        v = dict.get(m, key, _NOKEY)  # one look-up: a concurrent del cannot fall between
+        if v is _NOKEY:
             return False
-        v = dict.__getitem__(m, key)
         return v is value or bool(v == value)
 
 
