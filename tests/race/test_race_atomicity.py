@@ -211,3 +211,26 @@ def test_items_view_membership_never_fails_while_the_key_comes_and_goes(
                 ("k", 1) in d.items()  # noqa: B015 - True or False, never KeyError
 
         hammer(toggler, member)
+
+
+def test_values_view_membership_never_fails_while_keys_come_and_go(
+    detector_state: Callable[[], AbstractContextManager[Any]],
+) -> None:
+    n = 20000
+    with detector_state():
+        d = race.watch({i: i for i in range(50)})
+        stop = threading.Event()
+
+        def toggler() -> None:
+            try:
+                for i in range(n):
+                    d.pop(i % 50, None)
+                    d[i % 50] = i % 50
+            finally:
+                stop.set()
+
+        def member() -> None:
+            while not stop.is_set():
+                -1 in d.values()  # noqa: B015 - always False, never an exception
+
+        hammer(toggler, member)

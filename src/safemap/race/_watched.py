@@ -103,6 +103,14 @@ class _ValuesView(_View, ValuesView[Any]):
     def __reversed__(self) -> Iterator[Any]:
         return self._mapping._race_iter("values", 2, True)  # type: ignore[no-any-return]
 
+    def __contains__(self, value: object) -> bool:
+        # Recorded as a whole-map read, then one C-level search (the abc version looks
+        # each key up again: a concurrent del between the two raised KeyError).
+        m = self._mapping
+        if _sh.on:
+            _observe_all(m, "in values()")
+        return value in dict.values(m)
+
 
 class _ItemsView(_View, ItemsView[Any, Any]):
     __slots__ = ()
