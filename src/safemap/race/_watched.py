@@ -104,12 +104,13 @@ class _ValuesView(_View, ValuesView[Any]):
         return self._mapping._race_iter("values", 2, True)  # type: ignore[no-any-return]
 
     def __contains__(self, value: object) -> bool:
-        # Recorded as a whole-map read, then one C-level search (the abc version looks
-        # each key up again: a concurrent del between the two raised KeyError).
+        # Recorded as a whole-map read, then a search of one atomic read of the values
+        # (the abc version looks each key up again: a concurrent del between the two
+        # raised KeyError; ``list`` takes a dict view in one step, see _contents).
         m = self._mapping
         if _sh.on:
             _observe_all(m, "in values()")
-        return value in dict.values(m)
+        return value in list(dict.values(m))
 
 
 class _ItemsView(_View, ItemsView[Any, Any]):
