@@ -448,7 +448,7 @@ def _shape_slow(
 def clear_all(d: dict[Any, Any], ms: MapShadow, op: str) -> None:
     """``clear()``: a write of every key present and a shape change."""
     ref: list[Any] = [-1, None]
-    for k in list(dict.__iter__(d)):
+    for k in list(dict.keys(d)):
         write(d, ms, k, op, ref)
     change(d, ms, op, ref)
 

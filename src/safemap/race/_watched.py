@@ -67,7 +67,7 @@ def _observe_all(m: Any, op: str) -> None:
     ms: MapShadow = m._race
     ref: list[Any] = [-1, None]
     _sh.observe(m, ms, op, OBS, ref)
-    _sh.read_all(m, ms, op, list(dict.__iter__(m)), ref)
+    _sh.read_all(m, ms, op, list(dict.keys(m)), ref)
 
 
 class _View:
@@ -364,7 +364,9 @@ def _make(base: Any) -> type:
         if not sh.on:
             _locked_update(self, other, kwargs)
             return
-        if isinstance(other, Mapping) or hasattr(other, "keys"):
+        if type(other) is dict:
+            pairs = list(dict.items(other))  # one atomic read, as dict.update makes
+        elif isinstance(other, Mapping) or hasattr(other, "keys"):
             pairs = [(k, other[k]) for k in other.keys()]  # noqa: SIM118 - keys() protocol
         else:
             pairs = []
