@@ -320,14 +320,25 @@ def test_change_after_iteration_start_is_caught_at_next() -> None:
 
 
 def test_change_during_iteration_caught_when_iterator_dropped() -> None:
+    # The changer starts before the loop: its change is unordered with the step, and its
+    # own check finds the step's observation, although the loop never steps again.
     d = race.watch({"a": 1, "b": 2}, name="m")
+    go: list[bool] = []
+    done: list[bool] = []
+
+    def body() -> None:
+        while not go:
+            pass
+        d.pop("b")
+        done.append(True)
+
+    t = in_thread(body)
     it = iter(d.items())
     next(it)
-    done: list[bool] = []
-    t = in_thread(lambda: (d.__setitem__("a", 5), d.pop("b"), done.append(True)))
+    go.append(True)
     while not done:
         pass
-    del it  # the span ends here, before the join
+    del it  # the drop itself is no access
     t.join()
     assert "iteration/write" in kinds()
 
@@ -372,3 +383,65 @@ def test_reenabling_forgets_the_old_shadow_and_records_again() -> None:
     go.append(True)
     t.join()
     assert kinds() == ["read/write"]
+
+
+# ------------------------------------------- threads started before the detector was on
+
+
+def _started_while_off(body: Callable[[], Any], name: str) -> tuple[Any, list[bool]]:
+    """A thread started while the detector is off that runs ``body`` once it is on again
+    (a polled flag: no edge); returns it and the flag to set."""
+    import threading
+
+    go: list[bool] = []
+
+    def run() -> None:
+        while not go:
+            pass
+        body()
+
+    race.disable()
+    t = threading.Thread(target=run, name=name)
+    t.start()
+    race.enable()
+    return t, go
+
+
+def test_join_orders_a_thread_started_before_enable() -> None:
+    d = race.watch({}, name="m")
+    t, go = _started_while_off(lambda: d.__setitem__("k", 1), "early")
+    go.append(True)
+    t.join(60)
+    assert not t.is_alive()
+    d["k"] = 2  # after join(): ordered, although the thread's start was never seen
+    assert race.reports() == []
+
+
+def test_is_alive_false_orders_a_thread_started_before_enable() -> None:
+    d = race.watch({}, name="m")
+    t, go = _started_while_off(lambda: d.__setitem__("k", 1), "early")
+    go.append(True)
+    while t.is_alive():
+        pass
+    assert d.get("k") == 1 and race.reports() == []
+    t.join(60)
+
+
+def test_report_calls_a_joined_early_thread_finished() -> None:
+    d = race.watch({}, name="m")
+    t, go = _started_while_off(lambda: d.__setitem__("k", 1), "early")
+    joined: list[bool] = []
+
+    def late() -> None:  # started before the join: unordered with the early write
+        while not joined:
+            pass
+        d["k"] = 3
+
+    u = in_thread(late, "late")
+    go.append(True)
+    t.join(60)
+    joined.append(True)
+    u.join(60)
+    [report] = race.reports()
+    assert report.kind == "write/write" and report.previous.thread_name == "early"
+    assert f"Thread T{report.previous.thread_id} (finished) created at:" in str(report)

@@ -1,7 +1,8 @@
 """The race detector's scenario corpus, through the public API.
 
-Each scenario is a small program, a one-line reason under ``shared/spec/detection.md`` and
-the expected outcome: a race of kind X on key Y (``None`` for the shape), or no race.
+Each scenario is a small program, a one-line reason under the happens-before rules of
+``docs/race.md`` and the expected outcome: a race of kind X on key Y (``None`` for the
+shape), or no race.
 Threads are sequenced with raw ``_thread`` locks and raw ``_thread`` threads, which create
 no happens-before edges, so every scenario is deterministic: the accesses of a racy
 scenario always run in the same real-time order, yet are unordered under happens-before,

@@ -180,30 +180,58 @@ def test_span_continued_on_another_os_thread() -> None:
 # --------------------------------------------------------------------- early end
 
 
-def test_early_drop_checks_the_shape_once_more() -> None:
+def test_span_ends_at_its_last_step_not_at_the_drop() -> None:
+    # Stepped only under a lock, dropped after the unlock, while another thread changes
+    # the shape under the same lock: every step is ordered with the change, so no race
+    # (the span used to end at the drop, on the dropper's later clock).
     d = race.watch({"a": 1, "b": 2}, name="m")
-    it = iter(d.items())
-    next(it)
-    done: list[bool] = []
-    t = in_thread(lambda: (d.pop("b"), done.append(True)))
-    while not done:
+    lock = threading.Lock()
+    changed: list[bool] = []  # polled: no edge from the change to the drop
+    with lock:
+        it = iter(d.items())
+        assert next(it) == ("a", 1)
+
+    def body() -> None:
+        with lock:
+            d["c"] = 3
+        changed.append(True)
+
+    t = threading.Thread(target=body)  # start() and the lock order the step before the change
+    with lock:
+        t.start()
+    while not changed:
         pass
-    del it  # the span ends here, before the join
-    t.join()
-    assert kinds() == ["iteration/write"]
+    del it  # after the unlock, and after the other thread's change
+    t.join(60)
+    assert race.reports() == []
 
 
-def test_early_drop_on_another_thread_checks_as_the_stepping_thread() -> None:
+def test_drop_on_another_thread_is_no_access() -> None:
     d = race.watch({"a": 1, "b": 2}, name="m")
     box: list[Any] = [iter(d)]
     next(box[0])
 
-    def body() -> None:
+    def body() -> None:  # ordered after main's step by start()
         d.pop("b")
-        box.clear()  # the drop runs here, on the changer's thread, as main's span
+        box.clear()  # the drop runs here, on the changer's thread
 
     t = in_thread(body)
-    t.join()
+    t.join(60)
+    assert race.reports() == []
+
+
+def test_change_between_two_steps_is_still_a_race() -> None:
+    d = race.watch({"a": 1, "b": 2, "c": 3}, name="m")
+    it = iter(d)
+    next(it)
+    done: list[bool] = []
+    t = in_thread(lambda: (d.__setitem__("b", 20), d.pop("c"), done.append(True)))
+    while not done:
+        pass
+    # The pop is ordered after the first step (start), not before the second one.
+    with pytest.raises(RuntimeError):
+        next(it)
+    t.join(60)
     assert kinds() == ["iteration/write"]
 
 
@@ -229,9 +257,64 @@ def test_exception_from_the_underlying_iterator_passes_through() -> None:
     with pytest.raises(RuntimeError, match="dictionary changed size during iteration") as info:
         next(it)
     assert type(info.value) is RuntimeError and info.value.__context__ is None
-    with pytest.raises(StopIteration):
-        next(it)
+    # Sticky, as a plain dict's iterator: a loop that catches the error does not end
+    # silently on the next next() (it used to raise StopIteration).
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="dictionary changed size during iteration"):
+            next(it)
     assert race.reports() == []
+
+
+def test_error_is_sticky_with_the_detector_on_and_off_like_a_dict() -> None:
+    for on in (True, False):
+        plain, d = {"a": 1, "b": 2}, race.watch({"a": 1, "b": 2}, name="m")
+        outcomes = []
+        for m in (plain, d):
+            it = iter(m)
+            next(it)
+            m["c"] = 3  # type: ignore[index]
+            _shadow.on = on
+            try:
+                outcomes.append([_outcome(it) for _ in range(3)])
+            finally:
+                _shadow.on = True
+        assert outcomes[0] == outcomes[1] == ["RuntimeError"] * 3
+
+
+def _outcome(it: Iterator[Any]) -> str:
+    try:
+        next(it)
+    except Exception as e:
+        return type(e).__name__
+    return "item"
+
+
+def test_cleared_span_raises_stop_iteration_instead_of_crashing() -> None:
+    # tp_clear (run by the GC on a cycle) drops the span's fields; a next() after it
+    # (from a weakref callback or finalizer of the cycle) must find it done. Called
+    # directly through the type's slot, in a subprocess: the old code crashed there.
+    code = """
+import ctypes
+from safemap import race
+from safemap.race import _fastiter
+get = ctypes.pythonapi.PyType_GetSlot
+get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_int]
+Py_tp_clear = 51
+clear = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object)(get(_fastiter.Span, Py_tp_clear))
+race.enable()
+it = iter(race.watch({"a": 1, "b": 2}))
+assert next(it) == "a"
+assert clear(it) == 0
+try:
+    next(it)
+except StopIteration:
+    print("stopped")
+"""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "stopped"
 
 
 class Colliding:
@@ -326,23 +409,6 @@ def test_detector_turned_off_mid_iteration_passes_items_through() -> None:
         race.enable()
 
 
-def test_detector_off_at_drop_skips_the_drop_check() -> None:
-    d = race.watch({"a": 1, "b": 2}, name="m")
-    it = iter(d)
-    next(it)
-    done: list[bool] = []
-    t = in_thread(lambda: (d.pop("b"), done.append(True)))
-    while not done:
-        pass
-    _shadow.on = False
-    try:
-        del it
-    finally:
-        _shadow.on = True
-    t.join()
-    assert race.reports() == []
-
-
 def test_span_made_while_off_checks_once_turned_on() -> None:
     d = race.watch({"a": 1, "b": 2}, name="m")
     _shadow.on = False
@@ -425,8 +491,8 @@ def test_span_in_a_reference_cycle_is_collected_and_finalized() -> None:
 
 
 def test_span_garbage_collected_on_another_thread_state() -> None:
-    # A cycle holding a started span, collected while a worker runs: the finalizer
-    # runs whichever thread collects, checking as the thread that stepped the span.
+    # A cycle holding a started span, collected while a worker runs: whichever thread
+    # collects, the drop is no access (no report, no error).
     class Holder:
         it: Any
 

@@ -7,6 +7,11 @@ user's pytest finds it.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -232,3 +237,139 @@ def test_failing_assertion_keeps_its_error_and_shows_the_race(
     out = result.stdout.str()
     assert "own failure" in out
     assert "race detected during execution of test" in out
+
+
+# ------------------------------------------------------------------ pytest-xdist, misuse
+
+
+def test_xdist_summary_counts_the_workers_races(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_racy=RACY, test_clean=CLEAN)
+    result = pytester.runpytest_subprocess(
+        "--safemap-race", "-p", "no:cacheprovider", "-p", "xdist", "-n", "2"
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    out = result.stdout.str()
+    assert out.count("safemap.race: Found 1 data race(s)") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("history_size=99", "history_size=99: must be in 0..7"),
+        ("bogus", "malformed option 'bogus'"),
+        ("nosuch=1", "unknown race detector option 'nosuch'"),
+    ],
+)
+def test_bad_environment_value_is_one_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("SAFEMAP_RACE", value)
+    pytester.makepyfile(test_clean=CLEAN)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert err.count(message) == 1 and "Traceback" not in err + result.stdout.str()
+    assert "ERROR: SAFEMAP_RACE:" in err
+
+
+def test_flag_takes_no_value(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_clean=CLEAN)
+    result = pytester.runpytest_subprocess("--safemap-race=1", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--safemap-race" in result.stderr.str()
+
+
+def test_expected_races_do_not_count_in_the_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_expected="import pytest\n"
+        + RACY.replace("def test_racy", "@pytest.mark.safemap_race_expected\ndef test_racy")
+    )
+    result = pytester.runpytest_subprocess("--safemap-race", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "Found" not in result.stdout.str() and result.ret == 0
+
+
+# ------------------------------------- SAFEMAP_RACE with the start-up hook (an installed
+# safemap): one summary, one exit rule, no assertion-rewrite warning
+
+
+def run_pytest(exe: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SAFEMAP_"))}
+    env["SAFEMAP_RACE"] = "1"
+    return subprocess.run(
+        [exe, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("xdist", [(), ("-p", "xdist", "-n", "2")], ids=["serial", "xdist"])
+def test_env_run_prints_found_once_and_exits_66(
+    startup_venv: str, tmp_path: Path, xdist: tuple[str, ...]
+) -> None:
+    (tmp_path / "test_racy.py").write_text(RACY)
+    result = run_pytest(startup_venv, tmp_path, *xdist)
+    out = result.stdout + result.stderr
+    assert result.returncode == 66, out
+    assert out.count("Found 1 data race(s)") == 1
+    assert "PytestAssertRewriteWarning" not in out and "cannot be rewritten" not in out
+
+
+def test_env_run_without_the_plugin(startup_venv: str, tmp_path: Path) -> None:
+    # Races a test provokes on purpose and clears do not count: every test passes, exit 0.
+    (tmp_path / "test_cleared.py").write_text(
+        RACY.replace("assert True", "assert race.reports()\n    race.clear()")
+    )
+    result = run_pytest(startup_venv, tmp_path, "-p", "no:safemap")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Found" not in result.stdout + result.stderr
+    # A race nobody handled: the exit status says so, and the report (captured by pytest
+    # for a passing test) is shown before the summary.
+    (tmp_path / "test_cleared.py").unlink()
+    (tmp_path / "test_racy.py").write_text(RACY)
+    result = run_pytest(startup_venv, tmp_path, "-p", "no:safemap")
+    assert result.returncode == 66
+    assert "WARNING: DATA RACE" in result.stderr
+    assert result.stderr.rstrip().endswith("Found 1 data race(s)")
+
+
+# ------------------------------------------------------------ docs/race.md's worked example
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "race.md"
+
+
+def doc_files() -> dict[str, str]:
+    """The worked example's files: each ```python block of docs/race.md whose first line
+    is ``# <path>`` (the first block per path: the racy version, before the fix)."""
+    files: dict[str, str] = {}
+    for block in DOC.read_text().split("```python\n")[1:]:
+        code = block.split("```", 1)[0]
+        first = code.splitlines()[0] if code.strip() else ""
+        if first.startswith("# ") and first.split()[1].endswith(".py"):
+            files.setdefault(first.split()[1], code)
+    return files
+
+
+def test_worked_example_runs_as_written_with_bare_pytest(tmp_path: Path) -> None:
+    files = doc_files()
+    assert {"app/cache.py", "conftest.py", "tests/test_cache.py"} <= set(files)
+    for name, code in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(code)
+    pytest_exe = Path(sys.executable).with_name("pytest")  # the console script, as written
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SAFEMAP_"))}
+    result = subprocess.run(
+        [str(pytest_exe), "--safemap-race", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout
+    assert "1 failed" in out, out + result.stderr
+    assert "race detected during execution of test" in out
+    assert "at map 'cache' key 'user:42'" in out

@@ -22,11 +22,16 @@
  *      clock?  Otherwise call _key_slow(d, ms, k, st, op, READ, ref);
  *   4. return the key, the pair or the value (item 0, 1, 2).
  *
- * If the span ends early -- an exception out of a step, or the iterator dropped
- * before its end -- observe_as(d, ms, st, op, ref) checks the shape once more as the
- * last logical thread that stepped it, provided the detector is still on.  The
- * slow paths stay in Python (_shadow.py); this file only holds the fast paths, which
- * read the shadow and never change it.
+ * The span is the steps: it ends at the last next() that ran, on that step's thread
+ * and clock.  Dropping the iterator later (after an unlock, on another thread, in the
+ * GC) is no access and checks nothing: a shape change made after the last step either
+ * happened-after it or is found by the change's own check against the observation
+ * that step recorded.  An exception out of a step leaves the span as it was, so the
+ * next next() steps the underlying iterator again, which raises again if it is
+ * sticky (a dict's "changed size during iteration" is): the span never turns an
+ * error into an early StopIteration.  Only exhaustion ends it (done is set and every
+ * reference dropped).  The slow paths stay in Python (_shadow.py); this file only
+ * holds the fast paths, which read the shadow and never change it.
  *
  * Safety when Python code runs mid-step (a key's __hash__/__eq__ during the
  * ms.keys lookup, the slow paths, a __del__ triggered by a decref): every object a
@@ -43,8 +48,10 @@
  * or from two threads) raises ValueError like a generator does ("already
  * executing").  The flag is an atomic compare-and-swap on free-threaded builds, a
  * plain int under the GIL; every other field is only touched by the thread that
- * holds the flag, or by traverse/clear/finalize/dealloc, which run when no thread
- * can be inside next().
+ * holds the flag, or by traverse/clear/dealloc, which run when no thread can be
+ * inside next().  tp_clear sets done, so a next() on a cleared span (reachable from
+ * a weakref callback or a finalizer of its cycle) raises StopIteration instead of
+ * reading the fields it dropped.
  */
 #include "../native/sm_compat.h"
 #if PY_VERSION_HEX < 0x030C0000
@@ -59,7 +66,6 @@ enum {
     HOOK_CURRENT,    /* _runtime.current(): the logical thread when .state is unset */
     HOOK_SHAPE_SLOW, /* _shadow._shape_slow */
     HOOK_KEY_SLOW,   /* _shadow._key_slow */
-    HOOK_OBSERVE_AS, /* _shadow.observe_as */
     HOOK_ITER,       /* _shadow.ITER */
     HOOK_READ,       /* _shadow.READ */
     /* The __slots__ members the fast path reads (member descriptors, see fi_attr). */
@@ -81,14 +87,13 @@ typedef struct {
     PyObject *op;    /* the operation name ("iter", "items", ...) */
     PyObject *it;    /* the underlying iterator (keys for item 0, pairs otherwise) */
     PyObject *ref;   /* [-1, None]: the history event of this span, per thread */
-    PyObject *st;    /* the logical thread of the last step made with the detector on */
     /* The epoch and generation of the last shape check that succeeded (NULL: none). */
     PyObject *seen_st, *seen_clock, *seen_gen;
     /* _local's attribute dict for the thread state ldict_owner (see fi_state). */
     PyObject *ldict;
     uint64_t ldict_owner;
     int item;    /* 0: keys, 1: pairs, 2: values */
-    int done;    /* ended (exhausted or failed): next() raises StopIteration */
+    int done;    /* exhausted (or cleared): next() raises StopIteration */
     int running; /* a next() is executing (see the header) */
 } FISpan;
 
@@ -404,9 +409,6 @@ fi_step_on(FISpan *self)
     if (cur == NULL) {
         return NULL;
     }
-    /* The drop hook uses the last thread that stepped us (set before anything
-     * below can fail, as the generator did). */
-    Py_XSETREF(self->st, Py_NewRef(cur));
     if ((tid = fi_attr(self, cur, HOOK_TID, s_tid)) == NULL ||
         (vc = fi_attr(self, cur, HOOK_VC, s_vc)) == NULL ||
         (clock = PyObject_GetItem(vc, tid)) == NULL ||
@@ -474,70 +476,11 @@ fi_release(FISpan *self)
     Py_CLEAR(self->ms);
     Py_CLEAR(self->op);
     Py_CLEAR(self->ref);
-    Py_CLEAR(self->st);
     Py_CLEAR(self->seen_st);
     Py_CLEAR(self->seen_clock);
     Py_CLEAR(self->seen_gen);
     Py_CLEAR(self->ldict);
     Py_CLEAR(self->hooks);
-}
-
-/* The drop hook: observe_as(d, ms, st, op, ref) if a step ran with the detector on
- * and it is still on.  0 or -1 (exception set).  Call only with no exception set. */
-static int
-fi_drop_hook(FISpan *self)
-{
-    if (self->st == NULL || self->hooks == NULL || self->d == NULL || self->ms == NULL) {
-        return 0;
-    }
-    int on = fi_on(self);
-    if (on <= 0) {
-        return on;
-    }
-    PyObject *args[5] = {self->d, self->ms, self->st, self->op, self->ref};
-    PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(self->hooks, HOOK_OBSERVE_AS), args, 5, NULL);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
-/* A step failed (exception set): run the drop hook with the exception saved, as the
- * generator's `finally` did; an exception from the hook replaces it, chained. */
-static void
-fi_fail(FISpan *self)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-    if (fi_drop_hook(self) < 0) {
-        PyObject *exc2 = PyErr_GetRaisedException();
-        PyException_SetContext(exc2, exc); /* steals exc */
-        PyErr_SetRaisedException(exc2);
-    }
-    else {
-        PyErr_SetRaisedException(exc);
-    }
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(v, tb);
-    }
-    if (fi_drop_hook(self) < 0) {
-        PyObject *t2, *v2, *tb2;
-        PyErr_Fetch(&t2, &v2, &tb2);
-        PyErr_NormalizeException(&t2, &v2, &tb2);
-        PyException_SetContext(v2, v); /* steals v */
-        Py_DECREF(t);
-        Py_XDECREF(tb);
-        PyErr_Restore(t2, v2, tb2);
-    }
-    else {
-        PyErr_Restore(t, v, tb);
-    }
-#endif
 }
 
 static PyObject *
@@ -558,53 +501,14 @@ fi_next(PyObject *op)
             PyObject *x = fi_fetch(self);
             res = x == NULL ? NULL : fi_result(self, x);
         }
-        if (res == NULL) {
+        if (res == NULL && !PyErr_Occurred()) {
+            /* Exhausted.  An error leaves the span as it was (see the header). */
             self->done = 1;
-            if (PyErr_Occurred()) {
-                fi_fail(self);
-            }
             fi_release(self);
         }
     }
     fi_leave(self);
     return res;
-}
-
-/* Dropped before the end (refcount zero, or garbage collected: the GC calls this
- * before tp_clear, with every field intact).  Not at interpreter shutdown, where
- * _shadow may already be torn down. */
-static void
-fi_finalize(PyObject *op)
-{
-    FISpan *self = (FISpan *)op;
-    if (self->done || self->st == NULL) {
-        return;
-    }
-#if PY_VERSION_HEX >= 0x030D0000
-    if (Py_IsFinalizing()) {
-        return;
-    }
-#else
-    if (_Py_IsFinalizing()) {
-        return;
-    }
-#endif
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-    self->done = 1;
-    if (fi_drop_hook(self) < 0) {
-        PyErr_WriteUnraisable(op);
-    }
-    PyErr_SetRaisedException(exc);
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    self->done = 1;
-    if (fi_drop_hook(self) < 0) {
-        PyErr_WriteUnraisable(op);
-    }
-    PyErr_Restore(t, v, tb);
-#endif
 }
 
 /* ------------------------------------------------------------------ the type */
@@ -619,7 +523,6 @@ fi_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->op);
     Py_VISIT(self->it);
     Py_VISIT(self->ref);
-    Py_VISIT(self->st);
     Py_VISIT(self->seen_st);
     Py_VISIT(self->seen_clock);
     Py_VISIT(self->seen_gen);
@@ -630,19 +533,22 @@ fi_traverse(PyObject *op, visitproc visit, void *arg)
 static int
 fi_clear(PyObject *op)
 {
-    fi_release((FISpan *)op);
+    FISpan *self = (FISpan *)op;
+    self->done = 1; /* before the decrefs, which may run code that steps us */
+    fi_release(self);
     return 0;
 }
 
 static void
 fi_dealloc(PyObject *op)
 {
-    if (PyObject_CallFinalizerFromDealloc(op) < 0) {
-        return; /* resurrected by the drop hook */
-    }
     PyObject_GC_UnTrack(op);
-    fi_release((FISpan *)op);
+    Py_TRASHCAN_BEGIN(op, fi_dealloc)
+    FISpan *self = (FISpan *)op;
+    self->done = 1;
+    fi_release(self);
     PyObject_GC_Del(op);
+    Py_TRASHCAN_END
 }
 
 static PyTypeObject FISpan_Type = {
@@ -657,8 +563,10 @@ static PyTypeObject FISpan_Type = {
     .tp_traverse = fi_traverse,
     .tp_clear = fi_clear,
     .tp_dealloc = fi_dealloc,
-    .tp_finalize = fi_finalize,
 };
+
+/* Every type of the module: readied and added by fi_exec, in this order. */
+static PyTypeObject *const fi_types[] = {&FISpan_Type};
 
 /* span(hooks, d, ms, op, it, item, /) */
 static PyObject *
@@ -707,7 +615,7 @@ fi_span(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     self->op = Py_NewRef(args[3]);
     self->it = Py_NewRef(it);
     self->ref = ref;
-    self->st = self->seen_st = self->seen_clock = self->seen_gen = self->ldict = NULL;
+    self->seen_st = self->seen_clock = self->seen_gen = self->ldict = NULL;
     self->ldict_owner = 0;
     self->item = (int)item;
     self->done = 0;
@@ -735,10 +643,19 @@ fi_exec(PyObject *module)
             return -1;
         }
     }
-    if (PyType_Ready(&FISpan_Type) < 0) {
-        return -1;
+    for (size_t i = 0; i < sizeof(fi_types) / sizeof(fi_types[0]); i++) {
+        PyTypeObject *type = fi_types[i];
+        if (PyType_Ready(type) < 0) {
+            return -1;
+        }
+        /* The attribute is the last component of tp_name ("...._fastiter.Span"). */
+        const char *name = strrchr(type->tp_name, '.');
+        name = name == NULL ? type->tp_name : name + 1;
+        if (PyModule_AddObjectRef(module, name, (PyObject *)type) < 0) {
+            return -1;
+        }
     }
-    return PyModule_AddObjectRef(module, "Span", (PyObject *)&FISpan_Type);
+    return 0;
 }
 
 static PyMethodDef fi_methods[] = {

@@ -13,7 +13,6 @@ Hooks = tuple[
     Callable[[], Any],  # _runtime.current
     Callable[..., None],  # _shadow._shape_slow
     Callable[..., None],  # _shadow._key_slow
-    Callable[..., None],  # _shadow.observe_as
     str,  # _shadow.ITER
     str,  # _shadow.READ
     Any,  # ThreadState.tid (a member descriptor: a __slots__ entry)

@@ -23,6 +23,7 @@ option                        default    effect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -136,15 +137,24 @@ def parse_env(environ: dict[str, str] | None = None) -> Options | None:
 class Sink:
     """Where reports go: ``stderr``, ``stdout`` or the file ``<log_path>.<pid>`` (opened
     lazily, appended to, flushed after every write). Streams are looked up at each write,
-    so a test that swaps ``sys.stderr`` (pytest's capture) sees the reports."""
+    so a test that swaps ``sys.stderr`` (pytest's capture) sees the reports.
+
+    Nothing is dropped silently: if the file cannot be opened or written, the sink says
+    why on ``stderr`` (one line, once) and writes there from then on. ``redirected``
+    records that a report went to a ``sys.stderr`` other than the process's own (captured),
+    so the exit summary can show it again (see :func:`safemap.race._at_exit`)."""
 
     def __init__(self, log_path: str) -> None:
         self.log_path = log_path
         self._file: IO[str] | None = None
         self._pid = -1
+        self._failed = False
+        self.redirected = False
 
     def _stream(self) -> IO[str]:
-        if self.log_path == "stderr":
+        if self.log_path == "stderr" or self._failed:
+            if sys.stderr is not sys.__stderr__:
+                self.redirected = True
             return sys.stderr
         if self.log_path == "stdout":
             return sys.stdout
@@ -159,5 +169,31 @@ class Sink:
             stream = self._stream()
             stream.write(text)
             stream.flush()
-        except (OSError, ValueError, AttributeError):
+            return
+        except OSError as exc:
+            if self._failed or self.log_path in ("stderr", "stdout"):
+                return  # the standard stream itself is gone: nowhere left to say it
+            self._failed = True
+            target = f"{self.log_path}.{os.getpid()}"
+            self._file = None
+            self._fall_back(
+                f"safemap.race: cannot write reports to log_path {target!r} "
+                f"({exc.strerror or exc}); writing them to stderr\n" + text
+            )
+        except (ValueError, AttributeError):
             pass  # a closed or missing stream must not turn a report into a crash
+
+    def _fall_back(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    def write_real_stderr(self, text: str) -> None:
+        """Write ``text`` to the process's own stderr (``sys.__stderr__``), not to a
+        replacement installed by a test runner."""
+        stream = sys.__stderr__
+        if stream is None or not text:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            stream.write(text)
+            stream.flush()

@@ -44,6 +44,7 @@ __all__ = [
     "current",
     "finish",
     "fork",
+    "observe_end",
     "ordered",
     "release",
     "release_merge",
@@ -147,12 +148,30 @@ def current() -> ThreadState:
         return _local.state  # type: ignore[no-any-return]
     except AttributeError:
         pass
-    if threading.current_thread() is threading.main_thread():
+    thread = threading.current_thread()
+    if thread is threading.main_thread():
         state = _main_state
     else:
-        state = _new_state(threading.current_thread().name, {}, None)
+        state = _new_state(thread.name, {}, None)
+        # A thread the detector did not see start (started before it was enabled) has no
+        # end clock of its own: join() and is_alive() find its state here and, once the
+        # thread is over, take its final clock (see :func:`observe_end`).
+        vars(thread)[STATE_ATTR] = state
     _local.state = state
     return state
+
+
+#: The attribute of a ``threading.Thread`` holding the logical thread :func:`current`
+#: created for it.
+STATE_ATTR = "_safemap_race_state"
+
+
+def observe_end(state: ThreadState) -> None:
+    """The end of a thread that is over (``join`` returned, ``is_alive()`` is false),
+    known only by its logical thread ``state``: its clock is final (only that thread wrote
+    it), so the caller happens-after everything it did, and it is marked finished."""
+    state.finished = True
+    _join(current().vc, state.vc)
 
 
 def ordered(epoch: tuple[int, int], state: ThreadState) -> bool:

@@ -410,19 +410,6 @@ def observe(
     _shape_slow(d, ms, st, op, kind, ref)
 
 
-def observe_as(
-    d: dict[Any, Any], ms: MapShadow, st: ThreadState, op: str, ref: list[Any] | None
-) -> None:
-    """The end of ``st``'s iteration span (the iterator was dropped): check its shape
-    observation once more, as ``st`` (the drop may run on another thread, e.g. in GC)."""
-    o = ms.shape[0]
-    if o is not None:
-        rec = o if type(o) is tuple else o.get(st.tid)
-        if rec is not None and rec[1] is st and rec[0] == st.vc[st.tid] and rec[4] == ITER:
-            return
-    _shape_slow(d, ms, st, op, ITER, ref)
-
-
 def change(d: dict[Any, Any], ms: MapShadow, op: str, ref: list[Any] | None = None) -> None:
     """A change of the shape (a key appears or disappears)."""
     try:
@@ -461,7 +448,7 @@ def _shape_slow(
 def clear_all(d: dict[Any, Any], ms: MapShadow, op: str) -> None:
     """``clear()``: a write of every key present and a shape change."""
     ref: list[Any] = [-1, None]
-    for k in list(dict.__iter__(d)):
+    for k in list(dict.keys(d)):
         write(d, ms, k, op, ref)
     change(d, ms, op, ref)
 
@@ -473,16 +460,19 @@ def iterate(
     its ``(key, value)`` pairs otherwise, yielding the pairs for 1 and the values for 2).
 
     The shape observation is checked at the start of every ``next()`` (the first one, each
-    later one, and the one that finds the end) and once more if the span ends early (the
-    iterator is dropped, or a step raises), so a shape change that is not happened-before
-    the end of the span is found even if it is happened-after its start; each key yielded
-    is read. While the detector is off (``on`` is re-read on every ``next()``), items pass
-    through unchecked.
+    later one, and the one that finds the end), so a shape change that is not
+    happened-before the span's last step is found even if it is happened-after its start;
+    each key yielded is read. The span is its steps: it ends at the last ``next()`` that
+    ran, on that step's thread and clock, so dropping the iterator later (after an
+    unlock, on another thread, in the GC) is no access. An exception out of a step does not
+    end the span: the next ``next()`` steps the underlying iterator again (a dict's "changed
+    size during iteration" is raised again, as a plain dict's iterator does). While the
+    detector is off (``on`` is re-read on every ``next()``), items pass through unchecked.
 
     Implemented by :mod:`safemap.race._fastiter` (C): it holds the fast paths of
     :func:`observe` (kind ``ITER``) and :func:`read`, inlined, and calls
-    :func:`_shape_slow`, :func:`_key_slow` and :func:`observe_as` (through
-    :data:`_SPAN_HOOKS`) whenever they miss. A shape check is skipped when the logical
+    :func:`_shape_slow` and :func:`_key_slow` (through :data:`_SPAN_HOOKS`) whenever
+    they miss. A shape check is skipped when the logical
     thread, its clock and :data:`generation` are those of the span's previous check: the
     observation recorded then is still this epoch's latest."""
     return _fastiter.span(_SPAN_HOOKS, d, ms, op, it, item)
@@ -497,7 +487,6 @@ _SPAN_HOOKS: _fastiter.Hooks = (
     current,
     _shape_slow,
     _key_slow,
-    observe_as,
     ITER,
     READ,
     vars(ThreadState)["tid"],  # the member descriptors of these __slots__

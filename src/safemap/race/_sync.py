@@ -3,7 +3,7 @@
 :func:`install` puts happens-before models in place of the synchronization objects of
 ``threading``, ``queue``, ``concurrent.futures`` and safemap (its maps and ``RWLock``);
 :func:`uninstall` restores every patched module attribute and class attribute exactly.
-Both are idempotent. The edges are exactly the list in ``shared/spec/detection.md``
+Both are idempotent. The edges are exactly the list in ``docs/race.md``
 ("Happens-before"); how each object is modelled is documented in:
 
 - :mod:`._sync_threading`: ``Lock``, ``RLock``, ``Condition``, ``Semaphore``,

@@ -14,7 +14,7 @@ vector-clock operations around the real operation:
 
 Internal synchronization (the lock inside an ``Event``, a ``Condition``'s waiter locks, a
 ``Barrier``'s condition) is the original, unmodelled kind: the models' edges are exactly
-the ones listed in ``shared/spec/detection.md``.
+the ones listed in ``docs/race.md`` ("Happens-before").
 
 Interrupts: as for ``threading.Semaphore`` and every lock written in Python, an exception
 raised by a signal handler in the instant between the real acquire and its bookkeeping
@@ -404,9 +404,16 @@ def _start(self: threading.Thread) -> None:
 
 
 def _observe_end(thread: threading.Thread) -> None:
+    """``thread`` is over: the caller happens-after its end. A thread started while the
+    detector was installed published its end clock; one started before has only the
+    logical thread the detector gave it on its first access (if any)."""
     end = vars(thread).get(_END_ATTR)
     if end is not None:
         _runtime.acquire(end)
+        return
+    state = vars(thread).get(_runtime.STATE_ATTR)
+    if state is not None:
+        _runtime.observe_end(state)
 
 
 def _join(self: threading.Thread, timeout: float | None = None) -> None:

@@ -9,11 +9,25 @@ the flavor's name, so ``repr`` reads ``defaultdict(<class 'list'>, {...})`` as b
 ``isinstance(x, dict)`` / ``isinstance(x, OrderedDict)`` keep working.
 
 Invariants:
+- **As safe as the flavor, whatever the detector's state.** Every override runs the user's
+  operation as the *one* call of ``base`` that the unwatched map would make (``dict.pop``,
+  ``OrderedDict.popitem``, ``dict.setdefault``, ``dict.update`` ...), never as two calls
+  (a look-up then a store), so an operation that is atomic on the flavor stays atomic on
+  the watched map: concurrent ``popitem()`` calls never fail on a non-empty map, a
+  ``setdefault`` never overwrites a concurrent store. What is recorded may depend on a
+  separate look-up (was the key there?), what is done never does. Accesses whose key is
+  known are recorded before the call; those that depend on its result (which key
+  ``popitem`` removed, whether ``pop`` found its key) right after it, on the same
+  thread and epoch, which orders them exactly the same.
+- ``OrderedDict`` has no C-level insert-if-absent that skips the subclass's own
+  ``__contains__``/``__setitem__``, so a watched ``OrderedDict`` serialises the writes that
+  can insert a key (``d[k] = v``, ``setdefault``, ``update``) on a per-map raw lock, which
+  the detector never models (no happens-before edge). Its ``pop``/``popitem`` are the C
+  ones, which do not call back into the subclass.
 - Every override calls ``base``'s C-level primitives (never ``self[...]``), so one user
-  operation is recorded once, with the right access kind. ``OrderedDict``'s own ``pop``,
-  ``popitem`` and ``setdefault`` call back into the (overridden) ``__getitem__``/
-  ``__delitem__`` for subclasses, so they are rebuilt from primitives here.
-- While the detector is disabled, an override costs one module-attribute check.
+  operation is recorded once, with the right access kind.
+- While the detector is disabled, an override costs one module-attribute check (plus the
+  lock above for a watched ``OrderedDict``'s inserting writes).
 - ``copy()``, ``copy.copy``, ``copy.deepcopy`` and pickling produce a plain, unwatched map
   of the base flavor (``__reduce_ex__`` is that of the plain copy, so unpickling never
   needs ``safemap``).
@@ -21,6 +35,7 @@ Invariants:
 
 from __future__ import annotations
 
+import _thread
 import copy as _copy
 import copyreg
 from collections import Counter, OrderedDict, defaultdict
@@ -52,7 +67,7 @@ def _observe_all(m: Any, op: str) -> None:
     ms: MapShadow = m._race
     ref: list[Any] = [-1, None]
     _sh.observe(m, ms, op, OBS, ref)
-    _sh.read_all(m, ms, op, list(dict.__iter__(m)), ref)
+    _sh.read_all(m, ms, op, list(dict.keys(m)), ref)
 
 
 class _View:
@@ -88,6 +103,15 @@ class _ValuesView(_View, ValuesView[Any]):
     def __reversed__(self) -> Iterator[Any]:
         return self._mapping._race_iter("values", 2, True)  # type: ignore[no-any-return]
 
+    def __contains__(self, value: object) -> bool:
+        # Recorded as a whole-map read, then a search of one atomic read of the values
+        # (the abc version looks each key up again: a concurrent del between the two
+        # raised KeyError; ``list`` takes a dict view in one step, see _contents).
+        m = self._mapping
+        if _sh.on:
+            _observe_all(m, "in values()")
+        return value in list(dict.values(m))
+
 
 class _ItemsView(_View, ItemsView[Any, Any]):
     __slots__ = ()
@@ -105,16 +129,18 @@ class _ItemsView(_View, ItemsView[Any, Any]):
         m = self._mapping
         if _sh.on:
             _sh.read(m, m._race, key, "in items()")
-        if not dict.__contains__(m, key):
+        v = dict.get(m, key, _NOKEY)  # one look-up: a concurrent del cannot fall between
+        if v is _NOKEY:
             return False
-        v = dict.__getitem__(m, key)
         return v is value or bool(v == value)
 
 
 def _contents(m: Any) -> dict[Any, Any]:
     """A plain dict of ``m``'s items, read with the C-level view (``dict.copy`` of a dict
-    subclass that overrides ``__iter__`` would go through the recorded ``keys()``)."""
-    return dict(dict.items(m))
+    subclass that overrides ``__iter__`` would go through the recorded ``keys()``). One
+    atomic read, as ``dict.copy`` is: ``list`` takes the items of a dict view in one step
+    (under the dict's critical section on free-threaded builds), iterating would not."""
+    return dict(list(dict.items(m)))
 
 
 def _plain_factory(base: Any) -> Any:
@@ -168,6 +194,7 @@ def _make(base: Any) -> type:
     _items = base.items
     _len = base.__len__
     _getm = base.get
+    _dget_or = dict.get
     _clear = base.clear
     _init = base.__init__
     _eq = base.__eq__
@@ -178,32 +205,16 @@ def _make(base: Any) -> type:
     read, write, atomic, observe, change = _sh.read, _sh.write, _sh.atomic, _sh.observe, _sh.change
     sh = _sh
 
-    if is_od:
+    _pop = base.pop
+    _setdefault = base.setdefault
+    _popitem_base = base.popitem
 
-        def _pop(self: Any, key: Any, *default: Any) -> Any:
-            if _contains(self, key):
-                value = _dget(self, key)
-                _del(self, key)
-                return value
-            if default:
-                return default[0]
-            raise KeyError(key)
-
-        def _setdefault(self: Any, key: Any, default: Any = None) -> Any:
-            if _contains(self, key):
-                return _dget(self, key)
-            _set(self, key, default)
-            return default
-
-    else:
-        _pop = base.pop
-        _setdefault = base.setdefault
-
-    ns: dict[str, Any] = {"__slots__": ("_race",), "__module__": base.__module__}
+    slots = ("_race", "_race_mx") if is_od else ("_race",)
+    ns: dict[str, Any] = {"__slots__": slots, "__module__": base.__module__}
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if not hasattr(self, "_race"):
-            self._race = MapShadow(f"{base.__name__}@{id(self):#x}")
+            _attach(self, f"{base.__name__}@{id(self):#x}")
         _init(self, *args, **kwargs)
 
     def __getitem__(self: Any, key: Any) -> Any:
@@ -217,7 +228,11 @@ def _make(base: Any) -> type:
             write(self, ms, key, "d[k] = v")
             if not _contains(self, key):
                 change(self, ms, "d[k] = v")
-        _set(self, key, value)
+        if is_od:
+            with self._race_mx:
+                _set(self, key, value)
+        else:
+            _set(self, key, value)
 
     def __delitem__(self: Any, key: Any) -> None:
         if sh.on:
@@ -242,6 +257,20 @@ def _make(base: Any) -> type:
             observe(self, self._race, "len")
         return _len(self)  # type: ignore[no-any-return]
 
+    if is_od:
+
+        def _setdefault_od(self: Any, key: Any, default: Any) -> Any:
+            # OrderedDict.setdefault calls the subclass's __contains__ and __setitem__:
+            # made atomic against every other inserting write by the map's lock.
+            with self._race_mx:
+                value = _dget_or(self, key, _NOKEY)
+                if value is _NOKEY:
+                    _set(self, key, default)
+                    return default
+                return value
+
+        _setdefault = _setdefault_od
+
     def setdefault(self: Any, key: Any, default: Any = None) -> Any:
         if sh.on:
             ms = self._race
@@ -251,30 +280,39 @@ def _make(base: Any) -> type:
         return _setdefault(self, key, default)
 
     def pop(self: Any, key: Any, *default: Any) -> Any:
-        if sh.on:
-            ms = self._race
-            atomic(self, ms, key, "pop")
-            if _contains(self, key):
-                change(self, ms, "pop")
-        return _pop(self, key, *default)
+        if not sh.on:
+            return _pop(self, key, *default)
+        ms = self._race
+        atomic(self, ms, key, "pop")
+        value = _pop(self, key, _NOKEY)
+        if value is _NOKEY:  # the key was absent: no shape change
+            if default:
+                return default[0]
+            raise KeyError(key)
+        change(self, ms, "pop")
+        return value
 
-    def _popitem(self: Any, last: bool, op: str) -> Any:
-        it = _reversed(self) if last else _iter(self)
-        key = next(it, _NOKEY)
-        if key is _NOKEY:
+    def _popitem(self: Any, args: tuple[Any, ...]) -> Any:
+        # One call of the flavor's own popitem (atomic): the key it removed is known only
+        # afterwards, so the accesses are recorded right after it.
+        try:
+            pair = _popitem_base(self, *args)
+        except KeyError:
             if sh.on:
-                observe(self, self._race, op)  # popitem on an empty map observes it
-            raise KeyError(f"{op}(): dictionary is empty")
+                observe(self, self._race, "popitem")  # popitem on an empty map observes it
+            raise
         if sh.on:
             ms = self._race
-            atomic(self, ms, key, op)
-            change(self, ms, op)
-        return key, _pop(self, key)
+            atomic(self, ms, pair[0], "popitem")
+            change(self, ms, "popitem")
+        return pair
 
     if is_od:
 
         def popitem(self: Any, last: bool = True) -> Any:
-            return _popitem(self, last, "popitem")
+            return _popitem(self, (last,))
+
+        ns["popitem"] = popitem
 
         def move_to_end(self: Any, key: Any, last: bool = True) -> None:
             # Reorders without changing the key set: a write of the key (its position)
@@ -289,11 +327,11 @@ def _make(base: Any) -> type:
         ns["move_to_end"] = move_to_end
     else:
 
-        def popitem(self: Any, last: bool = True) -> Any:
-            # dict.popitem takes no argument: refuse one as it does.
-            if last is not True:
-                raise TypeError("popitem() takes no arguments")
-            return _popitem(self, True, "popitem")
+        def dict_popitem(self: Any) -> Any:
+            return _popitem(self, ())
+
+        dict_popitem.__name__ = dict_popitem.__qualname__ = "popitem"
+        ns["popitem"] = dict_popitem
 
     def _race_iter(self: Any, op: str, item: int, rev: bool) -> Iterator[Any]:
         if item == 0:
@@ -324,10 +362,12 @@ def _make(base: Any) -> type:
 
     def update(self: Any, other: Any = (), /, **kwargs: Any) -> None:
         if not sh.on:
-            _update(self, other, **kwargs)
+            _locked_update(self, other, kwargs)
             return
-        if isinstance(other, Mapping) or hasattr(other, "keys"):
-            pairs = [(k, other[k]) for k in other.keys()]  # noqa: SIM118 - keys() protocol  # noqa: SIM118 - keys() protocol
+        if type(other) is dict:
+            pairs = list(dict.items(other))  # one atomic read, as dict.update makes
+        elif isinstance(other, Mapping) or hasattr(other, "keys"):
+            pairs = [(k, other[k]) for k in other.keys()]  # noqa: SIM118 - keys() protocol
         else:
             pairs = []
             for pair in other:
@@ -336,11 +376,19 @@ def _make(base: Any) -> type:
         pairs.extend(kwargs.items())
         ms = self._race
         ref: list[Any] = [-1, None]
-        for k, v in pairs:
+        for k, _ in pairs:
             write(self, ms, k, "update", ref)
             if not _contains(self, k):
                 change(self, ms, "update", ref)
-            _set(self, k, v)
+        # Then one call of the flavor's update, as the unwatched map makes.
+        _locked_update(self, pairs, {})
+
+    def _locked_update(self: Any, other: Any, kwargs: dict[str, Any]) -> None:
+        if is_od:
+            with self._race_mx:
+                _update(self, other, **kwargs)
+        else:
+            _update(self, other, **kwargs)
 
     def clear(self: Any) -> None:
         if sh.on:
@@ -423,30 +471,34 @@ def _make(base: Any) -> type:
                 write(self, ms, key, "d[k] (default_factory)")
                 if not _contains(self, key):
                     change(self, ms, "d[k] (default_factory)")
-            _set(self, key, value)
-            return value
+            # Insert-if-absent, as CPython 3.13+'s own __missing__ does: a value another
+            # thread stored while the factory ran is kept and returned, not overwritten.
+            return _setdefault(self, key, value)
 
         ns["__missing__"] = __missing__
 
     if is_counter:
 
         def counter_update(self: Any, iterable: Any = None, /, **kwds: Any) -> None:
-            # Counter.update adds counts; rebuilt on the recorded primitives (Counter's
-            # own version writes through dict.update when the counter is empty).
-            if iterable is not None:
-                if isinstance(iterable, Mapping):
-                    for elem, count in iterable.items():
-                        __setitem__(self, elem, count + get(self, elem, 0))
-                else:
-                    for elem in iterable:
-                        __setitem__(self, elem, get(self, elem, 0) + 1)
-            if kwds:
-                counter_update(self, kwds)
+            # Counter.update adds counts through the (recorded) get and __setitem__,
+            # except into an empty counter, where it is one dict.update: the keys of a
+            # mapping are recorded as writes first, then Counter's own update runs.
+            if sh.on and isinstance(iterable, Mapping):
+                ms = self._race
+                ref: list[Any] = [-1, None]
+                for elem in list(iterable):
+                    write(self, ms, elem, "update", ref)
+                    if not _contains(self, elem):
+                        change(self, ms, "update", ref)
+            _update(self, iterable, **kwds)
 
         ns["update"] = counter_update
     else:
         ns["update"] = update
 
+    # Counter's |, |= are multiset unions, written in Python over the recorded
+    # primitives: keep them (a dict merge would change their meaning).
+    merges = () if is_counter else (("__or__", __or__), ("__ror__", __ror__), ("__ior__", __ior__))
     for name, fn in (
         ("__init__", __init__),
         ("__getitem__", __getitem__),
@@ -457,7 +509,6 @@ def _make(base: Any) -> type:
         ("__len__", __len__),
         ("setdefault", setdefault),
         ("pop", pop),
-        ("popitem", popitem),
         ("_race_iter", _race_iter),
         ("__iter__", __iter__),
         ("__reversed__", __reversed__),
@@ -472,9 +523,7 @@ def _make(base: Any) -> type:
         ("__copy__", __copy__),
         ("__deepcopy__", __deepcopy__),
         ("__reduce_ex__", __reduce_ex__),
-        ("__or__", __or__),
-        ("__ror__", __ror__),
-        ("__ior__", __ior__),
+        *merges,
     ):
         ns[name] = fn
     ns["__hash__"] = None
@@ -485,6 +534,14 @@ def _make(base: Any) -> type:
     cls = type(base.__name__, (base,), ns)
     cls.__qualname__ = base.__qualname__
     return cls
+
+
+def _attach(obj: Any, name: str) -> None:
+    """Give a new watched map its shadow (and, for an ``OrderedDict`` flavor, the raw lock
+    of its inserting writes: see the module docstring)."""
+    obj._race = MapShadow(name)
+    if isinstance(obj, OrderedDict):
+        obj._race_mx = _thread.RLock()  # type: ignore[attr-defined]
 
 
 def watch(mapping: Any = None, name: str | None = None) -> Any:
@@ -506,7 +563,7 @@ def watch(mapping: Any = None, name: str | None = None) -> Any:
         raise TypeError(f"race.watch() needs a dict or mapping, not {type(mapping).__name__}")
     cls: Any = watched_class(base)
     obj = cls.__new__(cls)
-    obj._race = MapShadow(name if name is not None else f"{base.__name__}@{id(obj):#x}")
+    _attach(obj, name if name is not None else f"{base.__name__}@{id(obj):#x}")
     # Fill without recording: taking over the contents is not an access of the new map.
     base.__init__(obj)
     if isinstance(mapping, defaultdict):

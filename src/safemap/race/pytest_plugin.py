@@ -19,8 +19,14 @@ run of an environment where safemap is installed. Guarantees:
   error of that phase, as pytest shows any other fixture failure.
 - **Opt-out per test.** A test marked ``@pytest.mark.safemap_race_expected`` creates races
   on purpose and checks them itself (as the detector's own tests do): races reported while
-  it runs do not fail it.
-- At the end, the terminal summary prints ``Found N data race(s)`` when there were any.
+  it runs do not fail it, and do not count in the summary or the exit status.
+- **One summary.** At the end, the terminal summary prints ``safemap.race: Found N data
+  race(s)`` when there were any, counting the races of every pytest-xdist worker too; the
+  process-exit summary of ``SAFEMAP_RACE`` is then not printed again. With
+  ``SAFEMAP_RACE`` set, the run exits with its ``exitcode`` (default 66) when races were
+  found, whatever pytest's own status (see :mod:`safemap.race`).
+- **Misuse is one clear error.** A malformed ``SAFEMAP_RACE`` value stops the run with
+  pytest's usage error naming the bad option (``--safemap-race`` takes no value).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ _ENV_VAR = "SAFEMAP_RACE"
 _OFF = frozenset({"", "0", "false", "no", "off"})
 _MESSAGE = "race detected during execution of test"
 _MARKER = "safemap_race_expected"
+_WORKER_KEY = "safemap_race_found"
 
 
 def _requested(config: pytest.Config) -> bool:
@@ -74,7 +81,10 @@ def _turn_on(config: pytest.Config) -> None:
     from safemap import race
 
     if not race.enabled():
-        race.enable()  # reads the SAFEMAP_RACE options, if any
+        try:
+            race.enable()  # reads the SAFEMAP_RACE options, if any
+        except race.OptionsError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_RacePlugin(), _RacePlugin.NAME)
 
 
@@ -108,7 +118,12 @@ class _RacePlugin:
         from safemap import race
 
         if item.get_closest_marker(_MARKER) is not None:
-            return (yield)
+            # Expected races: the test checks them itself; they do not count afterwards.
+            with race.detect() as expected:
+                try:
+                    return (yield)
+                finally:
+                    race._forget(expected.reports)
         # A session of its own per phase: a race is attributed to this test even when an
         # identical one (same pair of sites) was already reported by an earlier test.
         with race.detect() as session:
@@ -140,12 +155,33 @@ class _RacePlugin:
     def pytest_report_header(self, config: pytest.Config) -> str:
         return "safemap.race: data race detector enabled"
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """In a pytest-xdist worker: hand the count to the controller, which prints the
+        summary and sets the exit status for the whole run."""
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is None:
+            return
+        from safemap import race
+
+        workeroutput[_WORKER_KEY] = len(race.reports())
+        race._exit_delegated = True
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """In the pytest-xdist controller: add a finished worker's races."""
+        from safemap import race
+
+        count = getattr(node, "workeroutput", {}).get(_WORKER_KEY, 0)
+        race._races_elsewhere += int(count)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from safemap import race
 
-        count = len(race.reports())
+        count = race._race_count()
         if count:
             terminalreporter.write_line(f"safemap.race: Found {count} data race(s)")
+        race._summary_printed = True
 
 
 def _failure_text(reports: list[RaceReport]) -> str:
