@@ -11,6 +11,9 @@ happens-before race detector for Python-level maps (also ``pytest --safemap-race
 ``import safemap`` loads only the protocol and the lock-based and native maps; the actor
 maps, the fail-fast dict and the race detector are imported on first use of their names
 (PEP 562), so a program pays for what it touches.
+
+PYTEST_DONT_REWRITE (safemap holds no assertions for pytest; the marker keeps pytest from
+warning when the race detector's start-up hook imported safemap before pytest started)
 """
 
 from __future__ import annotations

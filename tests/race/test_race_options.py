@@ -233,20 +233,36 @@ def test_pth_is_one_cheap_import_line() -> None:
     assert 'os.environ.get("SAFEMAP_RACE")' in lines[0]
 
 
-SETUPTOOLS = ("setuptools>=69", "wheel")  # pyproject.toml's build requirements
+def _build_requirements() -> list[str]:
+    """pyproject.toml's build requirements (what ``setup.py`` needs to run)."""
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["build-system"]["requires"])
 
 
 def _setuptools_path(tmp_path: Path) -> str:
-    """A ``PYTHONPATH`` entry under which ``setup.py`` can import setuptools: none is
-    needed when this interpreter has it; otherwise (venvs of Python 3.12+ have none, and
-    pip builds in an isolated environment) setuptools is installed into a directory."""
-    import importlib.util
+    """A ``PYTHONPATH`` entry under which ``setup.py`` can import the setuptools the build
+    requires: none is needed when this interpreter has it; otherwise (venvs of Python 3.12+
+    have none, older venvs an older one, and pip builds in an isolated environment) the
+    build requirements are installed into a directory."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    if importlib.util.find_spec("setuptools") is not None:
+    from packaging.requirements import Requirement
+
+    requirements = _build_requirements()
+    try:
+        installed = all(
+            Requirement(r).specifier.contains(version(Requirement(r).name), prereleases=True)
+            for r in requirements
+        )
+    except PackageNotFoundError:
+        installed = False
+    if installed:
         return ""
     target = tmp_path / "setuptools"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--target", str(target), *SETUPTOOLS],
+        [sys.executable, "-m", "pip", "install", "-q", "--target", str(target), *requirements],
         check=True,
         capture_output=True,
         timeout=300,

@@ -43,17 +43,6 @@ def lenient_options(text: str) -> tuple[Options | None, list[str]]:
     return opts, errors
 
 
-def _no_assertion_rewrite(package: object) -> None:
-    """Tell pytest not to rewrite ``package``'s assertions. pytest marks the package of
-    every ``pytest11`` plugin for assertion rewriting and warns ("Module already imported
-    so cannot be rewritten") when it was imported before pytest started, as this hook
-    imports safemap. safemap has no assertions meant for pytest: the module docstring
-    marker ``PYTEST_DONT_REWRITE`` is pytest's own way of saying so."""
-    doc = getattr(package, "__doc__", None) or ""
-    if "PYTEST_DONT_REWRITE" not in doc:
-        package.__doc__ = doc.rstrip() + "\n\nPYTEST_DONT_REWRITE\n"
-
-
 def start() -> None:
     """Enable the detector if ``SAFEMAP_RACE`` asks for it. Never raises: a start-up hook
     must not stop the interpreter."""
@@ -68,10 +57,8 @@ def start() -> None:
             sys.stderr.write(f"safemap.race: ignoring bad option: {message}\n")
         if opts is None:
             return
-        import safemap
         from safemap import race
 
-        _no_assertion_rewrite(safemap)
         race._enable_from_env(opts)
     except Exception as exc:  # pragma: no cover - defensive
         sys.stderr.write(f"safemap.race: start-up hook failed: {type(exc).__name__}: {exc}\n")
