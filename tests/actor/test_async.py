@@ -461,3 +461,25 @@ def test_circuit_breaker_sheds_calls_while_open() -> None:
             assert await m.snapshot() == {"a": 1, "d": 4}
 
     run(main)
+
+
+def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=1, cooldown=60, clock=lambda: now[0])
+
+    async def main() -> None:
+        async with AsyncActorMap[str, int](maxsize=1, breaker=breaker) as m:
+            tasks = await queued_tasks(m, m.store("a", 1))
+            with pytest.raises(MapBusyError):
+                await m.execute(len, block=False)
+            await asyncio.gather(*tasks)  # the owner started the backlog while open
+            with pytest.raises(CircuitOpenError):
+                await m.store("c", 3)
+            assert m.stats().breaker == "open"
+            now[0] += 60
+            assert m.stats().breaker == "half-open"
+            await m.store("d", 4)
+            assert m.stats().breaker == "closed"
+            assert await m.snapshot() == {"a": 1, "d": 4}
+
+    run(main)

@@ -435,6 +435,55 @@ def test_half_open_circuit_reopens_on_the_next_overload() -> None:
         queued_call.value()
 
 
+def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
+    # Issue 18.4: the owner starting a request that was queued before the circuit opened
+    # must not close it; only the cool-down ends the shedding.
+    clock = FakeClock()
+    with ActorMap(maxsize=1, breaker=CircuitBreaker(failures=2, cooldown=60, clock=clock)) as m:
+        gate, holder = held(m)
+        queued_call = Background(m.store, "queued", 1)
+        queued(m, 1)
+        for _ in range(2):
+            with pytest.raises(MapBusyError):
+                m.execute(len, block=False)
+        assert m.stats().breaker == "open"
+        gate.open()
+        holder.value()
+        queued_call.value()  # the owner started (and ran) the backlog while open
+        assert m.stats().completed == 2
+        for _ in range(3):
+            with pytest.raises(CircuitOpenError):
+                m.store("shed", 1)
+        assert (m.stats().breaker, m.stats().breaker_trips) == ("open", 1)
+        clock.now += 60  # the cool-down is over: half-open without any call admitted
+        assert m.stats().breaker == "half-open"
+        m.store("after", 2)  # admitted, and its start closes the circuit
+        assert m.stats().breaker == "closed"
+        assert dict(m) == {"queued": 1, "after": 2}
+
+
+def test_backlog_expiring_while_open_neither_trips_again_nor_extends_the_cooldown() -> None:
+    clock = FakeClock()
+    with ActorMap(maxsize=2, breaker=CircuitBreaker(failures=1, cooldown=10, clock=clock)) as m:
+        gate, holder = held(m)
+        expiring = Background(m.execute, len, timeout=SHORT)
+        kept = Background(m.store, "kept", 1)
+        queued(m, 2)
+        with pytest.raises(MapBusyError):  # full: the circuit opens
+            m.execute(len, block=False)
+        with pytest.raises(MapBusyError):  # its deadline passed in the queue: not applied
+            expiring.value()
+        stats = m.stats()
+        assert (stats.breaker, stats.breaker_trips, stats.cancelled) == ("open", 1, 1)
+        clock.now += 10  # the cool-down counts from the one trip
+        assert m.stats().breaker == "half-open"
+        gate.open()
+        holder.value()
+        kept.value()
+        assert m.stats().breaker == "closed"
+        assert dict(m) == {"kept": 1}
+
+
 def test_breaker_policy_validation() -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(failures=0)

@@ -118,7 +118,7 @@ class MailboxCounters:
     def _started(self) -> None:
         breaker = self._breaker
         if breaker is not None and (breaker.streak or breaker.state != CLOSED):
-            breaker.success()
+            breaker.started()
 
     def _admitted(self, depth: int) -> None:
         self.accepted += 1
@@ -138,7 +138,7 @@ class MailboxCounters:
             rejected_by_breaker=self.rejected_by_breaker,
             cancelled=self.cancelled,
             dropped=self.dropped,
-            breaker="off" if breaker is None else breaker.state,
+            breaker="off" if breaker is None else breaker.current(),
             breaker_trips=0 if breaker is None else breaker.trips,
             closed=self.closed,
         )
