@@ -483,3 +483,18 @@ def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
             assert await m.snapshot() == {"a": 1, "d": 4}
 
     run(main)
+
+
+def test_async_map_stored_in_itself_is_collected() -> None:
+    refs: list[weakref.ref[Any]] = []
+
+    async def main() -> None:
+        m: AsyncActorMap[str, Any] = AsyncActorMap()
+        await m.store("self", m)
+        m.threadsafe["view"] = m.threadsafe
+        refs.append(weakref.ref(m))
+        del m
+        gc.collect()
+        assert refs[0]() is None
+
+    run(main)

@@ -353,6 +353,21 @@ def test_unreferenced_map_stops_its_owner_thread() -> None:
     assert owner not in threading.enumerate()
 
 
+def test_map_stored_in_itself_is_collected_and_stops_its_owner_thread() -> None:
+    # Issue 18.8: the running owner must not keep the dict (and so the map in it) alive.
+    m: ActorMap[str, Any] = ActorMap()
+    m["self"] = m
+    m["list"] = [m, {"again": m}]
+    assert m["self"] is m
+    owner = m._thread
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
+    owner.join(WAIT)
+    assert not owner.is_alive()
+
+
 def test_many_maps_dropped_without_close_leave_no_threads() -> None:
     before = set(threading.enumerate())
     owners = []
