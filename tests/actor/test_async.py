@@ -11,6 +11,7 @@ queue depth it relies on, so a change in scheduling fails loudly instead of pass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import operator
@@ -498,3 +499,137 @@ def test_async_map_stored_in_itself_is_collected() -> None:
         assert refs[0]() is None
 
     run(main)
+
+
+# ------------------------------------------------- calls from other threads: outcomes
+
+
+class LoopThread:
+    """An event loop run by a daemon thread, for the view tests (``stop`` and ``close``
+    are the test's to call)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(BaseException):  # a test kills the loop's thread on purpose
+            self.loop.run_forever()
+
+    def new_map(self, **options: Any) -> AsyncActorMap[Any, Any]:
+        async def make() -> AsyncActorMap[Any, Any]:
+            return AsyncActorMap(**options)
+
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(WAIT)
+
+    def block(self) -> threading.Event:
+        """Block the loop until the returned event is set."""
+        entered, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            entered.set()
+            release.wait(WAIT)
+
+        self.loop.call_soon_threadsafe(hold)
+        assert entered.wait(WAIT)
+        return release
+
+    def stop_and_close(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        self.loop.close()
+
+
+def test_view_call_racing_asyncio_run_shutdown_reports_its_real_outcome() -> None:
+    # Issue 18.5: a view call applied in the loop's last turns must not report
+    # MapClosedError ("not applied"); one that did not run must not be applied.
+    async def main(attempt: int) -> tuple[AsyncActorMap[str, int], Background]:
+        m: AsyncActorMap[str, int] = AsyncActorMap()
+        caller = Background(m.threadsafe.store, "k", attempt)
+        for _ in range(attempt % 5):  # vary where in the shutdown the call lands
+            await asyncio.sleep(0)
+        return m, caller
+
+    outcomes: list[str] = []
+    for attempt in range(40):
+        m, caller = asyncio.run(main(attempt))
+        caller.join()
+        data = m._owner.data
+        if caller.error is None:
+            assert data == {"k": attempt}, "returned normally but not applied"
+            outcomes.append("applied")
+        else:
+            assert isinstance(caller.error, MapClosedError), caller.error
+            assert data == {}, "MapClosedError ('not applied') for an applied call"
+            outcomes.append("not applied")
+    assert len(outcomes) == 40  # both outcomes are legitimate; each must match the data
+
+
+def test_view_deadline_bounds_the_whole_call_while_the_loop_is_blocked() -> None:
+    # Issue 18.7: the deadline runs from the caller's side, not from when the call reaches
+    # the loop; and a call that timed out before it ran never runs.
+    lt = LoopThread()
+    try:
+        m = lt.new_map()
+        with_default = lt.new_map(timeout=0.05)
+        ran: list[str] = []
+        release = lt.block()
+        late = Background(m.threadsafe.execute, lambda d: ran.append("late"), timeout=0.05)
+        with pytest.raises(MapBusyError):
+            late.value()  # answered while the loop is still blocked ...
+        with pytest.raises(MapBusyError):
+            Background(with_default.threadsafe.store, "never", 1).value()  # ... by default too
+        release.set()
+        # FIFO: everything sent before these has been handled when they return.
+        assert m.threadsafe.execute(len) == 0
+        assert with_default.threadsafe.execute(len) == 0
+        assert ran == []  # the timed-out calls never ran, not even once the loop was free
+        for amap in (m, with_default):
+            stats = amap.stats()
+            assert (stats.accepted, stats.completed) == (1, 1)
+    finally:
+        lt.stop_and_close()
+
+
+def test_view_call_on_the_loops_own_thread_while_it_is_stopped_runs_inline() -> None:
+    # Issue 18.7: after run_until_complete, the loop's own thread must not wait for a loop
+    # that only it would run.
+    def scenario() -> list[Any]:
+        loop = asyncio.new_event_loop()
+        try:
+            m = loop.run_until_complete(_make_map())
+            view = m.threadsafe
+            view["a"] = 1
+            got = [view["a"], view.execute(len, timeout=0.05), dict(view)]
+            got.append(loop.run_until_complete(m.get("a")))  # the loop sees it too
+            return got
+        finally:
+            loop.close()
+
+    assert Background(scenario).value() == [1, 1, {"a": 1}, 1]
+
+
+def test_view_outcome_is_unknown_when_the_loop_dies_inside_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safemap.actor import OutcomeUnknownError
+    from safemap.actor._handoff import ThreadCaller
+
+    lt = LoopThread()
+    m = lt.new_map()
+    view = m.threadsafe
+
+    def die(self: ThreadCaller, result: Any) -> None:
+        raise SystemExit  # the loop's thread ends after running, before handing back
+
+    monkeypatch.setattr(ThreadCaller, "set_result", die)
+    caller = Background(view.store, "a", 1)
+    lt.thread.join(WAIT)
+    assert not lt.thread.is_alive()
+    lt.loop.close()
+    caller.join()
+    assert isinstance(caller.error, OutcomeUnknownError)
+    assert not isinstance(caller.error, MapClosedError)
+    assert m._owner.data == {"a": 1}  # it had run: "not applied" would have been a lie
