@@ -126,8 +126,10 @@ class AsyncMailbox(MailboxCounters):
         super().__init__(maxsize, breaker)
         self._owner = owner
         self.loop: asyncio.AbstractEventLoop | None = None  # set by bind()
-        # Ident of the thread that runs the loop, or last ran it (while it is stopped).
-        self.loop_thread: int | None = None
+        # The thread that runs the loop, or last ran it (while it is stopped). The object,
+        # not its ident: idents are reused once a thread ends, and a new thread must not be
+        # taken for the loop's and let onto the dict.
+        self.loop_thread: threading.Thread | None = None
         self._items: deque[AsyncRequest] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()  # callers waiting for a slot
         self._scheduled = False  # _run_batch is in the loop's ready queue
@@ -136,7 +138,7 @@ class AsyncMailbox(MailboxCounters):
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make ``loop`` the map's loop, for good. Called on that loop, while it runs."""
         self.loop = loop
-        self.loop_thread = threading.get_ident()
+        self.loop_thread = threading.current_thread()
 
     def serves_here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the calling thread is the one that runs the map's ``loop``: it is running
@@ -147,7 +149,7 @@ class AsyncMailbox(MailboxCounters):
                 return True
         except RuntimeError:
             pass
-        return not loop.is_running() and self.loop_thread == threading.get_ident()
+        return not loop.is_running() and self.loop_thread is threading.current_thread()
 
     def _expired(self, req: AsyncRequest) -> bool:
         return (
@@ -329,7 +331,8 @@ class AsyncMailbox(MailboxCounters):
         owner = self._owner
         # The loop may have moved to another thread since the last batch (run_forever can be
         # called from any thread): the owner is whichever thread runs this.
-        owner.ident = self.loop_thread = threading.get_ident()
+        owner.ident = threading.get_ident()
+        self.loop_thread = threading.current_thread()
         run = owner.run
         for _ in range(_BATCH):
             req = self.take()
