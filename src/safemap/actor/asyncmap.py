@@ -210,6 +210,7 @@ class AsyncActorMap(Generic[K, V]):
 
     async def store(self, key: K, value: V) -> None:
         """Set ``key`` to ``value``."""
+        _ops.check_storable(value)
         await self._call(_ops.store, (key, value), WRITE)
 
     async def update(self, other: Any = (), /, **kwargs: V) -> None:
@@ -249,6 +250,7 @@ class AsyncActorMap(Generic[K, V]):
 
     async def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
         """``(existing, True)``, or store ``value`` and return ``(value, False)``."""
+        _ops.check_storable(value)
         return await self._call(_ops.load_or_store, (key, value), WRITE)  # type: ignore[no-any-return]
 
     async def load_and_delete(self, key: K) -> tuple[V | None, bool]:
@@ -257,14 +259,20 @@ class AsyncActorMap(Generic[K, V]):
 
     async def swap(self, key: K, value: V) -> tuple[V | None, bool]:
         """Store ``value``; ``(previous, True)``, or ``(None, False)`` if absent."""
+        _ops.check_storable(value)
         return await self._call(_ops.swap, (key, value), WRITE)  # type: ignore[no-any-return]
 
     async def compare_and_swap(self, key: K, old: V, new: V) -> bool:
         """Store ``new`` only if ``key`` holds a value equal to ``old``."""
+        _ops.check_storable(new)
+        if _ops.is_sentinel(old):
+            return False  # no entry holds a sentinel (whatever a value's __eq__ says)
         return await self._call(_ops.compare_and_swap, (key, old, new), WRITE)  # type: ignore[no-any-return]
 
     async def compare_and_delete(self, key: K, old: V) -> bool:
         """Remove ``key`` only if it holds a value equal to ``old``."""
+        if _ops.is_sentinel(old):
+            return False
         return await self._call(_ops.compare_and_delete, (key, old), WRITE)  # type: ignore[no-any-return]
 
     async def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
@@ -281,6 +289,7 @@ class AsyncActorMap(Generic[K, V]):
 
     async def merge(self, key: K, value: V, fn: Callable[[V, V], V | Delete]) -> V | None:
         """Store ``value`` if absent, else ``fn(old, value)`` (``DELETE`` removes)."""
+        _ops.check_storable(value)
         return await self._call(_ops.merge, (key, value, fn), WRITE)  # type: ignore[no-any-return]
 
     async def range(self, fn: Callable[[K, V], object]) -> None:
