@@ -633,3 +633,61 @@ def test_view_outcome_is_unknown_when_the_loop_dies_inside_the_request(
     assert isinstance(caller.error, OutcomeUnknownError)
     assert not isinstance(caller.error, MapClosedError)
     assert m._owner.data == {"a": 1}  # it had run: "not applied" would have been a lie
+
+
+# ------------------------------------------------------------------------ misuse
+
+
+def test_awaiting_from_another_loop_is_one_clear_error_and_changes_nothing() -> None:
+    lt = LoopThread()
+    try:
+        m = lt.new_map()
+        m.threadsafe["a"] = 1
+        accepted = m.stats().accepted
+
+        async def wrong_loop() -> None:
+            for call in (m.store("b", 2), m.get("a"), m.execute(len), m.aclose()):
+                with pytest.raises(RuntimeError, match=r"another event loop.*\.threadsafe"):
+                    await call
+
+        run(wrong_loop)  # asyncio.run in this thread: a second loop
+        # A thread awaiting the map in a loop of its own is the same mistake.
+        with pytest.raises(RuntimeError, match="another event loop"):
+            Background(asyncio.run, m.store("c", 3)).value()
+        assert m.stats().accepted == accepted  # nothing was queued ...
+        assert not m.closed
+        assert m.threadsafe.snapshot() == {"a": 1}  # ... nothing applied, nothing lost
+        # What works from a thread: the view, or handing the coroutine to the map's loop.
+        m.threadsafe["b"] = 2
+        asyncio.run_coroutine_threadsafe(m.store("c", 3), lt.loop).result(WAIT)
+        assert m.threadsafe.snapshot() == {"a": 1, "b": 2, "c": 3}
+    finally:
+        lt.stop_and_close()
+
+
+def test_after_its_loop_closed_the_map_says_closed_and_every_call_raises_map_closed() -> None:
+    lt = LoopThread()
+    m = lt.new_map()
+    view = m.threadsafe
+    view["a"] = 1
+    lt.stop_and_close()
+    assert m.closed and view.closed
+    assert m.stats().closed
+    assert repr(view) == "ThreadsafeView(<closed>)"
+    with pytest.raises(MapClosedError):
+        view["a"]
+    with pytest.raises(MapClosedError):
+        view.store("b", 2)
+    with pytest.raises(MapClosedError):
+        m.threadsafe.execute(len, timeout=0.05)
+
+    async def later() -> None:
+        with pytest.raises(MapClosedError):
+            await m.get("a")
+        with pytest.raises(MapClosedError):
+            await m.store("b", 2)
+        await m.aclose()  # closing is still fine (idempotent)
+
+    run(later)
+    view.close()
+    assert m._owner.data == {"a": 1}  # nothing half-applied

@@ -28,6 +28,7 @@ the queue, as in the thread mailbox.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -423,4 +424,7 @@ class AsyncMailbox(MailboxCounters):
         self._owner.after_fork_in_child()
 
     def stats(self, owner: Owner[Any, Any]) -> ActorStats:
-        return self._stats(len(self._items), owner)
+        stats = self._stats(len(self._items), owner)
+        if not stats.closed and self.loop is not None and self.loop.is_closed():
+            stats = dataclasses.replace(stats, closed=True)  # its loop runs nothing any more
+        return stats
