@@ -691,3 +691,16 @@ def test_after_its_loop_closed_the_map_says_closed_and_every_call_raises_map_clo
     run(later)
     view.close()
     assert m._owner.data == {"a": 1}  # nothing half-applied
+
+
+def test_async_map_options_are_maxsize_name_timeout_breaker_and_nothing_else() -> None:
+    async def main() -> None:
+        async with AsyncActorMap({"name": 1, "maxsize": 2}, daemon=3) as m:
+            # daemon is not an option of AsyncActorMap: an ordinary keyword item.
+            assert await m.snapshot() == {"name": 1, "maxsize": 2, "daemon": 3}
+            assert m.stats().maxsize == 1024
+        for bad in ({"name": 1}, {"breaker": "x"}, {"timeout": "1"}):
+            with pytest.raises(TypeError):
+                AsyncActorMap(**bad)
+
+    run(main)

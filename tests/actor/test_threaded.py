@@ -609,3 +609,36 @@ def test_forked_child_gets_a_new_owner_and_the_data_at_the_fork() -> None:
         "child {'a': 11} MapClosedError",
         "parent {'a': 1, 'held': True}",
     ]
+
+
+# ------------------------------------------------------------ constructor options
+
+
+RESERVED = {"maxsize": 1, "name": 2, "timeout": 3, "daemon": 4, "breaker": 5}
+
+
+def test_option_names_are_reserved_and_such_keys_go_in_the_mapping() -> None:
+    # Issue 16.7: ActorMap(name=...) is an option; the key "name" is passed in the mapping.
+    with ActorMap(RESERVED) as m:
+        assert m.snapshot() == RESERVED
+        assert (m.stats().maxsize, m._thread.daemon) == (1024, False)
+        assert m.copy().snapshot() == RESERVED
+    with ActorMap(dict(RESERVED), name="owner", maxsize=7, daemon=True, timeout=5.0) as m:
+        assert m.snapshot() == RESERVED
+        assert (m.name, m.stats().maxsize, m._thread.daemon) == ("owner", 7, True)
+        clone = m.copy()
+        assert (clone.stats().maxsize, clone._thread.daemon) == (7, True)
+        clone.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"name": 2}, {"daemon": 4}, {"breaker": 5}, {"timeout": "3"}, {"daemon": None}],
+    ids=repr,
+)
+def test_an_option_of_the_wrong_type_says_how_to_store_such_a_key(options: Any) -> None:
+    # The likely mistake is an item meant for another map type: say so, start no thread.
+    before = set(threading.enumerate())
+    with pytest.raises(TypeError, match=r"timeout must be|pass it in the mapping"):
+        ActorMap(**options)
+    assert set(threading.enumerate()) <= before

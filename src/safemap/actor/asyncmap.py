@@ -25,7 +25,7 @@ from ._handoff import FINISHED, WAITING, OutcomeUnknownError, ThreadCaller
 from ._lifecycle import track_for_fork
 from ._owned import OwnedMap, stage
 from ._owner import EXEC, READ, TXN, WRITE, Owner
-from ._stats import ActorStats, normalize_timeout
+from ._stats import ActorStats, check_options, normalize_timeout
 
 __all__ = ["AsyncActorMap", "ThreadsafeView"]
 
@@ -81,6 +81,7 @@ class AsyncActorMap(Generic[K, V]):
         breaker: CircuitBreaker | None = None,
         **kwargs: V,
     ) -> None:
+        check_options("AsyncActorMap", name=name, breaker=breaker)
         self._options_: dict[str, Any] = {
             "maxsize": maxsize,
             "name": name or f"AsyncActorMap-{next(_serial)}",

@@ -15,7 +15,7 @@ from ._lifecycle import track_for_fork, track_owner_thread
 from ._mailbox import Mailbox, Request
 from ._owned import OwnedMap, stage
 from ._owner import Owner
-from ._stats import ActorStats, normalize_timeout
+from ._stats import ActorStats, check_options, normalize_timeout
 
 __all__ = ["ActorMap"]
 
@@ -165,6 +165,7 @@ class ActorMap(OwnedMap[K, V]):
         breaker: CircuitBreaker | None = None,
         **kwargs: V,
     ) -> None:
+        check_options("ActorMap", name=name, daemon=daemon, breaker=breaker)
         self._options_: dict[str, Any] = {
             "maxsize": maxsize,
             "name": name,
