@@ -51,6 +51,9 @@ class AsyncActorMap(Generic[K, V]):
     (``compute`` functions, ``execute`` functions, predicates of ``transaction``) are plain
     functions that run on that loop: they must not block.
 
+    **Sentinels.** ``MISSING`` and ``DELETE`` are never stored: a method given one as a value
+    raises ``TypeError`` before anything is queued (see ``docs/actor.md``).
+
     **Cancellation and deadlines.** A call cancelled (``task.cancel()``,
     ``asyncio.timeout``) before the owner started it is withdrawn and *never applied*; one
     the owner already ran took effect, and the cancellation drops its result. A ``timeout``
@@ -65,7 +68,8 @@ class AsyncActorMap(Generic[K, V]):
     In a forked child (where the loop's thread does not exist) the map keeps its data and
     binds to the loop it is next used on.
 
-    Options as for ``ActorMap``: ``maxsize``, ``timeout``, ``name``, ``breaker``.
+    Keyword-only options (reserved names, never keyword items): ``maxsize``, ``timeout``,
+    ``name``, ``breaker``, as for ``ActorMap`` (there is no ``daemon``: that is an item).
     """
 
     __slots__ = ("__weakref__", "_mailbox", "_options_", "_owner")

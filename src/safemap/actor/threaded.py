@@ -135,6 +135,9 @@ class ActorMap(OwnedMap[K, V]):
       and *never applied*: it raises ``MapBusyError``. One the owner already started runs
       to completion, its effect takes place, and the caller gets ``TimeoutError`` (the
       result is dropped). ``MapBusyError`` and ``MapClosedError`` always mean "no effect".
+    - **Sentinels.** ``MISSING`` and ``DELETE`` are never stored: a method given one as a
+      value raises ``TypeError`` in the caller, before anything is queued; a callback
+      returning ``MISSING`` raises it too, leaving the map unchanged.
     - **Failures are the caller's.** A request that raises re-raises in its caller with its
       traceback; the owner keeps serving.
     - **Re-entry.** Calls made on the owner thread (from a callback, an ``execute``
