@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import operator
+import signal
 import threading
 import time
 import traceback
@@ -26,6 +27,7 @@ import pytest
 
 from safemap import DELETE, FrozenMap, MapBusyError, MapClosedError, RecursiveUpdateError
 from safemap.actor import AsyncActorMap, CircuitBreaker, CircuitOpenError, ThreadsafeView
+from safemap.actor._handoff import ThreadCaller
 
 from .helpers import WAIT, Background
 
@@ -704,3 +706,40 @@ def test_async_map_options_are_maxsize_name_timeout_breaker_and_nothing_else() -
                 AsyncActorMap(**bad)
 
     run(main)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_interrupted_view_call_never_runs() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread only")
+    lt = LoopThread()
+    try:
+        m = lt.new_map()
+        release = lt.block()
+        main = threading.main_thread().ident
+        assert main is not None
+        waiting = threading.Event()
+        original = ThreadCaller.wait
+
+        def wait(self: ThreadCaller, timeout: float) -> bool:
+            waiting.set()
+            return original(self, timeout)
+
+        def interrupt() -> None:
+            assert waiting.wait(WAIT)
+            signal.pthread_kill(main, signal.SIGINT)
+
+        ThreadCaller.wait = wait  # type: ignore[method-assign]
+        try:
+            helper = Background(interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                m.threadsafe.store("interrupted", 1)  # waits for the blocked loop
+            helper.value()
+        finally:
+            ThreadCaller.wait = original  # type: ignore[method-assign]
+        release.set()
+        assert m.threadsafe.execute(len) == 0  # FIFO: the interrupted call was handled
+        assert m.stats().accepted == 1  # ... and never admitted
+        assert "interrupted" not in m.threadsafe
+    finally:
+        lt.stop_and_close()
