@@ -170,7 +170,17 @@ class AsyncMailbox(MailboxCounters):
         if error is not None:
             raise error
         items = self._items
-        while len(items) >= self._maxsize:
+        waited = False
+        while True:
+            if req.withdrawn():  # its thread stopped waiting (deadline or interrupt)
+                if self._expired(req):
+                    self.rejected += 1  # the queue stayed full until the deadline
+                    self._overloaded()
+                if waited:
+                    self._wake_putter()  # pass on the slot we may have been handed
+                raise MapBusyError(_WITHDRAWN)
+            if len(items) < self._maxsize:
+                break
             if not block or self._expired(req):
                 self.rejected += 1
                 self._overloaded()
@@ -191,10 +201,9 @@ class AsyncMailbox(MailboxCounters):
                 raise
             finally:
                 req.waiter = None
+            waited = True
             if self.closed:
                 raise MapClosedError("the map is closed")
-            if req.withdrawn():  # its thread was interrupted while it waited for a slot
-                raise MapBusyError(_WITHDRAWN)
         items.append(req)
         req.state = PENDING
         self._admitted(len(items))
