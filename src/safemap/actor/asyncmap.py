@@ -397,7 +397,6 @@ def _wait(
         return caller.outcome()
     state = caller.give_up()
     if state == FINISHED:  # settled just now, as we gave up: it is the outcome
-        caller.wait(-1)
         return caller.outcome()
     if why == "closed":
         if state == WAITING:
