@@ -11,9 +11,11 @@ queue depth it relies on, so a change in scheduling fails loudly instead of pass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import operator
+import signal
 import threading
 import time
 import traceback
@@ -25,6 +27,7 @@ import pytest
 
 from safemap import DELETE, FrozenMap, MapBusyError, MapClosedError, RecursiveUpdateError
 from safemap.actor import AsyncActorMap, CircuitBreaker, CircuitOpenError, ThreadsafeView
+from safemap.actor._handoff import ThreadCaller
 
 from .helpers import WAIT, Background
 
@@ -461,3 +464,282 @@ def test_circuit_breaker_sheds_calls_while_open() -> None:
             assert await m.snapshot() == {"a": 1, "d": 4}
 
     run(main)
+
+
+def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=1, cooldown=60, clock=lambda: now[0])
+
+    async def main() -> None:
+        async with AsyncActorMap[str, int](maxsize=1, breaker=breaker) as m:
+            tasks = await queued_tasks(m, m.store("a", 1))
+            with pytest.raises(MapBusyError):
+                await m.execute(len, block=False)
+            await asyncio.gather(*tasks)  # the owner started the backlog while open
+            with pytest.raises(CircuitOpenError):
+                await m.store("c", 3)
+            assert m.stats().breaker == "open"
+            now[0] += 60
+            assert m.stats().breaker == "half-open"
+            await m.store("d", 4)
+            assert m.stats().breaker == "closed"
+            assert await m.snapshot() == {"a": 1, "d": 4}
+
+    run(main)
+
+
+def test_async_map_stored_in_itself_is_collected() -> None:
+    refs: list[weakref.ref[Any]] = []
+
+    async def main() -> None:
+        m: AsyncActorMap[str, Any] = AsyncActorMap()
+        await m.store("self", m)
+        m.threadsafe["view"] = m.threadsafe
+        refs.append(weakref.ref(m))
+        del m
+        gc.collect()
+        assert refs[0]() is None
+
+    run(main)
+
+
+# ------------------------------------------------- calls from other threads: outcomes
+
+
+class LoopThread:
+    """An event loop run by a daemon thread, for the view tests (``stop`` and ``close``
+    are the test's to call)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(BaseException):  # a test kills the loop's thread on purpose
+            self.loop.run_forever()
+
+    def new_map(self, **options: Any) -> AsyncActorMap[Any, Any]:
+        async def make() -> AsyncActorMap[Any, Any]:
+            return AsyncActorMap(**options)
+
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(WAIT)
+
+    def block(self) -> threading.Event:
+        """Block the loop until the returned event is set."""
+        entered, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            entered.set()
+            release.wait(WAIT)
+
+        self.loop.call_soon_threadsafe(hold)
+        assert entered.wait(WAIT)
+        return release
+
+    def stop_and_close(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(WAIT)
+        self.loop.close()
+
+
+def test_view_call_racing_asyncio_run_shutdown_reports_its_real_outcome() -> None:
+    # Issue 18.5: a view call applied in the loop's last turns must not report
+    # MapClosedError ("not applied"); one that did not run must not be applied.
+    async def main(attempt: int) -> tuple[AsyncActorMap[str, int], Background]:
+        m: AsyncActorMap[str, int] = AsyncActorMap()
+        caller = Background(m.threadsafe.store, "k", attempt)
+        for _ in range(attempt % 5):  # vary where in the shutdown the call lands
+            await asyncio.sleep(0)
+        return m, caller
+
+    outcomes: list[str] = []
+    for attempt in range(40):
+        m, caller = asyncio.run(main(attempt))
+        caller.join()
+        data = m._owner.data
+        if caller.error is None:
+            assert data == {"k": attempt}, "returned normally but not applied"
+            outcomes.append("applied")
+        else:
+            assert isinstance(caller.error, MapClosedError), caller.error
+            assert data == {}, "MapClosedError ('not applied') for an applied call"
+            outcomes.append("not applied")
+    assert len(outcomes) == 40  # both outcomes are legitimate; each must match the data
+
+
+def test_view_deadline_bounds_the_whole_call_while_the_loop_is_blocked() -> None:
+    # Issue 18.7: the deadline runs from the caller's side, not from when the call reaches
+    # the loop; and a call that timed out before it ran never runs.
+    lt = LoopThread()
+    try:
+        m = lt.new_map()
+        with_default = lt.new_map(timeout=0.05)
+        ran: list[str] = []
+        release = lt.block()
+        late = Background(m.threadsafe.execute, lambda d: ran.append("late"), timeout=0.05)
+        with pytest.raises(MapBusyError):
+            late.value()  # answered while the loop is still blocked ...
+        with pytest.raises(MapBusyError):
+            Background(with_default.threadsafe.store, "never", 1).value()  # ... by default too
+        release.set()
+        # FIFO: everything sent before these has been handled when they return.
+        assert m.threadsafe.execute(len) == 0
+        assert with_default.threadsafe.execute(len) == 0
+        assert ran == []  # the timed-out calls never ran, not even once the loop was free
+        for amap in (m, with_default):
+            stats = amap.stats()
+            assert (stats.accepted, stats.completed) == (1, 1)
+    finally:
+        lt.stop_and_close()
+
+
+def test_view_call_on_the_loops_own_thread_while_it_is_stopped_runs_inline() -> None:
+    # Issue 18.7: after run_until_complete, the loop's own thread must not wait for a loop
+    # that only it would run.
+    def scenario() -> list[Any]:
+        loop = asyncio.new_event_loop()
+        try:
+            m = loop.run_until_complete(_make_map())
+            view = m.threadsafe
+            view["a"] = 1
+            got = [view["a"], view.execute(len, timeout=0.05), dict(view)]
+            got.append(loop.run_until_complete(m.get("a")))  # the loop sees it too
+            return got
+        finally:
+            loop.close()
+
+    assert Background(scenario).value() == [1, 1, {"a": 1}, 1]
+
+
+def test_view_outcome_is_unknown_when_the_loop_dies_inside_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safemap.actor import OutcomeUnknownError
+    from safemap.actor._handoff import ThreadCaller
+
+    lt = LoopThread()
+    m = lt.new_map()
+    view = m.threadsafe
+
+    def die(self: ThreadCaller, result: Any) -> None:
+        raise SystemExit  # the loop's thread ends after running, before handing back
+
+    monkeypatch.setattr(ThreadCaller, "set_result", die)
+    caller = Background(view.store, "a", 1)
+    lt.thread.join(WAIT)
+    assert not lt.thread.is_alive()
+    lt.loop.close()
+    caller.join()
+    assert isinstance(caller.error, OutcomeUnknownError)
+    assert not isinstance(caller.error, MapClosedError)
+    assert m._owner.data == {"a": 1}  # it had run: "not applied" would have been a lie
+
+
+# ------------------------------------------------------------------------ misuse
+
+
+def test_awaiting_from_another_loop_is_one_clear_error_and_changes_nothing() -> None:
+    lt = LoopThread()
+    try:
+        m = lt.new_map()
+        m.threadsafe["a"] = 1
+        accepted = m.stats().accepted
+
+        async def wrong_loop() -> None:
+            for call in (m.store("b", 2), m.get("a"), m.execute(len), m.aclose()):
+                with pytest.raises(RuntimeError, match=r"another event loop.*\.threadsafe"):
+                    await call
+
+        run(wrong_loop)  # asyncio.run in this thread: a second loop
+        # A thread awaiting the map in a loop of its own is the same mistake.
+        with pytest.raises(RuntimeError, match="another event loop"):
+            Background(asyncio.run, m.store("c", 3)).value()
+        assert m.stats().accepted == accepted  # nothing was queued ...
+        assert not m.closed
+        assert m.threadsafe.snapshot() == {"a": 1}  # ... nothing applied, nothing lost
+        # What works from a thread: the view, or handing the coroutine to the map's loop.
+        m.threadsafe["b"] = 2
+        asyncio.run_coroutine_threadsafe(m.store("c", 3), lt.loop).result(WAIT)
+        assert m.threadsafe.snapshot() == {"a": 1, "b": 2, "c": 3}
+    finally:
+        lt.stop_and_close()
+
+
+def test_after_its_loop_closed_the_map_says_closed_and_every_call_raises_map_closed() -> None:
+    lt = LoopThread()
+    m = lt.new_map()
+    view = m.threadsafe
+    view["a"] = 1
+    lt.stop_and_close()
+    assert m.closed and view.closed
+    assert m.stats().closed
+    assert repr(view) == "ThreadsafeView(<closed>)"
+    with pytest.raises(MapClosedError):
+        view["a"]
+    with pytest.raises(MapClosedError):
+        view.store("b", 2)
+    with pytest.raises(MapClosedError):
+        m.threadsafe.execute(len, timeout=0.05)
+
+    async def later() -> None:
+        with pytest.raises(MapClosedError):
+            await m.get("a")
+        with pytest.raises(MapClosedError):
+            await m.store("b", 2)
+        await m.aclose()  # closing is still fine (idempotent)
+
+    run(later)
+    view.close()
+    assert m._owner.data == {"a": 1}  # nothing half-applied
+
+
+def test_async_map_options_are_maxsize_name_timeout_breaker_and_nothing_else() -> None:
+    async def main() -> None:
+        async with AsyncActorMap({"name": 1, "maxsize": 2}, daemon=3) as m:
+            # daemon is not an option of AsyncActorMap: an ordinary keyword item.
+            assert await m.snapshot() == {"name": 1, "maxsize": 2, "daemon": 3}
+            assert m.stats().maxsize == 1024
+        for bad in ({"name": 1}, {"breaker": "x"}, {"timeout": "1"}):
+            with pytest.raises(TypeError):
+                AsyncActorMap(**bad)
+
+    run(main)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_interrupted_view_call_never_runs() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread only")
+    lt = LoopThread()
+    try:
+        m = lt.new_map()
+        release = lt.block()
+        main = threading.main_thread().ident
+        assert main is not None
+        waiting = threading.Event()
+        original = ThreadCaller.wait
+
+        def wait(self: ThreadCaller, timeout: float) -> bool:
+            waiting.set()
+            return original(self, timeout)
+
+        def interrupt() -> None:
+            assert waiting.wait(WAIT)
+            signal.pthread_kill(main, signal.SIGINT)
+
+        ThreadCaller.wait = wait  # type: ignore[method-assign]
+        try:
+            helper = Background(interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                m.threadsafe.store("interrupted", 1)  # waits for the blocked loop
+            helper.value()
+        finally:
+            ThreadCaller.wait = original  # type: ignore[method-assign]
+        release.set()
+        assert m.threadsafe.execute(len) == 0  # FIFO: the interrupted call was handled
+        assert m.stats().accepted == 1  # ... and never admitted
+        assert "interrupted" not in m.threadsafe
+    finally:
+        lt.stop_and_close()

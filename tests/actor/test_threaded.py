@@ -104,7 +104,8 @@ def test_map_wide_default_timeout_applies_to_every_method() -> None:
             m.merge("k", 1, operator.add)
         gate.open()
         holder.value()
-        assert dict(m) == {}
+        # Read with a long deadline: the map's own SHORT one could pass on a loaded machine.
+        assert m.execute(dict, timeout=WAIT) == {}
 
 
 def test_deadline_after_start_completes_and_drops_the_result() -> None:
@@ -353,6 +354,21 @@ def test_unreferenced_map_stops_its_owner_thread() -> None:
     assert owner not in threading.enumerate()
 
 
+def test_map_stored_in_itself_is_collected_and_stops_its_owner_thread() -> None:
+    # Issue 18.8: the running owner must not keep the dict (and so the map in it) alive.
+    m: ActorMap[str, Any] = ActorMap()
+    m["self"] = m
+    m["list"] = [m, {"again": m}]
+    assert m["self"] is m
+    owner = m._thread
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
+    owner.join(WAIT)
+    assert not owner.is_alive()
+
+
 def test_many_maps_dropped_without_close_leave_no_threads() -> None:
     before = set(threading.enumerate())
     owners = []
@@ -433,6 +449,55 @@ def test_half_open_circuit_reopens_on_the_next_overload() -> None:
         gate.open()
         holder.value()
         queued_call.value()
+
+
+def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
+    # Issue 18.4: the owner starting a request that was queued before the circuit opened
+    # must not close it; only the cool-down ends the shedding.
+    clock = FakeClock()
+    with ActorMap(maxsize=1, breaker=CircuitBreaker(failures=2, cooldown=60, clock=clock)) as m:
+        gate, holder = held(m)
+        queued_call = Background(m.store, "queued", 1)
+        queued(m, 1)
+        for _ in range(2):
+            with pytest.raises(MapBusyError):
+                m.execute(len, block=False)
+        assert m.stats().breaker == "open"
+        gate.open()
+        holder.value()
+        queued_call.value()  # the owner started (and ran) the backlog while open
+        assert m.stats().completed == 2
+        for _ in range(3):
+            with pytest.raises(CircuitOpenError):
+                m.store("shed", 1)
+        assert (m.stats().breaker, m.stats().breaker_trips) == ("open", 1)
+        clock.now += 60  # the cool-down is over: half-open without any call admitted
+        assert m.stats().breaker == "half-open"
+        m.store("after", 2)  # admitted, and its start closes the circuit
+        assert m.stats().breaker == "closed"
+        assert dict(m) == {"queued": 1, "after": 2}
+
+
+def test_backlog_expiring_while_open_neither_trips_again_nor_extends_the_cooldown() -> None:
+    clock = FakeClock()
+    with ActorMap(maxsize=2, breaker=CircuitBreaker(failures=1, cooldown=10, clock=clock)) as m:
+        gate, holder = held(m)
+        expiring = Background(m.execute, len, timeout=SHORT)
+        kept = Background(m.store, "kept", 1)
+        queued(m, 2)
+        with pytest.raises(MapBusyError):  # full: the circuit opens
+            m.execute(len, block=False)
+        with pytest.raises(MapBusyError):  # its deadline passed in the queue: not applied
+            expiring.value()
+        stats = m.stats()
+        assert (stats.breaker, stats.breaker_trips, stats.cancelled) == ("open", 1, 1)
+        clock.now += 10  # the cool-down counts from the one trip
+        assert m.stats().breaker == "half-open"
+        gate.open()
+        holder.value()
+        kept.value()
+        assert m.stats().breaker == "closed"
+        assert dict(m) == {"kept": 1}
 
 
 def test_breaker_policy_validation() -> None:
@@ -545,3 +610,36 @@ def test_forked_child_gets_a_new_owner_and_the_data_at_the_fork() -> None:
         "child {'a': 11} MapClosedError",
         "parent {'a': 1, 'held': True}",
     ]
+
+
+# ------------------------------------------------------------ constructor options
+
+
+RESERVED = {"maxsize": 1, "name": 2, "timeout": 3, "daemon": 4, "breaker": 5}
+
+
+def test_option_names_are_reserved_and_such_keys_go_in_the_mapping() -> None:
+    # Issue 16.7: ActorMap(name=...) is an option; the key "name" is passed in the mapping.
+    with ActorMap(RESERVED) as m:
+        assert m.snapshot() == RESERVED
+        assert (m.stats().maxsize, m._thread.daemon) == (1024, False)
+        assert m.copy().snapshot() == RESERVED
+    with ActorMap(dict(RESERVED), name="owner", maxsize=7, daemon=True, timeout=5.0) as m:
+        assert m.snapshot() == RESERVED
+        assert (m.name, m.stats().maxsize, m._thread.daemon) == ("owner", 7, True)
+        clone = m.copy()
+        assert (clone.stats().maxsize, clone._thread.daemon) == (7, True)
+        clone.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"name": 2}, {"daemon": 4}, {"breaker": 5}, {"timeout": "3"}, {"daemon": None}],
+    ids=repr,
+)
+def test_an_option_of_the_wrong_type_says_how_to_store_such_a_key(options: Any) -> None:
+    # The likely mistake is an item meant for another map type: say so, start no thread.
+    before = set(threading.enumerate())
+    with pytest.raises(TypeError, match=r"timeout must be|pass it in the mapping"):
+        ActorMap(**options)
+    assert set(threading.enumerate()) <= before

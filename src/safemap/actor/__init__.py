@@ -2,10 +2,10 @@
 (``AsyncActorMap``), reached only through messages. See ``docs/actor.md``."""
 
 from ._breaker import CircuitBreaker, CircuitOpenError
+from ._handoff import OutcomeUnknownError
 from ._stats import ActorStats
-from .asyncmap import AsyncActorMap
+from .asyncmap import AsyncActorMap, ThreadsafeView
 from .threaded import ActorMap
-from .view import ThreadsafeView
 
 __all__ = [
     "ActorMap",
@@ -13,6 +13,7 @@ __all__ = [
     "AsyncActorMap",
     "CircuitBreaker",
     "CircuitOpenError",
+    "OutcomeUnknownError",
     "ThreadsafeView",
 ]
 

@@ -8,6 +8,18 @@ its deadline without being started. A *success* is a request the owner started. 
 cannot keep up and the owner can drain its backlog. Then the circuit is half-open: calls go
 through again; the next success closes it, the next overload opens it for another cool-down.
 
+The whole state machine (each transition under the mailbox's serialization)::
+
+    CLOSED --(failures-th overload in a row)--> OPEN --(cooldown elapsed)--> HALF_OPEN
+    CLOSED --(success)--> CLOSED, streak reset
+    OPEN --(success or overload)--> OPEN: the owner is draining the backlog admitted before
+        the circuit opened, which is what the cool-down is for; neither says anything new
+    HALF_OPEN --(success)--> CLOSED;  HALF_OPEN --(overload)--> OPEN, a new cool-down
+
+OPEN becomes HALF_OPEN when the clock passes the cool-down, whoever looks first (an
+admission, a start, an overload or ``stats()``), so a start after the cool-down closes the
+circuit even if no call was admitted in between.
+
 ``BreakerState`` is not thread-safe on its own: a mailbox calls it only under its own lock
 (threads) or on its event loop (asyncio), where it already serializes admissions.
 """
@@ -68,6 +80,20 @@ class BreakerState:
         self.opened_at = 0.0
         self.trips = 0  # how many times it opened
 
+    def current(self) -> str:
+        """The state as of now (OPEN reads as HALF_OPEN once the cool-down is over), without
+        changing anything: for ``stats()``, which may run off the mailbox's serialization."""
+        if self.state == OPEN and not self._cooling():
+            return HALF_OPEN
+        return self.state
+
+    def _cooling(self) -> bool:
+        return self.opened_at + self.policy.cooldown - self.policy.clock() > 0
+
+    def _refresh(self) -> None:
+        if self.state == OPEN and not self._cooling():
+            self.state = HALF_OPEN
+
     def check(self) -> CircuitOpenError | None:
         """The error to reject a call with, or None to admit it. Reads the clock only while
         open, so a closed breaker costs one comparison per call."""
@@ -84,6 +110,10 @@ class BreakerState:
         return None
 
     def overload(self) -> None:
+        """A call was refused on a full queue or expired in it."""
+        self._refresh()
+        if self.state == OPEN:
+            return  # the backlog from before the circuit opened expiring: already shedding
         self.streak += 1
         if self.state == HALF_OPEN or self.streak >= self.policy.failures:
             self.state = OPEN
@@ -91,6 +121,13 @@ class BreakerState:
             self.streak = 0
             self.trips += 1
 
-    def success(self) -> None:
-        self.streak = 0
-        self.state = CLOSED
+    def started(self) -> None:
+        """The owner started a request. Only in HALF_OPEN does that close the circuit:
+        while OPEN the owner is draining the backlog the cool-down is there for."""
+        if self.state == CLOSED:
+            self.streak = 0
+            return
+        self._refresh()
+        if self.state == HALF_OPEN:
+            self.state = CLOSED
+            self.streak = 0

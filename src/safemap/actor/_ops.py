@@ -8,6 +8,11 @@ callback runs Python code. That is the whole atomicity argument of the actor map
 A miss is reported with :data:`ABSENT` and turned into ``KeyError`` by the caller, so no
 exception is built on the owner and carried across threads for an ordinary miss. Functions
 never return ``ABSENT`` for a present entry: it is private, so no user value can be it.
+
+``MISSING`` and ``DELETE`` are never stored as values. A value the *caller* gives is checked
+on the caller's side (:func:`check_storable`, before anything is sent to the owner); a
+value a compute-family callback returns is checked here, on the owner, before the dict is
+touched (:func:`_from_callback`): ``DELETE`` means remove, ``MISSING`` is a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -18,9 +23,27 @@ from typing import Any
 from ..protocol import DELETE, MISSING, TransactionView
 from ..protocol.mapping import _same_value
 
-__all__ = ["ABSENT"]
+__all__ = ["ABSENT", "check_storable", "is_sentinel"]
 
 ABSENT: Any = object()
+
+
+def is_sentinel(value: object) -> bool:
+    return value is MISSING or value is DELETE
+
+
+def check_storable(value: object) -> None:
+    """Raise ``TypeError`` if ``value`` is ``MISSING`` or ``DELETE``: never stored."""
+    if value is MISSING or value is DELETE:
+        raise TypeError(f"{value!r} is a sentinel and cannot be stored as a value")
+
+
+def _from_callback(new: Any) -> Any:
+    """A compute-family callback's result: ``DELETE`` passes (it means remove); ``MISSING``
+    raises, before the caller touches the dict, so the map is left unchanged."""
+    if new is MISSING:
+        check_storable(new)
+    return new
 
 
 def load(d: dict[Any, Any], key: Any) -> tuple[Any, bool]:
@@ -96,7 +119,7 @@ def compare_and_delete(d: dict[Any, Any], key: Any, old: Any) -> bool:
 
 def compute(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
     old = d.get(key, ABSENT)
-    new = fn(key, MISSING if old is ABSENT else old)
+    new = _from_callback(fn(key, MISSING if old is ABSENT else old))
     if new is DELETE:
         if old is not ABSENT:
             del d[key]
@@ -109,7 +132,8 @@ def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]
     old = d.get(key, ABSENT)
     if old is not ABSENT:
         return old
-    new = factory(key)  # at most once per key: racers are later requests, and find it stored
+    # At most once per key: racers are later requests, and find it stored.
+    new = _from_callback(factory(key))
     if new is DELETE:
         return None
     d[key] = new
@@ -120,7 +144,7 @@ def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any
     old = d.get(key, ABSENT)
     if old is ABSENT:
         return None
-    new = fn(key, old)
+    new = _from_callback(fn(key, old))
     if new is DELETE:
         del d[key]
         return None
@@ -130,7 +154,7 @@ def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any
 
 def merge(d: dict[Any, Any], key: Any, value: Any, fn: Callable[[Any, Any], Any]) -> Any:
     old = d.get(key, ABSENT)
-    new = value if old is ABSENT else fn(old, value)
+    new = value if old is ABSENT else _from_callback(fn(old, value))
     if new is DELETE:
         if old is not ABSENT:
             del d[key]

@@ -32,12 +32,15 @@ def stage(other: Any, kwargs: Mapping[str, Any]) -> dict[Any, Any]:
     """The items ``dict.update(other, **kwargs)`` would store, in a new dict.
 
     Built on the calling thread, so user code (iterators, ``keys()``, ``__hash__``) runs
-    there and a malformed input raises before the owner sees anything.
+    there and a malformed input (or a sentinel as a value: ``TypeError``) raises before the
+    owner sees anything.
     """
     if isinstance(other, ConcurrentMapping):
         other = other.snapshot()  # one consistent view, as the protocol's update() takes
     staged: dict[Any, Any] = {}
     staged.update(other, **kwargs)
+    for value in staged.values():
+        _ops.check_storable(value)
     return staged
 
 
@@ -65,6 +68,7 @@ class OwnedMap(ConcurrentMapping[K, V]):
         return self._call(_ops.load, (key,), READ)  # type: ignore[no-any-return]
 
     def store(self, key: K, value: V) -> None:
+        _ops.check_storable(value)
         self._call(_ops.store, (key, value), WRITE)
 
     def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
@@ -128,18 +132,25 @@ class OwnedMap(ConcurrentMapping[K, V]):
             self._call(_ops.update, (staged,), WRITE)
 
     def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
+        _ops.check_storable(value)
         return self._call(_ops.load_or_store, (key, value), WRITE)  # type: ignore[no-any-return]
 
     def load_and_delete(self, key: K) -> tuple[V | None, bool]:
         return self._call(_ops.load_and_delete, (key,), WRITE)  # type: ignore[no-any-return]
 
     def swap(self, key: K, value: V) -> tuple[V | None, bool]:
+        _ops.check_storable(value)
         return self._call(_ops.swap, (key, value), WRITE)  # type: ignore[no-any-return]
 
     def compare_and_swap(self, key: K, old: V, new: V) -> bool:
+        _ops.check_storable(new)
+        if _ops.is_sentinel(old):
+            return False  # no entry holds a sentinel (whatever a value's __eq__ says)
         return self._call(_ops.compare_and_swap, (key, old, new), WRITE)  # type: ignore[no-any-return]
 
     def compare_and_delete(self, key: K, old: V) -> bool:
+        if _ops.is_sentinel(old):
+            return False  # no entry holds a sentinel (whatever a value's __eq__ says)
         return self._call(_ops.compare_and_delete, (key, old), WRITE)  # type: ignore[no-any-return]
 
     def compute_if_absent(self, key: K, factory: Callable[[K], V | Delete]) -> V | None:
@@ -149,6 +160,7 @@ class OwnedMap(ConcurrentMapping[K, V]):
         return self._call(_ops.compute_if_present, (key, fn), WRITE)  # type: ignore[no-any-return]
 
     def merge(self, key: K, value: V, fn: Callable[[V, V], V | Delete]) -> V | None:
+        _ops.check_storable(value)
         return self._call(_ops.merge, (key, value, fn), WRITE)  # type: ignore[no-any-return]
 
     def delete_if(self, pred: Callable[[K, V], object]) -> int:

@@ -60,7 +60,7 @@ _IN_OP = (
 class Owner(Generic[K, V]):
     """The dict of one actor map and what its owner is running right now."""
 
-    __slots__ = ("completed", "data", "failed", "ident", "mode")
+    __slots__ = ("__weakref__", "completed", "data", "failed", "ident", "mode")
 
     def __init__(self, data: dict[K, V]) -> None:
         self.data = data

@@ -11,7 +11,7 @@ from ..protocol import MapBusyError
 from ._breaker import CLOSED, BreakerState, CircuitBreaker
 from ._owner import Owner
 
-__all__ = ["ActorStats", "MailboxCounters", "check_maxsize", "normalize_timeout"]
+__all__ = ["ActorStats", "MailboxCounters", "check_maxsize", "check_options", "normalize_timeout"]
 
 # Longest wait the lock primitives accept; anything longer means "no deadline".
 _TIMEOUT_MAX: Final = threading.TIMEOUT_MAX
@@ -23,10 +23,34 @@ def check_maxsize(maxsize: int) -> int:
     return maxsize
 
 
+_OPTION_TYPES: Final[dict[str, tuple[str, tuple[type, ...]]]] = {
+    "name": ("a str or None", (str, type(None))),
+    "breaker": ("a CircuitBreaker or None", (CircuitBreaker, type(None))),
+    "daemon": ("a bool", (bool,)),
+}
+
+
+def check_options(kind: str, **options: object) -> None:
+    """Check the type of an actor map's keyword-only options (``name``, ``breaker``,
+    ``daemon``; ``maxsize`` and ``timeout`` have their own checks). Their names are
+    reserved, so a value of the wrong type most likely meant an item: the error says how
+    to store such a key."""
+    for option, value in options.items():
+        expected, types = _OPTION_TYPES[option]
+        if not isinstance(value, types):
+            raise TypeError(
+                f"{kind}'s keyword option {option}= must be {expected}, not {value!r}; "
+                f"option names are reserved: to store the key {option!r}, pass it in the "
+                f"mapping, e.g. {kind}({{{option!r}: ...}})"
+            )
+
+
 def normalize_timeout(timeout: float | None) -> float | None:
     """``None`` for no deadline, else a number of seconds >= 0 (``inf`` means none)."""
     if timeout is None:
         return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be None or a number of seconds, not {timeout!r}")
     if not timeout >= 0:  # also rejects NaN
         raise ValueError(f"timeout must be None or a non-negative number, not {timeout!r}")
     return None if timeout >= _TIMEOUT_MAX or math.isinf(timeout) else float(timeout)
@@ -118,7 +142,7 @@ class MailboxCounters:
     def _started(self) -> None:
         breaker = self._breaker
         if breaker is not None and (breaker.streak or breaker.state != CLOSED):
-            breaker.success()
+            breaker.started()
 
     def _admitted(self, depth: int) -> None:
         self.accepted += 1
@@ -138,7 +162,7 @@ class MailboxCounters:
             rejected_by_breaker=self.rejected_by_breaker,
             cancelled=self.cancelled,
             dropped=self.dropped,
-            breaker="off" if breaker is None else breaker.state,
+            breaker="off" if breaker is None else breaker.current(),
             breaker_trips=0 if breaker is None else breaker.trips,
             closed=self.closed,
         )

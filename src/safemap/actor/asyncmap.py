@@ -1,27 +1,33 @@
-"""``AsyncActorMap``: a dict owned by one event loop and reached only through messages."""
+"""``AsyncActorMap``, a dict owned by one event loop and reached only through messages, and
+``ThreadsafeView``, the same map as a synchronous ``ConcurrentMapping`` for other threads.
+
+The view lives here, with the map, because it is the map's other face: it reaches the map's
+owner and mailbox directly. Both sit on the same lower layers (``_amailbox`` for the queue
+and the owner, ``_handoff`` for a thread's side of a call) and nothing below imports them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Coroutine, Iterable, MutableMapping
+from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple, overload
+from typing import Any, Final, Generic, NoReturn, TypeVar, TypeVarTuple, overload
 
-from ..protocol import FrozenMap, MapClosedError
+from ..protocol import FrozenMap, MapBusyError, MapClosedError
 from ..protocol.sentinels import Delete, Missing
 from . import _ops
 from ._amailbox import AsyncMailbox, AsyncRequest
 from ._breaker import CircuitBreaker
+from ._handoff import FINISHED, WAITING, OutcomeUnknownError, ThreadCaller
 from ._lifecycle import track_for_fork
-from ._owned import stage
+from ._owned import OwnedMap, stage
 from ._owner import EXEC, READ, TXN, WRITE, Owner
-from ._stats import ActorStats, normalize_timeout
+from ._stats import ActorStats, check_options, normalize_timeout
 
-if TYPE_CHECKING:
-    from .view import ThreadsafeView
-
-__all__ = ["AsyncActorMap"]
+__all__ = ["AsyncActorMap", "ThreadsafeView"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -45,6 +51,9 @@ class AsyncActorMap(Generic[K, V]):
     (``compute`` functions, ``execute`` functions, predicates of ``transaction``) are plain
     functions that run on that loop: they must not block.
 
+    **Sentinels.** ``MISSING`` and ``DELETE`` are never stored: a method given one as a value
+    raises ``TypeError`` before anything is queued (see ``docs/actor.md``).
+
     **Cancellation and deadlines.** A call cancelled (``task.cancel()``,
     ``asyncio.timeout``) before the owner started it is withdrawn and *never applied*; one
     the owner already ran took effect, and the cancellation drops its result. A ``timeout``
@@ -59,7 +68,8 @@ class AsyncActorMap(Generic[K, V]):
     In a forked child (where the loop's thread does not exist) the map keeps its data and
     binds to the loop it is next used on.
 
-    Options as for ``ActorMap``: ``maxsize``, ``timeout``, ``name``, ``breaker``.
+    Keyword-only options (reserved names, never keyword items): ``maxsize``, ``timeout``,
+    ``name``, ``breaker``, as for ``ActorMap`` (there is no ``daemon``: that is an item).
     """
 
     __slots__ = ("__weakref__", "_mailbox", "_options_", "_owner")
@@ -75,6 +85,7 @@ class AsyncActorMap(Generic[K, V]):
         breaker: CircuitBreaker | None = None,
         **kwargs: V,
     ) -> None:
+        check_options("AsyncActorMap", name=name, breaker=breaker)
         self._options_: dict[str, Any] = {
             "maxsize": maxsize,
             "name": name or f"AsyncActorMap-{next(_serial)}",
@@ -115,20 +126,10 @@ class AsyncActorMap(Generic[K, V]):
         block: bool = True,
     ) -> Any:
         loop = self._bind()
-        mailbox = self._mailbox
         timeout = self._options_["timeout"] if timeout is None else normalize_timeout(timeout)
-        if timeout is None:
-            req = AsyncRequest(op, args, kind, loop.create_future(), None)
-            await mailbox.put(req, block)
-            return await mailbox.result(req)
-        req = AsyncRequest(op, args, kind, loop.create_future(), loop.time() + timeout)
-        assert req.deadline is not None
-        timer = loop.call_at(req.deadline, mailbox.expire, req)
-        try:
-            await mailbox.put(req, block)
-            return await mailbox.result(req)
-        finally:
-            timer.cancel()
+        deadline = None if timeout is None else loop.time() + timeout
+        req = AsyncRequest(op, args, kind, loop.create_future(), deadline)
+        return await self._mailbox.call(req, block)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,16 +139,15 @@ class AsyncActorMap(Generic[K, V]):
 
     @property
     def closed(self) -> bool:
-        """Whether the map was closed (it accepts no more calls)."""
-        return self._mailbox.closed
+        """Whether the map accepts no more calls: it was closed, or its event loop was."""
+        mailbox = self._mailbox
+        return mailbox.closed or (mailbox.loop is not None and mailbox.loop.is_closed())
 
     @property
     def threadsafe(self) -> ThreadsafeView[K, V]:
         """A synchronous :class:`~safemap.ConcurrentMapping` over this map for code in
         other threads: each call is sent to the map's loop and waited for (see
         :class:`~safemap.actor.ThreadsafeView`). The map must have started on its loop."""
-        from .view import ThreadsafeView
-
         return ThreadsafeView(self)
 
     def stats(self) -> ActorStats:
@@ -215,6 +215,7 @@ class AsyncActorMap(Generic[K, V]):
 
     async def store(self, key: K, value: V) -> None:
         """Set ``key`` to ``value``."""
+        _ops.check_storable(value)
         await self._call(_ops.store, (key, value), WRITE)
 
     async def update(self, other: Any = (), /, **kwargs: V) -> None:
@@ -254,6 +255,7 @@ class AsyncActorMap(Generic[K, V]):
 
     async def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
         """``(existing, True)``, or store ``value`` and return ``(value, False)``."""
+        _ops.check_storable(value)
         return await self._call(_ops.load_or_store, (key, value), WRITE)  # type: ignore[no-any-return]
 
     async def load_and_delete(self, key: K) -> tuple[V | None, bool]:
@@ -262,14 +264,20 @@ class AsyncActorMap(Generic[K, V]):
 
     async def swap(self, key: K, value: V) -> tuple[V | None, bool]:
         """Store ``value``; ``(previous, True)``, or ``(None, False)`` if absent."""
+        _ops.check_storable(value)
         return await self._call(_ops.swap, (key, value), WRITE)  # type: ignore[no-any-return]
 
     async def compare_and_swap(self, key: K, old: V, new: V) -> bool:
         """Store ``new`` only if ``key`` holds a value equal to ``old``."""
+        _ops.check_storable(new)
+        if _ops.is_sentinel(old):
+            return False  # no entry holds a sentinel (whatever a value's __eq__ says)
         return await self._call(_ops.compare_and_swap, (key, old, new), WRITE)  # type: ignore[no-any-return]
 
     async def compare_and_delete(self, key: K, old: V) -> bool:
         """Remove ``key`` only if it holds a value equal to ``old``."""
+        if _ops.is_sentinel(old):
+            return False
         return await self._call(_ops.compare_and_delete, (key, old), WRITE)  # type: ignore[no-any-return]
 
     async def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
@@ -286,6 +294,7 @@ class AsyncActorMap(Generic[K, V]):
 
     async def merge(self, key: K, value: V, fn: Callable[[V, V], V | Delete]) -> V | None:
         """Store ``value`` if absent, else ``fn(old, value)`` (``DELETE`` removes)."""
+        _ops.check_storable(value)
         return await self._call(_ops.merge, (key, value, fn), WRITE)  # type: ignore[no-any-return]
 
     async def range(self, fn: Callable[[K, V], object]) -> None:
@@ -324,3 +333,214 @@ class AsyncActorMap(Generic[K, V]):
         return await self._call(  # type: ignore[no-any-return]
             _ops.execute, (fn, *args), EXEC, timeout=timeout, block=block
         )
+
+
+# ------------------------------------------------------------------ the threadsafe view
+
+_UNBOUND = (
+    "the AsyncActorMap has no event loop: create it inside its loop, or use it there once "
+    "(e.g. 'async with'), before calling it from other threads (after a fork, too)"
+)
+_LOOP_CHECK_INTERVAL: Final = 0.25  # seconds between checks that the loop still exists
+_EXPIRED = "the call's deadline passed before the owner started it; it was not applied"
+_NOT_RUN = "the map's event loop closed before running the call; not applied"
+
+
+def _discard(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close ``coro`` if it has not started (an interrupt inside
+    ``run_coroutine_threadsafe`` after it scheduled the call leaves it running instead)."""
+    with contextlib.suppress(ValueError, RuntimeError):
+        coro.close()
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop runs nothing any more
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def _sleep(caller: ThreadCaller, loop: asyncio.AbstractEventLoop, deadline: float | None) -> str:
+    """Wait for ``caller``'s outcome: ``"done"``, ``"timeout"`` or ``"closed"`` (the loop
+    closed first; a closed loop runs nothing, so waiting longer is pointless)."""
+    while True:
+        interval = _LOOP_CHECK_INTERVAL
+        if deadline is not None:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                return "timeout"
+            interval = min(interval, remaining)
+        if caller.wait(interval):
+            return "done"
+        if loop.is_closed():
+            return "closed"
+
+
+def _wait(
+    caller: ThreadCaller,
+    mailbox: AsyncMailbox,
+    loop: asyncio.AbstractEventLoop,
+    deadline: float | None,
+) -> Any:
+    """The calling thread's side of a view call: the request's outcome whenever it has one.
+
+    Giving up (deadline, interrupt, closed loop) is atomic with the owner's claim of the
+    request (``ThreadCaller``), so each answer is exact: ``MapBusyError``/``MapClosedError``
+    only when the request never ran and never will, ``TimeoutError`` when it is running,
+    ``OutcomeUnknownError`` when the loop closed in the middle of running it.
+    """
+    try:
+        why = _sleep(caller, loop, deadline)
+    except BaseException:  # interrupted (KeyboardInterrupt): withdraw it if not started
+        if caller.give_up() != FINISHED:
+            _post(loop, mailbox.withdraw, caller, False)
+        raise
+    if why == "done":
+        return caller.outcome()
+    state = caller.give_up()
+    if state == FINISHED:  # settled just now, as we gave up: it is the outcome
+        return caller.outcome()
+    if why == "closed":
+        if state == WAITING:
+            raise MapClosedError(_NOT_RUN)
+        raise OutcomeUnknownError(
+            "the map's event loop closed while its owner was running the call: it may or "
+            "may not have taken effect"
+        )
+    _post(loop, mailbox.withdraw, caller, True)
+    if state == WAITING:
+        raise MapBusyError(_EXPIRED)
+    raise TimeoutError(
+        "the call's deadline passed while the owner was running it: it runs to completion "
+        "(its effect takes place) and its result is dropped"
+    )
+
+
+class ThreadsafeView(OwnedMap[K, V]):
+    """The whole :class:`~safemap.ConcurrentMapping` protocol over an
+    :class:`~safemap.AsyncActorMap`, for threads other than its event loop's.
+
+    Each call is sent to the map's loop and waited for, with the map's guarantees: atomic
+    per call, backpressure, and deadlines (``execute(..., timeout=)`` or the map's default)
+    that bound the whole call from the caller's side, also while the loop is blocked or
+    stopped. The outcome is exact:
+
+    - the result or the request's exception: it ran (also when the loop shut down right
+      after running it);
+    - :class:`~safemap.MapBusyError`: not applied, ever (the deadline passed before the
+      owner started it, or the queue stayed full);
+    - :class:`~safemap.MapClosedError`: not applied (the map or its loop was closed first,
+      or the loop shut down before admitting it);
+    - ``TimeoutError``: the deadline passed while the owner was running it: it takes effect,
+      the result is dropped;
+    - :class:`~safemap.actor.OutcomeUnknownError`: the loop closed in the middle of running
+      it (its thread was interrupted there): it may or may not have taken effect.
+
+    Calls made on the loop's own thread run inline instead of waiting for the loop they
+    would block: from the map's own callbacks under the protocol's re-entry rules, and from
+    anywhere else on that thread at once, ahead of the queued requests (which have not
+    taken effect yet, so each call is still atomic). The loop's own thread is the one
+    running it, or, while it is stopped (between ``run_until_complete`` calls), the one
+    that ran it last.
+
+    A view shares the map; it cannot be copied or pickled (take ``snapshot()``).
+    """
+
+    __slots__ = ("_map",)
+
+    def __init__(self, amap: AsyncActorMap[K, V]) -> None:
+        if amap._mailbox.loop is None and not amap.closed:
+            raise RuntimeError(_UNBOUND)
+        self._map = amap
+
+    @property
+    def map(self) -> AsyncActorMap[K, V]:
+        """The :class:`~safemap.AsyncActorMap` this view sends calls to."""
+        return self._map
+
+    def _options(self) -> NoReturn:
+        raise TypeError(
+            "a ThreadsafeView shares an AsyncActorMap bound to its event loop: it cannot be "
+            "copied, pickled or combined with '|'; take view.snapshot() instead"
+        )
+
+    def _call(
+        self,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        kind: int,
+        *,
+        timeout: float | None = None,
+        block: bool = True,
+    ) -> Any:
+        amap = self._map
+        owner = amap._owner
+        if owner.busy and owner.on_owner_thread():
+            return owner.run_inline(op, args, kind)  # from inside a request of this map
+        mailbox = amap._mailbox
+        loop = mailbox.loop
+        if loop is None:
+            if amap.closed:
+                raise MapClosedError("the map is closed")
+            raise RuntimeError(_UNBOUND)
+        if loop.is_closed():
+            raise MapClosedError("the map's event loop is closed")
+        if mailbox.serves_here(loop):
+            # Only this thread runs the owner, so running the call here and now is the same
+            # as running it as the next request (linearizable: queued requests have not
+            # taken effect yet), while waiting for the loop would wait for ever.
+            if mailbox.closed:
+                raise MapClosedError("the map is closed")
+            return owner.run_inline(op, args, kind)
+        # The deadline starts now, on this side: it bounds the whole call, also while the
+        # loop is too busy to even receive it.
+        timeout = amap._options_["timeout"] if timeout is None else normalize_timeout(timeout)
+        deadline = None if timeout is None else monotonic() + timeout
+        caller = ThreadCaller()
+        try:
+            loop.call_soon_threadsafe(mailbox.receive, caller, op, args, kind, deadline, block)
+        except RuntimeError:
+            if loop.is_closed():
+                raise MapClosedError("the map's event loop is closed") from None
+            raise
+        return _wait(caller, mailbox, loop, deadline)
+
+    @property
+    def closed(self) -> bool:
+        return self._map.closed
+
+    def stats(self) -> ActorStats:
+        return self._map.stats()
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Close the map (see ``AsyncActorMap.aclose``) and wait up to ``timeout`` seconds
+        for the queue to drain (``TimeoutError`` if it has not). On the loop's own thread
+        it closes without waiting."""
+        amap = self._map
+        mailbox = amap._mailbox
+        loop = mailbox.loop
+        if loop is not None and loop.is_closed():
+            mailbox.closed = True  # nothing runs there any more: just refuse calls
+            return
+        if loop is None or mailbox.serves_here(loop):  # cannot wait for the loop here
+            mailbox.close(drain)
+            return
+        coro = amap.aclose(drain)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except BaseException:
+            _discard(coro)
+            if loop.is_closed():
+                mailbox.closed = True
+                return
+            raise
+        future.result(normalize_timeout(timeout))
+
+    def __enter__(self) -> ThreadsafeView[K, V]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"{type(self).__name__}(<closed>)"
+        return super().__repr__()

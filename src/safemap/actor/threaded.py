@@ -9,12 +9,13 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any, TypeVar
 
+from ..protocol import MapClosedError
 from ._breaker import CircuitBreaker
 from ._lifecycle import track_for_fork, track_owner_thread
 from ._mailbox import Mailbox, Request
 from ._owned import OwnedMap, stage
 from ._owner import Owner
-from ._stats import ActorStats, normalize_timeout
+from ._stats import ActorStats, check_options, normalize_timeout
 
 __all__ = ["ActorMap"]
 
@@ -24,38 +25,54 @@ V = TypeVar("V")
 _serial = itertools.count(1)
 
 
-def _serve(owner: Owner[Any, Any], mailbox: Mailbox) -> None:
+def _serve(owner_ref: weakref.ref[Owner[Any, Any]], mailbox: Mailbox) -> None:
     """The owner thread: run requests one at a time until the mailbox closes and empties.
 
-    It holds the owner (the dict) and the mailbox, never the map object, so a map nobody
-    references can be collected and its finalizer can close the mailbox, which ends this
-    loop.
+    It holds the mailbox, and the owner (the dict) only while it runs a request; between
+    requests it keeps a weak reference. A running thread is a root for the garbage
+    collector, so a strong reference here would keep the dict alive, and with it anything
+    the dict holds: a map stored in itself (``m["self"] = m``) would never be collected and
+    its thread would run for ever. Held weakly, such a map is an ordinary collectable cycle:
+    its finalizer closes the mailbox, which ends this loop. While a request runs, its caller
+    holds the map, so the owner cannot be collected from under it.
     """
+    owner = owner_ref()
+    if owner is None:
+        return
     owner.ident = threading.get_ident()
-    run = owner.run
+    del owner
     try:
         while (req := mailbox.take()) is not None:
+            owner = owner_ref()
+            if owner is None:  # unreachable: the request's caller holds the map
+                req.error = MapClosedError("the map was garbage-collected")
+                req.done.release()
+                continue
             try:
-                req.result = run(req.op, req.args, req.kind)
+                req.result = owner.run(req.op, req.args, req.kind)
             except BaseException as exc:  # delivered to the caller; the owner keeps serving
                 req.error = exc
                 owner.failed += 1
             owner.completed += 1
             done = req.done
-            # Drop our reference to the request (and so to its result) *before* waking the
-            # caller: once the caller's call returns, the owner must not keep alive anything
-            # the call removed from the map or returned (the protocol's identity rule).
-            del req
+            # Drop our references to the request (and so to its result) and to the owner
+            # *before* waking the caller: once the caller's call returns, the owner thread
+            # must not keep alive anything the call removed from the map or returned (the
+            # protocol's identity rule), nor the dict itself (see above).
+            del req, owner
             done.release()
     finally:
-        owner.ident = None
+        owner = owner_ref()
+        if owner is not None:
+            owner.ident = None
 
 
 class _Runner:
     """Starts the owner thread of one ActorMap, and starts a new one in a forked child.
 
-    Referenced by the map only (the thread holds the owner and the mailbox, not this), so
-    it lives exactly as long as the map: a map dropped before a fork is not revived."""
+    Referenced by the map only (the thread holds the mailbox and a weak reference to the
+    owner, not this), so it lives exactly as long as the map: a map dropped before a fork is
+    not revived."""
 
     __slots__ = ("__weakref__", "daemon", "mailbox", "name", "owner", "thread")
 
@@ -69,7 +86,10 @@ class _Runner:
 
     def start(self) -> None:
         thread = threading.Thread(
-            target=_serve, args=(self.owner, self.mailbox), name=self.name, daemon=self.daemon
+            target=_serve,
+            args=(weakref.ref(self.owner), self.mailbox),
+            name=self.name,
+            daemon=self.daemon,
         )
         track_owner_thread(thread, self.mailbox)
         self.thread = thread
@@ -115,6 +135,9 @@ class ActorMap(OwnedMap[K, V]):
       and *never applied*: it raises ``MapBusyError``. One the owner already started runs
       to completion, its effect takes place, and the caller gets ``TimeoutError`` (the
       result is dropped). ``MapBusyError`` and ``MapClosedError`` always mean "no effect".
+    - **Sentinels.** ``MISSING`` and ``DELETE`` are never stored: a method given one as a
+      value raises ``TypeError`` in the caller, before anything is queued; a callback
+      returning ``MISSING`` raises it too, leaving the map unchanged.
     - **Failures are the caller's.** A request that raises re-raises in its caller with its
       traceback; the owner keeps serving.
     - **Re-entry.** Calls made on the owner thread (from a callback, an ``execute``
@@ -145,6 +168,7 @@ class ActorMap(OwnedMap[K, V]):
         breaker: CircuitBreaker | None = None,
         **kwargs: V,
     ) -> None:
+        check_options("ActorMap", name=name, daemon=daemon, breaker=breaker)
         self._options_: dict[str, Any] = {
             "maxsize": maxsize,
             "name": name,
