@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
         AsyncActorMap,
         CircuitBreaker,
         CircuitOpenError,
+        OutcomeUnknownError,
     )
     from .failfast import (
         CheckedDict,
@@ -63,6 +64,7 @@ _LAZY: dict[str, str] = {
     "AsyncActorMap": "safemap.actor",
     "CircuitBreaker": "safemap.actor",
     "CircuitOpenError": "safemap.actor",
+    "OutcomeUnknownError": "safemap.actor",
     "CheckedDict": "safemap.failfast",
     "ConcurrentIterationError": "safemap.failfast",
     "ConcurrentMapMisuse": "safemap.failfast",
@@ -93,6 +95,7 @@ __all__ = [
     "MapBusyError",
     "MapClosedError",
     "MissingType",
+    "OutcomeUnknownError",
     "RWLock",
     "RWLockMap",
     "RecursiveUpdateError",

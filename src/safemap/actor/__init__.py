@@ -17,14 +17,3 @@ __all__ = [
     "ThreadsafeView",
 ]
 
-
-def _publish_under_package_name() -> None:
-    # Public classes report ``safemap.actor`` as their module, so reprs and pickles (a
-    # CircuitBreaker is pickled with a map's options) use the stable public path.
-    for name in __all__:
-        obj = globals()[name]
-        if isinstance(obj, type) and obj.__module__.startswith("safemap.actor."):
-            obj.__module__ = "safemap.actor"
-
-
-_publish_under_package_name()
