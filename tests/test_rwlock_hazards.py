@@ -236,6 +236,61 @@ def test_interrupted_untimed_wait_takes_nothing(trigger: _Trigger, mode: str) ->
     fresh_thread_gets_both_sides(lock)
 
 
+@posix_main_thread
+def test_signal_handler_using_the_lock_while_its_thread_waits_to_write() -> None:
+    """A signal handler that reads through the lock runs while its thread waits for the
+    write lock. The waiting writer must not hold the handler back (the old lock kept it
+    counted as waiting, so the handler waited for its own thread: a self-deadlock)."""
+    lock = RWLock()
+    holding, done = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        lock.acquire_read()
+        holding.set()
+        done.wait(WAIT * 3)
+        lock.release_read()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    assert holding.wait(WAIT)
+    seen: list[bool] = []
+    armed = [True]
+
+    def handler(signum: int, frame: Any) -> None:
+        if not armed[0]:
+            return
+        with lock.read(timeout=5):
+            seen.append(lock.held_by_current_thread())
+        if len(seen) == 3:
+            armed[0] = False
+            raise _Interrupt
+
+    stop = threading.Event()
+    main_ident = threading.get_ident()
+
+    def sender() -> None:
+        while not stop.wait(0.01):
+            signal.pthread_kill(main_ident, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    s = threading.Thread(target=sender, daemon=True)
+    s.start()
+    try:
+        with pytest.raises(_Interrupt):
+            lock.acquire_write()  # waits: another thread reads
+    finally:
+        armed[0] = False
+        stop.set()
+        s.join(WAIT)
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [True, True, True]
+    assert not lock.held_by_current_thread()
+    done.set()
+    t.join(WAIT)
+    assert not t.is_alive()
+    fresh_thread_gets_both_sides(lock)
+
+
 def _interrupter(go: list[bool]) -> threading.Thread:
     """A started thread that calls ``_thread.interrupt_main()`` once ``go`` is non-empty
     (a plain list: setting it runs no code an interrupt could break, unlike an Event)."""
