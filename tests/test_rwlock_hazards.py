@@ -14,9 +14,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safemap import RecursiveUpdateError, RWLock, RWLockMap
 
@@ -612,3 +615,84 @@ def test_fork_child_forgets_other_threads_holds_and_keeps_its_own() -> None:
     t.join(WAIT)
     mine.release_read()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+# ------------------------------------------------- the state machine vs a model
+
+_EXECUTORS = [ThreadPoolExecutor(max_workers=1) for _ in range(3)]  # 3 stable threads
+_OPS = ["acquire_read", "acquire_write", "release_read", "release_write", "held", "write_held"]
+
+
+class _Model:
+    """What RWLock must answer to non-blocking calls (``timeout=0``), per thread."""
+
+    def __init__(self) -> None:
+        self.readers: dict[int, int] = {}
+        self.writer: int | None = None
+
+    def apply(self, t: int, op: str) -> Any:
+        reads = self.readers.get(t, 0)
+        if op == "acquire_read":
+            if reads or self.writer in (t, None):
+                self.readers[t] = reads + 1
+                return True
+            return False
+        if op == "acquire_write":
+            if self.writer == t or reads:
+                return "RuntimeError"
+            if self.writer is None and not self.readers:
+                self.writer = t
+                return True
+            return False
+        if op == "release_read":
+            if not reads:
+                return "RuntimeError"
+            if reads == 1:
+                del self.readers[t]
+            else:
+                self.readers[t] = reads - 1
+            return None
+        if op == "release_write":
+            if self.writer != t:
+                return "RuntimeError"
+            self.writer = None
+            return None
+        if op == "held":
+            return self.writer == t or bool(reads)
+        return self.writer == t
+
+    def repr(self) -> str:
+        if self.writer is not None:
+            return "<RWLock write-locked, 0 writers waiting>"
+        if self.readers:
+            return f"<RWLock {sum(self.readers.values())} read holds, 0 writers waiting>"
+        return "<RWLock unlocked, 0 writers waiting>"
+
+
+def _call(lock: RWLock, op: str) -> Any:
+    fn = {
+        "acquire_read": lambda: lock.acquire_read(0),
+        "acquire_write": lambda: lock.acquire_write(timeout=0),
+        "release_read": lock.release_read,
+        "release_write": lock.release_write,
+        "held": lock.held_by_current_thread,
+        "write_held": lock.write_held_by_current_thread,
+    }[op]
+    try:
+        return fn()
+    except RuntimeError:
+        return "RuntimeError"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(_OPS)), max_size=40))
+def test_non_blocking_calls_from_three_threads_match_the_model(
+    steps: list[tuple[int, str]],
+) -> None:
+    """Misuse errors, re-entrant reads (also under the thread's own write hold), a writer
+    downgrading to a reader, and exclusion, from three threads, against a model."""
+    lock, model = RWLock(), _Model()
+    for t, op in steps:
+        got = _EXECUTORS[t].submit(_call, lock, op).result(WAIT)
+        assert got == model.apply(t, op), (t, op)
+        assert repr(lock) == model.repr()
