@@ -1,0 +1,851 @@
+/*
+ * _rwlock.c -- the state machine of safemap.RWLock (see rwlock.py for the
+ * public class and docs/locks.md for the guarantees).
+ *
+ * Why C: the lock must stay consistent whatever runs on the calling thread at
+ * any instant -- a signal handler raising KeyboardInterrupt, or the cyclic GC
+ * running a finalizer (__del__, weakref callback) that uses the same lock.  In
+ * Python both can strike between any two bytecodes, including while an
+ * internal mutex is held.  Here:
+ *
+ *   - every state transition is a short run of plain C that neither runs
+ *     Python code nor allocates Python objects (so the GC cannot start in the
+ *     middle of one) and never blocks while the state is locked;
+ *   - a thread blocks only on its own waiter semaphore, with the state
+ *     unlocked and the GIL released / the thread detached;
+ *   - signal handlers run only after a wait was interrupted (PY_LOCK_INTR),
+ *     and only once that waiter has left the lock entirely: if a handler
+ *     raises, the exception propagates with nothing held and nothing
+ *     registered; if it returns, the acquire starts over.
+ *
+ * State protection: on GIL builds the GIL itself (no code below releases it
+ * between reading and writing the state); on free-threaded builds a PyMutex
+ * per lock, held only around those plain-C transitions.
+ *
+ * Holds are keyed by a per-thread serial number (64-bit, handed out once per
+ * thread and never reused), not by the thread ident, which the OS recycles: a
+ * hold leaked by a thread that ended can never pass to a later thread.
+ */
+#include "../native/sm_compat.h"
+#include "pythread.h"
+
+#if SM_FREE_THREADED
+#  define RW_LOCK_STATE(self) PyMutex_Lock(&(self)->mutex)
+#  define RW_UNLOCK_STATE(self) PyMutex_Unlock(&(self)->mutex)
+#else
+#  define RW_LOCK_STATE(self) ((void)0)
+#  define RW_UNLOCK_STATE(self) ((void)0)
+#endif
+
+/* ------------------------------------------------------- thread identity */
+
+static SM_THREAD_LOCAL uint64_t rw_thread_serial; /* 0: not assigned yet */
+static uint64_t rw_next_serial;
+
+static uint64_t
+rw_me(void)
+{
+    uint64_t me = rw_thread_serial;
+    if (SM_UNLIKELY(me == 0)) {
+#if SM_FREE_THREADED
+        me = _Py_atomic_add_uint64(&rw_next_serial, 1) + 1;
+#else
+        me = ++rw_next_serial; /* under the GIL */
+#endif
+        rw_thread_serial = me;
+    }
+    return me;
+}
+
+/* ------------------------------------------------------------------ types */
+
+/* A blocked thread: lives on that thread's C stack, linked into the lock's
+ * waiter list while it waits.  `sem` is a binary semaphore kept acquired;
+ * a waker releases it (once: `signaled`), both under the state lock. */
+typedef struct rw_waiter {
+    struct rw_waiter *prev, *next;
+    PyThread_type_lock sem;
+    int signaled;
+    int write;
+} rw_waiter;
+
+/* One reading thread's read holds. */
+typedef struct {
+    uint64_t thread;
+    Py_ssize_t count;
+} rw_hold;
+
+typedef struct rw_lock {
+    PyObject_HEAD
+#if SM_FREE_THREADED
+    PyMutex mutex;
+#endif
+    uint64_t writer;            /* serial of the writing thread, or 0 */
+    Py_ssize_t writers_waiting; /* waiters with write == 1 */
+    rw_hold *readers;           /* raw-malloc'ed array */
+    Py_ssize_t nreaders, readers_cap;
+    rw_waiter waiters;          /* sentinel of a circular list */
+    struct rw_lock *reg_prev, *reg_next; /* every live lock, for fork */
+} rw_lock;
+
+/* Invariant: writer != 0 implies every reader entry is the writer's (it may
+ * take nested read holds; nobody else reads while a writer holds the lock). */
+
+/* Every live lock, so that a fork child can drop the holds and waiters of the
+ * threads that do not exist there. */
+static rw_lock rw_registry_head; /* sentinel; only reg_prev/reg_next used */
+#if SM_FREE_THREADED
+static PyMutex rw_registry_mutex;
+#  define RW_LOCK_REGISTRY() PyMutex_Lock(&rw_registry_mutex)
+#  define RW_UNLOCK_REGISTRY() PyMutex_Unlock(&rw_registry_mutex)
+#else
+#  define RW_LOCK_REGISTRY() ((void)0)
+#  define RW_UNLOCK_REGISTRY() ((void)0)
+#endif
+
+static PyTypeObject RWLock_Type;
+static PyTypeObject RWHold_Type;
+
+/* ----------------------------------------- state helpers (state locked) */
+
+static Py_ssize_t
+rw_find(rw_lock *self, uint64_t me)
+{
+    for (Py_ssize_t i = 0; i < self->nreaders; i++) {
+        if (self->readers[i].thread == me) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Add one read hold of `me`; -1 (nothing changed, no exception set) when out
+ * of memory.  PyMem_Raw* runs no Python code and never triggers the GC. */
+static int
+rw_add_read(rw_lock *self, uint64_t me)
+{
+    Py_ssize_t i = rw_find(self, me);
+    if (i >= 0) {
+        self->readers[i].count++;
+        return 0;
+    }
+    if (self->nreaders == self->readers_cap) {
+        Py_ssize_t cap = self->readers_cap ? self->readers_cap * 2 : 4;
+        rw_hold *grown = PyMem_RawRealloc(self->readers, (size_t)cap * sizeof(rw_hold));
+        if (grown == NULL) {
+            return -1;
+        }
+        self->readers = grown;
+        self->readers_cap = cap;
+    }
+    self->readers[self->nreaders].thread = me;
+    self->readers[self->nreaders].count = 1;
+    self->nreaders++;
+    return 0;
+}
+
+static void
+rw_wake_all(rw_lock *self)
+{
+    for (rw_waiter *w = self->waiters.next; w != &self->waiters; w = w->next) {
+        if (!w->signaled) {
+            w->signaled = 1;
+            PyThread_release_lock(w->sem);
+        }
+    }
+}
+
+static void
+rw_register(rw_lock *self, rw_waiter *w)
+{
+    w->next = &self->waiters;
+    w->prev = self->waiters.prev;
+    self->waiters.prev->next = w;
+    self->waiters.prev = w;
+    if (w->write) {
+        self->writers_waiting++;
+    }
+}
+
+/* `w` stops waiting.  A writer that leaves without the lock may have been the
+ * last one holding readers back: wake them. */
+static void
+rw_unregister(rw_lock *self, rw_waiter *w, int acquired)
+{
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    if (w->write && --self->writers_waiting == 0 && !acquired) {
+        rw_wake_all(self);
+    }
+}
+
+/* ------------------------------------------------------------------ time */
+
+static int64_t
+rw_now_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t = 0;
+    (void)PyTime_MonotonicRaw(&t);
+    return (int64_t)t;
+#else
+    return (int64_t)_PyTime_GetMonotonicClock();
+#endif
+}
+
+enum { RW_FOREVER, RW_TRY, RW_DEADLINE };
+
+/* timeout: None or -1 waits forever, 0 only tries, > 0 seconds.  May run
+ * Python code (__float__), so it is called before the state is touched. */
+static int
+rw_parse_timeout(PyObject *timeout, int *mode, int64_t *deadline)
+{
+    *mode = RW_FOREVER;
+    *deadline = 0;
+    if (timeout == NULL || timeout == Py_None) {
+        return 0;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (t == -1.0) {
+        return 0;
+    }
+    if (!(t >= 0.0)) { /* negative or NaN */
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number, -1 or None");
+        return -1;
+    }
+    if (t == 0.0) {
+        *mode = RW_TRY;
+        return 0;
+    }
+    int64_t now = rw_now_ns();
+    double ns = t * 1e9;
+    if (ns >= (double)(INT64_MAX - now)) {
+        return 0; /* beyond any clock: forever */
+    }
+    *mode = RW_DEADLINE;
+    *deadline = now + (int64_t)ns;
+    return 0;
+}
+
+/* ------------------------------------------------------------- acquiring */
+
+enum { RW_ACQUIRED, RW_TIMED_OUT, RW_WRITE_HELD, RW_UPGRADE, RW_NOMEM, RW_INTERRUPTED };
+
+/* Admit the caller now if it may go; state locked.  Returns RW_ACQUIRED,
+ * RW_WRITE_HELD/RW_UPGRADE (misuse), RW_NOMEM, or -1 (must wait). */
+static int
+rw_try_admit(rw_lock *self, uint64_t me, int write)
+{
+    if (write) {
+        if (self->writer == me) {
+            return RW_WRITE_HELD;
+        }
+        if (rw_find(self, me) >= 0) {
+            return RW_UPGRADE;
+        }
+        if (self->writer == 0 && self->nreaders == 0) {
+            self->writer = me;
+            return RW_ACQUIRED;
+        }
+        return -1;
+    }
+    /* A thread already holding the lock (read or write) is always admitted:
+     * refusing it would deadlock it against the writer waiting for that very
+     * hold.  Others wait while a writer holds or waits (writer preference). */
+    if (self->writer == me || rw_find(self, me) >= 0 ||
+        (self->writer == 0 && self->writers_waiting == 0)) {
+        return rw_add_read(self, me) < 0 ? RW_NOMEM : RW_ACQUIRED;
+    }
+    return -1;
+}
+
+static int
+rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
+{
+    uint64_t me = rw_me();
+    rw_waiter w = {NULL, NULL, NULL, 0, write};
+    int registered = 0, status;
+    for (;;) {
+        RW_LOCK_STATE(self);
+        status = rw_try_admit(self, me, write);
+        if (status != -1) {
+            if (registered) {
+                rw_unregister(self, &w, status == RW_ACQUIRED);
+            }
+            RW_UNLOCK_STATE(self);
+            break;
+        }
+        int64_t remaining = 0;
+        if (mode == RW_DEADLINE) {
+            remaining = deadline - rw_now_ns();
+        }
+        if (mode == RW_TRY || (mode == RW_DEADLINE && remaining <= 0)) {
+            if (registered) {
+                rw_unregister(self, &w, 0);
+            }
+            RW_UNLOCK_STATE(self);
+            status = RW_TIMED_OUT;
+            break;
+        }
+        if (w.sem == NULL) {
+            /* First wait: make the semaphore outside the state lock, then
+             * look again (the lock may have been released meanwhile). */
+            RW_UNLOCK_STATE(self);
+            w.sem = PyThread_allocate_lock();
+            if (w.sem == NULL) {
+                status = RW_NOMEM;
+                break;
+            }
+            (void)PyThread_acquire_lock(w.sem, NOWAIT_LOCK);
+            continue;
+        }
+        if (!registered) {
+            rw_register(self, &w);
+            registered = 1;
+        }
+        RW_UNLOCK_STATE(self);
+
+        PY_TIMEOUT_T us = -1;
+        if (mode == RW_DEADLINE) {
+            int64_t r = remaining / 1000 + 1;
+            us = r > (int64_t)PY_TIMEOUT_MAX ? (PY_TIMEOUT_T)PY_TIMEOUT_MAX : (PY_TIMEOUT_T)r;
+        }
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(w.sem, us, 1);
+        Py_END_ALLOW_THREADS
+
+        RW_LOCK_STATE(self);
+        if (w.signaled) {
+            /* The waker released `sem` under the state lock: if our wait did
+             * not consume that release, take it now so `sem` is held again. */
+            if (r != PY_LOCK_ACQUIRED) {
+                (void)PyThread_acquire_lock(w.sem, NOWAIT_LOCK);
+            }
+            w.signaled = 0;
+        }
+        if (r == PY_LOCK_INTR) {
+            /* A signal arrived.  Leave the lock entirely before its handler
+             * runs: the handler is arbitrary Python code (it may even use this
+             * lock); if it raises, nothing of ours is left behind. */
+            rw_unregister(self, &w, 0);
+            registered = 0;
+            RW_UNLOCK_STATE(self);
+            if (Py_MakePendingCalls() < 0) {
+                status = RW_INTERRUPTED;
+                break;
+            }
+            continue;
+        }
+        RW_UNLOCK_STATE(self);
+    }
+    if (w.sem != NULL) {
+        PyThread_free_lock(w.sem);
+    }
+    return status;
+}
+
+/* The Python-facing acquire: True, False (timed out), or an exception. */
+static PyObject *
+rw_acquire(rw_lock *self, int write, PyObject *timeout)
+{
+    int mode;
+    int64_t deadline;
+    if (rw_parse_timeout(timeout, &mode, &deadline) < 0) {
+        return NULL;
+    }
+    switch (rw_acquire_impl(self, write, mode, deadline)) {
+    case RW_ACQUIRED:
+        Py_RETURN_TRUE;
+    case RW_TIMED_OUT:
+        Py_RETURN_FALSE;
+    case RW_WRITE_HELD:
+        PyErr_SetString(PyExc_RuntimeError, "RWLock: this thread already holds the write lock");
+        return NULL;
+    case RW_UPGRADE:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "RWLock: this thread holds the read lock and asked for the write lock; "
+                        "upgrading would deadlock (release the read lock first)");
+        return NULL;
+    case RW_NOMEM:
+        return PyErr_NoMemory();
+    default: /* RW_INTERRUPTED: the signal handler's exception is set */
+        return NULL;
+    }
+}
+
+static int
+rw_timeout_arg(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
+               PyObject **timeout)
+{
+    /* acquire_*(timeout=None): one optional argument, by position or name. */
+    *timeout = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", fname,
+                     nargs + nkw);
+        return -1;
+    }
+    if (nargs == 1) {
+        *timeout = args[0];
+    }
+    else if (nkw == 1) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
+        if (!PyUnicode_Check(name) || PyUnicode_CompareWithASCIIString(name, "timeout") != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
+                         fname, name);
+            return -1;
+        }
+        *timeout = args[0];
+    }
+    return 0;
+}
+
+static PyObject *
+rw_acquire_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout;
+    if (rw_timeout_arg(args, nargs, kwnames, "acquire_read", &timeout) < 0) {
+        return NULL;
+    }
+    return rw_acquire((rw_lock *)self, 0, timeout);
+}
+
+static PyObject *
+rw_acquire_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout;
+    if (rw_timeout_arg(args, nargs, kwnames, "acquire_write", &timeout) < 0) {
+        return NULL;
+    }
+    return rw_acquire((rw_lock *)self, 1, timeout);
+}
+
+/* ------------------------------------------------------------- releasing */
+
+static PyObject *
+rw_release_read(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    uint64_t me = rw_me();
+    RW_LOCK_STATE(self);
+    Py_ssize_t i = rw_find(self, me);
+    if (i < 0) {
+        RW_UNLOCK_STATE(self);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "RWLock: release_read() by a thread that holds no read lock");
+        return NULL;
+    }
+    if (--self->readers[i].count == 0) {
+        self->readers[i] = self->readers[--self->nreaders];
+        if (self->nreaders == 0) {
+            rw_wake_all(self);
+        }
+    }
+    RW_UNLOCK_STATE(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rw_release_write(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    uint64_t me = rw_me();
+    RW_LOCK_STATE(self);
+    if (self->writer != me) {
+        RW_UNLOCK_STATE(self);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "RWLock: release_write() by a thread that does not hold it");
+        return NULL;
+    }
+    self->writer = 0;
+    rw_wake_all(self);
+    RW_UNLOCK_STATE(self);
+    Py_RETURN_NONE;
+}
+
+/* --------------------------------------------------------- introspection */
+
+static PyObject *
+rw_held_by_current_thread(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    uint64_t me = rw_me();
+    RW_LOCK_STATE(self);
+    int held = self->writer == me || rw_find(self, me) >= 0;
+    RW_UNLOCK_STATE(self);
+    return PyBool_FromLong(held);
+}
+
+static PyObject *
+rw_write_held_by_current_thread(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    uint64_t me = rw_me();
+    RW_LOCK_STATE(self);
+    int held = self->writer == me;
+    RW_UNLOCK_STATE(self);
+    return PyBool_FromLong(held);
+}
+
+static PyObject *
+rw_read_holds_of_current_thread(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    uint64_t me = rw_me();
+    RW_LOCK_STATE(self);
+    Py_ssize_t i = rw_find(self, me);
+    Py_ssize_t n = i >= 0 ? self->readers[i].count : 0;
+    RW_UNLOCK_STATE(self);
+    return PyLong_FromSsize_t(n);
+}
+
+static PyObject *
+rw_repr(PyObject *op)
+{
+    rw_lock *self = (rw_lock *)op;
+    RW_LOCK_STATE(self);
+    int writing = self->writer != 0;
+    Py_ssize_t holds = 0;
+    for (Py_ssize_t i = 0; i < self->nreaders; i++) {
+        holds += self->readers[i].count;
+    }
+    Py_ssize_t waiting = self->writers_waiting;
+    RW_UNLOCK_STATE(self);
+    /* Python objects only from here on, with the state unlocked. */
+    PyObject *name = PyType_GetName(Py_TYPE(op));
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *res;
+    if (writing) {
+        res = PyUnicode_FromFormat("<%U write-locked, %zd writers waiting>", name, waiting);
+    }
+    else if (holds) {
+        res = PyUnicode_FromFormat("<%U %zd read holds, %zd writers waiting>", name, holds,
+                                   waiting);
+    }
+    else {
+        res = PyUnicode_FromFormat("<%U unlocked, %zd writers waiting>", name, waiting);
+    }
+    Py_DECREF(name);
+    return res;
+}
+
+/* -------------------------------------------------------- context managers */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lock;
+    PyObject *timeout;
+    int write;
+} rw_hold_cm;
+
+static PyObject *rw_str_acquire_read, *rw_str_acquire_write, *rw_str_release_read,
+    *rw_str_release_write;
+
+static PyObject *
+rw_make_hold(PyObject *lock, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+             int write)
+{
+    PyObject *timeout;
+    if (rw_timeout_arg(args, nargs, kwnames, write ? "write" : "read", &timeout) < 0) {
+        return NULL;
+    }
+    rw_hold_cm *hold = PyObject_GC_New(rw_hold_cm, &RWHold_Type);
+    if (hold == NULL) {
+        return NULL;
+    }
+    hold->lock = Py_NewRef(lock);
+    hold->timeout = Py_NewRef(timeout);
+    hold->write = write;
+    PyObject_GC_Track(hold);
+    return (PyObject *)hold;
+}
+
+static PyObject *
+rw_read_cm(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return rw_make_hold(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *
+rw_write_cm(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return rw_make_hold(self, args, nargs, kwnames, 1);
+}
+
+/* __enter__/__exit__ go through the lock's own methods, so that a subclass or
+ * an instrumentation (safemap.race wraps them) sees every acquire/release. */
+static PyObject *
+hold_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_hold_cm *hold = (rw_hold_cm *)op;
+    PyObject *args[2] = {hold->lock, hold->timeout};
+    PyObject *got = PyObject_VectorcallMethod(
+        hold->write ? rw_str_acquire_write : rw_str_acquire_read, args, 2, NULL);
+    if (got == NULL) {
+        return NULL;
+    }
+    int ok = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    if (ok < 0) {
+        return NULL;
+    }
+    if (!ok) {
+        PyErr_Format(PyExc_TimeoutError, "RWLock: %s lock not acquired within %Ss",
+                     hold->write ? "write" : "read", hold->timeout);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hold_exit(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(nargs))
+{
+    rw_hold_cm *hold = (rw_hold_cm *)op;
+    PyObject *args[1] = {hold->lock};
+    PyObject *res = PyObject_VectorcallMethod(
+        hold->write ? rw_str_release_write : rw_str_release_read, args, 1, NULL);
+    if (res == NULL) {
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_NONE; /* never suppresses the block's exception */
+}
+
+static int
+hold_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    rw_hold_cm *hold = (rw_hold_cm *)op;
+    Py_VISIT(hold->lock);
+    Py_VISIT(hold->timeout);
+    return 0;
+}
+
+static int
+hold_clear(PyObject *op)
+{
+    rw_hold_cm *hold = (rw_hold_cm *)op;
+    Py_CLEAR(hold->lock);
+    Py_CLEAR(hold->timeout);
+    return 0;
+}
+
+static void
+hold_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    (void)hold_clear(op);
+    PyObject_GC_Del(op);
+}
+
+static PyMethodDef hold_methods[] = {
+    {"__enter__", hold_enter, METH_NOARGS, "Acquire; TimeoutError if the timeout expires."},
+    {"__exit__", (PyCFunction)(void (*)(void))hold_exit, METH_FASTCALL, "Release."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RWHold_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.locks._rwlock.Hold",
+    .tp_basicsize = sizeof(rw_hold_cm),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Context manager for one read or write hold of an RWLock.",
+    .tp_dealloc = hold_dealloc,
+    .tp_traverse = hold_traverse,
+    .tp_clear = hold_clear,
+    .tp_methods = hold_methods,
+};
+
+/* ------------------------------------------------------------- lifecycle */
+
+static PyObject *
+rw_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+{
+    /* Arguments are checked by __init__ (the Python class's). */
+    rw_lock *self = (rw_lock *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->writer = 0;
+    self->writers_waiting = 0;
+    self->readers = NULL;
+    self->nreaders = self->readers_cap = 0;
+    self->waiters.prev = self->waiters.next = &self->waiters;
+    RW_LOCK_REGISTRY();
+    self->reg_next = &rw_registry_head;
+    self->reg_prev = rw_registry_head.reg_prev;
+    rw_registry_head.reg_prev->reg_next = self;
+    rw_registry_head.reg_prev = self;
+    RW_UNLOCK_REGISTRY();
+    return (PyObject *)self;
+}
+
+static void
+rw_dealloc(PyObject *op)
+{
+    /* Holds no Python object: nothing to untrack or clear here (a subclass's
+     * own dealloc untracks and clears its slots before calling this). */
+    rw_lock *self = (rw_lock *)op;
+    RW_LOCK_REGISTRY();
+    self->reg_prev->reg_next = self->reg_next;
+    self->reg_next->reg_prev = self->reg_prev;
+    RW_UNLOCK_REGISTRY();
+    PyMem_RawFree(self->readers);
+    PyTypeObject *type = Py_TYPE(op);
+    type->tp_free(op);
+}
+
+/* After os.fork(), in the child, where only the forking thread exists: every
+ * lock forgets the holds and waiters of the other threads (they can never
+ * release or stop waiting), and keeps the forking thread's own holds.  The
+ * state mutexes are reset: no other thread can own them any more. */
+static PyObject *
+rw_after_fork_in_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    uint64_t me = rw_me();
+#if SM_FREE_THREADED
+    rw_registry_mutex = (PyMutex){0};
+#endif
+    for (rw_lock *lk = rw_registry_head.reg_next; lk != &rw_registry_head; lk = lk->reg_next) {
+#if SM_FREE_THREADED
+        lk->mutex = (PyMutex){0};
+#endif
+        /* The waiters' semaphores belonged to threads that are gone: they are
+         * abandoned, not freed (their owners' stacks are gone too). */
+        lk->waiters.prev = lk->waiters.next = &lk->waiters;
+        lk->writers_waiting = 0;
+        if (lk->writer != me) {
+            lk->writer = 0;
+        }
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < lk->nreaders; i++) {
+            if (lk->readers[i].thread == me) {
+                lk->readers[kept++] = lk->readers[i];
+            }
+        }
+        lk->nreaders = kept;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef rw_methods[] = {
+    {"acquire_read", (PyCFunction)(void (*)(void))rw_acquire_read,
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire_read(timeout=None)\n--\n\n"
+     "Take a read hold; return False if timeout expired first."},
+    {"acquire_write", (PyCFunction)(void (*)(void))rw_acquire_write,
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire_write(timeout=None)\n--\n\n"
+     "Take the write hold; return False if timeout expired first.\n\n"
+     "Raises RuntimeError at once if this thread holds the read or the write lock."},
+    {"release_read", rw_release_read, METH_NOARGS,
+     "release_read()\n--\n\n"
+     "Release one read hold of this thread; RuntimeError if it holds none."},
+    {"release_write", rw_release_write, METH_NOARGS,
+     "release_write()\n--\n\n"
+     "Release this thread's write hold; RuntimeError if it does not hold it."},
+    {"held_by_current_thread", rw_held_by_current_thread, METH_NOARGS,
+     "held_by_current_thread()\n--\n\n"
+     "Whether the calling thread holds the lock, for reading or for writing."},
+    {"write_held_by_current_thread", rw_write_held_by_current_thread, METH_NOARGS,
+     "write_held_by_current_thread()\n--\n\n"
+     "Whether the calling thread holds the write lock."},
+    {"_read_holds_by_current_thread", rw_read_holds_of_current_thread, METH_NOARGS,
+     "_read_holds_by_current_thread()\n--\n\n"
+     "How many read holds the calling thread has (0 if none)."},
+    {"read", (PyCFunction)(void (*)(void))rw_read_cm, METH_FASTCALL | METH_KEYWORDS,
+     "read(timeout=None)\n--\n\n"
+     "with lock.read(): holds the read lock for the block.\n\n"
+     "Raises TimeoutError if timeout expires before the lock is acquired."},
+    {"write", (PyCFunction)(void (*)(void))rw_write_cm, METH_FASTCALL | METH_KEYWORDS,
+     "write(timeout=None)\n--\n\n"
+     "with lock.write(): holds the write lock for the block.\n\n"
+     "Raises TimeoutError if timeout expires before the lock is acquired."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RWLock_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.locks._rwlock.RWLockCore",
+    .tp_basicsize = sizeof(rw_lock),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The state machine of safemap.RWLock (use safemap.RWLock).",
+    .tp_new = rw_new,
+    .tp_dealloc = rw_dealloc,
+    .tp_repr = rw_repr,
+    .tp_methods = rw_methods,
+};
+
+/* ---------------------------------------------------------------- module */
+
+static PyMethodDef mod_methods[] = {
+    {"_after_fork_in_child", rw_after_fork_in_child, METH_NOARGS,
+     "Forget the holds and waiters of threads that do not exist in a fork child."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+rw_exec(PyObject *module)
+{
+    if (rw_registry_head.reg_next == NULL) {
+        rw_registry_head.reg_prev = rw_registry_head.reg_next = &rw_registry_head;
+    }
+    static struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&rw_str_acquire_read, "acquire_read"},
+        {&rw_str_acquire_write, "acquire_write"},
+        {&rw_str_release_read, "release_read"},
+        {&rw_str_release_write, "release_write"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL &&
+            (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return -1;
+        }
+    }
+    PyTypeObject *types[] = {&RWLock_Type, &RWHold_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            return -1;
+        }
+    }
+    if (PyModule_AddObjectRef(module, "RWLockCore", (PyObject *)&RWLock_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Hold", (PyObject *)&RWHold_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot rw_slots[] = {
+    {Py_mod_exec, (void *)rw_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef rw_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "safemap.locks._rwlock",
+    .m_doc = "The state machine of safemap.RWLock, in C (see safemap/locks/rwlock.py).",
+    .m_size = 0,
+    .m_methods = mod_methods,
+    .m_slots = rw_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__rwlock(void)
+{
+    return PyModuleDef_Init(&rw_module);
+}
