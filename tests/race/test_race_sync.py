@@ -135,8 +135,8 @@ def test_internal_callers_get_original_objects() -> None:
     locked = safemap.LockedMap()
     assert type(locked._read).__module__ == "_thread"  # LockedMap's RLock: original
     rw = safemap.RWLockMap()
-    assert not hasattr(rw._read._lock._cond, "_safemap_race")
-    assert hasattr(safemap.RWLock()._cond, "_safemap_race")
+    assert rw._read._lock._race is None  # internal: not modelled
+    assert safemap.RWLock()._race is not None  # a user's lock is modelled
 
 
 def test_isinstance_accepts_models_and_originals() -> None:

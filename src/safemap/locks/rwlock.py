@@ -20,8 +20,6 @@ threads that do not exist there and keeps those of the forking thread.
 from __future__ import annotations
 
 import os
-import threading
-import types
 
 from ._rwlock import RWLockCore, _after_fork_in_child
 
@@ -58,23 +56,12 @@ class RWLock(RWLockCore):
     ``timeout`` is in seconds; ``None`` or ``-1`` waits forever, ``0`` only tries.
     """
 
-    # ``_cond`` and the ``_readers``/``_writer`` views below are what safemap.race's model
-    # of RWLock reads (it hangs its clocks on ``_cond``); nothing else uses them.
-    __slots__ = ("_cond",)
+    # safemap.race's model of RWLock keeps its happens-before clocks here (None
+    # otherwise); nothing else uses it.
+    __slots__ = ("_race",)
 
     def __init__(self) -> None:
-        self._cond = types.SimpleNamespace()
-
-    @property
-    def _readers(self) -> dict[int, int]:
-        """The calling thread's read holds, keyed by its identifier (empty if none)."""
-        n = self._read_holds_by_current_thread()
-        return {threading.get_ident(): n} if n else {}
-
-    @property
-    def _writer(self) -> int | None:
-        """The calling thread's identifier if it holds the write lock, else ``None``."""
-        return threading.get_ident() if self.write_held_by_current_thread() else None
+        self._race: object = None
 
 
 if hasattr(os, "register_at_fork"):

@@ -385,11 +385,11 @@ def _subclasses(root: type) -> list[type]:
 # ---------------------------------------------------------------------------- RWLock
 
 _RW = _rwlock.RWLock
-_RW_ATTR = "_safemap_race"  # on the RWLock's Condition: (reader clock, writer clock)
 
 
 def _rw_clocks(lock: Any) -> tuple[SyncVar, SyncVar] | None:
-    return getattr(lock._cond, _RW_ATTR, None)
+    """The lock's (reader clock, writer clock), or None for a lock the model ignores."""
+    return lock._race  # type: ignore[no-any-return]
 
 
 def _rw_patches() -> dict[str, Callable[..., Any]]:
@@ -402,7 +402,7 @@ def _rw_patches() -> dict[str, Callable[..., Any]]:
     def __init__(self: Any) -> None:
         orig_init(self)
         if not caller_is_internal(1):
-            setattr(self._cond, _RW_ATTR, (SyncVar(), SyncVar()))
+            self._race = (SyncVar(), SyncVar())
 
     def acquire_read(self: Any, timeout: float | None = None) -> bool:
         got = orig_acquire_read(self, timeout)
@@ -421,13 +421,13 @@ def _rw_patches() -> dict[str, Callable[..., Any]]:
 
     def release_read(self: Any) -> None:
         clocks = _rw_clocks(self)
-        if clocks is not None and self._readers.get(_thread.get_ident()):
+        if clocks is not None and self._read_holds_by_current_thread():
             _runtime.release_merge(clocks[1])
         orig_release_read(self)
 
     def release_write(self: Any) -> None:
         clocks = _rw_clocks(self)
-        if clocks is not None and self._writer == _thread.get_ident():
+        if clocks is not None and self.write_held_by_current_thread():
             _runtime.release_merge(clocks[0])
         orig_release_write(self)
 
