@@ -28,6 +28,7 @@ MAP_TYPES: dict[str, type[Any]] = {
 # The native core is built by every install: a missing one must fail, not be skipped.
 MAP_TYPES["ConcurrentMap"] = safemap.ConcurrentMap
 MAP_TYPES["SyncMap"] = safemap.SyncMap
+MAP_TYPES["PersistentMap"] = safemap.PersistentMap
 
 
 @pytest.fixture(params=list(MAP_TYPES))

@@ -25,6 +25,7 @@ from ._version import __version__
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap
 from .native import ConcurrentMap, SyncMap
+from .persistent import PersistentMap
 from .protocol import (
     DELETE,
     MISSING,
@@ -96,6 +97,7 @@ __all__ = [
     "MapClosedError",
     "MissingType",
     "OutcomeUnknownError",
+    "PersistentMap",
     "RWLock",
     "RWLockMap",
     "RecursiveUpdateError",

@@ -1,0 +1,1331 @@
+/*
+ * _hamt.c -- safemap.persistent._hamt: a persistent hash array mapped trie.
+ *
+ * Three types:
+ *
+ *   Node   one trie node, immutable once published.  A *bitmap* node has a
+ *          32-bit bitmap of the hash chunk positions it uses (5 bits of the
+ *          key's hash per level) and two slots per used position: (key,
+ *          value) for an entry, or (NULL, child node) for a sub-trie.  A
+ *          *collision* node holds the (key, value) pairs of distinct keys
+ *          whose hashes are equal in all 64 bits.  Levels use shifts 0, 5,
+ *          ..., 60, so two different hashes always part by shift 60 and no
+ *          bitmap node ever sits below it.
+ *   Trie   one version of a map: a root node (always a bitmap node) and the
+ *          entry count.  Immutable: set() and delete() return a new Trie that
+ *          shares every node off the changed path (O(log32 n) new nodes).
+ *   PersistentMapBase
+ *          the mutable map's core: a pointer to the current Trie.  Readers
+ *          take a strong reference to the current Trie and walk it with no
+ *          lock; a writer builds the next Trie and publishes it by swapping
+ *          the pointer (writers are serialized by the Python layer's lock).
+ *
+ * Why readers are safe on free-threaded builds: the only shared mutable word
+ * is PersistentMapBase.root.  Everything reachable from a Trie is immutable
+ * once the Trie is published, so a reader that holds a strong reference to a
+ * Trie can walk it while writers publish new versions.  Getting that strong
+ * reference is the one delicate step: between loading the pointer and
+ * incrementing the reference count, a writer could publish a new root and drop
+ * the last reference to the old one.  So the load and the increment happen in
+ * the map's critical section (Py_BEGIN_CRITICAL_SECTION on the map: a per-map
+ * mutex held for those two instructions), and a writer swaps the pointer in
+ * the same critical section; the writer's reference to the old root is
+ * dropped only after it left the critical section.  The replaced root is
+ * therefore freed exactly when the last reader that obtained it releases it.
+ * On GIL builds the GIL makes load+incref atomic and no lock is taken.
+ *
+ * Key __hash__/__eq__ run Python code during walks; nothing is mutated during
+ * a walk, and the walker holds a strong reference to the Trie, so such code
+ * (even code that writes to the map) cannot invalidate the walk.
+ *
+ * GC: nodes, tries, iterators and maps are GC-tracked (values may refer back
+ * to the map).  tp_clear may empty slots of a node in an unreachable cycle, so
+ * every walk treats a NULL slot as "absent".
+ */
+#include "../native/sm_compat.h"
+
+#define HAMT_BITS 5
+#define HAMT_MASK 31u
+#define HAMT_MAX_SHIFT 60
+#define HAMT_MAX_DEPTH 16 /* 13 bitmap levels + a collision node, rounded up */
+
+static PyObject *RecursiveUpdateError; /* safemap.RecursiveUpdateError */
+
+/* ====================================================================== Node */
+
+typedef struct {
+    PyObject_VAR_HEAD      /* ob_size: number of slots (2 per position/pair) */
+    uint32_t bitmap;       /* bitmap node: positions in use */
+    int collision;         /* 1: collision node */
+    Py_hash_t hash;        /* collision node: the common hash */
+    PyObject *slots[1];
+} Node;
+
+static PyTypeObject Node_Type;
+
+static inline int
+popcount32(uint32_t x)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcount(x);
+#else
+    int n = 0;
+    while (x) {
+        x &= x - 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+static inline uint32_t
+bitpos(uint64_t h, int shift)
+{
+    return 1u << ((h >> shift) & HAMT_MASK);
+}
+
+/* A node with n zeroed slots, not yet tracked by the GC (the caller fills it
+ * and then calls node_ready). */
+static Node *
+node_alloc(Py_ssize_t n)
+{
+    Node *node = PyObject_GC_NewVar(Node, &Node_Type, n);
+    if (node == NULL) {
+        return NULL;
+    }
+    node->bitmap = 0;
+    node->collision = 0;
+    node->hash = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        node->slots[i] = NULL;
+    }
+    return node;
+}
+
+static inline Node *
+node_ready(Node *node)
+{
+    PyObject_GC_Track(node);
+    return node;
+}
+
+/* A copy of node (same shape), slots with new references, untracked. */
+static Node *
+node_copy(Node *node, Py_ssize_t n)
+{
+    Node *c = node_alloc(n);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->bitmap = node->bitmap;
+    c->collision = node->collision;
+    c->hash = node->hash;
+    Py_ssize_t m = Py_SIZE(node) < n ? Py_SIZE(node) : n;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        c->slots[i] = Py_XNewRef(node->slots[i]);
+    }
+    return c;
+}
+
+static int
+node_traverse(Node *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < Py_SIZE(self); i++) {
+        Py_VISIT(self->slots[i]);
+    }
+    return 0;
+}
+
+static int
+node_clear(Node *self)
+{
+    for (Py_ssize_t i = 0; i < Py_SIZE(self); i++) {
+        Py_CLEAR(self->slots[i]);
+    }
+    return 0;
+}
+
+static void
+node_dealloc(Node *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, node_dealloc)
+    for (Py_ssize_t i = 0; i < Py_SIZE(self); i++) {
+        Py_XDECREF(self->slots[i]);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TRASHCAN_END
+}
+
+static PyTypeObject Node_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.persistent._hamt.Node",
+    .tp_basicsize = offsetof(Node, slots),
+    .tp_itemsize = sizeof(PyObject *),
+    .tp_dealloc = (destructor)node_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)node_traverse,
+    .tp_clear = (inquiry)node_clear,
+    .tp_doc = "A node of a persistent hash trie (internal, immutable).",
+};
+
+/* Key equality as dict does it: identity first. */
+static inline int
+keys_equal(PyObject *a, PyObject *b)
+{
+    return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+/* Look key up.  1: found, *out borrowed (kept alive by the caller's strong
+ * reference to the trie); 0: absent; -1: error from __eq__. */
+static int
+node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
+{
+    int shift = 0;
+    for (;;) {
+        if (node->collision) {
+            if ((uint64_t)node->hash != h) {
+                return 0;
+            }
+            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+                PyObject *k = node->slots[i];
+                if (k == NULL || node->slots[i + 1] == NULL) {
+                    continue;
+                }
+                int eq = keys_equal(k, key);
+                if (eq != 0) {
+                    if (eq > 0) {
+                        *out = node->slots[i + 1];
+                    }
+                    return eq;
+                }
+            }
+            return 0;
+        }
+        uint32_t bit = bitpos(h, shift);
+        if (!(node->bitmap & bit)) {
+            return 0;
+        }
+        Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
+        PyObject *k = node->slots[idx];
+        PyObject *v = node->slots[idx + 1];
+        if (v == NULL) {
+            return 0; /* cleared by the GC */
+        }
+        if (k == NULL) {
+            node = (Node *)v;
+            shift += HAMT_BITS;
+            continue;
+        }
+        int eq = keys_equal(k, key);
+        if (eq > 0) {
+            *out = v;
+        }
+        return eq;
+    }
+}
+
+/* A bitmap node at `shift` holding two entries whose hashes differ (they agree
+ * on every bit below shift). */
+static Node *
+node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyObject *v2,
+          uint64_t h2)
+{
+    if (shift > HAMT_MAX_SHIFT) {
+        PyErr_SetString(PyExc_RuntimeError, "a key's hash changed while it was in the map");
+        return NULL;
+    }
+    uint32_t b1 = bitpos(h1, shift), b2 = bitpos(h2, shift);
+    if (b1 == b2) {
+        Node *child = node_pair(shift + HAMT_BITS, k1, v1, h1, k2, v2, h2);
+        if (child == NULL) {
+            return NULL;
+        }
+        Node *node = node_alloc(2);
+        if (node == NULL) {
+            Py_DECREF(child);
+            return NULL;
+        }
+        node->bitmap = b1;
+        node->slots[1] = (PyObject *)child;
+        return node_ready(node);
+    }
+    Node *node = node_alloc(4);
+    if (node == NULL) {
+        return NULL;
+    }
+    node->bitmap = b1 | b2;
+    int first = b1 < b2 ? 0 : 2;
+    node->slots[first] = Py_NewRef(k1);
+    node->slots[first + 1] = Py_NewRef(v1);
+    node->slots[2 - first] = Py_NewRef(k2);
+    node->slots[3 - first] = Py_NewRef(v2);
+    return node_ready(node);
+}
+
+/* The node with key -> value added or replaced: a new reference (node itself
+ * when nothing changes).  *added is set to 1 when key was absent.  NULL on
+ * error, with nothing changed. */
+static Node *
+node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, int *added)
+{
+    if (node->collision) {
+        if ((uint64_t)node->hash != h) {
+            /* A key of another hash reaches this collision node: put the node
+             * under a bitmap node at this level and insert there. */
+            Node *wrap = node_alloc(2);
+            if (wrap == NULL) {
+                return NULL;
+            }
+            wrap->bitmap = bitpos((uint64_t)node->hash, shift);
+            wrap->slots[1] = Py_NewRef(node);
+            node_ready(wrap);
+            Node *res = node_assoc(wrap, shift, h, key, value, added);
+            Py_DECREF(wrap);
+            return res;
+        }
+        Py_ssize_t n = Py_SIZE(node);
+        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+            PyObject *k = node->slots[i];
+            if (k == NULL) {
+                continue;
+            }
+            int eq = keys_equal(k, key);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (eq) {
+                if (node->slots[i + 1] == value) {
+                    return (Node *)Py_NewRef(node);
+                }
+                Node *c = node_copy(node, n);
+                if (c == NULL) {
+                    return NULL;
+                }
+                Py_XSETREF(c->slots[i + 1], Py_NewRef(value));
+                return node_ready(c);
+            }
+        }
+        Node *c = node_copy(node, n + 2);
+        if (c == NULL) {
+            return NULL;
+        }
+        c->slots[n] = Py_NewRef(key);
+        c->slots[n + 1] = Py_NewRef(value);
+        *added = 1;
+        return node_ready(c);
+    }
+
+    uint32_t bit = bitpos(h, shift);
+    Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
+    Py_ssize_t n = Py_SIZE(node);
+    if (!(node->bitmap & bit)) {
+        Node *c = node_alloc(n + 2);
+        if (c == NULL) {
+            return NULL;
+        }
+        c->bitmap = node->bitmap | bit;
+        for (Py_ssize_t i = 0; i < idx; i++) {
+            c->slots[i] = Py_XNewRef(node->slots[i]);
+        }
+        c->slots[idx] = Py_NewRef(key);
+        c->slots[idx + 1] = Py_NewRef(value);
+        for (Py_ssize_t i = idx; i < n; i++) {
+            c->slots[i + 2] = Py_XNewRef(node->slots[i]);
+        }
+        *added = 1;
+        return node_ready(c);
+    }
+    PyObject *k = node->slots[idx];
+    PyObject *v = node->slots[idx + 1];
+    PyObject *replacement; /* new reference for slots[idx + 1] */
+    PyObject *new_key;     /* new reference (or NULL) for slots[idx] */
+    if (v == NULL) {
+        /* Slot cleared by the GC: store the entry there. */
+        new_key = Py_NewRef(key);
+        replacement = Py_NewRef(value);
+        *added = 1;
+    }
+    else if (k == NULL) {
+        Node *child = node_assoc((Node *)v, shift + HAMT_BITS, h, key, value, added);
+        if (child == NULL) {
+            return NULL;
+        }
+        if ((PyObject *)child == v) {
+            Py_DECREF(child);
+            return (Node *)Py_NewRef(node);
+        }
+        new_key = NULL;
+        replacement = (PyObject *)child;
+    }
+    else {
+        int eq = keys_equal(k, key);
+        if (eq < 0) {
+            return NULL;
+        }
+        if (eq) {
+            if (v == value) {
+                return (Node *)Py_NewRef(node);
+            }
+            new_key = Py_NewRef(k);
+            replacement = Py_NewRef(value);
+        }
+        else {
+            Py_hash_t kh = sm_hash(k);
+            if (kh == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+            Node *child;
+            if ((uint64_t)kh == h) {
+                child = node_alloc(4);
+                if (child == NULL) {
+                    return NULL;
+                }
+                child->collision = 1;
+                child->hash = (Py_hash_t)h;
+                child->slots[0] = Py_NewRef(k);
+                child->slots[1] = Py_NewRef(v);
+                child->slots[2] = Py_NewRef(key);
+                child->slots[3] = Py_NewRef(value);
+                node_ready(child);
+            }
+            else {
+                child = node_pair(shift + HAMT_BITS, k, v, (uint64_t)kh, key, value, h);
+                if (child == NULL) {
+                    return NULL;
+                }
+            }
+            new_key = NULL;
+            replacement = (PyObject *)child;
+            *added = 1;
+        }
+    }
+    Node *c = node_copy(node, n);
+    if (c == NULL) {
+        Py_XDECREF(new_key);
+        Py_DECREF(replacement);
+        return NULL;
+    }
+    Py_XSETREF(c->slots[idx], new_key);
+    Py_XSETREF(c->slots[idx + 1], replacement);
+    return node_ready(c);
+}
+
+/* A copy of node without the slot pair at idx (bitmap node: `bit` cleared). */
+static Node *
+node_drop_pair(Node *node, Py_ssize_t idx, uint32_t bit)
+{
+    Py_ssize_t n = Py_SIZE(node);
+    Node *c = node_alloc(n - 2);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->bitmap = node->bitmap & ~bit;
+    c->collision = node->collision;
+    c->hash = node->hash;
+    for (Py_ssize_t i = 0, j = 0; i < n; i++) {
+        if (i == idx || i == idx + 1) {
+            continue;
+        }
+        c->slots[j++] = Py_XNewRef(node->slots[i]);
+    }
+    return node_ready(c);
+}
+
+/* Remove key.  1: removed, *out is the new node (a new reference, or NULL when
+ * the node ends empty) and *removed the removed value (borrowed from the old
+ * node); 0: absent; -1: error, nothing changed. */
+static int
+node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed)
+{
+    if (node->collision) {
+        if ((uint64_t)node->hash != h) {
+            return 0;
+        }
+        Py_ssize_t n = Py_SIZE(node);
+        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+            PyObject *k = node->slots[i];
+            if (k == NULL || node->slots[i + 1] == NULL) {
+                continue;
+            }
+            int eq = keys_equal(k, key);
+            if (eq < 0) {
+                return -1;
+            }
+            if (!eq) {
+                continue;
+            }
+            *removed = node->slots[i + 1];
+            if (n == 4) {
+                /* One entry left: hand it up as a one-entry bitmap node, which
+                 * the parent inlines. */
+                Py_ssize_t other = i == 0 ? 2 : 0;
+                Node *single = node_alloc(2);
+                if (single == NULL) {
+                    return -1;
+                }
+                single->bitmap = 1;
+                single->slots[0] = Py_XNewRef(node->slots[other]);
+                single->slots[1] = Py_XNewRef(node->slots[other + 1]);
+                *out = node_ready(single);
+                return 1;
+            }
+            *out = n == 2 ? NULL : node_drop_pair(node, i, 0);
+            return n == 2 || *out != NULL ? 1 : -1;
+        }
+        return 0;
+    }
+    uint32_t bit = bitpos(h, shift);
+    if (!(node->bitmap & bit)) {
+        return 0;
+    }
+    Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
+    PyObject *k = node->slots[idx];
+    PyObject *v = node->slots[idx + 1];
+    if (v == NULL) {
+        return 0;
+    }
+    if (k != NULL) {
+        int eq = keys_equal(k, key);
+        if (eq <= 0) {
+            return eq;
+        }
+        *removed = v;
+        if (Py_SIZE(node) == 2) {
+            *out = NULL;
+            return 1;
+        }
+        *out = node_drop_pair(node, idx, bit);
+        return *out == NULL ? -1 : 1;
+    }
+    Node *sub = NULL;
+    int r = node_without((Node *)v, shift + HAMT_BITS, h, key, &sub, removed);
+    if (r <= 0) {
+        return r;
+    }
+    if (sub == NULL) {
+        if (Py_SIZE(node) == 2) {
+            *out = NULL;
+            return 1;
+        }
+        *out = node_drop_pair(node, idx, bit);
+        return *out == NULL ? -1 : 1;
+    }
+    Node *c = node_copy(node, Py_SIZE(node));
+    if (c == NULL) {
+        Py_DECREF(sub);
+        return -1;
+    }
+    if (!sub->collision && Py_SIZE(sub) == 2 && sub->slots[0] != NULL) {
+        /* The sub-trie holds one entry: store it here instead. */
+        Py_XSETREF(c->slots[idx], Py_NewRef(sub->slots[0]));
+        Py_XSETREF(c->slots[idx + 1], Py_XNewRef(sub->slots[1]));
+        Py_DECREF(sub);
+    }
+    else {
+        Py_XSETREF(c->slots[idx + 1], (PyObject *)sub);
+    }
+    *out = node_ready(c);
+    return 1;
+}
+
+/* ====================================================================== Trie */
+
+typedef struct {
+    PyObject_HEAD
+    Node *root;        /* a bitmap node; NULL only after tp_clear */
+    Py_ssize_t count;
+} Trie;
+
+static PyTypeObject Trie_Type;
+static PyTypeObject TrieIter_Type;
+static Node *empty_node; /* the shared empty root */
+
+static Trie *
+trie_make(Node *root, Py_ssize_t count) /* steals root */
+{
+    Trie *t = PyObject_GC_New(Trie, &Trie_Type);
+    if (t == NULL) {
+        Py_DECREF(root);
+        return NULL;
+    }
+    t->root = root;
+    t->count = count;
+    PyObject_GC_Track(t);
+    return t;
+}
+
+static Trie *
+trie_empty(void)
+{
+    return trie_make((Node *)Py_NewRef(empty_node), 0);
+}
+
+/* 1 found (*out borrowed), 0 absent, -1 error. */
+static int
+trie_find(Trie *t, PyObject *key, PyObject **out)
+{
+    Py_hash_t h = sm_hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (t->root == NULL) {
+        return 0;
+    }
+    return node_find(t->root, (uint64_t)h, key, out);
+}
+
+/* A new Trie with key -> value (t itself, as a new reference, when unchanged). */
+static Trie *
+trie_assoc(Trie *t, PyObject *key, PyObject *value)
+{
+    Py_hash_t h = sm_hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int added = 0;
+    Node *root = node_assoc(t->root ? t->root : empty_node, 0, (uint64_t)h, key, value, &added);
+    if (root == NULL) {
+        return NULL;
+    }
+    if (root == t->root) {
+        Py_DECREF(root);
+        return (Trie *)Py_NewRef(t);
+    }
+    return trie_make(root, t->count + added);
+}
+
+/* 1: removed, *out a new Trie, *removed borrowed from t; 0: absent; -1: error. */
+static int
+trie_without(Trie *t, PyObject *key, Trie **out, PyObject **removed)
+{
+    Py_hash_t h = sm_hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (t->root == NULL) {
+        return 0;
+    }
+    Node *root = NULL;
+    int r = node_without(t->root, 0, (uint64_t)h, key, &root, removed);
+    if (r <= 0) {
+        return r;
+    }
+    if (root == NULL) {
+        root = (Node *)Py_NewRef(empty_node);
+    }
+    *out = trie_make(root, t->count - 1);
+    return *out == NULL ? -1 : 1;
+}
+
+static int
+trie_traverse(Trie *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->root);
+    return 0;
+}
+
+static int
+trie_clear(Trie *self)
+{
+    Py_CLEAR(self->root);
+    return 0;
+}
+
+static void
+trie_dealloc(Trie *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, trie_dealloc)
+    Py_CLEAR(self->root);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TRASHCAN_END
+}
+
+static PyObject *
+trie_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)type;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || PyTuple_GET_SIZE(args) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Trie() takes no arguments");
+        return NULL;
+    }
+    return (PyObject *)trie_empty();
+}
+
+static Py_ssize_t
+trie_length(Trie *self)
+{
+    return self->count;
+}
+
+static PyObject *
+trie_subscript(Trie *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = trie_find(self, key, &v);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(v);
+}
+
+static int
+trie_contains(Trie *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    return trie_find(self, key, &v);
+}
+
+static PyObject *
+trie_get(Trie *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *v = NULL;
+    int r = trie_find(self, args[0], &v);
+    if (r < 0) {
+        return NULL;
+    }
+    return Py_NewRef(r ? v : (nargs == 2 ? args[1] : Py_None));
+}
+
+static PyObject *
+trie_set(Trie *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set() takes 2 arguments");
+        return NULL;
+    }
+    return (PyObject *)trie_assoc(self, args[0], args[1]);
+}
+
+static PyObject *
+trie_delete(Trie *self, PyObject *key)
+{
+    Trie *out = NULL;
+    PyObject *removed = NULL;
+    int r = trie_without(self, key, &out, &removed);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return (PyObject *)out;
+}
+
+/* --------------------------------------------------------------- iteration */
+
+enum { ITER_KEYS, ITER_VALUES, ITER_ITEMS };
+
+typedef struct {
+    PyObject_HEAD
+    Trie *trie; /* keeps every node alive */
+    int kind;
+    int depth;
+    Node *stack[HAMT_MAX_DEPTH]; /* strong references */
+    Py_ssize_t pos[HAMT_MAX_DEPTH];
+} TrieIter;
+
+static PyObject *
+trie_iter_make(Trie *t, int kind)
+{
+    TrieIter *it = PyObject_GC_New(TrieIter, &TrieIter_Type);
+    if (it == NULL) {
+        return NULL;
+    }
+    it->trie = (Trie *)Py_NewRef(t);
+    it->kind = kind;
+    it->depth = 0;
+    if (t->root != NULL) {
+        it->stack[0] = (Node *)Py_NewRef(t->root);
+        it->pos[0] = 0;
+        it->depth = 1;
+    }
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyObject *
+trieiter_next(TrieIter *it)
+{
+    while (it->depth > 0) {
+        Node *node = it->stack[it->depth - 1];
+        Py_ssize_t p = it->pos[it->depth - 1];
+        if (p + 1 >= Py_SIZE(node)) {
+            it->depth--;
+            it->stack[it->depth] = NULL;
+            Py_DECREF(node);
+            continue;
+        }
+        it->pos[it->depth - 1] = p + 2;
+        PyObject *k = node->slots[p];
+        PyObject *v = node->slots[p + 1];
+        if (v == NULL) {
+            continue;
+        }
+        if (k == NULL) {
+            if (it->depth >= HAMT_MAX_DEPTH) {
+                PyErr_SetString(PyExc_SystemError, "persistent trie deeper than expected");
+                return NULL;
+            }
+            it->stack[it->depth] = (Node *)Py_NewRef(v);
+            it->pos[it->depth] = 0;
+            it->depth++;
+            continue;
+        }
+        switch (it->kind) {
+        case ITER_KEYS:
+            return Py_NewRef(k);
+        case ITER_VALUES:
+            return Py_NewRef(v);
+        default:
+            return PyTuple_Pack(2, k, v);
+        }
+    }
+    return NULL;
+}
+
+static int
+trieiter_traverse(TrieIter *it, visitproc visit, void *arg)
+{
+    Py_VISIT(it->trie);
+    for (int i = 0; i < it->depth; i++) {
+        Py_VISIT(it->stack[i]);
+    }
+    return 0;
+}
+
+static int
+trieiter_clear(TrieIter *it)
+{
+    while (it->depth > 0) {
+        it->depth--;
+        Py_CLEAR(it->stack[it->depth]);
+    }
+    Py_CLEAR(it->trie);
+    return 0;
+}
+
+static void
+trieiter_dealloc(TrieIter *it)
+{
+    PyObject_GC_UnTrack(it);
+    trieiter_clear(it);
+    PyObject_GC_Del(it);
+}
+
+static PyObject *
+trieiter_length_hint(TrieIter *it, PyObject *Py_UNUSED(ignored))
+{
+    (void)it;
+    return PyLong_FromLong(0);
+}
+
+static PyMethodDef trieiter_methods[] = {
+    {"__length_hint__", (PyCFunction)trieiter_length_hint, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TrieIter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.persistent._hamt.TrieIterator",
+    .tp_basicsize = sizeof(TrieIter),
+    .tp_dealloc = (destructor)trieiter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)trieiter_traverse,
+    .tp_clear = (inquiry)trieiter_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)trieiter_next,
+    .tp_methods = trieiter_methods,
+    .tp_doc = "Iterator over one version of a persistent trie.",
+};
+
+static PyObject *
+trie_iter(Trie *self)
+{
+    return trie_iter_make(self, ITER_KEYS);
+}
+
+static PyObject *
+trie_keys(Trie *self, PyObject *Py_UNUSED(ignored))
+{
+    return trie_iter_make(self, ITER_KEYS);
+}
+
+static PyObject *
+trie_values(Trie *self, PyObject *Py_UNUSED(ignored))
+{
+    return trie_iter_make(self, ITER_VALUES);
+}
+
+static PyObject *
+trie_items(Trie *self, PyObject *Py_UNUSED(ignored))
+{
+    return trie_iter_make(self, ITER_ITEMS);
+}
+
+static int
+node_fill_dict(Node *node, PyObject *d)
+{
+    for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+        PyObject *k = node->slots[i];
+        PyObject *v = node->slots[i + 1];
+        if (v == NULL) {
+            continue;
+        }
+        if (k == NULL ? node_fill_dict((Node *)v, d) < 0 : PyDict_SetItem(d, k, v) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+trie_to_dict(Trie *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    if (self->root != NULL && node_fill_dict(self->root, d) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyMethodDef trie_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))trie_get, METH_FASTCALL,
+     "get(key, default=None): the value for key, else default."},
+    {"set", (PyCFunction)(void (*)(void))trie_set, METH_FASTCALL,
+     "set(key, value): a new Trie with key -> value (this one unchanged)."},
+    {"delete", (PyCFunction)trie_delete, METH_O,
+     "delete(key): a new Trie without key; KeyError if absent."},
+    {"keys", (PyCFunction)trie_keys, METH_NOARGS, "An iterator over the keys."},
+    {"values", (PyCFunction)trie_values, METH_NOARGS, "An iterator over the values."},
+    {"items", (PyCFunction)trie_items, METH_NOARGS, "An iterator over (key, value) pairs."},
+    {"to_dict", (PyCFunction)trie_to_dict, METH_NOARGS, "A new dict with the entries."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods trie_as_mapping = {
+    .mp_length = (lenfunc)trie_length,
+    .mp_subscript = (binaryfunc)trie_subscript,
+};
+
+static PySequenceMethods trie_as_sequence = {
+    .sq_contains = (objobjproc)trie_contains,
+};
+
+static PyTypeObject Trie_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.persistent._hamt.Trie",
+    .tp_basicsize = sizeof(Trie),
+    .tp_dealloc = (destructor)trie_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)trie_traverse,
+    .tp_clear = (inquiry)trie_clear,
+    .tp_as_mapping = &trie_as_mapping,
+    .tp_as_sequence = &trie_as_sequence,
+    .tp_iter = (getiterfunc)trie_iter,
+    .tp_methods = trie_methods,
+    .tp_new = trie_new,
+    .tp_doc = "Trie(): one immutable version of a persistent hash trie.\n\n"
+              "set() and delete() return new Tries sharing all unchanged nodes.",
+};
+
+/* ========================================================= PersistentMapBase */
+
+typedef struct {
+    PyObject_HEAD
+    Trie *root;        /* the current version; replaced only by _publish-style calls */
+    void *txn_owner;   /* thread running this map's transaction callback, or NULL */
+} PMap;
+
+static PyTypeObject PMap_Type;
+
+/* A strong reference to the current version (see the file comment). */
+static Trie *
+pm_load(PMap *self)
+{
+    Trie *t;
+#if SM_FREE_THREADED
+    Py_BEGIN_CRITICAL_SECTION(self);
+    t = self->root;
+    Py_XINCREF(t);
+    Py_END_CRITICAL_SECTION();
+#else
+    t = self->root;
+    Py_XINCREF(t);
+#endif
+    if (t == NULL) { /* only after tp_clear */
+        t = trie_empty();
+    }
+    return t;
+}
+
+/* Install t (a new reference, stolen) and return the replaced version (the
+ * caller releases it after leaving the writers' lock). */
+static Trie *
+pm_swap(PMap *self, Trie *t)
+{
+    Trie *old;
+#if SM_FREE_THREADED
+    Py_BEGIN_CRITICAL_SECTION(self);
+    old = self->root;
+    self->root = t;
+    Py_END_CRITICAL_SECTION();
+#else
+    old = self->root;
+    self->root = t;
+#endif
+    if (old == NULL) {
+        old = trie_empty();
+    }
+    return old;
+}
+
+/* Reads from inside this map's transaction callback are refused, as for the
+ * other maps: the callback must use its view. */
+static inline int
+pm_check_txn(PMap *self)
+{
+    void *owner = SM_LOAD_PTR_RELAXED(&self->txn_owner);
+    if (SM_UNLIKELY(owner != NULL && owner == sm_me())) {
+        PyErr_SetString(RecursiveUpdateError,
+                        "the map's own methods cannot be called from inside its "
+                        "transaction(); use the view");
+        return -1;
+    }
+    return 0;
+}
+
+static Trie *
+pm_read(PMap *self)
+{
+    if (pm_check_txn(self) < 0) {
+        return NULL;
+    }
+    return pm_load(self);
+}
+
+static PyObject *
+pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    PMap *self = (PMap *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->txn_owner = NULL;
+    self->root = trie_empty();
+    if (self->root == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+pm_traverse(PMap *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->root);
+    return 0;
+}
+
+static int
+pm_clear(PMap *self)
+{
+    Py_CLEAR(self->root);
+    return 0;
+}
+
+static void
+pm_dealloc(PMap *self)
+{
+    /* A heap subclass's dealloc (subtype_dealloc) untracks, uses the trashcan
+     * and releases the type; this static base only releases its own field. */
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, pm_dealloc)
+    Py_CLEAR(self->root);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TRASHCAN_END
+}
+
+static Py_ssize_t
+pm_length(PMap *self)
+{
+    Trie *t = pm_read(self);
+    if (t == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = t->count;
+    Py_DECREF(t);
+    return n;
+}
+
+/* 1 found (*out strong), 0 absent, -1 error. */
+static int
+pm_find(PMap *self, PyObject *key, PyObject **out)
+{
+    Trie *t = pm_read(self);
+    if (t == NULL) {
+        return -1;
+    }
+    PyObject *v = NULL;
+    int r = trie_find(t, key, &v);
+    if (r > 0) {
+        *out = Py_NewRef(v);
+    }
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *
+pm_subscript(PMap *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = pm_find(self, key, &v);
+    if (r == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+    }
+    return r > 0 ? v : NULL;
+}
+
+static int
+pm_contains(PMap *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = pm_find(self, key, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static PyObject *
+pm_get(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *v = NULL;
+    int r = pm_find(self, args[0], &v);
+    if (r < 0) {
+        return NULL;
+    }
+    return r ? v : Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+pm_load_method(PMap *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = pm_find(self, key, &v);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        return Py_BuildValue("(OO)", Py_None, Py_False);
+    }
+    PyObject *res = PyTuple_Pack(2, v, Py_True);
+    Py_DECREF(v);
+    return res;
+}
+
+static PyObject *
+pm_iter(PMap *self)
+{
+    Trie *t = pm_read(self);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *it = trie_iter_make(t, ITER_KEYS);
+    Py_DECREF(t);
+    return it;
+}
+
+static PyObject *
+pm_current(PMap *self, PyObject *Py_UNUSED(ignored))
+{
+    return (PyObject *)pm_read(self);
+}
+
+/* Writers' helpers: the caller holds the map's writer lock. */
+
+static PyObject *
+pm_publish(PMap *self, PyObject *t)
+{
+    if (!Py_IS_TYPE(t, &Trie_Type)) {
+        PyErr_SetString(PyExc_TypeError, "_publish() needs a Trie");
+        return NULL;
+    }
+    return (PyObject *)pm_swap(self, (Trie *)Py_NewRef(t));
+}
+
+static PyObject *
+pm_set(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set() takes 2 arguments");
+        return NULL;
+    }
+    Trie *cur = pm_load(self);
+    if (cur == NULL) {
+        return NULL;
+    }
+    Trie *next = trie_assoc(cur, args[0], args[1]);
+    Py_DECREF(cur);
+    if (next == NULL) {
+        return NULL;
+    }
+    return (PyObject *)pm_swap(self, next);
+}
+
+/* _pop(key): None when absent, else (replaced_version, removed_value). */
+static PyObject *
+pm_pop(PMap *self, PyObject *key)
+{
+    Trie *cur = pm_load(self);
+    if (cur == NULL) {
+        return NULL;
+    }
+    Trie *next = NULL;
+    PyObject *removed = NULL;
+    int r = trie_without(cur, key, &next, &removed);
+    if (r <= 0) {
+        Py_DECREF(cur);
+        return r < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *value = Py_NewRef(removed);
+    Py_DECREF(cur);
+    Trie *old = pm_swap(self, next);
+    PyObject *res = PyTuple_Pack(2, (PyObject *)old, value);
+    Py_DECREF(old);
+    Py_DECREF(value);
+    return res;
+}
+
+static PyObject *
+pm_set_txn(PMap *self, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0) {
+        return NULL;
+    }
+    SM_STORE_PTR_RELAXED(&self->txn_owner, on ? sm_me() : NULL);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pm_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))pm_get, METH_FASTCALL,
+     "get(key, default=None, /): the value for key if present, else default (no lock)."},
+    {"load", (PyCFunction)pm_load_method, METH_O,
+     "load(key): (value, True) if present, else (None, False) (no lock)."},
+    {"_current", (PyCFunction)pm_current, METH_NOARGS,
+     "The current version (a Trie): one consistent state of the map."},
+    {"_publish", (PyCFunction)pm_publish, METH_O,
+     "Install a version; return the replaced one (writers' lock held)."},
+    {"_set", (PyCFunction)(void (*)(void))pm_set, METH_FASTCALL,
+     "Install current.set(key, value); return the replaced version (writers' lock held)."},
+    {"_pop", (PyCFunction)pm_pop, METH_O,
+     "Remove key: None if absent, else (replaced version, value) (writers' lock held)."},
+    {"_set_txn", (PyCFunction)pm_set_txn, METH_O,
+     "Mark (or unmark) the calling thread as running this map's transaction."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods pm_as_mapping = {
+    .mp_length = (lenfunc)pm_length,
+    .mp_subscript = (binaryfunc)pm_subscript,
+};
+
+static PySequenceMethods pm_as_sequence = {
+    .sq_contains = (objobjproc)pm_contains,
+};
+
+static PyTypeObject PMap_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.persistent._hamt.PersistentMapBase",
+    .tp_basicsize = sizeof(PMap),
+    .tp_dealloc = (destructor)pm_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)pm_traverse,
+    .tp_clear = (inquiry)pm_clear,
+    .tp_as_mapping = &pm_as_mapping,
+    .tp_as_sequence = &pm_as_sequence,
+    .tp_iter = (getiterfunc)pm_iter,
+    .tp_methods = pm_methods,
+    .tp_new = pm_new,
+    .tp_doc = "Native core of safemap.PersistentMap: the pointer to the current version.",
+};
+
+/* ==================================================================== module */
+
+static int
+hamt_exec(PyObject *module)
+{
+    PyTypeObject *types[] = {&Node_Type, &Trie_Type, &TrieIter_Type, &PMap_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            return -1;
+        }
+    }
+    if (RecursiveUpdateError == NULL) {
+        PyObject *errors = PyImport_ImportModule("safemap.protocol.errors");
+        if (errors == NULL) {
+            return -1;
+        }
+        RecursiveUpdateError = PyObject_GetAttrString(errors, "RecursiveUpdateError");
+        Py_DECREF(errors);
+        if (RecursiveUpdateError == NULL) {
+            return -1;
+        }
+    }
+    if (empty_node == NULL) {
+        empty_node = node_alloc(0);
+        if (empty_node == NULL) {
+            return -1;
+        }
+        node_ready(empty_node);
+    }
+    if (PyModule_AddObjectRef(module, "Trie", (PyObject *)&Trie_Type) < 0 ||
+        PyModule_AddObjectRef(module, "PersistentMapBase", (PyObject *)&PMap_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot hamt_slots[] = {
+    {Py_mod_exec, (void *)hamt_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef hamt_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "safemap.persistent._hamt",
+    .m_doc = "Persistent hash array mapped trie (the core of safemap.PersistentMap).",
+    .m_size = 0,
+    .m_slots = hamt_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__hamt(void)
+{
+    return PyModuleDef_Init(&hamt_module);
+}
