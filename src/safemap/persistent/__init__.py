@@ -44,14 +44,6 @@ T = TypeVar("T")
 
 _ABSENT: Any = object()
 
-_SENTINEL_VALUE = "safemap.MISSING and safemap.DELETE are markers, not values: they cannot be stored"
-
-
-def _check_value(value: object) -> None:
-    if value is MISSING or value is DELETE:
-        raise TypeError(_SENTINEL_VALUE)
-
-
 class _Builder:
     """A trie under construction: the target ``TransactionView._commit`` applies to.
 
@@ -65,7 +57,6 @@ class _Builder:
         self.trie = trie
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        _check_value(value)
         self.trie = self.trie.set(key, value)
 
     def __delitem__(self, key: Any) -> None:
@@ -96,8 +87,7 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
     - ``transaction(fn)`` builds the next version from the view's changes and publishes it
       at once, or not at all if ``fn`` raises;
     - an exception from a key or a callback leaves the map unchanged; overwritten and
-      removed values are released after the writer lock is released;
-    - ``safemap.MISSING`` and ``safemap.DELETE`` are never stored (``TypeError``).
+      removed values are released after the writer lock is released.
     """
 
     __slots__ = ("__weakref__", "_busy", "_held", "_lock")
@@ -127,7 +117,6 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
     # ---------------------------------------------------------------- primitives
 
     def store(self, key: K, value: V) -> None:
-        _check_value(value)
         with self._lock:
             self._begin_write()
             try:
@@ -151,7 +140,6 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
                         replaced = self._pop(key)
                     result = None
                 else:
-                    _check_value(new)
                     replaced = self._set(key, new)
                     result = new
             finally:
