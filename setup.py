@@ -84,8 +84,14 @@ setup(
         ),
         Extension(
             "safemap.persistent._hamt",
-            sources=[os.path.join("src", "safemap", "persistent", "_hamt.c")],
-            depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
+            sources=[
+                os.path.join("src", "safemap", "persistent", "_hamt.c"),
+                os.path.join("src", "safemap", "native", "sm_lock.c"),
+            ],
+            depends=[
+                os.path.join("src", "safemap", "native", "sm_compat.h"),
+                os.path.join("src", "safemap", "native", "sm_lock.h"),
+            ],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             undef_macros=undef,

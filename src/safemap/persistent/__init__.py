@@ -2,21 +2,21 @@
 
 The C core (``safemap.persistent._hamt``) holds a persistent hash array mapped trie
 (``Trie``: each ``set``/``delete`` returns a new version sharing every node off the changed
-path) and ``PersistentMapBase``, the pointer to the map's current version. This module adds
-the writers' side and the rest of the protocol. Design and guarantees: ``docs/persistent.md``.
+path) and ``PersistentMapBase``: the pointer to the map's current version, the lock-free
+reads and the writes, serialized by one writer lock. This module adds the rest of the
+protocol. Design and guarantees: ``docs/persistent.md``.
 
 Invariants:
-- the current version is replaced only while ``_lock`` is held, so each write (including a
-  compute-family callback and a transaction) sees the version it replaces unchanged: writes
-  are atomic per call and callbacks run exactly once;
+- the current version is replaced only by a thread holding the writer lock, so each write
+  (including a compute-family callback and a transaction) sees the version it replaces
+  unchanged: writes are atomic per call and callbacks run exactly once;
 - readers take a strong reference to the current version (no lock) and walk it; a version
   never changes once published, so a read, an iteration or a ``snapshot()`` sees one
   version, whatever writers do meanwhile;
-- ``_busy`` is true while a write, a compute callback or a transaction runs; only the
-  thread holding ``_lock`` (re-entrant) can see it set, so a write that finds it is a
-  re-entrant write and raises ``RecursiveUpdateError``, changing nothing;
-- a replaced version is released after ``_lock`` is released, so overwritten and removed
-  values are freed (and their ``__del__`` runs) outside the lock.
+- a thread that holds the writer lock and asks for a write is inside one of the map's own
+  operations: the write raises ``RecursiveUpdateError`` and changes nothing;
+- a replaced version is released after the writer lock is released, so overwritten and
+  removed values are freed (and their ``__del__`` runs) outside the lock.
 """
 
 from __future__ import annotations
@@ -24,16 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar
 
-from ..maps._guards import IN_OPERATION, IN_TRANSACTION, mutex_locks, track_for_fork
-from ..protocol import (
-    DELETE,
-    MISSING,
-    ConcurrentMapping,
-    FrozenMap,
-    RecursiveUpdateError,
-    TransactionView,
-)
-from ..protocol.sentinels import Delete, Missing
+from ..maps._guards import track_for_fork
+from ..protocol import ConcurrentMapping, FrozenMap, TransactionView
 from ._hamt import PersistentMapBase, Trie
 
 __all__ = ["PersistentMap", "Trie"]
@@ -42,10 +34,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
-_ABSENT: Any = object()
 
 class _Builder:
-    """A trie under construction: the target ``TransactionView._commit`` applies to.
+    """A version under construction: the target ``TransactionView._commit`` applies to.
 
     Each change makes a new version; nothing is shared with readers until the caller
     publishes ``trie``, so a commit that fails half-way leaves the map untouched.
@@ -64,7 +55,7 @@ class _Builder:
 
     def update(self, items: Mapping[Any, Any]) -> None:
         for key, value in items.items():
-            self[key] = value
+            self.trie = self.trie.set(key, value)
 
 
 class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
@@ -87,88 +78,21 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
     - ``transaction(fn)`` builds the next version from the view's changes and publishes it
       at once, or not at all if ``fn`` raises;
     - an exception from a key or a callback leaves the map unchanged; overwritten and
-      removed values are released after the writer lock is released.
+      removed values are released after the writer lock is released;
+    - ``copy()`` is O(1): the copy starts from the same (immutable) version.
     """
 
-    __slots__ = ("__weakref__", "_busy", "_held", "_lock")
+    __slots__ = ("__weakref__",)
 
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
-        self._lock, _, self._held = mutex_locks()
-        self._busy = False
         track_for_fork(self)
         self.update(other, **kwargs)
 
     def _after_fork_in_child(self) -> None:
-        # Only the forking thread survives: if it holds the writer lock it is inside one of
-        # this map's operations and keeps it; otherwise the lock may belong to a thread that
-        # no longer exists, so the map gets a fresh one. The current version is consistent
-        # either way: it changes by one pointer swap.
-        if not self._held():
-            self._lock, _, self._held = mutex_locks()
-            self._busy = False
-            self._set_txn(False)
-
-    def _begin_write(self) -> None:
-        """Called holding ``_lock``: refuse a re-entrant write, then mark the map busy."""
-        if self._busy:
-            raise RecursiveUpdateError(IN_OPERATION)
-        self._busy = True
-
-    # ---------------------------------------------------------------- primitives
-
-    def store(self, key: K, value: V) -> None:
-        with self._lock:
-            self._begin_write()
-            try:
-                replaced = self._set(key, value)
-            finally:
-                self._busy = False
-        del replaced  # released outside the lock: a value's __del__ may use the map
-
-    def __setitem__(self, key: K, value: V) -> None:
-        self.store(key, value)
-
-    def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
-        replaced: Any = None
-        with self._lock:
-            self._begin_write()
-            try:
-                old = self._current().get(key, _ABSENT)
-                new = fn(key, MISSING if old is _ABSENT else old)
-                if new is DELETE:
-                    if old is not _ABSENT:
-                        replaced = self._pop(key)
-                    result = None
-                else:
-                    replaced = self._set(key, new)
-                    result = new
-            finally:
-                self._busy = False
-        del replaced
-        return result
-
-    def load_and_delete(self, key: K) -> tuple[V | None, bool]:
-        with self._lock:
-            self._begin_write()
-            try:
-                popped = self._pop(key)
-            finally:
-                self._busy = False
-        if popped is None:
-            return None, False
-        return popped[1], True
+        self._after_fork()
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
         return self._current().items()  # type: ignore[no-any-return]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._begin_write()
-            try:
-                replaced = self._publish(Trie())
-            finally:
-                self._busy = False
-        del replaced
 
     def snapshot(self) -> FrozenMap[K, V]:
         return FrozenMap._adopt(self._current().to_dict())
@@ -177,28 +101,22 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         """Run ``fn(view)`` holding the writer lock and return its result. The view's
         changes become one new version, published at once when ``fn`` returns; if ``fn``
         raises, nothing is published. Readers never see a partial commit."""
-        with self._lock:
-            if self._busy:
-                raise RecursiveUpdateError(IN_TRANSACTION)
-            self._busy = True
-            base = self._current()
-            self._set_txn(True)
-            view: TransactionView[K, V] = TransactionView(base)
-            try:
-                result = fn(view)
-                builder = _Builder(base)
-                view._commit(builder)  # type: ignore[arg-type]
-                replaced = self._publish(builder.trie)
-            finally:
-                view._close()
-                self._set_txn(False)
-                self._busy = False
-        del replaced, base
+        base = self._txn_begin()
+        view: TransactionView[K, V] = TransactionView(base)
+        built: Trie | None = None
+        try:
+            result = fn(view)
+            builder = _Builder(base)
+            view._commit(builder)  # type: ignore[arg-type]
+            built = builder.trie
+        finally:
+            view._close()
+            self._txn_end(built)
         return result
 
     def copy(self) -> PersistentMap[K, V]:
-        """A new map of the same type with this map's current version (O(1): versions are
-        immutable and shared) and, for a subclass, its instance attributes (shallow)."""
+        """A new map of the same type holding this map's current version (O(1): versions
+        are immutable and shared) and, for a subclass, its instance attributes (shallow)."""
         new = type(self)()
         new._publish(self._current())
         attributes = getattr(self, "__dict__", None)

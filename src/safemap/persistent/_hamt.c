@@ -43,13 +43,19 @@
  * every walk treats a NULL slot as "absent".
  */
 #include "../native/sm_compat.h"
+#include "../native/sm_lock.h"
+#include <string.h>
 
 #define HAMT_BITS 5
 #define HAMT_MASK 31u
 #define HAMT_MAX_SHIFT 60
 #define HAMT_MAX_DEPTH 16 /* 13 bitmap levels + a collision node, rounded up */
 
+/* Protocol objects, imported once (the module supports one interpreter). */
 static PyObject *RecursiveUpdateError; /* safemap.RecursiveUpdateError */
+static PyObject *MISSING, *DELETE;     /* safemap.MISSING, safemap.DELETE */
+static PyObject *MSG_IN_OPERATION;     /* the maps' re-entry messages (maps._guards) */
+static PyObject *MSG_IN_TRANSACTION;
 
 /* ====================================================================== Node */
 
@@ -947,7 +953,8 @@ static PyTypeObject Trie_Type = {
 
 typedef struct {
     PyObject_HEAD
-    Trie *root;        /* the current version; replaced only by _publish-style calls */
+    Trie *root;        /* the current version; replaced only under wlock (pm_swap) */
+    SMLock wlock;      /* serializes writers; its owner field detects re-entry */
     void *txn_owner;   /* thread running this map's transaction callback, or NULL */
 } PMap;
 
@@ -973,8 +980,9 @@ pm_load(PMap *self)
     return t;
 }
 
-/* Install t (a new reference, stolen) and return the replaced version (the
- * caller releases it after leaving the writers' lock). */
+/* Install t (a new reference, stolen) and return the replaced version.  Called
+ * holding wlock; the caller releases the returned version after releasing
+ * wlock, so values it frees run their __del__ outside the lock. */
 static Trie *
 pm_swap(PMap *self, Trie *t)
 {
@@ -988,9 +996,6 @@ pm_swap(PMap *self, Trie *t)
     old = self->root;
     self->root = t;
 #endif
-    if (old == NULL) {
-        old = trie_empty();
-    }
     return old;
 }
 
@@ -1001,9 +1006,7 @@ pm_check_txn(PMap *self)
 {
     void *owner = SM_LOAD_PTR_RELAXED(&self->txn_owner);
     if (SM_UNLIKELY(owner != NULL && owner == sm_me())) {
-        PyErr_SetString(RecursiveUpdateError,
-                        "the map's own methods cannot be called from inside its "
-                        "transaction(); use the view");
+        PyErr_SetObject(RecursiveUpdateError, MSG_IN_TRANSACTION);
         return -1;
     }
     return 0;
@@ -1018,6 +1021,28 @@ pm_read(PMap *self)
     return pm_load(self);
 }
 
+/* Take the writer lock.  A thread that already holds it is inside one of this
+ * map's operations (a compute callback, a key's __eq__ during a write, or a
+ * transaction callback): its write is refused instead of self-deadlocking. */
+static int
+pm_write_begin(PMap *self)
+{
+    void *me = sm_me();
+    if (sm_lock_held_by(&self->wlock, me)) {
+        PyErr_SetObject(RecursiveUpdateError, self->txn_owner == me ? MSG_IN_TRANSACTION
+                                                                    : MSG_IN_OPERATION);
+        return -1;
+    }
+    int contended;
+    return sm_lock_acquire(&self->wlock, me, &contended);
+}
+
+static inline void
+pm_write_end(PMap *self)
+{
+    sm_lock_release(&self->wlock);
+}
+
 static PyObject *
 pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -1027,6 +1052,7 @@ pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
+    memset(&self->wlock, 0, sizeof(self->wlock));
     self->txn_owner = NULL;
     self->root = trie_empty();
     if (self->root == NULL) {
@@ -1054,10 +1080,11 @@ static void
 pm_dealloc(PMap *self)
 {
     /* A heap subclass's dealloc (subtype_dealloc) untracks, uses the trashcan
-     * and releases the type; this static base only releases its own field. */
+     * and releases the type; this static base releases its own fields. */
     PyObject_GC_UnTrack(self);
     Py_TRASHCAN_BEGIN(self, pm_dealloc)
     Py_CLEAR(self->root);
+    sm_lock_fini(&self->wlock);
     Py_TYPE(self)->tp_free((PyObject *)self);
     Py_TRASHCAN_END
 }
@@ -1127,19 +1154,25 @@ pm_get(PMap *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-pm_load_method(PMap *self, PyObject *key)
+found_pair(int r, PyObject *v) /* steals v when r > 0 */
 {
-    PyObject *v = NULL;
-    int r = pm_find(self, key, &v);
     if (r < 0) {
         return NULL;
     }
     if (r == 0) {
-        return Py_BuildValue("(OO)", Py_None, Py_False);
+        return PyTuple_Pack(2, Py_None, Py_False);
     }
     PyObject *res = PyTuple_Pack(2, v, Py_True);
     Py_DECREF(v);
     return res;
+}
+
+static PyObject *
+pm_load_method(PMap *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = pm_find(self, key, &v);
+    return found_pair(r, v);
 }
 
 static PyObject *
@@ -1160,8 +1193,181 @@ pm_current(PMap *self, PyObject *Py_UNUSED(ignored))
     return (PyObject *)pm_read(self);
 }
 
-/* Writers' helpers: the caller holds the map's writer lock. */
+/* ------------------------------------------------------------------ writes
+ *
+ * Every write: take wlock, read the current version (no other writer can
+ * replace it meanwhile), build the next version (may run key __hash__/__eq__
+ * and, for compute, the callback: an exception publishes nothing), swap it in,
+ * release wlock, then release the replaced version. */
 
+static int
+pm_store_impl(PMap *self, PyObject *key, PyObject *value)
+{
+    if (pm_write_begin(self) < 0) {
+        return -1;
+    }
+    Trie *cur = pm_load(self);
+    Trie *next = cur == NULL ? NULL : trie_assoc(cur, key, value);
+    Trie *old = next == NULL ? NULL : pm_swap(self, next);
+    pm_write_end(self);
+    Py_XDECREF(cur);
+    Py_XDECREF(old);
+    return next == NULL ? -1 : 0;
+}
+
+/* 1: removed, *out the value (strong); 0: absent; -1: error. */
+static int
+pm_pop_impl(PMap *self, PyObject *key, PyObject **out)
+{
+    if (pm_write_begin(self) < 0) {
+        return -1;
+    }
+    Trie *cur = pm_load(self);
+    Trie *next = NULL, *old = NULL;
+    PyObject *removed = NULL;
+    int r = cur == NULL ? -1 : trie_without(cur, key, &next, &removed);
+    if (r > 0) {
+        *out = Py_NewRef(removed);
+        old = pm_swap(self, next);
+    }
+    pm_write_end(self);
+    Py_XDECREF(cur);
+    Py_XDECREF(old);
+    return r;
+}
+
+static int
+pm_ass_subscript(PMap *self, PyObject *key, PyObject *value)
+{
+    if (value != NULL) {
+        return pm_store_impl(self, key, value);
+    }
+    PyObject *v = NULL;
+    int r = pm_pop_impl(self, key, &v);
+    if (r == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    Py_XDECREF(v);
+    return r < 0 ? -1 : 0;
+}
+
+static PyObject *
+pm_store(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "store() takes 2 arguments (key, value)");
+        return NULL;
+    }
+    if (pm_store_impl(self, args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pm_load_and_delete(PMap *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = pm_pop_impl(self, key, &v);
+    return found_pair(r, v);
+}
+
+static PyObject *
+pm_delete(PMap *self, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = pm_pop_impl(self, key, &v);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_XDECREF(v);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pm_pop(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *v = NULL;
+    int r = pm_pop_impl(self, args[0], &v);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r > 0) {
+        return v;
+    }
+    if (nargs == 2) {
+        return Py_NewRef(args[1]);
+    }
+    PyErr_SetObject(PyExc_KeyError, args[0]);
+    return NULL;
+}
+
+static PyObject *
+pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "compute() takes 2 arguments (key, fn)");
+        return NULL;
+    }
+    PyObject *key = args[0], *fn = args[1];
+    if (pm_write_begin(self) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Trie *next = NULL, *old = NULL;
+    Trie *cur = pm_load(self);
+    PyObject *oldv = NULL, *removed = NULL;
+    int r = cur == NULL ? -1 : trie_find(cur, key, &oldv);
+    if (r >= 0) {
+        /* oldv is borrowed from cur, which this call keeps alive. */
+        PyObject *newv = PyObject_CallFunctionObjArgs(fn, key, r ? oldv : MISSING, NULL);
+        if (newv == DELETE) {
+            Py_DECREF(newv);
+            int w = r ? trie_without(cur, key, &next, &removed) : 0;
+            if (w >= 0) {
+                result = Py_NewRef(Py_None);
+            }
+        }
+        else if (newv != NULL) {
+            next = trie_assoc(cur, key, newv);
+            result = next != NULL ? newv : NULL;
+            if (result == NULL) {
+                Py_DECREF(newv);
+            }
+        }
+    }
+    if (next != NULL) {
+        old = pm_swap(self, next);
+    }
+    pm_write_end(self);
+    Py_XDECREF(cur);
+    Py_XDECREF(old);
+    return result;
+}
+
+static PyObject *
+pm_clear_method(PMap *self, PyObject *Py_UNUSED(ignored))
+{
+    Trie *empty = trie_empty();
+    if (empty == NULL) {
+        return NULL;
+    }
+    if (pm_write_begin(self) < 0) {
+        Py_DECREF(empty);
+        return NULL;
+    }
+    Trie *old = pm_swap(self, empty);
+    pm_write_end(self);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+/* _publish(trie): install a version (under the writer lock). */
 static PyObject *
 pm_publish(PMap *self, PyObject *t)
 {
@@ -1169,60 +1375,61 @@ pm_publish(PMap *self, PyObject *t)
         PyErr_SetString(PyExc_TypeError, "_publish() needs a Trie");
         return NULL;
     }
-    return (PyObject *)pm_swap(self, (Trie *)Py_NewRef(t));
+    if (pm_write_begin(self) < 0) {
+        return NULL;
+    }
+    Trie *old = pm_swap(self, (Trie *)Py_NewRef(t));
+    pm_write_end(self);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
 }
 
+/* _txn_begin(): take the writer lock for a transaction; returns the version
+ * the transaction starts from.  The caller must call _txn_end. */
 static PyObject *
-pm_set(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+pm_txn_begin(PMap *self, PyObject *Py_UNUSED(ignored))
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set() takes 2 arguments");
+    if (pm_write_begin(self) < 0) {
         return NULL;
     }
     Trie *cur = pm_load(self);
     if (cur == NULL) {
+        pm_write_end(self);
         return NULL;
     }
-    Trie *next = trie_assoc(cur, args[0], args[1]);
-    Py_DECREF(cur);
-    if (next == NULL) {
-        return NULL;
-    }
-    return (PyObject *)pm_swap(self, next);
+    SM_STORE_PTR_RELAXED(&self->txn_owner, sm_me());
+    return (PyObject *)cur;
 }
 
-/* _pop(key): None when absent, else (replaced_version, removed_value). */
+/* _txn_end(trie_or_None): publish the transaction's version (None: nothing)
+ * and release the writer lock. */
 static PyObject *
-pm_pop(PMap *self, PyObject *key)
+pm_txn_end(PMap *self, PyObject *t)
 {
-    Trie *cur = pm_load(self);
-    if (cur == NULL) {
+    if (t != Py_None && !Py_IS_TYPE(t, &Trie_Type)) {
+        PyErr_SetString(PyExc_TypeError, "_txn_end() needs a Trie or None");
         return NULL;
     }
-    Trie *next = NULL;
-    PyObject *removed = NULL;
-    int r = trie_without(cur, key, &next, &removed);
-    if (r <= 0) {
-        Py_DECREF(cur);
-        return r < 0 ? NULL : Py_NewRef(Py_None);
+    if (!sm_lock_held_by(&self->wlock, sm_me())) {
+        PyErr_SetString(PyExc_RuntimeError, "_txn_end() without _txn_begin()");
+        return NULL;
     }
-    PyObject *value = Py_NewRef(removed);
-    Py_DECREF(cur);
-    Trie *old = pm_swap(self, next);
-    PyObject *res = PyTuple_Pack(2, (PyObject *)old, value);
-    Py_DECREF(old);
-    Py_DECREF(value);
-    return res;
+    Trie *old = t == Py_None ? NULL : pm_swap(self, (Trie *)Py_NewRef(t));
+    SM_STORE_PTR_RELAXED(&self->txn_owner, NULL);
+    pm_write_end(self);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
 }
 
+/* In a fork child only the forking thread exists: a writer lock held by any
+ * other thread is void.  If the forking thread holds it, it is inside one of
+ * this map's operations and keeps it. */
 static PyObject *
-pm_set_txn(PMap *self, PyObject *flag)
+pm_after_fork(PMap *self, PyObject *Py_UNUSED(ignored))
 {
-    int on = PyObject_IsTrue(flag);
-    if (on < 0) {
-        return NULL;
+    if (!sm_lock_after_fork(&self->wlock, sm_me())) {
+        self->txn_owner = NULL;
     }
-    SM_STORE_PTR_RELAXED(&self->txn_owner, on ? sm_me() : NULL);
     Py_RETURN_NONE;
 }
 
@@ -1231,22 +1438,32 @@ static PyMethodDef pm_methods[] = {
      "get(key, default=None, /): the value for key if present, else default (no lock)."},
     {"load", (PyCFunction)pm_load_method, METH_O,
      "load(key): (value, True) if present, else (None, False) (no lock)."},
+    {"store", (PyCFunction)(void (*)(void))pm_store, METH_FASTCALL,
+     "store(key, value): set key to value."},
+    {"load_and_delete", (PyCFunction)pm_load_and_delete, METH_O,
+     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
+    {"delete", (PyCFunction)pm_delete, METH_O, "delete(key): remove key if present."},
+    {"pop", (PyCFunction)(void (*)(void))pm_pop, METH_FASTCALL,
+     "pop(key[, default]): remove key and return its value; default (or KeyError) if absent."},
+    {"compute", (PyCFunction)(void (*)(void))pm_compute, METH_FASTCALL,
+     "compute(key, fn): atomically replace the entry with fn(key, old) (see ConcurrentMapping)."},
+    {"clear", (PyCFunction)pm_clear_method, METH_NOARGS, "clear(): remove every entry, atomically."},
     {"_current", (PyCFunction)pm_current, METH_NOARGS,
      "The current version (a Trie): one consistent state of the map."},
-    {"_publish", (PyCFunction)pm_publish, METH_O,
-     "Install a version; return the replaced one (writers' lock held)."},
-    {"_set", (PyCFunction)(void (*)(void))pm_set, METH_FASTCALL,
-     "Install current.set(key, value); return the replaced version (writers' lock held)."},
-    {"_pop", (PyCFunction)pm_pop, METH_O,
-     "Remove key: None if absent, else (replaced version, value) (writers' lock held)."},
-    {"_set_txn", (PyCFunction)pm_set_txn, METH_O,
-     "Mark (or unmark) the calling thread as running this map's transaction."},
+    {"_publish", (PyCFunction)pm_publish, METH_O, "Install a version (under the writer lock)."},
+    {"_txn_begin", (PyCFunction)pm_txn_begin, METH_NOARGS,
+     "Take the writer lock for a transaction; return the current version."},
+    {"_txn_end", (PyCFunction)pm_txn_end, METH_O,
+     "Publish the transaction's version (or None) and release the writer lock."},
+    {"_after_fork", (PyCFunction)pm_after_fork, METH_NOARGS,
+     "In a fork child: forget a writer lock held by a thread that does not exist there."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMappingMethods pm_as_mapping = {
     .mp_length = (lenfunc)pm_length,
     .mp_subscript = (binaryfunc)pm_subscript,
+    .mp_ass_subscript = (objobjargproc)pm_ass_subscript,
 };
 
 static PySequenceMethods pm_as_sequence = {
@@ -1266,7 +1483,7 @@ static PyTypeObject PMap_Type = {
     .tp_iter = (getiterfunc)pm_iter,
     .tp_methods = pm_methods,
     .tp_new = pm_new,
-    .tp_doc = "Native core of safemap.PersistentMap: the pointer to the current version.",
+    .tp_doc = "Native core of safemap.PersistentMap: the current version and the writer lock.",
 };
 
 /* ==================================================================== module */
@@ -1281,13 +1498,20 @@ hamt_exec(PyObject *module)
         }
     }
     if (RecursiveUpdateError == NULL) {
-        PyObject *errors = PyImport_ImportModule("safemap.protocol.errors");
-        if (errors == NULL) {
-            return -1;
+        PyObject *proto = PyImport_ImportModule("safemap.protocol");
+        PyObject *guards = proto ? PyImport_ImportModule("safemap.maps._guards") : NULL;
+        if (guards != NULL) {
+            RecursiveUpdateError = PyObject_GetAttrString(proto, "RecursiveUpdateError");
+            MISSING = PyObject_GetAttrString(proto, "MISSING");
+            DELETE = PyObject_GetAttrString(proto, "DELETE");
+            MSG_IN_OPERATION = PyObject_GetAttrString(guards, "IN_OPERATION");
+            MSG_IN_TRANSACTION = PyObject_GetAttrString(guards, "IN_TRANSACTION");
         }
-        RecursiveUpdateError = PyObject_GetAttrString(errors, "RecursiveUpdateError");
-        Py_DECREF(errors);
-        if (RecursiveUpdateError == NULL) {
+        Py_XDECREF(proto);
+        Py_XDECREF(guards);
+        if (!RecursiveUpdateError || !MISSING || !DELETE || !MSG_IN_OPERATION ||
+            !MSG_IN_TRANSACTION) {
+            Py_CLEAR(RecursiveUpdateError);
             return -1;
         }
     }
