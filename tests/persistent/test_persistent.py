@@ -1,0 +1,335 @@
+"""Tests specific to PersistentMap and its trie (safemap.persistent).
+
+The shared protocol suite (tests/) already runs PersistentMap; these cover what is
+particular to it: the persistent trie against a dict model (collisions included), one
+version per iteration/snapshot under concurrent writers, re-entry, release of replaced
+values outside the writer lock, GC of cycles, and reference leaks over a million
+operations. Real threads, exact invariants, no timing assertions.
+"""
+
+from __future__ import annotations
+
+import gc
+import operator
+import sys
+import threading
+import tracemalloc
+import weakref
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safemap import DELETE, MISSING, PersistentMap, RecursiveUpdateError
+from safemap.persistent import Trie
+
+WAIT = 30.0  # seconds: reached only on a deadlock
+
+
+class Key:
+    """A key whose hash the test chooses (collisions on purpose)."""
+
+    __slots__ = ("h", "name")
+
+    def __init__(self, name: int, h: int) -> None:
+        self.name, self.h = name, h
+
+    def __hash__(self) -> int:
+        return self.h
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Key) and other.name == self.name
+
+    def __repr__(self) -> str:
+        return f"Key({self.name}, {self.h})"
+
+
+# Hashes that collide fully, share long prefixes (differ only in the top bits: the last
+# trie level) or are the special -1 (which Python turns into -2).
+HASHES = [0, 1, 2, 31, 32, -1, -2, 2**60, 2**61, -(2**63), 2**63 - 1, 1 << 59, 33]
+keys = st.one_of(
+    st.integers(-50, 50),
+    st.text(max_size=2),
+    # equal keys hash equal; 40 names over 13 hashes collide
+    st.builds(lambda n: Key(n, HASHES[n % len(HASHES)]), st.integers(0, 40)),
+)
+ops = st.lists(
+    st.tuples(st.sampled_from(["set", "delete"]), keys, st.integers(0, 3)), max_size=120
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_trie_matches_a_dict_and_old_versions_never_change(steps: list[Any]) -> None:
+    trie, model = Trie(), {}
+    history = [(trie, dict(model))]
+    for op, key, value in steps:
+        if op == "set":
+            trie = trie.set(key, value)
+            model[key] = value
+        elif key in model:
+            trie = trie.delete(key)
+            del model[key]
+        else:
+            with pytest.raises(KeyError):
+                trie.delete(key)
+        history.append((trie, dict(model)))
+    for version, expected in history:  # persistence: every version is still what it was
+        assert len(version) == len(expected)
+        assert version.to_dict() == expected
+        assert sorted(map(repr, version)) == sorted(map(repr, expected))
+        assert sorted(map(repr, version.items())) == sorted(map(repr, expected.items()))
+        for key in expected:
+            assert key in version and version[key] is expected[key]
+
+
+def test_trie_many_keys_and_deep_collisions() -> None:
+    trie, model = Trie(), {}
+    for i in range(20_000):
+        trie = trie.set(i, i)
+        model[i] = i
+    colliding = [Key(i, 12345) for i in range(40)]  # one collision node
+    for k in colliding:
+        trie = trie.set(k, k.name)
+        model[k] = k.name
+    for i in range(0, 20_000, 3):
+        trie = trie.delete(i)
+        del model[i]
+    for k in colliding[:-1]:  # down to one entry: the collision node is folded back
+        trie = trie.delete(k)
+        del model[k]
+    assert trie.to_dict() == model and len(trie) == len(model)
+    assert trie[colliding[-1]] == 39 and trie.get(colliding[0], "no") == "no"
+
+
+def test_same_value_set_returns_the_same_version() -> None:
+    value = object()
+    t = Trie().set("a", value)
+    assert t.set("a", value) is t
+
+
+def test_trie_exceptions_from_keys_leave_the_version_intact() -> None:
+    class BadEq(Key):
+        def __eq__(self, other: object) -> bool:
+            raise ArithmeticError("eq")
+
+        __hash__ = Key.__hash__
+
+    t = Trie().set(Key(1, 7), "one")
+    with pytest.raises(ArithmeticError):
+        t.set(BadEq(2, 7), "x")
+    with pytest.raises(ArithmeticError):
+        t.delete(BadEq(2, 7))
+    with pytest.raises(TypeError):
+        t.set([], 1)
+    assert t.to_dict() == {Key(1, 7): "one"}
+
+
+# ------------------------------------------------------------------ the map
+
+
+def test_iteration_walks_one_version_while_a_writer_inserts() -> None:
+    """A writer inserts 0, 1, 2, ... in order, so every version is {0..j-1}; every
+    iteration must yield exactly such a set, each key once (one version, not a blend)."""
+    m: PersistentMap[int, int] = PersistentMap()
+    stop = threading.Event()
+    n = 30_000
+
+    def writer() -> None:
+        for i in range(n):
+            m[i] = i
+        stop.set()
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    seen = 0
+    while not stop.is_set() or seen < 3:
+        got = list(m)
+        assert len(got) == len(set(got))
+        assert set(got) == set(range(len(got)))
+        seen += 1
+    t.join(WAIT)
+    assert not t.is_alive()
+    assert sorted(m) == list(range(n))
+
+
+def test_snapshots_and_iteration_see_whole_transactions(run_threads: Any) -> None:
+    """Transfers between accounts keep the total fixed; every snapshot and every
+    iteration (both one version) sees the exact total."""
+    accounts = 50
+    m: PersistentMap[int, int] = PersistentMap(dict.fromkeys(range(accounts), 100))
+    total = 100 * accounts
+    rounds = 400
+
+    def transfer(view: Any, a: int, b: int) -> None:
+        view[a] -= 1
+        view[b] += 1
+
+    def worker(i: int) -> int:
+        checked = 0
+        for r in range(rounds):
+            if i < 2:
+                a, b = (r * 7 + i) % accounts, (r * 13 + 3 * i + 1) % accounts
+                m.transaction(lambda view, a=a, b=b: transfer(view, a, b))
+            else:
+                assert sum(m.snapshot().values()) == total
+                assert sum(v for _, v in m.items()) == total
+                checked += 1
+        return checked
+
+    results = run_threads(worker, 4)
+    assert results[2] == results[3] == rounds
+    assert sum(m.values()) == total
+
+
+def test_merge_counters_are_exact(run_threads: Any) -> None:
+    m: PersistentMap[str, int] = PersistentMap()
+    per_thread = 2000
+
+    def worker(i: int) -> None:
+        for j in range(per_thread):
+            m.merge(f"k{j % 16}", 1, operator.add)
+
+    run_threads(worker, 4)
+    assert sum(m.values()) == 4 * per_thread and len(m) == 16
+
+
+def test_reentrant_writes_are_refused_and_change_nothing() -> None:
+    m: PersistentMap[Any, Any] = PersistentMap(a=1)
+    with pytest.raises(RecursiveUpdateError):
+        m.compute("a", lambda k, old: m.store("b", 2))
+    with pytest.raises(RecursiveUpdateError):
+        m.compute("a", lambda k, old: m.clear())
+    assert m.compute("a", lambda k, old: old + m["a"]) == 2  # reads are fine
+    with pytest.raises(RecursiveUpdateError):
+        m.transaction(lambda view: len(m))
+    with pytest.raises(RecursiveUpdateError):
+        m.transaction(lambda view: m.transaction(lambda v: None))
+
+    class WritingEq(Key):
+        def __eq__(self, other: object) -> bool:
+            m["side"] = 1
+            return False
+
+        __hash__ = Key.__hash__
+
+    m[Key(1, 5)] = "x"
+    with pytest.raises(RecursiveUpdateError):
+        m[WritingEq(2, 5)] = "y"
+    assert dict(m.items()) == {"a": 2, Key(1, 5): "x"}
+
+
+def test_compute_sentinels_and_results() -> None:
+    m: PersistentMap[str, Any] = PersistentMap()
+    assert m.compute("a", lambda k, old: DELETE) is None and "a" not in m
+    assert m.compute("a", lambda k, old: (old is MISSING, k)) == (True, "a")
+    assert m.compute("a", lambda k, old: DELETE) is None and len(m) == 0
+    assert m.pop("zz", 7) == 7 and m.load_and_delete("zz") == (None, False)
+
+
+def test_replaced_values_are_released_outside_the_writer_lock() -> None:
+    """A value whose __del__ writes to the map: released inside the lock, that write
+    would be refused (RecursiveUpdateError, reported as unraisable)."""
+    m: PersistentMap[str, Any] = PersistentMap()
+    unraisable: list[Any] = []
+    released: list[int] = []
+
+    class Writes:
+        def __del__(self) -> None:
+            m["side"] = len(released)  # refused if the writer lock were still held
+            released.append(1)
+
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        m["a"] = Writes()
+        m["a"] = 1  # overwrite
+        m["b"] = Writes()
+        del m["b"]  # delete
+        m["c"] = Writes()
+        m.compute("c", lambda k, old: DELETE)
+        m["d"] = Writes()
+        m.clear()
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert unraisable == []
+    assert len(released) == 4 and m["side"] == 3
+
+
+def test_a_map_in_a_cycle_is_collected() -> None:
+    class Box:
+        pass
+
+    m: PersistentMap[str, Any] = PersistentMap()
+    box = Box()
+    m["self"] = m
+    m["box"] = box
+    box.m = m  # type: ignore[attr-defined]
+    snapshot_trie = m._current()
+    ref = weakref.ref(m)
+    del m, box, snapshot_trie
+    gc.collect()
+    assert ref() is None
+
+
+def test_copy_is_independent_and_shares_the_version() -> None:
+    m: PersistentMap[int, int] = PersistentMap({i: i for i in range(1000)})
+    c = m.copy()
+    assert c._current() is m._current()
+    c[5] = -5
+    del c[6]
+    assert m[5] == 5 and 6 in m and c[5] == -5 and 6 not in c
+
+
+def _every_op(m: PersistentMap[Any, Any], i: int) -> None:
+    k = i % 300
+    m[k] = i
+    m.get(k)
+    _ = k in m
+    m.store(k + 1, [i])
+    m.load(k + 1)
+    m.swap(k, i + 1)
+    m.compare_and_swap(k, i + 1, i)
+    m.merge(k, 1, operator.add)
+    m.compute_if_absent(k + 500, lambda key: key)
+    m.compute_if_present(k + 500, lambda key, v: DELETE)
+    m.load_or_store(k + 2, "x")
+    m.pop(k + 2, None)
+    m.delete(k + 1)
+    m.setdefault(k + 3, i)
+    m.compare_and_delete(k + 3, i)
+    with pytest.raises(KeyError):
+        m[-1]
+    with pytest.raises(ZeroDivisionError):
+        m.compute(k, lambda key, v: 1 / 0)
+    if i % 50 == 0:
+        list(m.items())
+        m.snapshot()
+        m.transaction(lambda view: view.update({-2: i, -3: i}))
+        m.copy()
+    if i % 500 == 0:
+        m.clear()
+
+
+def test_no_reference_leak_over_a_million_operations() -> None:
+    """About 18 operations per round, 60,000 rounds: traced memory stays flat."""
+    m: PersistentMap[Any, Any] = PersistentMap()
+    for i in range(3000):
+        _every_op(m, i)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(30_000):
+            _every_op(m, i)
+        gc.collect()
+        mid, _ = tracemalloc.get_traced_memory()
+        for i in range(30_000):
+            _every_op(m, i)
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A leak of one object per round would be >= 30,000 * 16 bytes.
+    assert end - mid < 64 * 1024, (mid, end)
