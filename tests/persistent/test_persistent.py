@@ -54,9 +54,7 @@ keys = st.one_of(
     # equal keys hash equal; 40 names over 13 hashes collide
     st.builds(lambda n: Key(n, HASHES[n % len(HASHES)]), st.integers(0, 40)),
 )
-ops = st.lists(
-    st.tuples(st.sampled_from(["set", "delete"]), keys, st.integers(0, 3)), max_size=120
-)
+ops = st.lists(st.tuples(st.sampled_from(["set", "delete"]), keys, st.integers(0, 3)), max_size=120)
 
 
 @settings(max_examples=150, deadline=None)

@@ -22,7 +22,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..maps._guards import track_for_fork
 from ..protocol import ConcurrentMapping, FrozenMap, TransactionView
@@ -92,7 +92,7 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         self._after_fork()
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
-        return self._current().items()  # type: ignore[no-any-return]
+        return self._current().items()
 
     def snapshot(self) -> FrozenMap[K, V]:
         return FrozenMap._adopt(self._current().to_dict())
@@ -102,7 +102,8 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         changes become one new version, published at once when ``fn`` returns; if ``fn``
         raises, nothing is published. Readers never see a partial commit."""
         base = self._txn_begin()
-        view: TransactionView[K, V] = TransactionView(base)
+        # A Trie is read as a Mapping by the view (get item, in, iter, len).
+        view: TransactionView[K, V] = TransactionView(cast("Mapping[K, V]", base))
         built: Trie | None = None
         try:
             result = fn(view)
