@@ -1,0 +1,299 @@
+"""Benchmark of safemap.PersistentMap against dict, immutables.Map and a dict copy.
+
+Prints one markdown report (the tables of docs/persistent.md), every ratio measured in the
+same run:
+
+1. Version capture: ``m._current()`` (the O(1) step a trie snapshot is made of) for
+   1,000 and 1,000,000 entries, next to ``snapshot()`` today (a FrozenMap, built as a dict
+   copy) and ``dict.copy()``.
+2. Single thread, ns/op on N int keys: ``m[k]`` hit and ``m[k] = v`` on an existing key, as
+   ratios to ``dict``; ``immutables.Map`` (when installed) for its ``m[k]`` and persistent
+   ``set``.
+3. Memory for 1,000,000 int -> int entries (tracemalloc, container only), and the memory
+   a kept version costs after 1% of the keys changed, against a full dict copy.
+4. Snapshot per request: one writer thread storing, R reader threads that each take a
+   snapshot per request and read 8 keys from it; PersistentMap (version capture) against
+   dict + Lock with a copy per request. Requests per second.
+5. Writers at 1, 2 and 4 threads (one writer lock): total stores per second; and readers at
+   1, 2 and 4 threads (the cost of the root load): total reads per second.
+
+Run ``python benchmarks/bench_persistent.py`` (``--quick`` for a run under a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import sysconfig
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from safemap import PersistentMap
+
+try:
+    import immutables
+except ImportError:  # optional peer
+    immutables = None
+
+
+def ns_per_op(fn: Callable[[], Any], ops: int, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - t0) / ops)
+    return statistics.median(samples)
+
+
+def ratio(x: float, base: float) -> str:
+    return f"{x:,.1f} ({x / base:.2f}x)"
+
+
+def capture_table(repeat: int) -> list[str]:
+    rows = [
+        "| entries | version capture ns | snapshot() today ns | dict.copy() ns |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for n in (1_000, 1_000_000):
+        d = {i: i for i in range(n)}
+        m: PersistentMap[int, int] = PersistentMap(d)
+        loops = 20_000
+        cap = ns_per_op(lambda m=m, n=loops: [m._current() for _ in range(n)], loops, repeat)
+        few = 3 if n > 10_000 else 200
+        snap = ns_per_op(lambda m=m, n=few: [m.snapshot() for _ in range(n)], few, 3)
+        cp = ns_per_op(lambda d=d, n=few: [d.copy() for _ in range(n)], few, 3)
+        rows.append(f"| {n:,} | {cap:,.0f} | {snap:,.0f} | {cp:,.0f} |")
+    return rows
+
+
+def single_thread_table(n: int, repeat: int) -> list[str]:
+    keys = list(range(n))
+    d = dict.fromkeys(keys, 0)
+    m: PersistentMap[int, int] = PersistentMap(d)
+
+    def get_all(obj: Any) -> Callable[[], None]:
+        def run() -> None:
+            for k in keys:
+                obj[k]
+
+        return run
+
+    def set_all(obj: Any) -> Callable[[], None]:
+        flip = [0]
+
+        def run() -> None:
+            flip[0] ^= 1  # a different value on every pass: every store really changes
+            for k in keys:
+                obj[k] = k ^ flip[0]
+
+        return run
+
+    rows = [
+        f"| operation ({n:,} keys) | dict | PersistentMap | immutables.Map |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    g_d = ns_per_op(get_all(d), n, repeat)
+    g_m = ns_per_op(get_all(m), n, repeat)
+    s_d = ns_per_op(set_all(d), n, repeat)
+    s_m = ns_per_op(set_all(m), n, repeat)
+    g_i = s_i = None
+    if immutables is not None:
+        im = immutables.Map(d)
+        g_i = ns_per_op(get_all(im), n, repeat)
+
+        def iset() -> None:
+            cur = im
+            for k in keys:
+                cur = cur.set(k, k ^ 1)
+
+        s_i = ns_per_op(iset, n, repeat)
+    na = "not installed"
+    rows.append(f"| m[k] hit | {g_d:,.1f} | {ratio(g_m, g_d)} | {ratio(g_i, g_d) if g_i else na} |")
+    rows.append(
+        f"| m[k] = v existing (immutables: m.set) | {s_d:,.1f} | {ratio(s_m, s_d)} | "
+        f"{ratio(s_i, s_d) if s_i else na} |"
+    )
+    return rows
+
+
+def traced(build: Callable[[], Any]) -> tuple[Any, int]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        obj = build()
+        gc.collect()
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return obj, size
+
+
+def memory_table(n: int) -> list[str]:
+    keys = list(range(n))  # created before measuring: only the container is counted
+    pairs = [(k, k) for k in keys]
+    d, dict_size = traced(lambda: dict(pairs))
+    m, pm_size = traced(lambda: PersistentMap(d))
+    changed = keys[: n // 100]
+
+    def change_one_percent() -> Any:
+        for k in changed:
+            m[k] = -k
+        return None
+
+    kept = m._current()  # the version a reader keeps
+    _, delta = traced(change_one_percent)
+    del kept
+    mib = 1 << 20
+    return [
+        f"| measure ({n:,} int -> int) | MiB | ratio |",
+        "| --- | ---: | ---: |",
+        f"| dict | {dict_size / mib:.1f} | 1.00x |",
+        f"| PersistentMap | {pm_size / mib:.1f} | {pm_size / dict_size:.2f}x (to dict) |",
+        f"| kept version after changing 1% of the keys (new nodes) | {delta / mib:.1f} | "
+        f"{delta / dict_size:.3f}x (to a full dict copy) |",
+    ]
+
+
+class LockedDict:
+    """dict + Lock, a copy per snapshot: the snapshot-per-request baseline."""
+
+    def __init__(self, d: dict[int, int]) -> None:
+        self.d = dict(d)
+        self.lock = threading.Lock()
+
+    def __setitem__(self, k: int, v: int) -> None:
+        with self.lock:
+            self.d[k] = v
+
+    def snapshot(self) -> dict[int, int]:
+        with self.lock:
+            return self.d.copy()
+
+
+def run_threads(targets: list[Callable[[], int]]) -> tuple[int, float]:
+    """Run the targets together; return the total count they report and the seconds."""
+    results = [0] * len(targets)
+    barrier = threading.Barrier(len(targets) + 1)
+
+    def body(i: int) -> None:
+        barrier.wait()
+        results[i] = targets[i]()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(len(targets))]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return sum(results), time.perf_counter() - t0
+
+
+def snapshot_per_request_table(n: int, requests: int) -> list[str]:
+    base = {i: i for i in range(n)}
+    rows = [
+        f"| readers ({n:,} keys, 1 writer) | PersistentMap req/s | dict+Lock+copy req/s | ratio |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for readers in (1, 2, 4):
+        rates = []
+        for kind in ("persistent", "copy"):
+            target: Any = PersistentMap(base) if kind == "persistent" else LockedDict(base)
+            take: Callable[[], Any] = target._current if kind == "persistent" else target.snapshot
+            stop = threading.Event()
+
+            def writer(target: Any = target, stop: threading.Event = stop) -> int:
+                i = 0
+                while not stop.is_set():
+                    target[i % n] = i
+                    i += 1
+                return 0
+
+            def reader(take: Callable[[], Any] = take) -> int:
+                for r in range(requests):
+                    snap = take()
+                    for j in range(8):
+                        snap[(r * 8 + j) % n]
+                return requests
+
+            w = threading.Thread(target=writer)
+            w.start()
+            done, secs = run_threads([reader] * readers)
+            stop.set()
+            w.join()
+            rates.append(done / secs)
+        rows.append(
+            f"| {readers} | {rates[0]:,.0f} | {rates[1]:,.0f} | {rates[0] / rates[1]:.1f}x |"
+        )
+    return rows
+
+
+def contention_table(ops: int) -> list[str]:
+    rows = [
+        "| threads | stores/s (one writer lock) | ratio to 1 thread | reads/s (lock-free) "
+        "| ratio to 1 thread |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    base_w = base_r = 0.0
+    for threads in (1, 2, 4):
+        m: PersistentMap[int, int] = PersistentMap({i: i for i in range(1000)})
+        per = ops // threads
+
+        def store(m: PersistentMap[int, int] = m, per: int = per) -> int:
+            for i in range(per):
+                m[i % 1000] = i
+            return per
+
+        def read(m: PersistentMap[int, int] = m, per: int = per) -> int:
+            for i in range(per):
+                m[i % 1000]
+            return per
+
+        done, secs = run_threads([store] * threads)
+        w = done / secs
+        done, secs = run_threads([read] * threads)
+        r = done / secs
+        if threads == 1:
+            base_w, base_r = w, r
+        rows.append(f"| {threads} | {w:,.0f} | {w / base_w:.2f} | {r:,.0f} | {r / base_r:.2f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (under a minute)")
+    args = parser.parse_args()
+    quick = args.quick
+    gil = "GIL" if not sysconfig.get_config_var("Py_GIL_DISABLED") else "free-threaded"
+    if gil == "free-threaded" and sys._is_gil_enabled():  # type: ignore[attr-defined]
+        gil += " (GIL re-enabled!)"
+    peer = f"immutables {immutables.__version__}" if immutables else "immutables not installed"
+    print(
+        f"Python {platform.python_version()} ({gil} build), {len(os.sched_getaffinity(0))} "
+        f"CPUs, {platform.machine()}; {peer}; mode: {'quick' if quick else 'full'}.\n"
+    )
+    sections: list[tuple[str, list[str]]] = [
+        ("Version capture and snapshot, ns per call", capture_table(5 if quick else 9)),
+        (
+            "Single thread, ns/op (ratio to dict)",
+            single_thread_table(1_000 if quick else 100_000, 5 if quick else 9),
+        ),
+        ("Memory", memory_table(200_000 if quick else 1_000_000)),
+        ("Snapshot per request", snapshot_per_request_table(10_000, 5_000 if quick else 30_000)),
+        ("Contention", contention_table(100_000 if quick else 400_000)),
+    ]
+    for title, rows in sections:
+        print(f"### {title}\n")
+        print("\n".join(rows))
+        print()
+
+
+if __name__ == "__main__":
+    main()
