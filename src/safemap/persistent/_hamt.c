@@ -69,18 +69,18 @@ typedef struct {
 
 static PyTypeObject Node_Type;
 
+/* Bits set in x.  Without -mpopcnt, __builtin_popcount is a libgcc call; the
+ * branch-free SWAR count below is a few inlined instructions. */
 static inline int
 popcount32(uint32_t x)
 {
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__POPCNT__)
     return __builtin_popcount(x);
 #else
-    int n = 0;
-    while (x) {
-        x &= x - 1;
-        n++;
-    }
-    return n;
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    return (int)((x * 0x01010101u) >> 24);
 #endif
 }
 
