@@ -331,3 +331,88 @@ def test_no_reference_leak_over_a_million_operations() -> None:
         tracemalloc.stop()
     # A leak of one object per round would be >= 30,000 * 16 bytes.
     assert end - mid < 64 * 1024, (mid, end)
+
+
+# ------------------------------------- in-place replacement of an unshared version
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["store", "merge", "delete", "capture", "iterate", "drop"]),
+            st.integers(0, 40),
+        ),
+        max_size=80,
+    )
+)
+def test_versions_seen_by_anyone_never_change(steps: list[tuple[str, int]]) -> None:
+    """Writes may update the current version in place only while nobody else can see
+    it: every captured version, every started iteration and every snapshot keeps exactly
+    the contents it had when it was taken, whatever the writes after it."""
+    m: PersistentMap[int, int] = PersistentMap({i: i for i in range(0, 40, 2)})
+    captured: list[tuple[Trie, dict[int, int]]] = []
+    iterations: list[tuple[Any, list[tuple[int, int]], dict[int, int]]] = []
+    for n, (op, k) in enumerate(steps):
+        if op == "store":
+            m[k] = n
+        elif op == "merge":
+            m.merge(k, 1, operator.add)
+        elif op == "delete":
+            m.pop(k, None)
+        elif op == "capture":
+            captured.append((m._current(), dict(m.snapshot())))
+        elif op == "iterate":
+            it = iter(m.items())
+            first = [next(it) for _ in range(min(3, len(m)))]
+            iterations.append((it, first, dict(m.snapshot())))
+        elif captured:
+            captured.pop(0)
+    for version, expected in captured:
+        assert version.to_dict() == expected
+    for it, first, expected in iterations:
+        assert dict(first + list(it)) == expected
+
+
+def test_a_kept_version_is_not_changed_by_later_overwrites() -> None:
+    m: PersistentMap[int, int] = PersistentMap({i: 0 for i in range(2000)})
+    for i in range(2000):
+        m[i] = 1  # nobody holds the version: updated in place
+    kept = m._current()
+    for i in range(2000):
+        m[i] = 2
+        m.merge(i, 1, operator.add)
+    assert set(kept.values()) == {1} and set(m.values()) == {3}
+    shared_subtree = m._current()
+    m[10_000] = 0  # a new root; every other node is shared with shared_subtree
+    for i in range(2000):
+        m[i] = 4
+    assert set(shared_subtree.values()) == {3}
+    assert sum(m.values()) == 4 * 2000
+
+
+def test_readers_holding_a_version_see_it_unchanged_under_overwrites(run_threads: Any) -> None:
+    """One writer overwrites every key again and again (in place whenever no reader holds
+    the version); readers keep a version and read it twice: both reads are identical."""
+    m: PersistentMap[int, int] = PersistentMap(dict.fromkeys(range(500), 0))
+    stop = threading.Event()
+
+    def worker(i: int) -> int:
+        if i == 0:
+            try:
+                for gen in range(1, 150):
+                    for k in range(500):
+                        m[k] = gen
+            finally:
+                stop.set()
+            return 0
+        checks = 0
+        while not stop.is_set() or checks < 5:
+            version = m._current()
+            first = list(version.values())
+            assert list(version.values()) == first
+            checks += 1
+        return checks
+
+    run_threads(worker, 3)
+    assert set(m.values()) == {149}

@@ -581,14 +581,11 @@ trie_find(Trie *t, PyObject *key, PyObject **out)
     return node_find(t->root, (uint64_t)h, key, out);
 }
 
-/* A new Trie with key -> value (t itself, as a new reference, when unchanged). */
+/* A new Trie with key -> value (t itself, as a new reference, when unchanged);
+ * h is hash(key). */
 static Trie *
-trie_assoc(Trie *t, PyObject *key, PyObject *value)
+trie_assoc_hashed(Trie *t, PyObject *key, Py_hash_t h, PyObject *value)
 {
-    Py_hash_t h = sm_hash(key);
-    if (h == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
     int added = 0;
     Node *root = node_assoc(t->root ? t->root : empty_node, 0, (uint64_t)h, key, value, &added);
     if (root == NULL) {
@@ -599,6 +596,16 @@ trie_assoc(Trie *t, PyObject *key, PyObject *value)
         return (Trie *)Py_NewRef(t);
     }
     return trie_make(root, t->count + added);
+}
+
+static Trie *
+trie_assoc(Trie *t, PyObject *key, PyObject *value)
+{
+    Py_hash_t h = sm_hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return trie_assoc_hashed(t, key, h, value);
 }
 
 /* 1: removed, *out a new Trie, *removed borrowed from t; 0: absent; -1: error. */
@@ -1200,19 +1207,118 @@ pm_current(PMap *self, PyObject *Py_UNUSED(ignored))
  * and, for compute, the callback: an exception publishes nothing), swap it in,
  * release wlock, then release the replaced version. */
 
+/* Replace the value of an existing key in place, when nobody but the map can
+ * see the current version.
+ *
+ * Why this is safe: a version is immutable once *observable*.  If the current
+ * Trie's only reference is the map's (plus the one this call holds), no reader,
+ * iterator or snapshot holds it; if every node on the key's path has exactly one
+ * reference (its parent), no older version and no iterator shares them.  The
+ * check and the store happen with no Python code in between and (free-threaded
+ * builds) inside the map's critical section, where pm_load takes its
+ * references, so no reader can obtain the version meanwhile.  The walk that
+ * finds the slot may run key __eq__ (Python code) and so comes before the
+ * check; the path cannot change during it, because only the writer (this
+ * thread, holding wlock) changes versions.
+ *
+ * 1: replaced, *old is the replaced value (strong; released by the caller
+ * after wlock); 0: not applicable (key absent or version shared); -1: error. */
+static int
+pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyObject **old)
+{
+    Trie *cur = self->root;
+    if (cur == NULL || cur->root == NULL || Py_REFCNT(cur) != 1) {
+        return 0;
+    }
+    Py_INCREF(cur); /* keeps the path alive while __eq__ runs */
+    Node *path[HAMT_MAX_DEPTH];
+    int depth = 0, shift = 0, r = 0;
+    Py_ssize_t slot = -1;
+    Node *node = cur->root;
+    while (slot < 0 && depth < HAMT_MAX_DEPTH) {
+        path[depth++] = node;
+        if (node->collision) {
+            if ((uint64_t)node->hash != h) {
+                break;
+            }
+            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+                if (node->slots[i] == NULL || node->slots[i + 1] == NULL) {
+                    continue;
+                }
+                r = keys_equal(node->slots[i], key);
+                if (r != 0) {
+                    slot = r > 0 ? i + 1 : -1;
+                    break;
+                }
+            }
+            break;
+        }
+        uint32_t bit = bitpos(h, shift);
+        if (!(node->bitmap & bit)) {
+            break;
+        }
+        Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
+        PyObject *k = node->slots[idx], *v = node->slots[idx + 1];
+        if (v == NULL) {
+            break;
+        }
+        if (k == NULL) {
+            node = (Node *)v;
+            shift += HAMT_BITS;
+            continue;
+        }
+        r = keys_equal(k, key);
+        if (r > 0) {
+            slot = idx + 1;
+        }
+        break;
+    }
+    int done = 0;
+    if (slot >= 0) {
+#if SM_FREE_THREADED
+        Py_BEGIN_CRITICAL_SECTION(self);
+#endif
+        int unique = self->root == cur && Py_REFCNT(cur) == 2;
+        for (int i = 0; unique && i < depth; i++) {
+            unique = Py_REFCNT(path[i]) == 1;
+        }
+        if (unique) {
+            Node *leaf = path[depth - 1];
+            *old = leaf->slots[slot];
+            leaf->slots[slot] = Py_NewRef(value);
+            done = 1;
+        }
+#if SM_FREE_THREADED
+        Py_END_CRITICAL_SECTION();
+#endif
+    }
+    Py_DECREF(cur);
+    return r < 0 ? -1 : done;
+}
+
 static int
 pm_store_impl(PMap *self, PyObject *key, PyObject *value)
 {
     if (pm_write_begin(self) < 0) {
         return -1;
     }
-    Trie *cur = pm_load(self);
-    Trie *next = cur == NULL ? NULL : trie_assoc(cur, key, value);
-    Trie *old = next == NULL ? NULL : pm_swap(self, next);
+    PyObject *replaced = NULL;
+    Trie *cur = NULL, *next = NULL, *old = NULL;
+    Py_hash_t h = sm_hash(key);
+    int r = h == -1 && PyErr_Occurred() ? -1 : pm_replace_in_place(self, key, (uint64_t)h, value, &replaced);
+    if (r == 0) {
+        cur = pm_load(self);
+        next = cur == NULL ? NULL : trie_assoc_hashed(cur, key, h, value);
+        r = next == NULL ? -1 : 1;
+        if (next != NULL) {
+            old = pm_swap(self, next);
+        }
+    }
     pm_write_end(self);
     Py_XDECREF(cur);
     Py_XDECREF(old);
-    return next == NULL ? -1 : 0;
+    Py_XDECREF(replaced);
+    return r < 0 ? -1 : 0;
 }
 
 /* 1: removed, *out the value (strong); 0: absent; -1: error. */
@@ -1321,7 +1427,7 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *result = NULL;
     Trie *next = NULL, *old = NULL;
     Trie *cur = pm_load(self);
-    PyObject *oldv = NULL, *removed = NULL;
+    PyObject *oldv = NULL, *removed = NULL, *replaced = NULL;
     int r = cur == NULL ? -1 : trie_find(cur, key, &oldv);
     if (r >= 0) {
         /* oldv is borrowed from cur, which this call keeps alive. */
@@ -1334,8 +1440,21 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         else if (newv != NULL) {
-            next = trie_assoc(cur, key, newv);
-            result = next != NULL ? newv : NULL;
+            Py_hash_t h = r ? sm_hash(key) : 0; /* cached for str/int keys */
+            int done = h == -1 && PyErr_Occurred() ? -1 : 0;
+            if (r && done == 0) {
+                /* Our reference to cur would make the version look shared. */
+                Py_CLEAR(cur);
+                done = pm_replace_in_place(self, key, (uint64_t)h, newv, &replaced);
+                if (done == 0) {
+                    cur = pm_load(self);
+                }
+            }
+            if (done == 0) {
+                next = trie_assoc(cur, key, newv);
+                done = next != NULL ? 1 : -1;
+            }
+            result = done > 0 ? newv : NULL;
             if (result == NULL) {
                 Py_DECREF(newv);
             }
@@ -1347,6 +1466,7 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     pm_write_end(self);
     Py_XDECREF(cur);
     Py_XDECREF(old);
+    Py_XDECREF(replaced);
     return result;
 }
 
