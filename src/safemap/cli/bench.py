@@ -76,7 +76,7 @@ def add_parser(sub: Any) -> None:
         action="append",
         metavar="NAME",
         help="only these workloads: names, globs like 'LoadOrStore*', or a family "
-        "(go-sync-map, xsync, conc-map-bench, contention, custom)",
+        "(go-sync-map, xsync, conc-map-bench, contention, atomicity, custom)",
     )
     p.add_argument("--threads", type=_thread_counts, metavar="N,N,...", help="thread counts")
     p.add_argument("--keys", type=_positive_int, metavar="N", help="key count of the mixes")
