@@ -35,6 +35,20 @@ class RecordingMap(LockedDict):
         self._note("store", key)
         super().store(key, value)
 
+    # The single calls the workloads make (Direct), recorded as the operation they are.
+
+    def get(self, key: Any, default: Any) -> Any:
+        self._note("load", key)
+        return super().get(key, default)
+
+    def setdefault(self, key: Any, value: Any) -> Any:
+        self._note("load_or_store", key)
+        return super().setdefault(key, value)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._note("store", key)
+        super().__setitem__(key, value)
+
 
 class LosingMerge(safemap.LockedMap[Any, Any]):
     """``merge`` silently drops every 10th update."""
