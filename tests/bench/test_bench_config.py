@@ -13,7 +13,8 @@ from safemap.bench.mixes import MixSpec
 
 def test_presets() -> None:
     quick, thorough = preset(True), preset(False)
-    assert quick.threads == (1, 2) and quick.rounds == 1
+    assert quick.threads == (1, 2)
+    assert quick.rounds >= 2  # a round-to-round spread is measured, so ties can be called
     assert thorough.rounds > 1 and max(thorough.threads) > max(quick.threads)
     assert thorough.duration > quick.duration and thorough.capacity > quick.capacity
 

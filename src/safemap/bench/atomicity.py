@@ -7,11 +7,11 @@ race leaves the same final state. Each workload here makes every thread call the
 operation on **one hot key**, so any two calls can overlap, and defines an invariant that
 holds exactly when each call took effect at one instant:
 
-- **LoadOrStoreRace**: key absent; ``v, loaded = load_or_store(k, i)`` with a token ``i``
-  unique to the call; the call that stored (``loaded`` false) removes the key again with
-  ``load_and_delete`` and must get its own token back. A composed ``load_or_store`` lets
-  two calls see the key absent and both store: one of the two inserts is lost, and its
-  caller gets the other's token back.
+- **LoadOrStoreRace**: every thread calls ``load_or_store(k, tid)`` for the first key
+  ``k`` not yet known to be stored (a counter the cell's threads share, advanced by the
+  call that stored), so all threads race to insert each key: every key must be inserted
+  by exactly one call (the calls that stored are those that got their own ``tid`` back).
+  A composed ``load_or_store`` lets two threads see the key absent and both store.
 - **LoadAndDeleteRace**: key holds a ticket ``n``; ``v, ok = load_and_delete(k)``; the call
   that got it stores ``n + 1``. The final ticket must equal the number of successful
   ``load_and_delete`` calls: two calls that both "remove" ticket ``n`` lose one.
@@ -40,9 +40,17 @@ from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .protocol import BenchMap
+from .protocol import ABSENT, BenchMap, direct
 from .results import WorkloadInfo
-from .workload import Run, ThreadState, Verdict, Workload, compare_state
+from .workload import (
+    Run,
+    ThreadState,
+    Verdict,
+    Workload,
+    compare_keys,
+    compare_state,
+    contents,
+)
 
 __all__ = ["OVERLAPS", "OVERTIME", "SWITCH_INTERVAL", "Race", "atomicity_workloads"]
 
@@ -52,7 +60,7 @@ parallel, or was switched in): an atomicity cell goes on past its duration until
 thread has had this many, so that composed operations get interleaved however busy the
 machine is."""
 
-OVERTIME = 10.0
+OVERTIME = 2.0
 """The longest an atomicity cell goes on past its duration waiting for :data:`OVERLAPS`."""
 
 SWITCH_INTERVAL = 1e-6
@@ -61,7 +69,9 @@ every point the interpreter can switch."""
 
 KEY = 0  # the hot key
 
-Body = Callable[[BenchMap, ThreadState], Run]
+Body = Callable[[BenchMap, ThreadState, list[int]], Run]
+"""A thread's loop, given the map, the thread's state and a one-slot list shared by the
+cell's threads."""
 Check = Callable[[BenchMap, Sequence[ThreadState]], Verdict]
 
 
@@ -97,14 +107,16 @@ class Race(Workload):
         self._body = body
         self._check = check
         self._progress: list[int] = []
+        self._shared: list[int] = []
 
     def setup(self, m: BenchMap, threads: int) -> None:
         self._progress = [0] * threads  # operations done, per thread (this cell's)
+        self._shared = [0]
         for k, v in self._initial.items():
             m.store(k, v)
 
     def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
-        run = self._body(m, state)
+        run = self._body(m, state, self._shared)
         progress, tid = self._progress, state.tid
         state.data["overlaps"] = 0
         seen = 0  # the other threads' progress when this thread last looked
@@ -155,39 +167,51 @@ def _calls(states: Sequence[ThreadState]) -> int:
 # ------------------------------------------------------------- load_or_store
 
 
-def _load_or_store_body(m: BenchMap, st: ThreadState) -> Run:
-    los, lad = m.load_or_store, m.load_and_delete
+def _load_or_store_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
+    setdefault = direct(m).setdefault
+    st.data["stored"] = 0
+    mine = st.tid  # the value this thread inserts: the call stored iff it gets it back
 
     def run(first: int, count: int) -> None:
-        bad = 0
-        for i in range(first, first + count):
-            if not los(KEY, i)[1]:  # this call stored i: it alone may remove it
-                v, ok = lad(KEY)
-                if not ok or v != i:
-                    bad += 1  # another call stored over this one's insert
-        st.anomalies += bad
+        stored = 0
+        for _ in range(count):
+            k = shared[0]  # the first key not known to be stored: every thread races for it
+            if setdefault(k, mine) == mine:
+                stored += 1
+                shared[0] = k + 1
+        st.data["stored"] += stored
 
     return run
 
 
-def _empty(m: BenchMap, states: Sequence[ThreadState]) -> Verdict:
-    return compare_state(m, {})
+def _load_or_store_check(m: BenchMap, states: Sequence[ThreadState]) -> Verdict:
+    present = [k for k in contents(m)]
+    keys = max(present, default=-1) + 1
+    verdict = compare_keys(m, set(range(keys)))
+    stored = sum(st.data["stored"] for st in states)
+    if stored != keys:  # each key is inserted by exactly one call
+        verdict.lost += abs(stored - keys)
+        verdict.problems.append(
+            f"{stored} load_or_store calls stored one of {keys} keys: "
+            f"{stored - keys} inserts were lost (overwritten)"
+        )
+    return verdict
 
 
 # ----------------------------------------------------------- load_and_delete
 
 
-def _load_and_delete_body(m: BenchMap, st: ThreadState) -> Run:
-    lad, store = m.load_and_delete, m.store
+def _load_and_delete_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
+    pop, t = (d := direct(m)).pop, d.target
     st.data["wins"] = 0
 
     def run(first: int, count: int) -> None:
         wins = 0
         for _ in range(count):
-            v, ok = lad(KEY)
-            if ok:  # this call holds ticket v; nobody else can until it stores v + 1
+            v = pop(KEY, ABSENT)
+            if v is not ABSENT:  # this call holds ticket v; nobody else can until v + 1
                 wins += 1
-                store(KEY, v + 1)
+                t[KEY] = v + 1
         st.data["wins"] += wins
 
     return run
@@ -196,7 +220,7 @@ def _load_and_delete_body(m: BenchMap, st: ThreadState) -> Run:
 # ---------------------------------------------------------------------- swap
 
 
-def _swap_body(m: BenchMap, st: ThreadState) -> Run:
+def _swap_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
     swap = m.swap
     previous: list[Any] = []
     st.data["previous"] = previous
@@ -236,14 +260,14 @@ def _swap_check(m: BenchMap, states: Sequence[ThreadState]) -> Verdict:
 # ---------------------------------------------------------- compare_and_swap
 
 
-def _cas_body(m: BenchMap, st: ThreadState) -> Run:
-    load, cas = m.load, m.compare_and_swap
+def _cas_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
+    get, cas = direct(m).get, m.compare_and_swap
     st.data["wins"] = 0
 
     def run(first: int, count: int) -> None:
         wins = 0
         for _ in range(count):
-            v, _ = load(KEY)
+            v = get(KEY, 0)
             if cas(KEY, v, v + 1):
                 wins += 1
         st.data["wins"] += wins
@@ -254,17 +278,17 @@ def _cas_body(m: BenchMap, st: ThreadState) -> Run:
 # -------------------------------------------------------- compare_and_delete
 
 
-def _cad_body(m: BenchMap, st: ThreadState) -> Run:
-    load, cad, store = m.load, m.compare_and_delete, m.store
+def _cad_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
+    get, t, cad = (d := direct(m)).get, d.target, m.compare_and_delete
     st.data["wins"] = 0
 
     def run(first: int, count: int) -> None:
         wins = 0
         for _ in range(count):
-            v, ok = load(KEY)
-            if ok and cad(KEY, v):  # this call removed ticket v: it alone stores v + 1
-                wins += 1
-                store(KEY, v + 1)
+            v = get(KEY, ABSENT)
+            if v is not ABSENT and cad(KEY, v):  # this call removed ticket v: it alone
+                wins += 1  # stores v + 1
+                t[KEY] = v + 1
         st.data["wins"] += wins
 
     return run
@@ -277,7 +301,7 @@ def _increment(_key: Any, value: Any) -> Any:
     return value + 1
 
 
-def _compute_if_present_body(m: BenchMap, st: ThreadState) -> Run:
+def _compute_if_present_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
     cip = m.compute_if_present
 
     def run(first: int, count: int) -> None:
@@ -290,7 +314,7 @@ def _compute_if_present_body(m: BenchMap, st: ThreadState) -> Run:
     return run
 
 
-def _merge_body(m: BenchMap, st: ThreadState) -> Run:
+def _merge_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
     merge, add = m.merge, operator.add
 
     def run(first: int, count: int) -> None:
@@ -305,12 +329,12 @@ def atomicity_workloads() -> list[Workload]:
     return [
         Race(
             "LoadOrStoreRace",
-            description="key absent; op i: if LoadOrStore(k, i) stored: LoadAndDelete(k) "
-            "must return i; final: empty",
-            ops=("load_or_store", "load_and_delete"),
+            description="no setup; op: k = the first key not yet stored (shared by the "
+            "threads); LoadOrStore(k, tid); each key is stored by exactly one call",
+            ops=("load_or_store",),
             initial={},
             body=_load_or_store_body,
-            check=_empty,
+            check=_load_or_store_check,
         ),
         Race(
             "LoadAndDeleteRace",

@@ -85,14 +85,15 @@ class BenchConfig:
 
 
 def preset(quick: bool) -> BenchConfig:
-    """``--quick``: the whole default matrix in under a minute on 2 cores (short cells,
-    1 and 2 threads, one round). Otherwise thorough: longer cells, 1-8 threads, 3 rounds."""
+    """``--quick``: the whole default matrix in about a minute on 2 cores (short cells,
+    1 and 2 threads, 3 rounds so that the round-to-round spread is measured and a lead
+    within it is called a tie). Otherwise thorough: longer cells, 1-8 threads, 3 rounds."""
     if quick:
         return BenchConfig(
             quick=True,
-            duration=0.03,
+            duration=0.01,
             threads=(1, 2),
-            rounds=1,
+            rounds=3,
             capacity=QUICK_CAPACITY,
             latency_rounds=5,
         )
