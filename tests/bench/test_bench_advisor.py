@@ -145,3 +145,12 @@ def test_the_reason_says_where_the_dict_limit_is_a_python_idiom(
         assert "dict limit" not in rec.reason
     else:
         assert note in rec.reason
+
+
+def test_a_share_above_the_dict_limit_is_called_noise() -> None:
+    # Through the same single calls a safe map cannot beat dict: above 100% is variation.
+    cells = _rounds("W", "Fast", 120, 80, 150) + _rounds("W", "dict", 100, 100, 100)
+    cells += _rounds("W", "Slow", 50, 50, 50)
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.limit_ratio == pytest.approx(1.2)
+    assert "120% of the dict limit is noise: within the 58% round-to-round spread" in rec.reason
