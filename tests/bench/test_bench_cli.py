@@ -171,3 +171,12 @@ def test_a_bad_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert (
         capsys.readouterr().err == f"safemap bench: {path}: keys must be an integer >= 1, not [1]\n"
     )
+
+
+def test_every_output_states_the_tie_and_limit_rules(tmp_path: Path) -> None:
+    argv = ["bench", "--impl", "LockedMap,dict", "--workload", "LoadMostlyHits", "--ops", "50"]
+    assert main([*argv, "--threads", "1", "--no-latency", "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "SUMMARY.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    for text in (summary, html):
+        assert "round-to-round spread" in text and "its own single calls" in text

@@ -33,10 +33,20 @@ from collections.abc import Sequence
 from .protocol import DICT_CALLS
 from .results import BenchResults, ImplInfo, Measurement, Recommendation, WorkloadInfo
 
-__all__ = ["TIE", "eligible", "recommend", "recommend_workload", "score", "spread"]
+__all__ = ["RULES", "TIE", "eligible", "recommend", "recommend_workload", "score", "spread"]
 
 TIE = 1.05
 """A winner less than this factor ahead of the runner-up is reported as a tie."""
+
+RULES = (
+    "A winner less than 5% ahead of the runner-up, or ahead by less than the "
+    "round-to-round spread measured for either (the largest (max - min) / median of a "
+    'cell\'s rounds), is called a tie: another run could reverse it. "of dict limit" '
+    "compares with the bare dict called through its own single calls (get, d[k] = v, "
+    "setdefault, pop, clear); where a workload uses an operation dict has no single call "
+    "for, the limit is dict's unsafe Python idiom, as the reason says."
+)
+"""How to read the recommendations, in words (printed by every output)."""
 
 
 def score(cells: Sequence[Measurement]) -> float:
