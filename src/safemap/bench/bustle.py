@@ -1,7 +1,7 @@
 """conc-map-bench's mixes (xacrimon/conc-map-bench, on the bustle harness, after
 libcuckoo's "universal benchmark"), scaled down for Python.
 
-Definition (per ``shared/reference/workloads.md``), with the initial capacity scaled from
+Definition (conc-map-bench's), with the initial capacity scaled from
 ``2**25`` to ``capacity`` (:data:`QUICK_CAPACITY` / :data:`THOROUGH_CAPACITY`), all
 ratios kept:
 
