@@ -103,7 +103,5 @@ def test_linearizable_across_four_processes(url: str) -> None:
 def test_linearizable_across_threads(url: str) -> None:
     from safemap.testing import stress
 
-    result = stress(
-        lambda: RedisMap(url=url), threads=4, ops=40, histories=4, seed=7
-    )
+    result = stress(lambda: RedisMap(url=url), threads=4, ops=40, histories=4, seed=7)
     assert result.ok is True, result.counterexample

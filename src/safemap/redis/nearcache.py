@@ -124,7 +124,8 @@ class NearCache:
 
     def _new_connection(self) -> Any:
         pool = self._endpoint.client.connection_pool
-        conn = pool.connection_class(**self._endpoint.connection_kwargs)
+        # RESP2 explicitly: invalidations then arrive as ordinary pub/sub messages.
+        conn = pool.connection_class(**{**self._endpoint.connection_kwargs, "protocol": 2})
         conn.connect()
         return conn
 
