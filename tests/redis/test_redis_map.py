@@ -79,7 +79,7 @@ def test_value_that_would_not_round_trip_raises_type_error(
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
@@ -95,6 +95,12 @@ def test_codecs_round_trip_exactly_and_canonically(codec: Any, value: Any) -> No
     back = codec.decode_value(data)
     assert back == value and type(back) is type(value)
     assert codec.encode_value(back) == data  # canonical: equal values, equal bytes
+
+
+def test_msgpack_refuses_integers_beyond_64_bits_at_the_call() -> None:
+    with pytest.raises(TypeError):
+        MsgpackCodec().encode_value(2**64)
+    assert JsonCodec().decode_value(JsonCodec().encode_value(2**64)) == 2**64
 
 
 def test_compare_and_swap_compares_canonical_encodings(rmap: RedisMap[Any, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import operator
 from typing import Any
@@ -93,8 +94,14 @@ def test_linearizable_across_four_processes(url: str) -> None:
         p.join(30)
     # One history of the four processes' lanes (perf_counter is CLOCK_MONOTONIC on Linux:
     # one clock for every process on the machine, so real-time order is comparable).
+    # Each process numbered its own operations from 0 in thread 0: renumber them so every
+    # process is its own thread and every id is unique.
+    ids = iter(range(10**6))
     merged = History()
-    merged._lanes = {i: ops for i, ops in enumerate(lanes)}
+    merged._lanes = {
+        i: [dataclasses.replace(op, thread=i, id=next(ids)) for op in ops]
+        for i, ops in enumerate(lanes)
+    }
     assert len(merged) == PROCESSES * 25
     result = check_linearizable(merged, time_budget=60)
     assert result.ok is True, result.counterexample
