@@ -40,7 +40,7 @@ from ..protocol.sentinels import Delete, Missing
 from .codecs import Codec, get_codec
 from .connection import Endpoint
 from .errors import RedisConflictError, RedisDecodeError
-from .nearcache import NearCache
+from .nearcache import ABSENT, NearCache
 from .scripts import Scripts
 
 __all__ = ["RedisMap"]
@@ -91,6 +91,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         "__weakref__",
         "_codec",
         "_codec_option",
+        "_count_lock",
         "_endpoint",
         "_local",
         "_name",
@@ -98,6 +99,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         "_options_extra",
         "_retry_budget",
         "_scripts",
+        "_transactions",
         "_url",
         "_user_client",
     )
@@ -148,6 +150,8 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._name = name if name is not None else f"safemap:{{{uuid.uuid4().hex}}}"
         self._scripts = Scripts(self._endpoint.client)
         self._local = threading.local()
+        self._transactions = 0  # transactions of this handle running now (any thread)
+        self._count_lock = threading.Lock()
         self._near = NearCache(self._endpoint, self._name) if near_cache else None
         self.update(other, **kwargs)
 
@@ -199,10 +203,16 @@ class RedisMap(ConcurrentMapping[K, V]):
     @contextmanager
     def _running(self, state: str) -> Iterator[None]:
         self._local.state = state
+        if state == "transaction":
+            with self._count_lock:
+                self._transactions += 1
         try:
             yield
         finally:
             self._local.state = None
+            if state == "transaction":
+                with self._count_lock:
+                    self._transactions -= 1
 
     def _field(self, key: Any) -> bytes:
         hash(key)  # unhashable keys raise TypeError, as with dict
@@ -244,13 +254,32 @@ class RedisMap(ConcurrentMapping[K, V]):
         result: bytes | None = self._endpoint.read(lambda: client.hget(self._name, field))
         return result
 
-    def load(self, key: K) -> tuple[V | None, bool]:
+    def _near_hit(self, key: Any) -> Any:
+        """The near cache's decoded value for ``key`` (``ABSENT`` if known absent), or
+        ``_MISS``. One dict lookup: the cache's hit path. Not used while a transaction of
+        this handle runs (its callback's reads must raise, which the slow path does)."""
+        near = self._near
+        if near is None or self._transactions:
+            return _MISS
+        return near.values.get(key, _MISS)
+
+    def _load_slow(self, key: K) -> tuple[V | None, bool]:
         self._check_read()
         field = self._field(key)
-        data = self._near.get(field) if self._near is not None else self._hget(field)
-        if data is None:
-            return None, False
-        return self._value(field, data), True
+        near = self._near
+        if near is None:
+            data = self._hget(field)
+            return (None, False) if data is None else (self._value(field, data), True)
+        data = near.get(field)
+        value = None if data is None else self._value(field, data)
+        near.remember(key, field, data, value)
+        return value, data is not None
+
+    def load(self, key: K) -> tuple[V | None, bool]:
+        hit = self._near_hit(key)
+        if hit is not _MISS:
+            return (None, False) if hit is ABSENT else (hit, True)
+        return self._load_slow(key)
 
     def store(self, key: K, value: V) -> None:
         self._check_write()
@@ -267,10 +296,10 @@ class RedisMap(ConcurrentMapping[K, V]):
         return length
 
     def __contains__(self, key: object) -> bool:
+        if self._near is not None:
+            return self.load(key)[1]  # type: ignore[arg-type]
         self._check_read()
         field = self._field(key)
-        if self._near is not None:
-            return self._near.get(field) is not None
         client = self._endpoint.client
         return bool(self._endpoint.read(lambda: client.hexists(self._name, field)))
 
@@ -543,14 +572,21 @@ class RedisMap(ConcurrentMapping[K, V]):
     # --------------------------------------------------------------------- dict API
 
     def __getitem__(self, key: K) -> V:
-        value, found = self.load(key)
-        if not found:
-            raise KeyError(key)
-        return value  # type: ignore[return-value]
+        hit = self._near_hit(key)
+        if hit is _MISS:
+            value, found = self._load_slow(key)
+            if found:
+                return value  # type: ignore[return-value]
+        elif hit is not ABSENT:
+            return hit  # type: ignore[no-any-return]
+        raise KeyError(key)
 
-    def __repr__(self) -> str:
-        # The map's contents only: never the URL or credentials.
-        return super().__repr__()
+    def get(self, key: K, default: Any = None, /) -> Any:
+        hit = self._near_hit(key)
+        if hit is _MISS:
+            value, found = self._load_slow(key)
+            return value if found else default
+        return default if hit is ABSENT else hit
 
 
 _M = TypeVar("_M", bound=RedisMap[Any, Any])
@@ -676,3 +712,4 @@ class _Writes(dict[Any, Any]):
 
 
 _ABSENT: Any = object()
+_MISS: Any = object()

@@ -14,6 +14,10 @@ How it stays fresh (server-assisted client-side caching, RESP2, Redis 6+ and Val
   ``ping_timeout``, the cache is emptied and bypassed (reads go to the server) until tracking
   is set up again on fresh connections.
 - This handle's own writes empty the cache when they return, so it reads its own writes.
+- Besides the bytes per field, ``values`` maps a key to its decoded value when that value is
+  immutable (str, int, float, bool, None, bytes), so a hit is one dict lookup and returns
+  an object no caller can change; mutable values are decoded afresh from the cached bytes.
+  Both are filled only while the field's placeholder stands, and emptied together.
 
 Staleness bound: after a write by another client returns, this cache may serve the previous
 value until the invalidation reaches the listener (one server-to-client hop); if the
@@ -33,6 +37,8 @@ __all__ = ["NearCache"]
 
 _CHANNEL = b"__redis__:invalidate"
 _ABSENT_FIELD: Any = object()  # cached knowledge that the field is absent
+ABSENT: Any = object()  # in ``values``: the key is known to be absent
+_IMMUTABLE = (str, int, float, bool, bytes, type(None))
 
 
 class _Placeholder:
@@ -56,13 +62,13 @@ class NearCache:
         self._ping_timeout = ping_timeout
         self._state = threading.Lock()  # guards _cache and _healthy
         self._cache: dict[bytes, Any] = {}
+        self.values: dict[Any, Any] = {}  # key -> immutable decoded value, or ABSENT
         self._healthy = False
         self._reader = threading.Lock()  # one request at a time on the tracking connection
         self._tracking: Any = None
         self._listener: Any = None
         self._closed = threading.Event()
         self._ready = threading.Event()
-        self.hits = 0
         self.misses = 0
         self.flushes = 0
         self._thread = threading.Thread(target=self._listen, daemon=True, name="safemap-near")
@@ -79,7 +85,6 @@ class NearCache:
             if self._healthy:
                 data = self._cache.get(field)
                 if data is not None and not isinstance(data, _Placeholder):
-                    self.hits += 1
                     return None if data is _ABSENT_FIELD else data
                 self._cache[field] = placeholder
             healthy = self._healthy
@@ -107,10 +112,21 @@ class NearCache:
             raise
         return reply
 
+    def remember(self, key: Any, field: bytes, data: bytes | None, value: Any) -> None:
+        """Keep ``value`` (decoded from ``data``, just returned by :meth:`get`) for ``key``,
+        if it is immutable and ``data`` is still what the cache holds for ``field``."""
+        if type(value) not in _IMMUTABLE:
+            return
+        with self._state:
+            held = self._cache.get(field)
+            if held is data or (data is None and held is _ABSENT_FIELD):
+                self.values[key] = ABSENT if data is None else value
+
     def invalidate(self) -> None:
         """Forget every cached field (after a write by this handle, or an invalidation)."""
         with self._state:
             self._cache.clear()
+            self.values.clear()
             self.flushes += 1
 
     def _drop(self, _why: str) -> None:
@@ -118,6 +134,7 @@ class NearCache:
         with self._state:
             self._healthy = False
             self._cache.clear()
+            self.values.clear()
             self.flushes += 1
 
     # ------------------------------------------------------------------ listening
@@ -144,6 +161,7 @@ class NearCache:
             old.disconnect()
         with self._state:
             self._cache.clear()
+            self.values.clear()
             self._healthy = True
         return listener
 
