@@ -61,7 +61,6 @@ if redis_support.ENABLED:
 _COPY = "reads return decoded copies: object identity is not kept across the network"
 _OBJECTS = "uses keys or values the JSON codec cannot represent (custom objects, tuples, maps)"
 _KEYS = "uses key objects with their own __eq__/__hash__ (not representable as JSON keys)"
-_OPTIMISTIC = "compute callbacks run optimistically: they do not block one another (may rerun)"
 _SHARED = "the data lives on the server: a forked child shares the map instead of copying it"
 NOT_APPLICABLE: dict[str, dict[str, str]] = {
     "RedisMap": {
@@ -108,7 +107,6 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
         # tests/test_protocol_stateful.py
         "test_protocol_against_dict_model": _KEYS,
         # tests/test_robustness.py
-        "test_blocked_compute_serializes_same_key_and_releases": _OPTIMISTIC,
         "test_copy_copy": _COPY,
         "test_copy_deepcopy": _OBJECTS,
         "test_copy_deepcopy_map_containing_itself": _OBJECTS,

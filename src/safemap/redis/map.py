@@ -9,6 +9,11 @@ Invariants:
   changed: the whole read-modify-write then takes effect at the commit's instant.
 - Writes are never retried after a lost connection (one may have been applied); idempotent
   reads are (``Endpoint.read``).
+- Within one process, callers do not conflict with each other: a compute holds its key's
+  stripe lock (one of ``_STRIPES``) from its read to its commit, and a transaction holds
+  ``_txn_lock`` and every stripe (taken in index order, so no two callers deadlock). Only
+  other processes can then make a commit fail, and calls on one key from this process run
+  one after another, as in the in-process maps.
 - ``_local.state`` is ``"compute"`` while a compute-family callback of this map runs in this
   thread and ``"transaction"`` while a transaction's callback does: re-entry is refused as
   the protocol requires (it could only conflict with itself and retry forever).
@@ -18,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import os
 import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -52,6 +59,7 @@ T = TypeVar("T")
 _IN_OPERATION = "a compute-family callback of a RedisMap wrote to the same map"
 _IN_TRANSACTION = "a transaction callback called the RedisMap's own methods (use the view)"
 _SCAN_COUNT = 512
+_STRIPES = 64
 _LEASE_MS = 10_000
 
 
@@ -76,11 +84,14 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     - Every call is atomic on the server: a single command or one Lua script.
     - Compute-family callbacks and ``transaction`` callbacks run locally and commit only if
-      nothing they read changed meanwhile; on conflict they run again (so a callback may run
-      more than once: keep it free of side effects), up to ``retry_budget`` attempts with
-      jittered backoff, then :class:`~safemap.redis.RedisConflictError` names the keys and
-      nothing was applied. ``compute_if_absent`` runs its factory at most once per key
-      across processes, under a lease (see docs/redis.md for what a partition can do).
+      nothing they read changed meanwhile; when another process changed it they run again
+      (so a callback may run more than once: keep it free of side effects), up to
+      ``retry_budget`` attempts with jittered backoff, then
+      :class:`~safemap.redis.RedisConflictError` names the keys and nothing was applied.
+      Within one process, computes on a key run one after another and a transaction
+      excludes the handle's computes and transactions, as in the in-process maps.
+    - ``compute_if_absent`` runs its factory at most once per key across processes, under a
+      lease (see the RedisMap documentation for what a network partition can still do).
     - Values are copies made through the codec: a read returns an equal object, never the
       one stored; values compare by their canonical encoding.
     - A lost connection raises :class:`~safemap.redis.RedisConnectionError` (a
@@ -99,7 +110,9 @@ class RedisMap(ConcurrentMapping[K, V]):
         "_options_extra",
         "_retry_budget",
         "_scripts",
+        "_stripes",
         "_transactions",
+        "_txn_lock",
         "_url",
         "_user_client",
     )
@@ -152,10 +165,16 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._local = threading.local()
         self._transactions = 0  # transactions of this handle running now (any thread)
         self._count_lock = threading.Lock()
+        self._new_locks()
+        _track(self)
         self._near = NearCache(self._endpoint, self._name) if near_cache else None
         self.update(other, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _new_locks(self) -> None:
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._txn_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -482,26 +501,27 @@ class RedisMap(ConcurrentMapping[K, V]):
     ) -> V | None:
         self._check_write()
         field = self._field(key)
-        for attempt in range(self._retry_budget):
-            data = self._hget(field)
-            old = MISSING if data is None else self._value(field, data)
-            with self._running("compute"):
-                new = fn(key, old)
-            if new is DELETE:
-                if data is None and lease is None:
-                    return None  # nothing to change: linearizes at the read
-                writes = [("d", field, b"")] if data is not None else []
-            else:
-                encoded = self._codec.encode_value(new)
-                if encoded == data and lease is None:
-                    return new  # an unchanged value: linearizes at the read
-                writes = [("s", field, encoded)]
-            outcome = self._commit({field: data}, writes, lease=lease)
-            if outcome == 1:
-                return None if new is DELETE else new
-            if outcome == -1:
-                raise _LeaseLost
-            self._backoff(attempt)
+        with self._stripes[hash(field) % _STRIPES]:
+            for attempt in range(self._retry_budget):
+                data = self._hget(field)
+                old = MISSING if data is None else self._value(field, data)
+                with self._running("compute"):
+                    new = fn(key, old)
+                if new is DELETE:
+                    if data is None and lease is None:
+                        return None  # nothing to change: linearizes at the read
+                    writes = [("d", field, b"")] if data is not None else []
+                else:
+                    encoded = self._codec.encode_value(new)
+                    if encoded == data and lease is None:
+                        return new  # an unchanged value: linearizes at the read
+                    writes = [("s", field, encoded)]
+                outcome = self._commit({field: data}, writes, lease=lease)
+                if outcome == 1:
+                    return None if new is DELETE else new
+                if outcome == -1:
+                    raise _LeaseLost
+                self._backoff(attempt)
         raise self._conflict("compute", (key,))
 
     def compute_if_absent(self, key: K, factory: Callable[[K], V | Delete]) -> V | None:
@@ -545,6 +565,13 @@ class RedisMap(ConcurrentMapping[K, V]):
         view (every read re-checks what was read before), and its writes commit in one
         script only if nothing it read has changed; otherwise ``fn`` runs again."""
         self._check_write()
+        with contextlib.ExitStack() as held:
+            held.enter_context(self._txn_lock)
+            for stripe in self._stripes:
+                held.enter_context(stripe)
+            return self._transaction(fn)
+
+    def _transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         for attempt in range(self._retry_budget):
             reads = _TransactionReads(self)
             view: TransactionView[K, V] = TransactionView(reads)
@@ -590,6 +617,25 @@ class RedisMap(ConcurrentMapping[K, V]):
 
 
 _M = TypeVar("_M", bound=RedisMap[Any, Any])
+# Maps are unhashable (mutable mappings), so they are tracked by id with weak references.
+_LIVE_MAPS: dict[int, weakref.ref[RedisMap[Any, Any]]] = {}
+
+
+def _track(m: RedisMap[Any, Any]) -> None:
+    key = id(m)
+    _LIVE_MAPS[key] = weakref.ref(m, lambda _ref: _LIVE_MAPS.pop(key, None))
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives: locks other threads held would never be released.
+    # The forking thread holds none of them (fork from a callback is not supported).
+    for ref in list(_LIVE_MAPS.values()):
+        m = ref()
+        if m is not None:
+            m._new_locks()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _claim(client: Any, lease_key: str, token: str) -> Callable[[], Any]:
