@@ -147,6 +147,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def redis_server() -> Iterator[Any]:
     """A redis-server on 127.0.0.1 (free port, no persistence) for the whole session;
     ``SAFEMAP_REDIS_URL`` points at it so ``RedisMap()`` uses it. Fails without a binary."""
+    if not redis_support.ENABLED:
+        pytest.skip("SAFEMAP_TEST_REDIS=0: the RedisMap tests are left out")
     binary = redis_support.find_binary()
     if binary is None:
         pytest.fail(redis_support.MISSING_MESSAGE)

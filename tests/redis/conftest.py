@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import RedisServer, find_binary  # loaded by tests/conftest.py
+from redis_support import (  # loaded by tests/conftest.py
+    ENABLED,
+    MISSING_MESSAGE,
+    RedisServer,
+    find_binary,
+)
 
 from safemap.redis import RedisMap
 
@@ -36,9 +41,11 @@ def rmap(url: str) -> Iterator[RedisMap[Any, Any]]:
 @pytest.fixture
 def private_server() -> Iterator[RedisServer]:
     """A server of this test's own, so pausing or killing it disturbs no other test."""
+    if not ENABLED:
+        pytest.skip("SAFEMAP_TEST_REDIS=0: the RedisMap tests are left out")
     binary = find_binary()
     if binary is None:
-        pytest.fail("no redis-server binary (see tests/redis/redis_support.py)")
+        pytest.fail(MISSING_MESSAGE)
     server = RedisServer(binary)
     yield server
     server.stop()
