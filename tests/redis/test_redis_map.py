@@ -236,3 +236,12 @@ def test_copy_is_a_new_map_with_the_same_contents(rmap: RedisMap[Any, Any]) -> N
     assert type(c) is RedisMap and c.name != rmap.name and c == {"a": [1]}
     c["b"] = 2
     assert "b" not in rmap
+
+
+def test_pickle_makes_a_new_map_with_the_same_contents(rmap: RedisMap[Any, Any]) -> None:
+    import pickle
+
+    rmap.update(a=[1, {"b": None}], c=2.5)
+    back = pickle.loads(pickle.dumps(rmap))
+    assert type(back) is RedisMap and back.name != rmap.name
+    assert back == {"a": [1, {"b": None}], "c": 2.5}

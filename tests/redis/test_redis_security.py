@@ -93,3 +93,41 @@ def test_acl_user_works_and_credentials_never_appear(url: str, raw: Any) -> None
         assert password not in str(info.value) and host_port in str(info.value)
     finally:
         raw.acl_deluser(user)
+
+
+def test_tls_connection_with_certificate_verification(tmp_path: Path) -> None:
+    import shutil
+    import socket
+    import subprocess
+
+    from redis_support import RedisServer, find_binary
+
+    openssl, binary = shutil.which("openssl"), find_binary()
+    if openssl is None or binary is None:
+        pytest.skip("needs the openssl command and a redis-server binary")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        tls_port = s.getsockname()[1]
+    server = RedisServer(
+        binary,
+        extra=("--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+               "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+               "--tls-auth-clients", "no"),
+    )  # fmt: skip
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        m: RedisMap[str, int] = RedisMap({"a": 1}, url=url)
+        assert m["a"] == 1 and m.merge("a", 1, lambda x, y: x + y) == 2
+        unverified = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required"
+        with pytest.raises(RedisConnectionError):
+            RedisMap({"a": 1}, url=unverified)  # the self-signed certificate is not trusted
+        m.close()
+    finally:
+        server.stop()

@@ -135,12 +135,6 @@ class RedisMap(ConcurrentMapping[K, V]):
     ) -> None:
         if retry_budget < 1:
             raise ValueError("retry_budget must be at least 1")
-        if isinstance(other, (str, bytes)) or (
-            not isinstance(other, Mapping)
-            and not hasattr(other, "keys")
-            and not hasattr(other, "__iter__")
-        ):
-            raise TypeError(f"{type(other).__name__!r} object is not iterable")
         self._codec = get_codec(codec)
         self._codec_option = codec
         self._url = url
@@ -168,6 +162,9 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._new_locks()
         _track(self)
         self._near = NearCache(self._endpoint, self._name) if near_cache else None
+        if self._near is not None:
+            # A handle dropped without close() still stops its listener thread.
+            weakref.finalize(self, self._near.close)
         self.update(other, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
