@@ -81,3 +81,31 @@ def test_lost_invalidation_connection_flushes_and_recovers(url: str, raw: Any) -
     raw.hset(m.name, b'"a"', b"6")
     _eventually(lambda: m["a"] == 6, "invalidations flow again")
     m.close()
+
+
+def test_missed_ping_flushes_and_bypasses_the_cache(private_server: Any) -> None:
+    m: RedisMap[str, int] = RedisMap({"a": 1}, url=private_server.url, near_cache=True, timeout=1)
+    near = m._near
+    assert near is not None and m["a"] == 1 and near.values
+    private_server.pause()  # the listener's PING goes unanswered
+    try:
+        _eventually(lambda: not near._healthy, "the missed PING was noticed")
+        assert not near.values  # flushed: nothing stale can be served
+    finally:
+        private_server.resume()
+    _eventually(lambda: near._healthy, "tracking was set up again")
+    m.close()
+
+
+def test_lost_tracking_connection_is_set_up_again(url: str, raw: Any) -> None:
+    m: RedisMap[str, int] = RedisMap({"a": 1}, url=url, near_cache=True)
+    near = m._near
+    assert near is not None and m["a"] == 1
+    near._tracking.disconnect()  # the reading connection breaks
+    m["b"] = 2  # empties the cache, so the next read uses the broken connection
+    assert m["a"] == 1  # served from the server (an idempotent read is retried)
+    _eventually(lambda: near._healthy, "tracking was set up again")
+    assert m["a"] == 1 and m["a"] == 1 and near.values  # cached again
+    raw.hset(m.name, b'"a"', b"3")
+    _eventually(lambda: m["a"] == 3, "invalidations flow on the new connections")
+    m.close()

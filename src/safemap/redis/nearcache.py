@@ -37,6 +37,7 @@ __all__ = ["NearCache"]
 
 _CHANNEL = b"__redis__:invalidate"
 _ABSENT_FIELD: Any = object()  # cached knowledge that the field is absent
+_FAILED: Any = object()  # the tracking connection failed during a read
 ABSENT: Any = object()  # in ``values``: the key is known to be absent
 _IMMUTABLE = (str, int, float, bool, bytes, type(None))
 
@@ -94,7 +95,14 @@ class NearCache:
             result: bytes | None = self._endpoint.read(lambda: client.hget(self._name, field))
             return result
         with self._reader:
-            data = self._endpoint.read(lambda: self._tracked_hget(field))
+            try:
+                data = self._tracked_hget(field)
+            except Exception:
+                data = _FAILED  # the cache is off until set up again: ask the server
+        if data is _FAILED:
+            client = self._endpoint.client
+            direct: bytes | None = self._endpoint.read(lambda: client.hget(self._name, field))
+            return direct
         with self._state:
             if self._cache.get(field) is placeholder:
                 self._cache[field] = _ABSENT_FIELD if data is None else data
@@ -102,13 +110,18 @@ class NearCache:
 
     def _tracked_hget(self, field: bytes) -> bytes | None:
         conn = self._tracking
-        if conn is None:
-            raise ConnectionError("near cache tracking connection is not established")
         try:
+            # A closed connection would silently reconnect on send, without tracking: refuse.
+            if conn is None or getattr(conn, "_sock", None) is None:
+                raise ConnectionError("the near cache's tracking connection is closed")
             conn.send_command("HGET", self._name, field)
             reply: bytes | None = conn.read_response()
         except BaseException:
             self._drop("tracking connection failed")
+            listener = self._listener
+            if listener is not None:  # make the listener set both connections up again
+                with contextlib.suppress(Exception):
+                    listener.disconnect()
             raise
         return reply
 
