@@ -245,3 +245,12 @@ def test_pickle_makes_a_new_map_with_the_same_contents(rmap: RedisMap[Any, Any])
     back = pickle.loads(pickle.dumps(rmap))
     assert type(back) is RedisMap and back.name != rmap.name
     assert back == {"a": [1, {"b": None}], "c": 2.5}
+
+
+def test_client_lends_its_settings_but_not_its_decoding(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    m: RedisMap[str, Any] = RedisMap({"a": [1]}, client=client)
+    assert m["a"] == [1] and m.copy() == {"a": [1]}
+    assert client.hget(m.name, '"a"') == "[1]"  # the lender's own decoding is unchanged
