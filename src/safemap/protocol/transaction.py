@@ -114,7 +114,7 @@ class TransactionView(MutableMapping[K, V], Generic[K, V]):
         # touched key holds now (``_ABSENT`` for a key the commit adds).
         removals = [(key, target[key]) for key in self._deleted]
         writes = [
-            (key, value, target[key] if key in target else _ABSENT)
+            (key, value, target[key] if key in target else _ABSENT)  # noqa: SIM401  # no get()
             for key, value in self._writes.items()
         ]
         # Each entry is logged before its change is made, so an interrupt between the two
@@ -141,7 +141,7 @@ class TransactionView(MutableMapping[K, V], Generic[K, V]):
                         del target[key]
                 else:
                     target[key] = old
-            except BaseException as undo_error:  # noqa: BLE001  # the commit's error wins
+            except BaseException as undo_error:  # the commit's error wins
                 error.add_note(f"safemap: could not undo the commit for {key!r}: {undo_error!r}")
 
     def _close(self) -> None:
