@@ -139,8 +139,11 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
         ``view`` is a ``MutableMapping`` of the map's contents, valid only inside ``fn``
         (using it afterwards raises ``RuntimeError``). Every change ``fn`` makes through the
-        view lands atomically when ``fn`` returns, or not at all if it raises. Calling the
-        map's own methods from ``fn`` raises ``RecursiveUpdateError``.
+        view lands atomically when ``fn`` returns, or not at all if it raises; the commit is
+        all or nothing too: if a key's ``__hash__``/``__eq__`` raises while the changes are
+        applied, the exception propagates and the map is exactly as before. Calling the
+        map's own methods from ``fn`` raises ``RecursiveUpdateError``; storing a sentinel
+        through the view raises ``TypeError``.
         """
 
     def _options(self) -> dict[str, Any]:
