@@ -277,11 +277,20 @@ sy_promote_locked(SMSMapObject *m)
     m->promotions++;
 }
 
+/* Count a read that had to consult dirty; promote once misses reach
+ * len(dirty).  `nested`: the read runs inside this thread's own mu section
+ * (a key's __eq__ or a callback reading the map).  Such a read never
+ * promotes: the section it interrupts may be half-way through a lookup
+ * (read searched, dirty being searched), and moving dirty's keys into read
+ * under it would make that lookup miss a present key.  Within a mu section
+ * the key sets of read and dirty therefore change only by the holder's own
+ * steps, whatever a key's __eq__ or a callback does (its writes are refused).
+ * The miss still counts: the next top-level miss promotes. */
 static void
-sy_miss_locked(SMSMapObject *m)
+sy_miss_locked(SMSMapObject *m, int nested)
 {
     m->locked_reads++;
-    if (++m->misses >= PyDict_GET_SIZE(m->dirty)) {
+    if (++m->misses >= PyDict_GET_SIZE(m->dirty) && !nested) {
         sy_promote_locked(m);
     }
 }
@@ -413,7 +422,7 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
             Py_DECREF(e);
             return -1;
         }
-        sy_miss_locked(m);
+        sy_miss_locked(m, 0);  /* a delete: never nested (writes are refused) */
     }
     if (r <= 0) {
         return r;
@@ -527,7 +536,7 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     }
     r = sy_find_locked(m, key, hash, &e, &in_read, 1);
     if (r >= 0 && !in_read) {
-        sy_miss_locked(m);
+        sy_miss_locked(m, !took);
     }
     if (took) {
         sy_unlock(m);
