@@ -1439,7 +1439,7 @@ static PyMethodDef txn_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMTxnStorage_Type = {
+SM_DEFINE_TYPE(SMTxnStorage_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.TransactionStorage",
     .tp_basicsize = sizeof(SMTxnStorage),
@@ -1727,7 +1727,7 @@ static PyMethodDef cm_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMCMap_Type = {
+SM_DEFINE_TYPE(SMCMap_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.ConcurrentMapBase",
     .tp_basicsize = sizeof(SMCMapObject),

@@ -61,7 +61,4 @@ typedef struct {
     PyObject *weakreflist;
 } SMCMapObject;
 
-extern PyTypeObject SMCMap_Type;
-extern PyTypeObject SMTxnStorage_Type;
-
 #endif /* SAFEMAP_SM_CMAP_H */

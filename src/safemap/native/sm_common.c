@@ -304,7 +304,7 @@ static PyMethodDef smiter_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMIter_Type = {
+SM_DEFINE_TYPE(SMIter_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.iterator",
     .tp_basicsize = sizeof(SMIterObject),

@@ -150,7 +150,7 @@ entry_dealloc(PyObject *op)
     PyObject_GC_Del(op);
 }
 
-PyTypeObject SMEntry_Type = {
+SM_DEFINE_TYPE(SMEntry_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapEntry",
     .tp_basicsize = sizeof(SMEntry),
@@ -1614,7 +1614,7 @@ static PyMethodDef st_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMSyncStorage_Type = {
+SM_DEFINE_TYPE(SMSyncStorage_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapTransactionStorage",
     .tp_basicsize = sizeof(SMSyncStorage),
@@ -1801,7 +1801,7 @@ static PyMethodDef sy_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMSMap_Type = {
+SM_DEFINE_TYPE(SMSMap_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapBase",
     .tp_basicsize = sizeof(SMSMapObject),

@@ -48,8 +48,4 @@ typedef struct {
     PyObject *weakreflist;
 } SMSMapObject;
 
-extern PyTypeObject SMEntry_Type;
-extern PyTypeObject SMSMap_Type;
-extern PyTypeObject SMSyncStorage_Type;
-
 #endif /* SAFEMAP_SM_SMAP_H */
