@@ -386,6 +386,9 @@ cm_read(SMCMapObject *m, PyObject *key, PyObject **out)
 static int
 cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
 {
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return -1;
@@ -464,6 +467,9 @@ enum { CM_COMPUTE, CM_IF_ABSENT, CM_IF_PRESENT, CM_MERGE };
 static PyObject *
 cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
+    if (mval != NULL && sm_check_value(mval) < 0) {
+        return NULL;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return NULL;
@@ -531,6 +537,10 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         break;
     }
     if (res == NULL) {
+        goto unlock;
+    }
+    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
+        sm_raise_sentinel(res);
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -726,6 +736,10 @@ static int
 cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
                    PyObject **cur)
 {
+    if (sm_check_value(value) < 0) {
+        *cur = NULL;
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         *cur = NULL;
@@ -804,9 +818,15 @@ cm_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static int
 cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
 {
+    if (new != NULL && sm_check_value(new) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return -1;
+    }
+    if (sm_is_sentinel(expected)) {
+        return 0;  /* never stored, so never equal to a stored value */
     }
     SMShard *s = cm_begin_write(m, key, hash);
     if (s == NULL) {

@@ -27,6 +27,24 @@ extern SM_THREAD_LOCAL Py_ssize_t sm_tls_held;
 
 int sm_raise_recursive(const char *what);
 
+/* MISSING and DELETE are never stored as values (a read returning one could not
+ * be told from "absent"/"remove").  Two pointer compares on the store path. */
+static inline int
+sm_is_sentinel(PyObject *v)
+{
+    return v == SM_MISSING || v == SM_DELETE;
+}
+
+/* TypeError for a sentinel v; always -1. */
+int sm_raise_sentinel(PyObject *v);
+
+/* 0 if v may be stored, else -1 with TypeError set. */
+static inline int
+sm_check_value(PyObject *v)
+{
+    return SM_UNLIKELY(sm_is_sentinel(v)) ? sm_raise_sentinel(v) : 0;
+}
+
 /* Every live map is on one list, so that a fork child can release the locks
  * that threads which do not exist in the child held at the fork. */
 typedef struct SMNode {

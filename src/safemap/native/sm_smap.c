@@ -565,6 +565,9 @@ static int
 sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
 {
     *old = NULL;
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
@@ -637,6 +640,9 @@ static int
 sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **actual)
 {
     *actual = NULL;
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
@@ -694,9 +700,15 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
 static int
 sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
 {
+    if (new != NULL && sm_check_value(new) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
+    }
+    if (sm_is_sentinel(expected)) {
+        return 0;  /* never stored, so never equal to a stored value */
     }
     SMEntry *e;
     int r = sy_find(m->read, key, hash, &e);
@@ -793,6 +805,9 @@ enum { SY_COMPUTE, SY_IF_ABSENT, SY_IF_PRESENT, SY_MERGE };
 static PyObject *
 sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
+    if (mval != NULL && sm_check_value(mval) < 0) {
+        return NULL;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return NULL;
@@ -859,6 +874,10 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         break;
     }
     if (res == NULL) {
+        goto unlock;
+    }
+    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
+        sm_raise_sentinel(res);
         goto unlock;
     }
     if (res == SM_DELETE) {
