@@ -336,18 +336,16 @@ class Model:
         expected = s.get(i, -1) if node.op == "cas" and node.expect_current else -1
         if expected is None:
             expected = -1
-        if hook is not None and hook.kind == "hash":
-            if self.child(hook, ctx, must_fire=True):
-                return ("boom",)
-        if hook is not None and hook.kind == "eq":
-            # during the lookup: whether the map holds a lock then is the map's business
-            if self.child(hook, "cb" if ctx == "cb" else "maybe", must_fire=False):
-                return ("boom",)
+        if hook is not None and hook.kind == "hash" and self.child(hook, ctx, must_fire=True):
+            return ("boom",)
+        # __eq__ runs during the lookup: whether the map holds a lock then is its business
+        eq_ctx = "cb" if ctx == "cb" else "maybe"
+        if hook is not None and hook.kind == "eq" and self.child(hook, eq_ctx, must_fire=False):
+            return ("boom",)
         if node.op == "compute_if_absent" and i in s:
             return ("ok", s[i])  # present: answered by a read, allowed anywhere
-        if node.op in WRITES:
-            if ctx == "cb" or (ctx == "maybe" and got == ("refused",)):
-                return ("refused",)
+        if node.op in WRITES and (ctx == "cb" or (ctx == "maybe" and got == ("refused",))):
+            return ("refused",)
         new = new_value(node)
         op = node.op
         if op == "get":
@@ -359,9 +357,8 @@ class Model:
         if op in CALLBACK_OPS:
             if op == "compute_if_absent" and i in s:
                 return ("ok", s[i])
-            if hook is not None and hook.kind == "cb":
-                if self.child(hook, "cb", must_fire=True):
-                    return ("boom",)
+            if hook is not None and hook.kind == "cb" and self.child(hook, "cb", must_fire=True):
+                return ("boom",)
             had = i in s
             s[i] = new
             if had:
@@ -404,16 +401,23 @@ def run_program(kind: str, prog: Program) -> None:
     m = build(kind)
     runner = Runner(m, prog)
     model = Model(prog, runner.log, runner.fired)
-    for i, dh, promote in prog.initial:
-        v: Any = 7 + i
-        if dh is not None:
-            v = DV(7 + i, runner.hook_fn(dh))
-            model.del_hooks[i] = dh
-        m[runner.key(i)] = v
-        model.state[i] = 7 + i
-        del v
-        if promote and kind == "SyncMap":
-            list(m)  # promote dirty into read
+
+    def setup() -> None:
+        # in the thread that runs the program: on free-threaded builds an object is
+        # freed (and its __del__ run) by the thread that created it (biased reference
+        # counting), possibly later, so a value made by another thread would run its
+        # __del__ out of the order the model follows
+        for i, dh, promote in prog.initial:
+            v: Any = 7 + i
+            if dh is not None:
+                v = DV(7 + i, runner.hook_fn(dh))
+                model.del_hooks[i] = dh
+            m[runner.key(i)] = v
+            model.state[i] = 7 + i
+            del v
+            if promote and kind == "SyncMap":
+                list(m)  # promote dirty into read
+
     helper = threading.Thread(target=runner.helper, daemon=True)
     helper.start()
     out: list[Any] = []
@@ -422,11 +426,12 @@ def run_program(kind: str, prog: Program) -> None:
 
     def body() -> None:
         try:
+            setup()
+            DV.live = True
             out.append(runner.run(prog.root))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             out.append(exc)
 
-    DV.live = True
     sys.unraisablehook = unraisable.append
     try:
         t = threading.Thread(target=body, daemon=True)
@@ -467,7 +472,7 @@ def run_program(kind: str, prog: Program) -> None:
     def probe_body() -> None:
         try:
             probe()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=probe_body, daemon=True)
