@@ -7,10 +7,13 @@ Adding a map type is one line below; the native types join automatically when
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,9 +34,148 @@ MAP_TYPES["SyncMap"] = safemap.SyncMap
 MAP_TYPES["PersistentMap"] = safemap.PersistentMap
 
 
+def _load_redis_support() -> Any:
+    # tests/redis has no __init__.py (a package named "redis" would shadow redis-py), so its
+    # helper is loaded by path, once, under a unique name that tests/redis imports too.
+    if "redis_support" not in sys.modules:
+        path = Path(__file__).parent / "redis" / "redis_support.py"
+        spec = importlib.util.spec_from_file_location("redis_support", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["redis_support"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["redis_support"]
+
+
+redis_support = _load_redis_support()
+
+# RedisMap runs the shared suite against a server the `redis_server` fixture starts. Without
+# a server binary its tests FAIL (CI installs redis-server); SAFEMAP_TEST_REDIS=0 leaves it out.
+if redis_support.ENABLED:
+    from safemap.redis import RedisMap
+
+    MAP_TYPES["RedisMap"] = RedisMap
+
+# Shared tests that do not apply to a map type, each with its one-line reason (RedisMap's are
+# listed in docs/redis.md). A name matches every parametrization of that test function, or
+# one with "name[rest-of-id]" (the id without the map type).
+_COPY = "reads return decoded copies: object identity is not kept across the network"
+_OBJECTS = "uses keys or values the JSON codec cannot represent (custom objects, tuples, maps)"
+_KEYS = "uses key objects with their own __eq__/__hash__ (not representable as JSON keys)"
+_SHARED = "the data lives on the server: a forked child shares the map instead of copying it"
+NOT_APPLICABLE: dict[str, dict[str, str]] = {
+    "RedisMap": {
+        # tests/test_protocol_api.py
+        "test_fromkeys_value_shared": _COPY,
+        "test_repr_recursive_does_not_overflow": _OBJECTS,
+        "test_repr_propagates_value_repr_error": _OBJECTS,
+        "test_eq_uses_identity_first_for_values": _COPY,
+        "test_popitem": _COPY,
+        "test_setdefault": _COPY,
+        "test_copy_is_same_type_shallow_and_independent": _COPY,
+        "test_items_view_contains_uses_identity_first": _OBJECTS,
+        "test_load": _OBJECTS,
+        "test_store": _OBJECTS,
+        "test_load_or_store": _OBJECTS,
+        "test_load_and_delete": _OBJECTS,
+        "test_swap": _OBJECTS,
+        "test_compare_and_swap": _OBJECTS,
+        "test_compare_and_swap_identity_first": _OBJECTS,
+        "test_compare_and_delete": _OBJECTS,
+        "test_compare_propagates_value_eq_errors": _OBJECTS,
+        "test_compute_absent": _OBJECTS,
+        "test_compute_present": _OBJECTS,
+        "test_compute_if_absent": _OBJECTS,
+        "test_compute_if_present": _OBJECTS,
+        "test_merge": _OBJECTS,
+        "test_delete_if_identity_first": _OBJECTS,
+        "test_snapshot": _COPY,
+        # tests/test_concurrency.py
+        "test_swap_never_loses_or_duplicates_a_value": _OBJECTS,
+        "test_load_or_store_as_mutex": _OBJECTS,
+        "test_pop_each_entry_exactly_once": _OBJECTS,
+        "test_racing_creators_agree_on_one_object": _COPY,
+        "test_iteration_during_churn": _OBJECTS,
+        "test_delete_if_removes_only_entries_that_still_match": _OBJECTS,
+        # tests/test_mapping_conformance.py (CPython's suite)
+        "test_hash_mapping_protocol[test_eq]": _KEYS,
+        "test_hash_mapping_protocol[test_getitem]": _KEYS,
+        "test_hash_mapping_protocol[test_pop]": _KEYS,
+        "test_hash_mapping_protocol[test_repr_deep]": _OBJECTS,
+        "test_hash_mapping_protocol[test_setdefault]": _KEYS,
+        "test_hash_mapping_protocol[test_update]": _OBJECTS,
+        "test_hash_mapping_protocol[test_write]": _KEYS,
+        # tests/test_protocol_stateful.py
+        "test_protocol_against_dict_model": _KEYS,
+        # tests/test_robustness.py
+        "test_copy_copy": _COPY,
+        "test_copy_deepcopy": _OBJECTS,
+        "test_copy_deepcopy_map_containing_itself": _OBJECTS,
+        "test_key_eq_raises": _KEYS,
+        "test_key_eq_write_error_propagates_and_leaves_map_unchanged": _KEYS,
+        "test_key_hash_raises_on_stored_key": _KEYS,
+        "test_key_reading_the_map_from_eq_or_hash": _KEYS,
+        "test_key_writing_the_map_from_eq_or_hash": _KEYS,
+        "test_overwritten_value_is_released": _COPY,
+        "test_removed_key_and_value_are_released": _COPY,
+        "test_pickle_map_containing_itself": _OBJECTS,
+        "test_pickle_nested_maps": _OBJECTS,
+        "test_pickle_round_trip": _OBJECTS,
+        "test_reads_return_the_stored_object": _COPY,
+        "test_rejected_values_are_not_kept": _COPY,
+        "test_writing_while_iterating_is_allowed": _OBJECTS,
+        # tests/testing/test_faults.py
+        "test_fork_while_another_thread_holds_the_map": _SHARED,
+        "test_keys_that_release_the_gil_keep_merges_exact": _KEYS,
+        "test_reentrant_key_eq_write_is_refused_and_map_unchanged": _KEYS,
+    },
+}
+if sys.version_info >= (3, 14):
+    NOT_APPLICABLE["RedisMap"]["test_interrupt_signal_while_threads_contend"] = (
+        "redis-py's connection pool guards itself with Python 'with lock:' blocks, which an "
+        "exception raised by a signal handler can leak from CPython 3.14 (bpo-29988)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        type_name = callspec.params.get("map_type") if callspec is not None else None
+        reasons = NOT_APPLICABLE.get(type_name or "", {})
+        base = getattr(item, "originalname", item.name)
+        rest = callspec.id.replace(f"{type_name}-", "") if callspec is not None else ""
+        reason = reasons.get(base) or reasons.get(f"{base}[{rest}]")
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=f"{type_name}: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A redis-server on 127.0.0.1 (free port, no persistence) for the whole session;
+    ``SAFEMAP_REDIS_URL`` points at it so ``RedisMap()`` uses it. Fails without a binary."""
+    if not redis_support.ENABLED:
+        pytest.skip("SAFEMAP_TEST_REDIS=0: the RedisMap tests are left out")
+    binary = redis_support.find_binary()
+    if binary is None:
+        pytest.fail(redis_support.MISSING_MESSAGE)
+    server = redis_support.RedisServer(binary)
+    previous = os.environ.get("SAFEMAP_REDIS_URL")
+    os.environ["SAFEMAP_REDIS_URL"] = server.url
+    try:
+        yield server
+    finally:
+        if previous is None:
+            os.environ.pop("SAFEMAP_REDIS_URL", None)
+        else:
+            os.environ["SAFEMAP_REDIS_URL"] = previous
+        server.stop()
+
+
 @pytest.fixture(params=list(MAP_TYPES))
 def map_type(request: pytest.FixtureRequest) -> type[Any]:
     """Each registered mutable map type in turn (the test id is the type's name)."""
+    if request.param == "RedisMap":
+        request.getfixturevalue("redis_server")
     return MAP_TYPES[request.param]
 
 

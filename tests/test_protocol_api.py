@@ -1,5 +1,5 @@
-"""Return shapes and edge cases of the map protocol, table by table
-(``shared/spec/map-protocol.md``), run against every registered map type."""
+"""Return shapes and edge cases of the map protocol, table by table, run against every
+registered map type."""
 
 from __future__ import annotations
 
@@ -1035,3 +1035,135 @@ def test_public_names() -> None:
         "RWLockMap",
     ):
         assert hasattr(safemap, name), name
+
+
+# ------------------------------------------------------- sentinels are not values
+
+SENTINELS = pytest.mark.parametrize("sentinel", [MISSING, DELETE], ids=["MISSING", "DELETE"])
+
+
+def sentinel_message(sentinel: Any) -> str:
+    name = "MISSING" if sentinel is MISSING else "DELETE"
+    return f"^safemap\\.{name} is a sentinel and cannot be stored as a value$"
+
+
+# Every way of storing a caller-given value, tried on a map holding {"k": 1, "j": 2}, for a
+# present key and an absent one where that matters.
+STORING_CALLS: list[tuple[str, Any]] = [
+    ("setitem-present", lambda m, s: m.__setitem__("k", s)),
+    ("setitem-absent", lambda m, s: m.__setitem__("new", s)),
+    ("store-present", lambda m, s: m.store("k", s)),
+    ("store-absent", lambda m, s: m.store("new", s)),
+    ("load_or_store-present", lambda m, s: m.load_or_store("k", s)),
+    ("load_or_store-absent", lambda m, s: m.load_or_store("new", s)),
+    ("setdefault-present", lambda m, s: m.setdefault("k", s)),
+    ("setdefault-absent", lambda m, s: m.setdefault("new", s)),
+    ("swap-present", lambda m, s: m.swap("k", s)),
+    ("swap-absent", lambda m, s: m.swap("new", s)),
+    ("compare_and_swap-equal", lambda m, s: m.compare_and_swap("k", 1, s)),
+    ("compare_and_swap-unequal", lambda m, s: m.compare_and_swap("k", 5, s)),
+    ("merge-present", lambda m, s: m.merge("k", s, lambda old, v: old)),
+    ("merge-absent", lambda m, s: m.merge("new", s, lambda old, v: old)),
+    ("update-mapping", lambda m, s: m.update({"a": 0, "new": s, "z": 0})),
+    ("update-pairs", lambda m, s: m.update([("a", 0), ("new", s), ("z", 0)])),
+    ("update-kwargs", lambda m, s: m.update({"a": 0}, new=s)),
+    ("ior", lambda m, s: m.__ior__({"a": 0, "k": s})),
+]
+
+
+@SENTINELS
+@pytest.mark.parametrize("call", [c for _, c in STORING_CALLS], ids=[n for n, _ in STORING_CALLS])
+def test_storing_a_sentinel_raises_and_changes_nothing(
+    map_type: type, call: Any, sentinel: Any
+) -> None:
+    m = map_type({"k": 1, "j": 2})
+    with pytest.raises(TypeError, match=sentinel_message(sentinel)):
+        call(m, sentinel)
+    assert contents(m) == {"k": 1, "j": 2}
+
+
+@SENTINELS
+def test_constructing_with_a_sentinel_value_raises(map_type: type, sentinel: Any) -> None:
+    message = sentinel_message(sentinel)
+    with pytest.raises(TypeError, match=message):
+        map_type({"a": 1, "s": sentinel})
+    with pytest.raises(TypeError, match=message):
+        map_type([("a", 1), ("s", sentinel)])
+    with pytest.raises(TypeError, match=message):
+        map_type(s=sentinel)
+    with pytest.raises(TypeError, match=message):
+        map_type.fromkeys(["a", "b"], sentinel)
+    with pytest.raises(TypeError, match=message):
+        map_type.fromkeys([], sentinel)
+
+
+@SENTINELS
+def test_sentinel_as_key_is_an_ordinary_key(map_type: type, sentinel: Any) -> None:
+    m = map_type({sentinel: "v"})
+    assert m[sentinel] == "v"
+    assert m.pop(sentinel) == "v"
+    assert contents(m) == {}
+
+
+# (name, call with a callback returning ``result``) for the compute family, on {"k": 1}.
+COMPUTE_RETURNING: list[tuple[str, Any]] = [
+    ("compute-present", lambda m, r: m.compute("k", lambda k, old: r)),
+    ("compute-absent", lambda m, r: m.compute("new", lambda k, old: r)),
+    ("compute_if_absent", lambda m, r: m.compute_if_absent("new", lambda k: r)),
+    ("compute_if_present", lambda m, r: m.compute_if_present("k", lambda k, old: r)),
+    ("merge", lambda m, r: m.merge("k", 5, lambda old, v: r)),
+]
+
+
+@pytest.mark.parametrize(
+    "call", [c for _, c in COMPUTE_RETURNING], ids=[n for n, _ in COMPUTE_RETURNING]
+)
+def test_compute_callback_returning_missing_raises_and_changes_nothing(
+    map_type: type, call: Any
+) -> None:
+    m = map_type({"k": 1})
+    with pytest.raises(TypeError, match=sentinel_message(MISSING)):
+        call(m, MISSING)
+    assert contents(m) == {"k": 1}
+    m.store("after", 2)  # nothing stays locked or busy
+    assert contents(m) == {"k": 1, "after": 2}
+
+
+@pytest.mark.parametrize(
+    "call", [c for _, c in COMPUTE_RETURNING], ids=[n for n, _ in COMPUTE_RETURNING]
+)
+def test_compute_callback_returning_delete_removes(map_type: type, call: Any) -> None:
+    m = map_type({"k": 1})
+    assert call(m, DELETE) is None
+    assert "new" not in m
+    assert contents(m) in ({}, {"k": 1})  # compute_if_absent on "new" leaves "k"
+    assert DELETE not in m.values()
+
+
+@SENTINELS
+def test_compare_with_a_sentinel_old_is_false(map_type: type, sentinel: Any) -> None:
+    m = map_type({"k": 1})
+    assert m.compare_and_swap("k", sentinel, 2) is False
+    assert m.compare_and_swap("absent", sentinel, 2) is False
+    assert m.compare_and_delete("k", sentinel) is False
+    assert m.compare_and_delete("absent", sentinel) is False
+    assert contents(m) == {"k": 1}
+
+
+@SENTINELS
+def test_transaction_view_refuses_a_sentinel_value(map_type: type, sentinel: Any) -> None:
+    m = map_type({"k": 1})
+    caught: list[BaseException] = []
+
+    def fn(view: Any) -> None:
+        view["a"] = 2
+        try:
+            view["k"] = sentinel
+        except TypeError as exc:
+            caught.append(exc)
+        assert view["k"] == 1
+
+    m.transaction(fn)
+    assert len(caught) == 1
+    assert str(caught[0]) == f"{sentinel!r} is a sentinel and cannot be stored as a value"
+    assert contents(m) == {"k": 1, "a": 2}

@@ -866,12 +866,12 @@ PROTOCOLS = list(range(pickle.HIGHEST_PROTOCOL + 1))
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_pickle_round_trip(map_type: type, protocol: int) -> None:
     shared = [1, 2]
-    m = map_type({1: "a", "b": None, None: (1, 2), "l1": shared, "l2": shared, "s": MISSING})
+    m = map_type({1: "a", "b": None, None: (1, 2), "l1": shared, "l2": shared, MISSING: "s"})
     back = pickle.loads(pickle.dumps(m, protocol))
     assert type(back) is map_type
     assert contents(back) == contents(m)
     assert back["l1"] is back["l2"]  # shared references survive, as with dict
-    assert back["s"] is MISSING
+    assert back[MISSING] == "s"  # the sentinel, a key, keeps its identity
     back["new"] = 1  # independent of the original
     assert "new" not in m
     empty = pickle.loads(pickle.dumps(map_type(), protocol))
@@ -928,14 +928,14 @@ def test_copy_copy(map_type: type) -> None:
 
 def test_copy_deepcopy(map_type: type) -> None:
     shared = [1]
-    m = map_type({1: shared, 2: shared, "t": (shared,), "s": DELETE})
+    m = map_type({1: shared, 2: shared, "t": (shared,), DELETE: "s"})
     d = copy.deepcopy(m)
     assert type(d) is map_type
     assert contents(d) == contents(m)
     assert d[1] is not shared
     assert d[1] is d[2]  # the memo keeps shared references shared
     assert d["t"][0] is d[1]
-    assert d["s"] is DELETE
+    assert d[DELETE] == "s"  # the sentinel, a key, keeps its identity
     d[1].append(2)
     assert shared == [1]
 

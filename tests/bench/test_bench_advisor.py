@@ -108,3 +108,49 @@ def test_the_reason_names_call_cost_on_a_gil_build() -> None:
     cells = _rates(Fast=200, Slow=100)
     (rec,) = recommend(_results(cells, [_workload("W")], gil=True))
     assert rec.reason == "reads dominate; Fast: it is cheap"
+
+
+def _rounds(workload: str, impl: str, *rates: float) -> list[Measurement]:
+    rounds = [RoundResult(int(r), 1.0) for r in rates]
+    return [Measurement(workload, impl, t, list(rounds)) for t in (1, 2)]
+
+
+def test_a_lead_within_the_round_to_round_spread_is_a_tie() -> None:
+    # Fast's median is 10% ahead, but its own rounds vary by 50%: a run could reverse it.
+    cells = _rounds("W", "Fast", 110, 85, 140) + _rounds("W", "Slow", 100, 100, 100)
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.impl == "Fast" and rec.speedup == pytest.approx(1.1)
+    assert "a tie with Slow: 10% apart, within the 50% round-to-round spread" in rec.reason
+
+
+def test_a_lead_beyond_the_round_to_round_spread_is_not_a_tie() -> None:
+    cells = _rounds("W", "Fast", 200, 205, 210) + _rounds("W", "Slow", 100, 101, 102)
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.impl == "Fast" and "tie" not in rec.reason
+
+
+@pytest.mark.parametrize(
+    ("ops", "note"),
+    [
+        (("load", "store", "delete", "load_or_store", "load_and_delete", "clear"), None),
+        (("swap", "delete"), "the dict limit runs swap as unsafe Python code"),
+        (("compare_and_swap", "range"), "runs compare_and_swap, range as unsafe Python code"),
+    ],
+)
+def test_the_reason_says_where_the_dict_limit_is_a_python_idiom(
+    ops: tuple[str, ...], note: str | None
+) -> None:
+    (rec,) = recommend(_results(_rates(Fast=200, Slow=100, dict=300), [_workload("W", ops)]))
+    if note is None:
+        assert "dict limit" not in rec.reason
+    else:
+        assert note in rec.reason
+
+
+def test_a_share_above_the_dict_limit_is_called_noise() -> None:
+    # Through the same single calls a safe map cannot beat dict: above 100% is variation.
+    cells = _rounds("W", "Fast", 120, 80, 150) + _rounds("W", "dict", 100, 100, 100)
+    cells += _rounds("W", "Slow", 50, 50, 50)
+    (rec,) = recommend(_results(cells, [_workload("W")]))
+    assert rec.limit_ratio == pytest.approx(1.2)
+    assert "120% of the dict limit is noise: within the 58% round-to-round spread" in rec.reason

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -97,3 +98,85 @@ def test_an_uninstalled_peer_is_reported_as_skipped(capsys: pytest.CaptureFixtur
 def test_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def _refuse_to_measure(*args: object, **kwargs: object) -> NoReturn:
+    raise AssertionError("measured although --out cannot hold the outputs")
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "a file named like an output"])
+def test_an_unusable_out_path_is_refused_before_measuring(
+    tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "existing"
+    existing.write_text("keep me\n")
+    out = {
+        "a file": existing,
+        "under a file": existing / "out",
+        "a file named like an output": tmp_path / "o",
+    }[where]
+    if where == "a file named like an output":
+        (out / "results.json").mkdir(parents=True)
+    monkeypatch.setattr("safemap.bench.session.run_plan", _refuse_to_measure)
+    argv = ["bench", "--impl", "LockedMap", "--workload", "Counter", "--ops", "10"]
+    assert main([*argv, "--threads", "1", "--no-latency", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"safemap bench: --out {out}: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert existing.read_text() == "keep me\n"
+
+
+def test_out_is_created_before_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "new" / "dir"
+    created: list[bool] = []
+
+    def measure(*args: object, **kwargs: object) -> NoReturn:
+        created.append(out.is_dir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safemap.bench.session.run_plan", measure)
+    argv = ["bench", "--impl", "LockedMap", "--workload", "Counter", "--ops", "10"]
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--threads", "1", "--no-latency", "--out", str(out)])
+    assert created == [True]
+
+
+def test_an_os_error_while_writing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full(*args: object, **kwargs: object) -> NoReturn:
+        raise OSError(28, "No space left on device", str(tmp_path / "o" / "results.json"))
+
+    monkeypatch.setattr("safemap.bench.outputs.write_outputs", full)
+    argv = ["bench", "--impl", "LockedMap", "--workload", "Counter", "--ops", "10"]
+    assert main([*argv, "--threads", "1", "--no-latency", "--out", str(tmp_path / "o")]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "No space left on device" in lines[0]  # (the bar clears itself)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "1e400"])
+def test_a_duration_that_is_not_finite_and_positive_is_refused(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", f"--duration={value}", "--impl", "LockedMap", "--workload", "Counter"])
+    assert info.value.code == 2
+    assert "--duration: must be a finite positive number" in capsys.readouterr().err
+
+
+def test_a_bad_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mix.toml"
+    path.write_text("keys = [1]\n[mix]\nload = 100\n")
+    assert main(["bench", "--config", str(path), "--impl", "LockedMap", "--ops", "10"]) == 2
+    assert (
+        capsys.readouterr().err == f"safemap bench: {path}: keys must be an integer >= 1, not [1]\n"
+    )
+
+
+def test_every_output_states_the_tie_and_limit_rules(tmp_path: Path) -> None:
+    argv = ["bench", "--impl", "LockedMap,dict", "--workload", "LoadMostlyHits", "--ops", "50"]
+    assert main([*argv, "--threads", "1", "--no-latency", "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "SUMMARY.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    for text in (summary, html):
+        assert "round-to-round spread" in text and "its own single calls" in text

@@ -4,11 +4,18 @@ rely on them. (safemap's own map types are held to the protocol by the main test
 from __future__ import annotations
 
 import operator
+import threading
 from typing import Any
 
 import pytest
 
+import safemap
+from safemap.bench.catalog import all_workloads
+from safemap.bench.peers import LockedDict, UnsafeDict
+from safemap.bench.protocol import DICT_CALLS, direct
 from safemap.bench.registry import Impl, close_map, discover, select
+from safemap.bench.runner import run_cell
+from safemap.bench.workload import Workload
 
 IMPLS, SKIPPED = discover()
 PEERS = [i for i in IMPLS if i.kind == "peer"]
@@ -81,3 +88,61 @@ def test_select_is_case_insensitive_and_rejects_unknown_names() -> None:
     assert [i.name for i in select(IMPLS, ["lockedmap", "DICT"])] == ["LockedMap", "dict"]
     with pytest.raises(ValueError, match="unknown implementation"):
         select(IMPLS, ["NoSuchMap"])
+
+
+def test_the_dict_limit_is_dicts_own_single_calls() -> None:
+    # Not an adapter method: the very bound methods of a plain (exact) dict, so that no
+    # harness overhead makes the limit slower than a safe map's single call.
+    m = UnsafeDict()
+    calls = m.direct()
+    d = calls.target
+    assert type(d) is dict
+    assert calls.get == d.get and calls.setdefault == d.setdefault
+    assert calls.pop == d.pop and calls.clear == d.clear
+    for bound in (calls.get, calls.setdefault, calls.pop, calls.clear):
+        assert type(bound).__name__ == "builtin_function_or_method" and bound.__self__ is d
+
+
+def test_a_safemap_map_is_called_through_its_own_dict_methods() -> None:
+    m = safemap.LockedMap[Any, Any]()
+    calls = direct(m)
+    assert calls.target is m
+    assert calls.get == m.get and calls.setdefault == m.setdefault and calls.pop == m.pop
+
+
+class _DirectOnly(LockedDict):
+    """Refuses, in the measuring threads, the BenchMap calls that Direct replaces."""
+
+    def _refuse(self, op: str) -> None:
+        if threading.current_thread().name.startswith("bench-"):
+            raise AssertionError(f"{op} called instead of its single-call spelling")
+
+    def load(self, key: Any) -> tuple[Any, bool]:
+        self._refuse("load")
+        return super().load(key)
+
+    def store(self, key: Any, value: Any) -> None:
+        self._refuse("store")
+        super().store(key, value)
+
+    def load_or_store(self, key: Any, value: Any) -> tuple[Any, bool]:
+        self._refuse("load_or_store")
+        return super().load_or_store(key, value)
+
+    def load_and_delete(self, key: Any) -> tuple[Any, bool]:
+        self._refuse("load_and_delete")
+        return super().load_and_delete(key)
+
+    def delete(self, key: Any) -> None:
+        self._refuse("delete")
+        super().delete(key)
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [w for w in all_workloads(capacity=256) if set(w.info.ops) & DICT_CALLS],
+    ids=lambda w: w.name,
+)
+def test_workloads_call_every_dict_operation_through_direct(workload: Workload) -> None:
+    outcome = run_cell(workload, _DirectOnly, 2, duration=0.01, ops_per_thread=300)
+    assert outcome.exceptions == 0, outcome.errors

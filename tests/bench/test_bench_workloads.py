@@ -248,7 +248,7 @@ def test_counter_final_value_is_the_increment_count() -> None:
 
 def test_catalog_selection() -> None:
     workloads = all_workloads(capacity=1024)
-    assert len(workloads) == 24 + 8 + 3 + 2
+    assert len(workloads) == 24 + 8 + 3 + 2 + 7
     assert len({w.name for w in workloads}) == len(workloads)
     picked = select_workloads(workloads, ["loadorstore*", "xsync", "Counter"])
     assert [w.name for w in picked] == [
@@ -257,6 +257,7 @@ def test_catalog_selection() -> None:
         "LoadOrStoreCollision",
         *(w.name for w in workloads if w.info.family == "xsync"),
         "Counter",
+        "LoadOrStoreRace",  # the atomicity checks come last
     ]
     with pytest.raises(ValueError, match="no workload matches"):
         select_workloads(workloads, ["nope"])

@@ -1,7 +1,7 @@
 """conc-map-bench's mixes (xacrimon/conc-map-bench, on the bustle harness, after
 libcuckoo's "universal benchmark"), scaled down for Python.
 
-Definition (per ``shared/reference/workloads.md``), with the initial capacity scaled from
+Definition (conc-map-bench's), with the initial capacity scaled from
 ``2**25`` to ``capacity`` (:data:`QUICK_CAPACITY` / :data:`THOROUGH_CAPACITY`), all
 ratios kept:
 
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .keys import next_pow2, shuffled_slots
-from .protocol import BenchMap
+from .protocol import ABSENT, BenchMap, direct
 from .results import WorkloadInfo
 from .workload import Run, ThreadState, Verdict, Workload, compare_keys
 
@@ -121,7 +121,8 @@ class BustleWorkload(Workload):
         n = len(keys)
         a, c, mask = n // 2 + 1, n // 4 - 1, n - 1
         slots = [_OPS[op] for op in shuffled_slots(self.mix, random.Random(state.tid))]
-        load, swap, lad, update = m.load, m.swap, m.load_and_delete, m.compute_if_present
+        get, pop = (d := direct(m)).get, d.pop
+        swap, update = m.swap, m.compute_if_present
         state.data.update(insert_seq=self.prefill // threads, erase_seq=0, find_seq=0, slot=0)
 
         def run(first: int, count: int) -> None:
@@ -132,7 +133,7 @@ class BustleWorkload(Workload):
                 op = slots[slot]
                 slot = slot + 1 if slot < 99 else 0
                 if op == 0:  # read
-                    if load(keys[find])[1] != (era <= find < ins):
+                    if (get(keys[find], ABSENT) is not ABSENT) != (era <= find < ins):
                         bad += 1
                     find = (a * find + c) & mask
                 elif op == 1:  # insert
@@ -141,11 +142,11 @@ class BustleWorkload(Workload):
                     ins += 1
                 elif op == 2:  # remove
                     if era == ins:
-                        if lad(keys[find])[1]:
+                        if pop(keys[find], ABSENT) is not ABSENT:
                             bad += 1
                         find = (a * find + c) & mask
                     else:
-                        if not lad(keys[era])[1]:
+                        if pop(keys[era], ABSENT) is ABSENT:
                             bad += 1
                         era += 1
                 else:  # update

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 
+from .atomicity import atomicity_workloads
 from .bustle import bustle_workloads
 from .contention import contention_workloads
 from .gosync import GO_WORKLOADS
@@ -13,7 +14,14 @@ from .workload import Workload
 
 __all__ = ["FAMILIES", "all_workloads", "select_workloads"]
 
-FAMILIES: tuple[str, ...] = ("go-sync-map", "xsync", "conc-map-bench", "contention", "custom")
+FAMILIES: tuple[str, ...] = (
+    "go-sync-map",
+    "xsync",
+    "conc-map-bench",
+    "contention",
+    "atomicity",
+    "custom",
+)
 
 
 def all_workloads(
@@ -24,6 +32,7 @@ def all_workloads(
     workloads += xsync_workloads(keys)
     workloads += bustle_workloads(capacity)
     workloads += contention_workloads(keys)
+    workloads += atomicity_workloads()
     if custom is not None:
         workloads.append(custom_workload(custom))
     return workloads

@@ -23,6 +23,7 @@ file.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,15 @@ from typing import Any
 from .bustle import QUICK_CAPACITY, THOROUGH_CAPACITY
 from .mixes import MIX_OPERATIONS, MixSpec
 
-__all__ = ["BenchConfig", "load_mix_file", "parse_mix", "preset", "with_overrides"]
+__all__ = [
+    "MIX_FILE_SCHEMA",
+    "BenchConfig",
+    "Setting",
+    "load_mix_file",
+    "parse_mix",
+    "preset",
+    "with_overrides",
+]
 
 
 @dataclass(frozen=True)
@@ -76,14 +85,15 @@ class BenchConfig:
 
 
 def preset(quick: bool) -> BenchConfig:
-    """``--quick``: the whole default matrix in under a minute on 2 cores (short cells,
-    1 and 2 threads, one round). Otherwise thorough: longer cells, 1-8 threads, 3 rounds."""
+    """``--quick``: the whole default matrix in about a minute on 2 cores (short cells,
+    1 and 2 threads, 3 rounds so that the round-to-round spread is measured and a lead
+    within it is called a tie). Otherwise thorough: longer cells, 1-8 threads, 3 rounds."""
     if quick:
         return BenchConfig(
             quick=True,
-            duration=0.03,
+            duration=0.01,
             threads=(1, 2),
-            rounds=1,
+            rounds=3,
             capacity=QUICK_CAPACITY,
             latency_rounds=5,
         )
@@ -113,31 +123,90 @@ def parse_mix(text: str) -> dict[str, int]:
     return mix
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a mix file: its name, what a valid value is, and its default."""
+
+    name: str
+    valid: Callable[[Any], bool]
+    expected: str  # a valid value, in words, for the error message
+    default: Any = None  # None: required
+
+
+def _is_int(value: Any) -> bool:
+    # TOML's true/false are Python bools, which are ints: never accept them as numbers.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _percentages(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and _is_int(v) and v >= 0 for k, v in value.items())
+    )
+
+
+MIX_FILE_SCHEMA: tuple[Setting, ...] = (
+    Setting(
+        "name", lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string", "Custom"
+    ),
+    Setting("keys", lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
+    Setting("distribution", lambda v: v in ("uniform", "zipf"), '"uniform" or "zipf"', "uniform"),
+    Setting("value_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0", 0),
+    Setting(
+        "threads",
+        lambda v: isinstance(v, list) and bool(v) and all(_is_int(t) and t >= 1 for t in v),
+        "a non-empty list of integers >= 1",
+        [],
+    ),
+    Setting("prefill", lambda v: isinstance(v, bool), "true or false", True),
+    Setting("mix", _percentages, "a [mix] table of operation = integer percentage (>= 0)"),
+)
+"""Every setting a mix file may hold: a value is used only if it is exactly of this type
+and range; nothing is converted (``"no"`` is not false, ``1.5`` is not 1)."""
+
+
 def load_mix_file(path: Path) -> MixSpec:
-    """Read a mix from a TOML file (format in the module docstring)."""
+    """Read a mix from a TOML file (format in the module docstring).
+
+    Raises ``ValueError`` (one line naming the file and the setting) for a setting that
+    is unknown, missing, of the wrong type or out of range, and ``OSError`` if the file
+    cannot be read.
+    """
     with path.open("rb") as f:
-        data = tomllib.load(f)
-    known = {"name", "keys", "distribution", "value_size", "threads", "prefill", "mix"}
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    known = {s.name for s in MIX_FILE_SCHEMA}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-    mix = data.get("mix")
-    if not isinstance(mix, dict) or not mix:
-        raise ValueError(f"{path}: a [mix] table of operation percentages is required")
-    if not all(isinstance(v, int) for v in mix.values()):
-        raise ValueError(f"{path}: [mix] percentages must be integers")
-    threads = data.get("threads", [])
-    if not isinstance(threads, list) or not all(isinstance(t, int) and t > 0 for t in threads):
-        raise ValueError(f"{path}: threads must be a list of positive integers")
-    return MixSpec(
-        mix={str(k): int(v) for k, v in mix.items()},
-        name=str(data.get("name", "Custom")),
-        keys=int(data.get("keys", 1000)),
-        distribution=str(data.get("distribution", "uniform")),
-        value_size=int(data.get("value_size", 0)),
-        threads=tuple(threads),
-        prefill=bool(data.get("prefill", True)),
-    )
+        raise ValueError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for setting in MIX_FILE_SCHEMA:
+        if setting.name not in data:
+            if setting.default is None:
+                raise ValueError(f"{path}: {setting.name}: required ({setting.expected})")
+            values[setting.name] = setting.default
+            continue
+        value = data[setting.name]
+        if not setting.valid(value):
+            raise ValueError(f"{path}: {setting.name} must be {setting.expected}, not {value!r}")
+        values[setting.name] = value
+    try:
+        return MixSpec(
+            mix=dict(values["mix"]),
+            name=values["name"],
+            keys=values["keys"],
+            distribution=values["distribution"],
+            value_size=values["value_size"],
+            threads=tuple(values["threads"]),
+            prefill=values["prefill"],
+        )
+    except ValueError as exc:  # the mix itself: unknown operations, a sum other than 100
+        raise ValueError(f"{path}: mix: {exc}") from None
 
 
 def with_overrides(spec: MixSpec, **changes: Any) -> MixSpec:

@@ -21,7 +21,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from .protocol import BenchMap
+from .protocol import BenchMap, direct
 from .results import WorkloadInfo
 from .workload import Run, ThreadState, Verdict, Workload, compare_state
 
@@ -94,7 +94,7 @@ class IterateWhileWriting(Workload):
             m.store(k, k)
 
     def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
-        items, store, delete = m.items, m.store, m.delete
+        items, t, pop = m.items, (d := direct(m)).target, d.pop
         n = self.keys
         want_sum = n * (n - 1) // 2
 
@@ -114,11 +114,11 @@ class IterateWhileWriting(Workload):
                         bad += 1
                 elif r == 15:
                     k = i % n
-                    store(k, k)
+                    t[k] = k
                 elif r & 1:
-                    store(-1 - i, i)
+                    t[-1 - i] = i
                 else:
-                    delete(-i)  # the key -1 - (i - 1) stored by the previous operation
+                    pop(-i, None)  # the key -1 - (i - 1) stored by the previous operation
             state.anomalies += bad
 
         return run

@@ -10,15 +10,20 @@ from typing import Any
 
 from .._version import __version__
 
-__all__ = ["describe_build", "environment"]
+__all__ = ["describe_build", "environment", "gil_enabled"]
+
+
+def gil_enabled() -> bool:
+    """Whether the GIL is on now (always on builds that are not free-threaded)."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return True if is_enabled is None else bool(is_enabled())
 
 
 def describe_build() -> str:
     """``"GIL build"`` or ``"free-threaded build, GIL disabled"`` (or enabled)."""
-    is_enabled = getattr(sys, "_is_gil_enabled", None)
-    if is_enabled is None:
+    if not hasattr(sys, "_is_gil_enabled"):
         return "GIL build"
-    return "free-threaded build, GIL " + ("enabled" if is_enabled() else "disabled")
+    return "free-threaded build, GIL " + ("enabled" if gil_enabled() else "disabled")
 
 
 def _processor() -> str:
@@ -39,12 +44,11 @@ def _load_average() -> list[float] | None:
 
 def environment() -> dict[str, Any]:
     """Python version and build, machine, CPU count, load, safemap version."""
-    is_enabled = getattr(sys, "_is_gil_enabled", None)
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "build": describe_build(),
-        "gil_enabled": True if is_enabled is None else bool(is_enabled()),
+        "gil_enabled": gil_enabled(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": _processor(),

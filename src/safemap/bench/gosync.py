@@ -6,6 +6,9 @@ Each follows Go's definition exactly: the same setup (``LoadOrStore(i, i)`` or
 per-goroutine counter ``i`` starting at ``tid * N`` (see :mod:`.workload`). Go's
 ``b.Fatalf`` checks (a ``LoadOrStore`` that must load, or must store) are counted as
 anomalies instead of aborting. Keys and values are Python ints, as Go's are ``int``.
+``Load``, ``Store``, ``LoadOrStore``, ``LoadAndDelete``, ``Delete`` and ``Clear`` are
+called through each map's single call (``get``, ``m[k] = v``, ``setdefault``, ``pop``,
+``clear``: :class:`.protocol.Direct`), so that the bare ``dict`` is a true limit.
 
 Where the final state follows from which operations ran, :meth:`GoBench.verify` computes
 it from each thread's executed range and compares it with the map.
@@ -16,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .protocol import BenchMap
+from .protocol import ABSENT, BenchMap, direct
 from .results import WorkloadInfo
 from .workload import Run, ThreadState, Verdict, Workload, compare_state, contents
 
@@ -92,14 +95,14 @@ def _load_mostly(hits: int, misses: int) -> Body:
     n = hits + misses
 
     def body(m: BenchMap, st: ThreadState) -> Run:
-        load = m.load
+        get = direct(m).get
 
         def run(first: int, count: int) -> None:
             bad = 0
             for i in range(first, first + count):
                 k = i % n
-                v, ok = load(k)
-                if ok != (k < hits) or (ok and v != k):
+                v = get(k, ABSENT)
+                if (v is not ABSENT) != (k < hits) or (v is not ABSENT and v != k):
                     bad += 1
             st.anomalies += bad
 
@@ -110,16 +113,18 @@ def _load_mostly(hits: int, misses: int) -> Body:
 
 def _load_or_store_balanced(m: BenchMap, st: ThreadState) -> Run:
     hits, misses = 128, 128
-    los = m.load_or_store
+    setdefault = direct(m).setdefault
 
     def run(first: int, count: int) -> None:
         bad = 0
         for i in range(first, first + count):
             j = i % (hits + misses)
             if j < hits:
-                if not los(j, i)[1]:  # Go: b.Fatalf("unexpected miss for %v", j)
+                # Go: b.Fatalf("unexpected miss for %v", j): key j holds j, so a call that
+                # stored returns i instead (when i == j, the final state tells)
+                if setdefault(j, i) != j:
                     bad += 1
-            elif los(i, i)[1]:  # Go: b.Fatalf("failed to store %v: existing value %v", i, v)
+            elif setdefault(i, i) != i:  # Go: b.Fatalf("failed to store %v: existing ...")
                 bad += 1
         st.anomalies += bad
 
@@ -127,12 +132,12 @@ def _load_or_store_balanced(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _load_or_store_unique(m: BenchMap, st: ThreadState) -> Run:
-    los = m.load_or_store
+    setdefault = direct(m).setdefault
 
     def run(first: int, count: int) -> None:
         bad = 0
         for i in range(first, first + count):
-            if los(i, i)[1]:
+            if setdefault(i, i) != i:  # key i is new: the call must store i
                 bad += 1
         st.anomalies += bad
 
@@ -140,13 +145,12 @@ def _load_or_store_unique(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _load_or_store_collision(m: BenchMap, st: ThreadState) -> Run:
-    los = m.load_or_store
+    setdefault = direct(m).setdefault
 
     def run(first: int, count: int) -> None:
         bad = 0
         for _ in range(count):
-            v, loaded = los(0, 0)
-            if not loaded or v != 0:
+            if setdefault(0, 0) != 0:
                 bad += 1
         st.anomalies += bad
 
@@ -155,7 +159,7 @@ def _load_or_store_collision(m: BenchMap, st: ThreadState) -> Run:
 
 def _load_and_delete_balanced(m: BenchMap, st: ThreadState) -> Run:
     hits, misses = 128, 128
-    lad = m.load_and_delete
+    pop = direct(m).pop
     st.data["deleted"] = 0
 
     def run(first: int, count: int) -> None:
@@ -163,8 +167,9 @@ def _load_and_delete_balanced(m: BenchMap, st: ThreadState) -> Run:
         for i in range(first, first + count):
             j = i % (hits + misses)
             if j < hits:
-                deleted += lad(j)[1]
-            elif lad(i)[1]:  # key i was never stored
+                if pop(j, ABSENT) is not ABSENT:
+                    deleted += 1
+            elif pop(i, ABSENT) is not ABSENT:  # key i was never stored
                 bad += 1
         st.anomalies += bad
         st.data["deleted"] += deleted
@@ -173,12 +178,12 @@ def _load_and_delete_balanced(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _load_and_delete_unique(m: BenchMap, st: ThreadState) -> Run:
-    lad = m.load_and_delete
+    pop = direct(m).pop
 
     def run(first: int, count: int) -> None:
         bad = 0
         for i in range(first, first + count):
-            if lad(i)[1]:
+            if pop(i, ABSENT) is not ABSENT:
                 bad += 1
         st.anomalies += bad
 
@@ -186,12 +191,13 @@ def _load_and_delete_unique(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _load_and_delete_collision(m: BenchMap, st: ThreadState) -> Run:
-    lad, store = m.load_and_delete, m.store
+    d = direct(m)
+    pop, t = d.pop, d.target
 
     def run(first: int, count: int) -> None:
         for _ in range(count):
-            if lad(0)[1]:
-                store(0, 0)
+            if pop(0, ABSENT) is not ABSENT:
+                t[0] = 0
 
     return run
 
@@ -210,7 +216,8 @@ def _range(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _adversarial_alloc(m: BenchMap, st: ThreadState) -> Run:
-    load, los = m.load, m.load_or_store
+    d = direct(m)
+    get, setdefault = d.get, d.setdefault
     st.data.update(stores=0, loads_since_store=0)
 
     def run(first: int, count: int) -> None:
@@ -218,11 +225,11 @@ def _adversarial_alloc(m: BenchMap, st: ThreadState) -> Run:
         since = st.data["loads_since_store"]
         bad = 0
         for i in range(first, first + count):
-            if load(i)[1]:  # key i is stored only after its load
+            if get(i, ABSENT) is not ABSENT:  # key i is stored only after its load
                 bad += 1
             since += 1
             if since > stores:
-                los(i, stores)
+                setdefault(i, stores)
                 since = 0
                 stores += 1
         st.data.update(stores=stores, loads_since_store=since)
@@ -232,28 +239,29 @@ def _adversarial_alloc(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _adversarial_delete(m: BenchMap, st: ThreadState) -> Run:
-    load, rng, delete, store = m.load, m.range, m.delete, m.store
+    d = direct(m)
+    get, pop, t, rng = d.get, d.pop, d.target, m.range
 
     def delete_first(k: Any, _v: Any) -> bool:
-        delete(k)
+        pop(k, None)
         return False
 
     def run(first: int, count: int) -> None:
         for i in range(first, first + count):
-            load(i)
+            get(i, None)
             if i % MAP_SIZE == 0:
                 rng(delete_first)
-                store(i, i)
+                t[i] = i
 
     return run
 
 
 def _delete_collision(m: BenchMap, st: ThreadState) -> Run:
-    delete = m.delete
+    pop = direct(m).pop
 
     def run(first: int, count: int) -> None:
         for _ in range(count):
-            delete(0)
+            pop(0, None)
 
     return run
 
@@ -275,7 +283,7 @@ def _swap_mostly(hits: int, misses: int) -> Body:
     n = hits + misses
 
     def body(m: BenchMap, st: ThreadState) -> Run:
-        swap, delete = m.swap, m.delete
+        swap, pop = m.swap, direct(m).pop
 
         def run(first: int, count: int) -> None:
             bad = 0
@@ -287,7 +295,7 @@ def _swap_mostly(hits: int, misses: int) -> Body:
                 else:
                     if swap(i, i)[1]:
                         bad += 1
-                    delete(i)
+                    pop(i, None)
             st.anomalies += bad
 
         return run
@@ -310,14 +318,14 @@ def _cas_collision(m: BenchMap, st: ThreadState) -> Run:
 
 
 def _cas_no_existing_key(m: BenchMap, st: ThreadState) -> Run:
-    cas, delete = m.compare_and_swap, m.delete
+    cas, pop = m.compare_and_swap, direct(m).pop
 
     def run(first: int, count: int) -> None:
         bad = 0
         for i in range(first, first + count):
             if cas(i, 0, 0):
                 bad += 1
-                delete(i)
+                pop(i, None)
         st.anomalies += bad
 
     return run
@@ -357,12 +365,12 @@ def _cas_mostly(hits: int, misses: int) -> Body:
 
 
 def _cad_collision(m: BenchMap, st: ThreadState) -> Run:
-    cad, store = m.compare_and_delete, m.store
+    cad, t = m.compare_and_delete, direct(m).target
 
     def run(first: int, count: int) -> None:
         for _ in range(count):
             if cad(0, 0):
-                store(0, 0)
+                t[0] = 0
 
     return run
 
@@ -371,7 +379,7 @@ def _cad_mostly(hits: int, misses: int) -> Body:
     n = hits + misses
 
     def body(m: BenchMap, st: ThreadState) -> Run:
-        cad, store = m.compare_and_delete, m.store
+        cad, t = m.compare_and_delete, direct(m).target
 
         def run(first: int, count: int) -> None:
             bad = 0
@@ -381,7 +389,7 @@ def _cad_mostly(hits: int, misses: int) -> Body:
                 if cad(v, v):
                     if not hit:  # key i never existed
                         bad += 1
-                    store(v, v)
+                    t[v] = v
             st.anomalies += bad
 
         return run
@@ -390,13 +398,14 @@ def _cad_mostly(hits: int, misses: int) -> Body:
 
 
 def _clear(m: BenchMap, st: ThreadState) -> Run:
-    clear, store = m.clear, m.store
+    d = direct(m)
+    clear, t = d.clear, d.target
 
     def run(first: int, count: int) -> None:
         for i in range(first, first + count):
             k = v = i % 256
             clear()
-            store(k, v)
+            t[k] = v
 
     return run
 

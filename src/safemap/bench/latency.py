@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from time import perf_counter_ns
 from typing import Any
 
-from .protocol import BenchMap
+from .protocol import BenchMap, direct
 from .registry import Impl, close_map
 from .results import LatencyResult
 
@@ -29,30 +29,30 @@ Op = Callable[[BenchMap, Sequence[int]], int]
 
 
 def _load_hit(m: BenchMap, keys: Sequence[int]) -> int:
-    load = m.load
+    get = direct(m).get
     for k in keys:
-        load(k)
+        get(k, None)
     return len(keys)
 
 
 def _load_miss(m: BenchMap, keys: Sequence[int]) -> int:
-    load = m.load
+    get = direct(m).get
     for k in keys:
-        load(-1 - k)
+        get(-1 - k, None)
     return len(keys)
 
 
 def _store(m: BenchMap, keys: Sequence[int]) -> int:
-    store = m.store
+    t = direct(m).target
     for k in keys:
-        store(k, k)
+        t[k] = k
     return len(keys)
 
 
 def _load_or_store(m: BenchMap, keys: Sequence[int]) -> int:
-    los = m.load_or_store
+    setdefault = direct(m).setdefault
     for k in keys:
-        los(k, k)
+        setdefault(k, k)
     return len(keys)
 
 
@@ -71,10 +71,10 @@ def _cas(m: BenchMap, keys: Sequence[int]) -> int:
 
 
 def _delete_store(m: BenchMap, keys: Sequence[int]) -> int:
-    lad, store = m.load_and_delete, m.store
+    pop, t = (d := direct(m)).pop, d.target
     for k in keys:
-        lad(k)
-        store(k, k)
+        pop(k, None)
+        t[k] = k
     return 2 * len(keys)
 
 

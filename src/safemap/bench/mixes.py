@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .keys import SCHEDULE_LENGTH, ZIPF_S, cycle_to, draw_indices, shuffled_slots, string_keys
-from .protocol import BenchMap
+from .protocol import ABSENT, BenchMap, direct
 from .results import WorkloadInfo
 from .workload import Run, ThreadState, Verdict, Workload, contents
 
@@ -125,8 +125,9 @@ class MixWorkload(Workload):
         ks = [self._keys[i] for i in idx]
         vs = [self._values[i] for i in idx]
         mask = len(codes) - 1
-        load, store, delete = m.load, m.store, m.delete
-        los, lad, swap = m.load_or_store, m.load_and_delete, m.swap
+        d = direct(m)
+        get, t, setdefault, pop = d.get, d.target, d.setdefault, d.pop
+        swap = m.swap
         cas, cad, rng = m.compare_and_swap, m.compare_and_delete, m.range
         canon = dict(zip(self._keys, self._values, strict=True))
 
@@ -141,20 +142,19 @@ class MixWorkload(Workload):
                 s = j & mask
                 code = codes[s]
                 if code == 0:  # load
-                    v, ok = load(ks[s])
-                    if ok and v != vs[s]:
+                    v = get(ks[s], ABSENT)
+                    if v is not ABSENT and v != vs[s]:
                         bad += 1
-                elif code == 1:
-                    store(ks[s], vs[s])
-                elif code == 2:
-                    delete(ks[s])
-                elif code == 3:
-                    v, _ = los(ks[s], vs[s])
-                    if v != vs[s]:
+                elif code == 1:  # store
+                    t[ks[s]] = vs[s]
+                elif code == 2:  # delete
+                    pop(ks[s], None)
+                elif code == 3:  # load_or_store
+                    if setdefault(ks[s], vs[s]) != vs[s]:
                         bad += 1
-                elif code == 4:
-                    v, ok = lad(ks[s])
-                    if ok and v != vs[s]:
+                elif code == 4:  # load_and_delete
+                    v = pop(ks[s], ABSENT)
+                    if v is not ABSENT and v != vs[s]:
                         bad += 1
                 elif code == 5:
                     v, ok = swap(ks[s], vs[s])

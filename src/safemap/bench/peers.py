@@ -14,6 +14,10 @@ peer's own primitives, so the benchmark measures what a user would get:
 - :class:`FtUtilsDict`: ``ft_utils.concurrency.ConcurrentDict``, which offers only
   ``[]``, ``[]=``, ``del``, ``in`` and ``as_dict()``.
 
+Each adapter also gives the single calls of :class:`~.protocol.Direct` (``direct()``): for
+the bare ``dict`` its own methods, so that the limit is measured through ``dict``'s own
+one-call idioms; for the others the same hand-written idiom under their lock.
+
 An operation an adapter can only compose from several calls, with no atomicity between
 them, is listed in its ``NON_ATOMIC`` set; the advisor never recommends an adapter for a
 workload that uses one of those operations (see :mod:`.advisor`).
@@ -25,6 +29,8 @@ import importlib
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
+
+from .protocol import Direct
 
 __all__ = ["CereggiiDict", "FtUtilsDict", "LockedDict", "RWLockedDict", "UnsafeDict"]
 
@@ -58,6 +64,11 @@ class UnsafeDict:
 
     def __init__(self) -> None:
         self._d: dict[Any, Any] = {}
+
+    def direct(self) -> Direct:
+        """``dict``'s own methods and ``d[k] = v``: nothing between the caller and dict."""
+        d = self._d
+        return Direct(d.get, d.setdefault, d.pop, d.clear, d)
 
     def load(self, key: Any) -> tuple[Any, bool]:
         value = self._d.get(key, _ABSENT)
@@ -144,6 +155,25 @@ class LockedDict:
     def __init__(self) -> None:
         self._d: dict[Any, Any] = {}
         self._lock = threading.Lock()
+
+    def direct(self) -> Direct:
+        return Direct(self.get, self.setdefault, self.pop, self.clear, self)
+
+    def get(self, key: Any, default: Any) -> Any:
+        with self._lock:
+            return self._d.get(key, default)
+
+    def setdefault(self, key: Any, value: Any) -> Any:
+        with self._lock:
+            return self._d.setdefault(key, value)
+
+    def pop(self, key: Any, default: Any) -> Any:
+        with self._lock:
+            return self._d.pop(key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._d[key] = value
 
     def load(self, key: Any) -> tuple[Any, bool]:
         with self._lock:
@@ -243,6 +273,25 @@ class RWLockedDict:
         self._d: dict[Any, Any] = {}
         self._rw: Any = rwlock.RWLockFair()
         self._local = threading.local()
+
+    def direct(self) -> Direct:
+        return Direct(self.get, self.setdefault, self.pop, self.clear, self)
+
+    def get(self, key: Any, default: Any) -> Any:
+        with self._r():
+            return self._d.get(key, default)
+
+    def setdefault(self, key: Any, value: Any) -> Any:
+        with self._w():
+            return self._d.setdefault(key, value)
+
+    def pop(self, key: Any, default: Any) -> Any:
+        with self._w():
+            return self._d.pop(key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._w():
+            self._d[key] = value
 
     def _r(self) -> Any:
         try:
@@ -358,6 +407,17 @@ class CereggiiDict:
         self._d: Any = cereggii.AtomicDict()
         self._not_found: Any = cereggii.NOT_FOUND
         self._failed: type[Exception] = cereggii.ExpectationFailed
+
+    def direct(self) -> Direct:
+        d = self._d
+        return Direct(d.get, self._setdefault, self._pop, self.clear, d)
+
+    def _setdefault(self, key: Any, value: Any) -> Any:
+        return self.load_or_store(key, value)[0]
+
+    def _pop(self, key: Any, default: Any) -> Any:
+        value, found = self.load_and_delete(key)
+        return value if found else default
 
     def _cas(self, key: Any, expected: Any, desired: Any) -> bool:
         try:
@@ -478,6 +538,22 @@ class FtUtilsDict:
 
     def __init__(self) -> None:
         self._d: Any = _ft_utils_concurrent_dict()()
+
+    def direct(self) -> Direct:
+        return Direct(self._get, self._setdefault, self._pop, self.clear, self._d)
+
+    def _get(self, key: Any, default: Any) -> Any:
+        try:
+            return self._d[key]
+        except KeyError:
+            return default
+
+    def _setdefault(self, key: Any, value: Any) -> Any:
+        return self.load_or_store(key, value)[0]
+
+    def _pop(self, key: Any, default: Any) -> Any:
+        value, found = self.load_and_delete(key)
+        return value if found else default
 
     def load(self, key: Any) -> tuple[Any, bool]:
         try:

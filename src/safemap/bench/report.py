@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from .advisor import RULES
 from .results import BenchResults
 from .view import KINDS, grid, recommendation_cells
 
@@ -141,9 +142,9 @@ def report_html(results: BenchResults, out: Path, plots: Sequence[str]) -> str:
         f'<tr><td class="num {k}">{escape(s)}</td><td>{escape(KINDS[k])}</td></tr>'
         for k, s in (("best", "123k"), ("failed", "✗"), ("unsafe", "123k"), ("non_atomic", "123k*"))
     )
-    gil = ""
+    gil = f'<p class="note">{escape(RULES)}</p>'
     if results.environment.get("gil_enabled", True):
-        gil = (
+        gil += (
             '<p class="note">Measured on a GIL build: Python threads take turns, so more '
             "threads never add throughput; the ranking reflects the cost of each call and of "
             "contention for the GIL.</p>"

@@ -32,7 +32,7 @@ class WorkloadInfo:
     """What a workload is: the definition shown in the report and stored in the JSON."""
 
     name: str
-    family: str  # "go-sync-map", "xsync", "conc-map-bench", "contention" or "custom"
+    family: str  # "go-sync-map", "xsync", "conc-map-bench", "contention", "atomicity", "custom"
     anchor: str  # the benchmark it reproduces, and how it was scaled
     description: str  # the per-operation body, precisely
     profile: str  # a short phrase: what dominates (used in recommendation reasons)

@@ -23,11 +23,13 @@ next, so slow drifts of a shared machine hit every implementation alike.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from .environment import gil_enabled
 from .protocol import BenchMap
 from .registry import Impl, close_map
 from .workload import ThreadState, Verdict, Workload
@@ -90,13 +92,21 @@ class _Thread:
         self.exceptions = 0
         self.errors: list[str] = []
 
-    def measure(self, barrier: threading.Barrier, duration: float, budget: int | None) -> None:
+    def measure(
+        self,
+        barrier: threading.Barrier,
+        duration: float,
+        budget: int | None,
+        more: Callable[[], bool],
+        overtime: float,
+    ) -> None:
         run, st = self.run, self.state
         limit = KEY_STRIDE if budget is None else budget
         batch = 1
         done = 0
         barrier.wait()
         deadline = perf_counter() + duration
+        cutoff = deadline + overtime
         while done < limit:
             n = min(batch, limit - done)
             started = perf_counter()
@@ -108,7 +118,7 @@ class _Thread:
                     self.errors.append(_describe(exc))
             done += n
             now = perf_counter()
-            if budget is None and now >= deadline:
+            if budget is None and now >= deadline and (now >= cutoff or not more()):
                 break
             if batch < MAX_BATCH and now - started < BATCH_SECONDS:
                 batch *= 2
@@ -133,6 +143,9 @@ def run_cell(
         budget = ops_per_thread
     stride = KEY_STRIDE if budget is None else budget
     m = factory()
+    interval = sys.getswitchinterval()
+    if workload.switch_interval is not None and gil_enabled():
+        sys.setswitchinterval(workload.switch_interval)
     try:
         try:
             workload.setup(m, threads)
@@ -140,11 +153,15 @@ def run_cell(
             loops = [_Thread(workload.worker(m, st, threads), st) for st in states]
         except Exception as exc:
             return CellOutcome(0, 0.0, exceptions=1, errors=[f"setup {_describe(exc)}"])
+
+        def more() -> bool:
+            return workload.more(states)
+
         barrier = threading.Barrier(threads + 1)
         workers = [
             threading.Thread(
                 target=loop.measure,
-                args=(barrier, duration, budget),
+                args=(barrier, duration, budget, more, workload.overtime),
                 name=f"bench-{workload.name}-{tid}",
                 daemon=True,
             )
@@ -154,7 +171,7 @@ def run_cell(
             w.start()
         barrier.wait()
         started = perf_counter()
-        patience = HANG_SECONDS + (duration if budget is None else 0.0)
+        patience = HANG_SECONDS + (duration + workload.overtime if budget is None else 0.0)
         for w in workers:
             w.join(max(0.0, started + patience - perf_counter()))
         seconds = perf_counter() - started
@@ -176,6 +193,7 @@ def run_cell(
             errors=errors,
         )
     finally:
+        sys.setswitchinterval(interval)
         close_map(m)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .advisor import RULES
 from .results import BenchResults
 from .view import KINDS, grid, recommendation_cells
 
@@ -53,7 +54,7 @@ def summary_markdown(results: BenchResults, plots: Sequence[str] = ()) -> str:
             "On a GIL build, Python threads take turns: more threads never add throughput, "
             "and the ranking reflects the cost of each call and of contention for the GIL.",
         ]
-    lines += ["", "## Recommendations", ""]
+    lines += ["", "## Recommendations", "", RULES, ""]
     rows = []
     for rec in results.recommendations:
         impl, margin, limit = recommendation_cells(rec)

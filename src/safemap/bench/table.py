@@ -6,6 +6,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from .advisor import RULES
 from .results import BenchResults
 from .view import KINDS, grid, recommendation_cells
 
@@ -48,7 +49,13 @@ def results_table(results: BenchResults, threads: int) -> Table:
 
 def recommendations_table(results: BenchResults) -> Table:
     """Per workload: what to use, by how much it wins, and why."""
-    table = Table(title="Recommendations", title_justify="left", header_style="bold")
+    table = Table(
+        title="Recommendations",
+        title_justify="left",
+        header_style="bold",
+        caption=RULES,
+        caption_justify="left",
+    )
     table.add_column("workload", no_wrap=True)
     table.add_column("use", style="bold green", no_wrap=True)
     table.add_column("ahead of")

@@ -106,6 +106,14 @@ class Workload(abc.ABC):
 
     info: WorkloadInfo
 
+    switch_interval: float | None = None
+    """On a GIL build, the interpreter's switch interval (s) while this workload's cells
+    run (restored after each cell); ``None`` keeps the interpreter's. The atomicity checks
+    set a tiny one so that threads are switched inside composed operations."""
+
+    overtime: float = 0.0
+    """How long (s) past its duration a cell may go on while :meth:`more` asks for it."""
+
     @property
     def name(self) -> str:
         return self.info.name
@@ -121,6 +129,11 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
         """The operation loop of one thread."""
+
+    def more(self, states: Sequence[ThreadState]) -> bool:
+        """Called by each thread after the duration has passed: whether the threads must
+        go on (for at most :attr:`overtime`). By default they stop."""
+        return False
 
     def verify(self, m: BenchMap, states: Sequence[ThreadState], threads: int) -> Verdict:
         """Check the final state (default: nothing is known about it)."""

@@ -8,6 +8,7 @@ without the ``bench`` extra (rich, matplotlib).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    if not (value > 0 and math.isfinite(value)):  # nan and inf are floats too
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, not {text}")
     return value
 
 
@@ -63,7 +64,9 @@ def add_parser(sub: Any) -> None:
         "and recommend the fastest correct implementation per workload. "
         "Definitions: docs/bench.md.",
     )
-    p.add_argument("--quick", action="store_true", help="a fast run: under a minute on 2 cores")
+    p.add_argument(
+        "--quick", action="store_true", help="a fast run: 3 rounds of 0.01 s cells, 1 and 2 threads"
+    )
     p.add_argument(
         "--impl",
         action="append",
@@ -75,7 +78,7 @@ def add_parser(sub: Any) -> None:
         action="append",
         metavar="NAME",
         help="only these workloads: names, globs like 'LoadOrStore*', or a family "
-        "(go-sync-map, xsync, conc-map-bench, contention, custom)",
+        "(go-sync-map, xsync, conc-map-bench, contention, atomicity, custom)",
     )
     p.add_argument("--threads", type=_thread_counts, metavar="N,N,...", help="thread counts")
     p.add_argument("--keys", type=_positive_int, metavar="N", help="key count of the mixes")
@@ -171,6 +174,12 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
+def _os_error(exc: OSError) -> str:
+    """An ``OSError`` in one line: its message and the path it concerns."""
+    text = exc.strerror or str(exc)
+    return f"{text}: {exc.filename}" if exc.filename else text
+
+
 def _list(plan: Any, console: Any) -> int:
     from rich.table import Table
 
@@ -207,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         from safemap.bench.table import render
 
         if args.out is not None:  # matplotlib: checked before a long run, not after
-            from safemap.bench.outputs import write_outputs
+            from safemap.bench.outputs import prepare_out, write_outputs
     except ImportError as exc:
         print(f"{_EXTRA} ({exc})", file=sys.stderr)
         return 2
@@ -223,6 +232,13 @@ def run(args: argparse.Namespace) -> int:
     if not plan.impls:
         print("safemap bench: no implementation to measure", file=sys.stderr)
         return 2
+    if args.out is not None:
+        # Before measuring: a path that cannot hold the outputs must not cost a whole run.
+        try:
+            prepare_out(args.out)
+        except OSError as exc:
+            print(f"safemap bench: --out {args.out}: {_os_error(exc)}", file=sys.stderr)
+            return 2
 
     progress = Progress(
         TextColumn("[bold]bench"),
@@ -248,6 +264,10 @@ def run(args: argparse.Namespace) -> int:
         results = run_plan(plan, command=_command(args), reporter=Bar())
     render(results, console)
     if args.out is not None:
-        written = write_outputs(results, args.out)
+        try:
+            written = write_outputs(results, args.out)
+        except OSError as exc:  # e.g. the disk filled up or the directory was removed meanwhile
+            print(f"safemap bench: --out {args.out}: {_os_error(exc)}", file=sys.stderr)
+            return 1
         console.print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

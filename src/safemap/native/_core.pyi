@@ -11,6 +11,7 @@ from safemap.protocol import FrozenMap
 
 DEFAULT_SHARDS: int
 FREE_THREADED: int
+_types: tuple[type, ...]  # every C type of the module, each readied at import
 
 def _after_fork_child() -> None: ...
 

@@ -134,35 +134,39 @@ static inline void cm_unlock(SMCMapObject *m, SMShard *s);
  * lookup holding the old value would otherwise buy at the price of every
  * store.  Before the mutation (an __eq__ in the lookup) the tag has not moved
  * and re-entry is refused as usual. */
-static inline uint64_t
-cm_final_begin(SMShard *s)
+static inline void
+cm_final_begin(SMShard *s, SMFinal *f)
 {
     BEGIN_MUT(s);
-    s->final_size = PyDict_GET_SIZE(s->dict);
-    s->final_tag = SM_DICT_TAG(s->dict);
-    s->final_state = 1;
-    return ++s->final_epoch;
+    f->size = PyDict_GET_SIZE(s->dict);
+    f->tag = SM_DICT_TAG(s->dict);
+    f->done = 0;
+    /* Only the lock holder sets this, and it holds the lock until the call
+     * ends or a nested write completes it (which clears it): at most one
+     * final call per shard is in flight, so one pointer suffices; the state
+     * of each call lives in its own frame. */
+    s->final = f;
 }
 
+/* Complete the write of f: bookkeeping, then unlock.  Exactly once per f. */
 static void
-cm_final_settle(SMCMapObject *m, SMShard *s)
+cm_final_complete(SMCMapObject *m, SMShard *s, SMFinal *f)
 {
-    SM_ADD_SSIZE(&m->count, PyDict_GET_SIZE(s->dict) - s->final_size);
+    f->done = 1;
+    s->final = NULL;
+    SM_ADD_SSIZE(&m->count, PyDict_GET_SIZE(s->dict) - f->size);
     END_MUT(s);
+    cm_unlock(m, s);
 }
 
-/* After the last dict call: finish the write unless that was done early. */
+/* After the last dict call: finish the write unless a nested write (from a
+ * __del__ run by that call) already did. */
 static inline void
-cm_final_end(SMCMapObject *m, SMShard *s, uint64_t epoch)
+cm_final_end(SMCMapObject *m, SMShard *s, SMFinal *f)
 {
-    /* Compare epochs, not a flag: the nested write may itself have been a
-     * final call on this shard, which began and ended in between. */
-    if (SM_UNLIKELY(s->final_early == epoch)) {
-        return;
+    if (SM_LIKELY(!f->done)) {
+        cm_final_complete(m, s, f);
     }
-    s->final_state = 0;
-    cm_final_settle(m, s);
-    cm_unlock(m, s);
 }
 #endif
 
@@ -176,12 +180,10 @@ cm_write_reentry_slow(SMCMapObject *m)
 #if SM_FINAL_CALL
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
         SMShard *s = cm_shard_at(m, i);
-        if (s->final_state == 1 && sm_lock_held_by(&s->lock, me)
-            && SM_DICT_TAG(s->dict) != s->final_tag) {
-            cm_final_settle(m, s);
-            s->final_state = 0;
-            s->final_early = s->final_epoch;
-            cm_unlock(m, s);
+        SMFinal *f = s->final;
+        if (f != NULL && sm_lock_held_by(&s->lock, me)
+            && SM_DICT_TAG(s->dict) != f->tag) {
+            cm_final_complete(m, s, f);
         }
     }
 #endif
@@ -384,6 +386,9 @@ cm_read(SMCMapObject *m, PyObject *key, PyObject **out)
 static int
 cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
 {
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return -1;
@@ -394,9 +399,10 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
     }
 #if SM_FINAL_CALL
     /* One lookup: see cm_final_begin. */
-    uint64_t epoch = cm_final_begin(s);
+    SMFinal f;
+    cm_final_begin(s, &f);
     int r = sm_dict_set(s->dict, key, value, hash);
-    cm_final_end(m, s, epoch);
+    cm_final_end(m, s, &f);
     return r;
 #else
     /* Look the old value up first and keep a reference to it, so that the
@@ -437,9 +443,10 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
     }
 #if SM_FINAL_CALL
     /* The removed key may be released inside the call: see cm_final_begin. */
-    uint64_t epoch = cm_final_begin(s);
+    SMFinal f;
+    cm_final_begin(s, &f);
     int r = sm_dict_pop(s->dict, key, hash, old);
-    cm_final_end(m, s, epoch);
+    cm_final_end(m, s, &f);
 #else
     BEGIN_MUT(s);
     int r = sm_dict_pop(s->dict, key, hash, old);
@@ -460,6 +467,9 @@ enum { CM_COMPUTE, CM_IF_ABSENT, CM_IF_PRESENT, CM_MERGE };
 static PyObject *
 cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
+    if (mval != NULL && sm_check_value(mval) < 0) {
+        return NULL;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return NULL;
@@ -527,6 +537,10 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         break;
     }
     if (res == NULL) {
+        goto unlock;
+    }
+    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
+        sm_raise_sentinel(res);
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -722,6 +736,10 @@ static int
 cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
                    PyObject **cur)
 {
+    if (sm_check_value(value) < 0) {
+        *cur = NULL;
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         *cur = NULL;
@@ -800,9 +818,15 @@ cm_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static int
 cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
 {
+    if (new != NULL && sm_check_value(new) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return -1;
+    }
+    if (sm_is_sentinel(expected)) {
+        return 0;  /* never stored, so never equal to a stored value */
     }
     SMShard *s = cm_begin_write(m, key, hash);
     if (s == NULL) {
@@ -1435,7 +1459,7 @@ static PyMethodDef txn_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMTxnStorage_Type = {
+SM_DEFINE_TYPE(SMTxnStorage_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.TransactionStorage",
     .tp_basicsize = sizeof(SMTxnStorage),
@@ -1490,8 +1514,13 @@ cm_after_fork(SMNode *node, void *me)
         if (sm_lock_after_fork(&s->lock, me)) {
             held++;
         }
-        else if (s->version & 1) {
-            s->version++;
+        else {
+            if (s->version & 1) {
+                s->version++;
+            }
+#if SM_FINAL_CALL
+            s->final = NULL;  /* a gone thread's frame */
+#endif
         }
     }
 #if !SM_FREE_THREADED
@@ -1718,7 +1747,7 @@ static PyMethodDef cm_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMCMap_Type = {
+SM_DEFINE_TYPE(SMCMap_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.ConcurrentMapBase",
     .tp_basicsize = sizeof(SMCMapObject),

@@ -6,6 +6,17 @@
 
 #include "sm_common.h"
 
+#if SM_FINAL_CALL
+/* One write's last dict call (3.11 GIL builds), on the writer's C stack: each
+ * call has its own, so writes nested from __del__ at any depth never share
+ * state.  `done` is set when a nested write completed this one early. */
+typedef struct SMFinal {
+    Py_ssize_t size;        /* dict size before the call */
+    uint64_t tag;           /* dict version tag before the call */
+    int done;
+} SMFinal;
+#endif
+
 /* One shard: a plain dict, the lock that serializes its writers, and
  * counters.  Padded to a cache line so that threads working on different
  * shards never write the same line (matters on free-threaded builds). */
@@ -20,12 +31,8 @@ typedef struct {
     Py_ssize_t locks;       /* lock acquisitions, counted under the lock */
     Py_ssize_t contended;   /* acquisitions that found the lock held */
 #if SM_FINAL_CALL
-    int final_state;        /* 1: the holder is in its write's last dict call */
-    Py_ssize_t final_size;  /* dict size before that call */
-    uint64_t final_tag;     /* dict version tag before that call */
-    uint64_t final_epoch;   /* numbers those calls */
-    uint64_t final_early;   /* epoch of the last call whose write was completed
-                               early (its lock released) by a nested write */
+    struct SMFinal *final;  /* the holder's write in its last dict call, or
+                               NULL (see cm_final_begin in sm_cmap.c) */
 #endif
 } SMShard;
 
@@ -53,8 +60,5 @@ typedef struct {
 #endif
     PyObject *weakreflist;
 } SMCMapObject;
-
-extern PyTypeObject SMCMap_Type;
-extern PyTypeObject SMTxnStorage_Type;
 
 #endif /* SAFEMAP_SM_CMAP_H */

@@ -30,6 +30,14 @@ sm_raise_recursive(const char *what)
     return -1;
 }
 
+int
+sm_raise_sentinel(PyObject *v)
+{
+    PyErr_Format(PyExc_TypeError, "safemap.%s is a sentinel and cannot be stored as a value",
+                 v == SM_MISSING ? "MISSING" : "DELETE");
+    return -1;
+}
+
 /* The list of live maps.  GIL builds: protected by the GIL.  Free-threaded
  * builds: by sm_maps_mutex (never held while running Python code). */
 static SMNode sm_maps = {&sm_maps, &sm_maps, NULL};
@@ -304,7 +312,7 @@ static PyMethodDef smiter_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMIter_Type = {
+SM_DEFINE_TYPE(SMIter_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.iterator",
     .tp_basicsize = sizeof(SMIterObject),

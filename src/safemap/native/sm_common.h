@@ -27,6 +27,24 @@ extern SM_THREAD_LOCAL Py_ssize_t sm_tls_held;
 
 int sm_raise_recursive(const char *what);
 
+/* MISSING and DELETE are never stored as values (a read returning one could not
+ * be told from "absent"/"remove").  Two pointer compares on the store path. */
+static inline int
+sm_is_sentinel(PyObject *v)
+{
+    return v == SM_MISSING || v == SM_DELETE;
+}
+
+/* TypeError for a sentinel v; always -1. */
+int sm_raise_sentinel(PyObject *v);
+
+/* 0 if v may be stored, else -1 with TypeError set. */
+static inline int
+sm_check_value(PyObject *v)
+{
+    return SM_UNLIKELY(sm_is_sentinel(v)) ? sm_raise_sentinel(v) : 0;
+}
+
 /* Every live map is on one list, so that a fork child can release the locks
  * that threads which do not exist in the child held at the fork. */
 typedef struct SMNode {
@@ -77,6 +95,34 @@ enum { SM_ITER_KEYS = 0, SM_ITER_ITEMS = 1 };
  * the iterator raise. */
 PyObject *sm_iter_new(PyObject *owner, sm_fill_fn fill, int kind);
 
-extern PyTypeObject SMIter_Type;
+/* ------------------------------------------------------------ the types */
+
+/* Every C type of the module, in one list.  The module readies each of them
+ * (and exposes them as `_types`) from this list, and a type can only be
+ * defined with SM_DEFINE_TYPE, which does not compile for a type missing from
+ * the list: a type that is used before it is readied crashes the first
+ * gc.get_objects() walk that meets an instance, so forgetting one must be
+ * impossible. */
+#define SM_TYPES(X) \
+    X(SMIter_Type) \
+    X(SMTxnStorage_Type) \
+    X(SMCMap_Type) \
+    X(SMEntry_Type) \
+    X(SMSMap_Type) \
+    X(SMSyncStorage_Type)
+
+#define SM_TYPE_DECLARE_(t) extern PyTypeObject t;
+SM_TYPES(SM_TYPE_DECLARE_)
+#undef SM_TYPE_DECLARE_
+
+#define SM_TYPE_INDEX_(t) SM_TYPE_INDEX_##t,
+enum { SM_TYPES(SM_TYPE_INDEX_) SM_NTYPES };
+#undef SM_TYPE_INDEX_
+
+/* SM_DEFINE_TYPE(SMFoo_Type) = {...};  (compile error unless SMFoo_Type is
+ * on SM_TYPES) */
+#define SM_DEFINE_TYPE(t) \
+    enum { SM_LISTED_##t = SM_TYPE_INDEX_##t }; \
+    PyTypeObject t
 
 #endif /* SAFEMAP_SM_COMMON_H */

@@ -85,12 +85,24 @@ sm_exec(PyObject *module)
     if (SM_sentinel == NULL && (SM_sentinel = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) == NULL) {
         return -1;
     }
-    PyTypeObject *types[] = {&SMIter_Type, &SMTxnStorage_Type, &SMCMap_Type,
-                             &SMEntry_Type, &SMSMap_Type};
-    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+#define SM_TYPE_ADDR_(t) &t,
+    PyTypeObject *types[] = {SM_TYPES(SM_TYPE_ADDR_)};
+#undef SM_TYPE_ADDR_
+    PyObject *all = PyTuple_New(SM_NTYPES);
+    if (all == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < SM_NTYPES; i++) {
         if (PyType_Ready(types[i]) < 0) {
+            Py_DECREF(all);
             return -1;
         }
+        PyTuple_SET_ITEM(all, i, Py_NewRef((PyObject *)types[i]));
+    }
+    int added = PyModule_AddObjectRef(module, "_types", all);
+    Py_DECREF(all);
+    if (added < 0) {
+        return -1;
     }
     if (PyModule_AddObjectRef(module, "ConcurrentMapBase", (PyObject *)&SMCMap_Type) < 0 ||
         PyModule_AddObjectRef(module, "SyncMapBase", (PyObject *)&SMSMap_Type) < 0 ||

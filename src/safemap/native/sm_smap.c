@@ -7,7 +7,7 @@
  *          object is fixed for the map's life (a reader never needs a
  *          reference to "the current read map", which on free-threaded builds
  *          could be freed under it); its key set changes only under `mu`,
- *          by promotion (keys added) and sweeps (deleted entries removed).
+ *          by promotion (keys added) and deletes (keys removed).
  *   dirty  keys stored since the last promotion; only touched under `mu`.
  *
  * An entry (SMEntry) holds the value pointer.  For a key already in `read`,
@@ -16,10 +16,12 @@
  * that misses `read` while `dirty` has keys takes the mutex, looks in `dirty`,
  * and counts a miss; once misses reach len(dirty), dirty's entries are moved
  * into `read` (promotion), so a key written once and then read often stops
- * costing the mutex -- Go's amortization.  Deleted entries stay in `read`
- * (value NULL) so that re-storing the key is again lock-free; when they make
- * up half of `read`, the next store of a new key sweeps them: each is marked
- * SM_EXPUNGED (so no in-place writer can revive it) and removed.
+ * costing the mutex -- Go's amortization.  Unlike Go, a delete removes the key
+ * from `read` at once (a removed key must not stay referenced after the call),
+ * then marks the entry SM_EXPUNGED so that an in-place writer that found it
+ * earlier takes the mutex instead of writing to a detached entry.  So every
+ * entry in `read` or `dirty` holds a live value whenever `mu` is free, and
+ * Go's deleted-entry sweep has nothing to do here.
  *
  * Deviation from Go: Go's dirty map is a full copy of read plus new keys, and
  * promotion swaps the two maps.  Swapping dicts would force readers to hold a
@@ -107,15 +109,15 @@ entry_load(SMEntry *e)
     return v;
 }
 
-/* Replace the value; returns the previous one (strong; NULL if it was deleted
- * or expunged).  v == NULL deletes.  Caller holds mu or has checked frozen. */
+/* Replace the value; returns the previous one (strong; NULL if it was
+ * expunged).  v == NULL expunges.  Caller holds mu or has checked frozen. */
 static PyObject *
 entry_exchange(SMEntry *e, PyObject *v)
 {
     PyObject *old;
     Py_BEGIN_CRITICAL_SECTION(e);
     old = e->value;
-    e->value = v ? Py_NewRef(v) : NULL;
+    e->value = v ? Py_NewRef(v) : SM_EXPUNGED;
     Py_END_CRITICAL_SECTION();
     return LIVE(old) ? old : NULL;
 }
@@ -150,7 +152,7 @@ entry_dealloc(PyObject *op)
     PyObject_GC_Del(op);
 }
 
-PyTypeObject SMEntry_Type = {
+SM_DEFINE_TYPE(SMEntry_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapEntry",
     .tp_basicsize = sizeof(SMEntry),
@@ -277,63 +279,21 @@ sy_promote_locked(SMSMapObject *m)
     m->promotions++;
 }
 
+/* Count a read that had to consult dirty; promote once misses reach
+ * len(dirty).  `nested`: the read runs inside this thread's own mu section
+ * (a key's __eq__ or a callback reading the map).  Such a read never
+ * promotes: the section it interrupts may be half-way through a lookup
+ * (read searched, dirty being searched), and moving dirty's keys into read
+ * under it would make that lookup miss a present key.  Within a mu section
+ * the key sets of read and dirty therefore change only by the holder's own
+ * steps, whatever a key's __eq__ or a callback does (its writes are refused).
+ * The miss still counts: the next top-level miss promotes. */
 static void
-sy_miss_locked(SMSMapObject *m)
+sy_miss_locked(SMSMapObject *m, int nested)
 {
     m->locked_reads++;
-    if (++m->misses >= PyDict_GET_SIZE(m->dirty)) {
+    if (++m->misses >= PyDict_GET_SIZE(m->dirty) && !nested) {
         sy_promote_locked(m);
-    }
-}
-
-/* Remove deleted entries from read when they are half of it (under mu).  Each
- * is first marked expunged, so an in-place writer that found it before the
- * removal goes to the locked path instead of reviving a detached entry. */
-static void
-sy_sweep_locked(SMSMapObject *m)
-{
-    if (m->ndeleted < 16 || 2 * m->ndeleted < PyDict_GET_SIZE(m->read)) {
-        return;
-    }
-    SMBuf buf = {NULL, 0, 0};
-    if (sm_buf_collect_dict(&buf, m->read) < 0) {
-        PyErr_Clear();
-        return;
-    }
-    for (Py_ssize_t i = 0; i < buf.n; i += 2) {
-        SMEntry *e = (SMEntry *)buf.items[i + 1];
-        int expunged = 0;
-        Py_BEGIN_CRITICAL_SECTION(e);
-        if (e->value == NULL) {
-            e->value = SM_EXPUNGED;
-            expunged = 1;
-        }
-        Py_END_CRITICAL_SECTION();
-        if (expunged) {
-            SM_ADD_SSIZE(&m->ndeleted, -1);
-            if (PyDict_DelItem(m->read, buf.items[i]) < 0) {
-                PyErr_Clear();  /* stays in read, expunged: see sy_unexpunge */
-            }
-        }
-    }
-    m->sweeps++;
-    sm_buf_clear(&buf);
-}
-
-/* An expunged entry still in read (its removal failed): make it a deleted
- * entry again (under mu). */
-static void
-sy_unexpunge(SMSMapObject *m, SMEntry *e)
-{
-    int changed = 0;
-    Py_BEGIN_CRITICAL_SECTION(e);
-    if (e->value == SM_EXPUNGED) {
-        e->value = NULL;
-        changed = 1;
-    }
-    Py_END_CRITICAL_SECTION();
-    if (changed) {
-        SM_ADD_SSIZE(&m->ndeleted, 1);
     }
 }
 
@@ -348,9 +308,6 @@ sy_find_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, SMEntry **e, int 
     int r = sy_find(m->read, key, hash, e);
     if (r != 0) {
         *in_read = 1;
-        if (r > 0) {
-            sy_unexpunge(m, *e);
-        }
         return r;
     }
     *in_read = 0;
@@ -374,16 +331,10 @@ sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         return -1;
     }
     if (r > 0) {
+        /* Under mu, an entry found in read or dirty is live (see the top). */
         *old = entry_exchange(e, value);
-        if (*old == NULL) {  /* revived a deleted entry of read */
-            SM_ADD_SSIZE(&m->ndeleted, -1);
-            SM_ADD_SSIZE(&m->count, 1);
-        }
         Py_DECREF(e);
         return 0;
-    }
-    if (!m->amended) {
-        sy_sweep_locked(m);
     }
     e = entry_new(value);
     if (e == NULL) {
@@ -413,7 +364,7 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
             Py_DECREF(e);
             return -1;
         }
-        sy_miss_locked(m);
+        sy_miss_locked(m, 0);  /* a delete: never nested (writes are refused) */
     }
     if (r <= 0) {
         return r;
@@ -433,25 +384,22 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
         SM_ADD_SSIZE(&m->count, -1);
         return 1;
     }
-    /* A key of read: the spec wants a removed key released by the time the
-     * call returns, so unlike Go (which leaves a deleted entry in read until
-     * a later copy), the key leaves read now.  The entry is expunged first:
-     * an in-place writer that found it before the removal takes the mutex
-     * instead of reviving it, and a reader that found it sees "absent". */
+    /* A key of read: it leaves read now (a removed key must be released by
+     * the time the call returns; Go would leave it there).  Remove first: if
+     * a colliding key's __eq__ raises, nothing has changed and the exception
+     * propagates.  Then expunge: an in-place writer that found the entry
+     * before the removal takes the mutex (and finds the key absent) instead of
+     * writing to a detached entry; one that wrote before the expunge is
+     * ordered before this delete, whose result is the value it expunges. */
+    if (sm_dict_del(m->read, key, hash) < 0) {
+        Py_DECREF(e);
+        return -1;
+    }
     PyObject *prev;
     Py_BEGIN_CRITICAL_SECTION(e);
     prev = e->value;
     e->value = SM_EXPUNGED;
     Py_END_CRITICAL_SECTION();
-    if (prev == NULL) {
-        SM_ADD_SSIZE(&m->ndeleted, -1);
-    }
-    if (sm_dict_del(m->read, key, hash) < 0) {
-        /* A key's __eq__ raised: the entry stays in read, expunged, which
-         * every path treats as absent (and sy_find_locked turns back into a
-         * deleted entry). */
-        PyErr_Clear();
-    }
     Py_DECREF(e);
     if (!LIVE(prev)) {
         return 0;
@@ -527,7 +475,7 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     }
     r = sy_find_locked(m, key, hash, &e, &in_read, 1);
     if (r >= 0 && !in_read) {
-        sy_miss_locked(m);
+        sy_miss_locked(m, !took);
     }
     if (took) {
         sy_unlock(m);
@@ -556,6 +504,9 @@ static int
 sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
 {
     *old = NULL;
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
@@ -579,11 +530,7 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
         Py_DECREF(e);
         if (done) {
             SY_COUNT(m, fast_writes);
-            if (prev == NULL) {
-                SM_ADD_SSIZE(&m->ndeleted, -1);
-                SM_ADD_SSIZE(&m->count, 1);
-            }
-            *old = prev;
+            *old = prev;  /* live: an entry is live until expunged */
             return 0;
         }
     }
@@ -628,6 +575,9 @@ static int
 sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **actual)
 {
     *actual = NULL;
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
@@ -638,25 +588,11 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
         return -1;
     }
     if (r > 0) {
-        int res = -1;
-        Py_BEGIN_CRITICAL_SECTION(e);
-        if (LIVE(e->value)) {
-            *actual = Py_NewRef(e->value);
-            res = 1;
-        }
-        else if (e->value == NULL && !SM_LOAD_INT(&m->frozen)) {
-            e->value = Py_NewRef(value);
-            *actual = Py_NewRef(value);
-            res = 0;
-        }
-        Py_END_CRITICAL_SECTION();
+        PyObject *cur = entry_load(e);  /* NULL: expunged, take mu */
         Py_DECREF(e);
-        if (res == 0) {
-            SM_ADD_SSIZE(&m->ndeleted, -1);
-            SM_ADD_SSIZE(&m->count, 1);
-        }
-        if (res >= 0) {
-            return res;
+        if (cur != NULL) {
+            *actual = cur;
+            return 1;
         }
     }
     if (sy_lock(m, sm_me()) < 0) {
@@ -685,9 +621,15 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
 static int
 sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
 {
+    if (new != NULL && sm_check_value(new) < 0) {
+        return -1;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
+    }
+    if (sm_is_sentinel(expected)) {
+        return 0;  /* never stored, so never equal to a stored value */
     }
     SMEntry *e;
     int r = sy_find(m->read, key, hash, &e);
@@ -705,15 +647,7 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
         for (;;) {
             PyObject *cur = entry_load(e);
             if (cur == NULL) {
-                int expunged;
-                Py_BEGIN_CRITICAL_SECTION(e);
-                expunged = e->value == SM_EXPUNGED;
-                Py_END_CRITICAL_SECTION();
-                if (!expunged) {
-                    Py_DECREF(e);
-                    return 0;
-                }
-                break;  /* cut out by a sweep: go through mu */
+                break;  /* expunged by a delete: go through mu */
             }
             int eq = PyObject_RichCompareBool(cur, expected, Py_EQ);
             if (eq <= 0) {
@@ -728,16 +662,12 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
                     res = 0;  /* changed meanwhile: compare again */
                 }
                 else {
-                    e->value = new ? Py_NewRef(new) : NULL;
+                    e->value = Py_NewRef(new);  /* new != NULL: see above */
                     res = 1;
                 }
             }
             Py_END_CRITICAL_SECTION();
             if (res == 1) {
-                if (new == NULL) {
-                    SM_ADD_SSIZE(&m->ndeleted, 1);
-                    SM_ADD_SSIZE(&m->count, -1);
-                }
                 Py_DECREF(cur);  /* the entry's reference */
                 Py_DECREF(cur);  /* ours */
                 Py_DECREF(e);
@@ -784,6 +714,9 @@ enum { SY_COMPUTE, SY_IF_ABSENT, SY_IF_PRESENT, SY_MERGE };
 static PyObject *
 sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
+    if (mval != NULL && sm_check_value(mval) < 0) {
+        return NULL;
+    }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
         return NULL;
@@ -850,6 +783,10 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         break;
     }
     if (res == NULL) {
+        goto unlock;
+    }
+    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
+        sm_raise_sentinel(res);
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -1206,7 +1143,6 @@ sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
     PyDict_Clear(m->read);
     PyDict_Clear(m->dirty);
     SM_STORE_SSIZE_RELAXED(&m->count, 0);
-    m->ndeleted = 0;
     m->misses = 0;
     SM_STORE_INT(&m->amended, 0);
     SM_STORE_INT(&m->committing, 0);
@@ -1347,20 +1283,18 @@ sy_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     /* Read without the mutex: each counter is exact when the map is quiet. */
     return Py_BuildValue(
-        "{s:s,s:n,s:n,s:n,s:n,s:N,s:N,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "{s:s,s:n,s:n,s:n,s:N,s:N,s:n,s:n,s:n,s:n,s:n}",
         "type", "SyncMap",
         "len", SM_LOAD_SSIZE(&m->count),
         "read_size", PyDict_Size(m->read),
         "dirty_size", PyDict_Size(m->dirty),
-        "deleted_in_read", SM_LOAD_SSIZE_RELAXED(&m->ndeleted),
         "fast_reads", fast_reads,
         "fast_writes", fast_writes,
         "locked_reads", SM_LOAD_SSIZE_RELAXED(&m->locked_reads),
         "writes", SM_LOAD_SSIZE_RELAXED(&m->locks),
         "contended", SM_LOAD_SSIZE_RELAXED(&m->contended),
         "misses", SM_LOAD_SSIZE_RELAXED(&m->misses),
-        "promotions", SM_LOAD_SSIZE_RELAXED(&m->promotions),
-        "sweeps", SM_LOAD_SSIZE_RELAXED(&m->sweeps));
+        "promotions", SM_LOAD_SSIZE_RELAXED(&m->promotions));
 }
 
 /* ------------------------------------------------------------ transaction */
@@ -1605,7 +1539,7 @@ static PyMethodDef st_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMSyncStorage_Type = {
+SM_DEFINE_TYPE(SMSyncStorage_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapTransactionStorage",
     .tp_basicsize = sizeof(SMSyncStorage),
@@ -1719,7 +1653,6 @@ sy_tp_clear(PyObject *op)
         PyDict_Clear(m->dirty);
     }
     m->count = 0;
-    m->ndeleted = 0;
     m->amended = 0;
     return 0;
 }
@@ -1786,13 +1719,13 @@ static PyMethodDef sy_methods[] = {
     {"stats", sy_stats, METH_NOARGS,
      "stats(): cheap counters: reads answered lock-free (GIL builds), reads that took the "
      "mutex, in-place writes (GIL builds), mutex acquisitions and contended ones, "
-     "promotions, sweeps, sizes of the read and dirty maps."},
+     "promotions, sizes of the read and dirty maps."},
     {"_txn_begin", sy_txn_begin, METH_NOARGS, "Exclude every writer for transaction()."},
     {"_txn_end", sy_txn_end, METH_O, "Release what _txn_begin took."},
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SMSMap_Type = {
+SM_DEFINE_TYPE(SMSMap_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapBase",
     .tp_basicsize = sizeof(SMSMapObject),

@@ -6,10 +6,10 @@
 
 #include "sm_common.h"
 
-/* One key's slot: the value pointer that in-place writers swap.
- * value == NULL: deleted (the key stays in `read` so a later store can revive
- * the entry without the mutex); value == SM_EXPUNGED: the entry has been cut
- * out of the map (by a sweep or clear) and must not be revived in place. */
+/* One key's slot: the value pointer that in-place writers swap.  Live (a
+ * value) while its key is in `read` or `dirty`; value == SM_EXPUNGED once a
+ * delete or clear has cut it out of the map: it is never revived, and an
+ * in-place writer that finds it takes the mutex instead. */
 typedef struct {
     PyObject_HEAD
     PyObject *value;
@@ -33,7 +33,6 @@ typedef struct {
     Py_ssize_t misses;     /* reads that had to take the mutex since the last
                               promotion (under mu) */
     Py_ssize_t count;      /* live entries */
-    Py_ssize_t ndeleted;   /* entries of read whose value is NULL */
 #if !SM_FREE_THREADED
     Py_ssize_t held;       /* 1 while some thread holds mu (GIL builds) */
     Py_ssize_t fast_reads; /* reads answered from read (GIL builds only) */
@@ -44,12 +43,7 @@ typedef struct {
     Py_ssize_t locks;
     Py_ssize_t contended;
     Py_ssize_t promotions;
-    Py_ssize_t sweeps;
     PyObject *weakreflist;
 } SMSMapObject;
-
-extern PyTypeObject SMEntry_Type;
-extern PyTypeObject SMSMap_Type;
-extern PyTypeObject SMSyncStorage_Type;
 
 #endif /* SAFEMAP_SM_SMAP_H */

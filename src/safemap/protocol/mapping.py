@@ -45,6 +45,12 @@ M = TypeVar("M", bound="ConcurrentMapping[Any, Any]")
 _ABSENT: Any = object()
 
 
+def _sentinel_stored(value: object) -> TypeError:
+    """The error for storing :data:`MISSING` or :data:`DELETE` as a value (no map stores
+    them: they would read back as "absent" or "remove" in the compute family)."""
+    return TypeError(f"{value!r} is a sentinel and cannot be stored as a value")
+
+
 def _same_value(a: object, b: object) -> bool:
     """Value equality as ``dict`` compares values: identity first, then ``==``."""
     return a is b or bool(a == b)
@@ -58,7 +64,7 @@ def _rebuild(cls: type[M], items: dict[Any, Any], options: dict[str, Any]) -> M:
 
 
 class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
-    """A mutable mapping safe to share between threads (``shared/spec/map-protocol.md``).
+    """A mutable mapping safe to share between threads.
 
     Guarantees of every method, on GIL and free-threaded builds alike:
 
@@ -74,6 +80,10 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     - **No lock is held while user code runs**, except inside a compute-family callback and
       inside ``transaction``.
     - Values are compared as ``dict`` compares them (identity first, then ``==``).
+    - **Sentinels are not values**: :data:`~safemap.MISSING` and :data:`~safemap.DELETE`
+      are never stored. Every method that would store a caller-given value raises
+      ``TypeError`` for them before changing anything; a compute-family callback returning
+      ``MISSING`` does too (returning ``DELETE`` removes the entry).
     """
 
     __slots__ = ()
@@ -87,7 +97,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def store(self, key: K, value: V) -> None:
-        """Set ``key`` to ``value``."""
+        """Set ``key`` to ``value`` (``TypeError`` for a sentinel value)."""
 
     @abc.abstractmethod
     def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
@@ -95,7 +105,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
         ``old`` is :data:`~safemap.MISSING` when ``key`` is absent. ``fn`` returns the new
         value, or :data:`~safemap.DELETE` to remove the entry (or to leave it absent).
-        Returns the new value, or ``None`` when the entry ends absent. The whole
+        Returns the new value, or ``None`` when the entry ends absent; ``fn`` returning
+        ``MISSING`` raises ``TypeError`` and leaves the map unchanged. The whole
         read-modify-write is atomic with respect to every other operation on ``key``:
         concurrent callers for the same key run their callbacks one after another. ``fn``
         may read the map; writing to it from ``fn`` raises ``RecursiveUpdateError``.
@@ -128,8 +139,11 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
         ``view`` is a ``MutableMapping`` of the map's contents, valid only inside ``fn``
         (using it afterwards raises ``RuntimeError``). Every change ``fn`` makes through the
-        view lands atomically when ``fn`` returns, or not at all if it raises. Calling the
-        map's own methods from ``fn`` raises ``RecursiveUpdateError``.
+        view lands atomically when ``fn`` returns, or not at all if it raises; the commit is
+        all or nothing too: if a key's ``__hash__``/``__eq__`` raises while the changes are
+        applied, the exception propagates and the map is exactly as before. Calling the
+        map's own methods from ``fn`` raises ``RecursiveUpdateError``; storing a sentinel
+        through the view raises ``TypeError``.
         """
 
     def _options(self) -> dict[str, Any]:
@@ -216,7 +230,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         """Store every item of ``other`` (a mapping or pairs) and ``kwargs``.
 
         Each key is stored atomically; the update as a whole is not atomic (use
-        ``transaction`` for that).
+        ``transaction`` for that). A sentinel among the values raises ``TypeError`` before
+        anything is stored.
         """
         if isinstance(other, ConcurrentMapping):
             other = other.snapshot()
@@ -226,11 +241,14 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
             pairs = ((key, other[key]) for key in other.keys())  # noqa: SIM118  # dict's rule
         else:
             pairs = other
-        for pair in pairs:
-            key, value = pair
+        # Materialized and checked first, so a sentinel value changes nothing.
+        items = [(key, value) for key, value in pairs]
+        items.extend(kwargs.items())
+        for _, value in items:
+            if value is MISSING or value is DELETE:
+                raise _sentinel_stored(value)
+        for key, value in items:
             self.store(key, value)
-        for key, value in kwargs.items():
-            self.store(key, value)  # type: ignore[arg-type]
 
     def copy(self: M) -> M:
         """A new map of the same type and options, with the contents at one instant (values
@@ -264,6 +282,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     @classmethod
     def fromkeys(cls: type[M], iterable: Iterable[Any], value: Any = None) -> M:
         """A new map (of this class) mapping every key of ``iterable`` to ``value``."""
+        if value is MISSING or value is DELETE:
+            raise _sentinel_stored(value)
         new = cls()
         for key in iterable:
             new[key] = value  # item assignment, as dict.fromkeys does for a subclass's result
@@ -301,6 +321,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
         """``(existing, True)`` if ``key`` is present, else store ``value`` and return
         ``(value, False)``."""
+        if value is MISSING or value is DELETE:
+            raise _sentinel_stored(value)
         loaded = True
 
         def keep_or_store(_key: K, old: V | Missing) -> V:
@@ -333,6 +355,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
     def swap(self, key: K, value: V) -> tuple[V | None, bool]:
         """Store ``value``; return ``(previous, True)``, or ``(None, False)`` if absent."""
+        if value is MISSING or value is DELETE:
+            raise _sentinel_stored(value)
         previous: Any = MISSING
 
         def replace(_key: K, old: V | Missing) -> V:
@@ -346,7 +370,13 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         return previous, True
 
     def compare_and_swap(self, key: K, old: V, new: V) -> bool:
-        """Store ``new`` only if ``key`` is present with a value equal to ``old``."""
+        """Store ``new`` only if ``key`` is present with a value equal to ``old``.
+
+        A sentinel ``old`` is never equal to a stored value: the result is ``False``."""
+        if new is MISSING or new is DELETE:
+            raise _sentinel_stored(new)
+        if old is MISSING or old is DELETE:
+            return False
         swapped = False
 
         def swap_if_equal(_key: K, current: V | Missing) -> V | Delete:
@@ -362,7 +392,10 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         return swapped
 
     def compare_and_delete(self, key: K, old: V) -> bool:
-        """Remove ``key`` only if it is present with a value equal to ``old``."""
+        """Remove ``key`` only if it is present with a value equal to ``old`` (never for a
+        sentinel ``old``: the result is then ``False``)."""
+        if old is MISSING or old is DELETE:
+            return False
         deleted = False
 
         def delete_if_equal(_key: K, current: V | Missing) -> V | Delete:
@@ -413,6 +446,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         """Store ``value`` if ``key`` is absent, else ``fn(old, value)`` (``DELETE``
         removes it). Returns the new value, or ``None`` when removed. The counter idiom
         ``m.merge(k, 1, operator.add)`` never loses an update."""
+        if value is MISSING or value is DELETE:
+            raise _sentinel_stored(value)
 
         def combine(_key: K, old: V | Missing) -> V | Delete:
             return value if old is MISSING else fn(old, value)

@@ -6,12 +6,22 @@ Invariants, while the owning map holds exclusive access:
 - the view's contents are ``(_base - _deleted) | _writes``.
 Nothing reaches the map until ``_commit`` applies the overlay, so a ``fn`` that raises leaves
 the map untouched, and a commit makes every change visible at once (under the same lock).
+
+The commit is all or nothing. It first looks up every key it will touch, which is where a
+key's ``__hash__``/``__eq__`` runs against the map's keys, so a key that raises there stops
+it before the first change. If a change still fails (a non-deterministic ``__eq__``, an
+interrupt, memory), the changes already applied are undone in reverse order from the undo
+log, and the exception propagates. The undo log holds every value the commit replaced or
+removed: it lives as long as the view, which the map releases after unlocking, so their
+``__del__`` never runs under the map's lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, Generic, TypeVar
+
+from .sentinels import DELETE, MISSING
 
 __all__ = ["TransactionView"]
 
@@ -29,12 +39,13 @@ class TransactionView(MutableMapping[K, V], Generic[K, V]):
     it raises. Any use after the callback returned raises ``RuntimeError``.
     """
 
-    __slots__ = ("_base", "_deleted", "_open", "_writes")
+    __slots__ = ("_base", "_deleted", "_open", "_undo", "_writes")
 
     def __init__(self, base: Mapping[K, V]) -> None:
         self._base = base
         self._writes: dict[K, V] = {}
         self._deleted: set[K] = set()
+        self._undo: list[tuple[K, Any]] = []
         self._open = True
 
     def _check(self) -> None:
@@ -58,6 +69,8 @@ class TransactionView(MutableMapping[K, V], Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         self._check()
+        if value is MISSING or value is DELETE:
+            raise TypeError(f"{value!r} is a sentinel and cannot be stored as a value")
         self._writes[key] = value
         self._deleted.discard(key)
 
@@ -92,11 +105,44 @@ class TransactionView(MutableMapping[K, V], Generic[K, V]):
         return f"{type(self).__name__}({dict(self.items())!r})"
 
     def _commit(self, target: MutableMapping[K, V]) -> None:
-        """Apply the overlay to ``target`` (the map's storage) and close the view."""
+        """Apply the overlay to ``target`` (the map's storage: ``in``, ``[]``, ``[]=`` and
+        ``del`` suffice) all or nothing, and close the view.
+
+        Raises what a key raised, with ``target`` exactly as before."""
         self._open = False
-        for key in self._deleted:
-            del target[key]
-        target.update(self._writes)
+        # Every lookup that can run user code, before the first change: the value each
+        # touched key holds now (``_ABSENT`` for a key the commit adds).
+        removals = [(key, target[key]) for key in self._deleted]
+        writes = [
+            (key, value, target[key] if key in target else _ABSENT)  # noqa: SIM401  # no get()
+            for key, value in self._writes.items()
+        ]
+        # Each entry is logged before its change is made, so an interrupt between the two
+        # leaves an entry whose undo is a no-op, never a change without an entry.
+        undo = self._undo
+        try:
+            for key, old in removals:
+                undo.append((key, old))
+                del target[key]
+            for key, value, old in writes:
+                undo.append((key, old))
+                target[key] = value
+        except BaseException as exc:
+            self._roll_back(target, exc)
+            raise
+
+    def _roll_back(self, target: MutableMapping[K, V], error: BaseException) -> None:
+        """Undo the logged changes, newest first. Each step is a single-key write of a key
+        the map held a moment ago; one that still fails is skipped and noted on ``error``."""
+        for key, old in reversed(self._undo):
+            try:
+                if old is _ABSENT:
+                    if key in target:
+                        del target[key]
+                else:
+                    target[key] = old
+            except BaseException as undo_error:  # the commit's error wins
+                error.add_note(f"safemap: could not undo the commit for {key!r}: {undo_error!r}")
 
     def _close(self) -> None:
         self._open = False

@@ -1,0 +1,205 @@
+"""RedisMap against Manager().dict() (+ Manager().Lock() for compound operations) and raw
+redis-py: ops/s for get, set, compare-and-swap, merge, compute and a 2-key transaction, with
+1 and 4 processes; the near cache's hit cost and invalidation latency.
+
+    python benchmarks/bench_redis.py [--url redis://127.0.0.1:PORT/0] [--ops 2000]
+
+Without --url it starts a private redis-server on 127.0.0.1 (a free port, no persistence)
+and stops it afterwards. Prints one table and the ratios the design aims at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import operator
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from safemap.redis import RedisMap
+
+OPS = ["get", "set", "cas", "merge", "compute", "txn2"]
+
+
+def _redismap_op(m: Any, op: str, i: int) -> None:
+    if op == "get":
+        m.get("k0")
+    elif op == "set":
+        m[f"k{i % 8}"] = i
+    elif op == "cas":
+        cur = m.get("c", 0)
+        m.compare_and_swap("c", cur, cur + 1)
+    elif op == "merge":
+        m.merge("n", 1, operator.add)
+    elif op == "compute":
+        m.compute("n", lambda _k, old: 1 if not isinstance(old, int) else old + 1)
+    else:
+        m.transaction(_move)
+
+
+def _move(view: Any) -> None:
+    view["a"] = view.get("a", 0) - 1
+    view["b"] = view.get("b", 0) + 1
+
+
+def _manager_op(d: Any, lock: Any, op: str, i: int) -> None:
+    if op == "get":
+        d.get("k0")
+    elif op == "set":
+        d[f"k{i % 8}"] = i
+    else:
+        with lock:  # the compound operations need the lock to be atomic
+            if op == "cas":
+                if d.get("c", 0) == d.get("c", 0):
+                    d["c"] = d.get("c", 0) + 1
+            elif op in ("merge", "compute"):
+                d["n"] = d.get("n", 0) + 1
+            else:
+                d["a"] = d.get("a", 0) - 1
+                d["b"] = d.get("b", 0) + 1
+
+
+def _raw_op(r: Any, name: str, op: str, i: int) -> None:
+    if op == "get":
+        r.hget(name, "k0")
+    elif op == "set":
+        r.hset(name, f"k{i % 8}", i)
+    elif op in ("merge", "compute"):
+        r.hincrby(name, "n", 1)
+    elif op == "cas":
+        with r.pipeline() as p:  # WATCH/MULTI/EXEC, as a redis-py user would write it
+            while True:
+                try:
+                    p.watch(name)
+                    cur = p.hget(name, "c")
+                    p.multi()
+                    p.hset(name, "c", int(cur or 0) + 1)
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+    else:
+        with r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(name)
+                    a, b = p.hmget(name, "a", "b")
+                    p.multi()
+                    p.hset(name, mapping={"a": int(a or 0) - 1, "b": int(b or 0) + 1})
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+
+
+def _worker(kind: str, target: Any, op: str, n: int, out: Any) -> None:
+    if kind == "redismap":
+        m = RedisMap(url=target[0], name=target[1])
+        run: Callable[[int], None] = lambda i: _redismap_op(m, op, i)  # noqa: E731
+    elif kind == "raw":
+        r = redis.Redis.from_url(target[0])
+        run = lambda i: _raw_op(r, target[1], op, i)  # noqa: E731
+    else:
+        run = lambda i: _manager_op(target[0], target[1], op, i)  # noqa: E731
+    start = time.perf_counter()
+    for i in range(n):
+        run(i)
+    out.put(n / (time.perf_counter() - start))
+
+
+def _measure(kind: str, target: Any, op: str, procs: int, n: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_worker, args=(kind, target, op, n, out)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    rates = [out.get(timeout=300) for _ in workers]
+    for w in workers:
+        w.join()
+    return sum(rates)
+
+
+def _near_cache(url: str, n: int) -> tuple[float, float, float]:
+    near = RedisMap({"k0": 1}, url=url, near_cache=True)
+    writer = RedisMap(url=url, name=near.name)
+    near["k0"]
+    start = time.perf_counter()
+    for _ in range(n * 10):
+        near["k0"]
+    hit = (time.perf_counter() - start) / (n * 10)
+    latencies = []
+    for i in range(50):
+        near["k0"]
+        t0 = time.perf_counter()
+        writer["k0"] = i + 2
+        while near["k0"] != i + 2:
+            pass
+        latencies.append(time.perf_counter() - t0)
+    latencies.sort()
+    near.close()
+    writer.close()
+    return hit, latencies[len(latencies) // 2], latencies[-1]
+
+
+def _server() -> tuple[str, subprocess.Popen[bytes] | None]:
+    binary = shutil.which("redis-server") or shutil.which("valkey-server")
+    if binary is None:
+        raise SystemExit("no redis-server on PATH; pass --url")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
+         "no", "--dir", tempfile.mkdtemp()],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    return url, proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url")
+    parser.add_argument("--ops", type=int, default=2000)
+    args = parser.parse_args()
+    url, proc = (args.url, None) if args.url else _server()
+    try:
+        manager = multiprocessing.Manager()
+        print(f"{'op':8} {'procs':>5} {'RedisMap':>10} {'raw redis':>10} {'Manager':>10} ratio")
+        for op in OPS:
+            for procs in (1, 4):
+                m = RedisMap(url=url)
+                rm = _measure("redismap", (url, m.name), op, procs, args.ops)
+                raw = _measure("raw", (url, RedisMap(url=url).name), op, procs, args.ops)
+                man = _measure("manager", (manager.dict(), manager.Lock()), op, procs, args.ops)
+                print(f"{op:8} {procs:>5} {rm:>10.0f} {raw:>10.0f} {man:>10.0f} {rm / man:5.2f}x")
+        hit, p50, worst = _near_cache(url, args.ops)
+        d = manager.dict({"k0": 1})
+        start = time.perf_counter()
+        for _ in range(args.ops):
+            d.get("k0")
+        manager_get = (time.perf_counter() - start) / args.ops
+        print(f"near-cache hit {hit * 1e6:.2f} us vs Manager().dict() get "
+              f"{manager_get * 1e6:.1f} us: {manager_get / hit:.0f}x")  # fmt: skip
+        print(f"invalidation latency: median {p50 * 1e6:.0f} us, worst of 50 {worst * 1e6:.0f} us")
+        manager.shutdown()
+    finally:
+        if proc is not None:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()

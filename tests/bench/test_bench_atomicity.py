@@ -1,0 +1,90 @@
+"""The atomicity checks: every compound operation the bench measures has a workload that
+a check-then-act version of that operation fails in every run, on GIL and free-threaded
+builds, while the correct maps never fail it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from bench_helpers import CHECK_THEN_ACT
+
+import safemap
+from safemap.bench.atomicity import SWITCH_INTERVAL, atomicity_workloads
+from safemap.bench.catalog import all_workloads
+from safemap.bench.runner import CellOutcome, run_cell
+from safemap.bench.workload import Workload
+from safemap.native import ConcurrentMap, SyncMap
+
+RUNS = 3  # the broken map must fail every one of them
+THREADS = 2
+
+RACES = {w.name: w for w in atomicity_workloads()}
+BY_OP = {
+    "load_or_store": "LoadOrStoreRace",
+    "load_and_delete": "LoadAndDeleteRace",
+    "swap": "SwapRace",
+    "compare_and_swap": "CompareAndSwapRace",
+    "compare_and_delete": "CompareAndDeleteRace",
+    "compute_if_present": "ComputeIfPresentRace",
+    "merge": "MergeRace",
+}
+
+
+def _failed(outcome: CellOutcome) -> bool:
+    return bool(
+        outcome.exceptions or outcome.anomalies or outcome.verdict.lost or outcome.verdict.problems
+    )
+
+
+def _run(workload: Workload, factory: Callable[[], Any]) -> CellOutcome:
+    # The --quick duration: the workload's own minimum for several threads applies.
+    return run_cell(workload, factory, THREADS, duration=0.03)
+
+
+def test_every_compound_operation_measured_has_an_atomicity_check() -> None:
+    compound = {"load_or_store", "load_and_delete", "swap", "compare_and_swap"}
+    compound |= {"compare_and_delete", "compute_if_present", "merge"}
+    measured = {op for w in all_workloads(capacity=64) for op in w.info.ops}
+    assert compound <= measured
+    assert set(BY_OP) == compound == set(CHECK_THEN_ACT)
+    for op, name in BY_OP.items():
+        assert op in RACES[name].info.ops
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("op", sorted(BY_OP))
+def test_a_check_then_act_operation_fails_every_run(op: str) -> None:
+    workload, broken = RACES[BY_OP[op]], CHECK_THEN_ACT[op]
+    outcomes = [_run(workload, broken) for _ in range(RUNS)]
+    assert all(_failed(o) for o in outcomes), [
+        (o.anomalies, o.verdict.lost, o.verdict.problems) for o in outcomes
+    ]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("factory", [safemap.LockedMap, ConcurrentMap, SyncMap])
+def test_correct_maps_pass_every_atomicity_check(factory: Callable[[], Any]) -> None:
+    for workload in RACES.values():
+        outcome = _run(workload, factory)
+        assert not _failed(outcome), (workload.name, outcome)
+        assert outcome.verdict.known_state
+
+
+def test_the_switch_interval_is_lowered_for_the_cell_and_restored() -> None:
+    seen: list[float] = []
+    workload = RACES["MergeRace"]
+
+    class Spy(safemap.LockedMap[Any, Any]):
+        def merge(self, key: Any, value: Any, fn: Callable[[Any, Any], Any]) -> Any:
+            if not seen:
+                seen.append(sys.getswitchinterval())
+            return super().merge(key, value, fn)
+
+    before = sys.getswitchinterval()
+    _run(workload, Spy)
+    assert sys.getswitchinterval() == before
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert seen == [pytest.approx(SWITCH_INTERVAL if gil else before)]
