@@ -14,7 +14,7 @@ import safemap
 from safemap.bench.bustle import MIXES, BustleWorkload
 from safemap.bench.catalog import all_workloads, select_workloads
 from safemap.bench.contention import Counter as CounterWorkload
-from safemap.bench.contention import IterateWhileWriting
+from safemap.bench.contention import IterateWhileWriting, SnapshotPerRequest
 from safemap.bench.gosync import GO_WORKLOADS
 from safemap.bench.keys import SCHEDULE_LENGTH, ZipfSampler, draw_indices, shuffled_slots
 from safemap.bench.mixes import MixSpec, custom_workload, xsync_workloads
@@ -234,10 +234,26 @@ def test_bustle_prefill() -> None:
 
 
 def test_counter_and_iteration_on_a_correct_map() -> None:
-    for w in (CounterWorkload(), IterateWhileWriting(200)):
+    for w in (CounterWorkload(), IterateWhileWriting(200), SnapshotPerRequest(200)):
         outcome = run_cell(w, safemap.RWLockMap, 2, duration=1, ops_per_thread=517)
         assert outcome.exceptions == 0 and outcome.anomalies == 0
         assert outcome.verdict.known_state and outcome.verdict.problems == [], w.name
+
+
+def test_snapshot_per_request_on_persistent_map_and_a_torn_snapshot() -> None:
+    w = SnapshotPerRequest(100)
+    outcome = run_cell(w, safemap.PersistentMap, 2, duration=1, ops_per_thread=400)
+    assert outcome.exceptions == 0 and outcome.anomalies == 0
+    assert outcome.verdict.known_state and outcome.verdict.problems == []
+
+    class Torn(safemap.LockedMap):  # type: ignore[type-arg,misc]
+        def snapshot(self) -> dict[object, object]:  # misses a key: not one instant
+            snap = dict(super().snapshot())
+            snap.pop(0, None)
+            return snap
+
+    outcome = run_cell(w, Torn, 1, duration=1, ops_per_thread=64)
+    assert outcome.anomalies > 0
 
 
 def test_counter_final_value_is_the_increment_count() -> None:
@@ -248,7 +264,7 @@ def test_counter_final_value_is_the_increment_count() -> None:
 
 def test_catalog_selection() -> None:
     workloads = all_workloads(capacity=1024)
-    assert len(workloads) == 24 + 8 + 3 + 2 + 7
+    assert len(workloads) == 24 + 8 + 3 + 3 + 7
     assert len({w.name for w in workloads}) == len(workloads)
     picked = select_workloads(workloads, ["loadorstore*", "xsync", "Counter"])
     assert [w.name for w in picked] == [

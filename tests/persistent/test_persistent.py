@@ -207,15 +207,34 @@ def test_reentrant_writes_are_refused_and_change_nothing() -> None:
 
     class WritingEq(Key):
         def __eq__(self, other: object) -> bool:
-            m["side"] = 1
+            m["side"] = "written by __eq__"
             return False
 
         __hash__ = Key.__hash__
 
     m[Key(1, 5)] = "x"
-    with pytest.raises(RecursiveUpdateError):
-        m[WritingEq(2, 5)] = "y"
+    with pytest.raises(RecursiveUpdateError):  # nested in a compute: refused
+        m.compute(WritingEq(2, 5), lambda k, old: "y")
     assert dict(m.items()) == {"a": 2, Key(1, 5): "x"}
+    # Nested in a plain write: the nested write lands, then the outer one (rebuilt on top).
+    w = WritingEq(2, 5)
+    m[w] = "y"
+    assert m["side"] == "written by __eq__" and m[Key(1, 5)] == "x" and len(m) == 4
+    assert [v for k, v in m.items() if k is w] == ["y"]
+
+    class AlwaysWritingEq(Key):
+        calls = 0
+
+        def __eq__(self, other: object) -> bool:
+            AlwaysWritingEq.calls += 1
+            m["side"] = AlwaysWritingEq.calls  # a new version on every call
+            return False
+
+        __hash__ = Key.__hash__
+
+    with pytest.raises(RecursiveUpdateError):  # refused after many rebuilds, not a livelock
+        m[AlwaysWritingEq(3, 5)] = "z"
+    assert len(m) == 4
 
 
 def test_compute_sentinels_and_results() -> None:

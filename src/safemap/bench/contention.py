@@ -1,5 +1,5 @@
-"""Contention micro-cases: an atomic counter on one hot key, and iteration alongside
-writers.
+"""Contention micro-cases: an atomic counter on one hot key, iteration alongside writers,
+and a snapshot per request alongside writers.
 
 - **Counter** (after xsync's ``TestMapParallelComputes`` and the JDK's ``merge`` counter
   idiom): every thread runs ``merge("hits", 1, operator.add)`` on the same key. The final
@@ -13,6 +13,12 @@ writers.
   once (the protocol's weakly consistent iteration) and must not raise; at the end only
   the stable keys remain (plus a volatile key whose delete had not run when the thread
   stopped).
+- **SnapshotPerRequest** (the pattern of a service that hands each request a consistent
+  view of shared state, e.g. a routing or configuration table): ``keys`` entries with
+  ``value % keys == key``. Operation ``i`` of a thread, by ``i % 8``: ``0``: overwrite key
+  ``k = i % keys`` with ``k + keys * i`` (the invariant holds for every value written);
+  otherwise a request: take ``snapshot()`` and read 8 keys from it. Every snapshot must
+  hold exactly ``keys`` entries, and every value read must satisfy the invariant.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from typing import Any
 
 from .protocol import BenchMap, direct
 from .results import WorkloadInfo
-from .workload import Run, ThreadState, Verdict, Workload, compare_state
+from .workload import Run, ThreadState, Verdict, Workload, compare_state, contents
 
-__all__ = ["Counter", "IterateWhileWriting", "contention_workloads"]
+__all__ = ["Counter", "IterateWhileWriting", "SnapshotPerRequest", "contention_workloads"]
 
 COUNTER_KEY = "hits"
 
@@ -132,5 +138,67 @@ class IterateWhileWriting(Workload):
         return compare_state(m, expected)
 
 
+class SnapshotPerRequest(Workload):
+    """Requests that each read a snapshot, alongside overwrites by every thread."""
+
+    PERIOD = 8
+    READS = 8
+
+    def __init__(self, keys: int = 1000) -> None:
+        self.keys = keys
+        self.info = WorkloadInfo(
+            name="SnapshotPerRequest",
+            family="contention",
+            anchor="a snapshot per request (a consistent view handed to each request) "
+            "alongside writers",
+            description=f"{keys:,} keys with value % keys == key; per 8 ops: 1 overwrite "
+            "keeping the invariant, 7 requests that each take snapshot() and read 8 keys "
+            "(exactly keys entries, every value satisfies the invariant)",
+            profile="a consistent snapshot per request alongside writers",
+            ops=("snapshot", "store"),
+            known_state=True,
+            bounded="duration",
+        )
+
+    def setup(self, m: BenchMap, threads: int) -> None:
+        for k in range(self.keys):
+            m.store(k, k)
+
+    def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
+        snapshot, t = m.snapshot, direct(m).target
+        n, reads, period = self.keys, self.READS, self.PERIOD
+
+        def run(first: int, count: int) -> None:
+            bad = 0
+            for i in range(first, first + count):
+                k = i % n
+                if i % period == 0:
+                    t[k] = k + n * i
+                    continue
+                snap = snapshot()
+                if len(snap) != n:
+                    bad += 1
+                for j in range(k, k + reads):
+                    key = j % n
+                    if snap[key] % n != key:
+                        bad += 1
+            state.anomalies += bad
+
+        return run
+
+    def verify(self, m: BenchMap, states: Sequence[ThreadState], threads: int) -> Verdict:
+        # Threads overwrite the same keys concurrently, so the final value of a key is
+        # one of several; what is known: every key is there and keeps the invariant.
+        expected = set(range(self.keys))
+        actual = contents(m)
+        problems = []
+        if set(actual) != expected:
+            problems.append(f"{len(expected ^ set(actual))} keys missing or unexpected")
+        wrong = [k for k, v in actual.items() if not isinstance(v, int) or v % self.keys != k]
+        if wrong:
+            problems.append(f"{len(wrong)} keys hold a value breaking the invariant")
+        return Verdict(known_state=True, lost=len(wrong), problems=problems)
+
+
 def contention_workloads(keys: int = 1000) -> list[Workload]:
-    return [Counter(), IterateWhileWriting(keys)]
+    return [Counter(), IterateWhileWriting(keys), SnapshotPerRequest(keys)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from .protocol import Direct
@@ -141,6 +141,9 @@ class UnsafeDict:
     def items(self) -> Iterable[tuple[Any, Any]]:
         return self._d.items()
 
+    def snapshot(self) -> Mapping[Any, Any]:
+        return self._d.copy()
+
     def __len__(self) -> int:
         return len(self._d)
 
@@ -252,6 +255,10 @@ class LockedDict:
         # The usual idiom: copy under the lock, iterate the copy without it.
         with self._lock:
             return list(self._d.items())
+
+    def snapshot(self) -> Mapping[Any, Any]:
+        with self._lock:  # a copy per snapshot, under the lock
+            return self._d.copy()
 
     def __len__(self) -> int:
         return len(self._d)
@@ -384,6 +391,10 @@ class RWLockedDict:
         with self._r():
             return list(self._d.items())
 
+    def snapshot(self) -> Mapping[Any, Any]:
+        with self._r():
+            return self._d.copy()
+
     def __len__(self) -> int:
         return len(self._d)
 
@@ -392,12 +403,13 @@ class CereggiiDict:
     """``cereggii.AtomicDict``: lock-free; compound operations are compare-and-set loops.
 
     ``AtomicDict`` has no atomic conditional delete, no ``pop`` and no ``clear``:
-    ``load_and_delete`` and ``compare_and_delete`` read, then ``del`` (two steps), and
-    ``clear`` deletes the keys one by one.
+    ``load_and_delete`` and ``compare_and_delete`` read, then ``del`` (two steps),
+    ``clear`` deletes the keys one by one, and ``snapshot`` builds a dict from an
+    iteration that writers change meanwhile.
     """
 
     NON_ATOMIC: ClassVar[frozenset[str]] = frozenset(
-        {"load_and_delete", "compare_and_delete", "clear"}
+        {"load_and_delete", "compare_and_delete", "clear", "snapshot"}
     )
 
     __slots__ = ("_d", "_failed", "_not_found")
@@ -514,6 +526,9 @@ class CereggiiDict:
     def items(self) -> Iterable[tuple[Any, Any]]:
         return self._d.fast_iter()  # type: ignore[no-any-return]
 
+    def snapshot(self) -> Mapping[Any, Any]:
+        return dict(self._d.fast_iter())  # not one instant: built while writers run
+
     def __len__(self) -> int:
         return len(self._d)
 
@@ -532,7 +547,7 @@ class FtUtilsDict:
     """``ft_utils.concurrency.ConcurrentDict``: scalable get/set/delete on free-threaded
     builds; every compound operation is composed of several calls (not atomic)."""
 
-    NON_ATOMIC: ClassVar[frozenset[str]] = _COMPOUND | {"range", "items"}
+    NON_ATOMIC: ClassVar[frozenset[str]] = _COMPOUND | {"range", "items", "snapshot"}
 
     __slots__ = ("_d",)
 
@@ -631,6 +646,9 @@ class FtUtilsDict:
 
     def items(self) -> Iterable[tuple[Any, Any]]:
         return self._d.as_dict().items()  # type: ignore[no-any-return]
+
+    def snapshot(self) -> Mapping[Any, Any]:
+        return self._d.as_dict()  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return len(self._d.as_dict())

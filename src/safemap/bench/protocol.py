@@ -19,7 +19,7 @@ the same operation (the protocol's ``get``, ``m[k] = v``, ``setdefault``, ``pop`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ OPERATIONS: tuple[str, ...] = (
     "compute_if_present",
     "clear",
     "items",
+    "snapshot",
 )
 """The names of the operations of :class:`BenchMap` a workload may use."""
 
@@ -71,6 +72,10 @@ class BenchMap(Protocol):
     def clear(self) -> None: ...
 
     def items(self) -> Iterable[tuple[Any, Any]]: ...
+
+    def snapshot(self) -> Mapping[Any, Any]:
+        """The contents at one instant (safemap: ``snapshot()``; a peer: its idiom)."""
+        ...
 
     def __len__(self) -> int: ...
 

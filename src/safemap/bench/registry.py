@@ -80,6 +80,10 @@ _WHY: dict[str, tuple[str, str]] = {
         "its reads take no lock",
         "native code with lock-free reads: the least work per call",
     ),
+    "PersistentMap": (
+        "its reads and snapshots take no lock: a snapshot shares the current version",
+        "native code; a snapshot is one reference to an immutable version",
+    ),
     "ActorMap": (
         "one owner thread serves every call in order",
         "one owner thread serves every call in order",

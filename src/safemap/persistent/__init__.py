@@ -47,15 +47,17 @@ class _Builder:
     def __init__(self, trie: Trie) -> None:
         self.trie = trie
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.trie
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.trie[key]
+
     def __setitem__(self, key: Any, value: Any) -> None:
         self.trie = self.trie.set(key, value)
 
     def __delitem__(self, key: Any) -> None:
         self.trie = self.trie.delete(key)
-
-    def update(self, items: Mapping[Any, Any]) -> None:
-        for key, value in items.items():
-            self.trie = self.trie.set(key, value)
 
 
 class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):

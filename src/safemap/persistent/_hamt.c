@@ -962,6 +962,7 @@ typedef struct {
     PyObject_HEAD
     Trie *root;        /* the current version; replaced only under wlock (pm_swap) */
     SMLock wlock;      /* serializes writers; its owner field detects re-entry */
+    int strict;        /* the wlock holder is in a compute or a transaction (owner only) */
     void *txn_owner;   /* thread running this map's transaction callback, or NULL */
 } PMap;
 
@@ -1028,11 +1029,57 @@ pm_read(PMap *self)
     return pm_load(self);
 }
 
-/* Take the writer lock.  A thread that already holds it is inside one of this
- * map's operations (a compute callback, a key's __eq__ during a write, or a
- * transaction callback): its write is refused instead of self-deadlocking. */
+/* A plain write rebuilds at most this many times on top of nested writes (see
+ * pm_write_begin); past it, a key whose __eq__/__hash__ writes to the map on
+ * every call is refused rather than looping forever. */
+#define PM_MAX_REBUILDS 1000
+
 static int
-pm_write_begin(PMap *self)
+pm_rebuild_refused(void)
+{
+    PyErr_SetString(RecursiveUpdateError,
+                    "the map changed under this write on every attempt: a key's "
+                    "__eq__/__hash__ writes to it each time it is called");
+    return -1;
+}
+
+/* Take the writer lock for a plain write (one that does not read first: store,
+ * delete, clear).  A thread that already holds the lock is inside one of this
+ * map's operations: a garbage-collector finalizer, a __del__ or a key's __eq__
+ * writing to the map.  Inside a compute or a transaction that write is refused
+ * (RecursiveUpdateError); inside a plain write it is applied at once, under the
+ * hold the thread already has (*nested = 1), and the outer write, which sees
+ * that the version changed under it, rebuilds on top of it (pm_store_impl). */
+static int
+pm_write_begin(PMap *self, int *nested)
+{
+    void *me = sm_me();
+    *nested = 0;
+    if (sm_lock_held_by(&self->wlock, me)) {
+        if (self->strict) {
+            PyErr_SetObject(RecursiveUpdateError, self->txn_owner == me ? MSG_IN_TRANSACTION
+                                                                        : MSG_IN_OPERATION);
+            return -1;
+        }
+        *nested = 1;
+        return 0;
+    }
+    int contended;
+    return sm_lock_acquire(&self->wlock, me, &contended);
+}
+
+static inline void
+pm_write_end(PMap *self, int nested)
+{
+    if (!nested) {
+        sm_lock_release(&self->wlock);
+    }
+}
+
+/* Take the writer lock for a compute or a transaction: refused for a thread
+ * that already holds it (a read-modify-write cannot nest in another write). */
+static int
+pm_strict_begin(PMap *self)
 {
     void *me = sm_me();
     if (sm_lock_held_by(&self->wlock, me)) {
@@ -1041,12 +1088,17 @@ pm_write_begin(PMap *self)
         return -1;
     }
     int contended;
-    return sm_lock_acquire(&self->wlock, me, &contended);
+    if (sm_lock_acquire(&self->wlock, me, &contended) < 0) {
+        return -1;
+    }
+    self->strict = 1;
+    return 0;
 }
 
 static inline void
-pm_write_end(PMap *self)
+pm_strict_end(PMap *self)
 {
+    self->strict = 0;
     sm_lock_release(&self->wlock);
 }
 
@@ -1060,6 +1112,7 @@ pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     memset(&self->wlock, 0, sizeof(self->wlock));
+    self->strict = 0;
     self->txn_owner = NULL;
     self->root = trie_empty();
     if (self->root == NULL) {
@@ -1296,26 +1349,58 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
     return r < 0 ? -1 : done;
 }
 
+/* MISSING and DELETE are markers, never values: storing one raises TypeError
+ * before anything changes (they would read back as "absent" or "remove"). */
+static int
+pm_refuse_sentinel(PyObject *value)
+{
+    if (SM_UNLIKELY(value == MISSING || value == DELETE)) {
+        PyErr_Format(PyExc_TypeError, "safemap.%s is a sentinel and cannot be stored as a value",
+                     value == MISSING ? "MISSING" : "DELETE");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 pm_store_impl(PMap *self, PyObject *key, PyObject *value)
 {
-    if (pm_write_begin(self) < 0) {
+    int nested;
+    if (pm_refuse_sentinel(value) < 0 || pm_write_begin(self, &nested) < 0) {
         return -1;
     }
     PyObject *replaced = NULL;
-    Trie *cur = NULL, *next = NULL, *old = NULL;
+    Trie *old = NULL;
     Py_hash_t h = sm_hash(key);
-    int r = h == -1 && PyErr_Occurred() ? -1 : pm_replace_in_place(self, key, (uint64_t)h, value, &replaced);
-    if (r == 0) {
-        cur = pm_load(self);
-        next = cur == NULL ? NULL : trie_assoc_hashed(cur, key, h, value);
-        r = next == NULL ? -1 : 1;
-        if (next != NULL) {
+    int r = h == -1 && PyErr_Occurred() ? -1 : 0;
+    for (int attempt = 0; r == 0; attempt++) {
+        if (attempt == PM_MAX_REBUILDS) {
+            r = pm_rebuild_refused();
+            break;
+        }
+        r = pm_replace_in_place(self, key, (uint64_t)h, value, &replaced);
+        if (r != 0) {
+            break;
+        }
+        Trie *cur = pm_load(self);
+        Trie *next = cur == NULL ? NULL : trie_assoc_hashed(cur, key, h, value);
+        if (next == NULL) {
+            Py_XDECREF(cur);
+            r = -1;
+        }
+        else if (self->root != cur) {
+            /* A nested write (a finalizer run by an allocation above, or a
+             * key's __eq__) published meanwhile: build again on top of it. */
+            Py_DECREF(next);
+            Py_DECREF(cur);
+        }
+        else {
             old = pm_swap(self, next);
+            Py_DECREF(cur);
+            r = 1;
         }
     }
-    pm_write_end(self);
-    Py_XDECREF(cur);
+    pm_write_end(self, nested);
     Py_XDECREF(old);
     Py_XDECREF(replaced);
     return r < 0 ? -1 : 0;
@@ -1325,19 +1410,35 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
 static int
 pm_pop_impl(PMap *self, PyObject *key, PyObject **out)
 {
-    if (pm_write_begin(self) < 0) {
+    int nested;
+    if (pm_write_begin(self, &nested) < 0) {
         return -1;
     }
-    Trie *cur = pm_load(self);
-    Trie *next = NULL, *old = NULL;
-    PyObject *removed = NULL;
-    int r = cur == NULL ? -1 : trie_without(cur, key, &next, &removed);
-    if (r > 0) {
-        *out = Py_NewRef(removed);
-        old = pm_swap(self, next);
+    Trie *old = NULL;
+    int r;
+    for (int attempt = 0;; attempt++) {
+        if (attempt == PM_MAX_REBUILDS) {
+            r = pm_rebuild_refused();
+            break;
+        }
+        Trie *cur = pm_load(self);
+        Trie *next = NULL;
+        PyObject *removed = NULL;
+        r = cur == NULL ? -1 : trie_without(cur, key, &next, &removed);
+        if (r > 0 && self->root != cur) {
+            /* A nested write published meanwhile (see pm_store_impl). */
+            Py_DECREF(next);
+            Py_DECREF(cur);
+            continue;
+        }
+        if (r > 0) {
+            *out = Py_NewRef(removed);
+            old = pm_swap(self, next);
+        }
+        Py_XDECREF(cur);
+        break;
     }
-    pm_write_end(self);
-    Py_XDECREF(cur);
+    pm_write_end(self, nested);
     Py_XDECREF(old);
     return r;
 }
@@ -1413,6 +1514,56 @@ pm_pop(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     return NULL;
 }
 
+/* load_or_store(key, value): a plain write that reads first, with no callback,
+ * so it is not a compute (a finalizer's write nested in it lands, and it
+ * rebuilds on top of such a write like pm_store_impl). */
+static PyObject *
+pm_load_or_store(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load_or_store() takes 2 arguments (key, value)");
+        return NULL;
+    }
+    PyObject *key = args[0], *value = args[1];
+    int nested;
+    if (pm_refuse_sentinel(value) < 0 || pm_write_begin(self, &nested) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Trie *old = NULL;
+    Py_hash_t h = sm_hash(key);
+    for (int attempt = 0; !(h == -1 && PyErr_Occurred()); attempt++) {
+        if (attempt == PM_MAX_REBUILDS) {
+            pm_rebuild_refused();
+            break;
+        }
+        Trie *cur = pm_load(self);
+        PyObject *v = NULL;
+        int r = cur == NULL ? -1 : trie_find(cur, key, &v);
+        if (r != 0) {
+            result = r > 0 ? PyTuple_Pack(2, v, Py_True) : NULL;
+            Py_XDECREF(cur);
+            break;
+        }
+        Trie *next = trie_assoc_hashed(cur, key, h, value);
+        if (next != NULL && self->root != cur) {
+            /* A nested write published meanwhile (see pm_store_impl). */
+            Py_DECREF(next);
+            Py_DECREF(cur);
+            continue;
+        }
+        if (next != NULL) {
+            old = pm_swap(self, next);
+            result = PyTuple_Pack(2, value, Py_False);
+        }
+        Py_DECREF(cur);
+        break;
+    }
+    pm_write_end(self, nested);
+    Py_XDECREF(old);
+    return result;
+}
+
 static PyObject *
 pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1421,7 +1572,7 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *key = args[0], *fn = args[1];
-    if (pm_write_begin(self) < 0) {
+    if (pm_strict_begin(self) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -1438,6 +1589,9 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
             if (w >= 0) {
                 result = Py_NewRef(Py_None);
             }
+        }
+        else if (newv != NULL && pm_refuse_sentinel(newv) < 0) {
+            Py_CLEAR(newv); /* fn returned MISSING: TypeError, nothing changes */
         }
         else if (newv != NULL) {
             Py_hash_t h = r ? sm_hash(key) : 0; /* cached for str/int keys */
@@ -1463,7 +1617,7 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     if (next != NULL) {
         old = pm_swap(self, next);
     }
-    pm_write_end(self);
+    pm_strict_end(self);
     Py_XDECREF(cur);
     Py_XDECREF(old);
     Py_XDECREF(replaced);
@@ -1477,12 +1631,13 @@ pm_clear_method(PMap *self, PyObject *Py_UNUSED(ignored))
     if (empty == NULL) {
         return NULL;
     }
-    if (pm_write_begin(self) < 0) {
+    int nested;
+    if (pm_write_begin(self, &nested) < 0) {
         Py_DECREF(empty);
         return NULL;
     }
     Trie *old = pm_swap(self, empty);
-    pm_write_end(self);
+    pm_write_end(self, nested);
     Py_XDECREF(old);
     Py_RETURN_NONE;
 }
@@ -1495,11 +1650,12 @@ pm_publish(PMap *self, PyObject *t)
         PyErr_SetString(PyExc_TypeError, "_publish() needs a Trie");
         return NULL;
     }
-    if (pm_write_begin(self) < 0) {
+    int nested;
+    if (pm_write_begin(self, &nested) < 0) {
         return NULL;
     }
     Trie *old = pm_swap(self, (Trie *)Py_NewRef(t));
-    pm_write_end(self);
+    pm_write_end(self, nested);
     Py_XDECREF(old);
     Py_RETURN_NONE;
 }
@@ -1509,12 +1665,12 @@ pm_publish(PMap *self, PyObject *t)
 static PyObject *
 pm_txn_begin(PMap *self, PyObject *Py_UNUSED(ignored))
 {
-    if (pm_write_begin(self) < 0) {
+    if (pm_strict_begin(self) < 0) {
         return NULL;
     }
     Trie *cur = pm_load(self);
     if (cur == NULL) {
-        pm_write_end(self);
+        pm_strict_end(self);
         return NULL;
     }
     SM_STORE_PTR_RELAXED(&self->txn_owner, sm_me());
@@ -1536,7 +1692,7 @@ pm_txn_end(PMap *self, PyObject *t)
     }
     Trie *old = t == Py_None ? NULL : pm_swap(self, (Trie *)Py_NewRef(t));
     SM_STORE_PTR_RELAXED(&self->txn_owner, NULL);
-    pm_write_end(self);
+    pm_strict_end(self);
     Py_XDECREF(old);
     Py_RETURN_NONE;
 }
@@ -1549,6 +1705,7 @@ pm_after_fork(PMap *self, PyObject *Py_UNUSED(ignored))
 {
     if (!sm_lock_after_fork(&self->wlock, sm_me())) {
         self->txn_owner = NULL;
+        self->strict = 0;
     }
     Py_RETURN_NONE;
 }
@@ -1565,6 +1722,9 @@ static PyMethodDef pm_methods[] = {
     {"delete", (PyCFunction)pm_delete, METH_O, "delete(key): remove key if present."},
     {"pop", (PyCFunction)(void (*)(void))pm_pop, METH_FASTCALL,
      "pop(key[, default]): remove key and return its value; default (or KeyError) if absent."},
+    {"load_or_store", (PyCFunction)(void (*)(void))pm_load_or_store, METH_FASTCALL,
+     "load_or_store(key, value): (existing, True) if present, else store value and "
+     "return (value, False)."},
     {"compute", (PyCFunction)(void (*)(void))pm_compute, METH_FASTCALL,
      "compute(key, fn): atomically replace the entry with fn(key, old) (see ConcurrentMapping)."},
     {"clear", (PyCFunction)pm_clear_method, METH_NOARGS, "clear(): remove every entry, atomically."},
