@@ -435,3 +435,21 @@ def test_readers_holding_a_version_see_it_unchanged_under_overwrites(run_threads
 
     run_threads(worker, 3)
     assert set(m.values()) == {149}
+
+
+def test_one_iterator_shared_by_threads_yields_each_key_once(run_threads: Any) -> None:
+    m: PersistentMap[int, int] = PersistentMap({i: i for i in range(20_000)})
+    it = iter(m.items())
+    lock = threading.Lock()
+    seen: list[int] = []
+
+    def worker(i: int) -> None:
+        mine = []
+        for k, v in it:
+            assert k == v
+            mine.append(k)
+        with lock:
+            seen.extend(mine)
+
+    run_threads(worker, 4)
+    assert sorted(seen) == list(range(20_000))

@@ -767,8 +767,27 @@ trie_iter_make(Trie *t, int kind)
     return (PyObject *)it;
 }
 
+static PyObject *trieiter_next_locked(TrieIter *it);
+
+/* One iterator shared by several threads: on free-threaded builds its cursor
+ * is advanced inside the iterator's critical section, so concurrent next()
+ * calls never tear the stack (each entry is still yielded once overall). */
 static PyObject *
 trieiter_next(TrieIter *it)
+{
+    PyObject *res;
+#if SM_FREE_THREADED
+    Py_BEGIN_CRITICAL_SECTION(it);
+    res = trieiter_next_locked(it);
+    Py_END_CRITICAL_SECTION();
+#else
+    res = trieiter_next_locked(it);
+#endif
+    return res;
+}
+
+static PyObject *
+trieiter_next_locked(TrieIter *it)
 {
     while (it->depth > 0) {
         Node *node = it->stack[it->depth - 1];
