@@ -22,8 +22,10 @@
  *
  * Why readers are safe on free-threaded builds: the only shared mutable word
  * is PersistentMapBase.root.  Everything reachable from a Trie is immutable
- * once the Trie is published, so a reader that holds a strong reference to a
- * Trie can walk it while writers publish new versions.  Getting that strong
+ * once anyone but the map can see it (the one exception, pm_replace_in_place,
+ * writes only into a version and nodes nobody else holds), so a reader that
+ * holds a strong reference to a Trie can walk it while writers publish new
+ * versions.  Getting that strong
  * reference is the one delicate step: between loading the pointer and
  * incrementing the reference count, a writer could publish a new root and drop
  * the last reference to the old one.  So the load and the increment happen in
@@ -34,9 +36,12 @@
  * therefore freed exactly when the last reader that obtained it releases it.
  * On GIL builds the GIL makes load+incref atomic and no lock is taken.
  *
- * Key __hash__/__eq__ run Python code during walks; nothing is mutated during
- * a walk, and the walker holds a strong reference to the Trie, so such code
- * (even code that writes to the map) cannot invalidate the walk.
+ * Key __hash__/__eq__ run Python code during walks; nothing a walker holds is
+ * mutated during a walk, and the walker holds a strong reference to the Trie,
+ * so such code (even code that writes to the map) cannot invalidate the walk.
+ * A write made by that code from inside one of this map's plain writes (a
+ * finalizer, a key's __eq__) is applied at once; the outer write notices that
+ * the version changed under it and builds again on top (pm_write_begin).
  *
  * GC: nodes, tries, iterators and maps are GC-tracked (values may refer back
  * to the map).  tp_clear may empty slots of a node in an unreachable cycle, so
