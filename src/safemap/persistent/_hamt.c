@@ -929,7 +929,8 @@ node_fill_dict(Node *node, PyObject *d)
 static PyObject *
 trie_to_dict(Trie *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *d = PyDict_New();
+    /* Sized for the entries up front: no resize while filling. */
+    PyObject *d = _PyDict_NewPresized(self->count);
     if (d == NULL) {
         return NULL;
     }
