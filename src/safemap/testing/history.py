@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["History", "Operation", "Recorder"]
+__all__ = ["History", "Operation", "Recorder", "describe_call"]
 
 _clock = time.perf_counter_ns
 
@@ -39,9 +39,13 @@ class Operation:
 
     def describe(self) -> str:
         """``method(args) -> result`` as a one-line string."""
-        args = ", ".join(_short(a) for a in self.args)
         outcome = f"raised {self.error.__name__}" if self.error else f"-> {_short(self.result)}"
-        return f"{self.method}({args}) {outcome}"
+        return f"{describe_call(self.method, self.args)} {outcome}"
+
+
+def describe_call(method: str, args: tuple[Any, ...]) -> str:
+    """``method(args)`` as a short one-line string (callbacks by name)."""
+    return f"{method}({', '.join(_short(a) for a in args)})"
 
 
 def _short(value: Any, limit: int = 40) -> str:
