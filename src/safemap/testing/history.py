@@ -43,6 +43,13 @@ class Operation:
         return f"{describe_call(self.method, self.args)} {outcome}"
 
 
+def by_time(op: Operation) -> tuple[float, float]:
+    """Sort key: invocation time, then response time (so that, within one thread, an
+    instantaneous call comes before a call invoked at the same instant); ties keep their
+    order."""
+    return (op.invoke, op.response)
+
+
 def describe_call(method: str, args: tuple[Any, ...]) -> str:
     """``method(args)`` as a short one-line string (callbacks by name)."""
     return f"{method}({', '.join(_short(a) for a in args)})"
@@ -123,7 +130,7 @@ class History:
         """Every recorded operation, ordered by invocation time."""
         with self._lane_lock:
             lanes = [list(lane) for lane in self._lanes.values()]
-        return sorted(itertools.chain.from_iterable(lanes), key=lambda op: op.invoke)
+        return sorted(itertools.chain.from_iterable(lanes), key=by_time)
 
     def __len__(self) -> int:
         with self._lane_lock:

@@ -15,7 +15,6 @@ blocks fails the run instead of hanging it).
 from __future__ import annotations
 
 import contextlib
-import math
 import operator
 import random
 import sys
@@ -27,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import DELETE, MISSING
-from .checker import Counterexample, MapModel, check_linearizable
+from .checker import (
+    Counterexample,
+    MapModel,
+    check_linearizable,
+    positive_seconds,
+    require_model,
+)
 from .history import History, describe_call
 
 __all__ = [
@@ -358,17 +363,13 @@ def _validate(arguments: dict[str, Any]) -> frozenset[str]:
             raise TypeError(f"{name} must be an int, got {value!r}")
         if name != "seed" and value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    for name in ("whole_map", "time_budget", "run_timeout"):
-        value = arguments[name]
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-    if not 0.0 <= arguments["whole_map"] <= 1.0:
-        raise ValueError(f"whole_map is a share between 0 and 1, got {arguments['whole_map']}")
-    for name in ("time_budget", "run_timeout"):
-        if arguments[name] <= 0:
-            raise ValueError(f"{name} must be positive (seconds), got {arguments[name]}")
+    whole_map = arguments["whole_map"]
+    if not isinstance(whole_map, (int, float)) or isinstance(whole_map, bool):
+        raise TypeError(f"whole_map must be a number, got {whole_map!r}")
+    if not 0.0 <= whole_map <= 1.0:  # NaN fails too
+        raise ValueError(f"whole_map is a share between 0 and 1, got {whole_map}")
+    positive_seconds("time_budget", arguments["time_budget"])
+    positive_seconds("run_timeout", arguments["run_timeout"])
     methods = arguments["methods"]
     if isinstance(methods, str):
         raise TypeError(f"methods must be a sequence of method names, not the string {methods!r}")
@@ -377,9 +378,8 @@ def _validate(arguments: dict[str, Any]) -> frozenset[str]:
         raise ValueError(
             f"methods must be a non-empty subset of {SINGLE_KEY_CALLS}, got {sorted(chosen)}"
         )
-    model = arguments["model"]
-    if model is not None and not isinstance(model, MapModel):
-        raise TypeError(f"model must be a MapModel instance, got {model!r}")
+    if arguments["model"] is not None:
+        require_model(arguments["model"])
     return chosen
 
 
