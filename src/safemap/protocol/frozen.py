@@ -44,8 +44,9 @@ class FrozenMap(Mapping[K, V]):
 
     # Both slots are sealed after the class is built (see ``_seal`` below): ``_data`` reads
     # as the contents dict (the package's maps read it to avoid a copy) and ``_hash`` as the
-    # cached hash, but neither can be set or deleted from outside; this module writes them
-    # through the slot descriptors, once per instance, before the instance is shared.
+    # cached hash, but neither can be set or deleted from outside. This module writes them
+    # through the slot descriptors: ``_data`` once, when the instance is built (an unset
+    # ``_data`` means "not built yet"); ``_hash`` on the first ``hash()``.
     _data: dict[K, V]
 
     # ``__class__`` is a data descriptor here, so ``obj.__class__ = X`` and
@@ -61,14 +62,14 @@ class FrozenMap(Mapping[K, V]):
         else:
             data = dict(other.items()) if isinstance(other, Mapping) else dict(other)
             data.update(kwargs)
-        _build(self, data)
+        _set_data(self, data)
 
     @classmethod
     def _adopt(cls, data: dict[K, V]) -> FrozenMap[K, V]:
         """Wrap ``data`` without copying it (O(1)). The caller gives up every reference to
         ``data``."""
         self = cls.__new__(cls)
-        _build(self, data)
+        _set_data(self, data)
         return self
 
     @classmethod
@@ -114,15 +115,19 @@ class FrozenMap(Mapping[K, V]):
 
     def __hash__(self) -> int:
         try:
-            cached: int | None = _HASH.__get__(self)
+            known: int = _get_hash(self)  # the slot stays unset until the first hash()
+            return known
+        except AttributeError:
+            pass
+        try:
+            data = _get_data(self)
         except AttributeError:
             raise TypeError(
                 f"unhashable: this {type(self).__name__} is not built yet (it was reached "
                 "through its own values while being unpickled or deep-copied)"
             ) from None
-        if cached is None:
-            cached = hash(frozenset(self._data.items()))
-            _HASH.__set__(self, cached)  # racing threads store the same int: benign
+        cached = hash(frozenset(data.items()))
+        _set_hash(self, cached)  # racing threads store the same int: benign
         return cached
 
     @reprlib.recursive_repr()
@@ -171,7 +176,7 @@ class FrozenMap(Mapping[K, V]):
         contents, attributes = state
         if attributes:
             self.__dict__.update(attributes)  # only a subclass with a __dict__ has any
-        _build(self, dict(contents))  # our own copy: the caller may keep ``contents``
+        _set_data(self, dict(contents))  # our own copy: the caller may keep ``contents``
 
 
 def _refuse(self: object, name: str, error: type[Exception] = AttributeError) -> NoReturn:
@@ -193,18 +198,14 @@ def _seal(name: str) -> Any:
 
 _DATA = _seal("_data")
 _HASH = _seal("_hash")
+_get_data, _set_data = _DATA.__get__, _DATA.__set__  # set once, by the constructors
+_get_hash, _set_hash = _HASH.__get__, _HASH.__set__  # unset until the first hash()
 
 
 def _unbuilt(self: FrozenMap[Any, Any], method: str) -> None:
     """Raise ``TypeError`` unless ``self`` is still empty (fresh from ``__new__``)."""
     try:
-        _DATA.__get__(self)
+        _get_data(self)
     except AttributeError:
         return
     raise TypeError(f"{type(self).__name__} is immutable: {method} cannot rebuild a built instance")
-
-
-def _build(self: FrozenMap[Any, Any], data: dict[Any, Any]) -> None:
-    """Give a fresh instance its contents (O(1): ``data`` is adopted, not copied)."""
-    _HASH.__set__(self, None)
-    _DATA.__set__(self, data)
