@@ -5,9 +5,13 @@ from __future__ import annotations
 import collections.abc
 import copy
 import pickle
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import safemap
 from safemap import FrozenMap
@@ -179,3 +183,234 @@ def test_snapshot_type(map_type: type) -> None:
     snap = map_type({1: 2}).snapshot()
     assert type(snap) is FrozenMap
     assert hash(snap) == hash(FrozenMap({1: 2}))
+
+
+PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
+
+
+def _round_trips(obj: Any) -> Iterator[Any]:
+    """``obj`` pickled and unpickled with every protocol, then deep-copied."""
+    for protocol in PROTOCOLS:
+        yield pickle.loads(pickle.dumps(obj, protocol))
+    yield copy.deepcopy(obj)
+
+
+def _contains_itself(fm: FrozenMap[str, Any]) -> FrozenMap[str, Any]:
+    """``fm`` (which maps "box" to a list) with itself appended to that list."""
+    fm["box"].append(fm)
+    return fm
+
+
+def test_a_frozenmap_that_contains_itself_round_trips() -> None:
+    # Issue 17.2: the copy used to be an empty FrozenMap.
+    for back in _round_trips(_contains_itself(FrozenMap(box=[], n=1))):
+        assert type(back) is FrozenMap
+        assert sorted(back) == ["box", "n"] and back["n"] == 1
+        assert len(back["box"]) == 1 and back["box"][0] is back
+
+
+def test_a_frozenmap_reached_through_a_dict_in_its_own_values_round_trips() -> None:
+    inner: dict[str, Any] = {}
+    fm = FrozenMap(inner=inner)
+    inner["me"] = fm
+    for back in _round_trips(fm):
+        assert list(back) == ["inner"] and back["inner"]["me"] is back
+
+
+def test_frozenmaps_sharing_contents_and_containing_each_other_round_trip() -> None:
+    # FrozenMap(FrozenMap(...)) shares the contents dict; both must come back whole.
+    first = FrozenMap(box=[])
+    second = FrozenMap(first)
+    first["box"].append(second)
+    for back_first, back_second in _round_trips([first, second]):
+        assert back_first is not back_second
+        assert back_first["box"] is back_second["box"]
+        assert back_first["box"][0] is back_second
+
+
+def test_a_snapshot_that_contains_itself_round_trips(map_type: type) -> None:
+    m = map_type(box=[], n=1)
+    snap = _contains_itself(m.snapshot())
+    for back in _round_trips(snap):
+        assert type(back) is FrozenMap
+        assert back["n"] == 1 and back["box"][0] is back
+
+
+class Node:
+    """Hashable by identity, with attributes: it can hold a FrozenMap that holds it."""
+
+
+def test_hashing_a_frozenmap_during_its_own_rebuild_is_an_error_not_a_wrong_hash() -> None:
+    # The rebuilt FrozenMap is empty until its contents are rebuilt; when its own contents
+    # reach it as a dict key first, a hash now would be cached wrong forever.
+    node = Node()
+    fm = FrozenMap(node=node)
+    node.index = {fm: "fm"}  # type: ignore[attr-defined]
+    for protocol in PROTOCOLS:
+        with pytest.raises(TypeError, match="not built yet"):
+            pickle.loads(pickle.dumps(fm, protocol))
+    with pytest.raises(TypeError, match="not built yet"):
+        copy.deepcopy(fm)
+    # Entered from the other side, the FrozenMap is whole before it is hashed.
+    for back_node in _round_trips(node):
+        (back_fm,) = back_node.index
+        assert back_fm["node"] is back_node and back_node.index[back_fm] == "fm"
+        assert hash(back_fm) == hash(FrozenMap(node=back_node))
+
+
+def test_old_pickles_still_load() -> None:
+    class OldFormat:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (FrozenMap, ({"a": 1},))  # what FrozenMap.__reduce__ used to produce
+
+    assert pickle.loads(pickle.dumps(OldFormat())) == FrozenMap(a=1)
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        _scalars | st.tuples(_scalars, _scalars),
+        st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3), max_leaves=6),
+        max_size=6,
+    )
+)
+def test_pickle_and_deepcopy_keep_contents_and_hash(contents: dict[Any, Any]) -> None:
+    fm = FrozenMap(contents)
+    for back in _round_trips(fm):
+        assert type(back) is FrozenMap and back == fm and dict(back) == contents
+    hashable = FrozenMap({k: repr(v) for k, v in contents.items()})
+    for back in _round_trips(hashable):
+        assert hash(back) == hash(hashable)
+
+
+def _rewrites(fm: FrozenMap[Any, Any]) -> list[tuple[str, Callable[[], object], type]]:
+    """Every way we know to rebuild or rewire a built FrozenMap, with the error it gets."""
+
+    class Sub(FrozenMap[Any, Any]):
+        __slots__ = ()
+
+    class SameLayout(collections.abc.Mapping[Any, Any]):
+        """Layout-compatible with FrozenMap: as its __class__, its methods could rewrite it."""
+
+        __slots__ = ("__weakref__", "_data", "_hash")
+
+        def __getitem__(self, key: Any) -> Any:
+            return self._data[key]
+
+        def __iter__(self) -> Iterator[Any]:
+            return iter(self._data)
+
+        def __len__(self) -> int:
+            return len(self._data)
+
+    return [
+        ("__init__ again", lambda: fm.__init__({"x": 9}), TypeError),  # type: ignore[misc]
+        ("FrozenMap.__init__", lambda: FrozenMap.__init__(fm, x=9), TypeError),
+        ("__setstate__", lambda: fm.__setstate__(({"x": 9}, None)), TypeError),
+        ("set _data", lambda: setattr(fm, "_data", {"x": 9}), AttributeError),
+        ("object.__setattr__ _data", lambda: object.__setattr__(fm, "_data", {}), AttributeError),
+        ("object.__setattr__ _hash", lambda: object.__setattr__(fm, "_hash", 7), AttributeError),
+        ("object.__delattr__ _data", lambda: object.__delattr__(fm, "_data"), AttributeError),
+        ("object.__delattr__ _hash", lambda: object.__delattr__(fm, "_hash"), AttributeError),
+        (
+            "class-dict descriptor",
+            lambda: FrozenMap.__dict__["_data"].__set__(fm, {"x": 9}),
+            AttributeError,
+        ),
+        ("__class__ = subclass", lambda: setattr(fm, "__class__", Sub), TypeError),
+        (
+            "object.__setattr__ __class__",
+            lambda: object.__setattr__(fm, "__class__", SameLayout),
+            TypeError,
+        ),
+    ]
+
+
+def _assert_every_rewrite_refused(fm: FrozenMap[Any, Any]) -> None:
+    cls = type(fm)
+    before = dict(fm)
+    before_hash = hash(fm)
+    keyed = {fm: "found"}
+    for name, rewrite, error in _rewrites(fm):
+        with pytest.raises(error, match="immutable"):
+            rewrite()
+        assert type(fm) is cls and fm.__class__ is cls, name
+        assert dict(fm) == before, name
+        assert hash(fm) == before_hash, name
+        assert keyed[fm] == "found", name
+
+
+def test_a_built_frozenmap_cannot_be_rebuilt_or_rewired() -> None:
+    # Issue 17.3: __init__ used to replace the contents and reset the hash.
+    _assert_every_rewrite_refused(FrozenMap({"a": 1, "b": (2, 3)}))
+
+
+def test_a_snapshot_cannot_be_rebuilt(map_type: type) -> None:
+    _assert_every_rewrite_refused(map_type({"a": 1}).snapshot())
+
+
+class Tagged(FrozenMap[str, int]):
+    """A documented kind of subclass: an extra keyword-only option and a method."""
+
+    def __init__(self, data: Any = (), /, *, tag: str = "", **kwargs: int) -> None:
+        super().__init__(data, **kwargs)
+        self.tag = tag
+
+    def total(self) -> int:
+        return sum(self.values())
+
+
+def test_subclasses_keep_every_guarantee() -> None:
+    t = Tagged({"a": 1}, tag="x", b=2)
+    assert t.total() == 3 and t.tag == "x" and t == {"a": 1, "b": 2}
+    _assert_every_rewrite_refused(t)
+    assert t.tag == "x"  # the refused super().__init__ stopped the subclass's __init__ too
+    for back in _round_trips(t):
+        assert type(back) is Tagged and back == t and back.tag == "x"
+    assert type(t | {"c": 3}) is Tagged and type({"c": 3} | t) is Tagged
+    assert type(Tagged.fromkeys("ab", 0)) is Tagged
+    box: list[Any] = []
+    recursive = Tagged(box=1, tag="r")
+    recursive.tag_box = box  # type: ignore[attr-defined]
+    box.append(recursive)
+    for back in _round_trips(recursive):
+        assert back.tag_box[0] is back and back.tag == "r"
+
+
+def test_new_state_is_copied_and_adopt_is_not() -> None:
+    # __setstate__ is public, so it keeps its own copy; _adopt (the maps' snapshot path)
+    # takes the dict as is, in O(1).
+    fresh = FrozenMap.__new__(FrozenMap)
+    source = {"a": 1}
+    fresh.__setstate__((source, None))
+    source["b"] = 2
+    assert fresh == {"a": 1}
+    with pytest.raises(TypeError, match="state must be"):
+        FrozenMap.__new__(FrozenMap).__setstate__({"a": 1})  # type: ignore[arg-type]
+    data = {"a": 1}
+    assert FrozenMap._adopt(data)._data is data
+
+
+def test_pickling_hooks_never_hand_out_the_contents() -> None:
+    fm = FrozenMap(a=1)
+
+    def clear_every_dict(obj: Any) -> None:
+        if isinstance(obj, dict):
+            obj.clear()
+        elif isinstance(obj, tuple):
+            for part in obj:
+                clear_every_dict(part)
+
+    for protocol in PROTOCOLS:
+        clear_every_dict(fm.__reduce_ex__(protocol))
+    clear_every_dict(fm.__reduce__())
+    clear_every_dict(fm.__getstate__())
+    assert fm == {"a": 1} and len(fm) == 1
+
+
+def test_an_unbuilt_frozenmap_is_not_hashable() -> None:
+    with pytest.raises(TypeError, match="not built yet"):
+        hash(FrozenMap.__new__(FrozenMap))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safemap import DELETE, MISSING, FrozenMap
-from safemap.testing import History, Operation, check_linearizable
+from safemap.testing import History, MapModel, Operation, check_linearizable
 
 _ids = itertools.count()
 
@@ -179,9 +183,10 @@ class TestIteration:
 
 
 def test_time_budget_exhaustion_answers_unknown_not_a_guess() -> None:
-    # Many fully overlapping writes and an impossible final read: exhaustive search needed.
-    ops = [op(t, 0, 100, "store", "k", t * 10 + i) for t in range(6) for i in range(8)]
-    ops.append(op(6, 200, 201, "load", "k", result=(-1, True)))
+    # Many fully overlapping writes (one per thread: a thread's calls are sequential) and an
+    # impossible final read: an exhaustive search of 2**40 orders would be needed.
+    ops = [op(t, 0, 100, "store", "k", t) for t in range(40)]
+    ops.append(op(40, 200, 201, "load", "k", result=(-1, True)))
     result = check_linearizable(ops, time_budget=0.05)
     assert result.ok is None
     assert result.counterexample is None and "budget" in result.note
@@ -204,3 +209,163 @@ def test_history_records_threads_results_errors_and_iterations() -> None:
     assert ops[1].error is KeyError and ops[2].result == [("a", 1)]
     assert all(o.invoke <= o.response for o in ops)
     assert ops[0].response <= ops[1].invoke  # sequential calls do not overlap
+
+
+def test_an_operation_that_responds_before_it_is_invoked_gets_no_verdict() -> None:
+    # Issue 17.8: this used to be judged linearizable.
+    ops = [op(0, 0, 1, "store", "k", 1), op(1, 5, 3, "load", "k", result=(1, True))]
+    named = r"history entry 1 \(#\d+ load\('k'\)\) responds \(at 3\) before it is invoked \(at 5\)"
+    with pytest.raises(ValueError, match=named):
+        check_linearizable(ops)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [["store", "k", 1], [("store", "k", 1)], [None], [{"method": "load"}]],
+    ids=["strings", "tuple", "None", "dict"],
+)
+def test_entries_that_are_not_operations_are_named(entries: list[Any]) -> None:
+    # Issue 17.8: these used to end in a bare AttributeError.
+    valid = [op(0, 0, 1, "store", "k", 1)]
+    with pytest.raises(TypeError, match="history entry 1 is not an Operation"):
+        check_linearizable([*valid, *entries])
+
+
+def _entry(**fields: Any) -> Operation:
+    """A well-formed ``store('k', 1)`` with some fields replaced."""
+    values: dict[str, Any] = {
+        "id": next(_ids), "thread": 0, "method": "store", "args": ("k", 1), "result": None,
+        "error": None, "invoke": 0, "response": 1, **fields,
+    }  # fmt: skip
+    return Operation(**values)
+
+
+def _never_raise(_old: Any, _new: Any) -> Any:
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "error", "message"),
+    [
+        (_entry(invoke="0"), TypeError, "invoke must be a number"),
+        (_entry(response=None), TypeError, "response must be a number"),
+        (_entry(invoke=math.nan), ValueError, "invoke is NaN"),
+        (_entry(method=7), TypeError, "method must be a str and args a tuple"),
+        (_entry(args=["k", 1]), TypeError, "method must be a str and args a tuple"),
+        (_entry(error=KeyError()), TypeError, "error must be an exception class or None"),
+        (_entry(error="KeyError"), TypeError, "error must be an exception class or None"),
+        (_entry(thread="T0"), TypeError, "thread must be an int"),
+        (_entry(id=None), TypeError, "id must be an int"),
+        (_entry(method="frobnicate", args=()), ValueError, "no model for method 'frobnicate'"),
+        (_entry(method="update", args=({},)), ValueError, "not atomic as a whole"),
+        (_entry(method="delete_if", args=(bool,)), ValueError, "not atomic as a whole"),
+        (_entry(args=("k",)), ValueError, "store takes 2 arguments, 1 recorded"),
+        (_entry(method="get", args=()), ValueError, "get takes 1 to 2 arguments, 0 recorded"),
+        (_entry(method="merge", args=("k", 1, 2)), ValueError, "callback 2 is not callable"),
+        (_entry(method="transaction", args=(None,)), ValueError, "callback None is not callable"),
+        (_entry(method="__eq__", args=([],)), ValueError, "modelled against a Mapping"),
+        (_entry(method="items", args=(), result=None), ValueError, "the list it yielded"),
+        (_entry(method="items", args=(), result=["k"]), ValueError, "yields .key, value. pairs"),
+        (_entry(method="popitem", args=(), result="k"), ValueError, "returns a .key, value. pair"),
+        (_entry(method="snapshot", args=(), result=[]), ValueError, "returns a Mapping, got list"),
+    ],
+)
+def test_malformed_operations_are_refused_naming_the_entry(
+    entry: Operation, error: type[Exception], message: str
+) -> None:
+    history = [op(1, 0, 1, "load", "k", result=(None, False)), entry]
+    with pytest.raises(error, match=message) as caught:
+        check_linearizable(history)
+    assert str(caught.value).startswith("history entry 1")
+
+
+def test_two_calls_of_one_thread_that_overlap_are_refused() -> None:
+    ops = [op(0, 0, 10, "store", "k", 1), op(0, 5, 6, "load", "k", result=(1, True))]
+    named = r"history entries 0 \(#\d+\) and 1 \(#\d+\) overlap in thread 0"
+    with pytest.raises(ValueError, match=named):
+        check_linearizable(ops)
+    # Back to back, or an instantaneous call at the instant another starts, is sequential.
+    ok = [op(0, 0, 5, "store", "k", 1), op(0, 5, 5, "load", "k", result=(1, True))]
+    assert check_linearizable(ok).ok is True
+    instant_first = [op(0, 5, 9, "store", "k", 1), op(0, 5, 5, "load", "k", result=(None, False))]
+    assert check_linearizable(instant_first).ok is True
+
+
+def test_an_id_used_twice_is_refused() -> None:
+    first = op(0, 0, 1, "store", "k", 1)
+    second = Operation(first.id, 1, "load", ("k",), (1, True), None, 2, 3)
+    with pytest.raises(ValueError, match=f"history entries 0 and 1 have the same id {first.id}"):
+        check_linearizable([first, second])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: check_linearizable([], time_budget=0), ValueError, "time_budget must be positive"),
+        (lambda: check_linearizable([], time_budget=math.nan), ValueError, "time_budget must be"),
+        (lambda: check_linearizable([], time_budget="1"), TypeError, "time_budget must be a num"),
+        (lambda: check_linearizable([], MapModel), TypeError, "model must be a MapModel instance"),
+        (lambda: check_linearizable([], initial=[("k", 1)]), TypeError, "initial must be a Map"),
+        (lambda: check_linearizable(5), TypeError, "history must be a History or an iterable"),
+    ],
+)
+def test_invalid_arguments_are_refused(
+    call: Callable[[], object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        call()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 12), st.integers(-2, 6)),
+        max_size=7,
+    )
+)
+def test_a_history_gets_a_verdict_exactly_when_it_is_well_formed(
+    shapes: list[tuple[int, int, int]],
+) -> None:
+    # (thread, invoke, duration); a negative duration responds before the invocation.
+    ops = [op(t, start, start + length, "store", "k", i) for i, (t, start, length) in
+           enumerate(shapes)]  # fmt: skip
+    backwards = any(o.response < o.invoke for o in ops)
+    overlapping = any(
+        a.thread == b.thread and a.invoke < b.response and b.invoke < a.response
+        for a, b in itertools.combinations(ops, 2)
+    )
+    if backwards:
+        with pytest.raises(ValueError, match="before it is invoked"):
+            check_linearizable(ops)
+    elif overlapping:
+        with pytest.raises(ValueError, match="overlap in thread"):
+            check_linearizable(ops)
+    else:
+        assert check_linearizable(ops).ok is True  # stores alone are always linearizable
+
+
+def test_a_callback_that_raised_is_modelled_as_raising_and_changing_nothing() -> None:
+    def boom(_key: Any, _old: Any) -> Any:
+        raise ZeroDivisionError
+
+    raised = [
+        op(0, 0, 1, "store", "k", 1),
+        op(0, 2, 3, "compute", "k", boom, error=ZeroDivisionError),
+        op(0, 4, 5, "merge", "k", 1, lambda old, new: old // 0, error=ZeroDivisionError),
+        op(0, 6, 7, "load", "k", result=(1, True)),
+    ]
+    assert check_linearizable(raised).ok is True
+    claims_success = [op(0, 0, 1, "compute", "k", boom, result=None)]
+    result = check_linearizable(claims_success)
+    assert result.ok is False and "should raise ZeroDivisionError" in str(result.counterexample)
+
+
+def test_an_unhashable_key_is_modelled_as_raising_type_error() -> None:
+    ops = [
+        op(0, 0, 1, "store", ["k"], 1, error=TypeError),
+        op(1, 0, 1, "load", {"k": 1}, error=TypeError),
+        op(0, 2, 3, "store", "k", 1),
+    ]
+    assert check_linearizable(ops).ok is True
+    result = check_linearizable([op(0, 0, 1, "store", ["k"], 1)])
+    assert result.ok is False and "should raise TypeError" in str(result.counterexample)

@@ -3,7 +3,8 @@
 - :class:`History` records concurrent calls (thread, call, result, invocation/response time).
 - :func:`check_linearizable` decides whether a history is linearizable (Wing & Gong / Lowe,
   P-compositional, memoized, time-bounded: ``ok`` is ``True``, ``False`` or ``None``).
-- :func:`stress` runs random, seeded, contended workloads on any protocol map and checks them.
+- :func:`stress` runs random, seeded, contended workloads on any protocol map and checks them;
+  a map that blocks fails it with :class:`StuckOperationsError` instead of hanging it.
 
 See ``docs/testing.md`` for the algorithm, its guarantees and its limits.
 """
@@ -11,7 +12,7 @@ See ``docs/testing.md`` for the algorithm, its guarantees and its limits.
 from .checker import Counterexample, LinearizabilityResult, MapModel, check_linearizable
 from .history import History, Operation, Recorder
 from .model import Outcome
-from .stress import StressResult, stress
+from .stress import StressResult, StuckOperation, StuckOperationsError, stress
 
 __all__ = [
     "Counterexample",
@@ -22,6 +23,8 @@ __all__ = [
     "Outcome",
     "Recorder",
     "StressResult",
+    "StuckOperation",
+    "StuckOperationsError",
     "check_linearizable",
     "stress",
 ]

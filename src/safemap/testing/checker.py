@@ -34,13 +34,15 @@ explains why), ``ok=None`` (the time budget ran out first: never a guess).
 
 from __future__ import annotations
 
+import math
+import reprlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .history import ITERATION_METHODS, History, Operation
-from .model import SINGLE_KEY_METHODS, UNMODELLED_METHODS, Outcome, apply
+from .history import ITERATION_METHODS, History, Operation, by_time, describe_call
+from .model import SINGLE_KEY_METHODS, Outcome, apply, problem
 
 __all__ = ["Counterexample", "LinearizabilityResult", "MapModel", "check_linearizable"]
 
@@ -57,9 +59,14 @@ class MapModel:
 
     Subclass it to check another concurrent object: override :meth:`apply` (run one call on
     a state ``dict`` the model owns, return the correct :class:`~safemap.testing.model.Outcome`),
-    :meth:`partition_key` (the key a call touches, or ``None`` when it touches everything)
-    and :meth:`is_iteration`.
+    :meth:`partition_key` (the key a call touches, or ``None`` when it touches everything),
+    :meth:`is_iteration` and :meth:`validate` (which calls it can replay).
     """
+
+    def validate(self, op: Operation) -> str | None:
+        """Why ``op`` cannot be replayed on this model, or ``None`` if it can.
+        :func:`check_linearizable` asks it of every operation before searching."""
+        return problem(op.method, op.args, op.result, op.error)
 
     def apply(self, method: str, args: tuple[Any, ...], state: dict[Any, Any]) -> Outcome:
         """Apply one atomic call to ``state`` in place; return the correct outcome."""
@@ -137,7 +144,7 @@ class Counterexample:
 
 
 def _key_of(op: Operation) -> Any:
-    return op.args[0] if op.method in SINGLE_KEY_METHODS else None
+    return _freeze(op.args[0]) if op.method in SINGLE_KEY_METHODS else None
 
 
 @dataclass
@@ -338,7 +345,7 @@ def _iteration_failure(op: Operation, tracking: tuple[int, frozenset[Any], froze
 
 def _lanes(ops: Sequence[Operation]) -> list[list[Operation]]:
     by_thread: dict[int, list[Operation]] = {}
-    for op in sorted(ops, key=lambda o: o.invoke):
+    for op in sorted(ops, key=by_time):
         by_thread.setdefault(op.thread, []).append(op)
     return list(by_thread.values())
 
@@ -349,7 +356,8 @@ def _partitions(ops: Sequence[Operation], model: MapModel) -> list[tuple[Any, li
         key = model.partition_key(op)
         if key is None:
             return [(None, list(ops))]
-        keyed.setdefault(key, []).append(op)
+        # An unhashable key touches no entry (the call raises TypeError): alone is right.
+        keyed.setdefault(_freeze(key), []).append(op)
     return list(keyed.items())
 
 
@@ -406,22 +414,29 @@ def check_linearizable(
     against weak consistency (see the module documentation). Returns ``ok=True`` when a
     linearization exists, ``ok=False`` with a ``counterexample`` when none does, and
     ``ok=None`` when ``time_budget`` seconds were not enough to decide.
+
+    A malformed history gets no verdict: ``TypeError`` (an entry that is not an
+    :class:`Operation`, or a field of the wrong type) or ``ValueError`` (an operation that
+    responds before it is invoked, two operations of one thread that overlap, an id used
+    twice, a call the model cannot replay), naming the first offending entry.
     """
     started = time.monotonic()
+    positive_seconds("time_budget", time_budget)
     deadline = started + time_budget
-    model = model or MapModel()
+    model = MapModel() if model is None else require_model(model)
     if isinstance(history, History):
-        ops = history.operations()
+        entries: list[Any] = history.operations()
         initial = history.initial if initial is None else initial
+    elif isinstance(history, Iterable):
+        entries = list(history)
     else:
-        ops = sorted(history, key=lambda o: o.invoke)
-    initial = dict(initial or {})
-    unmodelled = sorted({op.method for op in ops if op.method in UNMODELLED_METHODS})
-    if unmodelled:
-        raise ValueError(
-            f"{', '.join(unmodelled)} is not atomic as a whole, so it has no single-operation "
-            "model; record its parts instead"
+        raise TypeError(
+            f"history must be a History or an iterable of Operations, got {type(history).__name__}"
         )
+    if initial is not None and not isinstance(initial, Mapping):
+        raise TypeError(f"initial must be a Mapping, got {type(initial).__name__}")
+    initial = dict(initial or {})
+    ops = _validated(entries, model)
     result = LinearizabilityResult(ok=True, operations=len(ops))
     try:
         for key, part in _partitions(ops, model):
@@ -440,3 +455,69 @@ def check_linearizable(
         result.note = f"time budget of {time_budget}s exhausted before a decision"
     result.elapsed = time.monotonic() - started
     return result
+
+
+def positive_seconds(name: str, value: Any) -> None:
+    """``TypeError``/``ValueError`` unless ``value`` is a positive, finite number of seconds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite (seconds), got {value}")
+
+
+def require_model(model: Any) -> MapModel:
+    """``model`` if it is a :class:`MapModel` instance, else ``TypeError``."""
+    if not isinstance(model, MapModel):
+        raise TypeError(f"model must be a MapModel instance, got {model!r}")
+    return model
+
+
+def _validated(entries: list[Any], model: MapModel) -> list[Operation]:
+    """``entries`` sorted by invocation, once each has been checked to be a well-formed
+    operation the model can replay; else ``TypeError``/``ValueError`` naming the first
+    entry at fault (by its index in ``entries``)."""
+    for index, op in enumerate(entries):
+        where = f"history entry {index}"
+        if not isinstance(op, Operation):
+            raise TypeError(f"{where} is not an Operation: {reprlib.repr(op)}")
+        if not isinstance(op.method, str) or not isinstance(op.args, tuple):
+            raise TypeError(f"{where}: method must be a str and args a tuple, got {op!r}")
+        where = f"{where} (#{op.id} {describe_call(op.method, op.args)})"
+        for name in ("invoke", "response"):
+            stamp = getattr(op, name)
+            if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+                raise TypeError(f"{where}: {name} must be a number, got {stamp!r}")
+            if math.isnan(stamp):
+                raise ValueError(f"{where}: {name} is NaN")
+        if op.response < op.invoke:
+            raise ValueError(
+                f"{where} responds (at {op.response}) before it is invoked (at {op.invoke})"
+            )
+        if op.error is not None and not (
+            isinstance(op.error, type) and issubclass(op.error, BaseException)
+        ):
+            raise TypeError(f"{where}: error must be an exception class or None, got {op.error!r}")
+        for name in ("id", "thread"):
+            number = getattr(op, name)
+            if not isinstance(number, int) or isinstance(number, bool):
+                raise TypeError(f"{where}: {name} must be an int, got {number!r}")
+        reason = model.validate(op)
+        if reason:
+            raise ValueError(f"{where}: {reason}")
+    index_of: dict[int, int] = {}
+    for index, op in enumerate(entries):
+        first = index_of.setdefault(op.id, index)
+        if first != index:
+            raise ValueError(f"history entries {first} and {index} have the same id {op.id!r}")
+    ops: list[Operation] = sorted(entries, key=by_time)
+    last: dict[int, Operation] = {}
+    for op in ops:
+        previous = last.get(op.thread)
+        if previous is not None and op.invoke < previous.response:
+            raise ValueError(
+                f"history entries {index_of[previous.id]} (#{previous.id}) and "
+                f"{index_of[op.id]} (#{op.id}) overlap in thread {op.thread!r}: a thread's "
+                "calls are sequential, each invoked after the previous one responded"
+            )
+        last[op.thread] = op
+    return ops

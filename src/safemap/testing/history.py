@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["History", "Operation", "Recorder"]
+__all__ = ["History", "Operation", "Recorder", "describe_call"]
 
 _clock = time.perf_counter_ns
 
@@ -39,9 +39,20 @@ class Operation:
 
     def describe(self) -> str:
         """``method(args) -> result`` as a one-line string."""
-        args = ", ".join(_short(a) for a in self.args)
         outcome = f"raised {self.error.__name__}" if self.error else f"-> {_short(self.result)}"
-        return f"{self.method}({args}) {outcome}"
+        return f"{describe_call(self.method, self.args)} {outcome}"
+
+
+def by_time(op: Operation) -> tuple[float, float]:
+    """Sort key: invocation time, then response time (so that, within one thread, an
+    instantaneous call comes before a call invoked at the same instant); ties keep their
+    order."""
+    return (op.invoke, op.response)
+
+
+def describe_call(method: str, args: tuple[Any, ...]) -> str:
+    """``method(args)`` as a short one-line string (callbacks by name)."""
+    return f"{method}({', '.join(_short(a) for a in args)})"
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -119,7 +130,7 @@ class History:
         """Every recorded operation, ordered by invocation time."""
         with self._lane_lock:
             lanes = [list(lane) for lane in self._lanes.values()]
-        return sorted(itertools.chain.from_iterable(lanes), key=lambda op: op.invoke)
+        return sorted(itertools.chain.from_iterable(lanes), key=by_time)
 
     def __len__(self) -> int:
         with self._lane_lock:

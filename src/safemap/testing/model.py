@@ -12,13 +12,21 @@ not linearizable either; the checker treats them specially (see ``checker``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import DELETE, MISSING
+from .history import ITERATION_METHODS
 
-__all__ = ["SINGLE_KEY_METHODS", "UNMODELLED_METHODS", "Outcome", "apply"]
+__all__ = [
+    "CALL_ARGUMENTS",
+    "SINGLE_KEY_METHODS",
+    "UNMODELLED_METHODS",
+    "Outcome",
+    "apply",
+    "problem",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,10 @@ def _load(state: dict[Any, Any], key: Any) -> Any:
 
 def _single_key(method: str, args: tuple[Any, ...], state: dict[Any, Any]) -> Outcome:
     key = args[0]
+    try:
+        hash(key)
+    except TypeError:
+        return Outcome(error=TypeError)  # an unhashable key: dict's answer
     old = _load(state, key)
     present = old is not _ABSENT
 
@@ -99,16 +111,19 @@ def _single_key(method: str, args: tuple[Any, ...], state: dict[Any, Any]) -> Ou
             del state[key]
             return result(True)
         return result(False)
-    if method == "compute":
-        new = args[1](key, old if present else MISSING)
-    elif method == "compute_if_absent":
-        new = old if present else args[1](key)
-    elif method == "compute_if_present":
-        new = args[1](key, old) if present else DELETE
-    elif method == "merge":
-        new = args[2](old, args[1]) if present else args[1]
-    else:
-        raise ValueError(f"no model for {method!r}")
+    try:
+        # A callback that raises makes the call raise the same exception and change
+        # nothing (the protocol's "exceptions leave no trace").
+        if method == "compute":
+            new = args[1](key, old if present else MISSING)
+        elif method == "compute_if_absent":
+            new = old if present else args[1](key)
+        elif method == "compute_if_present":
+            new = args[1](key, old) if present else DELETE
+        else:  # merge, the last single-key method
+            new = args[2](old, args[1]) if present else args[1]
+    except Exception as exc:
+        return Outcome(error=type(exc))
     if new is DELETE:
         state.pop(key, None)
         return result(None)
@@ -127,6 +142,62 @@ SINGLE_KEY_METHODS = frozenset(
 """Methods that touch only the key in ``args[0]`` (the unit of P-compositionality)."""
 
 UNMODELLED_METHODS = frozenset({"update", "delete_if"})
+"""Protocol methods with no single-operation model (not atomic as a whole)."""
+
+CALL_ARGUMENTS: dict[str, tuple[int, int]] = {
+    "load": (1, 1), "get": (1, 2), "__getitem__": (1, 1), "__contains__": (1, 1),
+    "store": (2, 2), "__setitem__": (2, 2), "__delitem__": (1, 1), "delete": (1, 1),
+    "pop": (1, 2), "setdefault": (1, 2), "load_or_store": (2, 2), "load_and_delete": (1, 1),
+    "swap": (2, 2), "compare_and_swap": (3, 3), "compare_and_delete": (2, 2),
+    "compute": (2, 2), "compute_if_absent": (2, 2), "compute_if_present": (2, 2),
+    "merge": (3, 3), "__len__": (0, 0), "clear": (0, 0), "snapshot": (0, 0), "copy": (0, 0),
+    "__eq__": (1, 1), "popitem": (0, 0), "transaction": (1, 1), "__iter__": (0, 0),
+    "keys": (0, 0), "values": (0, 0), "items": (0, 0), "range": (0, 1),
+}  # fmt: skip
+"""Every call the model replays, with its (fewest, most) positional arguments."""
+
+_CALLBACK_ARGUMENT = {
+    "compute": 1, "compute_if_absent": 1, "compute_if_present": 1, "merge": 2,
+    "transaction": 0, "range": 0,
+}  # fmt: skip
+
+
+def problem(method: str, args: tuple[Any, ...], result: Any, error: Any) -> str | None:
+    """Why a recorded call cannot be replayed on this model (an unknown or unmodelled
+    method, a wrong number of arguments, a callback that is not callable, a result of the
+    wrong shape), or ``None`` when it can be."""
+    if method in UNMODELLED_METHODS:
+        return (
+            f"{method} is not atomic as a whole, so it has no single-operation model; "
+            "record its parts instead"
+        )
+    if method not in CALL_ARGUMENTS:
+        return f"no model for method {method!r}"
+    fewest, most = CALL_ARGUMENTS[method]
+    if not fewest <= len(args) <= most:
+        wanted = str(fewest) if fewest == most else f"{fewest} to {most}"
+        return f"{method} takes {wanted} arguments, {len(args)} recorded"
+    position = _CALLBACK_ARGUMENT.get(method)
+    if position is not None and position < len(args) and not callable(args[position]):
+        return f"{method}'s callback {args[position]!r} is not callable"
+    if method == "__eq__" and not isinstance(args[0], Mapping):
+        return f"__eq__ is modelled against a Mapping, got {type(args[0]).__name__}"
+    if error is not None:
+        return None
+    if method in ITERATION_METHODS:
+        if not isinstance(result, (list, tuple)):
+            return f"an iteration's result is the list it yielded, got {type(result).__name__}"
+        if method in ("items", "range") and not all(_is_pair(item) for item in result):
+            return f"{method} yields (key, value) pairs, got {result!r}"
+    if method == "popitem" and not _is_pair(result):
+        return f"popitem returns a (key, value) pair, got {result!r}"
+    if method in ("snapshot", "copy") and not isinstance(result, Mapping):
+        return f"{method} returns a Mapping, got {type(result).__name__}"
+    return None
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2
 
 
 def apply(method: str, args: tuple[Any, ...], state: dict[Any, Any]) -> Outcome:
