@@ -68,8 +68,10 @@ def test_immutable() -> None:
         fm[5] = 3  # type: ignore[index]
     with pytest.raises(TypeError):
         del fm[1]  # type: ignore[attr-defined]
-    for name in ("__setitem__", "__delitem__", "clear", "pop", "popitem", "setdefault", "update"):
+    for name in ("__setitem__", "__delitem__", "clear", "pop", "popitem", "setdefault"):
         assert not hasattr(fm, name), name
+    # set/delete/update exist but return new FrozenMaps: this one never changes.
+    assert fm.update({1: 3}) == {1: 3} and fm.set(5, 3) == {1: 2, 5: 3} and fm.delete(1) == {}
     assert dict(fm) == {1: 2}
 
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safemap import DELETE, MISSING, PersistentMap, RecursiveUpdateError
+from safemap import DELETE, MISSING, FrozenMap, PersistentMap, RecursiveUpdateError
 from safemap.persistent import Trie
 
 WAIT = 30.0  # seconds: reached only on a deadlock
@@ -454,3 +454,71 @@ def test_one_iterator_shared_by_threads_yields_each_key_once(run_threads: Any) -
 
     run_threads(worker, 4)
     assert sorted(seen) == list(range(20_000))
+
+
+# ------------------------------------------------------------ persistent FrozenMap
+
+
+def test_snapshot_shares_the_version_in_constant_time() -> None:
+    m: PersistentMap[int, int] = PersistentMap({i: i for i in range(10_000)})
+    version = m._current()
+    snap = m.snapshot()
+    assert snap._trie is version  # no copy: the snapshot is the version itself
+    m[1] = -1
+    del m[2]
+    assert snap[1] == 1 and snap[2] == 2 and len(snap) == 10_000
+    assert type(snap) is FrozenMap and snap == {i: i for i in range(10_000)}
+
+
+def test_frozenmap_set_delete_update_return_new_maps() -> None:
+    base = FrozenMap({"a": 1, "b": 2})
+    s = base.set("c", 3)
+    d = s.delete("a")
+    u = d.update({"x": 9}, y=10)
+    assert base == {"a": 1, "b": 2}
+    assert s == {"a": 1, "b": 2, "c": 3}
+    assert d == {"b": 2, "c": 3}
+    assert u == {"b": 2, "c": 3, "x": 9, "y": 10}
+    with pytest.raises(KeyError):
+        base.delete("zz")
+    assert hash(u) == hash(FrozenMap({"b": 2, "c": 3, "x": 9, "y": 10}))
+    assert u._data == {"b": 2, "c": 3, "x": 9, "y": 10}
+    assert sorted(u) == ["b", "c", "x", "y"] and "x" in u and u.get("q", 0) == 0
+
+
+def test_frozenmap_mutate_builds_a_batch() -> None:
+    base = FrozenMap({i: i for i in range(100)})
+    builder = base.mutate()
+    for i in range(0, 100, 2):
+        del builder[i]
+    builder[500] = 5
+    assert builder.pop(1) == 1 and builder.pop(1, "gone") == "gone"
+    new = builder.finish()
+    with pytest.raises(RuntimeError):
+        builder[1] = 1
+    assert len(base) == 100 and new == {**{i: i for i in range(3, 100, 2)}, 500: 5}
+
+
+class SubFrozen(FrozenMap[str, int]):
+    """A FrozenMap subclass (module level: pickle finds it by name)."""
+
+
+def test_persistent_frozenmaps_keep_the_frozenmap_guarantees() -> None:
+    import copy
+    import pickle
+
+    sub = SubFrozen(a=1).set("b", 2)
+    assert type(sub) is SubFrozen and sub == {"a": 1, "b": 2}
+    for back in (pickle.loads(pickle.dumps(sub)), copy.deepcopy(sub)):
+        assert type(back) is SubFrozen and back == sub and hash(back) == hash(sub)
+    box: list[Any] = []
+    recursive = FrozenMap(box=box).set("x", 1)
+    box.append(recursive)
+    back = pickle.loads(pickle.dumps(recursive))
+    assert back["box"][0] is back
+    with pytest.raises(AttributeError, match="immutable"):
+        object.__setattr__(sub, "_trie", Trie())
+    with pytest.raises(TypeError, match="immutable"):
+        sub.__init__({"x": 9})  # type: ignore[misc]
+    fresh = FrozenMap(a=1).set("b", 2)
+    assert FrozenMap(fresh)._trie is fresh._trie  # a trie-backed FrozenMap is shared

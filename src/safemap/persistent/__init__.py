@@ -97,7 +97,8 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         return self._current().items()
 
     def snapshot(self) -> FrozenMap[K, V]:
-        return FrozenMap._adopt(self._current().to_dict())
+        """The current version as a FrozenMap: O(1), the FrozenMap shares the version."""
+        return FrozenMap._from_trie(self._current())
 
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         """Run ``fn(view)`` holding the writer lock and return its result. The view's

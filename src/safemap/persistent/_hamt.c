@@ -941,7 +941,36 @@ trie_to_dict(Trie *self, PyObject *Py_UNUSED(ignored))
     return d;
 }
 
+/* Trie.from_dict(d): a new version holding d's entries. */
+static PyObject *
+trie_from_dict(PyObject *Py_UNUSED(cls), PyObject *d)
+{
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "from_dict() needs a dict");
+        return NULL;
+    }
+    Trie *t = trie_empty();
+    PyObject *items = t == NULL ? NULL : PyDict_Items(d); /* one consistent read of d */
+    if (items == NULL) {
+        Py_XDECREF(t);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        Trie *next = trie_assoc(t, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        Py_DECREF(t);
+        t = next;
+        if (t == NULL) {
+            break;
+        }
+    }
+    Py_DECREF(items);
+    return (PyObject *)t;
+}
+
 static PyMethodDef trie_methods[] = {
+    {"from_dict", (PyCFunction)trie_from_dict, METH_O | METH_STATIC,
+     "from_dict(d): a new Trie holding the entries of dict d."},
     {"get", (PyCFunction)(void (*)(void))trie_get, METH_FASTCALL,
      "get(key, default=None): the value for key, else default."},
     {"set", (PyCFunction)(void (*)(void))trie_set, METH_FASTCALL,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copyreg
 import reprlib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
-__all__ = ["FrozenMap"]
+__all__ = ["FrozenMap", "FrozenMapMutation"]
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+_MISSING_DEFAULT: Any = object()  # FrozenMapMutation.pop's "no default"
 
 
 class FrozenMap(Mapping[K, V]):
@@ -33,6 +35,11 @@ class FrozenMap(Mapping[K, V]):
       ``TypeError`` instead of caching a wrong hash.
     - ``copy.copy`` and ``copy()`` return the FrozenMap itself. Values are shared, not
       copied (a shallow copy, like ``dict.copy()``).
+    - It is persistent: ``set(k, v)``, ``delete(k)`` and ``update(...)`` return a new
+      FrozenMap (of the same class) in O(log n) per changed key, sharing everything else
+      with this one, which never changes; ``mutate()`` gives a short-lived builder for a
+      batch of changes. A ``PersistentMap``'s ``snapshot()`` is O(1): it shares the map's
+      current version.
 
     Subclasses inherit every guarantee: a subclass may add methods and instance
     attributes, and takes its extra constructor arguments in its own ``__init__`` before
@@ -40,7 +47,7 @@ class FrozenMap(Mapping[K, V]):
     ``copy.deepcopy`` return the subclass.
     """
 
-    __slots__ = ("__weakref__", "_data", "_hash")
+    __slots__ = ("__weakref__", "_data", "_hash", "_trie")
 
     # Both slots are sealed after the class is built (see ``_seal`` below): ``_data`` reads
     # as the contents dict (the package's maps read it to avoid a copy) and ``_hash`` as the
@@ -48,6 +55,14 @@ class FrozenMap(Mapping[K, V]):
     # through the slot descriptors: ``_data`` once, when the instance is built (an unset
     # ``_data`` means "not built yet"); ``_hash`` on the first ``hash()``.
     _data: dict[K, V]
+
+    # Persistence: a FrozenMap made by ``set``/``delete``/``update``/``mutate`` or by a
+    # ``PersistentMap``'s ``snapshot()`` holds a version of a persistent hash trie
+    # (``safemap.persistent._hamt.Trie``) in the ``_trie`` slot, and its raw ``_data``
+    # slot holds ``None`` until something asks for the dict (``_data`` then builds it once
+    # from the trie). A FrozenMap built from a dict builds its trie on its first
+    # ``set``/``delete``/``update``/``mutate`` (once, O(n)). Both representations hold the
+    # same contents, which never change; reads use whichever is there.
 
     # ``__class__`` is a data descriptor here, so ``obj.__class__ = X`` and
     # ``object.__setattr__(obj, "__class__", X)`` both stop at it: swapping in a
@@ -57,6 +72,10 @@ class FrozenMap(Mapping[K, V]):
     def __init__(self, other: Mapping[K, V] | Iterable[tuple[K, V]] = (), /, **kwargs: V) -> None:
         _unbuilt(self, "__init__")
         data: dict[Any, Any]
+        if isinstance(other, FrozenMap) and not kwargs and _get_data(other) is None:
+            _set_trie(self, _get_trie(other))  # trie-backed and immutable: share it
+            _set_data(self, None)
+            return
         if isinstance(other, FrozenMap) and not kwargs:
             data = other._data  # already immutable: share, do not copy
         else:
@@ -78,22 +97,60 @@ class FrozenMap(Mapping[K, V]):
         return cls._adopt(dict.fromkeys(iterable, value))
 
     def __getitem__(self, key: K) -> V:
-        return self._data[key]
+        data = _get_data(self)
+        return (_get_trie(self) if data is None else data)[key]  # type: ignore[no-any-return]
 
     def get(self, key: K, default: Any = None) -> Any:
-        return self._data.get(key, default)
+        data = _get_data(self)
+        return (_get_trie(self) if data is None else data).get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        data = _get_data(self)
+        return key in (_get_trie(self) if data is None else data)
 
     def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
+        data = _get_data(self)
+        return iter(_get_trie(self) if data is None else data)
 
     def __len__(self) -> int:
-        return len(self._data)
+        data = _get_data(self)
+        return len(_get_trie(self) if data is None else data)
+
+    # ------------------------------------------------------------------ persistence
+
+    @classmethod
+    def _from_trie(cls, trie: Any) -> FrozenMap[K, V]:
+        """Wrap a trie version (immutable) without copying it: O(1)."""
+        self = cls.__new__(cls)
+        _set_trie(self, trie)
+        _set_data(self, None)  # built; the dict is made from the trie on demand
+        return self
+
+    def set(self, key: K, value: V) -> FrozenMap[K, V]:
+        """A new FrozenMap with ``key`` set to ``value`` (of this class); this one is
+        unchanged. O(log n): the new map shares all but the changed path with this one."""
+        return type(self)._from_trie(_as_trie(self).set(key, value))
+
+    def delete(self, key: K) -> FrozenMap[K, V]:
+        """A new FrozenMap without ``key`` (``KeyError`` if absent); this one is unchanged.
+        O(log n)."""
+        return type(self)._from_trie(_as_trie(self).delete(key))
+
+    def update(self, other: Any = (), /, **kwargs: V) -> FrozenMap[K, V]:
+        """A new FrozenMap with the items of ``other`` (a mapping or pairs) and ``kwargs``
+        set; this one is unchanged. O(log n) per item."""
+        builder = self.mutate()
+        builder.update(other, **kwargs)
+        return builder.finish()
+
+    def mutate(self) -> FrozenMapMutation[K, V]:
+        """A short-lived builder starting from this map's contents: change it like a dict,
+        then ``finish()`` it to get the new FrozenMap (as a context manager, leaving the
+        ``with`` block closes it). This map is never changed."""
+        return FrozenMapMutation(self)
 
     def keys(self) -> Any:
-        return self._data.keys()
+        return self._data.keys()  # (a trie-backed map builds its dict once, here)
 
     def values(self) -> Any:
         return self._data.values()
@@ -126,6 +183,8 @@ class FrozenMap(Mapping[K, V]):
                 f"unhashable: this {type(self).__name__} is not built yet (it was reached "
                 "through its own values while being unpickled or deep-copied)"
             ) from None
+        if data is None:
+            data = self._data  # trie-backed: build the dict once
         cached = hash(frozenset(data.items()))
         _set_hash(self, cached)  # racing threads store the same int: benign
         return cached
@@ -196,9 +255,127 @@ def _seal(name: str) -> Any:
     return slot
 
 
-_DATA = _seal("_data")
-_HASH = _seal("_hash")
+_DATA = FrozenMap.__dict__["_data"]
 _get_data, _set_data = _DATA.__get__, _DATA.__set__  # set once, by the constructors
+_HASH = _seal("_hash")
+_TRIE = _seal("_trie")
+_get_trie, _set_trie = _TRIE.__get__, _TRIE.__set__  # set once: constructor or first _as_trie
+
+
+def _data_dict(self: FrozenMap[Any, Any]) -> dict[Any, Any]:
+    """The contents as a dict: the raw slot, or (trie-backed) a dict built once from the
+    trie and kept. Threads racing here each build an equal dict: benign."""
+    data: dict[Any, Any] | None = _get_data(self)
+    if data is None:
+        data = _get_trie(self).to_dict()
+        _set_data(self, data)
+    return data
+
+
+setattr(
+    FrozenMap,
+    "_data",
+    property(
+        _data_dict, lambda self, _v: _refuse(self, "_data"), lambda self: _refuse(self, "_data")
+    ),
+)
+
+_Trie: Any = None  # safemap.persistent._hamt.Trie, imported on first use (import cycle)
+
+
+def _as_trie(self: FrozenMap[Any, Any]) -> Any:
+    """The contents as a trie version: the ``_trie`` slot, or one built once (O(n)) from
+    the dict and kept."""
+    try:
+        return _get_trie(self)
+    except AttributeError:
+        pass
+    global _Trie
+    if _Trie is None:
+        from ..persistent._hamt import Trie
+
+        _Trie = Trie
+    trie = _Trie.from_dict(self._data)
+    _set_trie(self, trie)  # threads racing here each store an equal version: benign
+    return trie
+
+
+class FrozenMapMutation(Generic[K, V]):
+    """The builder ``FrozenMap.mutate()`` returns: a private trie version changed in
+    O(log n) per call, turned into a new FrozenMap by ``finish()``. Short-lived and not
+    shared between threads; using it after ``finish()`` raises ``RuntimeError``."""
+
+    __slots__ = ("_cls", "_open", "_trie")
+
+    def __init__(self, base: FrozenMap[K, V]) -> None:
+        self._cls = type(base)
+        self._trie = _as_trie(base)
+        self._open = True
+
+    def _check(self) -> Any:
+        if not self._open:
+            raise RuntimeError("FrozenMap mutation used after finish()")
+        return self._trie
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._trie = self._check().set(key, value)
+
+    def set(self, key: K, value: V) -> None:
+        self[key] = value
+
+    def __delitem__(self, key: K) -> None:
+        self._trie = self._check().delete(key)
+
+    def delete(self, key: K) -> None:
+        del self[key]
+
+    def pop(self, key: K, default: Any = _MISSING_DEFAULT) -> Any:
+        trie = self._check()
+        value = trie.get(key, _MISSING_DEFAULT)
+        if value is _MISSING_DEFAULT:
+            if default is _MISSING_DEFAULT:
+                raise KeyError(key)
+            return default
+        self._trie = trie.delete(key)
+        return value
+
+    def __getitem__(self, key: K) -> V:
+        return self._check()[key]  # type: ignore[no-any-return]
+
+    def get(self, key: K, default: Any = None) -> Any:
+        return self._check().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._check()
+
+    def __len__(self) -> int:
+        return len(self._check())
+
+    def update(self, other: Any = (), /, **kwargs: V) -> None:
+        if isinstance(other, Mapping):
+            pairs: Iterable[tuple[Any, Any]] = other.items()
+        elif hasattr(other, "keys"):
+            pairs = ((key, other[key]) for key in other.keys())  # noqa: SIM118  # dict's rule
+        else:
+            pairs = other
+        for key, value in pairs:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value  # type: ignore[index]
+
+    def finish(self) -> FrozenMap[K, V]:
+        """The new FrozenMap (O(1)); the builder cannot be used afterwards."""
+        trie = self._check()
+        self._open = False
+        return self._cls._from_trie(trie)
+
+    def __enter__(self) -> FrozenMapMutation[K, V]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._open = False
+
+
 _get_hash, _set_hash = _HASH.__get__, _HASH.__set__  # unset until the first hash()
 
 
