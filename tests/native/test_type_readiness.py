@@ -16,8 +16,21 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent.parent  # tests/, where conftest.py lives
-MAP_NAMES = ["LockedMap", "RWLockMap", "ActorMap", "AsyncActorMap", "ConcurrentMap", "SyncMap"]
-C_MODULES = ["safemap.native._core", "safemap.failfast._core", "safemap.race._fastiter"]
+MAP_NAMES = [
+    "LockedMap",
+    "RWLockMap",
+    "ActorMap",
+    "AsyncActorMap",
+    "ConcurrentMap",
+    "SyncMap",
+    "PersistentMap",
+]
+C_MODULES = [
+    "safemap.native._core",
+    "safemap.failfast._core",
+    "safemap.race._fastiter",
+    "safemap.persistent._hamt",
+]
 TIMEOUT = 120  # seconds: only ever reached on a deadlock
 
 

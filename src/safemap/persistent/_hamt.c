@@ -1856,6 +1856,14 @@ hamt_exec(PyObject *module)
         }
         node_ready(empty_node);
     }
+    /* The one list every type is readied from, exposed for the readiness tests. */
+    PyObject *all = PyTuple_Pack(4, (PyObject *)&Node_Type, (PyObject *)&Trie_Type,
+                                 (PyObject *)&TrieIter_Type, (PyObject *)&PMap_Type);
+    int added = all == NULL ? -1 : PyModule_AddObjectRef(module, "_types", all);
+    Py_XDECREF(all);
+    if (added < 0) {
+        return -1;
+    }
     if (PyModule_AddObjectRef(module, "Trie", (PyObject *)&Trie_Type) < 0 ||
         PyModule_AddObjectRef(module, "PersistentMapBase", (PyObject *)&PMap_Type) < 0) {
         return -1;

@@ -272,13 +272,10 @@ def _data_dict(self: FrozenMap[Any, Any]) -> dict[Any, Any]:
     return data
 
 
-setattr(
-    FrozenMap,
-    "_data",
-    property(
-        _data_dict, lambda self, _v: _refuse(self, "_data"), lambda self: _refuse(self, "_data")
-    ),
+_SEALED_DATA = property(
+    _data_dict, lambda self, _v: _refuse(self, "_data"), lambda self: _refuse(self, "_data")
 )
+setattr(FrozenMap, "_data", _SEALED_DATA)  # noqa: B010  # (declared as a dict for mypy)
 
 _Trie: Any = None  # safemap.persistent._hamt.Trie, imported on first use (import cycle)
 
