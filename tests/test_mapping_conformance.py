@@ -1,7 +1,7 @@
 """CPython's own mapping conformance suite, ``test.mapping_tests.TestHashMappingProtocol``,
 run with ``type2test`` set to each registered map type.
 
-The spec (``shared/spec/map-protocol.md``) says it passes for every mutable type except its
+The contract (``docs/protocol.md``) says it passes for every mutable type except its
 ``test_repr``, which expects ``dict``'s repr (``{...}``) where the maps print
 ``TypeName({...})``.
 """

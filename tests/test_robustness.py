@@ -1,7 +1,6 @@
 """Robustness of every map type: hostile keys, callbacks that raise, block or re-enter the
 map, unhashable keys, ``None`` values, pickling and copying, sentinels, identity and the
-release of removed objects (``shared/spec/map-protocol.md``, "Guarantees that hold for
-every method")."""
+release of removed objects (``docs/protocol.md``, "The guarantees")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``ConcurrentMapping``: the protocol every mutable safemap map implements.
 
-The contract is ``shared/spec/map-protocol.md``. A map type implements eight primitives, each
+The contract is ``docs/protocol.md``. A map type implements eight primitives, each
 atomic (linearizable) on its own:
 
     load, store, compute, __len__, _iter_items, clear, snapshot, transaction

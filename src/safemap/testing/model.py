@@ -2,7 +2,7 @@
 
 ``apply(method, args, state)`` runs one protocol call against ``state`` (a ``dict`` the model
 owns) and returns what a correct map must answer, as an :class:`Outcome`. It is written from
-``shared/spec/map-protocol.md`` directly and shares no code with the maps it checks.
+``docs/protocol.md`` directly and shares no code with the maps it checks.
 
 Not modelled as single operations, because the protocol does not make them atomic as a
 whole: ``update`` (each key atomic, not the update) and ``delete_if`` (a weakly consistent
