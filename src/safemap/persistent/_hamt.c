@@ -18,7 +18,7 @@
  *          the mutable map's core: a pointer to the current Trie.  Readers
  *          take a strong reference to the current Trie and walk it with no
  *          lock; a writer builds the next Trie and publishes it by swapping
- *          the pointer (writers are serialized by the Python layer's lock).
+ *          the pointer (writers are serialized by the map's writer lock, an SMLock).
  *
  * Why readers are safe on free-threaded builds: the only shared mutable word
  * is PersistentMapBase.root.  Everything reachable from a Trie is immutable
