@@ -318,10 +318,15 @@ sy_find_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, SMEntry **e, int 
     return sy_find(m->dirty, key, hash, e);
 }
 
-/* Set key to value under mu; *old gets the previous value (strong) or NULL. */
+/* Set key to value under mu; *old gets the previous value (strong) or NULL.
+ * fresh: NULL, or an entry made by entry_new(value) before taking mu, which a
+ * new key consumes (*fresh set to NULL); the caller drops a leftover after
+ * unlocking.  Plain writes pass one: allocating a GC object can run a
+ * collection on the spot (3.11), whose finalizers may write to this map, and
+ * such a write must land -- it could not while this thread holds mu. */
 static int
 sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
-              PyObject **old)
+              PyObject **old, SMEntry **fresh)
 {
     SMEntry *e;
     int in_read;
@@ -336,9 +341,15 @@ sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         Py_DECREF(e);
         return 0;
     }
-    e = entry_new(value);
-    if (e == NULL) {
-        return -1;
+    if (fresh != NULL && *fresh != NULL) {
+        e = *fresh;
+        *fresh = NULL;
+    }
+    else {
+        e = entry_new(value);
+        if (e == NULL) {
+            return -1;
+        }
     }
     r = sm_dict_set(m->dirty, key, (PyObject *)e, hash);
     Py_DECREF(e);
@@ -534,11 +545,14 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
             return 0;
         }
     }
-    if (sy_lock(m, sm_me()) < 0) {
+    SMEntry *fresh = entry_new(value);  /* before mu: see sy_set_locked */
+    if (fresh == NULL || sy_lock(m, sm_me()) < 0) {
+        Py_XDECREF(fresh);
         return -1;
     }
-    r = sy_set_locked(m, key, hash, value, old);
+    r = sy_set_locked(m, key, hash, value, old, &fresh);
     sy_unlock(m);
+    Py_XDECREF(fresh);
     return r;
 }
 
@@ -595,7 +609,9 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
             return 1;
         }
     }
-    if (sy_lock(m, sm_me()) < 0) {
+    SMEntry *fresh = entry_new(value);  /* before mu: see sy_set_locked */
+    if (fresh == NULL || sy_lock(m, sm_me()) < 0) {
+        Py_XDECREF(fresh);
         return -1;
     }
     PyObject *cur;
@@ -605,7 +621,7 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
     }
     else if (r == 0) {
         PyObject *old;
-        if (sy_set_locked(m, key, hash, value, &old) < 0) {
+        if (sy_set_locked(m, key, hash, value, &old, &fresh) < 0) {
             r = -1;
         }
         else {
@@ -614,6 +630,7 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
         }
     }
     sy_unlock(m);
+    Py_XDECREF(fresh);
     return r;
 }
 
@@ -694,7 +711,7 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
         r = PyObject_RichCompareBool(cur, expected, Py_EQ);
         if (r > 0) {
             if (new != NULL) {
-                r = sy_set_locked(m, key, hash, new, &old) < 0 ? -1 : 1;
+                r = sy_set_locked(m, key, hash, new, &old, NULL) < 0 ? -1 : 1;
             }
             else {
                 r = sy_del_locked(m, key, hash, &old, 0) < 0 ? -1 : 1;
@@ -796,7 +813,7 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         result = Py_NewRef(Py_None);
     }
     else {
-        if (old != res && sy_set_locked(m, key, hash, res, &replaced) < 0) {
+        if (old != res && sy_set_locked(m, key, hash, res, &replaced, NULL) < 0) {
             goto unlock;
         }
         result = Py_NewRef(res);
@@ -1465,7 +1482,7 @@ st_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         }
     }
     else {
-        r = sy_set_locked(m, key, hash, value, &old);
+        r = sy_set_locked(m, key, hash, value, &old, NULL);
     }
     if (old != NULL) {
         if (PyList_Append(t->grave, old) < 0) {
