@@ -198,6 +198,7 @@ cm_write_reentry_slow(SMCMapObject *m)
 static inline int
 cm_write_check(SMCMapObject *m)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(!REENTRY_POSSIBLE(m))) {
         return 0;
     }
@@ -229,6 +230,7 @@ cm_read_slow(SMCMapObject *m, SMShard *s)
 static inline int
 cm_read_check(SMCMapObject *m, SMShard *s)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(SM_LOAD_INT(&m->guard) == 0)) {
         return 0;
     }
@@ -1573,6 +1575,7 @@ cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->count = 0;
     m->guard = 0;
     m->committing = 0;
+    m->shared = 0;
     m->txn_owner = NULL;
 #if !SM_FREE_THREADED
     m->held = 0;

@@ -54,6 +54,8 @@ typedef struct {
                                 take the slow path */
     int committing;          /* != 0 while shards are being changed together:
                                 reads wait for it to finish */
+    int shared;              /* a second thread has used the map: deferred
+                                reference counting is on (sm_note_thread) */
     void *txn_owner;         /* thread running transaction(fn), or NULL */
 #if !SM_FREE_THREADED
     Py_ssize_t held;         /* shard locks held right now by any thread */

@@ -214,6 +214,7 @@ sy_write_reentry_slow(SMSMapObject *m)
 static inline int
 sy_write_check(SMSMapObject *m)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(!SY_REENTRY_POSSIBLE(m))) {
         return 0;
     }
@@ -241,6 +242,7 @@ sy_read_slow(SMSMapObject *m)
 static inline int
 sy_read_check(SMSMapObject *m)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(SM_LOAD_INT(&m->guard) == 0)) {
         return 0;
     }
