@@ -80,6 +80,42 @@ static char sm_expunged_marker;
 
 /* ------------------------------------------------------------------ entries */
 
+/* Lock-free value reads (free-threaded CPython 3.14+).  A reader loads the
+ * value pointer, takes a reference with PyUnstable_TryIncRef and re-loads the
+ * pointer: if the entry still holds the same object, the reference is good;
+ * otherwise (a writer replaced it meanwhile) it drops the reference and takes
+ * the entry's critical section instead.  This is the protocol of CPython's own
+ * dict reads, and it rests on the same two facts: (1) an object freed by
+ * another thread stays readable memory (its refcount fields included) until
+ * the reading thread reports a quiescent state, which it cannot do between
+ * the load and the increment -- nothing there runs Python code, blocks or
+ * detaches; a recycled block is caught by the re-load; (2) writers mark each
+ * stored object with PyUnstable_EnableTryIncRef (holding a strong reference),
+ * without which TryIncRef may fail spuriously -- a failure just takes the
+ * locked path.  Writers still serialize in the entry's critical section and
+ * publish with a release store.  3.13t has no TryIncRef: it keeps the locked
+ * read; GIL builds need neither. */
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+#  define SY_LOCKFREE_READ 1
+#else
+#  define SY_LOCKFREE_READ 0
+#endif
+
+/* Store v (a strong reference the entry takes over, or SM_EXPUNGED) as e's
+ * value: in e's critical section, or before e is shared. */
+static inline void
+entry_publish(SMEntry *e, PyObject *v)
+{
+#if SY_LOCKFREE_READ
+    if (LIVE(v)) {
+        PyUnstable_EnableTryIncRef(v);
+    }
+    _Py_atomic_store_ptr_release(&e->value, v);
+#else
+    e->value = v;
+#endif
+}
+
 static SMEntry *
 entry_new(PyObject *value)
 {
@@ -87,7 +123,8 @@ entry_new(PyObject *value)
     if (e == NULL) {
         return NULL;
     }
-    e->value = Py_NewRef(value);
+    e->value = NULL;
+    entry_publish(e, Py_NewRef(value));
     PyObject_GC_Track(e);
     return e;
 }
@@ -97,6 +134,18 @@ static PyObject *
 entry_load(SMEntry *e)
 {
     PyObject *v;
+#if SY_LOCKFREE_READ
+    v = _Py_atomic_load_ptr_acquire(&e->value);
+    if (!LIVE(v)) {
+        return NULL;
+    }
+    if (PyUnstable_TryIncRef(v)) {
+        if (_Py_atomic_load_ptr_acquire(&e->value) == v) {
+            return v;
+        }
+        Py_DECREF(v);  /* replaced meanwhile: read it under the lock */
+    }
+#endif
     Py_BEGIN_CRITICAL_SECTION(e);
     v = e->value;
     if (LIVE(v)) {
@@ -117,7 +166,7 @@ entry_exchange(SMEntry *e, PyObject *v)
     PyObject *old;
     Py_BEGIN_CRITICAL_SECTION(e);
     old = e->value;
-    e->value = v ? Py_NewRef(v) : SM_EXPUNGED;
+    entry_publish(e, v ? Py_NewRef(v) : SM_EXPUNGED);
     Py_END_CRITICAL_SECTION();
     return LIVE(old) ? old : NULL;
 }
@@ -411,7 +460,7 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
     PyObject *prev;
     Py_BEGIN_CRITICAL_SECTION(e);
     prev = e->value;
-    e->value = SM_EXPUNGED;
+    entry_publish(e, SM_EXPUNGED);
     Py_END_CRITICAL_SECTION();
     Py_DECREF(e);
     if (!LIVE(prev)) {
@@ -536,7 +585,7 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
         Py_BEGIN_CRITICAL_SECTION(e);
         if (!SM_LOAD_INT(&m->frozen) && e->value != SM_EXPUNGED) {
             prev = e->value;
-            e->value = Py_NewRef(value);
+            entry_publish(e, Py_NewRef(value));
             done = 1;
         }
         Py_END_CRITICAL_SECTION();
@@ -681,7 +730,7 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
                     res = 0;  /* changed meanwhile: compare again */
                 }
                 else {
-                    e->value = Py_NewRef(new);  /* new != NULL: see above */
+                    entry_publish(e, Py_NewRef(new));  /* new != NULL: see above */
                     res = 1;
                 }
             }
@@ -1153,7 +1202,7 @@ sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
         PyObject *v;
         Py_BEGIN_CRITICAL_SECTION(e);
         v = e->value;
-        e->value = SM_EXPUNGED;
+        entry_publish(e, SM_EXPUNGED);
         Py_END_CRITICAL_SECTION();
         if (LIVE(v)) {
             grave.items[grave.n++] = v;  /* the entry's reference, moved */
