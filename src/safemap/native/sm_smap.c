@@ -46,11 +46,10 @@
  *    take `mu` re-entrantly.  Inside transaction(fn) every method raises;
  *  - replaced values are released after `mu` is released.
  *
- * Free-threaded caveat: reading an entry's value takes that entry's own
- * critical section for a few instructions.  CPython offers extensions no safe
- * way to take a reference to an object another thread may replace and release
- * at the same moment (dict and list do it with their internal deferred
- * freeing); the per-entry lock is the price, and it is per key.
+ * Free-threaded builds: on 3.14+ a read takes its reference to an entry's
+ * value with no lock (a try-incref re-checked against the entry; see
+ * "Lock-free value reads" below); on 3.13t it takes the entry's critical
+ * section for a few instructions.
  */
 #include "sm_smap.h"
 
