@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from safemap import RecursiveUpdateError
 from safemap.native import ConcurrentMap, SyncMap
 
 ROUNDS = 300
@@ -85,3 +86,56 @@ def test_finalizer_write_during_a_plain_write_lands(
     assert all(("del", i) in m for i in range(ROUNDS))
     writes_left = kind not in {"pop", "delete", "compare_and_delete"}
     assert len(m) == ROUNDS * (1 + writes_left)
+
+
+class StoredKey:
+    """A key whose stored copy writes to the map when it is freed (by the map's delete)."""
+
+    def __init__(self, m: Any, n: int, stored: bool, errors: list[BaseException]) -> None:
+        self.m, self.n, self.stored, self.errors = m, n, stored, errors
+
+    def __hash__(self) -> int:
+        return 7  # every key collides: the delete's lookup compares with __eq__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredKey) and other.n == self.n
+
+    def __del__(self) -> None:
+        if self.stored:
+            try:
+                self.m[("del", self.n)] = True
+            except BaseException as exc:  # recorded: the test asserts there is none
+                self.errors.append(exc)
+
+
+DELETES: dict[str, Callable[[Any, Any], object]] = {
+    "pop": lambda m, k: m.pop(k),
+    "delete": lambda m, k: m.delete(k),
+    "delitem": lambda m, k: m.__delitem__(k),
+    "load_and_delete": lambda m, k: m.load_and_delete(k),
+}
+
+
+@pytest.mark.parametrize("where", ["read", "dirty"])
+@pytest.mark.parametrize("kind", sorted(DELETES))
+def test_syncmap_stored_key_del_writing_during_a_delete_lands(kind: str, where: str) -> None:
+    """The delete drops the map's reference to the stored key (an equal but distinct object)
+    while it finishes; that key's ``__del__`` writes to the map, which must land."""
+    m = SyncMap()
+    errors: list[BaseException] = []
+    m[StoredKey(m, 1, True, errors)] = 0  # only the map references the stored key
+    m["other"] = 0
+    if where == "read":
+        for _ in range(3):
+            m.get(StoredKey(m, 1, False, errors))  # misses promote the keys to read
+        assert m.stats()["dirty_size"] == 0
+    else:
+        assert m.stats()["read_size"] == 0
+    DELETES[kind](m, StoredKey(m, 1, False, errors))
+    assert errors == []
+    assert m.get(("del", 1)) is True
+    assert StoredKey(m, 1, False, errors) not in m
+    assert len(m) == 2 == len(list(m))
+    m[StoredKey(m, 2, False, errors)] = 0  # healthy: the mutex was released exactly once
+    with pytest.raises(RecursiveUpdateError):
+        m.compute("other", lambda k, v: m.store("x", 1))

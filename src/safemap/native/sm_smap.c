@@ -246,6 +246,18 @@ sy_lock_for_read(SMSMapObject *m, int *took)
     return sy_lock(m, me);
 }
 
+/* A plain pop's last dict call (see sy_pop_locked). */
+typedef struct {
+    PyObject *dict;   /* read or dirty: where the key is deleted */
+    Py_ssize_t size;  /* its size before the call */
+    SMEntry *e;       /* the key's entry (strong; NULL once completed) */
+    int in_read;
+    int done;         /* completed: bookkeeping done, mu released */
+    PyObject *old;    /* the value removed (strong), or NULL */
+} SYFinal;
+
+static void sy_final_complete(SMSMapObject *m, SYFinal *f);
+
 static int
 sy_write_reentry_slow(SMSMapObject *m)
 {
@@ -254,6 +266,14 @@ sy_write_reentry_slow(SMSMapObject *m)
         return sm_raise_recursive(MSG_TXN_REENTRY);
     }
     if (sm_lock_held_by(&m->mu, me)) {
+        SYFinal *f = (SYFinal *)m->final;
+        if (f != NULL && PyDict_GET_SIZE(f->dict) != f->size) {
+            /* This thread is in a plain pop whose dict call has removed the
+             * key and is now dropping the stored key (whose __del__ asks for
+             * this write): finish that pop here, then let the write go on. */
+            sy_final_complete(m, f);
+            return 0;
+        }
         return sm_raise_recursive(MSG_WRITE_REENTRY);
     }
     return 0;
@@ -470,6 +490,81 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
     return 1;
 }
 
+/* Finish a plain pop after its dict call removed the key: expunge the entry,
+ * count, release mu.  Exactly once per f: by sy_pop_locked, or earlier by a
+ * write from a __del__ that the dict call runs (sy_write_reentry_slow). */
+static void
+sy_final_complete(SMSMapObject *m, SYFinal *f)
+{
+    PyObject *prev;
+    f->done = 1;
+    m->final = NULL;
+    if (f->in_read) {
+        /* Expunge: see sy_del_locked. */
+        Py_BEGIN_CRITICAL_SECTION(f->e);
+        prev = f->e->value;
+        entry_publish(f->e, SM_EXPUNGED);
+        Py_END_CRITICAL_SECTION();
+        if (!LIVE(prev)) {
+            prev = NULL;
+        }
+    }
+    else {
+        prev = entry_exchange(f->e, NULL);
+        sy_miss_locked(m, 0);  /* a dirty hit counts as a miss, after the delete */
+    }
+    if (prev != NULL) {
+        SM_ADD_SSIZE(&m->count, -1);
+    }
+    f->old = prev;
+    Py_CLEAR(f->e);  /* detached and expunged: freeing it runs no Python code */
+    sy_unlock(m);
+}
+
+/* The locked part of a plain pop: called holding mu, returns with mu
+ * released.  1: removed (*old strong), 0: absent, -1: error.
+ *
+ * The dict call that removes the key is the write's last step, and it drops
+ * the dict's reference to the stored key, whose __del__ may write to this
+ * map.  Such a write must land (it is not inside a compute callback), but mu
+ * is still held.  So the call is marked (m->final): a write from this thread
+ * that finds the dict's size changed (the removal is done; what runs is the
+ * release) completes the pop on the spot and proceeds, the same observable
+ * order as releasing the key after unlocking.  Before the removal (a key's
+ * __eq__ in the lookup) the size is unchanged and re-entry is refused as
+ * usual.  Holding mu, nothing else changes read's or dirty's size (nested
+ * reads never promote). */
+static int
+sy_pop_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old)
+{
+    SMEntry *e;
+    int in_read;
+    *old = NULL;
+    int r = sy_find_locked(m, key, hash, &e, &in_read, 1);
+    if (r <= 0) {
+        if (r == 0) {
+            sy_miss_locked(m, 0);  /* absent from read and dirty: a miss */
+        }
+        sy_unlock(m);
+        return r;
+    }
+    SYFinal f = {in_read ? m->read : m->dirty, 0, e, in_read, 0, NULL};
+    f.size = PyDict_GET_SIZE(f.dict);
+    m->final = &f;
+    int rc = sm_dict_del(f.dict, key, hash);
+    if (!f.done) {
+        if (rc < 0) {  /* an __eq__ raised in the lookup: nothing changed */
+            m->final = NULL;
+            Py_DECREF(e);
+            sy_unlock(m);
+            return -1;
+        }
+        sy_final_complete(m, &f);
+    }
+    *old = f.old;
+    return f.old != NULL;
+}
+
 /* Value for key under mu (no miss counted).  1/0/-1, *v strong. */
 static int
 sy_get_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
@@ -629,9 +724,7 @@ sy_pop_impl(SMSMapObject *m, PyObject *key, PyObject **old)
     if (sy_lock(m, sm_me()) < 0) {
         return -1;
     }
-    r = sy_del_locked(m, key, hash, old, 1);
-    sy_unlock(m);
-    return r;
+    return sy_pop_locked(m, key, hash, old);
 }
 
 /* load_or_store.  1: loaded (*actual existing), 0: stored (*actual value). */
