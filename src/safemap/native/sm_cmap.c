@@ -119,10 +119,10 @@ cm_held_by_me(SMCMapObject *m, void *me)
     return 0;
 }
 
-#if SM_FINAL_CALL
 static inline void cm_unlock(SMCMapObject *m, SMShard *s);
 
-/* The last dict call of a write (3.11 GIL builds).  Such a call first mutates
+/* The last dict call of a write (every write on 3.11 GIL builds; deletes on
+ * the others, where a store looks the old value up first).  Such a call first mutates
  * the dict -- running no Python code, except a key's __eq__ during its lookup,
  * before anything changes -- and then drops the references it replaced, which
  * can run a __del__.  A __del__ that writes to this map would find the lock
@@ -133,13 +133,19 @@ static inline void cm_unlock(SMCMapObject *m, SMShard *s);
  * the references had been released after the unlock, which is what a second
  * lookup holding the old value would otherwise buy at the price of every
  * store.  Before the mutation (an __eq__ in the lookup) the tag has not moved
- * and re-entry is refused as usual. */
+ * and re-entry is refused as usual.  Builds without a usable version tag use
+ * this for deletes only, where the dict's size tells the same: under the
+ * shard lock nothing else changes it, and a delete changes it exactly when
+ * it has removed the key (what runs after that is the release of the stored
+ * key, whose __del__ may write to the map). */
 static inline void
 cm_final_begin(SMShard *s, SMFinal *f)
 {
     BEGIN_MUT(s);
     f->size = PyDict_GET_SIZE(s->dict);
+#if SM_FINAL_CALL
     f->tag = SM_DICT_TAG(s->dict);
+#endif
     f->done = 0;
     /* Only the lock holder sets this, and it holds the lock until the call
      * ends or a nested write completes it (which clears it): at most one
@@ -168,7 +174,18 @@ cm_final_end(SMCMapObject *m, SMShard *s, SMFinal *f)
         cm_final_complete(m, s, f);
     }
 }
+
+/* Has the final call f (of the calling thread, which holds s's lock) made
+ * its mutation? */
+static inline int
+cm_final_mutated(SMShard *s, SMFinal *f)
+{
+#if SM_FINAL_CALL
+    return SM_DICT_TAG(s->dict) != f->tag;
+#else
+    return PyDict_GET_SIZE(s->dict) != f->size;  /* deletes only: see above */
 #endif
+}
 
 static int
 cm_write_reentry_slow(SMCMapObject *m)
@@ -177,16 +194,16 @@ cm_write_reentry_slow(SMCMapObject *m)
     if (SM_LOAD_PTR(&m->txn_owner) == me) {
         return sm_raise_recursive(MSG_TXN_REENTRY);
     }
-#if SM_FINAL_CALL
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
         SMShard *s = cm_shard_at(m, i);
+        if (!sm_lock_held_by(&s->lock, me)) {
+            continue;  /* s->final belongs to the lock holder: do not read it */
+        }
         SMFinal *f = s->final;
-        if (f != NULL && sm_lock_held_by(&s->lock, me)
-            && SM_DICT_TAG(s->dict) != f->tag) {
+        if (f != NULL && cm_final_mutated(s, f)) {
             cm_final_complete(m, s, f);
         }
     }
-#endif
     if (cm_held_by_me(m, me)) {
         return sm_raise_recursive(MSG_WRITE_REENTRY);
     }
@@ -198,6 +215,7 @@ cm_write_reentry_slow(SMCMapObject *m)
 static inline int
 cm_write_check(SMCMapObject *m)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(!REENTRY_POSSIBLE(m))) {
         return 0;
     }
@@ -229,6 +247,7 @@ cm_read_slow(SMCMapObject *m, SMShard *s)
 static inline int
 cm_read_check(SMCMapObject *m, SMShard *s)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(SM_LOAD_INT(&m->guard) == 0)) {
         return 0;
     }
@@ -441,21 +460,11 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
         *old = NULL;
         return -1;
     }
-#if SM_FINAL_CALL
     /* The removed key may be released inside the call: see cm_final_begin. */
     SMFinal f;
     cm_final_begin(s, &f);
     int r = sm_dict_pop(s->dict, key, hash, old);
     cm_final_end(m, s, &f);
-#else
-    BEGIN_MUT(s);
-    int r = sm_dict_pop(s->dict, key, hash, old);
-    END_MUT(s);
-    if (r == 1) {
-        SM_ADD_SSIZE(&m->count, -1);
-    }
-    cm_unlock(m, s);
-#endif
     return r;
 }
 
@@ -1518,9 +1527,7 @@ cm_after_fork(SMNode *node, void *me)
             if (s->version & 1) {
                 s->version++;
             }
-#if SM_FINAL_CALL
             s->final = NULL;  /* a gone thread's frame */
-#endif
         }
     }
 #if !SM_FREE_THREADED
@@ -1573,6 +1580,7 @@ cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->count = 0;
     m->guard = 0;
     m->committing = 0;
+    m->shared = 0;
     m->txn_owner = NULL;
 #if !SM_FREE_THREADED
     m->held = 0;

@@ -6,16 +6,17 @@
 
 #include "sm_common.h"
 
-#if SM_FINAL_CALL
-/* One write's last dict call (3.11 GIL builds), on the writer's C stack: each
- * call has its own, so writes nested from __del__ at any depth never share
- * state.  `done` is set when a nested write completed this one early. */
+/* One write's last dict call, on the writer's C stack: each call has its
+ * own, so writes nested from __del__ at any depth never share state.  `done`
+ * is set when a nested write completed this one early.  Used by every write
+ * on 3.11 GIL builds, by deletes on the others (see cm_final_begin). */
 typedef struct SMFinal {
     Py_ssize_t size;        /* dict size before the call */
+#if SM_FINAL_CALL
     uint64_t tag;           /* dict version tag before the call */
+#endif
     int done;
 } SMFinal;
-#endif
 
 /* One shard: a plain dict, the lock that serializes its writers, and
  * counters.  Padded to a cache line so that threads working on different
@@ -30,10 +31,9 @@ typedef struct {
                                readers write a shared line) */
     Py_ssize_t locks;       /* lock acquisitions, counted under the lock */
     Py_ssize_t contended;   /* acquisitions that found the lock held */
-#if SM_FINAL_CALL
     struct SMFinal *final;  /* the holder's write in its last dict call, or
-                               NULL (see cm_final_begin in sm_cmap.c) */
-#endif
+                               NULL (see cm_final_begin in sm_cmap.c); only
+                               the lock holder reads or writes it */
 } SMShard;
 
 #define SM_SHARD_STRIDE 64
@@ -54,6 +54,8 @@ typedef struct {
                                 take the slow path */
     int committing;          /* != 0 while shards are being changed together:
                                 reads wait for it to finish */
+    int shared;              /* a second thread has used the map: deferred
+                                reference counting is on (sm_note_thread) */
     void *txn_owner;         /* thread running transaction(fn), or NULL */
 #if !SM_FREE_THREADED
     Py_ssize_t held;         /* shard locks held right now by any thread */

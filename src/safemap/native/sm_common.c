@@ -325,3 +325,13 @@ SM_DEFINE_TYPE(SMIter_Type) = {
     .tp_iternext = smiter_next,
     .tp_methods = smiter_methods,
 };
+
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+void
+sm_share_slow(PyObject *op, int *shared)
+{
+    /* Needs a GC-tracked object: maps are, from allocation to dealloc. */
+    (void)PyUnstable_Object_EnableDeferredRefcount(op);
+    _Py_atomic_store_int_relaxed(shared, 1);
+}
+#endif

@@ -60,6 +60,33 @@ PyObject *sm_after_fork_child(PyObject *module, PyObject *unused);
  * mutation seen by an optimistic reader).  Releases the GIL. */
 void sm_backoff(int attempt);
 
+/* ------------------------------------------------- shared maps (3.14t) */
+
+/* The map object's own reference count off the hot path.  On free-threaded
+ * CPython 3.14+, the first call made on a map by a thread other than the one
+ * that created it enables deferred reference counting on the map object
+ * (PyUnstable_Object_EnableDeferredRefcount, thread-safe, idempotent): the
+ * interpreter then stops counting the references its frames take to the map,
+ * which every thread calling `m[k]` would otherwise write to one shared cache
+ * line.  The price: such a map is freed by the cyclic garbage collector (at
+ * its next collection after the last reference goes), not the moment its
+ * reference count drops.  A map used by one thread only is freed at once, as
+ * before.  `*shared` is the map's own flag: it keeps the call out of later
+ * operations (a relaxed load of a field no one writes again). */
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+void sm_share_slow(PyObject *op, int *shared);
+static inline void
+sm_note_thread(PyObject *op, int *shared)
+{
+    if (SM_UNLIKELY(!_Py_IsOwnedByCurrentThread(op))
+        && SM_UNLIKELY(!_Py_atomic_load_int_relaxed(shared))) {
+        sm_share_slow(op, shared);
+    }
+}
+#else
+#  define sm_note_thread(op, shared) ((void)(op), (void)(shared))
+#endif
+
 /* ------------------------------------------------------------ item buffer */
 
 /* A growable array of strong references, in (key, value) pairs.  Memory comes

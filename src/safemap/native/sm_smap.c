@@ -46,11 +46,10 @@
  *    take `mu` re-entrantly.  Inside transaction(fn) every method raises;
  *  - replaced values are released after `mu` is released.
  *
- * Free-threaded caveat: reading an entry's value takes that entry's own
- * critical section for a few instructions.  CPython offers extensions no safe
- * way to take a reference to an object another thread may replace and release
- * at the same moment (dict and list do it with their internal deferred
- * freeing); the per-entry lock is the price, and it is per key.
+ * Free-threaded builds: on 3.14+ a read takes its reference to an entry's
+ * value with no lock (a try-incref re-checked against the entry; see
+ * "Lock-free value reads" below); on 3.13t it takes the entry's critical
+ * section for a few instructions.
  */
 #include "sm_smap.h"
 
@@ -80,6 +79,42 @@ static char sm_expunged_marker;
 
 /* ------------------------------------------------------------------ entries */
 
+/* Lock-free value reads (free-threaded CPython 3.14+).  A reader loads the
+ * value pointer, takes a reference with PyUnstable_TryIncRef and re-loads the
+ * pointer: if the entry still holds the same object, the reference is good;
+ * otherwise (a writer replaced it meanwhile) it drops the reference and takes
+ * the entry's critical section instead.  This is the protocol of CPython's own
+ * dict reads, and it rests on the same two facts: (1) an object freed by
+ * another thread stays readable memory (its refcount fields included) until
+ * the reading thread reports a quiescent state, which it cannot do between
+ * the load and the increment -- nothing there runs Python code, blocks or
+ * detaches; a recycled block is caught by the re-load; (2) writers mark each
+ * stored object with PyUnstable_EnableTryIncRef (holding a strong reference),
+ * without which TryIncRef may fail spuriously -- a failure just takes the
+ * locked path.  Writers still serialize in the entry's critical section and
+ * publish with a release store.  3.13t has no TryIncRef: it keeps the locked
+ * read; GIL builds need neither. */
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+#  define SY_LOCKFREE_READ 1
+#else
+#  define SY_LOCKFREE_READ 0
+#endif
+
+/* Store v (a strong reference the entry takes over, or SM_EXPUNGED) as e's
+ * value: in e's critical section, or before e is shared. */
+static inline void
+entry_publish(SMEntry *e, PyObject *v)
+{
+#if SY_LOCKFREE_READ
+    if (LIVE(v)) {
+        PyUnstable_EnableTryIncRef(v);
+    }
+    _Py_atomic_store_ptr_release(&e->value, v);
+#else
+    e->value = v;
+#endif
+}
+
 static SMEntry *
 entry_new(PyObject *value)
 {
@@ -87,7 +122,8 @@ entry_new(PyObject *value)
     if (e == NULL) {
         return NULL;
     }
-    e->value = Py_NewRef(value);
+    e->value = NULL;
+    entry_publish(e, Py_NewRef(value));
     PyObject_GC_Track(e);
     return e;
 }
@@ -97,6 +133,18 @@ static PyObject *
 entry_load(SMEntry *e)
 {
     PyObject *v;
+#if SY_LOCKFREE_READ
+    v = _Py_atomic_load_ptr_acquire(&e->value);
+    if (!LIVE(v)) {
+        return NULL;
+    }
+    if (PyUnstable_TryIncRef(v)) {
+        if (_Py_atomic_load_ptr_acquire(&e->value) == v) {
+            return v;
+        }
+        Py_DECREF(v);  /* replaced meanwhile: read it under the lock */
+    }
+#endif
     Py_BEGIN_CRITICAL_SECTION(e);
     v = e->value;
     if (LIVE(v)) {
@@ -117,7 +165,7 @@ entry_exchange(SMEntry *e, PyObject *v)
     PyObject *old;
     Py_BEGIN_CRITICAL_SECTION(e);
     old = e->value;
-    e->value = v ? Py_NewRef(v) : SM_EXPUNGED;
+    entry_publish(e, v ? Py_NewRef(v) : SM_EXPUNGED);
     Py_END_CRITICAL_SECTION();
     return LIVE(old) ? old : NULL;
 }
@@ -198,6 +246,18 @@ sy_lock_for_read(SMSMapObject *m, int *took)
     return sy_lock(m, me);
 }
 
+/* A plain pop's last dict call (see sy_pop_locked). */
+typedef struct {
+    PyObject *dict;   /* read or dirty: where the key is deleted */
+    Py_ssize_t size;  /* its size before the call */
+    SMEntry *e;       /* the key's entry (strong; NULL once completed) */
+    int in_read;
+    int done;         /* completed: bookkeeping done, mu released */
+    PyObject *old;    /* the value removed (strong), or NULL */
+} SYFinal;
+
+static void sy_final_complete(SMSMapObject *m, SYFinal *f);
+
 static int
 sy_write_reentry_slow(SMSMapObject *m)
 {
@@ -206,6 +266,14 @@ sy_write_reentry_slow(SMSMapObject *m)
         return sm_raise_recursive(MSG_TXN_REENTRY);
     }
     if (sm_lock_held_by(&m->mu, me)) {
+        SYFinal *f = (SYFinal *)m->final;
+        if (f != NULL && PyDict_GET_SIZE(f->dict) != f->size) {
+            /* This thread is in a plain pop whose dict call has removed the
+             * key and is now dropping the stored key (whose __del__ asks for
+             * this write): finish that pop here, then let the write go on. */
+            sy_final_complete(m, f);
+            return 0;
+        }
         return sm_raise_recursive(MSG_WRITE_REENTRY);
     }
     return 0;
@@ -214,6 +282,7 @@ sy_write_reentry_slow(SMSMapObject *m)
 static inline int
 sy_write_check(SMSMapObject *m)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(!SY_REENTRY_POSSIBLE(m))) {
         return 0;
     }
@@ -241,6 +310,7 @@ sy_read_slow(SMSMapObject *m)
 static inline int
 sy_read_check(SMSMapObject *m)
 {
+    sm_note_thread((PyObject *)m, &m->shared);
     if (SM_LIKELY(SM_LOAD_INT(&m->guard) == 0)) {
         return 0;
     }
@@ -318,10 +388,15 @@ sy_find_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, SMEntry **e, int 
     return sy_find(m->dirty, key, hash, e);
 }
 
-/* Set key to value under mu; *old gets the previous value (strong) or NULL. */
+/* Set key to value under mu; *old gets the previous value (strong) or NULL.
+ * fresh: NULL, or an entry made by entry_new(value) before taking mu, which a
+ * new key consumes (*fresh set to NULL); the caller drops a leftover after
+ * unlocking.  Plain writes pass one: allocating a GC object can run a
+ * collection on the spot (3.11), whose finalizers may write to this map, and
+ * such a write must land -- it could not while this thread holds mu. */
 static int
 sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
-              PyObject **old)
+              PyObject **old, SMEntry **fresh)
 {
     SMEntry *e;
     int in_read;
@@ -336,9 +411,15 @@ sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         Py_DECREF(e);
         return 0;
     }
-    e = entry_new(value);
-    if (e == NULL) {
-        return -1;
+    if (fresh != NULL && *fresh != NULL) {
+        e = *fresh;
+        *fresh = NULL;
+    }
+    else {
+        e = entry_new(value);
+        if (e == NULL) {
+            return -1;
+        }
     }
     r = sm_dict_set(m->dirty, key, (PyObject *)e, hash);
     Py_DECREF(e);
@@ -398,7 +479,7 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
     PyObject *prev;
     Py_BEGIN_CRITICAL_SECTION(e);
     prev = e->value;
-    e->value = SM_EXPUNGED;
+    entry_publish(e, SM_EXPUNGED);
     Py_END_CRITICAL_SECTION();
     Py_DECREF(e);
     if (!LIVE(prev)) {
@@ -407,6 +488,81 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
     *old = prev;
     SM_ADD_SSIZE(&m->count, -1);
     return 1;
+}
+
+/* Finish a plain pop after its dict call removed the key: expunge the entry,
+ * count, release mu.  Exactly once per f: by sy_pop_locked, or earlier by a
+ * write from a __del__ that the dict call runs (sy_write_reentry_slow). */
+static void
+sy_final_complete(SMSMapObject *m, SYFinal *f)
+{
+    PyObject *prev;
+    f->done = 1;
+    m->final = NULL;
+    if (f->in_read) {
+        /* Expunge: see sy_del_locked. */
+        Py_BEGIN_CRITICAL_SECTION(f->e);
+        prev = f->e->value;
+        entry_publish(f->e, SM_EXPUNGED);
+        Py_END_CRITICAL_SECTION();
+        if (!LIVE(prev)) {
+            prev = NULL;
+        }
+    }
+    else {
+        prev = entry_exchange(f->e, NULL);
+        sy_miss_locked(m, 0);  /* a dirty hit counts as a miss, after the delete */
+    }
+    if (prev != NULL) {
+        SM_ADD_SSIZE(&m->count, -1);
+    }
+    f->old = prev;
+    Py_CLEAR(f->e);  /* detached and expunged: freeing it runs no Python code */
+    sy_unlock(m);
+}
+
+/* The locked part of a plain pop: called holding mu, returns with mu
+ * released.  1: removed (*old strong), 0: absent, -1: error.
+ *
+ * The dict call that removes the key is the write's last step, and it drops
+ * the dict's reference to the stored key, whose __del__ may write to this
+ * map.  Such a write must land (it is not inside a compute callback), but mu
+ * is still held.  So the call is marked (m->final): a write from this thread
+ * that finds the dict's size changed (the removal is done; what runs is the
+ * release) completes the pop on the spot and proceeds, the same observable
+ * order as releasing the key after unlocking.  Before the removal (a key's
+ * __eq__ in the lookup) the size is unchanged and re-entry is refused as
+ * usual.  Holding mu, nothing else changes read's or dirty's size (nested
+ * reads never promote). */
+static int
+sy_pop_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old)
+{
+    SMEntry *e;
+    int in_read;
+    *old = NULL;
+    int r = sy_find_locked(m, key, hash, &e, &in_read, 1);
+    if (r <= 0) {
+        if (r == 0) {
+            sy_miss_locked(m, 0);  /* absent from read and dirty: a miss */
+        }
+        sy_unlock(m);
+        return r;
+    }
+    SYFinal f = {in_read ? m->read : m->dirty, 0, e, in_read, 0, NULL};
+    f.size = PyDict_GET_SIZE(f.dict);
+    m->final = &f;
+    int rc = sm_dict_del(f.dict, key, hash);
+    if (!f.done) {
+        if (rc < 0) {  /* an __eq__ raised in the lookup: nothing changed */
+            m->final = NULL;
+            Py_DECREF(e);
+            sy_unlock(m);
+            return -1;
+        }
+        sy_final_complete(m, &f);
+    }
+    *old = f.old;
+    return f.old != NULL;
 }
 
 /* Value for key under mu (no miss counted).  1/0/-1, *v strong. */
@@ -523,7 +679,7 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
         Py_BEGIN_CRITICAL_SECTION(e);
         if (!SM_LOAD_INT(&m->frozen) && e->value != SM_EXPUNGED) {
             prev = e->value;
-            e->value = Py_NewRef(value);
+            entry_publish(e, Py_NewRef(value));
             done = 1;
         }
         Py_END_CRITICAL_SECTION();
@@ -534,11 +690,14 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
             return 0;
         }
     }
-    if (sy_lock(m, sm_me()) < 0) {
+    SMEntry *fresh = entry_new(value);  /* before mu: see sy_set_locked */
+    if (fresh == NULL || sy_lock(m, sm_me()) < 0) {
+        Py_XDECREF(fresh);
         return -1;
     }
-    r = sy_set_locked(m, key, hash, value, old);
+    r = sy_set_locked(m, key, hash, value, old, &fresh);
     sy_unlock(m);
+    Py_XDECREF(fresh);
     return r;
 }
 
@@ -565,9 +724,7 @@ sy_pop_impl(SMSMapObject *m, PyObject *key, PyObject **old)
     if (sy_lock(m, sm_me()) < 0) {
         return -1;
     }
-    r = sy_del_locked(m, key, hash, old, 1);
-    sy_unlock(m);
-    return r;
+    return sy_pop_locked(m, key, hash, old);
 }
 
 /* load_or_store.  1: loaded (*actual existing), 0: stored (*actual value). */
@@ -595,7 +752,9 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
             return 1;
         }
     }
-    if (sy_lock(m, sm_me()) < 0) {
+    SMEntry *fresh = entry_new(value);  /* before mu: see sy_set_locked */
+    if (fresh == NULL || sy_lock(m, sm_me()) < 0) {
+        Py_XDECREF(fresh);
         return -1;
     }
     PyObject *cur;
@@ -605,7 +764,7 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
     }
     else if (r == 0) {
         PyObject *old;
-        if (sy_set_locked(m, key, hash, value, &old) < 0) {
+        if (sy_set_locked(m, key, hash, value, &old, &fresh) < 0) {
             r = -1;
         }
         else {
@@ -614,6 +773,7 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
         }
     }
     sy_unlock(m);
+    Py_XDECREF(fresh);
     return r;
 }
 
@@ -662,7 +822,7 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
                     res = 0;  /* changed meanwhile: compare again */
                 }
                 else {
-                    e->value = Py_NewRef(new);  /* new != NULL: see above */
+                    entry_publish(e, Py_NewRef(new));  /* new != NULL: see above */
                     res = 1;
                 }
             }
@@ -694,7 +854,7 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
         r = PyObject_RichCompareBool(cur, expected, Py_EQ);
         if (r > 0) {
             if (new != NULL) {
-                r = sy_set_locked(m, key, hash, new, &old) < 0 ? -1 : 1;
+                r = sy_set_locked(m, key, hash, new, &old, NULL) < 0 ? -1 : 1;
             }
             else {
                 r = sy_del_locked(m, key, hash, &old, 0) < 0 ? -1 : 1;
@@ -796,7 +956,7 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         result = Py_NewRef(Py_None);
     }
     else {
-        if (old != res && sy_set_locked(m, key, hash, res, &replaced) < 0) {
+        if (old != res && sy_set_locked(m, key, hash, res, &replaced, NULL) < 0) {
             goto unlock;
         }
         result = Py_NewRef(res);
@@ -1134,7 +1294,7 @@ sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
         PyObject *v;
         Py_BEGIN_CRITICAL_SECTION(e);
         v = e->value;
-        e->value = SM_EXPUNGED;
+        entry_publish(e, SM_EXPUNGED);
         Py_END_CRITICAL_SECTION();
         if (LIVE(v)) {
             grave.items[grave.n++] = v;  /* the entry's reference, moved */
@@ -1465,7 +1625,7 @@ st_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         }
     }
     else {
-        r = sy_set_locked(m, key, hash, value, &old);
+        r = sy_set_locked(m, key, hash, value, &old, NULL);
     }
     if (old != NULL) {
         if (PyList_Append(t->grave, old) < 0) {

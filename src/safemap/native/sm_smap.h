@@ -29,6 +29,9 @@ typedef struct {
     int guard;             /* != 0 during a transaction or clear: reads take
                               the slow path */
     int committing;        /* != 0 while several entries change together */
+    int shared;            /* a second thread has used the map (sm_note_thread) */
+    void *final;           /* SYFinal of the plain pop in its last dict call, or
+                              NULL; only the holder of mu reads or writes it */
     void *txn_owner;
     Py_ssize_t misses;     /* reads that had to take the mutex since the last
                               promotion (under mu) */
