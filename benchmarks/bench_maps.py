@@ -84,6 +84,7 @@ def _implementations() -> dict[str, Any]:
         "SyncMap": safemap.SyncMap(data),
         "LockedMap": safemap.LockedMap(data),
         "RWLockMap": safemap.RWLockMap(data),
+        "PersistentMap": safemap.PersistentMap(data),
         "ActorMap": safemap.ActorMap(data),
     }
 
