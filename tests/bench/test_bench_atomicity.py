@@ -88,3 +88,15 @@ def test_the_switch_interval_is_lowered_for_the_cell_and_restored() -> None:
     assert sys.getswitchinterval() == before
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     assert seen == [pytest.approx(SWITCH_INTERVAL if gil else before)]
+
+
+def test_races_are_planned_only_with_two_threads_or_more() -> None:
+    # One thread cannot race: a 1-thread cell of a race workload would only cost time.
+    from safemap.bench.registry import discover
+    from safemap.bench.runner import plan
+
+    impls = discover()[0][:2]
+    races = atomicity_workloads()
+    cells = plan(races, impls, (1, 2), rounds=2)
+    assert cells and {c.threads for c in cells} == {2}
+    assert len(cells) == len(races) * len(impls) * 2

@@ -81,6 +81,7 @@ class Race(Workload):
 
     switch_interval = SWITCH_INTERVAL
     overtime = OVERTIME
+    min_threads = 2  # one thread cannot race: its cells would only cost time
 
     def __init__(
         self,

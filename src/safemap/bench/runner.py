@@ -208,6 +208,8 @@ def plan(
     turn = 0
     for workload in workloads:
         for threads in thread_counts:
+            if threads < workload.min_threads:
+                continue
             for r in range(rounds):
                 shift = turn % len(impls) if impls else 0
                 turn += 1

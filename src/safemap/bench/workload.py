@@ -113,6 +113,8 @@ class Workload(abc.ABC):
 
     overtime: float = 0.0
     """How long (s) past its duration a cell may go on while :meth:`more` asks for it."""
+    min_threads: int = 1
+    """The fewest threads the workload means anything with (a race needs two)."""
 
     @property
     def name(self) -> str:
