@@ -7,17 +7,16 @@ Adding a map type is one line below; the native types join automatically when
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from actor.adapter import BlockingAsyncActorMap  # tests/actor/adapter.py
+from support import redis_server as redis_support
+from support.asyncmap import BlockingAsyncActorMap
 
 import safemap
 
@@ -33,21 +32,6 @@ MAP_TYPES["ConcurrentMap"] = safemap.ConcurrentMap
 MAP_TYPES["SyncMap"] = safemap.SyncMap
 MAP_TYPES["PersistentMap"] = safemap.PersistentMap
 
-
-def _load_redis_support() -> Any:
-    # tests/redis has no __init__.py (a package named "redis" would shadow redis-py), so its
-    # helper is loaded by path, once, under a unique name that tests/redis imports too.
-    if "redis_support" not in sys.modules:
-        path = Path(__file__).parent / "redis" / "redis_support.py"
-        spec = importlib.util.spec_from_file_location("redis_support", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["redis_support"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["redis_support"]
-
-
-redis_support = _load_redis_support()
 
 # RedisMap runs the shared suite against a server the `redis_server` fixture starts. Without
 # a server binary its tests FAIL (CI installs redis-server); SAFEMAP_TEST_REDIS=0 leaves it out.

@@ -24,12 +24,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from support.actor import WAIT, Background
 
 from safemap import DELETE, FrozenMap, MapBusyError, MapClosedError, RecursiveUpdateError
 from safemap.actor import AsyncActorMap, CircuitBreaker, CircuitOpenError, ThreadsafeView
 from safemap.actor._handoff import ThreadCaller
-
-from .helpers import WAIT, Background
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.actor import WAIT
+from support.asyncmap import BlockingAsyncActorMap
 
 from safemap import DELETE, MISSING
 from safemap.actor import ActorMap, AsyncActorMap
-
-from .adapter import BlockingAsyncActorMap
-from .helpers import WAIT
 
 SENTINELS = [MISSING, DELETE]
 MESSAGE = {

@@ -19,11 +19,10 @@ import weakref
 from typing import Any
 
 import pytest
+from support.actor import WAIT, Background, Gate, wait_until
 
 from safemap import MapBusyError, MapClosedError, RecursiveUpdateError
 from safemap.actor import ActorMap, CircuitBreaker, CircuitOpenError
-
-from .helpers import WAIT, Background, Gate, wait_until
 
 SHORT = 0.05  # a deadline that passes while the owner is held by a gate
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from bench_helpers import CHECK_THEN_ACT
+from support.bench import CHECK_THEN_ACT
 
 import safemap
 from safemap.bench.atomicity import SWITCH_INTERVAL, atomicity_workloads

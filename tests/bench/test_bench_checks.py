@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from bench_helpers import DoubleDelete, DroppingStore, LosingMerge, RaisingSwap
+from support.bench import DoubleDelete, DroppingStore, LosingMerge, RaisingSwap
 
 import safemap
 from safemap.bench.config import preset

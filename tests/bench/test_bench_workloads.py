@@ -8,7 +8,7 @@ import random
 from collections import Counter
 
 import pytest
-from bench_helpers import RecordingMap
+from support.bench import RecordingMap
 
 import safemap
 from safemap.bench.bustle import MIXES, BustleWorkload

@@ -58,7 +58,7 @@ def test_map_list_matches_conftest() -> None:
     )
     # RedisMap is on the list when its server is available (tests/conftest.py decides);
     # it has no C type of this package, so the walks below leave it out.
-    redis = ["RedisMap"] if sys.modules["redis_support"].ENABLED else []
+    redis = ["RedisMap"] if sys.modules["support.redis_server"].ENABLED else []
     assert out.strip() == str(sorted(MAP_NAMES + redis))
 
 

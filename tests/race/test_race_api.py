@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from race_helpers import concurrently, in_thread, run_thread
+from support.race import concurrently, in_thread, run_thread
 
 from safemap import race
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
-from race_helpers import concurrently, in_thread, run_thread
+from support.race import concurrently, in_thread, run_thread
 
 from safemap import race
 from safemap.race import _fastiter, _runtime, _shadow

@@ -7,7 +7,7 @@ import os
 import threading
 
 import pytest
-from race_helpers import concurrently
+from support.race import concurrently
 
 from safemap import race
 from safemap.race import _runtime

@@ -9,7 +9,7 @@ import pickle
 from collections import Counter, OrderedDict, defaultdict
 
 import pytest
-from race_helpers import concurrently
+from support.race import concurrently
 
 from safemap import race
 from safemap.race import _runtime, _shadow

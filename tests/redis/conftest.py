@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import (  # loaded by tests/conftest.py
+from support.redis_server import (  # loaded by tests/conftest.py
     ENABLED,
     MISSING_MESSAGE,
     RedisServer,

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from redis_support import RedisServer
+from support.redis_server import RedisServer
 
 from safemap.redis import RedisConnectionError, RedisMap
 

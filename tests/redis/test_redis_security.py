@@ -100,7 +100,7 @@ def test_tls_connection_with_certificate_verification(tmp_path: Path) -> None:
     import socket
     import subprocess
 
-    from redis_support import RedisServer, find_binary
+    from support.redis_server import RedisServer, find_binary
 
     openssl, binary = shutil.which("openssl"), find_binary()
     if openssl is None or binary is None:

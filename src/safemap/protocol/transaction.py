@@ -104,6 +104,12 @@ class TransactionView(MutableMapping[K, V], Generic[K, V]):
             return f"<{type(self).__name__} (closed)>"
         return f"{type(self).__name__}({dict(self.items())!r})"
 
+    def _take_changes(self) -> tuple[list[K], dict[K, V]]:
+        """Close the view and return its overlay, ``(keys it deletes, values it writes)``,
+        for a map that applies them by other means (e.g. one server-side script)."""
+        self._open = False
+        return list(self._deleted), dict(self._writes)
+
     def _commit(self, target: MutableMapping[K, V]) -> None:
         """Apply the overlay to ``target`` (the map's storage: ``in``, ``[]``, ``[]=`` and
         ``del`` suffice) all or nothing, and close the view.

@@ -582,10 +582,9 @@ class RedisMap(ConcurrentMapping[K, V]):
             except BaseException:
                 view._close()
                 raise
-            writes = _Writes()
-            view._commit(writes)
-            ops = [("d", self._field(k), b"") for k in writes.deleted]
-            ops += [("s", self._field(k), self._codec.encode_value(v)) for k, v in writes.items()]
+            deleted, written = view._take_changes()
+            ops = [("d", self._field(k), b"") for k in deleted]
+            ops += [("s", self._field(k), self._codec.encode_value(v)) for k, v in written.items()]
             if not ops and len(reads.fields) <= 1 and reads.length < 0:
                 return result  # read at most one field: already linearizable at that read
             if self._commit(reads.fields, ops, length=reads.length) == 1:
@@ -741,17 +740,6 @@ class _TransactionReads(Mapping[Any, Any]):
 
     def __len__(self) -> int:
         return len(self._load_all())
-
-
-class _Writes(dict[Any, Any]):
-    """Collects a transaction view's commit: ``update`` records stores, ``del`` deletes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.deleted: list[Any] = []
-
-    def __delitem__(self, key: Any) -> None:
-        self.deleted.append(key)
 
 
 _ABSENT: Any = object()
