@@ -78,6 +78,7 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
         "test_merge": _OBJECTS,
         "test_delete_if_identity_first": _OBJECTS,
         "test_snapshot": _COPY,
+        "test_sentinel_as_key_is_an_ordinary_key": _OBJECTS,
         # tests/test_concurrency.py
         "test_swap_never_loses_or_duplicates_a_value": _OBJECTS,
         "test_load_or_store_as_mutex": _OBJECTS,

@@ -43,6 +43,7 @@ from ..protocol import (
     RecursiveUpdateError,
     TransactionView,
 )
+from ..protocol.mapping import _sentinel_stored
 from ..protocol.sentinels import Delete, Missing
 from .codecs import Codec, get_codec
 from .connection import Endpoint
@@ -297,10 +298,16 @@ class RedisMap(ConcurrentMapping[K, V]):
             return (None, False) if hit is ABSENT else (hit, True)
         return self._load_slow(key)
 
+    def _encode_stored(self, value: Any) -> bytes:
+        """``value`` encoded to be stored; the sentinels are never stored, whatever the codec."""
+        if value is MISSING or value is DELETE:
+            raise _sentinel_stored(value)
+        return self._codec.encode_value(value)
+
     def store(self, key: K, value: V) -> None:
         self._check_write()
         field = self._field(key)
-        data = self._codec.encode_value(value)
+        data = self._encode_stored(value)
         client = self._endpoint.client
         self._endpoint.call(lambda: client.hset(self._name, field, data))
         self._written()
@@ -374,7 +381,7 @@ class RedisMap(ConcurrentMapping[K, V]):
     def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
         self._check_write()
         field = self._field(key)
-        reply = self._script(self._scripts.load_or_store, [field, self._codec.encode_value(value)])
+        reply = self._script(self._scripts.load_or_store, [field, self._encode_stored(value)])
         if reply[0]:
             return self._value(field, reply[1]), True
         return value, False
@@ -397,7 +404,7 @@ class RedisMap(ConcurrentMapping[K, V]):
     def swap(self, key: K, value: V) -> tuple[V | None, bool]:
         self._check_write()
         field = self._field(key)
-        reply = self._script(self._scripts.swap, [field, self._codec.encode_value(value)])
+        reply = self._script(self._scripts.swap, [field, self._encode_stored(value)])
         if reply[0]:
             return self._value(field, reply[1]), True
         return None, False
@@ -406,13 +413,18 @@ class RedisMap(ConcurrentMapping[K, V]):
         """Store ``new`` if ``key`` holds a value whose encoding equals ``old``'s."""
         self._check_write()
         field = self._field(key)
-        args = [field, self._codec.encode_value(old), self._codec.encode_value(new)]
+        new_data = self._encode_stored(new)
+        if old is MISSING or old is DELETE:
+            return False  # no entry can hold a sentinel
+        args = [field, self._codec.encode_value(old), new_data]
         return bool(self._script(self._scripts.compare_and_swap, args))
 
     def compare_and_delete(self, key: K, old: V) -> bool:
         """Remove ``key`` if it holds a value whose encoding equals ``old``'s."""
         self._check_write()
         field = self._field(key)
+        if old is MISSING or old is DELETE:
+            return False  # no entry can hold a sentinel
         args = [field, self._codec.encode_value(old)]
         return bool(self._script(self._scripts.delete_if_equal, args))
 
@@ -509,7 +521,7 @@ class RedisMap(ConcurrentMapping[K, V]):
                         return None  # nothing to change: linearizes at the read
                     writes = [("d", field, b"")] if data is not None else []
                 else:
-                    encoded = self._codec.encode_value(new)
+                    encoded = self._encode_stored(new)
                     if encoded == data and lease is None:
                         return new  # an unchanged value: linearizes at the read
                     writes = [("s", field, encoded)]
@@ -584,7 +596,7 @@ class RedisMap(ConcurrentMapping[K, V]):
                 raise
             deleted, written = view._take_changes()
             ops = [("d", self._field(k), b"") for k in deleted]
-            ops += [("s", self._field(k), self._codec.encode_value(v)) for k, v in written.items()]
+            ops += [("s", self._field(k), self._encode_stored(v)) for k, v in written.items()]
             if not ops and len(reads.fields) <= 1 and reads.length < 0:
                 return result  # read at most one field: already linearizable at that read
             if self._commit(reads.fields, ops, length=reads.length) == 1:
