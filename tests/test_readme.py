@@ -1,12 +1,15 @@
 """The Python examples of the README and of docs/ run as written (documentation that cannot
-rot). A block that is not meant to run is not tagged ``python``. A block whose first line is
+rot). Each runs in a fresh interpreter, so no example can leave state behind (a detector
+left enabled, a thread). A block that is not meant to run is not tagged ``python``. A block
+whose first line is
 ``# path/to/file.py`` is a file of a multi-file example; the test of that example (next to
 the code it documents) writes and runs those files, so it is not run alone here."""
 
 from __future__ import annotations
 
-import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,10 +38,14 @@ def test_example_runs(
 ) -> None:
     if "RedisMap" in code:
         request.getfixturevalue("redis_server")  # a real server, at $SAFEMAP_REDIS_URL
-    namespace: dict[str, object] = {"__name__": f"example_{page.stem}_{index}"}
-    cwd = os.getcwd()
-    os.chdir(tmp_path)  # an example that writes files writes them here
-    try:
-        exec(compile(code, f"{page.name} example {index}", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
+    script = tmp_path / f"{page.stem}_example_{index}.py"
+    script.write_text(code, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,  # an example that writes files writes them here
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, f"{page.name} example {index}:\n{result.stderr}"

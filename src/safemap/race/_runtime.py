@@ -19,8 +19,10 @@ Everything else in ``safemap.race`` is built on the operations here:
 Invariants: a thread's ``vc`` is written only by that thread (every operation here acts on
 the caller's current logical thread); a SyncVar's ``vc`` is replaced, never mutated in
 place, so a reader that loaded it sees one consistent clock without a lock. ``_lock``
-serialises read-modify-write of SyncVars; it is a raw ``_thread`` lock created at import,
-so the detector's own locking never creates happens-before edges.
+serialises the replacement of a SyncVar's clock (a compare-and-set: the merged clock is
+built outside it, because building allocates, and an allocation can run a finalizer that
+releases into a SyncVar on this very thread); it is a raw ``_thread`` lock created at
+import, so the detector's own locking never creates happens-before edges.
 """
 
 from __future__ import annotations
@@ -201,10 +203,14 @@ def release(var: SyncVar) -> None:
 def release_merge(var: SyncVar) -> None:
     """``L := L ⊔ C_t``; advance ``C_t``. For objects several threads release into."""
     state = current()
-    with _lock:
-        merged = dict(var.vc)
+    while True:
+        seen = var.vc
+        merged = dict(seen)
         _join(merged, state.vc)
-        var.vc = merged
+        with _lock:  # nothing in here allocates: no finalizer can run while it is held
+            if var.vc is seen:
+                var.vc = merged
+                break
     state.tick()
 
 
