@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from safemap import MapBusyError, MapClosedError, RecursiveUpdateError
+from safemap import DELETE, MapBusyError, MapClosedError, RecursiveUpdateError
 from safemap.actor import ActorMap, CircuitBreaker, CircuitOpenError
 
 from .helpers import WAIT, Background, Gate, wait_until
@@ -256,8 +256,45 @@ def test_finalizer_on_the_owner_thread_may_use_the_map() -> None:
                 m["finalized"] = True
 
         m["x"] = WritesOnDeath()
-        m.clear()  # the value dies on this thread, where the write is an ordinary call
+        m.clear()
         assert dict(m) == {"finalized": True}
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        lambda m: m.store("x", 0),
+        lambda m: m.compute("x", lambda k, v: 0),
+        lambda m: m.merge("x", 0, lambda v, w: w),
+        lambda m: m.compute_if_present("x", lambda k, v: DELETE),
+        lambda m: m.compare_and_delete("x", "x"),
+        lambda m: m.transaction(lambda view: view.__delitem__("x")),
+        lambda m: m.execute(lambda d: d.__delitem__("x")),  # dies inside execute, inline
+    ],
+    ids=["store", "compute", "merge", "compute-delete", "cas-delete", "transaction", "execute"],
+)
+def test_value_dropped_by_a_request_is_released_on_the_owner_after_it(drop: Any) -> None:
+    # The owner releases what a request replaced or removed once the request is over, so the
+    # value's __del__ (on the owner thread) writes inline, and the write has landed by the
+    # time the call returns (it is not refused as a write nested in the operation).
+    with ActorMap(timeout=WAIT) as m:
+        seen: list[Any] = []
+
+        class WritesOnDeath:
+            __hash__ = object.__hash__
+
+            def __eq__(self, other: object) -> bool:
+                return other is self or other == "x"
+
+            def __del__(self) -> None:
+                seen.append(threading.current_thread())
+                m["finalized"] = m.get("finalized", 0) + 1
+
+        m["x"] = WritesOnDeath()
+        drop(m)
+        assert seen == [m._thread]
+        assert m["finalized"] == 1
+        assert "x" not in m or m["x"] == 0
 
 
 # ------------------------------------------------------------------- lifecycle

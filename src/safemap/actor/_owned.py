@@ -82,8 +82,7 @@ class OwnedMap(ConcurrentMapping[K, V]):
         return iter(self._call(_ops.items, (), READ))
 
     def clear(self) -> None:
-        old = self._call(_ops.clear, (), WRITE)
-        del old  # the old entries are freed here, on the calling thread (see _ops.clear)
+        self._call(_ops.clear, (), WRITE)
 
     def snapshot(self) -> FrozenMap[K, V]:
         return FrozenMap._adopt(self._call(_ops.copy, (), READ))
