@@ -297,6 +297,72 @@ def test_value_dropped_by_a_request_is_released_on_the_owner_after_it(drop: Any)
         assert "x" not in m or m["x"] == 0
 
 
+class _Cycle:
+    """Garbage that only the cyclic collector frees; ``on_del`` runs in its ``__del__``."""
+
+    def __init__(self, on_del: Any) -> None:
+        self.me = self
+        self.on_del = on_del
+
+    def __del__(self) -> None:
+        self.on_del()
+
+
+def test_collector_finalizer_on_the_owner_mid_compute_writes_inline_and_compute_reruns() -> None:
+    # The collector may run finalizers on the owner inside a compute callback: their write is
+    # not the callback's own (never refused), it lands at once, and the callback runs again
+    # on the entry as the finalizer left it, so neither write is lost.
+    with ActorMap({"n": 0}, timeout=WAIT) as m:
+        calls: list[Any] = []
+        errors: list[Any] = []
+
+        def fn(key: str, old: int) -> int:
+            calls.append(old)
+            if len(calls) == 1:
+
+                def on_del() -> None:
+                    try:
+                        m["n"] = 100
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                _Cycle(on_del)
+                gc.collect()
+            return old + 1
+
+        assert m.compute("n", fn) == 101
+        assert errors == []
+        assert calls == [0, 100]
+        assert m["n"] == 101
+
+
+def test_callback_own_write_is_still_refused_outside_a_collection() -> None:
+    with ActorMap({"n": 0}, timeout=WAIT) as m:
+        with pytest.raises(RecursiveUpdateError):
+            m.compute("n", lambda k, old: m.store("x", 1))
+        assert dict(m) == {"n": 0}
+
+
+@pytest.mark.timeout(60)
+def test_call_from_inside_a_mailbox_critical_section_does_not_deadlock() -> None:
+    # What a finalizer run by the collector inside one of the mailbox's critical sections
+    # does: call the map while this thread holds the mailbox lock. It must wait for the
+    # owner with the lock released, then give the hold back.
+    with ActorMap({"a": 1}, timeout=WAIT) as m:
+        lock: Any = m._mailbox._lock
+
+        def body() -> Any:
+            with lock, lock:
+                m["b"] = 2
+                got = m["a"]
+                count = lock._recursion_count()
+            return got, count
+
+        got, count = Background(body).value()
+        assert (got, count) == (1, 2)
+        assert dict(m) == {"a": 1, "b": 2}
+
+
 # ------------------------------------------------------------------- lifecycle
 
 

@@ -23,6 +23,8 @@ the map like any other code on the owner.
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -32,6 +34,32 @@ from ..protocol.mapping import _same_value
 __all__ = ["ABSENT", "Released", "check_storable", "is_sentinel"]
 
 ABSENT: Any = object()
+
+
+class _ThreadState(threading.local):
+    collecting = 0  # > 0 while the garbage collector runs on this thread (finalizers)
+    nested_writes = 0  # writes run inline on this thread in the middle of an operation
+
+
+_here = _ThreadState()
+
+
+def _observe_collections(phase: str, info: dict[str, int]) -> None:
+    # Called by the collector on the thread it runs on, before and after it runs finalizers.
+    _here.collecting += 1 if phase == "start" else -1
+
+
+gc.callbacks.append(_observe_collections)
+
+
+def in_collection() -> bool:
+    """Whether the calling thread is running the garbage collector's finalizers."""
+    return _here.collecting > 0
+
+
+def count_nested_write() -> None:
+    """Note a write run inline in the middle of an operation (see :func:`compute`)."""
+    _here.nested_writes += 1
 
 
 class Released:
@@ -137,9 +165,22 @@ def compare_and_delete(d: dict[Any, Any], key: Any, old: Any) -> bool | Released
     return Released(True, current)
 
 
+# The compute family and transactions run a user callback between reading the dict and
+# writing it. A finalizer the garbage collector runs on the owner meanwhile (at any allocation
+# of the callback) may write the map, inline (see ``_owner``): the callback may then have
+# computed from a stale entry, so it runs again on the current one, and the finalizer's write
+# is ordered before the call instead of being overwritten by it. ``_here.nested_writes`` is
+# read as an attribute (no call): nothing can run between the last check and the write but
+# a key's own ``__hash__``/``__eq__``.
+
+
 def compute(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    old = d.get(key, ABSENT)
-    new = _from_callback(fn(key, MISSING if old is ABSENT else old))
+    while True:
+        seen = _here.nested_writes
+        old = d.get(key, ABSENT)
+        new = _from_callback(fn(key, MISSING if old is ABSENT else old))
+        if _here.nested_writes == seen:
+            break
     if new is DELETE:
         if old is not ABSENT:
             del d[key]
@@ -149,11 +190,16 @@ def compute(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
 
 
 def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]) -> Any:
+    seen = _here.nested_writes
     old = d.get(key, ABSENT)
     if old is not ABSENT:
         return old
     # At most once per key: racers are later requests, and find it stored.
     new = _from_callback(factory(key))
+    if _here.nested_writes != seen:
+        old = d.get(key, ABSENT)  # a finalizer's write came first: it may have stored key
+        if old is not ABSENT:
+            return old
     if new is DELETE:
         return None
     d[key] = new
@@ -161,10 +207,14 @@ def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]
 
 
 def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    old = d.get(key, ABSENT)
-    if old is ABSENT:
-        return None
-    new = _from_callback(fn(key, old))
+    while True:
+        seen = _here.nested_writes
+        old = d.get(key, ABSENT)
+        if old is ABSENT:
+            return None
+        new = _from_callback(fn(key, old))
+        if _here.nested_writes == seen:
+            break
     if new is DELETE:
         del d[key]
         return Released(None, old)
@@ -173,8 +223,12 @@ def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any
 
 
 def merge(d: dict[Any, Any], key: Any, value: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    old = d.get(key, ABSENT)
-    new = value if old is ABSENT else _from_callback(fn(old, value))
+    while True:
+        seen = _here.nested_writes
+        old = d.get(key, ABSENT)
+        new = value if old is ABSENT else _from_callback(fn(old, value))
+        if _here.nested_writes == seen:
+            break
     if new is DELETE:
         if old is not ABSENT:
             del d[key]
@@ -198,12 +252,19 @@ def transaction(d: dict[Any, Any], fn: Callable[[MutableMapping[Any, Any]], Any]
     # The overlay keeps a raising fn from leaving half its changes: nothing reaches d until
     # fn has returned. (Undo is not needed for atomicity here, the owner runs nothing else
     # meanwhile; it is needed for "exceptions leave no trace".)
-    view: TransactionView[Any, Any] = TransactionView(d)
-    try:
-        result = fn(view)
-    except BaseException:
+    while True:
+        seen = _here.nested_writes
+        view: TransactionView[Any, Any] = TransactionView(d)
+        try:
+            result = fn(view)
+        except BaseException:
+            view._close()
+            if _here.nested_writes != seen:
+                continue  # fn saw the dict change under it (see above): run it again
+            raise
+        if _here.nested_writes == seen:
+            break
         view._close()
-        raise
     view._commit(d)
     return Released(result, view)  # the view's undo log holds what the commit replaced
 

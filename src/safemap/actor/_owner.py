@@ -15,6 +15,12 @@ runs inline, at once, subject to the protocol's re-entry rules:
     a built-in operation          inline        refused       refused
     transaction(fn)               refused       refused       refused
 
+A call made by a finalizer of the garbage collector (which runs on whatever thread
+allocates, the owner included, in the middle of anything) is not the request's own code: it
+runs inline at once in every mode, so it is never refused and never waits, and the
+operation it interrupted copes (``_ops``: a compute-family callback or a transaction's
+function that saw the dict change under it runs again).
+
 A refused call raises ``RecursiveUpdateError`` before touching the dict. Reads inside an
 operation are safe because the operation is suspended in user code at a point where the
 dict is consistent; a write there would change the entry the operation is computing from,
@@ -37,7 +43,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from ..protocol import RecursiveUpdateError
-from ._ops import Released
+from ._ops import Released, count_nested_write, in_collection
 
 __all__ = ["EXEC", "READ", "TXN", "WRITE", "Owner"]
 
@@ -113,6 +119,10 @@ class Owner(Generic[K, V]):
     def run_inline(self, op: Callable[..., Any], args: tuple[Any, ...], kind: int) -> Any:
         """Run a call made on the owner thread itself, or refuse it (see the module doc)."""
         mode = self.mode
+        if mode != _IDLE and in_collection():
+            if kind != READ:
+                count_nested_write()
+            return self.run(op, args, kind)
         if mode == _TXN:
             raise RecursiveUpdateError(_IN_TXN)
         if mode == _OP and kind != READ:
