@@ -167,6 +167,84 @@ def test_interrupted_wait_withdraws_a_queued_request() -> None:
         assert m.stats().cancelled == 1
 
 
+class _InterruptingLock:
+    """The mailbox's lock, except that the next ``acquire()`` raises ``KeyboardInterrupt``
+    as a signal handler would: right after taking the lock (before the code that took it
+    can protect the hold, the CPython 3.14 ``with`` window) or instead of taking it (an
+    interrupted wait)."""
+
+    def __init__(self, lock: Any, after: bool) -> None:
+        self._lock, self._after, self.armed = lock, after, True
+
+    def acquire(self, *args: Any) -> bool:
+        if self.armed and not self._after:
+            self.armed = False
+            raise KeyboardInterrupt
+        got = self._lock.acquire(*args)
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return bool(got)
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lock, name)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("after", [True, False], ids=["after-acquire", "in-acquire"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.store("k", 1),
+        lambda m: m.stats(),
+        lambda m: m.close(),
+    ],
+    ids=["put", "stats", "close"],
+)
+def test_interrupt_in_a_mailbox_critical_section_leaves_no_hold(after: bool, call: Any) -> None:
+    m: ActorMap[str, int] = ActorMap(timeout=WAIT)
+    try:
+        mailbox: Any = m._mailbox
+        real = mailbox._lock
+        mailbox._lock = _InterruptingLock(real, after)
+        with pytest.raises(KeyboardInterrupt):
+            call(m)
+        mailbox._lock = real
+        assert not real._is_owned(), "the interrupted section kept its hold"
+        # Another thread (the owner included) can still take the lock: the map works.
+        if not m.closed:
+            Background(m.store, "other", 2).value()
+            assert m["other"] == 2
+
+        def take_and_give_back() -> bool:
+            got = bool(real.acquire(True, WAIT))
+            if got:
+                real.release()
+            return got
+
+        assert Background(take_and_give_back).value() is True
+    finally:
+        m.close(drain=False, timeout=WAIT)
+
+
+@pytest.mark.timeout(60)
+def test_repr_is_bounded_while_the_owner_is_blocked() -> None:
+    with ActorMap({"a": 1}, timeout=None) as m:  # no deadline: only repr's own bound
+        assert repr(m) == "ActorMap({'a': 1})"
+        gate, holder = held(m)
+        assert Background(repr, m).value() == "ActorMap(<busy>)"
+        gate.open()
+        holder.value()
+        assert repr(m) == "ActorMap({'a': 1})"
+        # On the owner (from a request) it runs inline.
+        assert m.execute(lambda d: repr(m)) == "ActorMap({'a': 1})"
+
+
 # -------------------------------------------------------------------- failures
 
 

@@ -282,8 +282,3 @@ class ActorMap(OwnedMap[K, V]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        if self._mailbox.closed:
-            return f"{type(self).__name__}(<closed>)"
-        return super().__repr__()
