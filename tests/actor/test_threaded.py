@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from support.actor import WAIT, Background, Gate, wait_until
 
-from safemap import MapBusyError, MapClosedError, RecursiveUpdateError
+from safemap import DELETE, MapBusyError, MapClosedError, RecursiveUpdateError
 from safemap.actor import ActorMap, CircuitBreaker, CircuitOpenError
 
 SHORT = 0.05  # a deadline that passes while the owner is held by a gate
@@ -166,6 +166,84 @@ def test_interrupted_wait_withdraws_a_queued_request() -> None:
         assert m.stats().cancelled == 1
 
 
+class _InterruptingLock:
+    """The mailbox's lock, except that the next ``acquire()`` raises ``KeyboardInterrupt``
+    as a signal handler would: right after taking the lock (before the code that took it
+    can protect the hold, the CPython 3.14 ``with`` window) or instead of taking it (an
+    interrupted wait)."""
+
+    def __init__(self, lock: Any, after: bool) -> None:
+        self._lock, self._after, self.armed = lock, after, True
+
+    def acquire(self, *args: Any) -> bool:
+        if self.armed and not self._after:
+            self.armed = False
+            raise KeyboardInterrupt
+        got = self._lock.acquire(*args)
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return bool(got)
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lock, name)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("after", [True, False], ids=["after-acquire", "in-acquire"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.store("k", 1),
+        lambda m: m.stats(),
+        lambda m: m.close(),
+    ],
+    ids=["put", "stats", "close"],
+)
+def test_interrupt_in_a_mailbox_critical_section_leaves_no_hold(after: bool, call: Any) -> None:
+    m: ActorMap[str, int] = ActorMap(timeout=WAIT)
+    try:
+        mailbox: Any = m._mailbox
+        real = mailbox._lock
+        mailbox._lock = _InterruptingLock(real, after)
+        with pytest.raises(KeyboardInterrupt):
+            call(m)
+        mailbox._lock = real
+        assert not real._is_owned(), "the interrupted section kept its hold"
+        # Another thread (the owner included) can still take the lock: the map works.
+        if not m.closed:
+            Background(m.store, "other", 2).value()
+            assert m["other"] == 2
+
+        def take_and_give_back() -> bool:
+            got = bool(real.acquire(True, WAIT))
+            if got:
+                real.release()
+            return got
+
+        assert Background(take_and_give_back).value() is True
+    finally:
+        m.close(drain=False, timeout=WAIT)
+
+
+@pytest.mark.timeout(60)
+def test_repr_is_bounded_while_the_owner_is_blocked() -> None:
+    with ActorMap({"a": 1}, timeout=None) as m:  # no deadline: only repr's own bound
+        assert repr(m) == "ActorMap({'a': 1})"
+        gate, holder = held(m)
+        assert Background(repr, m).value() == "ActorMap(<busy>)"
+        gate.open()
+        holder.value()
+        assert repr(m) == "ActorMap({'a': 1})"
+        # On the owner (from a request) it runs inline.
+        assert m.execute(lambda d: repr(m)) == "ActorMap({'a': 1})"
+
+
 # -------------------------------------------------------------------- failures
 
 
@@ -255,8 +333,111 @@ def test_finalizer_on_the_owner_thread_may_use_the_map() -> None:
                 m["finalized"] = True
 
         m["x"] = WritesOnDeath()
-        m.clear()  # the value dies on this thread, where the write is an ordinary call
+        m.clear()
         assert dict(m) == {"finalized": True}
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        lambda m: m.store("x", 0),
+        lambda m: m.compute("x", lambda k, v: 0),
+        lambda m: m.merge("x", 0, lambda v, w: w),
+        lambda m: m.compute_if_present("x", lambda k, v: DELETE),
+        lambda m: m.compare_and_delete("x", "x"),
+        lambda m: m.transaction(lambda view: view.__delitem__("x")),
+        lambda m: m.execute(lambda d: d.__delitem__("x")),  # dies inside execute, inline
+    ],
+    ids=["store", "compute", "merge", "compute-delete", "cas-delete", "transaction", "execute"],
+)
+def test_value_dropped_by_a_request_is_released_on_the_owner_after_it(drop: Any) -> None:
+    # The owner releases what a request replaced or removed once the request is over, so the
+    # value's __del__ (on the owner thread) writes inline, and the write has landed by the
+    # time the call returns (it is not refused as a write nested in the operation).
+    with ActorMap(timeout=WAIT) as m:
+        seen: list[Any] = []
+
+        class WritesOnDeath:
+            __hash__ = object.__hash__
+
+            def __eq__(self, other: object) -> bool:
+                return other is self or other == "x"
+
+            def __del__(self) -> None:
+                seen.append(threading.current_thread())
+                m["finalized"] = m.get("finalized", 0) + 1
+
+        m["x"] = WritesOnDeath()
+        drop(m)
+        assert seen == [m._thread]
+        assert m["finalized"] == 1
+        assert "x" not in m or m["x"] == 0
+
+
+class _Cycle:
+    """Garbage that only the cyclic collector frees; ``on_del`` runs in its ``__del__``."""
+
+    def __init__(self, on_del: Any) -> None:
+        self.me = self
+        self.on_del = on_del
+
+    def __del__(self) -> None:
+        self.on_del()
+
+
+def test_collector_finalizer_on_the_owner_mid_compute_writes_inline_and_compute_reruns() -> None:
+    # The collector may run finalizers on the owner inside a compute callback: their write is
+    # not the callback's own (never refused), it lands at once, and the callback runs again
+    # on the entry as the finalizer left it, so neither write is lost.
+    with ActorMap({"n": 0}, timeout=WAIT) as m:
+        calls: list[Any] = []
+        errors: list[Any] = []
+
+        def fn(key: str, old: int) -> int:
+            calls.append(old)
+            if len(calls) == 1:
+
+                def on_del() -> None:
+                    try:
+                        m["n"] = 100
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                _Cycle(on_del)
+                gc.collect()
+            return old + 1
+
+        assert m.compute("n", fn) == 101
+        assert errors == []
+        assert calls == [0, 100]
+        assert m["n"] == 101
+
+
+def test_callback_own_write_is_still_refused_outside_a_collection() -> None:
+    with ActorMap({"n": 0}, timeout=WAIT) as m:
+        with pytest.raises(RecursiveUpdateError):
+            m.compute("n", lambda k, old: m.store("x", 1))
+        assert dict(m) == {"n": 0}
+
+
+@pytest.mark.timeout(60)
+def test_call_from_inside_a_mailbox_critical_section_does_not_deadlock() -> None:
+    # What a finalizer run by the collector inside one of the mailbox's critical sections
+    # does: call the map while this thread holds the mailbox lock. It must wait for the
+    # owner with the lock released, then give the hold back.
+    with ActorMap({"a": 1}, timeout=WAIT) as m:
+        lock: Any = m._mailbox._lock
+
+        def body() -> Any:
+            with lock, lock:
+                m["b"] = 2
+                got = m["a"]
+                count = lock._recursion_count()
+            return got, count
+
+        got, count = Background(body).value()
+        assert (got, count) == (1, 2)
+        assert dict(m) == {"a": 1, "b": 2}
 
 
 # ------------------------------------------------------------------- lifecycle

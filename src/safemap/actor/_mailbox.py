@@ -15,6 +15,31 @@ A request's life, every transition under the mailbox lock::
     PENDING --(owner takes it)--> RUNNING --(owner finishes, releases `done`)--> finished
        \\--(caller withdraws it, deadline passed at take, close(drain=False))--> CANCELLED
 
+Critical sections, finalizers and signals. Every critical section is written as::
+
+    nested = lock._is_owned()
+    try:
+        lock.acquire()
+        ...
+    finally:
+        <release>       # first thing in the finally: no check for signals can run before it
+
+not as ``with lock:``. From CPython 3.14 a signal handler (on the main thread) can raise
+right after ``__enter__`` returned and before the ``with`` protects the block (bpo-29988),
+leaving the lock held for ever. Here the acquire is inside the ``try``, so whatever raises
+after the lock was taken releases it; and a handler raising *inside* ``acquire()`` (which
+then did not take the lock) is told apart by how the ``finally`` releases: an outermost
+section releases with ``_release_save()`` (all this thread's holds, ``RuntimeError``
+ignored if it holds none), a nested one (re-entered by a finalizer on the same thread)
+with ``release()``, and a nested acquire cannot be interrupted: it only counts up.
+
+The lock is re-entrant because any allocation can start the cyclic garbage collector, whose
+finalizers may call this map on a thread that is inside one of these sections. Such a call
+must not wait for the owner while holding the lock (the owner needs it to take the call):
+:meth:`Mailbox.unlocked` releases every hold of this thread for the duration of the call
+and restores them after, like ``Condition.wait``. So a section may find the state changed
+after any point where user code can run; each is written for that (see ``put``).
+
 Invariant: a request is in ``_items`` exactly while it is PENDING. The caller learns the
 outcome through ``done``, a lock created held that the owner (or whoever cancels) releases
 once the outcome fields are written: acquiring it orders those writes before the caller's
@@ -26,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any, Final
 
@@ -80,6 +105,7 @@ class Mailbox(MailboxCounters):
 
     __slots__ = (
         "__weakref__",
+        "_finished",
         "_items",
         "_lock",
         "_not_full",
@@ -97,21 +123,40 @@ class Mailbox(MailboxCounters):
     def _init_locks(self) -> None:
         # Re-entrant on purpose: any allocation can start the cyclic garbage collector, and
         # a finalizer it runs may call this map on a thread that is already inside one of
-        # these methods. With a plain lock that thread would deadlock on itself; with this
-        # one the nested call proceeds, and each method below changes the state in single
-        # steps, so whatever it sees is consistent.
+        # these methods (see the module doc).
         self._lock = threading.RLock()
         self._not_full = threading.Condition(self._lock)
         # The owner sleeps on _wakeup, a lock used as a binary semaphore: released means
         # "look at the queue again". Not a Condition: a caller on the main thread can be hit
         # by a signal handler's exception between any two bytecodes, and a Condition's
         # notify interrupted half-way can lose the wakeup for good (the owner would sleep
-        # with requests queued). Here each put releases the token *before* clearing
-        # _owner_idle, so an interruption leaves the flag set and the next put (or close)
-        # wakes the owner again; a wakeup too many only makes the owner look once more.
+        # with requests queued). Only the owner writes _owner_idle, under the lock: set
+        # when it found the queue empty, just before sleeping, cleared once it woke. A put
+        # releases the token after appending whenever it sees the flag set, so a caller
+        # interrupted (or re-entered by a finalizer) anywhere cannot leave the owner asleep
+        # with the flag clear; a wakeup too many only makes the owner look once more.
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._owner_idle = False
+        self._finished = False  # the owner saw the map closed and empty, and stopped
+
+    def held_here(self) -> bool:
+        """Whether the calling thread is inside one of this mailbox's critical sections
+        (a finalizer the garbage collector runs there)."""
+        return self._lock._is_owned()  # type: ignore[attr-defined,no-any-return]
+
+    @contextlib.contextmanager
+    def unlocked(self) -> Iterator[None]:
+        """Release every hold the calling thread has on the lock for the duration of the
+        block, then take them back: how a call from a finalizer run inside a critical
+        section waits for the owner (see the module doc)."""
+        lock: Any = self._lock
+        state = (lock._recursion_count(), threading.get_ident())  # raising here: no change
+        try:
+            lock._release_save()  # runs before any signal check: the finally always restores
+            yield
+        finally:
+            lock._acquire_restore(state)  # not interruptible: it always takes them back
 
     # ------------------------------------------------------------------ callers
 
@@ -122,7 +167,10 @@ class Mailbox(MailboxCounters):
         ``CircuitOpenError`` while the breaker is open, ``MapBusyError`` if no slot frees up
         in time (at once when not ``block``). In each case ``req`` was not admitted.
         """
-        with self._lock:
+        lock: Any = self._lock
+        nested = lock._is_owned()
+        try:
+            lock.acquire()
             if self.closed:
                 raise MapClosedError("the map is closed")
             error = self._breaker_verdict()
@@ -147,14 +195,26 @@ class Mailbox(MailboxCounters):
                 if self.closed:
                     raise MapClosedError("the map is closed")
             items.append(req)
-            if self._owner_idle:
+            # A finalizer's call may have released the lock since the check above (module
+            # doc): if the owner has stopped meanwhile, nobody would ever take req.
+            if self._finished and req.state == PENDING:
+                items.remove(req)
+                raise MapClosedError("the map is closed")
+            if self._owner_idle:  # read after the append: see _init_locks
                 self._wake_owner()
             self._admitted(len(items))
+        finally:
+            if nested:
+                lock.release()
+            else:
+                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                    lock._release_save()
+                except RuntimeError:
+                    pass  # acquire() was interrupted: this thread holds nothing
 
     def _wake_owner(self) -> None:
         with contextlib.suppress(RuntimeError):  # already released: the owner will look
             self._wakeup.release()
-        self._owner_idle = False
 
     def abandon(self, req: Request, timed_out: bool) -> None:
         """The caller of ``req`` stops waiting (its deadline passed, or it was interrupted).
@@ -164,14 +224,17 @@ class Mailbox(MailboxCounters):
         outcome. A RUNNING one runs to completion and its result is dropped: on a timeout
         this raises ``TimeoutError`` to say so.
         """
-        with self._lock:
+        lock: Any = self._lock
+        nested = lock._is_owned()
+        try:
+            lock.acquire()
             state = req.state
             if state == PENDING:
                 self._items.remove(req)
                 req.state = CANCELLED
                 self.cancelled += 1
                 if self._putters:
-                    self._not_full.notify()
+                    self._not_full.notify_all()
                 if timed_out:
                     self._overloaded()
                     req.error = MapBusyError(_EXPIRED)
@@ -179,6 +242,14 @@ class Mailbox(MailboxCounters):
             if state == CANCELLED or req.done.acquire(False):
                 return  # cancelled by the owner or close, or finished just now: outcome ready
             self.dropped += 1
+        finally:
+            if nested:
+                lock.release()
+            else:
+                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                    lock._release_save()
+                except RuntimeError:
+                    pass  # acquire() was interrupted: this thread holds nothing
         if timed_out:
             raise TimeoutError(
                 "the call's deadline passed while the owner was running it: it runs to "
@@ -192,12 +263,16 @@ class Mailbox(MailboxCounters):
         Blocks while the queue is empty and open. Expired requests are cancelled here, so
         none starts after its deadline."""
         items = self._items
+        lock: Any = self._lock
         while True:
-            with self._lock:
+            # The owner thread gets no signals, and a finalizer here runs its calls inline
+            # (not through the mailbox), so this section needs neither guard of the others.
+            with lock:
+                self._owner_idle = False
                 while items:
                     req = items.popleft()
                     if self._putters:
-                        self._not_full.notify()
+                        self._not_full.notify_all()
                     if req.deadline is not None and monotonic() >= req.deadline:
                         self._overloaded()
                         self._cancel(req, MapBusyError(_EXPIRED))
@@ -206,6 +281,7 @@ class Mailbox(MailboxCounters):
                     self._started()
                     return req
                 if self.closed:
+                    self._finished = True
                     return None
                 self._owner_idle = True
             self._wakeup.acquire()
@@ -221,7 +297,10 @@ class Mailbox(MailboxCounters):
     def close(self, drain: bool) -> None:
         """Refuse new calls. With ``drain`` the owner still runs what is queued, else the
         queued requests fail with ``MapClosedError`` (not applied). Idempotent."""
-        with self._lock:
+        lock: Any = self._lock
+        nested = lock._is_owned()
+        try:
+            lock.acquire()
             self.closed = True
             if not drain:
                 while self._items:
@@ -231,6 +310,14 @@ class Mailbox(MailboxCounters):
                     )
             self._wake_owner()
             self._not_full.notify_all()
+        finally:
+            if nested:
+                lock.release()
+            else:
+                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                    lock._release_save()
+                except RuntimeError:
+                    pass  # acquire() was interrupted: this thread holds nothing
 
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child, where the only thread is the one that forked:
@@ -241,5 +328,16 @@ class Mailbox(MailboxCounters):
         self._init_locks()
 
     def stats(self, owner: Owner[Any, Any]) -> ActorStats:
-        with self._lock:
+        lock: Any = self._lock
+        nested = lock._is_owned()
+        try:
+            lock.acquire()
             return self._stats(len(self._items), owner)
+        finally:
+            if nested:
+                lock.release()
+            else:
+                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                    lock._release_save()
+                except RuntimeError:
+                    pass  # acquire() was interrupted: this thread holds nothing

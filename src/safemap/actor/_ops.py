@@ -13,19 +13,64 @@ never return ``ABSENT`` for a present entry: it is private, so no user value can
 on the caller's side (:func:`check_storable`, before anything is sent to the owner); a
 value a compute-family callback returns is checked here, on the owner, before the dict is
 touched (:func:`_from_callback`): ``DELETE`` means remove, ``MISSING`` is a ``TypeError``.
+
+Values an operation replaces or removes are not released inside it: a ``__del__`` they run
+would find the owner inside an operation, where a write to the map is refused as a nested
+write. An operation that drops values keeps them and returns :class:`Released`; the owner
+releases them once the operation is over (see ``Owner.run``), where the ``__del__`` may use
+the map like any other code on the owner.
 """
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ..protocol import DELETE, MISSING, TransactionView
 from ..protocol.mapping import _same_value
 
-__all__ = ["ABSENT", "check_storable", "is_sentinel"]
+__all__ = ["ABSENT", "Released", "check_storable", "is_sentinel"]
 
 ABSENT: Any = object()
+
+
+class _ThreadState(threading.local):
+    collecting = 0  # > 0 while the garbage collector runs on this thread (finalizers)
+    nested_writes = 0  # writes run inline on this thread in the middle of an operation
+
+
+_here = _ThreadState()
+
+
+def _observe_collections(phase: str, info: dict[str, int]) -> None:
+    # Called by the collector on the thread it runs on, before and after it runs finalizers.
+    _here.collecting += 1 if phase == "start" else -1
+
+
+gc.callbacks.append(_observe_collections)
+
+
+def in_collection() -> bool:
+    """Whether the calling thread is running the garbage collector's finalizers."""
+    return _here.collecting > 0
+
+
+def count_nested_write() -> None:
+    """Note a write run inline in the middle of an operation (see :func:`compute`)."""
+    _here.nested_writes += 1
+
+
+class Released:
+    """An operation's result plus what it replaced or removed, for the owner to release
+    after the operation (see the module doc). Never reaches a caller."""
+
+    __slots__ = ("garbage", "result")
+
+    def __init__(self, result: Any, garbage: object) -> None:
+        self.result = result
+        self.garbage = garbage
 
 
 def is_sentinel(value: object) -> bool:
@@ -63,25 +108,28 @@ def copy(d: dict[Any, Any]) -> dict[Any, Any]:
     return d.copy()
 
 
-def store(d: dict[Any, Any], key: Any, value: Any) -> None:
+def store(d: dict[Any, Any], key: Any, value: Any) -> Released:
+    old = d.get(key)
     d[key] = value
+    return Released(None, old)
 
 
-def update(d: dict[Any, Any], staged: dict[Any, Any]) -> None:
-    d.update(staged)
+def update(d: dict[Any, Any], staged: dict[Any, Any]) -> Released:
+    old = []
+    for key, value in staged.items():
+        old.append(d.get(key))
+        d[key] = value
+    return Released(None, old)
 
 
 def popitem(d: dict[Any, Any]) -> Any:
     return d.popitem() if d else ABSENT
 
 
-def clear(d: dict[Any, Any]) -> dict[Any, Any]:
-    # Hand the old entries back instead of freeing them here: the caller drops them on its
-    # own thread, where a value's __del__ may use the map freely (on the owner, inside an
-    # operation, a write from __del__ would be refused as a re-entrant write).
+def clear(d: dict[Any, Any]) -> Released:
     old = d.copy()
     d.clear()
-    return old
+    return Released(None, old)
 
 
 def load_or_store(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
@@ -101,39 +149,57 @@ def swap(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
     return (None, False) if old is ABSENT else (old, True)
 
 
-def compare_and_swap(d: dict[Any, Any], key: Any, old: Any, new: Any) -> bool:
+def compare_and_swap(d: dict[Any, Any], key: Any, old: Any, new: Any) -> bool | Released:
     current = d.get(key, ABSENT)
     if current is ABSENT or not _same_value(current, old):
         return False
     d[key] = new
-    return True
+    return Released(True, current)
 
 
-def compare_and_delete(d: dict[Any, Any], key: Any, old: Any) -> bool:
+def compare_and_delete(d: dict[Any, Any], key: Any, old: Any) -> bool | Released:
     current = d.get(key, ABSENT)
     if current is ABSENT or not _same_value(current, old):
         return False
     del d[key]
-    return True
+    return Released(True, current)
+
+
+# The compute family and transactions run a user callback between reading the dict and
+# writing it. A finalizer the garbage collector runs on the owner meanwhile (at any allocation
+# of the callback) may write the map, inline (see ``_owner``): the callback may then have
+# computed from a stale entry, so it runs again on the current one, and the finalizer's write
+# is ordered before the call instead of being overwritten by it. ``_here.nested_writes`` is
+# read as an attribute (no call): nothing can run between the last check and the write but
+# a key's own ``__hash__``/``__eq__``.
 
 
 def compute(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    old = d.get(key, ABSENT)
-    new = _from_callback(fn(key, MISSING if old is ABSENT else old))
+    while True:
+        seen = _here.nested_writes
+        old = d.get(key, ABSENT)
+        new = _from_callback(fn(key, MISSING if old is ABSENT else old))
+        if _here.nested_writes == seen:
+            break
     if new is DELETE:
         if old is not ABSENT:
             del d[key]
-        return None
+        return Released(None, old)
     d[key] = new
-    return new
+    return Released(new, old)
 
 
 def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]) -> Any:
+    seen = _here.nested_writes
     old = d.get(key, ABSENT)
     if old is not ABSENT:
         return old
     # At most once per key: racers are later requests, and find it stored.
     new = _from_callback(factory(key))
+    if _here.nested_writes != seen:
+        old = d.get(key, ABSENT)  # a finalizer's write came first: it may have stored key
+        if old is not ABSENT:
+            return old
     if new is DELETE:
         return None
     d[key] = new
@@ -141,51 +207,66 @@ def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]
 
 
 def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    old = d.get(key, ABSENT)
-    if old is ABSENT:
-        return None
-    new = _from_callback(fn(key, old))
+    while True:
+        seen = _here.nested_writes
+        old = d.get(key, ABSENT)
+        if old is ABSENT:
+            return None
+        new = _from_callback(fn(key, old))
+        if _here.nested_writes == seen:
+            break
     if new is DELETE:
         del d[key]
-        return None
+        return Released(None, old)
     d[key] = new
-    return new
+    return Released(new, old)
 
 
 def merge(d: dict[Any, Any], key: Any, value: Any, fn: Callable[[Any, Any], Any]) -> Any:
-    old = d.get(key, ABSENT)
-    new = value if old is ABSENT else _from_callback(fn(old, value))
+    while True:
+        seen = _here.nested_writes
+        old = d.get(key, ABSENT)
+        new = value if old is ABSENT else _from_callback(fn(old, value))
+        if _here.nested_writes == seen:
+            break
     if new is DELETE:
         if old is not ABSENT:
             del d[key]
-        return None
+        return Released(None, old)
     d[key] = new
-    return new
+    return Released(new, old)
 
 
-def delete_matching(d: dict[Any, Any], pairs: list[tuple[Any, Any]]) -> int:
+def delete_matching(d: dict[Any, Any], pairs: list[tuple[Any, Any]]) -> Released:
     """The removal pass of ``delete_if``: remove each entry still holding the value seen."""
-    removed = 0
+    removed = []
     for key, seen in pairs:
         current = d.get(key, ABSENT)
         if current is not ABSENT and _same_value(current, seen):
             del d[key]
-            removed += 1
-    return removed
+            removed.append(current)
+    return Released(len(removed), removed)
 
 
 def transaction(d: dict[Any, Any], fn: Callable[[MutableMapping[Any, Any]], Any]) -> Any:
     # The overlay keeps a raising fn from leaving half its changes: nothing reaches d until
     # fn has returned. (Undo is not needed for atomicity here, the owner runs nothing else
     # meanwhile; it is needed for "exceptions leave no trace".)
-    view: TransactionView[Any, Any] = TransactionView(d)
-    try:
-        result = fn(view)
-    except BaseException:
+    while True:
+        seen = _here.nested_writes
+        view: TransactionView[Any, Any] = TransactionView(d)
+        try:
+            result = fn(view)
+        except BaseException:
+            view._close()
+            if _here.nested_writes != seen:
+                continue  # fn saw the dict change under it (see above): run it again
+            raise
+        if _here.nested_writes == seen:
+            break
         view._close()
-        raise
     view._commit(d)
-    return result
+    return Released(result, view)  # the view's undo log holds what the commit replaced
 
 
 def execute(d: dict[Any, Any], fn: Callable[..., Any], *args: Any) -> Any:

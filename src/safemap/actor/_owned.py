@@ -15,12 +15,15 @@ import abc
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar, TypeVarTuple
 
-from ..protocol import ConcurrentMapping, FrozenMap
+from ..protocol import ConcurrentMapping, FrozenMap, MapBusyError, MapClosedError
 from ..protocol.sentinels import Delete, Missing
 from . import _ops
 from ._owner import EXEC, READ, TXN, WRITE
 
-__all__ = ["OwnedMap", "stage"]
+__all__ = ["REPR_TIMEOUT", "OwnedMap", "stage"]
+
+REPR_TIMEOUT = 1.0
+"""Seconds ``repr`` waits for the owner before it gives a repr without the contents."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -62,6 +65,26 @@ class OwnedMap(ConcurrentMapping[K, V]):
         """Run ``op(dict, *args)`` on the owner and return its result (or raise its
         exception); ``kind`` is ``READ``/``WRITE``/``EXEC``/``TXN`` (see ``_owner``)."""
 
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """Whether the map was closed (it accepts no more calls)."""
+
+    def __repr__(self) -> str:
+        """``Type({...})``, or ``Type(<busy>)`` if the owner did not serve the call within
+        ``REPR_TIMEOUT`` seconds (a repr never hangs on a blocked owner: it is what a
+        debugger or a log line calls), ``Type(<closed>)`` once closed."""
+        name = type(self).__name__
+        if self.closed:
+            return f"{name}(<closed>)"
+        try:
+            data = self._call(_ops.copy, (), READ, timeout=REPR_TIMEOUT)
+        except MapClosedError:
+            return f"{name}(<closed>)"
+        except (MapBusyError, TimeoutError):
+            return f"{name}(<busy>)"
+        return f"{name}({data!r})"
+
     # ---------------------------------------------------------------- primitives
 
     def load(self, key: K) -> tuple[V | None, bool]:
@@ -82,8 +105,7 @@ class OwnedMap(ConcurrentMapping[K, V]):
         return iter(self._call(_ops.items, (), READ))
 
     def clear(self) -> None:
-        old = self._call(_ops.clear, (), WRITE)
-        del old  # the old entries are freed here, on the calling thread (see _ops.clear)
+        self._call(_ops.clear, (), WRITE)
 
     def snapshot(self) -> FrozenMap[K, V]:
         return FrozenMap._adopt(self._call(_ops.copy, (), READ))

@@ -15,11 +15,23 @@ runs inline, at once, subject to the protocol's re-entry rules:
     a built-in operation          inline        refused       refused
     transaction(fn)               refused       refused       refused
 
+A call made by a finalizer of the garbage collector (which runs on whatever thread
+allocates, the owner included, in the middle of anything) is not the request's own code: it
+runs inline at once in every mode, so it is never refused and never waits, and the
+operation it interrupted copes (``_ops``: a compute-family callback or a transaction's
+function that saw the dict change under it runs again).
+
 A refused call raises ``RecursiveUpdateError`` before touching the dict. Reads inside an
 operation are safe because the operation is suspended in user code at a point where the
 dict is consistent; a write there would change the entry the operation is computing from,
 which is exactly the atomicity the protocol promises. ``execute`` hands its function the
 dict itself, so nested calls from it are just more of the same atomic request.
+
+Values a request replaces or removes are released by :meth:`Owner.run` *after* the request,
+with the mode restored (see ``_ops.Released``). So their ``__del__``, which runs on the owner
+thread, is treated like any other code there: between requests ("nothing" above) its writes
+run inline, at once — the owner is the only writer, so that needs no lock and cannot
+deadlock — and land before the request's caller is woken.
 
 ``mode`` is written and read only on the owner thread, so it needs no lock.
 """
@@ -31,6 +43,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from ..protocol import RecursiveUpdateError
+from ._ops import Released, count_nested_write, in_collection
 
 __all__ = ["EXEC", "READ", "TXN", "WRITE", "Owner"]
 
@@ -88,17 +101,28 @@ class Owner(Generic[K, V]):
         return self.ident == threading.get_ident()
 
     def run(self, op: Callable[..., Any], args: tuple[Any, ...], kind: int) -> Any:
-        """Run one request on the dict. Called on the owner thread only."""
+        """Run one request on the dict and return its result. Called on the owner thread
+        only. What the request replaced or removed is released here, after it, so that a
+        ``__del__`` it triggers may use the map (see the module doc)."""
         previous = self.mode
         self.mode = _MODE_OF_KIND[kind]
         try:
-            return op(self.data, *args)
+            out = op(self.data, *args)
         finally:
             self.mode = previous
+        if type(out) is Released:
+            result = out.result
+            del out  # releases the garbage: the request is over
+            return result
+        return out
 
     def run_inline(self, op: Callable[..., Any], args: tuple[Any, ...], kind: int) -> Any:
         """Run a call made on the owner thread itself, or refuse it (see the module doc)."""
         mode = self.mode
+        if mode != _IDLE and in_collection():
+            if kind != READ:
+                count_nested_write()
+            return self.run(op, args, kind)
         if mode == _TXN:
             raise RecursiveUpdateError(_IN_TXN)
         if mode == _OP and kind != READ:

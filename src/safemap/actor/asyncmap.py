@@ -539,8 +539,3 @@ class ThreadsafeView(OwnedMap[K, V]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        if self.closed:
-            return f"{type(self).__name__}(<closed>)"
-        return super().__repr__()

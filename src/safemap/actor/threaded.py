@@ -202,6 +202,23 @@ class ActorMap(OwnedMap[K, V]):
         owner = self._owner
         if owner.ident == threading.get_ident():
             return owner.run_inline(op, args, kind)
+        mailbox = self._mailbox
+        if mailbox.held_here():
+            # A finalizer the garbage collector runs inside one of the mailbox's critical
+            # sections on this thread: wait for the owner with the lock released.
+            with mailbox.unlocked():
+                return self._send(op, args, kind, timeout, block)
+        return self._send(op, args, kind, timeout, block)
+
+    def _send(
+        self,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        kind: int,
+        timeout: float | None,
+        block: bool,
+    ) -> Any:
+        """Queue a request, wait for its outcome until its deadline, and return it."""
         timeout = self._options_["timeout"] if timeout is None else normalize_timeout(timeout)
         req = Request(op, args, kind, None if timeout is None else monotonic() + timeout)
         mailbox = self._mailbox
@@ -265,8 +282,3 @@ class ActorMap(OwnedMap[K, V]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        if self._mailbox.closed:
-            return f"{type(self).__name__}(<closed>)"
-        return super().__repr__()
