@@ -54,7 +54,7 @@ class ConcurrentMap(_core.ConcurrentMapBase, ConcurrentMapping[K, V]):
     (``ValueError`` otherwise; ``TypeError`` for a non-int or a bool); the default,
     ``safemap.native.DEFAULT_SHARDS``, is 4 per CPU.
 
-    Guarantees (``shared/spec/map-protocol.md``), on GIL and free-threaded CPython:
+    Guarantees (``docs/protocol.md``), on GIL and free-threaded CPython:
 
     - every method call is atomic (linearizable), also when a key's ``__hash__``/``__eq__``
       or a callback runs Python code, releases the GIL or blocks;
@@ -93,7 +93,7 @@ class SyncMap(_core.SyncMapBase, ConcurrentMapping[K, V]):
     """A read-optimized concurrent map with Go ``sync.Map``'s design.
 
     Best for keys written once and read many times, or for threads working on disjoint
-    key sets. Guarantees (``shared/spec/map-protocol.md``), on GIL and free-threaded
+    key sets. Guarantees (``docs/protocol.md``), on GIL and free-threaded
     CPython:
 
     - every method call is atomic (linearizable);
