@@ -12,6 +12,7 @@ base class derives in a single request already (``get``, ``pop``, ``m[k]``, ``in
 from __future__ import annotations
 
 import abc
+import reprlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -70,6 +71,7 @@ class OwnedMap(ConcurrentMapping[K, V]):
     def closed(self) -> bool:
         """Whether the map was closed (it accepts no more calls)."""
 
+    @reprlib.recursive_repr()
     def __repr__(self) -> str:
         """``Type({...})``, or ``Type(<busy>)`` if the owner did not serve the call within
         ``REPR_TIMEOUT`` seconds (a repr never hangs on a blocked owner: it is what a

@@ -79,12 +79,16 @@ def _turn_on(config: pytest.Config) -> None:
     if config.pluginmanager.has_plugin(_RacePlugin.NAME):
         return
     from safemap import race
+    from safemap.race._options import parse_env
 
-    if not race.enabled():
-        try:
+    try:
+        # Checked even when the start-up hook (installed with the package) already enabled
+        # the detector: that hook may only warn about a bad value, pytest refuses it.
+        parse_env()
+        if not race.enabled():
             race.enable()  # reads the SAFEMAP_RACE options, if any
-        except race.OptionsError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    except race.OptionsError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_RacePlugin(), _RacePlugin.NAME)
 
 
