@@ -483,9 +483,12 @@ def test_gc_finalizers_using_the_map_never_hang(gc_often: None, how: str) -> Non
     remaining = {k for k in m if k[0] != "scratch"}
     assert remaining == kept  # a refused pop changed nothing
     assert not (remaining & popped)
-    # Collections did run finalizers on the workers (a worker inside the map's write
-    # gets "refused"; the free-threaded build collects at its next bytecode boundary).
-    assert any(r != "left" for _, r in outcomes)
+    # Collections did run finalizers on the workers (a worker inside the map's write gets
+    # "refused"). Only the GIL build can be made to collect at a chosen allocation: the
+    # free-threaded collector's threshold is a heap-growth heuristic, so in a long run it
+    # may collect only in the gc.collect() above.
+    if not FREE_THREADED:
+        assert any(r != "left" for _, r in outcomes)
 
 
 def test_gc_finalizer_reading_the_map_inside_its_own_operations(gc_often: None) -> None:
