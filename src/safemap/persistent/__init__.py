@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from ..maps._guards import track_for_fork
 from ..protocol import ConcurrentMapping, FrozenMap, TransactionView
+from ..protocol.variants import plain_class
 from ._hamt import PersistentMapBase, Trie
 
 __all__ = ["PersistentMap", "Trie"]
@@ -121,7 +122,7 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
     def copy(self) -> PersistentMap[K, V]:
         """A new map of the same type holding this map's current version (O(1): versions
         are immutable and shared) and, for a subclass, its instance attributes (shallow)."""
-        new = type(self)()
+        new = plain_class(type(self))()
         new._publish(self._current())
         attributes = getattr(self, "__dict__", None)
         if attributes:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar, overload
 
 from .frozen import FrozenMap
 from .sentinels import DELETE, MISSING, Delete, Missing
+from .variants import plain_class
 
 __all__ = ["ConcurrentMapping"]
 
@@ -253,7 +254,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     def copy(self: M) -> M:
         """A new map of the same type and options, with the contents at one instant (values
         shared) and, for a subclass, its instance attributes (shallow), as ``copy.copy``."""
-        new = _rebuild(type(self), self.snapshot()._data, self._options())
+        new = _rebuild(plain_class(type(self)), self.snapshot()._data, self._options())
         attributes = getattr(self, "__dict__", None)
         if attributes:
             new.__dict__.update(attributes)
@@ -263,7 +264,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         return self.copy()
 
     def __deepcopy__(self: M, memo: dict[int, Any]) -> M:
-        new = type(self)(**self._options())
+        new = plain_class(type(self))(**self._options())
         memo[id(self)] = new  # registered first, so a map that contains itself terminates
         for key, value in self.snapshot().items():
             new.store(_copy.deepcopy(key, memo), _copy.deepcopy(value, memo))
@@ -277,7 +278,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         # map is memoized), so a map that contains itself pickles, as a dict does.
         state = getattr(self, "__dict__", None) or None
         items = iter(self.snapshot().items())
-        return (_rebuild, (type(self), {}, self._options()), state, None, items)
+        return (_rebuild, (plain_class(type(self)), {}, self._options()), state, None, items)
 
     @classmethod
     def fromkeys(cls: type[M], iterable: Iterable[Any], value: Any = None) -> M:
@@ -308,7 +309,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     def __ror__(self: M, other: Mapping[K, V]) -> M:
         if not isinstance(other, Mapping):
             return NotImplemented
-        new = _rebuild(type(self), dict(other.items()), self._options())
+        new = _rebuild(plain_class(type(self)), dict(other.items()), self._options())
         new.update(self)
         return new
 
