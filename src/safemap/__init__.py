@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
         ThreadConfinementError,
         checked,
     )
+    from .protocol.stats import LatencyHistogram, MailboxStats, MapStats, ShardStats
 
 # Public name -> the module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
@@ -73,6 +74,10 @@ _LAZY: dict[str, str] = {
     "ConcurrentWriteError": "safemap.failfast",
     "ThreadConfinementError": "safemap.failfast",
     "checked": "safemap.failfast",
+    "LatencyHistogram": "safemap.protocol.stats",
+    "MailboxStats": "safemap.protocol.stats",
+    "MapStats": "safemap.protocol.stats",
+    "ShardStats": "safemap.protocol.stats",
 }
 
 __all__ = [
@@ -92,15 +97,19 @@ __all__ = [
     "ConcurrentWriteError",
     "DeleteType",
     "FrozenMap",
+    "LatencyHistogram",
     "LockedMap",
+    "MailboxStats",
     "MapBusyError",
     "MapClosedError",
+    "MapStats",
     "MissingType",
     "OutcomeUnknownError",
     "PersistentMap",
     "RWLock",
     "RWLockMap",
     "RecursiveUpdateError",
+    "ShardStats",
     "SyncMap",
     "ThreadConfinementError",
     "__version__",

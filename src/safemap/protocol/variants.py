@@ -27,17 +27,19 @@ Invariants:
 from __future__ import annotations
 
 import threading
+from typing import TypeVar, cast
 
 __all__ = ["features_of", "plain_class", "switch"]
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _variants: dict[tuple[type, frozenset[type]], type] = {}
 
 
-def plain_class(cls: type) -> type:
+def plain_class(cls: type[T]) -> type[T]:
     """The class the user constructed: ``cls`` itself unless it is a variant."""
-    plain: type = cls.__dict__.get("_variant_plain", cls)
-    return plain
+    return cast("type[T]", cls.__dict__.get("_variant_plain", cls))
 
 
 def features_of(obj: object) -> frozenset[type]:
@@ -46,11 +48,16 @@ def features_of(obj: object) -> frozenset[type]:
     return features
 
 
+def _rank(mixin: type) -> tuple[int, str]:
+    rank: int = mixin.__dict__["variant_rank"]
+    return rank, mixin.__qualname__
+
+
 def _variant(plain: type, features: frozenset[type]) -> type:
     key = (plain, features)
     cls = _variants.get(key)
     if cls is None:
-        mixins = sorted(features, key=lambda mixin: (mixin.variant_rank, mixin.__qualname__))
+        mixins = sorted(features, key=_rank)
         namespace = {
             "__slots__": (),
             "__module__": plain.__module__,
