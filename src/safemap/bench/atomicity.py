@@ -38,6 +38,7 @@ from __future__ import annotations
 import operator
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from .protocol import ABSENT, BenchMap, direct
@@ -186,9 +187,13 @@ def _load_or_store_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
 
 
 def _load_or_store_check(m: BenchMap, states: Sequence[ThreadState]) -> Verdict:
-    present = [k for k in contents(m)]
+    present = contents(m)
     keys = max(present, default=-1) + 1
-    verdict = compare_keys(m, set(range(keys)))
+    # Distinct non-negative int keys below ``keys``, as many as ``keys``: exactly 0..keys-1.
+    if len(present) == keys and all(type(k) is int and k >= 0 for k in present):
+        verdict = Verdict(known_state=True)
+    else:
+        verdict = compare_keys(m, set(range(keys)))
     stored = sum(st.data["stored"] for st in states)
     if stored != keys:  # each key is inserted by exactly one call
         verdict.lost += abs(stored - keys)
@@ -240,17 +245,19 @@ def _swap_body(m: BenchMap, st: ThreadState, shared: list[int]) -> Run:
 
 
 def _swap_check(m: BenchMap, states: Sequence[ThreadState]) -> Verdict:
-    stored = Tally([-1])  # the initial value, then every token once
-    for st in states:
-        stored.update(st.executed())
-    returned = Tally(v for st in states for v in st.data["previous"])
+    # Every token (the initial -1, then each operation's number, all distinct) must come
+    # back exactly once: returned by a later swap, or left in the map at the end.
+    stored = [-1, *chain.from_iterable(st.executed() for st in states)]
+    returned = list(chain.from_iterable(st.data["previous"] for st in states))
     value, found = m.load(KEY)
     if found:
-        returned[value] += 1
-    twice = sum((returned - stored).values())  # returned more often than stored
-    lost = sum((stored - returned).values())  # stored, then never seen again
-    if not twice and not lost:
-        return Verdict(known_state=True)
+        returned.append(value)
+    distinct = set(stored)
+    if len(distinct) == len(stored) == len(returned) and set(returned) == distinct:
+        return Verdict(known_state=True)  # same length, same distinct elements: a permutation
+    surplus, missing = Tally(returned), Tally(stored)
+    twice = sum((surplus - missing).values())  # returned more often than stored
+    lost = sum((missing - surplus).values())  # stored, then never seen again
     return Verdict(
         known_state=True,
         lost=lost,

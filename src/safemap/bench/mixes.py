@@ -104,6 +104,7 @@ class MixWorkload(Workload):
         self._values = values
         self._schedule = schedule
         self._drawn: dict[int, tuple[list[str], list[int]]] = {}
+        self._compiled_schedules: dict[int, tuple[list[int], list[Any], list[Any]]] = {}
         self._prefill = prefill
 
     def setup(self, m: BenchMap, threads: int) -> None:
@@ -119,11 +120,19 @@ class MixWorkload(Workload):
             self._drawn[tid] = self._schedule(tid)
         return self._drawn[tid]
 
+    def _compiled(self, tid: int) -> tuple[list[int], list[Any], list[Any]]:
+        """Thread ``tid``'s schedule as operation codes, keys and values (built once)."""
+        if tid not in self._compiled_schedules:
+            ops, idx = self.schedule(tid)
+            self._compiled_schedules[tid] = (
+                [_CODE[op] for op in ops],
+                [self._keys[i] for i in idx],
+                [self._values[i] for i in idx],
+            )
+        return self._compiled_schedules[tid]
+
     def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
-        ops, idx = self.schedule(state.tid)
-        codes = [_CODE[op] for op in ops]
-        ks = [self._keys[i] for i in idx]
-        vs = [self._values[i] for i in idx]
+        codes, ks, vs = self._compiled(state.tid)
         mask = len(codes) - 1
         d = direct(m)
         get, t, setdefault, pop = d.get, d.target, d.setdefault, d.pop

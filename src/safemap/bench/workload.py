@@ -77,7 +77,20 @@ def compare_state(m: BenchMap, expected: Mapping[Any, Any]) -> Verdict:
     A key missing or holding another value counts as a lost update; an unexpected key is
     a problem too (data that should not be there).
     """
+    return _compare(contents(m), expected)
+
+
+def compare_keys(m: BenchMap, expected: Set[Any]) -> Verdict:
+    """Like :func:`compare_state` for workloads that determine the keys, not the values."""
     actual = contents(m)
+    if actual.keys() == expected:  # the common case, decided in C
+        return Verdict(True)
+    return _compare(actual, {k: actual.get(k, _GONE) for k in expected})
+
+
+def _compare(actual: dict[Any, Any], expected: Mapping[Any, Any]) -> Verdict:
+    if actual == expected:  # the common case, decided in C; the details only on a mismatch
+        return Verdict(True)
     missing = [k for k in expected if k not in actual]
     wrong = [k for k in expected if k in actual and actual[k] != expected[k]]
     extra = [k for k in actual if k not in expected]
@@ -89,12 +102,6 @@ def compare_state(m: BenchMap, expected: Mapping[Any, Any]) -> Verdict:
     if extra:
         problems.append(f"{len(extra)} unexpected keys (e.g. {_some(extra)})")
     return Verdict(True, lost=len(missing) + len(wrong), problems=problems)
-
-
-def compare_keys(m: BenchMap, expected: Set[Any]) -> Verdict:
-    """Like :func:`compare_state` for workloads that determine the keys, not the values."""
-    actual = contents(m)
-    return compare_state(m, {k: actual.get(k, _GONE) for k in expected})
 
 
 def _some(keys: Sequence[Any]) -> str:
