@@ -13,6 +13,8 @@ import safemap
 
 # Modules a map library must not drag into every program that imports it.
 HEAVY = (
+    "typing",  # safemap._typing stands in for it at run time
+    "dataclasses",
     "asyncio",
     "importlib.metadata",
     "safemap.race",
@@ -86,3 +88,15 @@ def test_version_is_the_packages_version() -> None:
     from importlib.metadata import version
 
     assert safemap.__version__ == version("safemap")
+
+
+def test_typing_stand_ins_keep_generics_and_introspection_working() -> None:
+    """``safemap._typing`` replaces ``typing`` at run time: subscripting a map class and
+    ``typing.get_type_hints`` on its methods still work."""
+    import typing
+
+    for cls in (safemap.ConcurrentMap, safemap.LockedMap, safemap.FrozenMap, safemap.PersistentMap):
+        alias = cls[str, int]
+        assert typing.get_origin(alias) is cls and typing.get_args(alias) == (str, int)
+    hints = typing.get_type_hints(safemap.LockedMap.merge)
+    assert set(hints) == {"key", "value", "fn", "return"}

@@ -19,8 +19,8 @@ warning when the race detector's start-up hook imported safemap before pytest st
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+from ._typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .locks import RWLock
 from .maps import LockedMap, RWLockMap

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, TypeVar
 
+from .._typing import Any, TypeVar
 from ..protocol import (
     DELETE,
     MISSING,

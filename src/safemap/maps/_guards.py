@@ -24,8 +24,8 @@ import threading
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
 
+from .._typing import Any
 from ..locks import RWLock
 from ..protocol import RecursiveUpdateError
 

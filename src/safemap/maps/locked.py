@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
+from .._typing import TypeVar
 from ._dictmap import DictBackedMap
 from ._guards import Locks, mutex_locks
 

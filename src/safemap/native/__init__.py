@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, MutableMapping
-from typing import Any, TypeVar
 
+from .._typing import Any, TypeVar
 from ..protocol import ConcurrentMapping, TransactionView
 from . import _core
 

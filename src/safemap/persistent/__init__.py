@@ -22,8 +22,8 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any, TypeVar, cast
 
+from .._typing import Any, TypeVar, cast
 from ..maps._guards import track_for_fork
 from ..protocol import ConcurrentMapping, FrozenMap, TransactionView
 from ..protocol.variants import plain_class

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copyreg
 import reprlib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Generic, NoReturn, TypeVar
+
+from .._typing import Any, Generic, NoReturn, TypeVar
 
 __all__ = ["FrozenMap", "FrozenMapMutation"]
 

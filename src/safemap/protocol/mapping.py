@@ -30,8 +30,8 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, TypeVar, overload
 
+from .._typing import Any, TypeVar, overload
 from .frozen import FrozenMap
 from .sentinels import DELETE, MISSING, Delete, Missing
 from .variants import plain_class

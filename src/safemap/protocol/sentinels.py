@@ -7,7 +7,11 @@ and pickling with every protocol, and type checkers narrow ``old is MISSING`` co
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal, TypeAlias
+
+from .._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Final, Literal, TypeAlias
 
 __all__ = ["DELETE", "MISSING", "DeleteType", "MissingType"]
 
@@ -45,5 +49,9 @@ MISSING: Final = MissingType.MISSING
 DELETE: Final = DeleteType.DELETE
 """Returned by a compute-family callback to remove the entry (or to leave it absent)."""
 
-Missing: TypeAlias = Literal[MissingType.MISSING]
-Delete: TypeAlias = Literal[DeleteType.DELETE]
+if TYPE_CHECKING:
+    Missing: TypeAlias = Literal[MissingType.MISSING]
+    Delete: TypeAlias = Literal[DeleteType.DELETE]
+else:  # at run time, the types whose only members they are
+    Missing = MissingType
+    Delete = DeleteType

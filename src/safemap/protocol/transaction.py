@@ -19,8 +19,8 @@ removed: it lives as long as the view, which the map releases after unlocking, s
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, Generic, TypeVar
 
+from .._typing import Any, Generic, TypeVar
 from .sentinels import DELETE, MISSING
 
 __all__ = ["TransactionView"]

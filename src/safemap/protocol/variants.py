@@ -27,7 +27,8 @@ Invariants:
 from __future__ import annotations
 
 import threading
-from typing import TypeVar, cast
+
+from .._typing import TypeVar, cast
 
 __all__ = ["features_of", "plain_class", "switch"]
 
