@@ -18,7 +18,7 @@ warning when the race detector's start-up hook imported safemap before pytest st
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from ._typing import TYPE_CHECKING, Any
 from ._version import __version__
@@ -120,11 +120,13 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "race":
-        return importlib.import_module("safemap.race")
+        __import__("safemap.race")
+        return sys.modules["safemap.race"]
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'safemap' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    __import__(module)
+    value = getattr(sys.modules[module], name)
     globals()[name] = value  # later lookups are plain module attribute reads
     return value
 

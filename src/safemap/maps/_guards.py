@@ -23,9 +23,8 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 
-from .._typing import Any
+from .._typing import TYPE_CHECKING, Any
 from ..locks import RWLock
 from ..protocol import RecursiveUpdateError
 
@@ -38,7 +37,15 @@ __all__ = [
     "track_for_fork",
 ]
 
-Locks = tuple[AbstractContextManager[Any], AbstractContextManager[Any], Callable[[], bool]]
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import TypeAlias
+
+    Locks: TypeAlias = tuple[
+        AbstractContextManager[Any], AbstractContextManager[Any], Callable[[], bool]
+    ]
+else:
+    Locks = tuple  # annotations only; kept cheap at run time
 """``(read, write, held)``: context managers of one lock, and whether the calling thread
 holds it."""
 

@@ -18,7 +18,6 @@ method (``swap``, ``compare_and_swap``, ``merge``, ``setdefault``, ``pop``, ...)
 from __future__ import annotations
 
 import abc
-import copy as _copy
 import reprlib
 from collections.abc import (
     Callable,
@@ -264,13 +263,15 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         return self.copy()
 
     def __deepcopy__(self: M, memo: dict[int, Any]) -> M:
+        import copy  # here, not at module level: most programs never deep-copy a map
+
         new = plain_class(type(self))(**self._options())
         memo[id(self)] = new  # registered first, so a map that contains itself terminates
         for key, value in self.snapshot().items():
-            new.store(_copy.deepcopy(key, memo), _copy.deepcopy(value, memo))
+            new.store(copy.deepcopy(key, memo), copy.deepcopy(value, memo))
         attributes = getattr(self, "__dict__", None)
         if attributes:
-            new.__dict__.update(_copy.deepcopy(attributes, memo))
+            new.__dict__.update(copy.deepcopy(attributes, memo))
         return new
 
     def __reduce__(self) -> tuple[Any, ...]:
