@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from ._dictmap import DictBackedMap
-from ._guards import Locks, mutex_locks
+from ._guards import LockChoice, mutex_locks
 
 __all__ = ["LockedMap"]
 
@@ -26,5 +26,5 @@ class LockedMap(DictBackedMap[K, V]):
     __slots__ = ()
 
     @staticmethod
-    def _make_locks() -> Locks:
+    def _make_locks() -> LockChoice:
         return mutex_locks()

@@ -30,11 +30,14 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .frozen import FrozenMap
 from .sentinels import DELETE, MISSING, Delete, Missing
 from .variants import plain_class
+
+if TYPE_CHECKING:
+    from .stats import MapStats
 
 __all__ = ["ConcurrentMapping"]
 
@@ -150,6 +153,45 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     def _options(self) -> dict[str, Any]:
         """The keyword options that rebuild a map like this one (for copy and pickle)."""
         return {}
+
+    # ---------------------------------------------------------------- statistics
+
+    def _collect_stats(self) -> MapStats:
+        """The map type's own counters as a :class:`~safemap.MapStats` (``hot_keys`` and
+        ``latency`` empty: :meth:`stats` adds them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not collect statistics yet")
+
+    def stats(self) -> MapStats:
+        """A snapshot of the map's statistics (see ``safemap.MapStats``): cumulative,
+        exact counters since the map was made (any exception is named in its ``inexact``
+        and explained in its ``notes``), the size, lock contention, and the hot keys and
+        sampled latency when :meth:`track` turned them on. ``later.minus(earlier)`` gives
+        the counts of an interval."""
+        collected = self._collect_stats()
+        from .tracking import tracked  # only a tracked map has anything to add
+
+        hot_keys, latency = tracked(self)
+        if not hot_keys and not latency:
+            return collected
+        import dataclasses
+
+        return dataclasses.replace(collected, hot_keys=hot_keys, latency=latency)
+
+    def track(self, *, hot_keys: int | None = None, latency_every: int | None = None) -> None:
+        """Turn opt-in tracking of this map on or off.
+
+        ``hot_keys=k`` (> 0) keeps a bounded top-``k`` of the keys used by point reads and
+        writes (Space-Saving: every key used more than ``N/k`` of ``N`` times is listed,
+        its count over-estimated by at most ``N/k``), reported in ``stats().hot_keys``.
+        ``latency_every=n`` (> 0) times one in ``n`` calls of each operation kind (``get``,
+        ``set``, ``delete``, ``swap``, ``load_or_store``, ``compute``) into log2 buckets from
+        64 ns to ~1 ms, reported in ``stats().latency``. ``0`` turns a feature off (and
+        drops its data), ``None`` leaves it as it is; turning a feature on again starts it
+        afresh. A map with neither on runs exactly as an untracked one; a tracked map's
+        ``type()`` is a subclass of its class (``isinstance`` holds)."""
+        from .tracking import track
+
+        track(self, hot_keys, latency_every)
 
     # ------------------------------------------------------------ dict interface
 
