@@ -30,12 +30,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
+    from ..protocol.contention import ContentionProfile, contention_profile
     from ._server import MetricsServer, serve
     from .prometheus import SafemapCollector
 
 __all__ = [
+    "ContentionProfile",
     "MetricsServer",
     "SafemapCollector",
+    "contention_profile",
     "register",
     "registered",
     "serve",
@@ -133,6 +136,8 @@ _LAZY = {
     "MetricsServer": "safemap.metrics._server",
     "serve": "safemap.metrics._server",
     "SafemapCollector": "safemap.metrics.prometheus",
+    "ContentionProfile": "safemap.protocol.contention",
+    "contention_profile": "safemap.protocol.contention",
 }
 
 

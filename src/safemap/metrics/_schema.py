@@ -60,7 +60,9 @@ BREAKER_STATES = ("closed", "open", "half-open", "none")
 
 _M, _MS = ("map",), ("map", "shard")
 METRICS: tuple[Metric, ...] = (
-    Metric("safemap_map_info", "gauge", ("map", "kind"), "A registered map (value 1) and its type."),
+    Metric(
+        "safemap_map_info", "gauge", ("map", "kind"), "A registered map (value 1) and its type."
+    ),
     Metric(
         "safemap_operations",
         "counter",

@@ -44,18 +44,17 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 class MetricsServer:
     """A running endpoint (:func:`serve`); ``close()`` (or leaving ``with``) stops it."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+    def __init__(self, server: WSGIServer, thread: threading.Thread, host: str) -> None:
         self._server = server
         self._thread = thread
-        host, port = server.server_address[:2]
-        self.port: int = int(port)
+        self.port: int = server.server_port
         """The port it listens on (the one chosen by the system for ``port=0``)."""
         self.url = f"http://{host}:{self.port}/metrics"
         """The Prometheus exposition (any other path but the hot keys' answers it too)."""
@@ -102,4 +101,4 @@ def serve(
     server = make_server(addr, port, app, server_class=_Server, handler_class=_Quiet)
     thread = threading.Thread(target=server.serve_forever, name="safemap-metrics", daemon=True)
     thread.start()
-    return MetricsServer(server, thread)
+    return MetricsServer(server, thread, f"[{addr}]" if ":" in addr else addr)

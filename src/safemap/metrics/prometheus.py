@@ -13,7 +13,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from . import registered
 from ._schema import BY_NAME, METRICS, cumulative, samples
@@ -48,7 +47,7 @@ class SafemapCollector(Collector):
                 families[s.metric].add_metric(labels, s.value)
             histogram = families["safemap_operation_duration_seconds"]
             for op, h in sorted(stats.latency.items()):
-                buckets = [(floatToGoString(le), count) for le, count in cumulative(h)]
+                buckets = [(_le(bound), count) for bound, count in cumulative(h)]
                 histogram.add_metric([name, op], buckets, h.sum_seconds)
         return [family for family in families.values() if family.samples]
 
@@ -61,3 +60,7 @@ def _families() -> dict[str, Any]:
         "histogram": HistogramMetricFamily,
     }
     return {m.name: kinds[m.kind](m.name, m.help, labels=list(m.labels)) for m in METRICS}
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
