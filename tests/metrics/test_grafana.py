@@ -122,7 +122,8 @@ tests:
           - exp_labels: {{job: app, instance: "a:1", map: busy, severity: warning}}
             exp_annotations:
               summary: "Actor map busy: mailbox over 85% full"
-              description: "The request queue of busy is 90% full: its owner cannot keep up, and callers are about to wait, time out or be refused."
+              description: "The request queue of busy is 90% full: its owner cannot keep up,
+                and callers are about to wait, time out or be refused."
       - eval_time: 15m
         alertname: SafemapMailboxTimeouts
         exp_alerts:
@@ -136,7 +137,8 @@ tests:
           - exp_labels: {{job: app, instance: "a:1", map: sessions, severity: warning}}
             exp_annotations:
               summary: "Map sessions: size changed suddenly"
-              description: "sessions gained or lost 956 entries in 10 minutes, more than half of its size."
+              description: "sessions gained or lost 956 entries in 10 minutes,
+                more than half of its size."
       - eval_time: 20m
         alertname: SafemapSizeJump
         exp_alerts: []
