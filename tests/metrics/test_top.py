@@ -1,0 +1,122 @@
+"""``safemap top --once`` against the real endpoints of a real process, and its rate
+arithmetic on two given reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from safemap.cli.top import MapView, parse, rates
+
+from . import serve_maps
+
+
+def top(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="200")  # rich's width when stdout is not a terminal
+    return subprocess.run(
+        [sys.executable, "-m", "safemap", "top", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def row(output: str, name: str) -> list[str]:
+    """The cells of the table row of map ``name``."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if cells and cells[0] == name:
+            return cells
+    raise AssertionError(f"no row for {name!r} in:\n{output}")
+
+
+def test_once_shows_every_map_and_its_hot_keys(served: dict[str, str]) -> None:
+    result = top("--url", served["metrics"], "--once", "--interval", "0.5")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    want = serve_maps.expected()
+    hit = 100 * want["hit"] / (want["hit"] + want["miss"])
+    for kind in serve_maps.MAP_TYPES:
+        name, shown_kind, entries, ops, hits, contended, wait, wdi, _ = row(out, kind)
+        assert shown_kind == kind
+        assert int(entries.replace(",", "")) == want["entries"]
+        assert float(ops) == 0.0  # the workload is over: nothing between the two reads
+        assert hits == f"{hit:.1f}%"
+        assert int(wdi) == want["writes_during_iteration"]
+    busy = row(out, "busy")
+    assert float(busy[3].replace(",", "")) > 0  # a thread keeps writing to it
+    first = hot_key_rows(out)[0]  # map, key, count
+    assert first[:2] == ["hot", repr("hot")]
+    assert int(first[2].replace(",", "")) >= serve_maps.HOT_READERS * serve_maps.HOT_READS
+    assert "dropped" not in out
+
+
+def hot_key_rows(output: str) -> list[list[str]]:
+    _, _, table = output.partition("hot keys")
+    return [
+        cells
+        for line in table.splitlines()
+        if (cells := [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]) and cells[0] != "map"
+    ]
+
+
+def test_hot_keys_table(served: dict[str, str]) -> None:
+    result = top("--url", served["metrics"], "--once", "--interval", "0.2", "--keys", "2")
+    assert result.returncode == 0, result.stderr
+    rows = hot_key_rows(result.stdout)
+    assert [r[0] for r in rows] == ["hot", "hot"]  # --keys 2; untracked maps list none
+    assert rows[0][1] == repr("hot")
+
+
+def test_prometheus_client_server_has_no_hot_keys(served: dict[str, str]) -> None:
+    result = top("--url", served["prometheus"], "--once", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert row(result.stdout, "LockedMap")[2] == f"{serve_maps.expected()['entries']:,}"
+    assert "hot keys: not served by this endpoint" in result.stdout
+
+
+def test_unreachable_endpoint_fails_with_a_message() -> None:
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = top("--url", f"http://127.0.0.1:{port}/metrics", "--once", "--interval", "0.1")
+    assert result.returncode == 1
+    assert f"safemap top: cannot read http://127.0.0.1:{port}/metrics" in result.stderr
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan"])
+def test_interval_must_be_positive(interval: str) -> None:
+    result = top("--url", "http://127.0.0.1:1/metrics", "--once", "--interval", interval)
+    assert result.returncode == 2
+    assert "--interval" in result.stderr
+
+
+def test_rates_between_two_reads() -> None:
+    earlier = {"a": MapView(ops=100), "gone": MapView(ops=5)}
+    later = {"a": MapView(ops=300), "new": MapView(ops=7)}
+    assert rates(earlier, later, 2.0) == {"a": 100.0, "new": None}
+
+
+def test_parse_sums_shards_and_reads_hits() -> None:
+    text = (
+        'safemap_map_info{map="m",kind="ConcurrentMap"} 1\n'
+        'safemap_operations_total{map="m",op="read",result="hit"} 3\n'
+        'safemap_operations_total{map="m",op="read",result="miss"} 1\n'
+        'safemap_operations_total{map="m",op="write",result="insert"} 2\n'
+        'safemap_lock_acquisitions_total{map="m",shard="0"} 4\n'
+        'safemap_lock_acquisitions_total{map="m",shard="1"} 6\n'
+        'safemap_lock_contentions_total{map="m",shard="1"} 2\n'
+        'safemap_mailbox_utilization{map="m"} 0.5\n'
+        'safemap_mailbox_breaker_state{map="m",state="open"} 0\n'
+    )
+    view = parse(text)["m"]
+    assert (view.kind, view.ops, view.hits, view.misses) == ("ConcurrentMap", 6, 3, 1)
+    assert (view.acquisitions, view.contentions) == (10, 2)
+    assert view.mailbox == {"utilization": 0.5}
