@@ -44,8 +44,11 @@ def test_once_shows_every_map_and_its_hot_keys(served: dict[str, str]) -> None:
     want = serve_maps.expected()
     hit = 100 * want["hit"] / (want["hit"] + want["miss"])
     for kind in serve_maps.MAP_TYPES:
-        name, shown_kind, entries, ops, hits, contended, wait, wdi, _ = row(out, kind)
+        _, shown_kind, entries, ops, hits, contended, wait, wdi, mailbox = row(out, kind)
         assert shown_kind == kind
+        assert contended.endswith("%") and float(wait) >= 0
+        actor = f"0/{serve_maps.ACTOR_CAPACITY} (0%)"  # served: nothing waits
+        assert mailbox == (actor if kind == "ActorMap" else "-")
         assert int(entries.replace(",", "")) == want["entries"]
         assert float(ops) == 0.0  # the workload is over: nothing between the two reads
         assert hits == f"{hit:.1f}%"
