@@ -77,10 +77,10 @@ class LockChoice:
     def __init__(
         self,
         lock: Any,
-        try_read: Callable[[int], bool],
+        try_read: Callable[..., bool],
         read: Callable[[], object],
         release_read: Callable[[], None],
-        try_write: Callable[[int], bool],
+        try_write: Callable[..., bool],
         write: Callable[[], object],
         release_write: Callable[[], None],
         held: Callable[[], bool],
