@@ -133,24 +133,28 @@ def copy(d: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def store(d: dict[Any, Any], key: Any, value: Any) -> Released:
-    size = len(d)
-    old = d.get(key)
+    old = d.get(key, ABSENT)
     d[key] = value
-    _changed(inserts=1) if len(d) != size else _changed(updates=1)
+    _stored(old, value)
     return Released(None, old)
+
+
+def _stored(old: Any, new: Any) -> None:
+    """Count a store of ``new`` over ``old`` (``ABSENT``: a new key); storing the very
+    object the key held changes nothing and counts nothing."""
+    if old is ABSENT:
+        _changed(inserts=1)
+    elif old is not new:
+        _changed(updates=1)
 
 
 def update(d: dict[Any, Any], staged: dict[Any, Any]) -> Released:
     old = []
-    size = len(d)
-    try:
-        for key, value in staged.items():
-            old.append(d.get(key))
-            d[key] = value
-    finally:  # a key's __eq__ may raise part-way: the keys before it are stored
-        if old:
-            inserts = len(d) - size
-            _changed(inserts=inserts, updates=len(old) - inserts)
+    for key, value in staged.items():
+        previous = d.get(key, ABSENT)
+        old.append(previous)
+        d[key] = value
+        _stored(previous, value)
     return Released(None, old)
 
 
@@ -190,11 +194,8 @@ def load_and_delete(d: dict[Any, Any], key: Any) -> tuple[Any, bool]:
 def swap(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
     old = d.get(key, ABSENT)
     d[key] = value
-    if old is ABSENT:
-        _changed(inserts=1)
-        return None, False
-    _changed(updates=1)
-    return old, True
+    _stored(old, value)
+    return (None, False) if old is ABSENT else (old, True)
 
 
 def compare_and_swap(d: dict[Any, Any], key: Any, old: Any, new: Any) -> bool | Released:
@@ -202,7 +203,7 @@ def compare_and_swap(d: dict[Any, Any], key: Any, old: Any, new: Any) -> bool | 
     if current is ABSENT or not _same_value(current, old):
         return False
     d[key] = new
-    _changed(updates=1)
+    _stored(current, new)
     return Released(True, current)
 
 
@@ -243,7 +244,7 @@ def _apply(d: dict[Any, Any], key: Any, old: Any, new: Any) -> Released:
         return Released(None, old)
     if new is not old:  # a callback returning the value it got changes nothing
         d[key] = new
-        _changed(inserts=1) if old is ABSENT else _changed(updates=1)
+        _stored(old, new)
     return Released(new, old)
 
 

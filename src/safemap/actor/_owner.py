@@ -108,7 +108,8 @@ class Owner(Generic[K, V]):
         self.failed = 0
         # Operation counters: written by ``_ops`` on the owner only (see the module doc).
         self.hits = self.misses = 0
-        self.inserts = self.updates = self.deletes = 0
+        self.inserts = len(data)  # the initial items, as the other maps count theirs
+        self.updates = self.deletes = 0
         self.writes_during_iteration = 0
         # Iterations run on the callers' side (over a list the owner made): a caller starts
         # and ends one under the gauge's lock; the owner reads ``active``.

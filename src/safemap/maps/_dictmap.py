@@ -241,10 +241,11 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         old = data.setdefault(key, value)
         if len(data) != size:
             self._inserts += 1
-        else:
-            if old is not value:
-                data[key] = value
+        elif old is not value:
+            data[key] = value
             self._updates += 1
+        else:
+            return old  # the very object it held: no change, nothing counted
         if self._iters.active:
             self._writes_during_iteration += 1
         return old

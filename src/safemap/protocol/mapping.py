@@ -551,14 +551,20 @@ class IterationGauge:
 
 def commit_counts(view: Any) -> tuple[int, int, int]:
     """``(inserts, updates, deletes)`` of a committed :class:`TransactionView`, from its undo
-    log: the removals first, then one entry per written key, whose old value is the log's
-    marker for a key the commit added."""
+    log: the removals first, then one entry per written key in the order of the view's
+    writes, whose old value is the log's marker for a key the commit added. A key written
+    with the very object it held is no update (no key is compared: no user code runs)."""
     from .transaction import _ABSENT as new_key
 
     undo = view._undo
     deletes = len(view._deleted)
-    inserts = sum(1 for _, old in undo[deletes:] if old is new_key)
-    return inserts, len(undo) - deletes - inserts, deletes
+    inserts = updates = 0
+    for (_, old), new in zip(undo[deletes:], view._writes.values(), strict=True):
+        if old is new_key:
+            inserts += 1
+        elif old is not new:
+            updates += 1
+    return inserts, updates, deletes
 
 
 class _ItemsView(ItemsView[K, V]):
