@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -322,21 +323,35 @@ def test_exact_totals_under_threads(name: str) -> None:
     _close(m)
 
 
-def test_rwlock_cells_of_ended_threads_are_folded() -> None:
-    m = safemap.RWLockMap(a=1)
+def test_thread_cells_are_exact_and_folded_when_threads_end() -> None:
+    # The free-threaded RWLockMap's read counters, exercised on every build.
+    import gc
+
+    from safemap.maps._guards import ThreadCounts, _thread_counts
+
+    counts = _thread_counts()
+    assert isinstance(counts, ThreadCounts)
 
     def reader() -> None:
         for _ in range(100):
-            m.get("a")
+            counts.hits += 1
+            counts.misses += 1
 
-    for _ in range(20):  # threads come and go: the totals keep every read
+    for _ in range(20):  # threads come and go: the totals keep every count
         _run([threading.Thread(target=reader) for _ in range(3)])
-    import gc
-
     gc.collect()
-    cells = m._reads._cells  # internal: the live cells are those of threads still running
-    assert m.stats().hits == 20 * 3 * 100
-    assert len(cells.cells) <= 2  # this thread's, at most one more not yet collected
+    assert counts.totals() == (20 * 3 * 100, 20 * 3 * 100, 0)
+    assert len(counts._cells.cells) <= 2  # this thread's, at most one not yet collected
+
+
+def test_rwlockmap_says_how_it_counts_reads() -> None:
+    from safemap.maps._guards import GILCounts, ThreadCounts
+
+    m = safemap.RWLockMap()
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert isinstance(m._reads, GILCounts if gil else ThreadCounts)
+    assert m.stats().notes == (type(m._reads).note,)
+    assert safemap.LockedMap().stats().notes == ()
 
 
 def test_actor_mailbox_stats() -> None:

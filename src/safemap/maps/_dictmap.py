@@ -194,10 +194,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             lock_acquisitions=hits + misses + reads + self._write_acquisitions,
             lock_contentions=contentions,
             lock_wait_seconds=wait,
-            notes=self._stats_notes,
+            notes=(self._reads.note,) if self._reads.note else (),
         )
-
-    _stats_notes: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- primitives
 
