@@ -30,13 +30,13 @@ are serialized by ``_nested`` (a re-entrant mutex: ``clear`` replaces ``_data``)
 
 Statistics (``stats()``). Every acquisition first tries the lock without blocking; only
 when that fails is the blocking acquisition timed, and the contention (count, wait) is
-added under ``_slow``, a small lock taken on that slow path only (and at the start and end
-of an iteration). Point reads count a hit or a miss in ``_reads`` while holding the read
-side (see ``_guards``: shared under the mutex, per-thread cells under the RWLock). Writes
-count under a hold that excludes every other writer (the write side, or ``_nested``), so
-plain attribute increments are exact. ``_iterating`` is the number of iterations in
-progress (from the copy to the end or the close of the iterator): a write that finds it
-non-zero counts in ``writes_during_iteration``.
+added under ``_slow``, a small lock taken on that slow path only. Point reads count a hit
+or a miss in ``_reads`` while holding the read side (see ``_guards``: shared under the
+mutex, per-thread cells under the RWLock). Writes count under a hold that excludes every
+other writer (the write side, or ``_nested``), so plain attribute increments are exact.
+``_iters`` counts the iterations started and in progress (from the copy to the end or the
+close of the iterator): a write that finds one in progress counts in
+``writes_during_iteration``.
 
 Release outside the lock. A value (or a transaction's undo log) that a write replaces or
 removes is kept in a local until the lock is released, so a ``__del__`` it triggers runs
@@ -59,9 +59,8 @@ from ..protocol import (
     TransactionView,
 )
 from ..protocol.contention import record
-from ..protocol.mapping import _sentinel_stored
+from ..protocol.mapping import IterationGauge, _sentinel_stored, commit_counts
 from ..protocol.sentinels import Delete, Missing
-from ..protocol.transaction import _ABSENT as _NEW_KEY
 from ..protocol.variants import plain_class
 from ._guards import IN_OPERATION, IN_TRANSACTION, LockChoice, track_for_fork
 
@@ -90,8 +89,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         "_deletes",
         "_held",
         "_inserts",
-        "_iterating",
-        "_iterations",
+        "_iters",
         "_lock",
         "_nested",
         "_reads",
@@ -120,7 +118,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         self._write_acquisitions = 0
         self._contentions = 0
         self._wait = 0.0
-        self._iterating = self._iterations = self._writes_during_iteration = 0
+        self._iters = IterationGauge()
+        self._writes_during_iteration = 0
         track_for_fork(self)
         self.update(other, **kwargs)
 
@@ -147,6 +146,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         if not self._nested._is_owned():  # type: ignore[attr-defined]
             self._nested = threading.RLock()
         self._slow = threading.Lock()
+        self._iters.after_fork_in_child()
 
     # ---------------------------------------------------------- locking, counting
 
@@ -172,22 +172,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
 
     def _counted_write(self) -> None:
         """Called under an exclusive hold by a write that changed the map."""
-        if self._iterating:
+        if self._iters.active:
             self._writes_during_iteration += 1
-
-    def _walk(self, items: Iterator[T]) -> Iterator[T]:
-        """Yield ``items`` as one iteration in progress (see the module doc). Started by
-        its creator (the first ``next`` yields nothing), so the end is counted however it
-        ends: exhausted, closed or collected."""
-        with self._slow:
-            self._iterations += 1
-            self._iterating += 1
-        try:
-            yield None  # type: ignore[misc]
-            yield from items
-        finally:
-            with self._slow:
-                self._iterating -= 1
 
     def _collect_stats(self) -> MapStats:
         from ..protocol.stats import MapStats
@@ -195,7 +181,6 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         hits, misses, reads = self._reads.totals()
         with self._slow:
             contentions, wait = self._contentions, self._wait
-            iterations = self._iterations
         return MapStats(
             kind=plain_class(type(self)).__name__,
             hits=hits,
@@ -204,15 +189,13 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             updates=self._updates,
             deletes=self._deletes,
             size=len(self._data),
-            iterations=iterations,
+            iterations=self._iters.started,
             writes_during_iteration=self._writes_during_iteration,
             lock_acquisitions=hits + misses + reads + self._write_acquisitions,
             lock_contentions=contentions,
             lock_wait_seconds=wait,
-            notes=self._stats_notes,
+            notes=(self._reads.note,) if self._reads.note else (),
         )
-
-    _stats_notes: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- primitives
 
@@ -256,11 +239,12 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         old = data.setdefault(key, value)
         if len(data) != size:
             self._inserts += 1
-        else:
-            if old is not value:
-                data[key] = value
+        elif old is not value:
+            data[key] = value
             self._updates += 1
-        if self._iterating:
+        else:
+            return old  # the very object it held: no change, nothing counted
+        if self._iters.active:
             self._writes_during_iteration += 1
         return old
 
@@ -282,6 +266,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                     return None
                 if new is MISSING:
                     raise _sentinel_stored(new)
+                if new is old:
+                    return new  # type: ignore[no-any-return]  # kept: no change, no count
                 data[key] = new
                 if old is _ABSENT:
                     self._inserts += 1
@@ -333,9 +319,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             data = self._data.copy()  # one C call: no finalizer runs in the middle of it
         finally:
             self._release_read()
-        walk = self._walk(iter(data.items()))
-        next(walk)
-        yield from walk
+        yield from self._iters.iterate(data.items())
 
     def __iter__(self) -> Iterator[K]:
         self._enter_read()
@@ -345,9 +329,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             keys = list(self._data)
         finally:
             self._release_read()
-        walk = self._walk(iter(keys))
-        next(walk)
-        return walk
+        return self._iters.iterate(keys)
 
     def clear(self) -> None:
         if self._held():
@@ -401,12 +383,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         # values ``fn`` wrote: as a local, it is released after the lock.
 
     def _count_commit(self, view: TransactionView[K, V]) -> None:
-        """Count a committed transaction's changes from its undo log: the removals first,
-        then one entry per written key (a new key's old value is the log's marker)."""
-        undo = view._undo
-        deletes = len(view._deleted)
-        inserts = sum(1 for _, old in undo[deletes:] if old is _NEW_KEY)
-        updates = len(undo) - deletes - inserts
+        inserts, updates, deletes = commit_counts(view)
         self._inserts += inserts
         self._updates += updates
         self._deletes += deletes

@@ -13,11 +13,20 @@ own re-entry bookkeeping; a lock choice only says how to exclude other threads:
 
 Read counters (``reads``). Point reads count a hit or a miss while holding the read side.
 Under the mutex one shared :class:`SharedCounts` is exact. Readers of an RWLock hold it
-together, and on free-threaded builds ``+= 1`` on a shared attribute from several threads
-loses updates (and makes every reader write one cache line), so the RWLock choice counts
-in :class:`ThreadCounts`: one cell per thread (a ``threading.local``), registered with the
-map's totals and folded into them when its thread ends. Each cell has one writer, its
-thread; ``totals()`` adds the folded base and the live cells under one lock.
+together:
+
+- with the GIL, one shared :class:`GILCounts` is exact too: ``obj.attr += 1`` on an int
+  slot runs no Python code and reaches no point where the interpreter switches threads
+  (those are calls, backward jumps and function entries), so no other thread runs inside
+  it;
+- on free-threaded builds ``+= 1`` on a shared attribute from several threads loses
+  updates (and would make every reader write one cache line), so readers count in
+  :class:`ThreadCounts`: one cell per thread (a ``threading.local``), registered with the
+  map's totals and folded into them when its thread ends. Each cell has one writer, its
+  thread; ``totals()`` adds the folded base and the live cells under one lock. It costs
+  more per read than a shared counter (a thread-local lookup), which is why GIL builds do
+  not use it. The choice is made when the map is created; the GIL can be enabled later
+  on a free-threaded build (never disabled), and the cells stay exact then.
 
 After ``os.fork()`` the child has only the forking thread, so a lock another thread held at
 the fork would never be released: ``reset_after_fork`` gives every live map fresh locks in
@@ -27,6 +36,7 @@ the child (keeping holds of the forking thread), so the child can use its maps.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -38,6 +48,7 @@ from ..protocol import RecursiveUpdateError
 __all__ = [
     "IN_OPERATION",
     "IN_TRANSACTION",
+    "GILCounts",
     "LockChoice",
     "SharedCounts",
     "ThreadCounts",
@@ -77,10 +88,10 @@ class LockChoice:
     def __init__(
         self,
         lock: Any,
-        try_read: Callable[[int], bool],
+        try_read: Callable[..., bool],
         read: Callable[[], object],
         release_read: Callable[[], None],
-        try_write: Callable[[int], bool],
+        try_write: Callable[..., bool],
         write: Callable[[], object],
         release_write: Callable[[], None],
         held: Callable[[], bool],
@@ -102,6 +113,8 @@ class SharedCounts:
 
     __slots__ = ("hits", "misses", "reads")
 
+    note = ""  # what ``MapStats.notes`` says about these counters (nothing to say)
+
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
@@ -109,6 +122,17 @@ class SharedCounts:
 
     def totals(self) -> tuple[int, int, int]:
         return self.hits, self.misses, self.reads
+
+
+class GILCounts(SharedCounts):
+    """Read counters of concurrent readers on a GIL build: shared, exact (module doc)."""
+
+    __slots__ = ()
+
+    note = (
+        "point reads of concurrent readers are counted in one shared counter: exact, since "
+        "the GIL never switches threads inside an increment"
+    )
 
 
 class _Cells:
@@ -157,6 +181,11 @@ def _fold(ref: weakref.ref[_Cells], key: int) -> None:
 class ThreadCounts(threading.local):
     """Read counters of concurrent readers: each thread's attributes are its own cell."""
 
+    note = (
+        "point reads are counted in per-thread cells (folded into the totals when their "
+        "thread ends): concurrent readers share no written counter, and every count is exact"
+    )
+
     hits: int
     misses: int
     reads: int
@@ -171,6 +200,9 @@ class ThreadCounts(threading.local):
 
     def totals(self) -> tuple[int, int, int]:
         return self._cells.totals()
+
+
+_gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
 
 
 def _thread_counts() -> ThreadCounts:
@@ -217,7 +249,7 @@ def rwlock_locks() -> LockChoice:
         write,
         lock.release_write,
         held,
-        _thread_counts,
+        GILCounts if _gil_enabled() else _thread_counts,
     )
 
 

@@ -25,12 +25,6 @@ class RWLockMap(DictBackedMap[K, V]):
 
     __slots__ = ()
 
-    _stats_notes = (
-        "point reads are counted in per-thread cells (folded into the totals when their "
-        "thread ends): concurrent readers share no written counter, and every count is "
-        "exact on free-threaded builds too",
-    )
-
     @staticmethod
     def _make_locks() -> LockChoice:
         return rwlock_locks()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import copy as _copy
 import reprlib
+import threading
 from collections.abc import (
     Callable,
     ItemsView,
@@ -39,7 +40,7 @@ from .variants import plain_class
 if TYPE_CHECKING:
     from .stats import MapStats
 
-__all__ = ["ConcurrentMapping"]
+__all__ = ["ConcurrentMapping", "IterationGauge", "commit_counts"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -508,6 +509,62 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         """
         matches = [(key, value) for key, value in self._iter_items() if pred(key, value)]
         return sum(1 for key, value in matches if self.compare_and_delete(key, value))
+
+
+class IterationGauge:
+    """A map's iterations, for its statistics: how many were started (``started``) and how
+    many are in progress (``active``), so that a write can tell it lands while the map is
+    being iterated (``MapStats.writes_during_iteration``).
+
+    An iteration is in progress from :meth:`iterate` until its iterator is exhausted,
+    closed or collected. Both counts change under one lock (iterations are rare next to
+    point operations, and each copies the map anyway); ``active`` is read without it by
+    writers, which then see a value it had at some instant of their call."""
+
+    __slots__ = ("_lock", "active", "started")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+        self.started = 0
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+    def iterate(self, items: Iterable[T]) -> Iterator[T]:
+        """``items`` as an iteration in progress, counted as started now."""
+        walk = self._walk(items)
+        next(walk)  # runs to the first yield: counted, and its finally armed
+        return walk
+
+    def _walk(self, items: Iterable[T]) -> Iterator[T]:
+        with self._lock:
+            self.started += 1
+            self.active += 1
+        try:
+            yield None  # type: ignore[misc]
+            yield from items
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def commit_counts(view: Any) -> tuple[int, int, int]:
+    """``(inserts, updates, deletes)`` of a committed :class:`TransactionView`, from its undo
+    log: the removals first, then one entry per written key in the order of the view's
+    writes, whose old value is the log's marker for a key the commit added. A key written
+    with the very object it held is no update (no key is compared: no user code runs)."""
+    from .transaction import _ABSENT as new_key
+
+    undo = view._undo
+    deletes = len(view._deleted)
+    inserts = updates = 0
+    for (_, old), new in zip(undo[deletes:], view._writes.values(), strict=True):
+        if old is new_key:
+            inserts += 1
+        elif old is not new:
+            updates += 1
+    return inserts, updates, deletes
 
 
 class _ItemsView(ItemsView[K, V]):

@@ -26,6 +26,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -40,9 +41,7 @@ __all__ = ["LATENCY_BOUNDS", "LatencySampler", "SpaceSaving", "Tracking", "track
 
 _FIRST_BOUND_NS = 64
 _BUCKETS = 15
-LATENCY_BOUNDS: tuple[float, ...] = tuple(
-    _FIRST_BOUND_NS * 2**i / 1e9 for i in range(_BUCKETS)
-)
+LATENCY_BOUNDS: tuple[float, ...] = tuple(_FIRST_BOUND_NS * 2**i / 1e9 for i in range(_BUCKETS))
 """Upper bounds (seconds) of the latency buckets: 64 ns, 128 ns, ... ~1.05 ms."""
 
 
@@ -111,9 +110,7 @@ class LatencySampler:
     def histograms(self) -> dict[str, LatencyHistogram]:
         with self._lock:
             return {
-                kind: LatencyHistogram(
-                    LATENCY_BOUNDS, tuple(hist[:-1]), hist[-1] / 1e9, self.every
-                )
+                kind: LatencyHistogram(LATENCY_BOUNDS, tuple(hist[:-1]), hist[-1] / 1e9, self.every)
                 for kind, hist in sorted(self._hist.items())
             }
 
@@ -180,10 +177,9 @@ def _wrapped(name: str, kind: str) -> Callable[..., Any]:
             here.depth -= 1
             hot = state.hot
             if hot is not None:
-                try:
+                # An unhashable key or a raising __eq__: the call itself reported it.
+                with contextlib.suppress(Exception):
                     hot.offer(key)
-                except Exception:  # noqa: BLE001  # an unhashable key or a raising __eq__
-                    pass  # the call itself reported it (or the key is not countable)
 
     method.__name__ = name
     method.__qualname__ = f"Tracking.{name}"
