@@ -27,7 +27,7 @@ COLD_KEYS = 50  # read once each, beside the hot key
 ACTOR_CAPACITY = 256
 
 # The map types exported by the program (the registered name of each is its type's name).
-MAP_TYPES = ("LockedMap", "RWLockMap")
+MAP_TYPES = ("LockedMap", "RWLockMap", "ActorMap")
 
 
 def expected() -> dict[str, int]:
@@ -57,7 +57,7 @@ def work(m: Any) -> None:
         for i in range(MISSES):
             assert m.get((t, -1 - i)) is None  # miss
         for i in range(UPDATES):
-            m[(t, i)] = -i  # update
+            m[(t, i)] = -1 - i  # update (a new value: storing the same object changes nothing)
         for i in range(DELETES):
             del m[(t, i)]  # delete
 

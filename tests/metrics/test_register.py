@@ -131,7 +131,7 @@ def test_every_field_becomes_its_metric() -> None:
         shards=(ShardStats(0, 1, 6, 2, 0.25), ShardStats(1, 1, 4, 0, 0.0)),
         hot_keys=(("secret-key", 4),),
         latency={"get": LatencyHistogram((1e-6, 2e-6), (1, 2, 3), 0.001, 8)},
-        mailbox=MailboxStats(3, 4, 4, 10, 7, 1, 2, 1, 5, "half-open"),
+        mailbox=MailboxStats(3, 4, 4, 10, 7, 1, 2, 1, 5, "half-open", 0.125, 2, 3, 4, 6, True),
     )  # fmt: skip
     registry = CollectorRegistry()
     m = Fixed(stats)
@@ -174,6 +174,12 @@ def test_every_field_becomes_its_metric() -> None:
         ("safemap_mailbox_waits_total", ()): 2,
         ("safemap_mailbox_timeouts_total", ()): 1,
         ("safemap_mailbox_rejections_total", ()): 5,
+        ("safemap_mailbox_wait_seconds_total", ()): 0.125,
+        ("safemap_mailbox_breaker_rejections_total", ()): 2,
+        ("safemap_mailbox_cancelled_total", ()): 3,
+        ("safemap_mailbox_dropped_total", ()): 4,
+        ("safemap_mailbox_breaker_trips_total", ()): 6,
+        ("safemap_mailbox_closed", ()): 1,
         ("safemap_mailbox_breaker_state", (("state", "closed"),)): 0,
         ("safemap_mailbox_breaker_state", (("state", "open"),)): 0,
         ("safemap_mailbox_breaker_state", (("state", "half-open"),)): 1,

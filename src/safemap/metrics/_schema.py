@@ -132,6 +132,32 @@ METRICS: tuple[Metric, ...] = (
         "Calls refused with MapBusyError (queue full or circuit open).",
     ),
     Metric(
+        "safemap_mailbox_wait_seconds",
+        "counter",
+        _M,
+        "Time calls spent waiting for room in a full queue.",
+    ),
+    Metric(
+        "safemap_mailbox_breaker_rejections",
+        "counter",
+        _M,
+        "Of the rejections, calls refused because the circuit breaker was open.",
+    ),
+    Metric(
+        "safemap_mailbox_cancelled",
+        "counter",
+        _M,
+        "Admitted requests withdrawn before the owner started them (never applied).",
+    ),
+    Metric(
+        "safemap_mailbox_dropped",
+        "counter",
+        _M,
+        "Requests applied after their caller stopped waiting (result discarded).",
+    ),
+    Metric("safemap_mailbox_breaker_trips", "counter", _M, "Times the circuit breaker opened."),
+    Metric("safemap_mailbox_closed", "gauge", _M, "1 once the actor map is closed, else 0."),
+    Metric(
         "safemap_mailbox_breaker_state",
         "gauge",
         ("map", "state"),
@@ -175,6 +201,12 @@ def samples(name: str, stats: MapStats) -> Iterator[Sample]:
         yield Sample("safemap_mailbox_waits", m, box.waits)
         yield Sample("safemap_mailbox_timeouts", m, box.timeouts)
         yield Sample("safemap_mailbox_rejections", m, box.rejected)
+        yield Sample("safemap_mailbox_wait_seconds", m, box.wait_seconds)
+        yield Sample("safemap_mailbox_breaker_rejections", m, box.rejected_by_breaker)
+        yield Sample("safemap_mailbox_cancelled", m, box.cancelled)
+        yield Sample("safemap_mailbox_dropped", m, box.dropped)
+        yield Sample("safemap_mailbox_breaker_trips", m, box.breaker_trips)
+        yield Sample("safemap_mailbox_closed", m, int(box.closed))
         states = BREAKER_STATES if box.breaker in BREAKER_STATES else (*BREAKER_STATES, box.breaker)
         for state in states:
             value = 1 if box.breaker == state else 0
