@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from safemap.cli.main import main
 from safemap.cli.top import MapView, parse, rates
 
 from . import serve_maps
@@ -38,7 +39,7 @@ def row(output: str, name: str) -> list[str]:
 
 
 def test_once_shows_every_map_and_its_hot_keys(served: dict[str, str]) -> None:
-    result = top("--url", served["metrics"], "--once", "--interval", "0.5")
+    result = top("--url", served["metrics"], "--once", "--interval", "0.5", "--keys", "2")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     want = serve_maps.expected()
@@ -55,9 +56,10 @@ def test_once_shows_every_map_and_its_hot_keys(served: dict[str, str]) -> None:
         assert int(wdi) == want["writes_during_iteration"]
     busy = row(out, "busy")
     assert float(busy[3].replace(",", "")) > 0  # a thread keeps writing to it
-    first = hot_key_rows(out)[0]  # map, key, count
-    assert first[:2] == ["hot", repr("hot")]
-    assert int(first[2].replace(",", "")) >= serve_maps.HOT_READERS * serve_maps.HOT_READS
+    rows = hot_key_rows(out)  # map, key, count
+    assert [r[0] for r in rows] == ["hot", "hot"]  # --keys 2; untracked maps list none
+    assert rows[0][1] == repr("hot")
+    assert int(rows[0][2].replace(",", "")) >= serve_maps.HOT_READERS * serve_maps.HOT_READS
     assert "dropped" not in out
 
 
@@ -70,35 +72,31 @@ def hot_key_rows(output: str) -> list[list[str]]:
     ]
 
 
-def test_hot_keys_table(served: dict[str, str]) -> None:
-    result = top("--url", served["metrics"], "--once", "--interval", "0.2", "--keys", "2")
-    assert result.returncode == 0, result.stderr
-    rows = hot_key_rows(result.stdout)
-    assert [r[0] for r in rows] == ["hot", "hot"]  # --keys 2; untracked maps list none
-    assert rows[0][1] == repr("hot")
+def test_prometheus_client_server_has_no_hot_keys(
+    served: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["top", "--url", served["prometheus"], "--once", "--interval", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert row(out, "LockedMap")[2] == f"{serve_maps.expected()['entries']:,}"
+    assert "hot keys: not served by this endpoint" in out
 
 
-def test_prometheus_client_server_has_no_hot_keys(served: dict[str, str]) -> None:
-    result = top("--url", served["prometheus"], "--once", "--interval", "0.2")
-    assert result.returncode == 0, result.stderr
-    assert row(result.stdout, "LockedMap")[2] == f"{serve_maps.expected()['entries']:,}"
-    assert "hot keys: not served by this endpoint" in result.stdout
-
-
-def test_unreachable_endpoint_fails_with_a_message() -> None:
+def test_unreachable_endpoint_fails_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = top("--url", f"http://127.0.0.1:{port}/metrics", "--once", "--interval", "0.1")
-    assert result.returncode == 1
-    assert f"safemap top: cannot read http://127.0.0.1:{port}/metrics" in result.stderr
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert main(["top", "--url", url, "--once", "--interval", "0.1"]) == 1
+    assert f"safemap top: cannot read {url}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("interval", ["0", "-1", "nan"])
-def test_interval_must_be_positive(interval: str) -> None:
-    result = top("--url", "http://127.0.0.1:1/metrics", "--once", "--interval", interval)
-    assert result.returncode == 2
-    assert "--interval" in result.stderr
+def test_interval_must_be_positive(interval: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["top", "--url", "http://127.0.0.1:1/metrics", "--once", "--interval", interval])
+    assert exited.value.code == 2
+    assert "--interval" in capsys.readouterr().err
 
 
 def test_rates_between_two_reads() -> None:
