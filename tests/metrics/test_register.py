@@ -259,3 +259,14 @@ def test_contention_profile_is_reexported() -> None:
     from safemap.protocol.contention import contention_profile
 
     assert metrics.contention_profile is contention_profile
+
+
+def test_docs_list_every_metric() -> None:
+    from pathlib import Path
+
+    from safemap.metrics._schema import METRICS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for metric in METRICS:
+        shown = metric.name + ("_total" if metric.kind == "counter" else "")
+        assert f"| `{shown}` |" in page, f"docs/metrics.md does not list {shown}"
