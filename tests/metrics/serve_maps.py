@@ -27,7 +27,7 @@ COLD_KEYS = 50  # read once each, beside the hot key
 ACTOR_CAPACITY = 256
 
 # The map types exported by the program (the registered name of each is its type's name).
-MAP_TYPES = ("LockedMap", "RWLockMap", "ActorMap")
+MAP_TYPES = ("ConcurrentMap", "SyncMap", "LockedMap", "RWLockMap", "ActorMap")
 
 
 def expected() -> dict[str, int]:
@@ -119,7 +119,7 @@ def main() -> None:
     del dropped
     gc.collect()
 
-    busy = safemap.LockedMap()
+    busy = safemap.ConcurrentMap()
     metrics.register(busy, "busy")
     stop = threading.Event()
 
