@@ -121,3 +121,43 @@ def test_parse_sums_shards_and_reads_hits() -> None:
     assert (view.kind, view.ops, view.hits, view.misses) == ("ConcurrentMap", 6, 3, 1)
     assert (view.acquisitions, view.contentions) == (10, 2)
     assert view.mailbox == {"utilization": 0.5}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.timeout(120)
+def test_live_view_refreshes_in_place_until_interrupted(served: dict[str, str]) -> None:
+    """On a terminal, frames are redrawn over the previous one (cursor up, erase line),
+    and Ctrl-C ends the view with status 0."""
+    import pty
+    import select
+    import signal
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, COLUMNS="200", LINES="50", TERM="xterm-256color")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "safemap", "top", "--url", served["metrics"], "--interval", "0.2"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        while seen.count(b"safemap top:") < 3:  # three frames drawn
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, f"no new frame within 60 s; so far:\n{seen.decode(errors='replace')}"
+            try:
+                seen += os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        os.close(master)
+    assert seen.count(b"safemap top:") >= 3
+    assert b"\x1b[2K" in seen  # lines erased: redrawn in place, not appended
+    assert b"LockedMap" in seen
