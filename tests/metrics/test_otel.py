@@ -73,6 +73,14 @@ def test_counts_under_threads_are_exact_and_dropped_maps_leave() -> None:
     assert got[("safemap_entries", frozenset(sessions))] == threads * per_thread
     names = {name for name, _ in got}
     assert names <= {m.name for m in METRICS if m.kind != "histogram"}
+    units = {
+        metric.name: metric.unit
+        for resource in reader.get_metrics_data().resource_metrics  # type: ignore[union-attr]
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert units["safemap_lock_wait_seconds"] == "s"
+    assert units["safemap_entries"] == ""
 
     held.clear()
     gc.collect()

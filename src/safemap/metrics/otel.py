@@ -37,7 +37,7 @@ def instrument(meter_provider: MeterProvider | None = None) -> None:
         _instrumented.append(provider)
     meter = provider.get_meter("safemap", __version__)
     for metric in METRICS:
-        unit = "s" if metric.name.endswith("_seconds") else "1"
+        unit = _unit(metric.name)
         if metric.kind == "counter":
             meter.create_observable_counter(
                 metric.name, callbacks=[_observe(metric)], unit=unit, description=metric.help
@@ -47,6 +47,14 @@ def instrument(meter_provider: MeterProvider | None = None) -> None:
                 metric.name, callbacks=[_observe(metric)], unit=unit, description=metric.help
             )
         # histograms: the API has no asynchronous histogram instrument
+
+
+def _unit(name: str) -> str:
+    # UCUM units: seconds, and "1" for the one ratio; counts have none (an exporter to
+    # Prometheus would turn "1" into a "_ratio" suffix).
+    if name.endswith("_seconds"):
+        return "s"
+    return "1" if name.endswith("_utilization") else ""
 
 
 def _observe(metric: Metric) -> Callable[[CallbackOptions], Iterable[Observation]]:
