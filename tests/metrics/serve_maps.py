@@ -9,6 +9,7 @@ The expected counts of the workload are in ``expected()``, imported by the tests
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import sys
@@ -27,7 +28,14 @@ COLD_KEYS = 50  # read once each, beside the hot key
 ACTOR_CAPACITY = 256
 
 # The map types exported by the program (the registered name of each is its type's name).
-MAP_TYPES = ("ConcurrentMap", "SyncMap", "LockedMap", "RWLockMap", "ActorMap")
+MAP_TYPES = (
+    "ConcurrentMap",
+    "SyncMap",
+    "LockedMap",
+    "RWLockMap",
+    "ActorMap",
+    "AsyncActorMap",  # worked through its thread-safe view, from threads
+)
 
 
 def expected() -> dict[str, int]:
@@ -101,11 +109,21 @@ def main() -> None:
     import safemap
     from safemap import metrics
 
+    loop = asyncio.new_event_loop()  # the AsyncActorMap's owner
+    threading.Thread(target=loop.run_forever, name="owner-loop", daemon=True).start()
+
+    async def new_async_map() -> Any:
+        return safemap.AsyncActorMap(maxsize=ACTOR_CAPACITY)
+
     maps: dict[str, Any] = {}
     for name in MAP_TYPES:
-        cls = getattr(safemap, name)
-        m = cls(maxsize=ACTOR_CAPACITY) if name == "ActorMap" else cls()
-        work(m)
+        if name == "AsyncActorMap":
+            m = asyncio.run_coroutine_threadsafe(new_async_map(), loop).result(timeout=60)
+            work(m.threadsafe)
+        else:
+            cls = getattr(safemap, name)
+            m = cls(maxsize=ACTOR_CAPACITY) if name == "ActorMap" else cls()
+            work(m)
         metrics.register(m, name)
         maps[name] = m
 
@@ -149,10 +167,10 @@ def main() -> None:
     churner.join(timeout=10)
     server.close()
     prometheus_server.shutdown()
-    for m in maps.values():
-        close = getattr(m, "close", None)
-        if close is not None:
-            close()
+    maps["ActorMap"].close()
+    aclose = maps["AsyncActorMap"].aclose()
+    asyncio.run_coroutine_threadsafe(aclose, loop).result(timeout=60)
+    loop.call_soon_threadsafe(loop.stop)
 
 
 if __name__ == "__main__":
