@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 # The table of named maps. Dropped maps are pruned when the table is read, not by weakref
-# callbacks: a callback runs wherever the collector happens to run, possibly while this
-# thread holds _lock.
+# callbacks: a callback runs wherever a map's last reference goes, which can be this
+# thread while it holds _lock (a collection inside the locked block), a self-deadlock.
 _lock = threading.Lock()
 _maps: dict[str, weakref.ref[Any]] = {}
 _install_lock = threading.Lock()
