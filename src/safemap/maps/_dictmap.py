@@ -237,11 +237,11 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         # One lookup for a new key; an existing one is replaced by a second store, and the
         # value it held is returned so that the caller releases it after unlocking.
         old = data.setdefault(key, value)
-        if len(data) != size:
-            self._inserts += 1
-        elif old is not value:
+        if old is not value:
             data[key] = value
             self._updates += 1
+        elif len(data) != size:
+            self._inserts += 1
         else:
             return old  # the very object it held: no change, nothing counted
         if self._iters.active:
