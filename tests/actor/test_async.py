@@ -304,7 +304,7 @@ def test_view_calls_from_callbacks_run_inline_under_the_reentry_rules() -> None:
             # Elsewhere on the loop's thread a view call cannot wait for the loop: it runs now.
             view["d"] = 4
             assert await m.get("d") == 4
-            assert m.stats().mailbox.accepted == 5  # the awaited calls; inline ones are not requests
+            assert m.stats().mailbox.accepted == 5  # the awaited calls, not inline ones
 
     run(main)
 

@@ -163,7 +163,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
     def _enter_read(self) -> None:
         if not self._try_read(0):
             self._contended(self._block_read, "read")
-        self._reads.reads += 1
+        self._reads.cell[2] += 1  # another acquisition of the read side
 
     def _enter_write(self) -> None:
         if not self._try_write(0):
@@ -207,9 +207,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.misses += 1
+                self._reads.cell[1] += 1  # a miss
             else:
-                self._reads.hits += 1
+                self._reads.cell[0] += 1  # a hit
         finally:
             self._release_read()
         return (None, False) if value is _ABSENT else (value, True)
@@ -237,11 +237,11 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         # One lookup for a new key; an existing one is replaced by a second store, and the
         # value it held is returned so that the caller releases it after unlocking.
         old = data.setdefault(key, value)
-        if len(data) != size:
-            self._inserts += 1
-        elif old is not value:
+        if old is not value:
             data[key] = value
             self._updates += 1
+        elif len(data) != size:
+            self._inserts += 1
         else:
             return old  # the very object it held: no change, nothing counted
         if self._iters.active:
@@ -400,9 +400,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.misses += 1
+                self._reads.cell[1] += 1  # a miss
             else:
-                self._reads.hits += 1
+                self._reads.cell[0] += 1  # a hit
         finally:
             self._release_read()
         if value is _ABSENT:
@@ -420,9 +420,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             found = key in self._data
             if found:
-                self._reads.hits += 1
+                self._reads.cell[0] += 1  # a hit
             else:
-                self._reads.misses += 1
+                self._reads.cell[1] += 1  # a miss
         finally:
             self._release_read()
         return found
@@ -435,9 +435,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.misses += 1
+                self._reads.cell[1] += 1  # a miss
             else:
-                self._reads.hits += 1
+                self._reads.cell[0] += 1  # a hit
         finally:
             self._release_read()
         return default if value is _ABSENT else value

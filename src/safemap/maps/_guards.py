@@ -109,19 +109,22 @@ class LockChoice:
 
 
 class SharedCounts:
-    """Read counters updated under a mutex: one object, exact."""
+    """Read counters updated under a mutex: one object, exact.
 
-    __slots__ = ("hits", "misses", "reads")
+    ``cell`` is ``[hits, misses, reads]``, ``reads`` being the other acquisitions of the
+    read side (len, iteration, snapshot); a list, as in :class:`ThreadCounts`, so the map
+    counts the same way with either."""
+
+    __slots__ = ("cell",)
 
     note = ""  # what ``MapStats.notes`` says about these counters (nothing to say)
 
     def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self.reads = 0  # other acquisitions of the read side (len, iteration, snapshot)
+        self.cell = [0, 0, 0]
 
     def totals(self) -> tuple[int, int, int]:
-        return self.hits, self.misses, self.reads
+        hits, misses, reads = self.cell
+        return hits, misses, reads
 
 
 class GILCounts(SharedCounts):
@@ -144,9 +147,9 @@ class _Cells:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.base = [0, 0, 0]
-        self.cells: dict[int, dict[str, int]] = {}
+        self.cells: dict[int, list[int]] = {}
 
-    def add(self, cell: dict[str, int]) -> None:
+    def add(self, cell: list[int]) -> None:
         key = id(cell)
         with self.lock:
             self.cells[key] = cell
@@ -159,9 +162,9 @@ class _Cells:
         with self.lock:
             hits, misses, reads = self.base
             for cell in self.cells.values():
-                hits += cell["hits"]
-                misses += cell["misses"]
-                reads += cell["reads"]
+                hits += cell[0]
+                misses += cell[1]
+                reads += cell[2]
         return hits, misses, reads
 
 
@@ -173,9 +176,8 @@ def _fold(ref: weakref.ref[_Cells], key: int) -> None:
         cell = cells.cells.pop(key, None)
         if cell is not None:
             base = cells.base
-            base[0] += cell["hits"]
-            base[1] += cell["misses"]
-            base[2] += cell["reads"]
+            for i, count in enumerate(cell):
+                base[i] += count
 
 
 class ThreadCounts(threading.local):
@@ -186,17 +188,15 @@ class ThreadCounts(threading.local):
         "thread ends): concurrent readers share no written counter, and every count is exact"
     )
 
-    hits: int
-    misses: int
-    reads: int
+    cell: list[int]  # [hits, misses, reads] of the calling thread
+    _cells: _Cells
 
     def __init__(self, cells: _Cells) -> None:
-        # Runs once in each thread, on that thread's first use of this object.
-        self.hits = 0
-        self.misses = 0
-        self.reads = 0
+        # Runs once in each thread, on that thread's first use of this object. The counts
+        # are one list per thread (one thread-local lookup per count, then list items).
+        self.cell = [0, 0, 0]
         self._cells = cells
-        cells.add(self.__dict__)
+        cells.add(self.cell)
 
     def totals(self) -> tuple[int, int, int]:
         return self._cells.totals()

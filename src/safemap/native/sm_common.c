@@ -341,7 +341,11 @@ typedef struct {
 static void
 smiter_done(SMIterObject *it)
 {
+#ifndef SM_NO_STATS
     SM_ADD_SSIZE(&it->stats->iterating, -1);
+#else
+    (void)it;
+#endif
 }
 
 PyObject *
@@ -352,7 +356,9 @@ sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind)
         return NULL;
     }
     SM_CELL_ADD(stats, iterations, 1);
+#ifndef SM_NO_STATS
     SM_ADD_SSIZE(&stats->iterating, 1);
+#endif
     it->stats = stats;
     it->owner = Py_NewRef(owner);
     it->fill = fill;

@@ -157,8 +157,15 @@ void sm_stats_fini(SMStats *st);
  * done). */
 void sm_stats_sum(SMStats *st, SMCells *out);
 
+/* SM_NO_STATS (-DSM_NO_STATS) compiles every count, timing and sample away.
+ * It exists for benchmarks/bench_stats.py only, which loads such a build
+ * beside the normal one to measure what the statistics cost; it is never
+ * shipped. */
+
 /* Bump a cell: SM_CELL_ADD(&m->stats, hits, 1). */
-#if SM_FREE_THREADED
+#if defined(SM_NO_STATS)
+#  define SM_CELL_ADD(st, field, n) ((void)(st), (void)(n))
+#elif SM_FREE_THREADED
 #  define SM_CELL_ADD(st, field, n) \
        ((void)_Py_atomic_add_ssize(&(st)->stripes[sm_stripe()].c.field, (n)))
 #else
@@ -166,7 +173,11 @@ void sm_stats_sum(SMStats *st, SMCells *out);
 #endif
 
 /* Is an iteration of the map in progress? */
-#define SM_ITERATING(st) SM_UNLIKELY(SM_LOAD_SSIZE_RELAXED(&(st)->iterating) != 0)
+#ifdef SM_NO_STATS
+#  define SM_ITERATING(st) ((void)(st), 0)
+#else
+#  define SM_ITERATING(st) SM_UNLIKELY(SM_LOAD_SSIZE_RELAXED(&(st)->iterating) != 0)
+#endif
 
 /* Writes made under a lock, counted by its holder: one set per lock (shard or
  * mutex), so they are exact with relaxed load + store.  A write is counted
@@ -184,6 +195,10 @@ typedef struct {
 static inline void
 sm_wrote(SMWrites *w, Py_ssize_t *kind, Py_ssize_t n, SMStats *st)
 {
+#ifdef SM_NO_STATS
+    (void)w, (void)kind, (void)n, (void)st;
+    return;
+#endif
     SM_BUMP(kind, n);
     if (SM_ITERATING(st)) {
         SM_BUMP(&w->during_iteration, n);
@@ -215,6 +230,11 @@ int sm_lock_wait(SMLock *lock, SMLockStats *ls, void *me);
 static inline int
 sm_lock_counted(SMLock *lock, SMLockStats *ls, void *me)
 {
+#ifdef SM_NO_STATS
+    int contended;
+    (void)ls;
+    return sm_lock_acquire(lock, me, &contended);
+#endif
     if (SM_LIKELY(sm_lock_try(lock, me))) {
         SM_BUMP(&ls->acquisitions, 1);
         return 0;
@@ -228,6 +248,11 @@ sm_lock_counted(SMLock *lock, SMLockStats *ls, void *me)
 static inline int64_t
 sm_unlock_counted(SMLock *lock, SMLockStats *ls)
 {
+#ifdef SM_NO_STATS
+    (void)ls;
+    sm_lock_release(lock);
+    return 0;
+#endif
     int64_t sampled = ls->sampled;
     if (SM_UNLIKELY(sampled != 0)) {
         ls->sampled = 0;

@@ -123,7 +123,8 @@ class MapStats:
 
     Point reads are ``m[k]``, ``get``, ``in`` and ``load``: each is a hit or a miss.
     Every write that changes the map counts once as an insert (a new key), an update (a
-    new value for a present key) or a delete (a key removed; ``clear()`` counts each).
+    different value object for a present key) or a delete (a key removed; ``clear()``
+    counts each); a write that leaves a key holding the very object it held counts nothing.
     """
 
     kind: str
