@@ -22,10 +22,11 @@ def scrape(url: str) -> str:
         return response.read().decode()  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served() -> Iterator[dict[str, str]]:
-    """Runs ``serve_maps.py`` until the session ends; yields its URLs (``prometheus``,
-    ``metrics``, ``hot_keys``) once its workload is done."""
+    """Runs ``serve_maps.py`` for one test module (its busy map churns for two minutes at
+    most); yields its URLs (``prometheus``, ``metrics``, ``hot_keys``) once its workload is
+    done."""
     process = subprocess.Popen(
         [sys.executable, str(PROGRAM)],
         stdin=subprocess.PIPE,
