@@ -272,11 +272,22 @@ def _panel(index: int, panel: Panel) -> dict[str, Any]:
         ],
         "fieldConfig": {"defaults": defaults, "overrides": []},
     }
-    if panel.kind == "heatmap":  # each series (a shard) is a row, as it comes
+    if panel.kind == "heatmap":  # each series (a shard) is a row, as it comes: no buckets
         out["options"] = {
             "calculate": False,
-            "yAxis": {"axisLabel": "shard"},
-            "color": {"mode": "scheme", "scheme": "Oranges"},
+            "rowsFrame": {"layout": "auto"},
+            "yAxis": {"axisPlacement": "left", "axisLabel": "shard"},
+            "color": {
+                "mode": "scheme",
+                "scheme": "Oranges",
+                "fill": "dark-orange",
+                "exponent": 0.5,
+                "steps": 64,
+                "reverse": False,
+            },
+            "cellGap": 1,
+            "legend": {"show": True},
+            "tooltip": {"mode": "single", "yHistogram": False},
         }
     return out
 
