@@ -25,6 +25,7 @@ MINE: dict[str, Callable[..., Any]] = {
     "AsyncActorMap": BlockingAsyncActorMap,
 }
 JOIN = 60.0
+SHORT = 0.05  # a deadline that passes while the owner is held (as in tests/actor)
 
 
 def _close(m: Any) -> None:
@@ -382,3 +383,30 @@ def test_actor_mailbox_stats() -> None:
     assert (mb.capacity, mb.breaker, mb.closed) == (1, "none", False)
     assert m.stats().mailbox.closed  # type: ignore[union-attr]
     assert 0.0 <= mb.utilization <= 1.0
+
+
+def test_actor_timeouts_queued_and_running_count_once_each() -> None:
+    from support.actor import Background, Gate
+
+    with safemap.ActorMap(maxsize=4) as m:
+        gate = Gate()
+        held = Background(m.execute, gate.hold)
+        assert gate.entered.wait(JOIN)
+        with pytest.raises(safemap.MapBusyError):
+            m.execute(lambda d: None, timeout=0.01)  # queued; withdrawn at its deadline
+        gate.open()
+        held.join()
+        release = threading.Event()
+
+        def runs_long(d: dict[Any, Any]) -> None:
+            assert release.wait(JOIN)
+            d["ran"] = True
+
+        # Started, then its deadline passes (the same SHORT deadline tests/actor uses).
+        with pytest.raises(TimeoutError):
+            m.execute(runs_long, timeout=SHORT)
+        release.set()
+        assert m.execute(lambda d: d.get("ran"))  # the dropped call took effect
+        mb = m.stats().mailbox
+    assert mb is not None
+    assert (mb.timeouts, mb.cancelled, mb.dropped, mb.waits, mb.rejected) == (2, 1, 1, 0, 0)
