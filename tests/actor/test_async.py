@@ -42,7 +42,7 @@ async def queued_tasks(
     queue, the others wait for a slot); the owner has not started any of them yet."""
     tasks = [asyncio.create_task(c) for c in coros]
     await asyncio.sleep(0)
-    assert m.stats().queue_depth == (len(coros) if depth is None else depth)
+    assert m.stats().mailbox.depth == (len(coros) if depth is None else depth)
     return tasks
 
 
@@ -108,7 +108,7 @@ def test_many_tasks_count_exactly() -> None:
             assert await m.snapshot() == {
                 k: sum(1 for j in range(100) if j % 7 == k) * 40 for k in range(7)
             }
-            assert m.stats().peak_depth == 8
+            assert m.stats().mailbox.peak_depth == 8
 
     run(main)
 
@@ -136,7 +136,7 @@ def test_execute_keeps_a_multi_key_invariant_across_tasks_and_threads() -> None:
             )
             assert set().union(*results) == {400}
             assert sum((await m.snapshot()).values()) == 400
-            assert m.stats().completed >= 1400
+            assert m.stats().mailbox.completed >= 1400
 
     run(main)
 
@@ -152,8 +152,8 @@ def test_task_cancelled_before_start_is_never_applied() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert await m.get("x") is None
-            assert m.stats().cancelled == 1
-            assert m.stats().queue_depth == 0  # its slot was freed
+            assert m.stats().mailbox.cancelled == 1
+            assert m.stats().mailbox.depth == 0  # its slot was freed
 
     run(main)
 
@@ -165,7 +165,7 @@ def test_asyncio_timeout_before_start_is_never_applied() -> None:
                 async with asyncio.timeout(0):  # fires before the owner's turn
                     await m.store("x", 1)
             assert await m.get("x") is None
-            assert m.stats().cancelled == 1
+            assert m.stats().mailbox.cancelled == 1
 
     run(main)
 
@@ -175,12 +175,12 @@ def test_cancelled_after_the_owner_ran_it_keeps_the_effect() -> None:
         async with AsyncActorMap[str, int]() as m:
             (task,) = await queued_tasks(m, m.store("x", 1))
             await asyncio.sleep(0)  # the owner runs it; the task has not resumed yet
-            assert m.stats().completed == 1
+            assert m.stats().mailbox.completed == 1
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert await m.get("x") == 1
-            assert m.stats().dropped == 1
+            assert m.stats().mailbox.dropped == 1
 
     run(main)
 
@@ -207,7 +207,7 @@ def test_full_queue_fails_nonblocking_calls_at_once() -> None:
             queued = await queued_tasks(m, m.store("q1", 1), m.store("q2", 2))
             with pytest.raises(MapBusyError, match="non-blocking"):
                 await m.execute(lambda d: d.__setitem__("nowait", 1), block=False)
-            assert (m.stats().rejected, m.stats().queue_depth) == (1, 2)
+            assert (m.stats().mailbox.rejected, m.stats().mailbox.depth) == (1, 2)
             await asyncio.gather(*queued)
             assert await m.snapshot() == {"q1": 1, "q2": 2}
 
@@ -279,7 +279,7 @@ def test_a_raising_request_fails_only_its_caller() -> None:
                 await m.execute(lambda d: next(iter(())))
             await others
             assert await m.get("k") == 200
-            assert m.stats().failed == 2
+            assert m.stats().mailbox.failed == 2
 
     run(main)
 
@@ -304,7 +304,7 @@ def test_view_calls_from_callbacks_run_inline_under_the_reentry_rules() -> None:
             # Elsewhere on the loop's thread a view call cannot wait for the loop: it runs now.
             view["d"] = 4
             assert await m.get("d") == 4
-            assert m.stats().accepted == 5  # the awaited calls; inline ones are not requests
+            assert m.stats().mailbox.accepted == 5  # the awaited calls, not inline ones
 
     run(main)
 
@@ -363,8 +363,8 @@ def test_aclose_drains_or_rejects_and_later_calls_raise() -> None:
         await n.aclose(drain=False)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, MapClosedError) for r in results)
-        assert n.stats().cancelled == 2
-        assert n.stats().completed == 0
+        assert n.stats().mailbox.cancelled == 2
+        assert n.stats().mailbox.completed == 0
         await n.aclose()  # idempotent
 
     run(main)
@@ -455,11 +455,11 @@ def test_circuit_breaker_sheds_calls_while_open() -> None:
                 await m.execute(len, block=False)
             with pytest.raises(CircuitOpenError):
                 await m.store("c", 3)
-            assert m.stats().breaker == "open"
+            assert m.stats().mailbox.breaker == "open"
             now[0] += 5
             await asyncio.gather(*tasks)
             await m.store("d", 4)
-            assert m.stats().breaker == "closed"
+            assert m.stats().mailbox.breaker == "closed"
             assert await m.snapshot() == {"a": 1, "d": 4}
 
     run(main)
@@ -477,11 +477,11 @@ def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
             await asyncio.gather(*tasks)  # the owner started the backlog while open
             with pytest.raises(CircuitOpenError):
                 await m.store("c", 3)
-            assert m.stats().breaker == "open"
+            assert m.stats().mailbox.breaker == "open"
             now[0] += 60
-            assert m.stats().breaker == "half-open"
+            assert m.stats().mailbox.breaker == "half-open"
             await m.store("d", 4)
-            assert m.stats().breaker == "closed"
+            assert m.stats().mailbox.breaker == "closed"
             assert await m.snapshot() == {"a": 1, "d": 4}
 
     run(main)
@@ -588,7 +588,7 @@ def test_view_deadline_bounds_the_whole_call_while_the_loop_is_blocked() -> None
         assert with_default.threadsafe.execute(len) == 0
         assert ran == []  # the timed-out calls never ran, not even once the loop was free
         for amap in (m, with_default):
-            stats = amap.stats()
+            stats = amap.stats().mailbox
             assert (stats.accepted, stats.completed) == (1, 1)
     finally:
         lt.stop_and_close()
@@ -644,7 +644,7 @@ def test_awaiting_from_another_loop_is_one_clear_error_and_changes_nothing() -> 
     try:
         m = lt.new_map()
         m.threadsafe["a"] = 1
-        accepted = m.stats().accepted
+        accepted = m.stats().mailbox.accepted
 
         async def wrong_loop() -> None:
             for call in (m.store("b", 2), m.get("a"), m.execute(len), m.aclose()):
@@ -655,7 +655,7 @@ def test_awaiting_from_another_loop_is_one_clear_error_and_changes_nothing() -> 
         # A thread awaiting the map in a loop of its own is the same mistake.
         with pytest.raises(RuntimeError, match="another event loop"):
             Background(asyncio.run, m.store("c", 3)).value()
-        assert m.stats().accepted == accepted  # nothing was queued ...
+        assert m.stats().mailbox.accepted == accepted  # nothing was queued ...
         assert not m.closed
         assert m.threadsafe.snapshot() == {"a": 1}  # ... nothing applied, nothing lost
         # What works from a thread: the view, or handing the coroutine to the map's loop.
@@ -673,7 +673,7 @@ def test_after_its_loop_closed_the_map_says_closed_and_every_call_raises_map_clo
     view["a"] = 1
     lt.stop_and_close()
     assert m.closed and view.closed
-    assert m.stats().closed
+    assert m.stats().mailbox.closed
     assert repr(view) == "ThreadsafeView(<closed>)"
     with pytest.raises(MapClosedError):
         view["a"]
@@ -699,7 +699,7 @@ def test_async_map_options_are_maxsize_name_timeout_breaker_and_nothing_else() -
         async with AsyncActorMap({"name": 1, "maxsize": 2}, daemon=3) as m:
             # daemon is not an option of AsyncActorMap: an ordinary keyword item.
             assert await m.snapshot() == {"name": 1, "maxsize": 2, "daemon": 3}
-            assert m.stats().maxsize == 1024
+            assert m.stats().mailbox.capacity == 1024
         for bad in ({"name": 1}, {"breaker": "x"}, {"timeout": "1"}):
             with pytest.raises(TypeError):
                 AsyncActorMap(**bad)
@@ -738,7 +738,7 @@ def test_interrupted_view_call_never_runs() -> None:
             ThreadCaller.wait = original  # type: ignore[method-assign]
         release.set()
         assert m.threadsafe.execute(len) == 0  # FIFO: the interrupted call was handled
-        assert m.stats().accepted == 1  # ... and never admitted
+        assert m.stats().mailbox.accepted == 1  # ... and never admitted
         assert "interrupted" not in m.threadsafe
     finally:
         lt.stop_and_close()

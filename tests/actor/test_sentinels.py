@@ -1,7 +1,7 @@
 """MISSING and DELETE are never stored as values in an actor map (issue 17.1).
 
 Every method that would store a caller-given value raises ``TypeError`` on the caller's side,
-before anything is sent to the owner (``stats().accepted`` does not move) and with the map
+before anything is sent to the owner (``stats().mailbox.accepted`` does not move) and with the map
 unchanged; a compute-family callback returning ``MISSING`` raises the same ``TypeError`` (on
 the owner, before the dict is touched) and ``DELETE`` removes; ``compare_and_swap`` /
 ``compare_and_delete`` with a sentinel as ``old`` return ``False``.
@@ -73,11 +73,11 @@ def owned(request: pytest.FixtureRequest) -> Iterator[Any]:
 def test_storing_a_sentinel_raises_before_anything_is_sent(
     owned: Any, call: Callable[[Any, Any], Any], sentinel: Any
 ) -> None:
-    accepted = owned.stats().accepted
+    accepted = owned.stats().mailbox.accepted
     with pytest.raises(TypeError) as info:
         call(owned, sentinel)
     assert str(info.value) == MESSAGE[sentinel]
-    assert owned.stats().accepted == accepted  # refused on the caller's side
+    assert owned.stats().mailbox.accepted == accepted  # refused on the caller's side
     assert owned.snapshot() == {"a": 1}
 
 
@@ -118,12 +118,12 @@ def test_callback_returning_delete_removes(owned: Any) -> None:
 def test_compare_with_a_sentinel_as_old_is_false(owned: Any, sentinel: Any) -> None:
     anything = AlwaysEqual()
     owned["x"] = anything
-    accepted = owned.stats().accepted
+    accepted = owned.stats().mailbox.accepted
     assert owned.compare_and_swap("x", sentinel, 2) is False
     assert owned.compare_and_delete("x", sentinel) is False
     assert owned.compare_and_swap("absent", sentinel, 2) is False
     assert owned.compare_and_delete("absent", sentinel) is False
-    assert owned.stats().accepted == accepted
+    assert owned.stats().mailbox.accepted == accepted
     assert owned.snapshot() == {"a": 1, "x": anything}
     assert owned.compare_and_swap("x", 0, 2) is True  # a real old value still compares
 
@@ -133,7 +133,7 @@ def test_awaited_async_map_follows_the_same_rule() -> None:
         async with AsyncActorMap({"a": 1}) as m:
             anything = AlwaysEqual()
             await m.store("x", anything)
-            accepted = m.stats().accepted
+            accepted = m.stats().mailbox.accepted
             for sentinel in SENTINELS:
                 for call in (
                     m.store("k", sentinel),
@@ -150,7 +150,7 @@ def test_awaited_async_map_follows_the_same_rule() -> None:
                     assert str(info.value) == MESSAGE[sentinel]
                 assert await m.compare_and_swap("x", sentinel, 2) is False
                 assert await m.compare_and_delete("x", sentinel) is False
-            assert m.stats().accepted == accepted
+            assert m.stats().mailbox.accepted == accepted
             for call in (
                 m.compute("k", lambda k, old: MISSING),
                 m.compute_if_absent("k", lambda k: MISSING),

@@ -36,7 +36,7 @@ def held(m: ActorMap[Any, Any]) -> tuple[Gate, Background]:
 
 
 def queued(m: ActorMap[Any, Any], n: int) -> None:
-    wait_until(lambda: m.stats().queue_depth == n, f"{n} requests queued")
+    wait_until(lambda: m.stats().mailbox.depth == n, f"{n} requests queued")
 
 
 # ------------------------------------------------------------------ backpressure
@@ -52,8 +52,8 @@ def test_full_queue_nonblocking_fails_at_once_and_blocking_waits_then_busy() -> 
             m.execute(lambda d: d.__setitem__("nowait", 1), block=False)
         with pytest.raises(MapBusyError):
             m.execute(lambda d: d.__setitem__("waited", 1), timeout=SHORT)
-        stats = m.stats()
-        assert (stats.queue_depth, stats.maxsize, stats.rejected) == (2, 2, 2)
+        stats = m.stats().mailbox
+        assert (stats.depth, stats.capacity, stats.rejected) == (2, 2, 2)
         assert stats.peak_depth == 2
 
         gate.open()
@@ -62,7 +62,7 @@ def test_full_queue_nonblocking_fails_at_once_and_blocking_waits_then_busy() -> 
             call.value()
         # The rejected calls had no effect; the queued ones all did.
         assert dict(m) == {"q0": 0, "q1": 1}
-        assert m.stats().completed == m.stats().accepted
+        assert m.stats().mailbox.completed == m.stats().mailbox.accepted
 
 
 def test_blocked_caller_gets_a_slot_when_one_frees() -> None:
@@ -74,7 +74,7 @@ def test_blocked_caller_gets_a_slot_when_one_frees() -> None:
         gate.open()
         holder.value(), first.value(), second.value()
         assert dict(m) == {"a": 1, "b": 2}
-        assert m.stats().rejected == 0
+        assert m.stats().mailbox.rejected == 0
 
 
 # ------------------------------------------------------------------- deadlines
@@ -89,7 +89,7 @@ def test_deadline_before_start_is_never_applied() -> None:
         holder.value()
         # Any later request runs after everything queued before it: "late" never lands.
         assert "late" not in m
-        assert m.stats().cancelled == 1
+        assert m.stats().mailbox.cancelled == 1
 
 
 def test_map_wide_default_timeout_applies_to_every_method() -> None:
@@ -124,7 +124,7 @@ def test_deadline_after_start_completes_and_drops_the_result() -> None:
         assert started.is_set()
         release.set()
         assert m["done"] is True  # applied, after the caller gave up
-        assert m.stats().dropped == 1
+        assert m.stats().mailbox.dropped == 1
 
 
 def test_timeout_validation() -> None:
@@ -163,7 +163,7 @@ def test_interrupted_wait_withdraws_a_queued_request() -> None:
         gate.open()
         holder.value()
         assert "interrupted" not in m
-        assert m.stats().cancelled == 1
+        assert m.stats().mailbox.cancelled == 1
 
 
 class _InterruptingLock:
@@ -268,7 +268,7 @@ def test_a_raising_request_fails_only_its_caller_with_its_traceback() -> None:
         for call in others:
             call.value()
         assert m["k"] == 200  # the owner kept serving, and the failed compute changed nothing
-        stats = m.stats()
+        stats = m.stats().mailbox
         assert stats.failed == 2
         assert stats.completed == stats.accepted
 
@@ -300,7 +300,7 @@ def test_calls_from_inside_execute_run_inline() -> None:
         assert nested is True
         assert seen == {"a": 11, "b": 2} == snap
         assert size == 2
-        assert m.stats().accepted == 1  # one request; everything inside ran inline
+        assert m.stats().mailbox.accepted == 1  # one request; everything inside ran inline
 
 
 def test_compute_callback_may_read_but_not_write() -> None:
@@ -457,7 +457,7 @@ def test_close_drains_queued_requests() -> None:
     closer.value()
     for call in calls:
         call.value()  # each queued request ran
-    assert m.stats().completed == 4
+    assert m.stats().mailbox.completed == 4
     assert not m._thread.is_alive()
 
 
@@ -475,7 +475,7 @@ def test_close_without_drain_rejects_queued_requests() -> None:
     assert holder.value() == "held"  # the running request completed
     closer.value()
     assert effects == []
-    assert m.stats().cancelled == 3
+    assert m.stats().mailbox.cancelled == 3
 
 
 def test_close_wakes_callers_blocked_on_a_full_queue() -> None:
@@ -598,7 +598,7 @@ def test_circuit_breaker_opens_after_repeated_overloads_and_recovers() -> None:
         assert info.value.retry_after == pytest.approx(30.0)
         with pytest.raises(CircuitOpenError):  # every call is shed, blocking ones too
             m.store("shed", 1)
-        stats = m.stats()
+        stats = m.stats().mailbox
         assert (stats.breaker, stats.breaker_trips) == ("open", 1)
         assert (stats.rejected, stats.rejected_by_breaker) == (4, 2)
 
@@ -607,7 +607,7 @@ def test_circuit_breaker_opens_after_repeated_overloads_and_recovers() -> None:
         holder.value()
         queued_call.value()
         m.store("after", 2)
-        assert m.stats().breaker == "closed"
+        assert m.stats().mailbox.breaker == "closed"
         assert dict(m) == {"queued": 1, "after": 2}
 
 
@@ -619,13 +619,13 @@ def test_half_open_circuit_reopens_on_the_next_overload() -> None:
         queued(m, 1)
         with pytest.raises(MapBusyError):
             m.execute(len, block=False)
-        assert m.stats().breaker == "open"
+        assert m.stats().mailbox.breaker == "open"
         clock.now += 5
         with pytest.raises(MapBusyError) as info:  # half-open: admitted, but still full
             m.execute(len, block=False)
         assert not isinstance(info.value, CircuitOpenError)
-        assert m.stats().breaker == "open"
-        assert m.stats().breaker_trips == 2
+        assert m.stats().mailbox.breaker == "open"
+        assert m.stats().mailbox.breaker_trips == 2
         gate.open()
         holder.value()
         queued_call.value()
@@ -642,19 +642,19 @@ def test_open_circuit_stays_open_while_the_owner_drains_its_backlog() -> None:
         for _ in range(2):
             with pytest.raises(MapBusyError):
                 m.execute(len, block=False)
-        assert m.stats().breaker == "open"
+        assert m.stats().mailbox.breaker == "open"
         gate.open()
         holder.value()
         queued_call.value()  # the owner started (and ran) the backlog while open
-        assert m.stats().completed == 2
+        assert m.stats().mailbox.completed == 2
         for _ in range(3):
             with pytest.raises(CircuitOpenError):
                 m.store("shed", 1)
-        assert (m.stats().breaker, m.stats().breaker_trips) == ("open", 1)
+        assert (m.stats().mailbox.breaker, m.stats().mailbox.breaker_trips) == ("open", 1)
         clock.now += 60  # the cool-down is over: half-open without any call admitted
-        assert m.stats().breaker == "half-open"
+        assert m.stats().mailbox.breaker == "half-open"
         m.store("after", 2)  # admitted, and its start closes the circuit
-        assert m.stats().breaker == "closed"
+        assert m.stats().mailbox.breaker == "closed"
         assert dict(m) == {"queued": 1, "after": 2}
 
 
@@ -669,14 +669,14 @@ def test_backlog_expiring_while_open_neither_trips_again_nor_extends_the_cooldow
             m.execute(len, block=False)
         with pytest.raises(MapBusyError):  # its deadline passed in the queue: not applied
             expiring.value()
-        stats = m.stats()
+        stats = m.stats().mailbox
         assert (stats.breaker, stats.breaker_trips, stats.cancelled) == ("open", 1, 1)
         clock.now += 10  # the cool-down counts from the one trip
-        assert m.stats().breaker == "half-open"
+        assert m.stats().mailbox.breaker == "half-open"
         gate.open()
         holder.value()
         kept.value()
-        assert m.stats().breaker == "closed"
+        assert m.stats().mailbox.breaker == "closed"
         assert dict(m) == {"kept": 1}
 
 
@@ -714,7 +714,7 @@ def test_execute_keeps_a_multi_key_invariant_under_threads(run_threads: Any) -> 
         for sums in run_threads(worker, 4):
             assert set(sums) == {total}  # no one ever saw money in flight
         assert sum(m.values()) == total
-        assert m.stats().accepted >= 4 * n
+        assert m.stats().mailbox.accepted >= 4 * n
 
 
 def test_merge_counts_exactly_under_threads(run_threads: Any, fast_switch: None) -> None:
@@ -802,13 +802,13 @@ def test_option_names_are_reserved_and_such_keys_go_in_the_mapping() -> None:
     # Issue 16.7: ActorMap(name=...) is an option; the key "name" is passed in the mapping.
     with ActorMap(RESERVED) as m:
         assert m.snapshot() == RESERVED
-        assert (m.stats().maxsize, m._thread.daemon) == (1024, False)
+        assert (m.stats().mailbox.capacity, m._thread.daemon) == (1024, False)
         assert m.copy().snapshot() == RESERVED
     with ActorMap(dict(RESERVED), name="owner", maxsize=7, daemon=True, timeout=5.0) as m:
         assert m.snapshot() == RESERVED
-        assert (m.name, m.stats().maxsize, m._thread.daemon) == ("owner", 7, True)
+        assert (m.name, m.stats().mailbox.capacity, m._thread.daemon) == ("owner", 7, True)
         clone = m.copy()
-        assert (clone.stats().maxsize, clone._thread.daemon) == (7, True)
+        assert (clone.stats().mailbox.capacity, clone._thread.daemon) == (7, True)
         clone.close()
 
 

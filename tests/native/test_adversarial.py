@@ -457,7 +457,7 @@ def run_program(kind: str, prog: Program) -> None:
     assert len(m) == len(model.state)
     assert dict((k.i, unwrap(v)) for k, v in m.snapshot().items()) == model.state
     if kind != "SyncMap":
-        assert sum(m.stats()["shard_sizes"]) == len(model.state)
+        assert sum(s.entries for s in m._collect_stats().shards) == len(model.state)
     unchecked = set(runner.log) - model.checked
     assert not unchecked, f"nested operations the model did not expect: {unchecked}"
 

@@ -25,13 +25,17 @@ NATIVE = [ConcurrentMap, SyncMap]
 WAIT = 30.0  # seconds: only ever reached on a deadlock
 
 
+def shard_sizes(m: ConcurrentMap) -> list[int]:
+    return [s.entries for s in m._collect_stats().shards]
+
+
 def same_shard_keys(m: ConcurrentMap, n: int) -> list[int]:
-    """n int keys that ConcurrentMap puts in one shard (found via stats())."""
+    """n int keys that ConcurrentMap puts in one shard (found via the statistics)."""
     by_shard: dict[int, list[int]] = {}
-    probe = ConcurrentMap(shards=m.stats()["shards"])
+    probe = ConcurrentMap(shards=m._options()["shards"])
     for k in range(10_000):
         probe[k] = k
-        sizes = probe.stats()["shard_sizes"]
+        sizes = shard_sizes(probe)
         idx = next(i for i, s in enumerate(sizes) if s)
         probe.clear()
         by_shard.setdefault(idx, []).append(k)
@@ -41,13 +45,13 @@ def same_shard_keys(m: ConcurrentMap, n: int) -> list[int]:
 
 
 def other_shard_key(m: ConcurrentMap, key: int) -> int:
-    probe = ConcurrentMap(shards=m.stats()["shards"])
+    probe = ConcurrentMap(shards=m._options()["shards"])
     probe[key] = 0
-    mine = probe.stats()["shard_sizes"].index(1)
+    mine = shard_sizes(probe).index(1)
     for k in range(10_000):
         probe.clear()
         probe[k] = 0
-        if probe.stats()["shard_sizes"].index(1) != mine:
+        if shard_sizes(probe).index(1) != mine:
             return k
     raise AssertionError("only one shard?")
 
@@ -123,14 +127,13 @@ def test_concurrent_map_stats_counts_per_shard() -> None:
         m[i] = i
     for i in range(100):
         assert m[i] == i
-    st = m.stats()
-    assert st["shards"] == 4 and st["len"] == 100
-    assert sum(st["shard_sizes"]) == 100
-    assert len(st["shard_writes"]) == len(st["shard_contended"]) == 4
-    assert st["writes"] == sum(st["shard_writes"]) >= 100
-    assert st["contended"] == sum(st["shard_contended"]) == 0
-    if not native._core.FREE_THREADED:
-        assert st["reads"] == sum(st["shard_reads"]) >= 100
+    st = m._collect_stats()
+    assert len(st.shards) == 4 and st.size == 100
+    assert [s.index for s in st.shards] == [0, 1, 2, 3]
+    assert sum(s.entries for s in st.shards) == 100
+    assert st.lock_acquisitions == sum(s.lock_acquisitions for s in st.shards) == 100
+    assert st.lock_contentions == sum(s.lock_contentions for s in st.shards) == 0
+    assert st.hits == 100 and st.misses == 0 and st.inserts == 100
 
 
 def test_concurrent_map_stats_sees_contention() -> None:
@@ -147,33 +150,35 @@ def test_concurrent_map_stats_sees_contention() -> None:
     assert entered.wait(WAIT)
     writer = threading.Thread(target=m.merge, args=("k", 1, operator.add))
     writer.start()
-    # GIL builds count a contended acquisition before waiting, so the counter shows the
-    # writer blocked on the held shard lock (free-threaded builds count it afterwards).
-    if not native._core.FREE_THREADED:
-        while m.stats()["contended"] == 0:
-            writer.join(0.01)
-        assert writer.is_alive()  # still waiting: the callback holds the shard
+    # A contended acquisition is counted before waiting, so the counter shows the writer
+    # blocked on the held shard lock.
+    while m._collect_stats().lock_contentions == 0:
+        writer.join(0.01)
+    assert writer.is_alive()  # still waiting: the callback holds the shard
     release.set()
     holder.join(WAIT)
     writer.join(WAIT)
     assert m["k"] == 2
-    assert m.stats()["contended"] >= 1
+    st = m._collect_stats()
+    assert st.lock_contentions == st.shards[0].lock_contentions == 1
+    assert st.lock_acquisitions == 3  # the constructor's store, compute, merge
 
 
 def test_sync_map_stats_promotion() -> None:
     m = SyncMap()
     for i in range(10):
         m[i] = i
-    st = m.stats()
+    st = m._stats_raw()
     assert st["dirty_size"] == 10 and st["read_size"] == 0
     for _ in range(3):
         for i in range(10):
             assert m[i] == i
-    st = m.stats()
+    st = m._stats_raw()
     assert st["read_size"] == 10 and st["dirty_size"] == 0 and st["promotions"] >= 1
-    before = st["writes"]
+    before = st["lock_acquisitions"]
     m[3] = "in place"  # a promoted key is updated without the mutex
-    assert m.stats()["writes"] == before
+    st = m._stats_raw()
+    assert st["lock_acquisitions"] == before and st["updates"] == 1
     assert m[3] == "in place" and len(m) == 10
 
 
@@ -315,7 +320,7 @@ def test_value_del_rewriting_the_same_key() -> None:
         m["gone"] = 1
         m["k"] = "outer"  # releases Again(0): its __del__ stores "done" and deletes "gone"
         assert m["k"] == "done" and "gone" not in m and len(m) == 1
-        assert m.stats()["len"] == 1
+        assert m._collect_stats().size == 1
     m.store("x", 1)
     assert len(m) == 2
 
@@ -461,7 +466,7 @@ def _every_op_once(m: Any, i: int) -> None:
     with contextlib.suppress(KeyError):
         del m[k]
     if i % 50 == 0:
-        _ = list(m), list(m.items()), list(m.values()), m.snapshot(), len(m), m.stats()
+        _ = list(m), list(m.items()), list(m.values()), m.snapshot(), len(m), m._collect_stats()
         m.transaction(lambda v: v.update({"tx": i}))
         m.copy()
     if i % 400 == 0:

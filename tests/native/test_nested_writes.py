@@ -75,7 +75,7 @@ def test_del_write_chain_completes_each_write_once(depth: int, shards: int) -> N
     expected = chain(m, depth)
     assert sorted(m) == expected
     assert len(m) == len(expected)
-    assert sum(m.stats()["shard_sizes"]) == len(expected)
+    assert sum(s.entries for s in m._collect_stats().shards) == len(expected)
     # the lock is held by no one: a re-entrant write raises (a stray unlock made the held
     # count negative and this hung), and a plain write after it works
     with pytest.raises(RecursiveUpdateError):

@@ -36,10 +36,12 @@ from time import monotonic
 from typing import Any, Final
 
 from ..protocol import MapBusyError, MapClosedError
+from ..protocol.contention import record
+from ..protocol.stats import MailboxStats
 from ._breaker import CircuitBreaker
 from ._handoff import ThreadCaller
 from ._owner import Owner
-from ._stats import ActorStats, MailboxCounters
+from ._stats import MailboxCounters
 
 __all__ = ["AsyncMailbox", "AsyncRequest"]
 
@@ -171,9 +173,13 @@ class AsyncMailbox(MailboxCounters):
             raise error
         items = self._items
         waited = False
+        started: float | None = None  # loop time when the call began to wait for room
         while True:
             if req.withdrawn():  # its thread stopped waiting (deadline or interrupt)
+                if started is not None:
+                    self._stop_waiting(started)
                 if self._expired(req):
+                    self.timeouts += 1
                     self.rejected += 1  # the queue stayed full until the deadline
                     self._overloaded()
                 if waited:
@@ -182,6 +188,10 @@ class AsyncMailbox(MailboxCounters):
             if len(items) < self._maxsize:
                 break
             if not block or self._expired(req):
+                if started is not None:
+                    self._stop_waiting(started)
+                if block:
+                    self.timeouts += 1
                 self.rejected += 1
                 self._overloaded()
                 how = "" if block else " (non-blocking call)"
@@ -190,12 +200,15 @@ class AsyncMailbox(MailboxCounters):
                     "the call was not applied"
                 )
             assert self.loop is not None
+            if started is None:
+                started = self.loop.time()
             waiter: asyncio.Future[None] = self.loop.create_future()
             self._putters.append(waiter)
             req.waiter = waiter
             try:
                 await waiter
             except asyncio.CancelledError:
+                self._stop_waiting(started)
                 if not waiter.cancelled():
                     self._wake_putter()  # we were handed a free slot: pass it on
                 raise
@@ -203,11 +216,21 @@ class AsyncMailbox(MailboxCounters):
                 req.waiter = None
             waited = True
             if self.closed:
+                self._stop_waiting(started)
                 raise MapClosedError("the map is closed")
+        if started is not None:
+            self._stop_waiting(started)
         items.append(req)
         req.state = PENDING
         self._admitted(len(items))
         self._schedule()
+
+    def _stop_waiting(self, started: float) -> None:
+        """A call that waited for room since ``started`` (loop time) stops waiting."""
+        assert self.loop is not None
+        waited = self.loop.time() - started
+        self._waited(waited)
+        record("AsyncActorMap.mailbox", waited)
 
     async def call(self, req: AsyncRequest, block: bool) -> Any:
         """A task's call: admit ``req`` and wait for its outcome, expiring it at its
@@ -271,6 +294,7 @@ class AsyncMailbox(MailboxCounters):
         if req.state == PENDING:
             self._items.remove(req)
             if timed_out:
+                self.timeouts += 1
                 self._overloaded()
             self._cancel(req, MapBusyError(_EXPIRED))
             self._wake_putter()
@@ -308,6 +332,7 @@ class AsyncMailbox(MailboxCounters):
                 waiter.set_result(None)  # put() wakes, sees the deadline and gives up
         elif req.state == PENDING:
             self._items.remove(req)
+            self.timeouts += 1
             self._overloaded()
             self._cancel(req, MapBusyError(_EXPIRED))
             self._wake_putter()
@@ -374,6 +399,7 @@ class AsyncMailbox(MailboxCounters):
             if self._putters:
                 self._wake_putter()
             if self._expired(req):
+                self.timeouts += 1
                 self._overloaded()
                 self._cancel(req, MapBusyError(_EXPIRED))
                 continue
@@ -432,8 +458,8 @@ class AsyncMailbox(MailboxCounters):
         self._scheduled = False
         self._owner.after_fork_in_child()
 
-    def stats(self, owner: Owner[Any, Any]) -> ActorStats:
-        stats = self._stats(len(self._items), owner)
+    def stats(self, owner: Owner[Any, Any]) -> MailboxStats:
+        stats = self._mailbox_stats(len(self._items), owner)
         if not stats.closed and self.loop is not None and self.loop.is_closed():
             stats = dataclasses.replace(stats, closed=True)  # its loop runs nothing any more
         return stats

@@ -56,9 +56,11 @@ from time import monotonic
 from typing import Any, Final
 
 from ..protocol import MapBusyError, MapClosedError
+from ..protocol.contention import record
+from ..protocol.stats import MailboxStats
 from ._breaker import CircuitBreaker
 from ._owner import Owner
-from ._stats import ActorStats, MailboxCounters
+from ._stats import MailboxCounters
 
 __all__ = ["Mailbox", "Request"]
 
@@ -169,6 +171,8 @@ class Mailbox(MailboxCounters):
         """
         lock: Any = self._lock
         nested = lock._is_owned()
+        started: float | None = None  # when the call found the queue full
+        waited = 0.0
         try:
             lock.acquire()
             if self.closed:
@@ -178,8 +182,13 @@ class Mailbox(MailboxCounters):
                 raise error
             items = self._items
             while len(items) >= self._maxsize:
-                remaining = None if req.deadline is None else req.deadline - monotonic()
+                now = monotonic()
+                remaining = None if req.deadline is None else req.deadline - now
                 if not block or (remaining is not None and remaining <= 0):
+                    if started is not None:
+                        waited = now - started
+                        self._waited(waited)
+                        self.timeouts += 1
                     self.rejected += 1
                     self._overloaded()
                     how = "" if block else " (non-blocking call)"
@@ -187,6 +196,8 @@ class Mailbox(MailboxCounters):
                         f"the map's queue is full ({self._maxsize} requests waiting){how}; "
                         "the call was not applied"
                     )
+                if started is None:
+                    started = now
                 self._putters += 1
                 try:
                     self._not_full.wait(remaining)
@@ -194,6 +205,9 @@ class Mailbox(MailboxCounters):
                     self._putters -= 1
                 if self.closed:
                     raise MapClosedError("the map is closed")
+            if started is not None:
+                waited = monotonic() - started
+                self._waited(waited)
             items.append(req)
             # A finalizer's call may have released the lock since the check above (module
             # doc): if the owner has stopped meanwhile, nobody would ever take req.
@@ -211,6 +225,8 @@ class Mailbox(MailboxCounters):
                     lock._release_save()
                 except RuntimeError:
                     pass  # acquire() was interrupted: this thread holds nothing
+            if waited:
+                record("ActorMap.mailbox", waited)  # sampled; with the lock released
 
     def _wake_owner(self) -> None:
         with contextlib.suppress(RuntimeError):  # already released: the owner will look
@@ -236,12 +252,15 @@ class Mailbox(MailboxCounters):
                 if self._putters:
                     self._not_full.notify_all()
                 if timed_out:
+                    self.timeouts += 1
                     self._overloaded()
                     req.error = MapBusyError(_EXPIRED)
                 return
             if state == CANCELLED or req.done.acquire(False):
                 return  # cancelled by the owner or close, or finished just now: outcome ready
             self.dropped += 1
+            if timed_out:
+                self.timeouts += 1
         finally:
             if nested:
                 lock.release()
@@ -274,6 +293,7 @@ class Mailbox(MailboxCounters):
                     if self._putters:
                         self._not_full.notify_all()
                     if req.deadline is not None and monotonic() >= req.deadline:
+                        self.timeouts += 1
                         self._overloaded()
                         self._cancel(req, MapBusyError(_EXPIRED))
                         continue
@@ -327,12 +347,12 @@ class Mailbox(MailboxCounters):
         self._putters = 0
         self._init_locks()
 
-    def stats(self, owner: Owner[Any, Any]) -> ActorStats:
+    def stats(self, owner: Owner[Any, Any]) -> MailboxStats:
         lock: Any = self._lock
         nested = lock._is_owned()
         try:
             lock.acquire()
-            return self._stats(len(self._items), owner)
+            return self._mailbox_stats(len(self._items), owner)
         finally:
             if nested:
                 lock.release()

@@ -29,9 +29,9 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ..protocol import DELETE, MISSING, TransactionView
-from ..protocol.mapping import _same_value
+from ..protocol.mapping import _same_value, commit_counts
 
-__all__ = ["ABSENT", "Released", "check_storable", "is_sentinel"]
+__all__ = ["ABSENT", "Released", "check_storable", "current", "is_sentinel"]
 
 ABSENT: Any = object()
 
@@ -39,9 +39,13 @@ ABSENT: Any = object()
 class _ThreadState(threading.local):
     collecting = 0  # > 0 while the garbage collector runs on this thread (finalizers)
     nested_writes = 0  # writes run inline on this thread in the middle of an operation
+    owner: Any = None  # the Owner whose operation runs on this thread (its counters)
 
 
 _here = _ThreadState()
+current = _here
+"""``current.owner``: the ``Owner`` running an operation on this thread (set by
+``Owner.run``); the operations below count into it."""
 
 
 def _observe_collections(phase: str, info: dict[str, int]) -> None:
@@ -83,6 +87,25 @@ def check_storable(value: object) -> None:
         raise TypeError(f"{value!r} is a sentinel and cannot be stored as a value")
 
 
+def _looked_up(found: bool) -> None:
+    """Count a point read of the running owner (see ``_owner``: one writer)."""
+    owner = _here.owner
+    if found:
+        owner.hits += 1
+    else:
+        owner.misses += 1
+
+
+def _changed(inserts: int = 0, updates: int = 0, deletes: int = 0) -> None:
+    """Count a write of the running owner that changed the dict."""
+    owner = _here.owner
+    owner.inserts += inserts
+    owner.updates += updates
+    owner.deletes += deletes
+    if owner.iterations.active:
+        owner.writes_during_iteration += 1
+
+
 def _from_callback(new: Any) -> Any:
     """A compute-family callback's result: ``DELETE`` passes (it means remove); ``MISSING``
     raises, before the caller touches the dict, so the map is left unchanged."""
@@ -93,6 +116,7 @@ def _from_callback(new: Any) -> Any:
 
 def load(d: dict[Any, Any], key: Any) -> tuple[Any, bool]:
     value = d.get(key, ABSENT)
+    _looked_up(value is not ABSENT)
     return (None, False) if value is ABSENT else (value, True)
 
 
@@ -109,43 +133,68 @@ def copy(d: dict[Any, Any]) -> dict[Any, Any]:
 
 
 def store(d: dict[Any, Any], key: Any, value: Any) -> Released:
-    old = d.get(key)
+    old = d.get(key, ABSENT)
     d[key] = value
+    _stored(old, value)
     return Released(None, old)
+
+
+def _stored(old: Any, new: Any) -> None:
+    """Count a store of ``new`` over ``old`` (``ABSENT``: a new key); storing the very
+    object the key held changes nothing and counts nothing."""
+    if old is ABSENT:
+        _changed(inserts=1)
+    elif old is not new:
+        _changed(updates=1)
 
 
 def update(d: dict[Any, Any], staged: dict[Any, Any]) -> Released:
     old = []
     for key, value in staged.items():
-        old.append(d.get(key))
+        previous = d.get(key, ABSENT)
+        old.append(previous)
         d[key] = value
+        _stored(previous, value)
     return Released(None, old)
 
 
 def popitem(d: dict[Any, Any]) -> Any:
-    return d.popitem() if d else ABSENT
+    if not d:
+        return ABSENT
+    item = d.popitem()
+    _changed(deletes=1)
+    return item
 
 
 def clear(d: dict[Any, Any]) -> Released:
     old = d.copy()
     d.clear()
+    if old:
+        _changed(deletes=len(old))
     return Released(None, old)
 
 
 def load_or_store(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
     size = len(d)
     actual = d.setdefault(key, value)  # one lookup; the size tells whether it inserted
-    return actual, len(d) == size
+    if len(d) == size:
+        return actual, True
+    _changed(inserts=1)
+    return actual, False
 
 
 def load_and_delete(d: dict[Any, Any], key: Any) -> tuple[Any, bool]:
     value = d.pop(key, ABSENT)
-    return (None, False) if value is ABSENT else (value, True)
+    if value is ABSENT:
+        return None, False
+    _changed(deletes=1)
+    return value, True
 
 
 def swap(d: dict[Any, Any], key: Any, value: Any) -> tuple[Any, bool]:
     old = d.get(key, ABSENT)
     d[key] = value
+    _stored(old, value)
     return (None, False) if old is ABSENT else (old, True)
 
 
@@ -154,6 +203,7 @@ def compare_and_swap(d: dict[Any, Any], key: Any, old: Any, new: Any) -> bool | 
     if current is ABSENT or not _same_value(current, old):
         return False
     d[key] = new
+    _stored(current, new)
     return Released(True, current)
 
 
@@ -162,6 +212,7 @@ def compare_and_delete(d: dict[Any, Any], key: Any, old: Any) -> bool | Released
     if current is ABSENT or not _same_value(current, old):
         return False
     del d[key]
+    _changed(deletes=1)
     return Released(True, current)
 
 
@@ -181,11 +232,19 @@ def compute(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any]) -> Any:
         new = _from_callback(fn(key, MISSING if old is ABSENT else old))
         if _here.nested_writes == seen:
             break
+    return _apply(d, key, old, new)
+
+
+def _apply(d: dict[Any, Any], key: Any, old: Any, new: Any) -> Released:
+    """The write of the compute family: ``new`` (or ``DELETE``) replaces ``old``."""
     if new is DELETE:
         if old is not ABSENT:
             del d[key]
+            _changed(deletes=1)
         return Released(None, old)
-    d[key] = new
+    if new is not old:  # a callback returning the value it got changes nothing
+        d[key] = new
+        _stored(old, new)
     return Released(new, old)
 
 
@@ -203,6 +262,7 @@ def compute_if_absent(d: dict[Any, Any], key: Any, factory: Callable[[Any], Any]
     if new is DELETE:
         return None
     d[key] = new
+    _changed(inserts=1)
     return new
 
 
@@ -215,11 +275,7 @@ def compute_if_present(d: dict[Any, Any], key: Any, fn: Callable[[Any, Any], Any
         new = _from_callback(fn(key, old))
         if _here.nested_writes == seen:
             break
-    if new is DELETE:
-        del d[key]
-        return Released(None, old)
-    d[key] = new
-    return Released(new, old)
+    return _apply(d, key, old, new)
 
 
 def merge(d: dict[Any, Any], key: Any, value: Any, fn: Callable[[Any, Any], Any]) -> Any:
@@ -229,12 +285,7 @@ def merge(d: dict[Any, Any], key: Any, value: Any, fn: Callable[[Any, Any], Any]
         new = value if old is ABSENT else _from_callback(fn(old, value))
         if _here.nested_writes == seen:
             break
-    if new is DELETE:
-        if old is not ABSENT:
-            del d[key]
-        return Released(None, old)
-    d[key] = new
-    return Released(new, old)
+    return _apply(d, key, old, new)
 
 
 def delete_matching(d: dict[Any, Any], pairs: list[tuple[Any, Any]]) -> Released:
@@ -245,6 +296,8 @@ def delete_matching(d: dict[Any, Any], pairs: list[tuple[Any, Any]]) -> Released
         if current is not ABSENT and _same_value(current, seen):
             del d[key]
             removed.append(current)
+    if removed:
+        _changed(deletes=len(removed))
     return Released(len(removed), removed)
 
 
@@ -266,6 +319,9 @@ def transaction(d: dict[Any, Any], fn: Callable[[MutableMapping[Any, Any]], Any]
             break
         view._close()
     view._commit(d)
+    inserts, updates, deletes = commit_counts(view)
+    if inserts or updates or deletes:
+        _changed(inserts, updates, deletes)
     return Released(result, view)  # the view's undo log holds what the commit replaced
 
 

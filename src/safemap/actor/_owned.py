@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar, TypeVarTuple
 
 from ..protocol import ConcurrentMapping, FrozenMap, MapBusyError, MapClosedError
+from ..protocol.mapping import IterationGauge
 from ..protocol.sentinels import Delete, Missing
 from . import _ops
 from ._owner import EXEC, READ, TXN, WRITE
@@ -68,6 +69,11 @@ class OwnedMap(ConcurrentMapping[K, V]):
 
     @property
     @abc.abstractmethod
+    def _iterations(self) -> IterationGauge:
+        """The iterations of the map (its owner's gauge)."""
+
+    @property
+    @abc.abstractmethod
     def closed(self) -> bool:
         """Whether the map was closed (it accepts no more calls)."""
 
@@ -104,7 +110,7 @@ class OwnedMap(ConcurrentMapping[K, V]):
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
         # A list taken on the owner, yielded here: the consumer can do anything meanwhile.
-        return iter(self._call(_ops.items, (), READ))
+        return self._iterations.iterate(self._call(_ops.items, (), READ))
 
     def clear(self) -> None:
         self._call(_ops.clear, (), WRITE)

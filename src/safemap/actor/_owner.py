@@ -34,6 +34,12 @@ run inline, at once — the owner is the only writer, so that needs no lock and 
 deadlock — and land before the request's caller is woken.
 
 ``mode`` is written and read only on the owner thread, so it needs no lock.
+
+Statistics. The operation counters (``hits`` ... ``writes_during_iteration``) are written by
+the operations in ``_ops``, on the owner thread only, one request at a time: one writer, so
+every count is exact; ``stats()`` reads them from any thread. :meth:`Owner.run` makes the
+owner the running thread's current one (``_ops.current``) for the operation's duration.
+Writes an ``execute`` function makes to the dict directly are not seen by the counters.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from ..protocol import RecursiveUpdateError
-from ._ops import Released, count_nested_write, in_collection
+from ..protocol.mapping import IterationGauge
+from ._ops import Released, count_nested_write, current, in_collection
 
 __all__ = ["EXEC", "READ", "TXN", "WRITE", "Owner"]
 
@@ -73,7 +80,21 @@ _IN_OP = (
 class Owner(Generic[K, V]):
     """The dict of one actor map and what its owner is running right now."""
 
-    __slots__ = ("__weakref__", "completed", "data", "failed", "ident", "mode")
+    __slots__ = (
+        "__weakref__",
+        "completed",
+        "data",
+        "deletes",
+        "failed",
+        "hits",
+        "ident",
+        "inserts",
+        "iterations",
+        "misses",
+        "mode",
+        "updates",
+        "writes_during_iteration",
+    )
 
     def __init__(self, data: dict[K, V]) -> None:
         self.data = data
@@ -85,12 +106,21 @@ class Owner(Generic[K, V]):
         # Written by the owner only (one writer), read by stats() from any thread.
         self.completed = 0
         self.failed = 0
+        # Operation counters: written by ``_ops`` on the owner only (see the module doc).
+        self.hits = self.misses = 0
+        self.inserts = len(data)  # the initial items, as the other maps count theirs
+        self.updates = self.deletes = 0
+        self.writes_during_iteration = 0
+        # Iterations run on the callers' side (over a list the owner made): a caller starts
+        # and ends one under the gauge's lock; the owner reads ``active``.
+        self.iterations = IterationGauge()
 
     def after_fork_in_child(self) -> None:
         """The owner thread does not exist in a forked child: whatever it was running
         there never finishes, and the next owner starts idle."""
         self.ident = None
         self.mode = _IDLE
+        self.iterations.after_fork_in_child()
 
     @property
     def busy(self) -> bool:
@@ -106,9 +136,12 @@ class Owner(Generic[K, V]):
         ``__del__`` it triggers may use the map (see the module doc)."""
         previous = self.mode
         self.mode = _MODE_OF_KIND[kind]
+        outer = current.owner
+        current.owner = self
         try:
             out = op(self.data, *args)
         finally:
+            current.owner = outer
             self.mode = previous
         if type(out) is Released:
             result = out.result

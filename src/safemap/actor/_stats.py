@@ -1,17 +1,25 @@
-"""``ActorStats`` and the bookkeeping both mailboxes share (counters, breaker, limits)."""
+"""The bookkeeping both mailboxes share (counters, breaker, limits) and the statistics of an
+actor map (``stats()``: a ``MapStats`` whose ``mailbox`` is a ``MailboxStats``)."""
 
 from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ..protocol import MapBusyError
+from ..protocol.stats import MailboxStats, MapStats
 from ._breaker import CLOSED, BreakerState, CircuitBreaker
 from ._owner import Owner
 
-__all__ = ["ActorStats", "MailboxCounters", "check_maxsize", "check_options", "normalize_timeout"]
+__all__ = [
+    "ActorStats",
+    "MailboxCounters",
+    "check_maxsize",
+    "check_options",
+    "map_stats",
+    "normalize_timeout",
+]
 
 # Longest wait the lock primitives accept; anything longer means "no deadline".
 _TIMEOUT_MAX: Final = threading.TIMEOUT_MAX
@@ -56,48 +64,16 @@ def normalize_timeout(timeout: float | None) -> float | None:
     return None if timeout >= _TIMEOUT_MAX or math.isinf(timeout) else float(timeout)
 
 
-@dataclass(frozen=True, slots=True)
-class ActorStats:
-    """Counters of an actor map (``m.stats()``). Each counter is exact; they are read
-    together but the owner may finish a request between two reads, so ``completed`` can
-    be ahead of ``accepted - queue_depth`` by the request in progress."""
-
-    queue_depth: int
-    """Requests waiting in the queue now (not counting the one running)."""
-    peak_depth: int
-    """The deepest the queue has been."""
-    maxsize: int
-    """Capacity of the queue."""
-    accepted: int
-    """Requests admitted to the queue."""
-    completed: int
-    """Requests the owner ran to the end (returned or raised)."""
-    failed: int
-    """Of ``completed``, those that raised (the exception went to their caller)."""
-    rejected: int
-    """Calls refused with ``MapBusyError`` at admission: the queue was full (at once for a
-    non-blocking call, or until the call's deadline) or the circuit was open. No effect."""
-    rejected_by_breaker: int
-    """Of ``rejected``, those refused because the circuit breaker was open."""
-    cancelled: int
-    """Admitted requests withdrawn before the owner started them: their deadline passed,
-    their caller was cancelled or interrupted, or ``close(drain=False)`` rejected them.
-    Never applied."""
-    dropped: int
-    """Requests whose caller stopped waiting after the owner had started them: applied,
-    their result discarded."""
-    breaker: str
-    """``"closed"``, ``"open"``, ``"half-open"``, or ``"off"`` without a breaker."""
-    breaker_trips: int
-    """How many times the circuit opened."""
-    closed: bool
-    """Whether the map was closed (it accepts no more calls)."""
+ActorStats = MailboxStats
+"""The former name of :class:`~safemap.MailboxStats`, what ``stats().mailbox`` of an actor
+map is (``queue_depth`` is now ``depth``, ``maxsize`` is ``capacity``)."""
 
 
 class MailboxCounters:
     """Admission state and counters shared by the thread and asyncio mailboxes.
 
-    Mutated only under the thread mailbox's lock, or on the asyncio mailbox's loop.
+    Mutated only under the thread mailbox's lock, or on the asyncio mailbox's loop: one
+    writer at a time, so every counter is exact.
     """
 
     __slots__ = (
@@ -110,6 +86,9 @@ class MailboxCounters:
         "peak_depth",
         "rejected",
         "rejected_by_breaker",
+        "timeouts",
+        "wait_seconds",
+        "waits",
     )
 
     def __init__(self, maxsize: int, breaker: CircuitBreaker | None) -> None:
@@ -122,6 +101,9 @@ class MailboxCounters:
         self.rejected_by_breaker = 0
         self.cancelled = 0
         self.dropped = 0
+        self.waits = 0  # calls that found the queue full and waited for room
+        self.wait_seconds = 0.0
+        self.timeouts = 0  # calls whose deadline passed (waiting for room, queued, running)
 
     def _breaker_verdict(self) -> MapBusyError | None:
         """The error to reject a new call with because the circuit is open, or None."""
@@ -149,20 +131,57 @@ class MailboxCounters:
         if depth > self.peak_depth:
             self.peak_depth = depth
 
-    def _stats(self, depth: int, owner: Owner[object, object]) -> ActorStats:
+    def _waited(self, seconds: float) -> None:
+        """A call found the queue full and waited ``seconds`` for room (or gave up)."""
+        self.waits += 1
+        self.wait_seconds += seconds
+
+    def _mailbox_stats(self, depth: int, owner: Owner[object, object]) -> MailboxStats:
         breaker = self._breaker
-        return ActorStats(
-            queue_depth=depth,
+        return MailboxStats(
+            depth=depth,
+            capacity=self._maxsize,
             peak_depth=self.peak_depth,
-            maxsize=self._maxsize,
             accepted=self.accepted,
             completed=owner.completed,
             failed=owner.failed,
+            waits=self.waits,
+            timeouts=self.timeouts,
             rejected=self.rejected,
+            breaker="none" if breaker is None else breaker.current(),
+            wait_seconds=self.wait_seconds,
             rejected_by_breaker=self.rejected_by_breaker,
             cancelled=self.cancelled,
             dropped=self.dropped,
-            breaker="off" if breaker is None else breaker.current(),
             breaker_trips=0 if breaker is None else breaker.trips,
             closed=self.closed,
         )
+
+
+_NOTES = (
+    "each count is exact: the operation counters are written by the owner alone, the "
+    "mailbox's under its lock (or on its event loop)",
+    "writes that an execute() function makes to the dict directly are not counted",
+    "lock_acquisitions counts admitted requests; lock_contentions and lock_wait_seconds "
+    "are the mailbox's waits for room in a full queue",
+)
+
+
+def map_stats(kind: str, mailbox: MailboxStats, owner: Owner[Any, Any]) -> MapStats:
+    """An actor map's ``MapStats``: the owner's operation counters and its mailbox."""
+    return MapStats(
+        kind=kind,
+        hits=owner.hits,
+        misses=owner.misses,
+        inserts=owner.inserts,
+        updates=owner.updates,
+        deletes=owner.deletes,
+        size=len(owner.data),
+        iterations=owner.iterations.started,
+        writes_during_iteration=owner.writes_during_iteration,
+        lock_acquisitions=mailbox.accepted,
+        lock_contentions=mailbox.waits,
+        lock_wait_seconds=mailbox.wait_seconds,
+        mailbox=mailbox,
+        notes=_NOTES,
+    )

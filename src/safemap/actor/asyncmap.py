@@ -17,7 +17,9 @@ from types import TracebackType
 from typing import Any, Final, Generic, NoReturn, TypeVar, TypeVarTuple, overload
 
 from ..protocol import FrozenMap, MapBusyError, MapClosedError
+from ..protocol.mapping import IterationGauge
 from ..protocol.sentinels import Delete, Missing
+from ..protocol.stats import MapStats
 from . import _ops
 from ._amailbox import AsyncMailbox, AsyncRequest
 from ._breaker import CircuitBreaker
@@ -25,7 +27,7 @@ from ._handoff import FINISHED, WAITING, OutcomeUnknownError, ThreadCaller
 from ._lifecycle import track_for_fork
 from ._owned import OwnedMap, stage
 from ._owner import EXEC, READ, TXN, WRITE, Owner
-from ._stats import ActorStats, check_options, normalize_timeout
+from ._stats import check_options, map_stats, normalize_timeout
 
 __all__ = ["AsyncActorMap", "ThreadsafeView"]
 
@@ -150,10 +152,12 @@ class AsyncActorMap(Generic[K, V]):
         :class:`~safemap.actor.ThreadsafeView`). The map must have started on its loop."""
         return ThreadsafeView(self)
 
-    def stats(self) -> ActorStats:
-        """Queue depth, admissions, rejections, cancellations and the breaker's state.
-        Exact on the map's loop; from another thread, each counter is a recent value."""
-        return self._mailbox.stats(self._owner)
+    def stats(self) -> MapStats:
+        """The map's statistics (see ``safemap.MapStats``): its operation counters and, in
+        ``mailbox``, the queue's depth, admissions, waits, timeouts, rejections,
+        cancellations and the breaker's state. Exact on the map's loop; from another
+        thread, each counter is a recent value."""
+        return map_stats("AsyncActorMap", self._mailbox.stats(self._owner), self._owner)
 
     async def aclose(self, drain: bool = True) -> None:
         """Stop accepting calls; with ``drain`` (the default) wait until the owner has run
@@ -300,7 +304,8 @@ class AsyncActorMap(Generic[K, V]):
     async def range(self, fn: Callable[[K, V], object]) -> None:
         """Call ``fn(key, value)`` over one snapshot, in the calling task, until it returns
         ``False``."""
-        for key, value in await self._call(_ops.items, (), READ):
+        items = await self._call(_ops.items, (), READ)
+        for key, value in self._owner.iterations.iterate(items):
             if fn(key, value) is False:
                 return
 
@@ -507,7 +512,11 @@ class ThreadsafeView(OwnedMap[K, V]):
     def closed(self) -> bool:
         return self._map.closed
 
-    def stats(self) -> ActorStats:
+    @property
+    def _iterations(self) -> IterationGauge:
+        return self._map._owner.iterations
+
+    def _collect_stats(self) -> MapStats:
         return self._map.stats()
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:

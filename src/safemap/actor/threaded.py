@@ -10,12 +10,14 @@ from time import monotonic
 from typing import Any, TypeVar
 
 from ..protocol import MapClosedError
+from ..protocol.mapping import IterationGauge
+from ..protocol.stats import MapStats
 from ._breaker import CircuitBreaker
 from ._lifecycle import track_for_fork, track_owner_thread
 from ._mailbox import Mailbox, Request
 from ._owned import OwnedMap, stage
 from ._owner import Owner
-from ._stats import ActorStats, check_options, normalize_timeout
+from ._stats import check_options, map_stats, normalize_timeout
 
 __all__ = ["ActorMap"]
 
@@ -256,9 +258,14 @@ class ActorMap(OwnedMap[K, V]):
         """Whether the map was closed (it accepts no more calls)."""
         return self._mailbox.closed
 
-    def stats(self) -> ActorStats:
-        """Queue depth, admissions, rejections, cancellations and the breaker's state."""
-        return self._mailbox.stats(self._owner)
+    @property
+    def _iterations(self) -> IterationGauge:
+        return self._owner.iterations
+
+    def _collect_stats(self) -> MapStats:
+        # ``stats()`` (the protocol's): the operation counters and, in ``mailbox``, the
+        # queue's depth, admissions, waits, timeouts, rejections and the breaker's state.
+        return map_stats("ActorMap", self._mailbox.stats(self._owner), self._owner)
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop accepting calls and stop the owner thread.

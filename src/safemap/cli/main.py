@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import bench, demo
+from . import bench, demo, top
 
 
 def _gil_state() -> str:
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="show the installed map types and the interpreter")
     bench.add_parser(sub)
     demo.add_parser(sub)
+    top.add_parser(sub)
     return parser
 
 
@@ -74,5 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench.run(args)
     if args.command == "demo":
         return demo.run(args)
+    if args.command == "top":
+        return top.run(args)
     parser.print_help()
     return 0

@@ -25,8 +25,16 @@
  * Holds are keyed by a per-thread serial number (64-bit, handed out once per
  * thread and never reused), not by the thread ident, which the OS recycles: a
  * hold leaked by a thread that ended can never pass to a later thread.
+ *
+ * Statistics: acquisitions, contended acquisitions (the first admission try
+ * failed and the caller waited) and the time spent waiting (monotonic clock,
+ * slow path only), all changed with the state locked, so exact.
+ *
+ * This module also owns the process-wide contention sampler of every native
+ * lock (sm_contention.h): safemap.native._core takes it through a capsule.
  */
 #include "../native/sm_compat.h"
+#include "../native/sm_contention.h"
 #include "pythread.h"
 
 #if SM_FREE_THREADED
@@ -80,6 +88,9 @@ typedef struct rw_lock {
 #if SM_FREE_THREADED
     PyMutex mutex;
 #endif
+    Py_ssize_t acquisitions;    /* holds taken (read or write); state locked */
+    Py_ssize_t contentions;     /* of those attempts, the ones that had to wait */
+    int64_t wait_ns;            /* time spent waiting in them */
     uint64_t writer;            /* serial of the writing thread, or 0 */
     Py_ssize_t writers_waiting; /* waiters with write == 1 */
     rw_hold *readers;           /* raw-malloc'ed array */
@@ -180,20 +191,6 @@ rw_unregister(rw_lock *self, rw_waiter *w, int acquired)
     }
 }
 
-/* ------------------------------------------------------------------ time */
-
-static int64_t
-rw_now_ns(void)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    PyTime_t t = 0;
-    (void)PyTime_MonotonicRaw(&t);
-    return (int64_t)t;
-#else
-    return (int64_t)_PyTime_GetMonotonicClock();
-#endif
-}
-
 enum { RW_FOREVER, RW_TRY, RW_DEADLINE };
 
 /* timeout: None or -1 waits forever, 0 only tries, > 0 seconds.  May run
@@ -221,7 +218,7 @@ rw_parse_timeout(PyObject *timeout, int *mode, int64_t *deadline)
         *mode = RW_TRY;
         return 0;
     }
-    int64_t now = rw_now_ns();
+    int64_t now = sm_now_ns();
     double ns = t * 1e9;
     if (ns >= (double)(INT64_MAX - now)) {
         return 0; /* beyond any clock: forever */
@@ -229,6 +226,142 @@ rw_parse_timeout(PyObject *timeout, int *mode, int64_t *deadline)
     *mode = RW_DEADLINE;
     *deadline = now + (int64_t)ns;
     return 0;
+}
+
+/* ------------------------------------------------- contention sampling */
+
+/* The process-wide sampler (sm_contention.h).  The callback is changed under
+ * rw_sample_mutex (free-threaded builds; the GIL otherwise) and read under it
+ * by a report, which takes its own reference before calling. */
+static void rw_report(PyObject *kind, int64_t wait_ns);
+static SMContention rw_contention = {0, 0, rw_report};
+static PyObject *rw_sample_callback; /* None-free: NULL when off */
+#if SM_FREE_THREADED
+static PyMutex rw_sample_mutex;
+#  define RW_LOCK_SAMPLER() PyMutex_Lock(&rw_sample_mutex)
+#  define RW_UNLOCK_SAMPLER() PyMutex_Unlock(&rw_sample_mutex)
+#else
+#  define RW_LOCK_SAMPLER() ((void)0)
+#  define RW_UNLOCK_SAMPLER() ((void)0)
+#endif
+static SM_THREAD_LOCAL int rw_in_report; /* this thread runs the callback */
+static PyObject *rw_str_RWLock;
+
+static void
+rw_report(PyObject *kind, int64_t wait_ns)
+{
+    if (rw_in_report) {
+        return; /* a contended acquisition inside the callback itself */
+    }
+    RW_LOCK_SAMPLER();
+    PyObject *cb = Py_XNewRef(rw_sample_callback);
+    RW_UNLOCK_SAMPLER();
+    if (cb == NULL) {
+        return; /* turned off meanwhile */
+    }
+    rw_in_report = 1;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+#endif
+    PyObject *wait = PyFloat_FromDouble((double)wait_ns / 1e9);
+    PyObject *res = wait == NULL ? NULL : PyObject_CallFunctionObjArgs(cb, kind, wait, NULL);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(cb);
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(wait);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(et, ev, tb);
+#endif
+    rw_in_report = 0;
+    Py_DECREF(cb);
+}
+
+static PyObject *
+rw_set_contention_sampling(PyObject *Py_UNUSED(module), PyObject *const *args,
+                           Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "_set_contention_sampling expected 2 arguments (every, callback), got %zd",
+                     nargs);
+        return NULL;
+    }
+    if (PyBool_Check(args[0]) || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "every must be an int");
+        return NULL;
+    }
+    long every = PyLong_AsLong(args[0]);
+    if (every == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (every < 0 || every > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "every must be >= 0 (0 turns sampling off)");
+        return NULL;
+    }
+    PyObject *cb = args[1];
+    if (every > 0 && !PyCallable_Check(cb)) {
+        PyErr_SetString(PyExc_TypeError, "callback must be callable when every > 0");
+        return NULL;
+    }
+    PyObject *new_cb = every > 0 ? Py_NewRef(cb) : NULL;
+    RW_LOCK_SAMPLER();
+    PyObject *old = rw_sample_callback;
+    rw_sample_callback = new_cb;
+#if SM_FREE_THREADED
+    _Py_atomic_store_ssize_relaxed(&rw_contention.seen, 0);
+    _Py_atomic_store_int_relaxed(&rw_contention.every, (int)every);
+#else
+    rw_contention.seen = 0;
+    rw_contention.every = (int)every;
+#endif
+    RW_UNLOCK_SAMPLER();
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+/* Sampled waits of holds this thread still has, reported when it releases
+ * them (never while it holds the lock).  A few are enough: one per lock the
+ * thread holds at once; more are dropped. */
+typedef struct {
+    const void *lock;
+    int64_t wait_ns;
+} rw_pending_wait;
+
+#define RW_MAX_PENDING 4
+static SM_THREAD_LOCAL rw_pending_wait rw_pending[RW_MAX_PENDING];
+static SM_THREAD_LOCAL int rw_npending;
+
+static void
+rw_keep_sample(rw_lock *self, int64_t wait_ns)
+{
+    if (rw_npending < RW_MAX_PENDING) {
+        rw_pending[rw_npending].lock = self;
+        rw_pending[rw_npending].wait_ns = wait_ns;
+        rw_npending++;
+    }
+}
+
+/* The calling thread holds self no more: report its kept samples for self. */
+static void
+rw_report_kept(rw_lock *self)
+{
+    int i = 0;
+    while (i < rw_npending) {
+        if (rw_pending[i].lock == self) {
+            int64_t wait_ns = rw_pending[i].wait_ns;
+            rw_pending[i] = rw_pending[--rw_npending];
+            rw_report(rw_str_RWLock, wait_ns);
+        }
+        else {
+            i++;
+        }
+    }
 }
 
 /* ------------------------------------------------------------- acquiring */
@@ -263,29 +396,55 @@ rw_try_admit(rw_lock *self, uint64_t me, int write)
     return -1;
 }
 
+/* The wait that began at t0 ends (state locked): add it; return it. */
+static int64_t
+rw_waited(rw_lock *self, int64_t t0)
+{
+    int64_t waited = sm_now_ns() - t0;
+    if (waited < 0) {
+        waited = 0;
+    }
+    self->wait_ns += waited;
+    return waited;
+}
+
 static int
 rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
 {
     uint64_t me = rw_me();
     rw_waiter w = {NULL, NULL, NULL, 0, write};
     int registered = 0, status;
+    int64_t t0 = -1, waited = 0; /* t0 >= 0: the first admission failed, we wait */
     for (;;) {
         RW_LOCK_STATE(self);
         status = rw_try_admit(self, me, write);
         if (status != -1) {
+            if (status == RW_ACQUIRED) {
+                self->acquisitions++;
+                if (t0 >= 0) {
+                    waited = rw_waited(self, t0);
+                }
+            }
             if (registered) {
                 rw_unregister(self, &w, status == RW_ACQUIRED);
             }
             RW_UNLOCK_STATE(self);
             break;
         }
+        if (t0 < 0 && mode != RW_TRY) {
+            self->contentions++;
+            t0 = sm_now_ns();
+        }
         int64_t remaining = 0;
         if (mode == RW_DEADLINE) {
-            remaining = deadline - rw_now_ns();
+            remaining = deadline - sm_now_ns();
         }
         if (mode == RW_TRY || (mode == RW_DEADLINE && remaining <= 0)) {
             if (registered) {
                 rw_unregister(self, &w, 0);
+            }
+            if (t0 >= 0) {
+                waited = rw_waited(self, t0);
             }
             RW_UNLOCK_STATE(self);
             status = RW_TIMED_OUT;
@@ -336,6 +495,9 @@ rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
             registered = 0;
             RW_UNLOCK_STATE(self);
             if (Py_MakePendingCalls() < 0) {
+                RW_LOCK_STATE(self);
+                (void)rw_waited(self, t0);
+                RW_UNLOCK_STATE(self);
                 status = RW_INTERRUPTED;
                 break;
             }
@@ -345,6 +507,15 @@ rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
     }
     if (w.sem != NULL) {
         PyThread_free_lock(w.sem);
+    }
+    if (t0 >= 0 && (status == RW_ACQUIRED || status == RW_TIMED_OUT) &&
+        SM_UNLIKELY(sm_contention_sampled(&rw_contention))) {
+        if (status == RW_ACQUIRED) {
+            rw_keep_sample(self, waited); /* reported when this thread releases */
+        }
+        else {
+            rw_report(rw_str_RWLock, waited); /* holds nothing of self */
+        }
     }
     return status;
 }
@@ -440,13 +611,18 @@ rw_release_read(PyObject *op, PyObject *Py_UNUSED(ignored))
                         "RWLock: release_read() by a thread that holds no read lock");
         return NULL;
     }
+    int released = 0;
     if (--self->readers[i].count == 0) {
         self->readers[i] = self->readers[--self->nreaders];
         if (self->nreaders == 0) {
             rw_wake_all(self);
         }
+        released = self->writer != me;
     }
     RW_UNLOCK_STATE(self);
+    if (SM_UNLIKELY(rw_npending) && released) {
+        rw_report_kept(self);
+    }
     Py_RETURN_NONE;
 }
 
@@ -464,8 +640,26 @@ rw_release_write(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     self->writer = 0;
     rw_wake_all(self);
+    int released = rw_find(self, me) < 0;
     RW_UNLOCK_STATE(self);
+    if (SM_UNLIKELY(rw_npending) && released) {
+        rw_report_kept(self);
+    }
     Py_RETURN_NONE;
+}
+
+/* _stats(): (acquisitions, contentions, wait_seconds), read with the state
+ * locked. */
+static PyObject *
+rw_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    RW_LOCK_STATE(self);
+    Py_ssize_t acquisitions = self->acquisitions;
+    Py_ssize_t contentions = self->contentions;
+    int64_t wait_ns = self->wait_ns;
+    RW_UNLOCK_STATE(self);
+    return Py_BuildValue("(nnd)", acquisitions, contentions, (double)wait_ns / 1e9);
 }
 
 /* --------------------------------------------------------- introspection */
@@ -673,6 +867,8 @@ rw_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
         return NULL;
     }
     self->writer = 0;
+    self->acquisitions = self->contentions = 0;
+    self->wait_ns = 0;
     self->writers_waiting = 0;
     self->readers = NULL;
     self->nreaders = self->readers_cap = 0;
@@ -756,6 +952,10 @@ static PyMethodDef rw_methods[] = {
     {"write_held_by_current_thread", rw_write_held_by_current_thread, METH_NOARGS,
      "write_held_by_current_thread()\n--\n\n"
      "Whether the calling thread holds the write lock."},
+    {"_stats", rw_stats, METH_NOARGS,
+     "_stats()\n--\n\n"
+     "(acquisitions, contentions, wait_seconds): holds taken, acquisitions that found "
+     "the lock unavailable and waited, and the total time spent waiting (exact)."},
     {"_read_holds_by_current_thread", rw_read_holds_of_current_thread, METH_NOARGS,
      "_read_holds_by_current_thread()\n--\n\n"
      "How many read holds the calling thread has (0 if none)."},
@@ -787,6 +987,12 @@ static PyTypeObject RWLock_Type = {
 static PyMethodDef mod_methods[] = {
     {"_after_fork_in_child", rw_after_fork_in_child, METH_NOARGS,
      "Forget the holds and waiters of threads that do not exist in a fork child."},
+    {"_set_contention_sampling", (PyCFunction)(void (*)(void))rw_set_contention_sampling,
+     METH_FASTCALL,
+     "_set_contention_sampling(every, callback)\n--\n\n"
+     "Every `every`-th contended acquisition of any native lock of safemap (RWLock, "
+     "the native maps' locks) calls callback(kind, wait_seconds) on the thread that "
+     "waited, once it has released the lock; every=0 turns sampling off."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -810,6 +1016,18 @@ rw_exec(PyObject *module)
             (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
             return -1;
         }
+    }
+    if (rw_str_RWLock == NULL && (rw_str_RWLock = PyUnicode_InternFromString("RWLock")) == NULL) {
+        return -1;
+    }
+    PyObject *capsule = PyCapsule_New(&rw_contention, SM_CONTENTION_CAPSULE, NULL);
+    if (capsule == NULL) {
+        return -1;
+    }
+    int added = PyModule_AddObjectRef(module, "_contention", capsule);
+    Py_DECREF(capsule);
+    if (added < 0) {
+        return -1;
     }
     PyTypeObject *types[] = {&RWLock_Type, &RWHold_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {

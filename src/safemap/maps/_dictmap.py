@@ -28,6 +28,16 @@ hold too), and the dict stays consistent under a single-key write made from insi
 its own operations. Concurrent nested writes of several threads each holding a read hold
 are serialized by ``_nested`` (a re-entrant mutex: ``clear`` replaces ``_data``).
 
+Statistics (``stats()``). Every acquisition first tries the lock without blocking; only
+when that fails is the blocking acquisition timed, and the contention (count, wait) is
+added under ``_slow``, a small lock taken on that slow path only. Point reads count a hit
+or a miss in ``_reads`` while holding the read side (see ``_guards``: shared under the
+mutex, per-thread cells under the RWLock). Writes count under a hold that excludes every
+other writer (the write side, or ``_nested``), so plain attribute increments are exact.
+``_iters`` counts the iterations started and in progress (from the copy to the end or the
+close of the iterator): a write that finds one in progress counts in
+``writes_during_iteration``.
+
 Release outside the lock. A value (or a transaction's undo log) that a write replaces or
 removes is kept in a local until the lock is released, so a ``__del__`` it triggers runs
 with the map free and its own writes to the map land.
@@ -37,8 +47,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, MutableMapping
+from time import perf_counter
 
-from .._typing import Any, TypeVar
+from .._typing import TYPE_CHECKING, Any, TypeVar
 from ..protocol import (
     DELETE,
     MISSING,
@@ -47,9 +58,14 @@ from ..protocol import (
     RecursiveUpdateError,
     TransactionView,
 )
-from ..protocol.mapping import _sentinel_stored
+from ..protocol.contention import record
+from ..protocol.mapping import IterationGauge, _sentinel_stored, commit_counts
 from ..protocol.sentinels import Delete, Missing
-from ._guards import IN_OPERATION, IN_TRANSACTION, Locks, track_for_fork
+from ..protocol.variants import plain_class
+from ._guards import IN_OPERATION, IN_TRANSACTION, LockChoice, track_for_fork
+
+if TYPE_CHECKING:
+    from ..protocol.stats import MapStats
 
 __all__ = ["DictBackedMap"]
 
@@ -63,20 +79,61 @@ _ABSENT: Any = object()
 class DictBackedMap(ConcurrentMapping[K, V]):
     """Shared implementation of the pure-Python maps; a subclass chooses the lock."""
 
-    __slots__ = ("__weakref__", "_busy", "_data", "_held", "_nested", "_read", "_txn", "_write")
+    __slots__ = (
+        "__weakref__",
+        "_block_read",
+        "_block_write",
+        "_busy",
+        "_contentions",
+        "_data",
+        "_deletes",
+        "_held",
+        "_inserts",
+        "_iters",
+        "_lock",
+        "_nested",
+        "_reads",
+        "_release_read",
+        "_release_write",
+        "_slow",
+        "_try_read",
+        "_try_write",
+        "_txn",
+        "_updates",
+        "_wait",
+        "_write_acquisitions",
+        "_writes_during_iteration",
+    )
 
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
         self._data: dict[K, V] = {}
-        self._read, self._write, self._held = self._make_locks()
+        choice = self._make_locks()
+        self._use_locks(choice)
+        self._reads = choice.counts()
         self._nested = threading.RLock()
+        self._slow = threading.Lock()
         self._busy = False
         self._txn = False
+        self._inserts = self._updates = self._deletes = 0
+        self._write_acquisitions = 0
+        self._contentions = 0
+        self._wait = 0.0
+        self._iters = IterationGauge()
+        self._writes_during_iteration = 0
         track_for_fork(self)
         self.update(other, **kwargs)
 
     @staticmethod
-    def _make_locks() -> Locks:
+    def _make_locks() -> LockChoice:
         raise NotImplementedError
+
+    def _use_locks(self, choice: LockChoice) -> None:
+        self._lock = choice.lock
+        self._try_read, self._block_read = choice.try_read, choice.read
+        self._release_read = choice.release_read
+        self._try_write, self._block_write = choice.try_write, choice.write
+        self._release_write = choice.release_write
+        self._held = choice.held
 
     def _after_fork_in_child(self) -> None:
         # Only the forking thread survives in the child. If it held this map's lock it keeps
@@ -84,18 +141,77 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         # a thread that no longer exists, so the map gets a fresh, free one. The data is
         # consistent either way: every write is a single dict operation.
         if not self._held():
-            self._read, self._write, self._held = self._make_locks()
+            self._use_locks(self._make_locks())
             self._busy = self._txn = False
         if not self._nested._is_owned():  # type: ignore[attr-defined]
             self._nested = threading.RLock()
+        self._slow = threading.Lock()
+        self._iters.after_fork_in_child()
+
+    # ---------------------------------------------------------- locking, counting
+
+    def _contended(self, acquire: Callable[[], object], side: str) -> None:
+        """The slow path: the lock was held; wait for it, timed, and count the wait."""
+        start = perf_counter()
+        acquire()
+        wait = perf_counter() - start
+        with self._slow:
+            self._contentions += 1
+            self._wait += wait
+        record(f"{plain_class(type(self)).__name__}.{side}", wait)
+
+    def _enter_read(self) -> None:
+        if not self._try_read(0):
+            self._contended(self._block_read, "read")
+        self._reads.cell[2] += 1  # another acquisition of the read side
+
+    def _enter_write(self) -> None:
+        if not self._try_write(0):
+            self._contended(self._block_write, "write")
+        self._write_acquisitions += 1
+
+    def _counted_write(self) -> None:
+        """Called under an exclusive hold by a write that changed the map."""
+        if self._iters.active:
+            self._writes_during_iteration += 1
+
+    def _collect_stats(self) -> MapStats:
+        from ..protocol.stats import MapStats
+
+        hits, misses, reads = self._reads.totals()
+        with self._slow:
+            contentions, wait = self._contentions, self._wait
+        return MapStats(
+            kind=plain_class(type(self)).__name__,
+            hits=hits,
+            misses=misses,
+            inserts=self._inserts,
+            updates=self._updates,
+            deletes=self._deletes,
+            size=len(self._data),
+            iterations=self._iters.started,
+            writes_during_iteration=self._writes_during_iteration,
+            lock_acquisitions=hits + misses + reads + self._write_acquisitions,
+            lock_contentions=contentions,
+            lock_wait_seconds=wait,
+            notes=(self._reads.note,) if self._reads.note else (),
+        )
 
     # ---------------------------------------------------------------- primitives
 
     def load(self, key: K) -> tuple[V | None, bool]:
-        with self._read:
+        if not self._try_read(0):
+            self._contended(self._block_read, "read")
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
+            if value is _ABSENT:
+                self._reads.cell[1] += 1  # a miss
+            else:
+                self._reads.cell[0] += 1  # a hit
+        finally:
+            self._release_read()
         return (None, False) if value is _ABSENT else (value, True)
 
     def store(self, key: K, value: V) -> None:
@@ -105,8 +221,11 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             with self._nested:
                 old = self._store_held(key, value)
         else:
-            with self._write:
+            self._enter_write()
+            try:
                 old = self._store_held(key, value)
+            finally:
+                self._release_write()
         del old  # released with the lock free: its __del__ may write to the map
 
     def _store_held(self, key: K, value: V) -> Any:
@@ -114,15 +233,24 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         if self._busy:
             raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
         data = self._data
+        size = len(data)
         # One lookup for a new key; an existing one is replaced by a second store, and the
         # value it held is returned so that the caller releases it after unlocking.
         old = data.setdefault(key, value)
         if old is not value:
             data[key] = value
+            self._updates += 1
+        elif len(data) != size:
+            self._inserts += 1
+        else:
+            return old  # the very object it held: no change, nothing counted
+        if self._iters.active:
+            self._writes_during_iteration += 1
         return old
 
     def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
-        with self._write:
+        self._enter_write()
+        try:
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
             self._busy = True
@@ -133,73 +261,110 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 if new is DELETE:
                     if old is not _ABSENT:
                         del data[key]
+                        self._deletes += 1
+                        self._counted_write()
                     return None
                 if new is MISSING:
                     raise _sentinel_stored(new)
+                if new is old:
+                    return new  # type: ignore[no-any-return]  # kept: no change, no count
                 data[key] = new
+                if old is _ABSENT:
+                    self._inserts += 1
+                else:
+                    self._updates += 1
+                self._counted_write()
                 return new
             finally:
                 self._busy = False
-        # ``old`` is a local: the value replaced or removed is released after the ``with``.
+        finally:
+            self._release_write()
+        # ``old`` is a local: the value replaced or removed is released after the lock.
 
     def load_and_delete(self, key: K) -> tuple[V | None, bool]:
         if self._held():
             with self._nested:
                 value = self._pop_held(key)
         else:
-            with self._write:
+            self._enter_write()
+            try:
                 value = self._pop_held(key)
+            finally:
+                self._release_write()
         return (None, False) if value is _ABSENT else (value, True)
 
     def _pop_held(self, key: K) -> Any:
         if self._busy:
             raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
-        return self._data.pop(key, _ABSENT)
+        value = self._data.pop(key, _ABSENT)
+        if value is not _ABSENT:
+            self._deletes += 1
+            self._counted_write()
+        return value
 
     def __len__(self) -> int:
-        with self._read:
+        self._enter_read()
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             return len(self._data)
+        finally:
+            self._release_read()
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
-        with self._read:
+        self._enter_read()
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()  # one C call: no finalizer runs in the middle of it
-        yield from data.items()
+        finally:
+            self._release_read()
+        yield from self._iters.iterate(data.items())
 
     def __iter__(self) -> Iterator[K]:
-        with self._read:
+        self._enter_read()
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             keys = list(self._data)
-        return iter(keys)
+        finally:
+            self._release_read()
+        return self._iters.iterate(keys)
 
     def clear(self) -> None:
         if self._held():
             with self._nested:
                 old = self._clear_held()
         else:
-            with self._write:
+            self._enter_write()
+            try:
                 old = self._clear_held()
+            finally:
+                self._release_write()
         del old  # values are released outside the lock: their __del__ may use the map
 
     def _clear_held(self) -> dict[K, V]:
         if self._busy:
             raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
         old, self._data = self._data, {}
+        if old:
+            self._deletes += len(old)
+            self._counted_write()
         return old
 
     def snapshot(self) -> FrozenMap[K, V]:
-        with self._read:
+        self._enter_read()
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()
+        finally:
+            self._release_read()
         return FrozenMap._adopt(data)
 
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
-        with self._write:
+        self._enter_write()
+        try:
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
             self._busy = self._txn = True
@@ -207,32 +372,72 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             try:
                 result = fn(view)
                 view._commit(self._data)
+                self._count_commit(view)
                 return result
             finally:
                 view._close()
                 self._busy = self._txn = False
+        finally:
+            self._release_write()
         # ``view`` holds the commit's undo log (every replaced or removed value) and the
-        # values ``fn`` wrote: as a local, it is released after the ``with``.
+        # values ``fn`` wrote: as a local, it is released after the lock.
+
+    def _count_commit(self, view: TransactionView[K, V]) -> None:
+        inserts, updates, deletes = commit_counts(view)
+        self._inserts += inserts
+        self._updates += updates
+        self._deletes += deletes
+        if inserts or updates or deletes:
+            self._counted_write()
 
     # ---------------------------------- hot dict methods, shortened (same guarantees)
 
     def __getitem__(self, key: K) -> V:
-        with self._read:
+        if not self._try_read(0):
+            self._contended(self._block_read, "read")
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            return self._data[key]
+            value = self._data.get(key, _ABSENT)
+            if value is _ABSENT:
+                self._reads.cell[1] += 1  # a miss
+            else:
+                self._reads.cell[0] += 1  # a hit
+        finally:
+            self._release_read()
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
         self.store(key, value)
 
     def __contains__(self, key: object) -> bool:
-        with self._read:
+        if not self._try_read(0):
+            self._contended(self._block_read, "read")
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            return key in self._data
+            found = key in self._data
+            if found:
+                self._reads.cell[0] += 1  # a hit
+            else:
+                self._reads.cell[1] += 1  # a miss
+        finally:
+            self._release_read()
+        return found
 
     def get(self, key: K, default: Any = None, /) -> Any:
-        with self._read:
+        if not self._try_read(0):
+            self._contended(self._block_read, "read")
+        try:
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            return self._data.get(key, default)
+            value = self._data.get(key, _ABSENT)
+            if value is _ABSENT:
+                self._reads.cell[1] += 1  # a miss
+            else:
+                self._reads.cell[0] += 1  # a hit
+        finally:
+            self._release_read()
+        return default if value is _ABSENT else value

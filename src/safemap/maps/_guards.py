@@ -1,16 +1,32 @@
-"""The two locks a dict-backed map can sit behind, as ``(read, write)`` context managers.
+"""The two locks a dict-backed map can sit behind, and how each counts its reads.
 
-``DictBackedMap`` enters ``read`` for shared access and ``write`` for exclusive access and
-keeps its own re-entry bookkeeping; a lock choice only says how to exclude other threads:
+``DictBackedMap`` takes shared access with ``try_read(0)`` (and, only if that failed, the
+timed blocking ``read()``), exclusive access with ``try_write(0)`` / ``write()``, and keeps its
+own re-entry bookkeeping; a lock choice only says how to exclude other threads:
 
 - ``mutex_locks``: one ``threading.RLock`` for both. Re-entrant, so a compute callback, a
   key's ``__eq__`` or a ``__del__`` run by the cyclic GC that reads the map on the holding
-  thread proceeds instead of deadlocking (the map refuses nested *writes* itself). The RLock
-  is its own context manager, implemented in C: an asynchronous ``KeyboardInterrupt`` cannot
-  land between the body and the release and leak the lock.
+  thread proceeds instead of deadlocking (the map refuses nested *writes* itself).
 - ``rwlock_locks``: a :class:`~safemap.RWLock`. Its write side refuses, with
   ``RecursiveUpdateError``, a thread that already holds the lock: a nested write from inside
   an operation would be an upgrade, which deadlocks.
+
+Read counters (``reads``). Point reads count a hit or a miss while holding the read side.
+Under the mutex one shared :class:`SharedCounts` is exact. Readers of an RWLock hold it
+together:
+
+- with the GIL, one shared :class:`GILCounts` is exact too: ``obj.attr += 1`` on an int
+  slot runs no Python code and reaches no point where the interpreter switches threads
+  (those are calls, backward jumps and function entries), so no other thread runs inside
+  it;
+- on free-threaded builds ``+= 1`` on a shared attribute from several threads loses
+  updates (and would make every reader write one cache line), so readers count in
+  :class:`ThreadCounts`: one cell per thread (a ``threading.local``), registered with the
+  map's totals and folded into them when its thread ends. Each cell has one writer, its
+  thread; ``totals()`` adds the folded base and the live cells under one lock. It costs
+  more per read than a shared counter (a thread-local lookup), which is why GIL builds do
+  not use it. The choice is made when the map is created; the GIL can be enabled later
+  on a free-threaded build (never disabled), and the cells stay exact then.
 
 After ``os.fork()`` the child has only the forking thread, so a lock another thread held at
 the fork would never be released: ``reset_after_fork`` gives every live map fresh locks in
@@ -20,34 +36,26 @@ the child (keeping holds of the forking thread), so the child can use its maps.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 
-from .._typing import TYPE_CHECKING, Any
+from .._typing import Any
 from ..locks import RWLock
 from ..protocol import RecursiveUpdateError
 
 __all__ = [
     "IN_OPERATION",
     "IN_TRANSACTION",
-    "Locks",
+    "GILCounts",
+    "LockChoice",
+    "SharedCounts",
+    "ThreadCounts",
     "mutex_locks",
     "rwlock_locks",
     "track_for_fork",
 ]
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-    from typing import TypeAlias
-
-    Locks: TypeAlias = tuple[
-        AbstractContextManager[Any], AbstractContextManager[Any], Callable[[], bool]
-    ]
-else:
-    Locks = tuple  # annotations only; kept cheap at run time
-"""``(read, write, held)``: context managers of one lock, and whether the calling thread
-holds it."""
 
 IN_TRANSACTION = (
     "the map's own methods cannot be called from inside its transaction(); use the view"
@@ -58,44 +66,191 @@ IN_OPERATION = (
 )
 
 
-def mutex_locks() -> Locks:
+class LockChoice:
+    """One lock's operations, as bound methods (no wrapper on the fast path).
+
+    ``try_read(0)`` / ``try_write(0)`` take the lock if it is free and say whether they did;
+    ``read()`` / ``write()`` block until they take it; ``held()`` says whether the calling
+    thread holds it; ``counts()`` makes the read counters this choice needs."""
+
+    __slots__ = (
+        "counts",
+        "held",
+        "lock",
+        "read",
+        "release_read",
+        "release_write",
+        "try_read",
+        "try_write",
+        "write",
+    )
+
+    def __init__(
+        self,
+        lock: Any,
+        try_read: Callable[..., bool],
+        read: Callable[[], object],
+        release_read: Callable[[], None],
+        try_write: Callable[..., bool],
+        write: Callable[[], object],
+        release_write: Callable[[], None],
+        held: Callable[[], bool],
+        counts: Callable[[], SharedCounts | ThreadCounts],
+    ) -> None:
+        self.lock = lock
+        self.try_read = try_read
+        self.read = read
+        self.release_read = release_read
+        self.try_write = try_write
+        self.write = write
+        self.release_write = release_write
+        self.held = held
+        self.counts = counts
+
+
+class SharedCounts:
+    """Read counters updated under a mutex: one object, exact.
+
+    ``cell`` is ``[hits, misses, reads]``, ``reads`` being the other acquisitions of the
+    read side (len, iteration, snapshot); a list, as in :class:`ThreadCounts`, so the map
+    counts the same way with either."""
+
+    __slots__ = ("cell",)
+
+    note = ""  # what ``MapStats.notes`` says about these counters (nothing to say)
+
+    def __init__(self) -> None:
+        self.cell = [0, 0, 0]
+
+    def totals(self) -> tuple[int, int, int]:
+        hits, misses, reads = self.cell
+        return hits, misses, reads
+
+
+class GILCounts(SharedCounts):
+    """Read counters of concurrent readers on a GIL build: shared, exact (module doc)."""
+
+    __slots__ = ()
+
+    note = (
+        "point reads of concurrent readers are counted in one shared counter: exact, since "
+        "the GIL never switches threads inside an increment"
+    )
+
+
+class _Cells:
+    """The registry behind a :class:`ThreadCounts`: the base the cells of ended threads were
+    folded into, and the live cells (each a thread's ``threading.local`` dict)."""
+
+    __slots__ = ("__weakref__", "base", "cells", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.base = [0, 0, 0]
+        self.cells: dict[int, list[int]] = {}
+
+    def add(self, cell: list[int]) -> None:
+        key = id(cell)
+        with self.lock:
+            self.cells[key] = cell
+        # The cell is folded once its thread's Thread object is gone (the thread has
+        # ended and runs no more code of this map); until then it stays live.
+        fin = weakref.finalize(threading.current_thread(), _fold, weakref.ref(self), key)
+        fin.atexit = False
+
+    def totals(self) -> tuple[int, int, int]:
+        with self.lock:
+            hits, misses, reads = self.base
+            for cell in self.cells.values():
+                hits += cell[0]
+                misses += cell[1]
+                reads += cell[2]
+        return hits, misses, reads
+
+
+def _fold(ref: weakref.ref[_Cells], key: int) -> None:
+    cells = ref()
+    if cells is None:
+        return
+    with cells.lock:
+        cell = cells.cells.pop(key, None)
+        if cell is not None:
+            base = cells.base
+            for i, count in enumerate(cell):
+                base[i] += count
+
+
+class ThreadCounts(threading.local):
+    """Read counters of concurrent readers: each thread's attributes are its own cell."""
+
+    note = (
+        "point reads are counted in per-thread cells (folded into the totals when their "
+        "thread ends): concurrent readers share no written counter, and every count is exact"
+    )
+
+    cell: list[int]  # [hits, misses, reads] of the calling thread
+    _cells: _Cells
+
+    def __init__(self, cells: _Cells) -> None:
+        # Runs once in each thread, on that thread's first use of this object. The counts
+        # are one list per thread (one thread-local lookup per count, then list items).
+        self.cell = [0, 0, 0]
+        self._cells = cells
+        cells.add(self.cell)
+
+    def totals(self) -> tuple[int, int, int]:
+        return self._cells.totals()
+
+
+_gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
+
+
+def _thread_counts() -> ThreadCounts:
+    return ThreadCounts(_Cells())
+
+
+def mutex_locks() -> LockChoice:
     """One re-entrant mutex for reads and writes."""
     lock = threading.RLock()
-    return lock, lock, lock._is_owned  # type: ignore[attr-defined]
+    acquire, release = lock.acquire, lock.release
+    return LockChoice(
+        lock,
+        acquire,
+        acquire,
+        release,
+        acquire,
+        acquire,
+        release,
+        lock._is_owned,  # type: ignore[attr-defined]
+        SharedCounts,
+    )
 
 
-class _RWRead:
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: RWLock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        self._lock.acquire_read()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release_read()
-
-
-class _RWWrite:
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: RWLock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        if self._lock.held_by_current_thread():
-            raise RecursiveUpdateError(IN_OPERATION)
-        self._lock.acquire_write()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release_write()
-
-
-def rwlock_locks() -> Locks:
+def rwlock_locks() -> LockChoice:
     """One writer-preferring readers-writer lock: reads share, writes exclude."""
     lock = RWLock()
-    return _RWRead(lock), _RWWrite(lock), lock.held_by_current_thread
+    held = lock.held_by_current_thread
+    acquire_write = lock.acquire_write
+
+    def try_write(timeout: int) -> bool:
+        if held():
+            raise RecursiveUpdateError(IN_OPERATION)
+        return acquire_write(timeout)
+
+    def write() -> bool:
+        return acquire_write()
+
+    return LockChoice(
+        lock,
+        lock.acquire_read,
+        lock.acquire_read,
+        lock.release_read,
+        try_write,
+        write,
+        lock.release_write,
+        held,
+        GILCounts if _gil_enabled() else _thread_counts,
+    )
 
 
 # Keyed by id: maps are unhashable, so a WeakSet cannot hold them.

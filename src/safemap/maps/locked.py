@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._typing import TypeVar
 from ._dictmap import DictBackedMap
-from ._guards import Locks, mutex_locks
+from ._guards import LockChoice, mutex_locks
 
 __all__ = ["LockedMap"]
 
@@ -25,5 +25,5 @@ class LockedMap(DictBackedMap[K, V]):
     __slots__ = ()
 
     @staticmethod
-    def _make_locks() -> Locks:
+    def _make_locks() -> LockChoice:
         return mutex_locks()

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, MutableMapping
 
-from .._typing import Any, TypeVar
+from .._typing import TYPE_CHECKING, Any, TypeVar
 from ..protocol import ConcurrentMapping, TransactionView
 from . import _core
+
+if TYPE_CHECKING:
+    from ..protocol.stats import MapStats
 
 __all__ = ["ConcurrentMap", "SyncMap"]
 
@@ -28,6 +31,46 @@ if hasattr(os, "register_at_fork"):
 
 DEFAULT_SHARDS: int = _core.DEFAULT_SHARDS
 """The shard count ``ConcurrentMap()`` uses: 4 per CPU, a power of two in [8, 128]."""
+
+
+def _register_contention_backend() -> None:
+    """Hand the native locks' sampler to the contention profiler's registry
+    (``safemap.protocol.contention``), in builds that have it."""
+    import importlib
+
+    try:
+        contention = importlib.import_module("safemap.protocol.contention")
+    except ModuleNotFoundError as exc:  # pragma: no cover - a build without the profiler
+        if exc.name != "safemap.protocol.contention":
+            raise
+        return
+    contention.register_backend(_core._set_contention_sampling)
+
+
+_register_contention_backend()
+
+_COUNTERS = (
+    "hits",
+    "misses",
+    "inserts",
+    "updates",
+    "deletes",
+    "size",
+    "iterations",
+    "writes_during_iteration",
+    "lock_acquisitions",
+    "lock_contentions",
+    "lock_wait_seconds",
+)
+
+
+def _map_stats(kind: str, raw: dict[str, Any]) -> MapStats:
+    """The MapStats of a native map's ``_stats_raw()`` (imported here, not at module import:
+    ``import safemap`` stays light)."""
+    from ..protocol.stats import MapStats, ShardStats
+
+    shards = tuple(ShardStats(i, *row) for i, row in enumerate(raw.get("shards", ())))
+    return MapStats(kind=kind, shards=shards, **{name: raw[name] for name in _COUNTERS})
 
 
 def _run_transaction(storage: Any, fn: Callable[[MutableMapping[Any, Any]], T]) -> T:
@@ -72,11 +115,17 @@ class ConcurrentMap(_core.ConcurrentMapBase, ConcurrentMapping[K, V]):
     - an exception from a key or a callback leaves the map unchanged; overwritten and
       removed values are released only after the lock is released.
 
-    ``stats()`` returns cheap counters: per-shard sizes, lock acquisitions, contended
-    acquisitions and (GIL builds) lock-free reads.
+    Statistics (``stats()``) are exact on both builds and always on: point reads as hits
+    and misses, inserts, updates and deletes, iterations and writes made during one, and
+    per shard its entries, lock acquisitions, contended acquisitions and time waited.
     """
 
     __slots__ = ()
+
+    def _collect_stats(self) -> MapStats:
+        """Exact counters since the map was made (``docs/native.md``, "Statistics"); one
+        ``ShardStats`` per shard."""
+        return _map_stats(type(self).__name__, self._stats_raw())
 
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         """Run ``fn(view)`` holding every shard lock (taken in index order) and return its
@@ -107,9 +156,17 @@ class SyncMap(_core.SyncMapBase, ConcurrentMapping[K, V]):
     - iteration is weakly consistent and holds no lock while your loop body runs;
       ``snapshot()`` is a consistent point-in-time copy;
     - an exception from a key or a callback leaves the map unchanged.
+
+    Statistics (``stats()``) are exact on both builds and always on; the mutex's
+    acquisitions, contentions and wait are the map's ``lock_*`` counters (no per-shard
+    detail: the map has one lock).
     """
 
     __slots__ = ()
+
+    def _collect_stats(self) -> MapStats:
+        """Exact counters since the map was made (``docs/native.md``, "Statistics")."""
+        return _map_stats(type(self).__name__, self._stats_raw())
 
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         """Run ``fn(view)`` with every writer excluded and return its result; the view's

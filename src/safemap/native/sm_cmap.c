@@ -74,12 +74,10 @@
 #  define HELD_INC(m) ((void)(m), sm_tls_held++)
 #  define HELD_DEC(m) ((void)(m), sm_tls_held--)
 #  define REENTRY_POSSIBLE(m) (sm_tls_held != 0)
-#  define COUNT_READ(s) ((void)0)
 #else
 #  define HELD_INC(m) ((m)->held++)
 #  define HELD_DEC(m) ((m)->held--)
 #  define REENTRY_POSSIBLE(m) ((m)->held != 0)
-#  define COUNT_READ(s) ((s)->reads++)
 #endif
 
 /* Bracket one dict mutation: the version is odd while it is in progress. */
@@ -121,6 +119,22 @@ cm_held_by_me(SMCMapObject *m, void *me)
 
 static inline void cm_unlock(SMCMapObject *m, SMShard *s);
 
+/* Count one changing write made under s's lock: size_delta +1 inserted a key,
+ * -1 removed one, 0 replaced a value with another object. */
+static inline void
+cm_wrote(SMCMapObject *m, SMShard *s, Py_ssize_t size_delta)
+{
+    if (size_delta > 0) {
+        SM_WROTE(s->writes, inserts, 1, &m->stats);
+    }
+    else if (size_delta < 0) {
+        SM_WROTE(s->writes, deletes, 1, &m->stats);
+    }
+    else {
+        SM_WROTE(s->writes, updates, 1, &m->stats);
+    }
+}
+
 /* The last dict call of a write (every write on 3.11 GIL builds; deletes on
  * the others, where a store looks the old value up first).  Such a call first mutates
  * the dict -- running no Python code, except a key's __eq__ during its lookup,
@@ -160,7 +174,20 @@ cm_final_complete(SMCMapObject *m, SMShard *s, SMFinal *f)
 {
     f->done = 1;
     s->final = NULL;
-    SM_ADD_SSIZE(&m->count, PyDict_GET_SIZE(s->dict) - f->size);
+    Py_ssize_t delta = PyDict_GET_SIZE(s->dict) - f->size;
+    SM_ADD_SSIZE(&m->count, delta);
+    /* A changed size is an insert or a delete; an unchanged one with a moved
+     * version tag (3.11: dict bumps it only when the value object changes) an
+     * update; neither, nothing (an error in the lookup, or the same object). */
+#if SM_FINAL_CALL
+    if (delta != 0 || SM_DICT_TAG(s->dict) != f->tag) {
+        cm_wrote(m, s, delta);
+    }
+#else
+    if (delta != 0) {
+        cm_wrote(m, s, delta);
+    }
+#endif
     END_MUT(s);
     cm_unlock(m, s);
 }
@@ -234,11 +261,13 @@ cm_read_slow(SMCMapObject *m, SMShard *s)
          * thread holds none of them (the committer holds them all), so
          * waiting for this shard's lock is deadlock-free; once we get it the
          * change is complete. */
-        int contended;
-        if (sm_lock_acquire(&s->lock, me, &contended) < 0) {
+        if (sm_lock_counted(&s->lock, &s->lockstats, me) < 0) {
             return -1;
         }
-        sm_lock_release(&s->lock);
+        int64_t sampled = sm_unlock_counted(&s->lock, &s->lockstats);
+        if (SM_UNLIKELY(sampled)) {
+            sm_report_wait(SM_str_ConcurrentMap, sampled);
+        }
     }
     return 0;
 }
@@ -257,33 +286,30 @@ cm_read_check(SMCMapObject *m, SMShard *s)
 static inline int
 cm_lock(SMCMapObject *m, SMShard *s, void *me)
 {
-    int contended;
-#if !SM_FREE_THREADED
-    /* GIL builds: count contention before waiting (the GIL protects the
-     * counter), so that it is visible while the waiter waits. */
-    if (s->lock.owner != NULL) {
-        s->contended++;
-    }
-#endif
-    if (sm_lock_acquire(&s->lock, me, &contended) < 0) {
+    if (sm_lock_counted(&s->lock, &s->lockstats, me) < 0) {
         return -1;
     }
-    /* Free-threaded builds: counters are written by the lock holder only. */
-    SM_STORE_SSIZE_RELAXED(&s->locks, SM_LOAD_SSIZE_RELAXED(&s->locks) + 1);
-#if SM_FREE_THREADED
-    if (contended) {
-        SM_STORE_SSIZE_RELAXED(&s->contended, SM_LOAD_SSIZE_RELAXED(&s->contended) + 1);
-    }
-#endif
     HELD_INC(m);
     return 0;
 }
 
+/* Release s; returns its sampled wait for sm_report_wait, or 0. */
+static inline int64_t
+cm_release(SMCMapObject *m, SMShard *s)
+{
+    HELD_DEC(m);
+    return sm_unlock_counted(&s->lock, &s->lockstats);
+}
+
+/* Release s, the only lock of m this thread holds, and report a sampled wait
+ * for it (Python code: only once nothing of m is held). */
 static inline void
 cm_unlock(SMCMapObject *m, SMShard *s)
 {
-    HELD_DEC(m);
-    sm_lock_release(&s->lock);
+    int64_t sampled = cm_release(m, s);
+    if (SM_UNLIKELY(sampled)) {
+        sm_report_wait(SM_str_ConcurrentMap, sampled);
+    }
 }
 
 /* Hash key, check re-entry, lock its shard.  NULL with an exception set on
@@ -302,6 +328,44 @@ cm_begin_write(SMCMapObject *m, PyObject *key, Py_hash_t hash)
     return s;
 }
 
+/* Release shards [0, n), held by this thread, in reverse order; then report
+ * their sampled waits (none is reported while any of them is held). */
+static void
+cm_unlock_first(SMCMapObject *m, Py_ssize_t n)
+{
+    int64_t one = 0;       /* the usual case: at most one sampled wait */
+    int64_t *many = NULL;  /* more: copied out before the shards are released */
+    Py_ssize_t nsampled = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        nsampled += cm_shard_at(m, i)->lockstats.sampled != 0;
+    }
+    if (SM_UNLIKELY(nsampled > 1)) {
+        /* PyMem runs no Python code; out of memory, the samples are dropped. */
+        many = PyMem_Malloc((size_t)nsampled * sizeof(int64_t));
+    }
+    nsampled = 0;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        int64_t sampled = cm_release(m, cm_shard_at(m, i));
+        if (SM_UNLIKELY(sampled)) {
+            if (many != NULL) {
+                many[nsampled++] = sampled;
+            }
+            else {
+                one = sampled;
+            }
+        }
+    }
+    if (SM_UNLIKELY(one)) {
+        sm_report_wait(SM_str_ConcurrentMap, one);
+    }
+    if (SM_UNLIKELY(many != NULL)) {
+        for (Py_ssize_t i = 0; i < nsampled; i++) {
+            sm_report_wait(SM_str_ConcurrentMap, many[i]);
+        }
+        PyMem_Free(many);
+    }
+}
+
 /* Lock every shard in index order (the one global lock order; only threads
  * holding no lock of m do this).  0 or -1 (nothing held). */
 static int
@@ -313,9 +377,7 @@ cm_lock_all(SMCMapObject *m)
     void *me = sm_me();
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
         if (cm_lock(m, cm_shard_at(m, i), me) < 0) {
-            while (--i >= 0) {
-                cm_unlock(m, cm_shard_at(m, i));
-            }
+            cm_unlock_first(m, i);
             return -1;
         }
     }
@@ -325,9 +387,7 @@ cm_lock_all(SMCMapObject *m)
 static void
 cm_unlock_all(SMCMapObject *m)
 {
-    for (Py_ssize_t i = m->nshards - 1; i >= 0; i--) {
-        cm_unlock(m, cm_shard_at(m, i));
-    }
+    cm_unlock_first(m, m->nshards);
 }
 
 /* Mark every shard as mid-mutation (odd versions) and make readers wait:
@@ -386,10 +446,10 @@ cm_read_hashed(SMCMapObject *m, PyObject *key, Py_hash_t hash, PyObject **out)
         *out = NULL;
         return -1;
     }
-    COUNT_READ(s);
     return sm_dict_get(s->dict, key, hash, out);
 }
 
+/* A point read (m[k], get, in, load): counted as a hit or a miss. */
 static inline int
 cm_read(SMCMapObject *m, PyObject *key, PyObject **out)
 {
@@ -398,7 +458,14 @@ cm_read(SMCMapObject *m, PyObject *key, PyObject **out)
         *out = NULL;
         return -1;
     }
-    return cm_read_hashed(m, key, hash, out);
+    int r = cm_read_hashed(m, key, hash, out);
+    if (r > 0) {
+        SM_CELL_ADD(&m->stats, hits, 1);
+    }
+    else if (r == 0) {
+        SM_CELL_ADD(&m->stats, misses, 1);
+    }
+    return r;
 }
 
 /* m[key] = value.  0 or -1. */
@@ -435,8 +502,11 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
         if (w < 0) {
             r = -1;
         }
-        else if (r == 0) {
-            SM_ADD_SSIZE(&m->count, 1);
+        else {
+            if (r == 0) {
+                SM_ADD_SSIZE(&m->count, 1);
+            }
+            cm_wrote(m, s, r == 0);
         }
     }
     cm_unlock(m, s);
@@ -561,6 +631,7 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
                 goto unlock;
             }
             SM_ADD_SSIZE(&m->count, -1);
+            cm_wrote(m, s, -1);
         }
         result = Py_NewRef(Py_None);
     }
@@ -575,6 +646,7 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
             if (old == NULL) {
                 SM_ADD_SSIZE(&m->count, 1);
             }
+            cm_wrote(m, s, old == NULL);
         }
         result = Py_NewRef(res);
     }
@@ -763,11 +835,15 @@ cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
     int r = sm_dict_setdefault(s->dict, key, value, cur);
     if (r == 0) {
         SM_ADD_SSIZE(&m->count, 1);
+        cm_wrote(m, s, 1);
     }
     else if (r == 1 && replace && *cur != value) {
         if (sm_dict_set(s->dict, key, value, hash) < 0) {
             Py_CLEAR(*cur);
             r = -1;
+        }
+        else {
+            cm_wrote(m, s, 0);
         }
     }
     END_MUT(s);
@@ -853,6 +929,7 @@ cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject
                 }
                 else {
                     SM_ADD_SSIZE(&m->count, -1);
+                    cm_wrote(m, s, -1);
                 }
                 END_MUT(s);
             }
@@ -860,6 +937,9 @@ cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject
                 BEGIN_MUT(s);
                 if (sm_dict_set(s->dict, key, new, hash) < 0) {
                     r = -1;
+                }
+                else {
+                    cm_wrote(m, s, 0);
                 }
                 END_MUT(s);
             }
@@ -954,10 +1034,14 @@ cm_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     cm_begin_multi(m);
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
-        PyObject *d = cm_shard_at(m, i)->dict;
+        SMShard *s = cm_shard_at(m, i);
+        Py_ssize_t n = PyDict_GET_SIZE(s->dict);
         /* Cannot fail: the space is reserved and the lock excludes writers. */
-        (void)sm_buf_collect_dict(&grave, d);
-        PyDict_Clear(d);
+        (void)sm_buf_collect_dict(&grave, s->dict);
+        PyDict_Clear(s->dict);
+        if (n > 0) {
+            SM_WROTE(s->writes, deletes, n, &m->stats);
+        }
     }
     SM_STORE_SSIZE_RELAXED(&m->count, 0);
     cm_end_multi(m);
@@ -1088,7 +1172,7 @@ cm_iter_common(SMCMapObject *m, int kind)
         sm_raise_recursive(MSG_TXN_REENTRY);
         return NULL;
     }
-    return sm_iter_new((PyObject *)m, cm_fill, kind);
+    return sm_iter_new((PyObject *)m, &m->stats, cm_fill, kind);
 }
 
 static PyObject *
@@ -1130,74 +1214,56 @@ cm_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(size);
 }
 
-/* stats(): cheap counters for observability.  Values are read without locks:
- * each is exact when the map is quiescent. */
+/* _stats_raw(): the counters, read without locks (each exact once the
+ * operations it races with are done), as a dict whose keys are MapStats
+ * field names; "shards" is a list of (entries, lock_acquisitions,
+ * lock_contentions, lock_wait_seconds).  safemap.native builds the MapStats. */
 static PyObject *
-cm_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+cm_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMCMapObject *m = (SMCMapObject *)op;
     Py_ssize_t n = m->nshards;
-    PyObject *sizes = PyList_New(n);
-    PyObject *locks = PyList_New(n);
-    PyObject *contended = PyList_New(n);
-#if SM_FREE_THREADED
-    PyObject *reads = Py_NewRef(Py_None);
-#else
-    PyObject *reads = PyList_New(n);
-#endif
-    if (sizes == NULL || locks == NULL || contended == NULL || reads == NULL) {
+    SMWrites w = {0, 0, 0, 0};
+    SMLockStats total = {0, 0, 0, 0};
+    PyObject *d = PyDict_New();
+    PyObject *shards = PyList_New(n);
+    if (d == NULL || shards == NULL) {
         goto fail;
     }
-    Py_ssize_t tot_locks = 0, tot_contended = 0, tot_reads = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         SMShard *s = cm_shard_at(m, i);
-        Py_ssize_t l = SM_LOAD_SSIZE_RELAXED(&s->locks);
-        Py_ssize_t c = SM_LOAD_SSIZE_RELAXED(&s->contended);
-        tot_locks += l;
-        tot_contended += c;
-        PyObject *a = PyLong_FromSsize_t(PyDict_Size(s->dict));
-        if (a == NULL) {
+        Py_ssize_t acq = SM_LOAD_SSIZE_RELAXED(&s->lockstats.acquisitions);
+        Py_ssize_t cont = SM_LOAD_SSIZE_RELAXED(&s->lockstats.contentions);
+        int64_t wait = SM_LOAD_I64_RELAXED(&s->lockstats.wait_ns);
+        total.acquisitions += acq;
+        total.contentions += cont;
+        total.wait_ns += wait;
+        w.inserts += SM_LOAD_SSIZE_RELAXED(&s->writes.inserts);
+        w.updates += SM_LOAD_SSIZE_RELAXED(&s->writes.updates);
+        w.deletes += SM_LOAD_SSIZE_RELAXED(&s->writes.deletes);
+        w.during_iteration += SM_LOAD_SSIZE_RELAXED(&s->writes.during_iteration);
+        PyObject *row = Py_BuildValue("(nnnd)", PyDict_Size(s->dict), acq, cont,
+                                      (double)wait / 1e9);
+        if (row == NULL) {
             goto fail;
         }
-        PyList_SET_ITEM(sizes, i, a);
-        if ((a = PyLong_FromSsize_t(l)) == NULL) {
-            goto fail;
-        }
-        PyList_SET_ITEM(locks, i, a);
-        if ((a = PyLong_FromSsize_t(c)) == NULL) {
-            goto fail;
-        }
-        PyList_SET_ITEM(contended, i, a);
-#if !SM_FREE_THREADED
-        tot_reads += s->reads;
-        if ((a = PyLong_FromSsize_t(s->reads)) == NULL) {
-            goto fail;
-        }
-        PyList_SET_ITEM(reads, i, a);
-#endif
+        PyList_SET_ITEM(shards, i, row);
     }
-    PyObject *reads_total = SM_FREE_THREADED ? Py_NewRef(Py_None) : PyLong_FromSsize_t(tot_reads);
-    if (reads_total == NULL) {
+    PyObject *size = PyLong_FromSsize_t(SM_LOAD_SSIZE(&m->count));
+    if (size == NULL) {
         goto fail;
     }
-    /* "N" steals each reference, also when building fails. */
-    return Py_BuildValue(
-        "{s:s,s:n,s:n,s:N,s:N,s:N,s:N,s:N,s:n,s:n}",
-        "type", "ConcurrentMap",
-        "shards", n,
-        "len", SM_LOAD_SSIZE(&m->count),
-        "shard_sizes", sizes,
-        "shard_reads", reads,
-        "shard_writes", locks,
-        "shard_contended", contended,
-        "reads", reads_total,
-        "writes", tot_locks,
-        "contended", tot_contended);
+    int rc = PyDict_SetItemString(d, "size", size);
+    Py_DECREF(size);
+    if (rc < 0 || sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &total) < 0 ||
+        PyDict_SetItemString(d, "shards", shards) < 0) {
+        goto fail;
+    }
+    Py_DECREF(shards);
+    return d;
 fail:
-    Py_XDECREF(sizes);
-    Py_XDECREF(locks);
-    Py_XDECREF(contended);
-    Py_XDECREF(reads);
+    Py_XDECREF(d);
+    Py_XDECREF(shards);
     return NULL;
 }
 
@@ -1393,12 +1459,16 @@ txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         r = sm_dict_del(s->dict, key, hash);
         if (r == 0) {
             SM_ADD_SSIZE(&m->count, -1);
+            cm_wrote(m, s, -1);
         }
     }
     else if (value != old) {
         r = sm_dict_set(s->dict, key, value, hash);
-        if (r == 0 && old == NULL) {
-            SM_ADD_SSIZE(&m->count, 1);
+        if (r == 0) {
+            if (old == NULL) {
+                SM_ADD_SSIZE(&m->count, 1);
+            }
+            cm_wrote(m, s, old == NULL);
         }
     }
     Py_XDECREF(old);  /* the grave holds it */
@@ -1586,6 +1656,10 @@ cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     m->held = 0;
 #endif
     m->weakreflist = NULL;
+    if (sm_stats_init(&m->stats) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     sm_register(&m->node, cm_after_fork);
     return (PyObject *)m;
 }
@@ -1686,6 +1760,7 @@ cm_dealloc(PyObject *op)
     m->nshards = 0;
     PyMem_Free(m->shards_alloc);
     m->shards_alloc = NULL;
+    sm_stats_fini(&m->stats);
     /* A Python subclass's dealloc (subtype_dealloc) drops its type's
      * reference after calling us; a static base type must not. */
     Py_TYPE(op)->tp_free(op);
@@ -1746,9 +1821,8 @@ static PyMethodDef cm_methods[] = {
      "Weakly consistent (key, value) iterator; holds no lock while the consumer runs."},
     {"_options", cm_options, METH_NOARGS, "The options that rebuild a map like this one."},
     {"__sizeof__", cm_sizeof, METH_NOARGS, "Size in memory, in bytes, shards included."},
-    {"stats", cm_stats, METH_NOARGS,
-     "stats(): cheap counters: per-shard sizes, reads (GIL builds), lock acquisitions "
-     "(writes) and how many of those found the lock held (contended)."},
+    {"_stats_raw", cm_stats_raw, METH_NOARGS,
+     "The statistics counters as a dict of MapStats field names (see stats())."},
     {"_txn_begin", cm_txn_begin, METH_NOARGS,
      "Lock every shard (index order) for transaction(); returns the storage."},
     {"_txn_end", cm_txn_end, METH_O, "Release what _txn_begin took."},

@@ -18,25 +18,23 @@ typedef struct SMFinal {
     int done;
 } SMFinal;
 
-/* One shard: a plain dict, the lock that serializes its writers, and
- * counters.  Padded to a cache line so that threads working on different
- * shards never write the same line (matters on free-threaded builds). */
+/* One shard: a plain dict, the lock that serializes its writers, and its
+ * counters.  Padded to whole cache lines so that threads working on
+ * different shards never write the same line (matters on free-threaded
+ * builds). */
 typedef struct {
     SMLock lock;
     PyObject *dict;         /* never replaced while the map lives: lock-free
                                readers may use it at any time */
     Py_ssize_t version;     /* even; odd while a mutation is in progress */
-    Py_ssize_t reads;       /* lock-free reads (GIL builds only: counting
-                               them on free-threaded builds would make
-                               readers write a shared line) */
-    Py_ssize_t locks;       /* lock acquisitions, counted under the lock */
-    Py_ssize_t contended;   /* acquisitions that found the lock held */
     struct SMFinal *final;  /* the holder's write in its last dict call, or
                                NULL (see cm_final_begin in sm_cmap.c); only
                                the lock holder reads or writes it */
+    SMLockStats lockstats;  /* the lock's acquisitions, contentions, wait */
+    SMWrites writes;        /* this shard's writes, counted by the holder */
 } SMShard;
 
-#define SM_SHARD_STRIDE 64
+#define SM_SHARD_STRIDE SM_LINE
 typedef union {
     SMShard s;
     char pad[((sizeof(SMShard) + SM_SHARD_STRIDE - 1) / SM_SHARD_STRIDE) * SM_SHARD_STRIDE];
@@ -57,6 +55,7 @@ typedef struct {
     int shared;              /* a second thread has used the map: deferred
                                 reference counting is on (sm_note_thread) */
     void *txn_owner;         /* thread running transaction(fn), or NULL */
+    SMStats stats;           /* reads, iterations (lock-free counters) */
 #if !SM_FREE_THREADED
     Py_ssize_t held;         /* shard locks held right now by any thread */
 #endif

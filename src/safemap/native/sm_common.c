@@ -23,6 +23,154 @@ Py_ssize_t SM_default_shards = 8;
 SM_THREAD_LOCAL Py_ssize_t sm_tls_held = 0;
 #endif
 
+/* ------------------------------------------------------------ statistics */
+
+SMContention *sm_contention = NULL;
+PyObject *SM_str_ConcurrentMap = NULL;
+PyObject *SM_str_SyncMap = NULL;
+
+#if SM_FREE_THREADED
+Py_ssize_t sm_nstripes = 2;
+SM_THREAD_LOCAL SM_TLS_FAST Py_ssize_t sm_tls_stripe = 0;
+static Py_ssize_t sm_next_stripe = 0;
+
+Py_ssize_t
+sm_stripe_assign(void)
+{
+    /* In order: the first sm_nstripes threads never share a stripe. */
+    Py_ssize_t s = _Py_atomic_add_ssize(&sm_next_stripe, 1) + 1;
+    sm_tls_stripe = s;
+    return s;
+}
+#endif
+
+int
+sm_stats_init(SMStats *st)
+{
+#if SM_FREE_THREADED
+    size_t bytes = (size_t)sm_nstripes * sizeof(SMStripe) + SM_LINE;
+    st->stripes_alloc = PyMem_Calloc(1, bytes);
+    if (st->stripes_alloc == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uintptr_t p = (uintptr_t)st->stripes_alloc;
+    p = (p + SM_LINE - 1) & ~(uintptr_t)(SM_LINE - 1);
+    st->stripes = (SMStripe *)p;
+#else
+    (void)st;
+#endif
+    return 0;
+}
+
+void
+sm_stats_fini(SMStats *st)
+{
+#if SM_FREE_THREADED
+    PyMem_Free(st->stripes_alloc);
+    st->stripes_alloc = NULL;
+    st->stripes = NULL;
+#else
+    (void)st;
+#endif
+}
+
+void
+sm_stats_sum(SMStats *st, SMCells *out)
+{
+#if SM_FREE_THREADED
+    memset(out, 0, sizeof(*out));
+    if (st->stripes == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < sm_nstripes; i++) {
+        SMCells *c = &st->stripes[i].c;
+        out->hits += _Py_atomic_load_ssize_relaxed(&c->hits);
+        out->misses += _Py_atomic_load_ssize_relaxed(&c->misses);
+        out->iterations += _Py_atomic_load_ssize_relaxed(&c->iterations);
+        out->updates += _Py_atomic_load_ssize_relaxed(&c->updates);
+        out->during_iteration += _Py_atomic_load_ssize_relaxed(&c->during_iteration);
+    }
+#else
+    *out = st->cells;
+#endif
+}
+
+int
+sm_lock_wait(SMLock *lock, SMLockStats *ls, void *me)
+{
+    SM_ADD_SSIZE(&ls->contentions, 1);
+    int64_t t0 = sm_now_ns();
+    int rc = sm_lock_acquire_slow(lock, me);
+    int64_t waited = sm_now_ns() - t0;
+    if (waited < 0) {
+        waited = 0;
+    }
+    /* Holding the lock now -- or, on GIL builds only, having given up on a
+     * signal (a free-threaded wait is not interruptible): the GIL then
+     * protects the counters. */
+    SM_BUMP_I64(&ls->wait_ns, waited);
+    if (rc < 0) {
+        return -1;
+    }
+    SM_BUMP(&ls->acquisitions, 1);
+    if (SM_UNLIKELY(sm_contention_sampled(sm_contention))) {
+        ls->sampled = waited + 1;
+    }
+    return 0;
+}
+
+static int
+sm_set_n(PyObject *d, const char *key, Py_ssize_t v)
+{
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return rc;
+}
+
+static int
+sm_set_seconds(PyObject *d, const char *key, int64_t ns)
+{
+    PyObject *o = PyFloat_FromDouble((double)ns / 1e9);
+    if (o == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return rc;
+}
+
+int
+sm_lock_stats_into(PyObject *d, SMLockStats *ls)
+{
+    if (sm_set_n(d, "lock_acquisitions", SM_LOAD_SSIZE_RELAXED(&ls->acquisitions)) < 0 ||
+        sm_set_n(d, "lock_contentions", SM_LOAD_SSIZE_RELAXED(&ls->contentions)) < 0 ||
+        sm_set_seconds(d, "lock_wait_seconds", SM_LOAD_I64_RELAXED(&ls->wait_ns)) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
+sm_stats_into(PyObject *d, const SMWrites *w, SMStats *st)
+{
+    SMCells c;
+    sm_stats_sum(st, &c);
+    if (sm_set_n(d, "hits", c.hits) < 0 || sm_set_n(d, "misses", c.misses) < 0 ||
+        sm_set_n(d, "iterations", c.iterations) < 0 ||
+        sm_set_n(d, "inserts", w->inserts) < 0 ||
+        sm_set_n(d, "updates", w->updates + c.updates) < 0 ||
+        sm_set_n(d, "deletes", w->deletes) < 0 ||
+        sm_set_n(d, "writes_during_iteration", w->during_iteration + c.during_iteration) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 int
 sm_raise_recursive(const char *what)
 {
@@ -181,6 +329,7 @@ sm_buf_collect_dict(SMBuf *buf, PyObject *d)
 typedef struct {
     PyObject_HEAD
     PyObject *owner;       /* the map; NULL once exhausted */
+    SMStats *stats;        /* the map's; counts this iterator while owner is set */
     sm_fill_fn fill;
     Py_ssize_t next_chunk;
     int kind;
@@ -188,13 +337,29 @@ typedef struct {
     Py_ssize_t pos;        /* next slot of buf to yield */
 } SMIterObject;
 
+/* The iterator stops counting as "in progress": when exhausted or freed. */
+static void
+smiter_done(SMIterObject *it)
+{
+#ifndef SM_NO_STATS
+    SM_ADD_SSIZE(&it->stats->iterating, -1);
+#else
+    (void)it;
+#endif
+}
+
 PyObject *
-sm_iter_new(PyObject *owner, sm_fill_fn fill, int kind)
+sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind)
 {
     SMIterObject *it = PyObject_GC_New(SMIterObject, &SMIter_Type);
     if (it == NULL) {
         return NULL;
     }
+    SM_CELL_ADD(stats, iterations, 1);
+#ifndef SM_NO_STATS
+    SM_ADD_SSIZE(&stats->iterating, 1);
+#endif
+    it->stats = stats;
     it->owner = Py_NewRef(owner);
     it->fill = fill;
     it->next_chunk = 0;
@@ -238,6 +403,7 @@ smiter_next(PyObject *op)
             goto done;
         }
         if (r == 0) {
+            smiter_done(it);
             drop = it->owner;
             it->owner = NULL;
             goto done;
@@ -286,6 +452,9 @@ static int
 smiter_clear(PyObject *op)
 {
     SMIterObject *it = (SMIterObject *)op;
+    if (it->owner != NULL) {
+        smiter_done(it);  /* before the map can go */
+    }
     Py_CLEAR(it->owner);
     sm_buf_clear(&it->buf);
     it->pos = 0;

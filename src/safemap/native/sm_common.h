@@ -7,6 +7,7 @@
 #define SAFEMAP_SM_COMMON_H
 
 #include "sm_compat.h"
+#include "sm_contention.h"
 #include "sm_lock.h"
 
 /* Objects from safemap.protocol, set once by the module's exec slot and kept
@@ -87,6 +88,197 @@ sm_note_thread(PyObject *op, int *shared)
 #  define sm_note_thread(op, shared) ((void)(op), (void)(shared))
 #endif
 
+/* ------------------------------------------------------------ statistics */
+
+/* Counters bumped on paths that take no lock: point reads (hits, misses),
+ * iterations started, and SyncMap's in-place updates (with the writes among
+ * them made while an iteration was in progress).
+ *
+ * GIL builds: one set, plain increments (the GIL makes them exact).
+ * Free-threaded builds: readers must not write a shared cache line, so each
+ * map has `sm_nstripes` sets ("stripes"), each on its own cache line; a
+ * thread bumps the stripe of its own index (handed out in order, once per
+ * thread) with an atomic add, and a snapshot sums the stripes -- Java's
+ * LongAdder.  Threads outnumbering the stripes share one, which costs
+ * speed, never exactness. */
+typedef struct {
+    Py_ssize_t hits;
+    Py_ssize_t misses;
+    Py_ssize_t iterations;
+    Py_ssize_t updates;
+    Py_ssize_t during_iteration;
+} SMCells;
+
+#define SM_LINE 64
+
+#if SM_FREE_THREADED
+typedef union {
+    SMCells c;
+    char pad[((sizeof(SMCells) + SM_LINE - 1) / SM_LINE) * SM_LINE];
+} SMStripe;
+
+extern Py_ssize_t sm_nstripes;  /* a power of two: 2 per CPU, in [2, 64] */
+/* The calling thread's stripe index + 1 (0: not handed out yet).  Initial-exec
+ * TLS where the toolchain has it: one load, no call. */
+#  if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
+#    define SM_TLS_FAST __attribute__((tls_model("initial-exec")))
+#  else
+#    define SM_TLS_FAST
+#  endif
+extern SM_THREAD_LOCAL SM_TLS_FAST Py_ssize_t sm_tls_stripe;
+Py_ssize_t sm_stripe_assign(void);
+
+static inline Py_ssize_t
+sm_stripe(void)
+{
+    Py_ssize_t s = sm_tls_stripe;
+    if (SM_UNLIKELY(s == 0)) {
+        s = sm_stripe_assign();
+    }
+    return (s - 1) & (sm_nstripes - 1);
+}
+#endif
+
+/* A map's statistics that are not tied to one lock. */
+typedef struct {
+#if SM_FREE_THREADED
+    SMStripe *stripes;    /* sm_nstripes, cache-line aligned */
+    void *stripes_alloc;  /* what to free */
+#else
+    SMCells cells;
+#endif
+    Py_ssize_t iterating; /* live iterators not yet exhausted (atomic adds) */
+} SMStats;
+
+/* 0, or -1 with MemoryError set.  The struct starts zeroed (tp_alloc). */
+int sm_stats_init(SMStats *st);
+void sm_stats_fini(SMStats *st);
+/* The sum of the cells (relaxed reads: exact once the bumps it races with are
+ * done). */
+void sm_stats_sum(SMStats *st, SMCells *out);
+
+/* SM_NO_STATS (-DSM_NO_STATS) compiles every count, timing and sample away.
+ * It exists for benchmarks/bench_stats.py only, which loads such a build
+ * beside the normal one to measure what the statistics cost; it is never
+ * shipped. */
+
+/* Bump a cell: SM_CELL_ADD(&m->stats, hits, 1). */
+#if defined(SM_NO_STATS)
+#  define SM_CELL_ADD(st, field, n) ((void)(st), (void)(n))
+#elif SM_FREE_THREADED
+#  define SM_CELL_ADD(st, field, n) \
+       ((void)_Py_atomic_add_ssize(&(st)->stripes[sm_stripe()].c.field, (n)))
+#else
+#  define SM_CELL_ADD(st, field, n) ((void)((st)->cells.field += (n)))
+#endif
+
+/* Is an iteration of the map in progress? */
+#ifdef SM_NO_STATS
+#  define SM_ITERATING(st) ((void)(st), 0)
+#else
+#  define SM_ITERATING(st) SM_UNLIKELY(SM_LOAD_SSIZE_RELAXED(&(st)->iterating) != 0)
+#endif
+
+/* Writes made under a lock, counted by its holder: one set per lock (shard or
+ * mutex), so they are exact with relaxed load + store.  A write is counted
+ * when it changes the map: an insert (a new key), an update (a present key
+ * gets another object) or a delete. */
+typedef struct {
+    Py_ssize_t inserts;
+    Py_ssize_t updates;
+    Py_ssize_t deletes;
+    Py_ssize_t during_iteration;
+} SMWrites;
+
+/* Count n writes of one kind, e.g. sm_wrote(&s->writes, &s->writes.inserts, 1,
+ * &m->stats).  Called holding the lock that `w` belongs to. */
+static inline void
+sm_wrote(SMWrites *w, Py_ssize_t *kind, Py_ssize_t n, SMStats *st)
+{
+#ifdef SM_NO_STATS
+    (void)w, (void)kind, (void)n, (void)st;
+    return;
+#endif
+    SM_BUMP(kind, n);
+    if (SM_ITERATING(st)) {
+        SM_BUMP(&w->during_iteration, n);
+    }
+}
+
+#define SM_WROTE(w, kind, n, st) sm_wrote(&(w), &(w).kind, (n), (st))
+
+/* One lock's acquisitions.  `acquisitions`, `wait_ns` and `sampled` are
+ * written by the holder only (after acquiring); `contentions` by each thread
+ * that finds the lock held, before it waits (atomic add on free-threaded
+ * builds), so a blocked waiter shows at once. */
+typedef struct {
+    Py_ssize_t acquisitions;
+    Py_ssize_t contentions;
+    int64_t wait_ns;
+    int64_t sampled;  /* the holder's wait (ns) + 1 to report at release, or 0 */
+} SMLockStats;
+
+/* The process-wide contention sampler (see sm_contention.h). */
+extern SMContention *sm_contention;
+
+/* The slow path of sm_lock_counted (sm_common.c). */
+int sm_lock_wait(SMLock *lock, SMLockStats *ls, void *me);
+
+/* Take the lock, counting the acquisition; the wait, if the lock is found
+ * held, is timed (monotonic clock: the slow path only).  0 or -1 as
+ * sm_lock_acquire. */
+static inline int
+sm_lock_counted(SMLock *lock, SMLockStats *ls, void *me)
+{
+#ifdef SM_NO_STATS
+    int contended;
+    (void)ls;
+    return sm_lock_acquire(lock, me, &contended);
+#endif
+    if (SM_LIKELY(sm_lock_try(lock, me))) {
+        SM_BUMP(&ls->acquisitions, 1);
+        return 0;
+    }
+    return sm_lock_wait(lock, ls, me);
+}
+
+/* Release a lock taken with sm_lock_counted.  Returns the holder's sampled
+ * wait (ns + 1) to hand to sm_report_wait once the operation holds no lock
+ * of the map any more, or 0 (the common case). */
+static inline int64_t
+sm_unlock_counted(SMLock *lock, SMLockStats *ls)
+{
+#ifdef SM_NO_STATS
+    (void)ls;
+    sm_lock_release(lock);
+    return 0;
+#endif
+    int64_t sampled = ls->sampled;
+    if (SM_UNLIKELY(sampled != 0)) {
+        ls->sampled = 0;
+    }
+    sm_lock_release(lock);
+    return sampled;
+}
+
+/* Report a sampled wait (a non-zero value of sm_unlock_counted).  Runs
+ * Python code: call it holding no lock of the map. */
+static inline void
+sm_report_wait(PyObject *kind, int64_t sampled)
+{
+    sm_contention->report(kind, sampled - 1);
+}
+
+/* The contention kinds reported by this module (interned at init). */
+extern PyObject *SM_str_ConcurrentMap;
+extern PyObject *SM_str_SyncMap;
+
+/* A dict of a lock's counters for _stats_raw: adds lock_acquisitions,
+ * lock_contentions and lock_wait_seconds to d.  0 or -1. */
+int sm_lock_stats_into(PyObject *d, SMLockStats *ls);
+/* Adds the write counters (a sum over locks) and the cells to d.  0 or -1. */
+int sm_stats_into(PyObject *d, const SMWrites *w, SMStats *st);
+
 /* ------------------------------------------------------------ item buffer */
 
 /* A growable array of strong references, in (key, value) pairs.  Memory comes
@@ -119,8 +311,10 @@ enum { SM_ITER_KEYS = 0, SM_ITER_ITEMS = 1 };
  * one chunk at a time and yields from the copy with no lock held.  Since a key
  * lives in exactly one chunk for ever, a key present throughout the iteration
  * is in exactly one copy, so it is yielded exactly once; no mutation can make
- * the iterator raise. */
-PyObject *sm_iter_new(PyObject *owner, sm_fill_fn fill, int kind);
+ * the iterator raise.  It counts an iteration started in `stats` (which must
+ * live as long as owner) and is one of `stats->iterating` until it is
+ * exhausted or freed. */
+PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind);
 
 /* ------------------------------------------------------------ the types */
 

@@ -78,6 +78,12 @@
 #  define SM_LOAD_SSIZE_RELAXED(p) _Py_atomic_load_ssize_relaxed(p)
 #  define SM_STORE_SSIZE_RELAXED(p, v) _Py_atomic_store_ssize_relaxed((p), (v))
 #  define SM_ADD_SSIZE(p, v) ((void)_Py_atomic_add_ssize((p), (v)))
+#  define SM_LOAD_INT_RELAXED(p) _Py_atomic_load_int_relaxed(p)
+#  define SM_LOAD_I64_RELAXED(p) _Py_atomic_load_int64_relaxed(p)
+/* A counter written by one thread at a time (a lock's holder) and read by
+ * anyone: relaxed load and store, no read-modify-write instruction. */
+#  define SM_BUMP(p, v) _Py_atomic_store_ssize_relaxed((p), _Py_atomic_load_ssize_relaxed(p) + (v))
+#  define SM_BUMP_I64(p, v) _Py_atomic_store_int64_relaxed((p), _Py_atomic_load_int64_relaxed(p) + (v))
 #else
 #  define SM_LOAD_PTR(p) (*(p))
 #  define SM_STORE_PTR(p, v) (*(p) = (v))
@@ -89,7 +95,25 @@
 #  define SM_LOAD_SSIZE_RELAXED(p) (*(p))
 #  define SM_STORE_SSIZE_RELAXED(p, v) (*(p) = (v))
 #  define SM_ADD_SSIZE(p, v) ((void)(*(p) += (v)))
+#  define SM_LOAD_INT_RELAXED(p) (*(p))
+#  define SM_LOAD_I64_RELAXED(p) (*(p))
+#  define SM_BUMP(p, v) ((void)(*(p) += (v)))
+#  define SM_BUMP_I64(p, v) ((void)(*(p) += (v)))
 #endif
+
+/* The monotonic clock, in nanoseconds.  Needs no GIL / attached thread state
+ * on 3.13+; on 3.11-3.12 it is called holding the GIL. */
+static inline int64_t
+sm_now_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t = 0;
+    (void)PyTime_MonotonicRaw(&t);
+    return (int64_t)t;
+#else
+    return (int64_t)_PyTime_GetMonotonicClock();
+#endif
+}
 
 /* Thread-local storage: used on free-threaded builds only, where a per-thread
  * "locks held" counter avoids writing a shared cache line on every operation. */

@@ -51,26 +51,41 @@ void sm_lock_fini(SMLock *lock);
  * exist in the child).  Returns 1 if `me` holds the lock. */
 int sm_lock_after_fork(SMLock *lock, void *me);
 
+/* Take the lock if it is free, without waiting: 1 if taken, 0 if it is held
+ * (by anyone, the caller included).  This is the fast path of every acquire;
+ * "contended" means exactly that it failed. */
+static inline int
+sm_lock_try(SMLock *lock, void *me)
+{
+#if SM_FREE_THREADED
+    /* PyMutex_Lock's own inline fast path (cpython/lock.h), as a try. */
+    uint8_t expected = _Py_UNLOCKED;
+    if (!_Py_atomic_compare_exchange_uint8(&lock->mutex._bits, &expected, _Py_LOCKED)) {
+        return 0;
+    }
+    SM_STORE_PTR_RELAXED(&lock->owner, me);
+    return 1;
+#else
+    if (SM_LIKELY(lock->owner == NULL)) {
+        lock->owner = me;
+        return 1;
+    }
+    return 0;
+#endif
+}
+
 /* Take the lock.  0: taken; -1: an exception was raised while waiting (a signal
  * handler raised, e.g. KeyboardInterrupt; the lock is NOT taken).  *contended is
  * set to 1 if the lock was found held. */
 static inline int
 sm_lock_acquire(SMLock *lock, void *me, int *contended)
 {
-#if SM_FREE_THREADED
-    *contended = SM_LOAD_PTR_RELAXED(&lock->owner) != NULL;
-    PyMutex_Lock(&lock->mutex);
-    SM_STORE_PTR_RELAXED(&lock->owner, me);
-    return 0;
-#else
-    if (SM_LIKELY(lock->owner == NULL)) {
-        lock->owner = me;
+    if (SM_LIKELY(sm_lock_try(lock, me))) {
         *contended = 0;
         return 0;
     }
     *contended = 1;
     return sm_lock_acquire_slow(lock, me);
-#endif
 }
 
 /* Release a lock held by the calling thread. */

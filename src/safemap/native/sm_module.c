@@ -73,13 +73,59 @@ sm_init_default_shards(void)
         n *= 2;
     }
     SM_default_shards = n;
+#if SM_FREE_THREADED
+    /* Statistics stripes: 2 per CPU, so that threads rarely share one. */
+    Py_ssize_t stripes = 2;
+    while (stripes < 2 * ncpu && stripes < 64) {
+        stripes *= 2;
+    }
+    sm_nstripes = stripes;
+#endif
+    return 0;
+}
+
+/* The contention sampler lives in safemap.locks._rwlock (one per process, for
+ * every native lock; see sm_contention.h): take its capsule, and expose its
+ * setter here as _set_contention_sampling. */
+static int
+sm_import_contention(PyObject *module)
+{
+    if (sm_contention == NULL) {
+        sm_contention = (SMContention *)PyCapsule_Import(SM_CONTENTION_CAPSULE, 0);
+        if (sm_contention == NULL) {
+            return -1;
+        }
+    }
+    PyObject *rw = PyImport_ImportModule("safemap.locks._rwlock");
+    if (rw == NULL) {
+        return -1;
+    }
+    PyObject *setter = PyObject_GetAttrString(rw, "_set_contention_sampling");
+    Py_DECREF(rw);
+    if (setter == NULL) {
+        return -1;
+    }
+    int rc = PyModule_AddObjectRef(module, "_set_contention_sampling", setter);
+    Py_DECREF(setter);
+    if (rc < 0) {
+        return -1;
+    }
+    if (SM_str_ConcurrentMap == NULL &&
+        (SM_str_ConcurrentMap = PyUnicode_InternFromString("ConcurrentMap")) == NULL) {
+        return -1;
+    }
+    if (SM_str_SyncMap == NULL &&
+        (SM_str_SyncMap = PyUnicode_InternFromString("SyncMap")) == NULL) {
+        return -1;
+    }
     return 0;
 }
 
 static int
 sm_exec(PyObject *module)
 {
-    if (sm_import_protocol() < 0 || sm_init_default_shards() < 0) {
+    if (sm_import_protocol() < 0 || sm_init_default_shards() < 0 ||
+        sm_import_contention(module) < 0) {
         return -1;
     }
     if (SM_sentinel == NULL && (SM_sentinel = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) == NULL) {

@@ -62,12 +62,10 @@ static char sm_expunged_marker;
 #  define SY_HELD_INC(m) (sm_tls_held++)
 #  define SY_HELD_DEC(m) (sm_tls_held--)
 #  define SY_REENTRY_POSSIBLE(m) (sm_tls_held != 0)
-#  define SY_COUNT(m, field) ((void)0)
 #else
 #  define SY_HELD_INC(m) ((m)->held++)
 #  define SY_HELD_DEC(m) ((m)->held--)
 #  define SY_REENTRY_POSSIBLE(m) ((m)->held != 0)
-#  define SY_COUNT(m, field) ((m)->field++)
 #endif
 
 #define MSG_WRITE_REENTRY \
@@ -215,22 +213,27 @@ SM_DEFINE_TYPE(SMEntry_Type) = {
 static inline int
 sy_lock(SMSMapObject *m, void *me)
 {
-    int contended;
-    if (sm_lock_acquire(&m->mu, me, &contended) < 0) {
+    if (sm_lock_counted(&m->mu, &m->mustats, me) < 0) {
         return -1;
     }
-    m->locks++;
-    m->contended += contended;
     SY_HELD_INC(m);
     return 0;
 }
 
+/* Release mu, then report a sampled wait for it (Python code: mu is not
+ * re-entrant, so this thread holds nothing of m any more). */
 static inline void
 sy_unlock(SMSMapObject *m)
 {
     SY_HELD_DEC(m);
-    sm_lock_release(&m->mu);
+    int64_t sampled = sm_unlock_counted(&m->mu, &m->mustats);
+    if (SM_UNLIKELY(sampled)) {
+        sm_report_wait(SM_str_SyncMap, sampled);
+    }
 }
+
+/* Count writes made under mu (see SMWrites). */
+#define SY_WROTE(m, kind, n) SM_WROTE((m)->writes, kind, (n), &(m)->stats)
 
 /* For reads that must consult dirty: take mu unless this thread already holds
  * it (a read from a callback).  *took says whether to sy_unlock afterwards. */
@@ -298,11 +301,13 @@ sy_read_slow(SMSMapObject *m)
     }
     if (SM_LOAD_INT(&m->committing) && !sm_lock_held_by(&m->mu, me)) {
         /* Several entries are changing together under mu: wait for it. */
-        int contended;
-        if (sm_lock_acquire(&m->mu, me, &contended) < 0) {
+        if (sm_lock_counted(&m->mu, &m->mustats, me) < 0) {
             return -1;
         }
-        sm_lock_release(&m->mu);
+        int64_t sampled = sm_unlock_counted(&m->mu, &m->mustats);
+        if (SM_UNLIKELY(sampled)) {
+            sm_report_wait(SM_str_SyncMap, sampled);
+        }
     }
     return 0;
 }
@@ -346,7 +351,7 @@ sy_promote_locked(SMSMapObject *m)
     PyDict_Clear(m->dirty);  /* read holds every entry: nothing is freed */
     SM_STORE_INT(&m->amended, 0);
     m->misses = 0;
-    m->promotions++;
+    SM_BUMP(&m->promotions, 1);
 }
 
 /* Count a read that had to consult dirty; promote once misses reach
@@ -361,7 +366,7 @@ sy_promote_locked(SMSMapObject *m)
 static void
 sy_miss_locked(SMSMapObject *m, int nested)
 {
-    m->locked_reads++;
+    SM_BUMP(&m->locked_reads, 1);
     if (++m->misses >= PyDict_GET_SIZE(m->dirty) && !nested) {
         sy_promote_locked(m);
     }
@@ -409,6 +414,9 @@ sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         /* Under mu, an entry found in read or dirty is live (see the top). */
         *old = entry_exchange(e, value);
         Py_DECREF(e);
+        if (*old != value) {
+            SY_WROTE(m, updates, 1);
+        }
         return 0;
     }
     if (fresh != NULL && *fresh != NULL) {
@@ -428,6 +436,7 @@ sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     }
     SM_STORE_INT(&m->amended, 1);
     SM_ADD_SSIZE(&m->count, 1);
+    SY_WROTE(m, inserts, 1);
     return 0;
 }
 
@@ -463,6 +472,7 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
             return 0;
         }
         SM_ADD_SSIZE(&m->count, -1);
+        SY_WROTE(m, deletes, 1);
         return 1;
     }
     /* A key of read: it leaves read now (a removed key must be released by
@@ -487,6 +497,7 @@ sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
     }
     *old = prev;
     SM_ADD_SSIZE(&m->count, -1);
+    SY_WROTE(m, deletes, 1);
     return 1;
 }
 
@@ -515,6 +526,7 @@ sy_final_complete(SMSMapObject *m, SYFinal *f)
     }
     if (prev != NULL) {
         SM_ADD_SSIZE(&m->count, -1);
+        SY_WROTE(m, deletes, 1);
     }
     f->old = prev;
     Py_CLEAR(f->e);  /* detached and expunged: freeing it runs no Python code */
@@ -617,7 +629,6 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
         return -1;
     }
     if (r > 0) {
-        SY_COUNT(m, fast_reads);
         *v = entry_load(e);
         Py_DECREF(e);
         return *v != NULL;
@@ -644,6 +655,7 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     return *v != NULL;
 }
 
+/* A point read (m[k], get, in, load): counted as a hit or a miss. */
 static int
 sy_load(SMSMapObject *m, PyObject *key, PyObject **v)
 {
@@ -652,7 +664,14 @@ sy_load(SMSMapObject *m, PyObject *key, PyObject **v)
         *v = NULL;
         return -1;
     }
-    return sy_load_hashed(m, key, hash, v);
+    int r = sy_load_hashed(m, key, hash, v);
+    if (r > 0) {
+        SM_CELL_ADD(&m->stats, hits, 1);
+    }
+    else if (r == 0) {
+        SM_CELL_ADD(&m->stats, misses, 1);
+    }
+    return r;
 }
 
 /* Swap in value (store/swap).  *old: previous value (strong) or NULL. */
@@ -685,7 +704,13 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
         Py_END_CRITICAL_SECTION();
         Py_DECREF(e);
         if (done) {
-            SY_COUNT(m, fast_writes);
+            if (prev != value) {
+                /* In place, with no lock: a lock-free counter. */
+                SM_CELL_ADD(&m->stats, updates, 1);
+                if (SM_ITERATING(&m->stats)) {
+                    SM_CELL_ADD(&m->stats, during_iteration, 1);
+                }
+            }
             *old = prev;  /* live: an entry is live until expunged */
             return 0;
         }
@@ -828,6 +853,12 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
             }
             Py_END_CRITICAL_SECTION();
             if (res == 1) {
+                if (cur != new) {
+                    SM_CELL_ADD(&m->stats, updates, 1);
+                    if (SM_ITERATING(&m->stats)) {
+                        SM_CELL_ADD(&m->stats, during_iteration, 1);
+                    }
+                }
                 Py_DECREF(cur);  /* the entry's reference */
                 Py_DECREF(cur);  /* ours */
                 Py_DECREF(e);
@@ -1302,6 +1333,10 @@ sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     PyDict_Clear(m->read);
     PyDict_Clear(m->dirty);
+    Py_ssize_t removed = SM_LOAD_SSIZE(&m->count);
+    if (removed > 0) {
+        SY_WROTE(m, deletes, removed);
+    }
     SM_STORE_SSIZE_RELAXED(&m->count, 0);
     m->misses = 0;
     SM_STORE_INT(&m->amended, 0);
@@ -1388,7 +1423,7 @@ sy_iter_common(SMSMapObject *m, int kind)
         sm_raise_recursive(MSG_TXN_REENTRY);
         return NULL;
     }
-    return sm_iter_new((PyObject *)m, sy_fill, kind);
+    return sm_iter_new((PyObject *)m, &m->stats, sy_fill, kind);
 }
 
 static PyObject *
@@ -1425,36 +1460,36 @@ sy_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(size);
 }
 
+/* _stats_raw(): the counters, read without the mutex (each exact once the
+ * operations it races with are done), as a dict whose keys are MapStats
+ * field names, plus SyncMap's own: read_size, dirty_size (with the map quiet,
+ * read_size + dirty_size == size: no dead entries are kept), locked_reads
+ * (point reads that took the mutex), promotions. */
 static PyObject *
-sy_stats(PyObject *op, PyObject *Py_UNUSED(ignored))
+sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMSMapObject *m = (SMSMapObject *)op;
-#if SM_FREE_THREADED
-    PyObject *fast_reads = Py_NewRef(Py_None);
-    PyObject *fast_writes = Py_NewRef(Py_None);
-#else
-    PyObject *fast_reads = PyLong_FromSsize_t(m->fast_reads);
-    PyObject *fast_writes = PyLong_FromSsize_t(m->fast_writes);
-#endif
-    if (fast_reads == NULL || fast_writes == NULL) {
-        Py_XDECREF(fast_reads);
-        Py_XDECREF(fast_writes);
-        return NULL;
-    }
-    /* Read without the mutex: each counter is exact when the map is quiet. */
-    return Py_BuildValue(
-        "{s:s,s:n,s:n,s:n,s:N,s:N,s:n,s:n,s:n,s:n,s:n}",
-        "type", "SyncMap",
-        "len", SM_LOAD_SSIZE(&m->count),
+    SMWrites w = {
+        SM_LOAD_SSIZE_RELAXED(&m->writes.inserts),
+        SM_LOAD_SSIZE_RELAXED(&m->writes.updates),
+        SM_LOAD_SSIZE_RELAXED(&m->writes.deletes),
+        SM_LOAD_SSIZE_RELAXED(&m->writes.during_iteration),
+    };
+    PyObject *d = Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n}",
+        "size", SM_LOAD_SSIZE(&m->count),
         "read_size", PyDict_Size(m->read),
         "dirty_size", PyDict_Size(m->dirty),
-        "fast_reads", fast_reads,
-        "fast_writes", fast_writes,
         "locked_reads", SM_LOAD_SSIZE_RELAXED(&m->locked_reads),
-        "writes", SM_LOAD_SSIZE_RELAXED(&m->locks),
-        "contended", SM_LOAD_SSIZE_RELAXED(&m->contended),
-        "misses", SM_LOAD_SSIZE_RELAXED(&m->misses),
         "promotions", SM_LOAD_SSIZE_RELAXED(&m->promotions));
+    if (d == NULL) {
+        return NULL;
+    }
+    if (sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &m->mustats) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 /* ------------------------------------------------------------ transaction */
@@ -1744,7 +1779,7 @@ sy_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     m->read = PyDict_New();
     m->dirty = PyDict_New();
-    if (m->read == NULL || m->dirty == NULL) {
+    if (m->read == NULL || m->dirty == NULL || sm_stats_init(&m->stats) < 0) {
         Py_DECREF(m);
         return NULL;
     }
@@ -1829,6 +1864,7 @@ sy_dealloc(PyObject *op)
     Py_CLEAR(m->read);
     Py_CLEAR(m->dirty);
     sm_lock_fini(&m->mu);
+    sm_stats_fini(&m->stats);
     Py_TYPE(op)->tp_free(op);
 }
 
@@ -1876,10 +1912,9 @@ static PyMethodDef sy_methods[] = {
      "snapshot(): a FrozenMap equal to the contents at one instant."},
     {"_iter_items", sy_iter_items, METH_NOARGS, "Weakly consistent (key, value) iterator."},
     {"__sizeof__", sy_sizeof, METH_NOARGS, "Size in memory, in bytes, entries included."},
-    {"stats", sy_stats, METH_NOARGS,
-     "stats(): cheap counters: reads answered lock-free (GIL builds), reads that took the "
-     "mutex, in-place writes (GIL builds), mutex acquisitions and contended ones, "
-     "promotions, sizes of the read and dirty maps."},
+    {"_stats_raw", sy_stats_raw, METH_NOARGS,
+     "The statistics counters as a dict of MapStats field names, plus read_size, "
+     "dirty_size, locked_reads and promotions (see stats())."},
     {"_txn_begin", sy_txn_begin, METH_NOARGS, "Exclude every writer for transaction()."},
     {"_txn_end", sy_txn_end, METH_O, "Release what _txn_begin took."},
     {NULL, NULL, 0, NULL},

@@ -38,14 +38,13 @@ typedef struct {
     Py_ssize_t count;      /* live entries */
 #if !SM_FREE_THREADED
     Py_ssize_t held;       /* 1 while some thread holds mu (GIL builds) */
-    Py_ssize_t fast_reads; /* reads answered from read (GIL builds only) */
 #endif
-    /* counters, written under mu or (fast_writes) with relaxed atomics */
-    Py_ssize_t locked_reads;
-    Py_ssize_t fast_writes;
-    Py_ssize_t locks;
-    Py_ssize_t contended;
+    /* counters written under mu, by its holder */
+    Py_ssize_t locked_reads;  /* point reads that took mu (they looked in dirty) */
     Py_ssize_t promotions;
+    SMLockStats mustats;   /* mu's acquisitions, contentions, wait */
+    SMWrites writes;       /* writes made under mu */
+    SMStats stats;         /* point reads, iterations, in-place updates */
     PyObject *weakreflist;
 } SMSMapObject;
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import reprlib
+import threading
 from collections.abc import (
     Callable,
     ItemsView,
@@ -30,12 +31,15 @@ from collections.abc import (
     ValuesView,
 )
 
-from .._typing import Any, TypeVar, overload
+from .._typing import TYPE_CHECKING, Any, TypeVar, overload
 from .frozen import FrozenMap
 from .sentinels import DELETE, MISSING, Delete, Missing
 from .variants import plain_class
 
-__all__ = ["ConcurrentMapping"]
+if TYPE_CHECKING:
+    from .stats import MapStats
+
+__all__ = ["ConcurrentMapping", "IterationGauge", "commit_counts"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -149,6 +153,45 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     def _options(self) -> dict[str, Any]:
         """The keyword options that rebuild a map like this one (for copy and pickle)."""
         return {}
+
+    # ---------------------------------------------------------------- statistics
+
+    def _collect_stats(self) -> MapStats:
+        """The map type's own counters as a :class:`~safemap.MapStats` (``hot_keys`` and
+        ``latency`` empty: :meth:`stats` adds them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not collect statistics yet")
+
+    def stats(self) -> MapStats:
+        """A snapshot of the map's statistics (see ``safemap.MapStats``): cumulative,
+        exact counters since the map was made (any exception is named in its ``inexact``
+        and explained in its ``notes``), the size, lock contention, and the hot keys and
+        sampled latency when :meth:`track` turned them on. ``later.minus(earlier)`` gives
+        the counts of an interval."""
+        collected = self._collect_stats()
+        from .tracking import tracked  # only a tracked map has anything to add
+
+        hot_keys, latency = tracked(self)
+        if not hot_keys and not latency:
+            return collected
+        import dataclasses
+
+        return dataclasses.replace(collected, hot_keys=hot_keys, latency=latency)
+
+    def track(self, *, hot_keys: int | None = None, latency_every: int | None = None) -> None:
+        """Turn opt-in tracking of this map on or off.
+
+        ``hot_keys=k`` (> 0) keeps a bounded top-``k`` of the keys used by point reads and
+        writes (Space-Saving: every key used more than ``N/k`` of ``N`` times is listed,
+        its count over-estimated by at most ``N/k``), reported in ``stats().hot_keys``.
+        ``latency_every=n`` (> 0) times one in ``n`` calls of each operation kind (``get``,
+        ``set``, ``delete``, ``swap``, ``load_or_store``, ``compute``) into log2 buckets from
+        64 ns to ~1 ms, reported in ``stats().latency``. ``0`` turns a feature off (and
+        drops its data), ``None`` leaves it as it is; turning a feature on again starts it
+        afresh. A map with neither on runs exactly as an untracked one; a tracked map's
+        ``type()`` is a subclass of its class (``isinstance`` holds)."""
+        from .tracking import track
+
+        track(self, hot_keys, latency_every)
 
     # ------------------------------------------------------------ dict interface
 
@@ -467,6 +510,62 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         """
         matches = [(key, value) for key, value in self._iter_items() if pred(key, value)]
         return sum(1 for key, value in matches if self.compare_and_delete(key, value))
+
+
+class IterationGauge:
+    """A map's iterations, for its statistics: how many were started (``started``) and how
+    many are in progress (``active``), so that a write can tell it lands while the map is
+    being iterated (``MapStats.writes_during_iteration``).
+
+    An iteration is in progress from :meth:`iterate` until its iterator is exhausted,
+    closed or collected. Both counts change under one lock (iterations are rare next to
+    point operations, and each copies the map anyway); ``active`` is read without it by
+    writers, which then see a value it had at some instant of their call."""
+
+    __slots__ = ("_lock", "active", "started")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+        self.started = 0
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+    def iterate(self, items: Iterable[T]) -> Iterator[T]:
+        """``items`` as an iteration in progress, counted as started now."""
+        walk = self._walk(items)
+        next(walk)  # runs to the first yield: counted, and its finally armed
+        return walk
+
+    def _walk(self, items: Iterable[T]) -> Iterator[T]:
+        with self._lock:
+            self.started += 1
+            self.active += 1
+        try:
+            yield None  # type: ignore[misc]
+            yield from items
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def commit_counts(view: Any) -> tuple[int, int, int]:
+    """``(inserts, updates, deletes)`` of a committed :class:`TransactionView`, from its undo
+    log: the removals first, then one entry per written key in the order of the view's
+    writes, whose old value is the log's marker for a key the commit added. A key written
+    with the very object it held is no update (no key is compared: no user code runs)."""
+    from .transaction import _ABSENT as new_key
+
+    undo = view._undo
+    deletes = len(view._deleted)
+    inserts = updates = 0
+    for (_, old), new in zip(undo[deletes:], view._writes.values(), strict=True):
+        if old is new_key:
+            inserts += 1
+        elif old is not new:
+            updates += 1
+    return inserts, updates, deletes
 
 
 class _ItemsView(ItemsView[K, V]):

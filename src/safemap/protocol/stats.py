@@ -62,6 +62,20 @@ class MailboxStats:
     """Calls refused with ``MapBusyError`` (queue full or circuit open); no effect."""
     breaker: str
     """The circuit breaker's state: ``"closed"``, ``"open"``, ``"half-open"`` or ``"none"``."""
+    wait_seconds: float = 0.0
+    """Total time the ``waits`` spent waiting for room in the queue."""
+    rejected_by_breaker: int = 0
+    """Of ``rejected``, calls refused because the circuit breaker was open."""
+    cancelled: int = 0
+    """Admitted requests withdrawn before the owner started them (deadline passed, caller
+    cancelled or interrupted, ``close(drain=False)``): never applied."""
+    dropped: int = 0
+    """Requests whose caller stopped waiting after the owner had started them: applied,
+    their result discarded."""
+    breaker_trips: int = 0
+    """How many times the circuit opened."""
+    closed: bool = False
+    """Whether the map was closed (gauge)."""
 
     @property
     def utilization(self) -> float:
@@ -69,7 +83,7 @@ class MailboxStats:
         return self.depth / self.capacity if self.capacity else 0.0
 
     def minus(self, earlier: MailboxStats) -> MailboxStats:
-        gauges = {"depth", "capacity", "peak_depth", "breaker"}
+        gauges = {"depth", "capacity", "peak_depth", "breaker", "closed"}
         return dataclasses.replace(
             self,
             **{
@@ -98,8 +112,9 @@ class LatencyHistogram:
         )
 
 
-_GAUGES = frozenset({"kind", "size", "inexact", "notes", "shards", "mailbox", "hot_keys",
-                     "latency"})
+_GAUGES = frozenset(
+    {"kind", "size", "inexact", "notes", "shards", "mailbox", "hot_keys", "latency"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +123,8 @@ class MapStats:
 
     Point reads are ``m[k]``, ``get``, ``in`` and ``load``: each is a hit or a miss.
     Every write that changes the map counts once as an insert (a new key), an update (a
-    new value for a present key) or a delete (a key removed; ``clear()`` counts each).
+    different value object for a present key) or a delete (a key removed; ``clear()``
+    counts each); a write that leaves a key holding the very object it held counts nothing.
     """
 
     kind: str
