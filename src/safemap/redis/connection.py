@@ -32,6 +32,12 @@ from redis.retry import Retry
 
 from .errors import RedisConnectionError
 
+_hiredis_pack: Any
+try:  # hiredis packs a command in C (redis-py's packer runs Python code per argument)
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is optional
+    _hiredis_pack = None
+
 __all__ = ["DEFAULT_URL", "Endpoint", "Script"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -147,7 +153,11 @@ class Endpoint:
         except IndexError:
             conn = self.new_connection()
         try:
-            conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            if _hiredis_pack is None:
+                packed = conn.pack_command(*args)
+            else:
+                packed = [_hiredis_pack(tuple(args))]
+            conn.send_packed_command(packed, check_health=False)
             reply = conn.read_response()
         except redis.exceptions.ResponseError:
             self._idle.append(conn)  # a whole error reply was read: the connection is fine

@@ -81,6 +81,7 @@ _SCAN_COUNT = 512
 _STRIPES = 64
 _LEASE_MS = 10_000
 _SEEN_MAX = 1024  # fields remembered in ``_seen``; it is emptied when full
+_FIELDS_MAX = 4096  # str keys whose field is cached; the cache is emptied when full
 _SEEN_VALUE_MAX = 8192  # larger values are not remembered (so ``_seen`` stays under ~8 MiB)
 
 
@@ -130,6 +131,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         "_counters",
         "_endpoint",
         "_features",
+        "_fields",
         "_local",
         "_name",
         "_near",
@@ -186,6 +188,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._count_lock = threading.Lock()
         self._counters = c.Counters()
         self._seen: dict[bytes, tuple[bytes | None, object]] = {}
+        self._fields: dict[str, bytes] = {}  # str key -> its field (see _field)
         self._features: dict[str, bool] | None = None
         self._new_locks()
         _track(self)
@@ -271,8 +274,19 @@ class RedisMap(ConcurrentMapping[K, V]):
                     self._transactions -= 1
 
     def _field(self, key: Any) -> bytes:
-        hash(key)  # unhashable keys raise TypeError, as with dict
-        return self._codec.encode_key(key)
+        if type(key) is not str:
+            hash(key)  # unhashable keys raise TypeError, as with dict
+            return self._codec.encode_key(key)
+        # Plain str keys (the common case) are cached: the cache holds nothing else, so a
+        # lookup compares str with str only and runs no code of the caller's.
+        fields = self._fields
+        field = fields.get(key)
+        if field is None:
+            field = self._codec.encode_key(key)
+            if len(fields) >= _FIELDS_MAX:
+                fields.clear()
+            fields[key] = field
+        return field
 
     def _value(self, field: bytes, data: bytes) -> Any:
         try:
