@@ -51,20 +51,22 @@ class _Guard:
 class Counters:
     """Per-thread cells and the base their finished threads were folded into."""
 
-    __slots__ = ("_base", "_cells", "_local", "_lock", "iterating")
+    __slots__ = ("_base", "_cells", "_lock", "iterating", "local")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._base: list[float] = [0] * _SIZE
         self._cells: list[list[float]] = []
-        self._local = threading.local()
+        #: ``local.cell`` is this thread's cell once it has one (a fast path may read it
+        #: directly, falling back to :meth:`cell` on ``AttributeError``).
+        self.local = threading.local()
         #: Iterations of the map in progress now, any thread (changed under ``_lock``).
         self.iterating = 0
 
     def cell(self) -> list[float]:
         """This thread's cell: add to its items (``cell[HITS] += 1``)."""
         try:
-            cell: list[float] = self._local.cell
+            cell: list[float] = self.local.cell
         except AttributeError:
             cell = self._new_cell()
         return cell
@@ -75,8 +77,8 @@ class Counters:
         with self._lock:
             self._cells.append(cell)
         weakref.finalize(guard, self._fold, cell)
-        self._local.guard = guard
-        self._local.cell = cell
+        self.local.guard = guard
+        self.local.cell = cell
         return cell
 
     def _fold(self, cell: list[float]) -> None:

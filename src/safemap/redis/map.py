@@ -75,6 +75,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
+_HITS, _MISSES = c.HITS, c.MISSES
 _IN_OPERATION = "a compute-family callback of a RedisMap wrote to the same map"
 _IN_TRANSACTION = "a transaction callback called the RedisMap's own methods (use the view)"
 _SCAN_COUNT = 512
@@ -140,6 +141,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         "_rw",
         "_seen",
         "_stripes",
+        "_tls",
         "_transactions",
         "_url",
         "_user_client",
@@ -187,6 +189,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._transactions = 0  # transactions of this handle running now (any thread)
         self._count_lock = threading.Lock()
         self._counters = c.Counters()
+        self._tls = self._counters.local  # (the near cache's hit path reads it directly)
         self._seen: dict[bytes, tuple[bytes | None, object]] = {}
         self._fields: dict[str, bytes] = {}  # str key -> its field (see _field)
         self._features: dict[str, bool] | None = None
@@ -368,12 +371,20 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     def _near_hit(self, key: Any) -> Any:
         """The near cache's decoded value for ``key`` (``ABSENT`` if known absent), or
-        ``_MISS``. One dict lookup: the cache's hit path. Not used while a transaction of
-        this handle runs (its callback's reads must raise, which the slow path does)."""
+        ``_MISS``; a hit is counted. One dict lookup: the cache's hit path. Not used while
+        a transaction of this handle runs (its callback's reads must raise, which the slow
+        path does)."""
         near = self._near
         if near is None or self._transactions:
             return _MISS
-        return near.values.get(key, _MISS)
+        hit = near.values.get(key, _MISS)
+        if hit is not _MISS:
+            try:
+                cell = self._tls.cell
+            except AttributeError:
+                cell = self._counters.cell()
+            cell[_MISSES if hit is ABSENT else _HITS] += 1
+        return hit
 
     def _load_slow(self, key: K) -> tuple[V | None, bool]:
         self._check_read()
@@ -397,7 +408,6 @@ class RedisMap(ConcurrentMapping[K, V]):
         hit = self._near_hit(key)
         if hit is _MISS:
             return self._load_slow(key)
-        self._read(hit is not ABSENT)
         return (None, False) if hit is ABSENT else (hit, True)
 
     def _encode_stored(self, value: Any) -> bytes:
@@ -822,10 +832,8 @@ class RedisMap(ConcurrentMapping[K, V]):
             value, found = self._load_slow(key)
             if found:
                 return value  # type: ignore[return-value]
-        else:
-            self._read(hit is not ABSENT)
-            if hit is not ABSENT:
-                return hit  # type: ignore[no-any-return]
+        elif hit is not ABSENT:
+            return hit  # type: ignore[no-any-return]
         raise KeyError(key)
 
     def get(self, key: K, default: Any = None, /) -> Any:
@@ -833,7 +841,6 @@ class RedisMap(ConcurrentMapping[K, V]):
         if hit is _MISS:
             value, found = self._load_slow(key)
             return value if found else default
-        self._read(hit is not ABSENT)
         return default if hit is ABSENT else hit
 
     # ------------------------------------------------------------------- statistics
