@@ -2,15 +2,15 @@
 redis-py: ops/s for get, set, compare-and-swap, merge, compute and a 2-key transaction,
 with 1 and 4 processes; the near cache's hit cost and invalidation latency.
 
-    python benchmarks/bench_redis.py [--url redis://127.0.0.1:PORT/0] [--ops 1000] [--rounds 5]
+    python benchmarks/bench_redis.py [--url redis://127.0.0.1:PORT/0] [--ops 2000] [--chunks 10]
 
 Without --url it starts a private redis-server on 127.0.0.1 (a free port, no persistence)
-and stops it afterwards. The three contenders run side by side: each round measures all
-three, in an order that rotates from round to round, so a machine whose load changes
-during the run slows them alike; the table shows each one's median over the rounds, and
-the ratio is the median of the per-round ratios. The workers of one measurement start
-together (a barrier, after a warm-up) and the rate is all their operations over the wall
-time from the first start to the last finish.
+and stops it afterwards. The three contenders run side by side: each worker process holds
+all three and runs ``--ops`` operations of each in ``--chunks`` slices that alternate
+between them (every worker on the same contender at a time, started together at a
+barrier), so a machine whose load changes during the run slows them alike. A slice lasts
+from the first worker's start to the last one's finish; a rate is all the operations over
+the sum of the slices.
 """
 
 from __future__ import annotations
@@ -108,37 +108,64 @@ def _raw_op(r: Any, name: str, op: str, i: int) -> None:
                     continue
 
 
-def _worker(kind: str, target: Any, op: str, n: int, start: Any, out: Any) -> None:
+def _runner(kind: str, target: Any, op: str) -> Callable[[int], None]:
     if kind == "redismap":
         m = RedisMap(url=target[0], name=target[1])
-        run: Callable[[int], None] = lambda i: _redismap_op(m, op, i)  # noqa: E731
-    elif kind == "raw":
+        return lambda i: _redismap_op(m, op, i)
+    if kind == "raw":
         r = redis.Redis.from_url(target[0])
-        run = lambda i: _raw_op(r, target[1], op, i)  # noqa: E731
-    else:
-        run = lambda i: _manager_op(target[0], target[1], op, i)  # noqa: E731
-    for i in range(20):  # warm up: connections, scripts, what the handle knows
-        run(i)
-    start.wait()
-    began = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
-    for i in range(n):
-        run(i)
-    out.put((began, time.perf_counter()))
+        return lambda i: _raw_op(r, target[1], op, i)
+    return lambda i: _manager_op(target[0], target[1], op, i)
 
 
-def _measure(kind: str, target: Any, op: str, procs: int, n: int) -> float:
+def _worker(targets: dict[str, Any], op: str, n: int, chunks: int, step: Any, out: Any) -> None:
+    runs = {kind: _runner(kind, targets[kind], op) for kind in KINDS}
+    for run in runs.values():
+        for i in range(20):  # warm up: connections, scripts, what the handle knows
+            run(i)
+    spans = []
+    per = n // chunks
+    for r in range(chunks):
+        for j in range(len(KINDS)):
+            kind = KINDS[(r + j) % len(KINDS)]
+            run = runs[kind]
+            step.wait()  # every worker runs the same contender at the same time
+            began = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+            for i in range(per):
+                run(i)
+            spans.append((kind, r, began, time.perf_counter()))
+    out.put(spans)
+
+
+def _measure(op: str, procs: int, n: int, chunks: int, url: str, manager: Any) -> dict[str, float]:
+    """Ops/s of each contender: the workers run ``n`` operations of each, in ``chunks``
+    slices that alternate between the contenders (all workers on the same one at a time),
+    so a change in the machine's load affects all three alike. A slice's time is from the
+    first worker's start to the last one's finish."""
+    targets = {
+        "redismap": (url, RedisMap(url=url).name),
+        "raw": (url, RedisMap(url=url).name),
+        "manager": (manager.dict(), manager.Lock()),
+    }
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    start = ctx.Barrier(procs)
+    step = ctx.Barrier(procs)
     workers = [
-        ctx.Process(target=_worker, args=(kind, target, op, n, start, out)) for _ in range(procs)
+        ctx.Process(target=_worker, args=(targets, op, n, chunks, step, out)) for _ in range(procs)
     ]
     for w in workers:
         w.start()
-    spans = [out.get(timeout=300) for _ in workers]
+    spans = [span for _ in workers for span in out.get(timeout=600)]
     for w in workers:
         w.join()
-    return procs * n / (max(end for _, end in spans) - min(began for began, _ in spans))
+    slices: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for kind, r, began, ended in spans:
+        slices.setdefault((kind, r), []).append((began, ended))
+    seconds = dict.fromkeys(KINDS, 0.0)
+    for (kind, _), times in slices.items():
+        seconds[kind] += max(e for _, e in times) - min(b for b, _ in times)
+    done = procs * (n // chunks) * chunks
+    return {kind: done / seconds[kind] for kind in KINDS}
 
 
 def _near_cache(url: str, n: int, manager: Any) -> tuple[float, float, float, float]:
@@ -200,8 +227,8 @@ def _server() -> tuple[str, subprocess.Popen[bytes] | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url")
-    parser.add_argument("--ops", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument("--chunks", type=int, default=10)
     parser.add_argument("--only", help="comma-separated ops (default: all)")
     args = parser.parse_args()
     url, proc = (args.url, None) if args.url else _server()
@@ -211,21 +238,9 @@ def main() -> None:
         print(f"{'op':8} {'procs':>5} {'RedisMap':>10} {'raw redis':>10} {'Manager':>10}  ratio")
         for op in ops:
             for procs in (1, 4):
-                rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
-                ratios = []
-                for round_ in range(args.rounds):
-                    targets = {
-                        "redismap": (url, RedisMap(url=url).name),
-                        "raw": (url, RedisMap(url=url).name),
-                        "manager": (manager.dict(), manager.Lock()),
-                    }
-                    for j in range(len(KINDS)):
-                        kind = KINDS[(round_ + j) % len(KINDS)]
-                        rates[kind].append(_measure(kind, targets[kind], op, procs, args.ops))
-                    ratios.append(rates["redismap"][-1] / rates["manager"][-1])
-                rm, raw, man = (statistics.median(rates[k]) for k in KINDS)
-                ratio = statistics.median(ratios)
-                print(f"{op:8} {procs:>5} {rm:>10.0f} {raw:>10.0f} {man:>10.0f} {ratio:5.2f}x")
+                rates = _measure(op, procs, args.ops, args.chunks, url, manager)
+                rm, raw, man = (rates[k] for k in KINDS)
+                print(f"{op:8} {procs:>5} {rm:>10.0f} {raw:>10.0f} {man:>10.0f} {rm / man:5.2f}x")
         hit, manager_get, p50, worst = _near_cache(url, args.ops, manager)
         print(f"near-cache hit {hit * 1e6:.2f} us vs Manager().dict() get "
               f"{manager_get * 1e6:.1f} us: {manager_get / hit:.0f}x")  # fmt: skip

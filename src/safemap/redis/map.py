@@ -622,8 +622,11 @@ class RedisMap(ConcurrentMapping[K, V]):
     # ------------------------------------------------------- optimistic operations
 
     def _backoff(self, attempt: int) -> None:
-        # Full jitter over an exponentially growing window (0.1 ms doubling to 20 ms).
-        time.sleep(random.uniform(0, min(0.02, 0.0001 * (2 ** min(attempt, 16)))))
+        # The first retry is immediate: a refused commit returned the current values, so
+        # the retry has what it needs and usually lands. Later ones sleep first, with full
+        # jitter over an exponentially growing window (0.1 ms doubling to 20 ms).
+        if attempt:
+            time.sleep(random.uniform(0, min(0.02, 0.0001 * (2 ** min(attempt - 1, 16)))))
 
     def _conflict(self, what: str, keys: tuple[object, ...]) -> RedisConflictError:
         return RedisConflictError(
@@ -711,9 +714,8 @@ class RedisMap(ConcurrentMapping[K, V]):
                 current = self._commit({field: data}, writes)
                 if current is None:
                     return None if new is DELETE else new
-                if fresh:
-                    self._backoff(conflicts)
-                    conflicts += 1
+                self._backoff(conflicts)  # (the first retry is immediate)
+                conflicts += 1
                 data, fresh = current[field], True
         finally:
             stripe.release()
@@ -798,9 +800,8 @@ class RedisMap(ConcurrentMapping[K, V]):
                     result = fn(view)
             except _Restart:
                 view._close()
-                if reads.fresh:
-                    self._backoff(conflicts)
-                    conflicts += 1
+                self._backoff(conflicts)
+                conflicts += 1
                 continue
             except Exception:
                 view._close()
@@ -819,9 +820,8 @@ class RedisMap(ConcurrentMapping[K, V]):
                 return result  # every read was checked at the last one: linearizes there
             if self._commit(reads.fields, ops, length=reads.length) is None:
                 return result
-            if not reads.speculative:
-                self._backoff(conflicts)
-                conflicts += 1
+            self._backoff(conflicts)
+            conflicts += 1
         raise self._conflict("transaction", ())
 
     # --------------------------------------------------------------------- dict API
