@@ -693,11 +693,15 @@ class RedisMap(ConcurrentMapping[K, V]):
             data = self._hget(field) if known is None else known[0]
             fresh = known is None  # read during this call (else only a hint to verify)
             conflicts = 0
+            local = self._local
             for _ in range(self._retry_budget):
                 old = MISSING if data is None else self._value(field, data)
                 try:
-                    with self._running("compute"):
+                    local.state = "compute"  # (as _running, without a generator's cost)
+                    try:
                         new = fn(key, old)
+                    finally:
+                        local.state = None
                 except Exception:
                     current = None if fresh else self._commit({field: data}, [])
                     if current is None:
