@@ -211,3 +211,20 @@ def test_hgetdel_is_used_when_the_server_has_it() -> None:
         assert "HGETDEL" in server.seen and "EVALSHA" not in server.seen
     finally:
         server.close()
+
+
+def test_a_server_refusing_command_info_means_no_newer_features() -> None:
+    def acl_limited(name: str, _seen: list[str]) -> bytes:
+        if name == "COMMAND":
+            return b"-NOPERM this user has no permissions to run the 'command' command\r\n"
+        if name == "EVALSHA":  # the load_and_delete script: {1, "7"}
+            return b"*2\r\n:1\r\n$1\r\n7\r\n"
+        return b"+OK\r\n"
+
+    server = SwallowingServer(acl_limited)
+    try:
+        m: RedisMap[str, int] = RedisMap(url=f"redis://127.0.0.1:{server.port}/0", timeout=1)
+        assert m.server_features() == {"hgetdel": False, "field_ttl": False}
+        assert m.load_and_delete("k") == (7, True)
+    finally:
+        server.close()

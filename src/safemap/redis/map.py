@@ -243,7 +243,10 @@ class RedisMap(ConcurrentMapping[K, V]):
         map needs it yet)."""
         features = self._features
         if features is None:
-            reply = self._endpoint.read("COMMAND", "INFO", "HGETDEL", "HEXPIRE")
+            try:
+                reply = self._endpoint.read("COMMAND", "INFO", "HGETDEL", "HEXPIRE")
+            except redis.exceptions.ResponseError:  # e.g. an ACL user without COMMAND
+                reply = [None, None]
             features = {"hgetdel": bool(reply[0]), "field_ttl": bool(reply[1])}
             self._features = features
         return features
