@@ -233,3 +233,18 @@ def test_speculation_keeps_counts_exact_across_handles_and_threads(url: str) -> 
     assert not any(t.is_alive() for t in threads), "a worker hung"
     assert not errors, errors[0]
     assert dict(m.snapshot()) == {"n": 180, "a": -180, "b": 180}
+
+
+def test_what_a_handle_knows_is_bounded(url: str, trips: Trips) -> None:
+    import safemap.redis.map as redis_map
+
+    m: RedisMap[str, Any] = RedisMap(url=url)
+    m.compute("warm", lambda _k, _old: 0)  # (loads the commit script)
+    for i in range(redis_map._SEEN_MAX + 10):
+        m[f"k{i}"] = i
+    assert 0 < len(m._seen) <= redis_map._SEEN_MAX
+    big = "x" * (redis_map._SEEN_VALUE_MAX + 1)
+    m["big"] = big
+    assert m._codec.encode_key("big") not in m._seen  # too large to remember ...
+    assert trips.measure(lambda: m.compute("big", lambda _k, old: old + "y")) == 2  # ... read
+    assert m["big"] == big + "y"
