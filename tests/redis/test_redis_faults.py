@@ -181,3 +181,50 @@ def test_reads_survive_a_dropped_connection(private_server: RedisServer) -> None
     admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
     assert m["a"] == 1 and len(m) == 1 and dict(m.snapshot()) == {"a": 1}
     admin.close()
+
+
+def test_server_features_are_detected_at_runtime(url: str, raw: Any) -> None:
+    info = raw.info("server")
+    version = tuple(int(p) for p in info["redis_version"].split(".")[:2])
+    m: RedisMap[str, int] = RedisMap(url=url)
+    features = m.server_features()
+    if "valkey_version" not in info:  # (Valkey reports a fixed redis_version)
+        assert features["field_ttl"] == (version >= (7, 4))
+        assert features["hgetdel"] == (version >= (8, 0))  # else load_and_delete is a script
+    m["k"] = 1
+    assert m.load_and_delete("k") == (1, True) and m.load_and_delete("k") == (None, False)
+
+
+def test_hgetdel_is_used_when_the_server_has_it() -> None:
+    def newer_server(name: str, _seen: list[str]) -> bytes:
+        if name == "COMMAND":  # COMMAND INFO HGETDEL HEXPIRE: the first is known
+            return b"*2\r\n*1\r\n$7\r\nhgetdel\r\n*-1\r\n"
+        if name == "HGETDEL":
+            return b"*1\r\n$1\r\n7\r\n"
+        return b"+OK\r\n"
+
+    server = SwallowingServer(newer_server)
+    try:
+        m: RedisMap[str, int] = RedisMap(url=f"redis://127.0.0.1:{server.port}/0", timeout=1)
+        assert m.server_features() == {"hgetdel": True, "field_ttl": False}
+        assert m.load_and_delete("k") == (7, True)
+        assert "HGETDEL" in server.seen and "EVALSHA" not in server.seen
+    finally:
+        server.close()
+
+
+def test_a_server_refusing_command_info_means_no_newer_features() -> None:
+    def acl_limited(name: str, _seen: list[str]) -> bytes:
+        if name == "COMMAND":
+            return b"-NOPERM this user has no permissions to run the 'command' command\r\n"
+        if name == "EVALSHA":  # the load_and_delete script: {1, "7"}
+            return b"*2\r\n:1\r\n$1\r\n7\r\n"
+        return b"+OK\r\n"
+
+    server = SwallowingServer(acl_limited)
+    try:
+        m: RedisMap[str, int] = RedisMap(url=f"redis://127.0.0.1:{server.port}/0", timeout=1)
+        assert m.server_features() == {"hgetdel": False, "field_ttl": False}
+        assert m.load_and_delete("k") == (7, True)
+    finally:
+        server.close()

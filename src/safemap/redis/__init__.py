@@ -3,7 +3,8 @@ by processes and hosts. Needs the ``safemap[redis]`` extra (redis-py; hiredis op
 
 Modules, one job each: ``map`` (``RedisMap``), ``codecs`` (JSON, msgpack, signed pickle),
 ``scripts`` (the Lua scripts), ``nearcache`` (the invalidated local copy), ``connection``
-(clients and error translation), ``errors``.
+(connections, round trips and error translation), ``counters`` (the exact per-thread
+operation counts behind ``stats()``), ``errors``.
 """
 
 from .codecs import Codec, JsonCodec, MsgpackCodec, PickleCodec

@@ -1,18 +1,29 @@
-"""Connecting to Redis, and turning redis-py's failures into this package's errors.
+"""Connecting to Redis, sending commands, and turning redis-py's failures into this
+package's errors.
 
 Invariants:
-- The clients built here never retry a command on their own (redis-py retries by default,
-  which could apply a write twice); :func:`Endpoint.read` retries idempotent reads only.
+- Every call of :meth:`Endpoint.call`, :meth:`Endpoint.read`, :meth:`Endpoint.script` or
+  :meth:`Endpoint.pipeline` is one round trip (one send, then its replies), except that a
+  script unknown to the server (first use, restart, SCRIPT FLUSH) is loaded and run in one
+  extra trip. The map's cost model rests on this: ``tests/redis/test_redis_round_trips.py``
+  counts the trips on the wire.
+- Commands go straight to a redis-py ``Connection`` taken from this endpoint's own idle
+  list (a list pop and append: atomic on every build, no lock). A connection goes back to
+  the list only after every reply it owed was read; after any other failure (lost
+  connection, timeout, an exception in the middle of a read) it is dropped, so no reply
+  meant for one call can reach another.
+- The connections never retry a command on their own (redis-py retries by default, which
+  could apply a write twice); :meth:`Endpoint.read` retries idempotent reads only.
 - No message built here contains a password or a URL: an endpoint is named by host:port.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis
 import redis.exceptions
@@ -21,19 +32,41 @@ from redis.retry import Retry
 
 from .errors import RedisConnectionError
 
-__all__ = ["DEFAULT_URL", "Endpoint"]
+_hiredis_pack: Any
+try:  # hiredis packs a command in C (redis-py's packer runs Python code per argument)
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is optional
+    _hiredis_pack = None
+
+__all__ = ["DEFAULT_URL", "Endpoint", "Script"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-T = TypeVar("T")
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-class Endpoint:
-    """One server as seen by one map: a client that never retries by itself, the place's
-    name for messages, and the policy for retrying idempotent reads."""
+class Script:
+    """A Lua script, run by SHA (EVALSHA); the source is sent only when the server lacks it."""
 
-    __slots__ = ("client", "connection_kwargs", "place", "read_retries")
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class Endpoint:
+    """One server as seen by one map: its connections (never retrying by themselves), the
+    place's name for messages, and the policy for retrying idempotent reads."""
+
+    __slots__ = (
+        "_connection_class",
+        "_idle",
+        "_packer",
+        "connection_kwargs",
+        "place",
+        "read_retries",
+    )
 
     def __init__(
         self,
@@ -44,7 +77,6 @@ class Endpoint:
         connect_timeout: float | None,
         read_retries: int,
     ) -> None:
-        no_retry = Retry(NoBackoff(), 0)
         if client is not None:
             # Reuse the client's settings (host, credentials, TLS), not its retry policy.
             kwargs = dict(client.connection_pool.connection_kwargs)
@@ -55,19 +87,101 @@ class Endpoint:
             kwargs = dict(pool.connection_kwargs)
             connection_class = pool.connection_class
         kwargs.update(
-            retry=no_retry,
+            retry=Retry(NoBackoff(), 0),
             retry_on_error=[],
             decode_responses=False,
             socket_timeout=timeout,
             socket_connect_timeout=connect_timeout,
+            protocol=2,  # plain replies (HGETALL is a flat list), and the near cache's pub/sub
         )
         kwargs.pop("retry_on_timeout", None)
         self.connection_kwargs = kwargs
-        pool = redis.ConnectionPool(connection_class=connection_class, **kwargs)
-        self.client: Any = redis.Redis(connection_pool=pool)  # untyped use: bytes replies
+        self._connection_class = connection_class
+        self._idle: list[Any] = []
+        self._packer = self.new_connection()  # never connected: it only encodes commands
         path = kwargs.get("path")
         self.place = f"unix socket {path}" if path else f"{kwargs.get('host')}:{kwargs.get('port')}"
         self.read_retries = read_retries
+
+    # ------------------------------------------------------------------ connections
+
+    def new_connection(self) -> Any:
+        """A new connection with this endpoint's settings, not yet connected (it connects
+        on its first send)."""
+        return self._connection_class(**self.connection_kwargs)
+
+    def after_fork_in_child(self) -> None:
+        # The parent's sockets must not be shared: forget them (redis-py closes an
+        # inherited socket without shutting it down, so the parent's stays usable).
+        self._idle = []
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
+            conn.disconnect()
+
+    # ------------------------------------------------------------------ round trips
+
+    def _round_trip(self, packed: list[bytes], replies: int) -> list[Any]:
+        """Send ``packed`` (``replies`` commands) and read every reply: one round trip.
+        An error reply is returned in place (a ``ResponseError``), not raised, so the
+        connection stays in step; any other failure drops the connection and raises."""
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.new_connection()
+        try:
+            conn.send_packed_command(packed, check_health=False)
+            out: list[Any] = []
+            for _ in range(replies):
+                try:
+                    out.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    out.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._idle.append(conn)
+        return out
+
+    def _once(self, args: Sequence[Any]) -> Any:
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.new_connection()
+        try:
+            if _hiredis_pack is None:
+                packed = conn.pack_command(*args)
+            else:
+                packed = [_hiredis_pack(tuple(args))]
+            conn.send_packed_command(packed, check_health=False)
+            reply = conn.read_response()
+        except redis.exceptions.ResponseError:
+            self._idle.append(conn)  # a whole error reply was read: the connection is fine
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._idle.append(conn)
+        return reply
+
+    def _script_once(self, script: Script, keys: Sequence[Any], args: Iterable[Any]) -> Any:
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return self._once(command)
+        except redis.exceptions.NoScriptError:
+            # Not run (the server lacked it), so sending it again is safe for a write too.
+            packed = self._packer.pack_commands([("SCRIPT", "LOAD", script.source), command])
+            loaded, reply = self._round_trip(packed, 2)
+            for result in (loaded, reply):
+                if isinstance(result, redis.exceptions.ResponseError):
+                    raise result from None
+            return reply
+
+    # -------------------------------------------------------------- error policy
 
     def _scrub(self, text: str) -> str:
         password = self.connection_kwargs.get("password")
@@ -78,41 +192,53 @@ class Endpoint:
     def connection_error(self, exc: BaseException) -> RedisConnectionError:
         """The error to raise for ``exc``: names the endpoint, never its credentials."""
         reason = self._scrub(str(exc)) or type(exc).__name__
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            return RedisConnectionError(f"Redis at {self.place} refused the credentials: {reason}")
         if isinstance(exc, redis.exceptions.TimeoutError):
             return RedisConnectionError(f"Redis at {self.place} timed out: {reason}")
         return RedisConnectionError(f"cannot reach Redis at {self.place}: {reason}")
 
-    @contextmanager
-    def errors(self) -> Iterator[None]:
-        """Translate connection failures inside the block into RedisConnectionError."""
+    def call(self, *args: Any) -> Any:
+        """Run one command (a write, or anything not idempotent) in one round trip: never
+        retried."""
         try:
-            yield
-        except redis.exceptions.AuthenticationError as exc:
-            raise RedisConnectionError(
-                f"Redis at {self.place} refused the credentials: {self._scrub(str(exc))}"
-            ) from None
+            return self._once(args)
         except _CONNECTION_ERRORS as exc:
             raise self.connection_error(exc) from None
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run a write (or any non-idempotent command) once: never retried."""
-        with self.errors():
-            return fn()
-
-    def read(self, fn: Callable[[], T]) -> T:
-        """Run an idempotent read, retrying it on a lost connection (a fresh connection is
-        taken each time) up to ``read_retries`` times before raising."""
+    def read(self, *args: Any) -> Any:
+        """Run one idempotent read in one round trip, retrying it on a lost connection (on
+        a fresh connection each time) up to ``read_retries`` times before raising."""
         attempt = 0
         while True:
             try:
-                with self.errors():
-                    return fn()
-            except RedisConnectionError:
+                return self._once(args)
+            except _CONNECTION_ERRORS as exc:
                 if attempt >= self.read_retries:
-                    raise
-                attempt += 1
-                time.sleep(0.05 * attempt)
+                    raise self.connection_error(exc) from None
+            attempt += 1
+            time.sleep(0.05 * attempt)
 
-    def close(self) -> None:
-        self.client.close()
-        self.client.connection_pool.disconnect()
+    def script(
+        self, script: Script, keys: Sequence[Any], args: Iterable[Any], *, idempotent: bool = False
+    ) -> Any:
+        """Run ``script`` in one round trip (EVALSHA). Only a read-only script
+        (``idempotent``) is retried on a lost connection."""
+        attempt = 0
+        args = list(args)
+        while True:
+            try:
+                return self._script_once(script, keys, args)
+            except _CONNECTION_ERRORS as exc:
+                if not idempotent or attempt >= self.read_retries:
+                    raise self.connection_error(exc) from None
+            attempt += 1
+            time.sleep(0.05 * attempt)
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run ``commands`` in one round trip (not atomically: use a script for that);
+        never retried. Error replies are returned in place."""
+        try:
+            return self._round_trip(self._packer.pack_commands(commands), len(commands))
+        except _CONNECTION_ERRORS as exc:
+            raise self.connection_error(exc) from None

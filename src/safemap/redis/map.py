@@ -7,13 +7,24 @@ Invariants:
   callbacks run locally between an optimistic read and a commit script that re-checks every
   field the callback's decision depended on, so a commit lands only if nothing it read has
   changed: the whole read-modify-write then takes effect at the commit's instant.
+- Round trips: every single-key operation is one; a compute, or a transaction, is one when
+  this handle already knows the current values of what it reads (``_seen``), else one per
+  read plus the commit; a conflicting commit returns the current values of what it checked,
+  so a retry needs no extra read. ``compute_if_absent`` on an absent key is two.
+- ``_seen`` maps a field to ``(bytes or None, group)``: what this handle last learnt the
+  field held, and a token shared by exactly the entries learnt from one server reply (so
+  entries with one token were all true at one instant). It is a hint, never trusted for a
+  result: a compute or transaction that reads from it commits (or, when it writes nothing
+  or raises, validates) with a check of every value it used, and a callback that read
+  several entries from it read entries of one group only, so it never sees a mix of two
+  states (a stale state is a real past one, and is refused at the check).
 - Writes are never retried after a lost connection (one may have been applied); idempotent
   reads are (``Endpoint.read``).
-- Within one process, callers do not conflict with each other: a compute holds its key's
-  stripe lock (one of ``_STRIPES``) from its read to its commit, and a transaction holds
-  ``_txn_lock`` and every stripe (taken in index order, so no two callers deadlock). Only
-  other processes can then make a commit fail, and calls on one key from this process run
-  one after another, as in the in-process maps.
+- Within one process, callers do not conflict with each other: a compute holds ``_rw``
+  shared and its key's stripe lock (one of ``_STRIPES``) from its read to its commit, and
+  a transaction holds ``_rw`` exclusively. Only other processes can then make a commit
+  fail, and calls on one key from this process run one after another, as in the
+  in-process maps.
 - ``_local.state`` is ``"compute"`` while a compute-family callback of this map runs in this
   thread and ``"transaction"`` while a transaction's callback does: re-entry is refused as
   the protocol requires (it could only conflict with itself and retry forever).
@@ -22,6 +33,8 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import operator
 import os
 import random
@@ -31,10 +44,11 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
 
+from ..locks import RWLock
 from ..protocol import (
     DELETE,
     MISSING,
@@ -45,11 +59,15 @@ from ..protocol import (
 )
 from ..protocol.mapping import _sentinel_stored
 from ..protocol.sentinels import Delete, Missing
+from . import counters as c
 from .codecs import Codec, get_codec
 from .connection import Endpoint
 from .errors import RedisConflictError, RedisDecodeError
 from .nearcache import ABSENT, NearCache
 from .scripts import Scripts
+
+if TYPE_CHECKING:
+    from ..protocol.stats import MapStats
 
 __all__ = ["RedisMap"]
 
@@ -57,11 +75,15 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
+_HITS, _MISSES = c.HITS, c.MISSES
 _IN_OPERATION = "a compute-family callback of a RedisMap wrote to the same map"
 _IN_TRANSACTION = "a transaction callback called the RedisMap's own methods (use the view)"
 _SCAN_COUNT = 512
 _STRIPES = 64
 _LEASE_MS = 10_000
+_SEEN_MAX = 1024  # fields remembered in ``_seen``; it is emptied when full
+_FIELDS_MAX = 4096  # str keys whose field is cached; the cache is emptied when full
+_SEEN_VALUE_MAX = 8192  # larger values are not remembered (so ``_seen`` stays under ~8 MiB)
 
 
 class _Restart(BaseException):
@@ -83,14 +105,17 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     Guarantees (beyond those of every ``ConcurrentMapping``, across processes and hosts):
 
-    - Every call is atomic on the server: a single command or one Lua script.
+    - Every call is atomic on the server: a single command or one Lua script, each one
+      round trip; a compute or transaction is one round trip when the handle already
+      knows what it reads (see the RedisMap documentation for the exact counts).
     - Compute-family callbacks and ``transaction`` callbacks run locally and commit only if
       nothing they read changed meanwhile; when another process changed it they run again
       (so a callback may run more than once: keep it free of side effects), up to
       ``retry_budget`` attempts with jittered backoff, then
       :class:`~safemap.redis.RedisConflictError` names the keys and nothing was applied.
-      Within one process, computes on a key run one after another and a transaction
-      excludes the handle's computes and transactions, as in the in-process maps.
+      A callback never sees a mix of two states. Within one process, computes on a key run
+      one after another and a transaction excludes the handle's computes and transactions,
+      as in the in-process maps.
     - ``compute_if_absent`` runs its factory at most once per key across processes, under a
       lease (see the RedisMap documentation for what a network partition can still do).
     - Values are copies made through the codec: a read returns an equal object, never the
@@ -104,16 +129,20 @@ class RedisMap(ConcurrentMapping[K, V]):
         "_codec",
         "_codec_option",
         "_count_lock",
+        "_counters",
         "_endpoint",
+        "_features",
+        "_fields",
         "_local",
         "_name",
         "_near",
         "_options_extra",
         "_retry_budget",
-        "_scripts",
+        "_rw",
+        "_seen",
         "_stripes",
+        "_tls",
         "_transactions",
-        "_txn_lock",
         "_url",
         "_user_client",
     )
@@ -156,10 +185,14 @@ class RedisMap(ConcurrentMapping[K, V]):
             read_retries=read_retries,
         )
         self._name = name if name is not None else f"safemap:{{{uuid.uuid4().hex}}}"
-        self._scripts = Scripts(self._endpoint.client)
         self._local = threading.local()
         self._transactions = 0  # transactions of this handle running now (any thread)
         self._count_lock = threading.Lock()
+        self._counters = c.Counters()
+        self._tls = self._counters.local  # (the near cache's hit path reads it directly)
+        self._seen: dict[bytes, tuple[bytes | None, object]] = {}
+        self._fields: dict[str, bytes] = {}  # str key -> its field (see _field)
+        self._features: dict[str, bool] | None = None
         self._new_locks()
         _track(self)
         self._near = NearCache(self._endpoint, self._name) if near_cache else None
@@ -172,7 +205,7 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     def _new_locks(self) -> None:
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
-        self._txn_lock = threading.Lock()
+        self._rw = RWLock()  # computes hold it shared, transactions exclusively
 
     @property
     def name(self) -> str:
@@ -203,6 +236,21 @@ class RedisMap(ConcurrentMapping[K, V]):
             options["url"] = self._url
         return options
 
+    def server_features(self) -> dict[str, bool]:
+        """What the server offers beyond Redis 7.0, asked once per handle (COMMAND INFO):
+        ``"hgetdel"`` (Redis 8.0+: ``load_and_delete`` is then one HGETDEL instead of a
+        script) and ``"field_ttl"`` (hash-field expiry, Redis 7.4+; no operation of the
+        map needs it yet)."""
+        features = self._features
+        if features is None:
+            try:
+                reply = self._endpoint.read("COMMAND", "INFO", "HGETDEL", "HEXPIRE")
+            except redis.exceptions.ResponseError:  # e.g. an ACL user without COMMAND
+                reply = [None, None]
+            features = {"hgetdel": bool(reply[0]), "field_ttl": bool(reply[1])}
+            self._features = features
+        return features
+
     # --------------------------------------------------------------- guards, codec
 
     def _state(self) -> str | None:
@@ -232,8 +280,19 @@ class RedisMap(ConcurrentMapping[K, V]):
                     self._transactions -= 1
 
     def _field(self, key: Any) -> bytes:
-        hash(key)  # unhashable keys raise TypeError, as with dict
-        return self._codec.encode_key(key)
+        if type(key) is not str:
+            hash(key)  # unhashable keys raise TypeError, as with dict
+            return self._codec.encode_key(key)
+        # Plain str keys (the common case) are cached: the cache holds nothing else, so a
+        # lookup compares str with str only and runs no code of the caller's.
+        fields = self._fields
+        field = fields.get(key)
+        if field is None:
+            field = self._codec.encode_key(key)
+            if len(fields) >= _FIELDS_MAX:
+                fields.clear()
+            fields[key] = field
+        return field
 
     def _value(self, field: bytes, data: bytes) -> Any:
         try:
@@ -259,26 +318,76 @@ class RedisMap(ConcurrentMapping[K, V]):
                 field,
             ) from None
 
-    def _written(self) -> None:
-        """After any write by this handle: its near cache forgets what it held."""
+    # ----------------------------------------------------- bookkeeping of writes
+
+    def _wrote(self, inserts: int = 0, updates: int = 0, deletes: int = 0) -> None:
+        """After any write by this handle: count it, and its near cache forgets what it
+        held (so the handle reads its own writes)."""
+        cell = self._counters.cell()
+        cell[c.INSERTS] += inserts
+        cell[c.UPDATES] += updates
+        cell[c.DELETES] += deletes
+        if self._counters.iterating:
+            cell[c.WRITES_DURING_ITERATION] += 1
         if self._near is not None:
             self._near.invalidate()
+
+    def _remember(self, field: bytes, data: bytes | None, group: object) -> None:
+        """Record in ``_seen`` that ``field`` held ``data`` at the instant of ``group``."""
+        seen = self._seen
+        if data is not None and len(data) > _SEEN_VALUE_MAX:
+            seen.pop(field, None)
+            return
+        if len(seen) >= _SEEN_MAX and field not in seen:
+            seen.clear()
+        seen[field] = (data, group)
+
+    def _read(self, hit: bool) -> None:
+        self._counters.cell()[c.HITS if hit else c.MISSES] += 1
+
+    def _lock_for_compute(self, stripe: threading.Lock) -> None:
+        """Take ``_rw`` shared, then the key's stripe (release both, in reverse order, in
+        a ``finally``), counting acquisitions and timing waits."""
+        cell = self._counters.cell()
+        cell[c.LOCK_ACQUISITIONS] += 2
+        if not self._rw.acquire_read(0):
+            self._wait(cell, self._rw.acquire_read)
+        try:
+            if not stripe.acquire(blocking=False):
+                self._wait(cell, stripe.acquire)
+        except BaseException:
+            self._rw.release_read()
+            raise
+
+    @staticmethod
+    def _wait(cell: list[float], acquire: Callable[[], object]) -> None:
+        start = time.perf_counter()
+        acquire()
+        cell[c.LOCK_CONTENTIONS] += 1
+        cell[c.LOCK_WAIT] += time.perf_counter() - start
 
     # ---------------------------------------------------------------- primitives
 
     def _hget(self, field: bytes) -> bytes | None:
-        client = self._endpoint.client
-        result: bytes | None = self._endpoint.read(lambda: client.hget(self._name, field))
+        result: bytes | None = self._endpoint.read("HGET", self._name, field)
         return result
 
     def _near_hit(self, key: Any) -> Any:
         """The near cache's decoded value for ``key`` (``ABSENT`` if known absent), or
-        ``_MISS``. One dict lookup: the cache's hit path. Not used while a transaction of
-        this handle runs (its callback's reads must raise, which the slow path does)."""
+        ``_MISS``; a hit is counted. One dict lookup: the cache's hit path. Not used while
+        a transaction of this handle runs (its callback's reads must raise, which the slow
+        path does)."""
         near = self._near
         if near is None or self._transactions:
             return _MISS
-        return near.values.get(key, _MISS)
+        hit = near.values.get(key, _MISS)
+        if hit is not _MISS:
+            try:
+                cell = self._tls.cell
+            except AttributeError:
+                cell = self._counters.cell()
+            cell[_MISSES if hit is ABSENT else _HITS] += 1
+        return hit
 
     def _load_slow(self, key: K) -> tuple[V | None, bool]:
         self._check_read()
@@ -286,17 +395,23 @@ class RedisMap(ConcurrentMapping[K, V]):
         near = self._near
         if near is None:
             data = self._hget(field)
-            return (None, False) if data is None else (self._value(field, data), True)
+            if data is None:
+                self._read(False)
+                return None, False
+            value = self._value(field, data)
+            self._read(True)
+            return value, True
         data = near.get(field)
         value = None if data is None else self._value(field, data)
         near.remember(key, field, data, value)
+        self._read(data is not None)
         return value, data is not None
 
     def load(self, key: K) -> tuple[V | None, bool]:
         hit = self._near_hit(key)
-        if hit is not _MISS:
-            return (None, False) if hit is ABSENT else (hit, True)
-        return self._load_slow(key)
+        if hit is _MISS:
+            return self._load_slow(key)
+        return (None, False) if hit is ABSENT else (hit, True)
 
     def _encode_stored(self, value: Any) -> bytes:
         """``value`` encoded to be stored; the sentinels are never stored, whatever the codec."""
@@ -308,14 +423,13 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._check_write()
         field = self._field(key)
         data = self._encode_stored(value)
-        client = self._endpoint.client
-        self._endpoint.call(lambda: client.hset(self._name, field, data))
-        self._written()
+        added = self._endpoint.call("HSET", self._name, field, data)
+        self._remember(field, data, object())
+        self._wrote(inserts=added, updates=1 - added)
 
     def __len__(self) -> int:
         self._check_read()
-        client = self._endpoint.client
-        length: int = self._endpoint.read(lambda: client.hlen(self._name))
+        length: int = self._endpoint.read("HLEN", self._name)
         return length
 
     def __contains__(self, key: object) -> bool:
@@ -323,44 +437,52 @@ class RedisMap(ConcurrentMapping[K, V]):
             return self.load(key)[1]  # type: ignore[arg-type]
         self._check_read()
         field = self._field(key)
-        client = self._endpoint.client
-        return bool(self._endpoint.read(lambda: client.hexists(self._name, field)))
+        found = bool(self._endpoint.read("HEXISTS", self._name, field))
+        self._read(found)
+        return found
 
     def _iter_fields(self) -> Iterator[tuple[bytes, bytes]]:
         # HSCAN may return a field more than once (while the hash is rehashed); a field is
         # yielded the first time only, which with HSCAN's own guarantee (a field present
         # for the whole scan is returned at least once) gives "exactly once".
         self._check_read()
-        client = self._endpoint.client
         seen: set[bytes] = set()
-        cursor = 0
+        cursor = b"0"
         while True:
-            cursor, batch = self._endpoint.read(_scan(client, self._name, cursor))
-            for field, data in batch.items():
+            cursor, flat = self._endpoint.read("HSCAN", self._name, cursor, "COUNT", _SCAN_COUNT)
+            for field, data in zip(flat[::2], flat[1::2], strict=True):
                 if field not in seen:
                     seen.add(field)
                     yield field, data
-            if cursor == 0:
+            if cursor == b"0":
                 return
 
+    def _counted(self, fields: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """``fields``, counted as one iteration of the map while it runs."""
+        counters = self._counters
+        counters.iteration_started()
+        try:
+            yield from fields
+        finally:
+            counters.iteration_ended()
+
     def _iter_items(self) -> Iterator[tuple[K, V]]:
-        for field, data in self._iter_fields():
+        for field, data in self._counted(self._iter_fields()):
             yield self._key(field), self._value(field, data)
 
     def __iter__(self) -> Iterator[K]:
-        for field, _ in self._iter_fields():
+        for field, _ in self._counted(self._iter_fields()):
             yield self._key(field)
 
     def clear(self) -> None:
         self._check_write()
-        client = self._endpoint.client
-        self._endpoint.call(lambda: client.delete(self._name))
-        self._written()
+        removed = int(self._endpoint.script(Scripts.clear, [self._name], []))
+        self._seen.clear()
+        self._wrote(deletes=removed)
 
     def _hgetall(self) -> dict[bytes, bytes]:
-        client = self._endpoint.client
-        raw: dict[bytes, bytes] = self._endpoint.read(lambda: client.hgetall(self._name))
-        return raw
+        flat = self._endpoint.read("HGETALL", self._name)
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def snapshot(self) -> FrozenMap[K, V]:
         """The map at one instant (one HGETALL), decoded into a FrozenMap."""
@@ -370,43 +492,58 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     # ------------------------------------------------ server-side compound operations
 
-    def _script(self, script: Any, args: list[Any], keys: list[str] | None = None) -> Any:
-        client = self._endpoint.client
-        keys = keys or [self._name]
-        try:
-            return self._endpoint.call(lambda: script(keys=keys, args=args, client=client))
-        finally:
-            self._written()
-
     def load_or_store(self, key: K, value: V) -> tuple[V, bool]:
         self._check_write()
         field = self._field(key)
-        reply = self._script(self._scripts.load_or_store, [field, self._encode_stored(value)])
+        data = self._encode_stored(value)
+        reply = self._endpoint.script(Scripts.load_or_store, [self._name], [field, data])
         if reply[0]:
+            self._remember(field, reply[1], object())
             return self._value(field, reply[1]), True
+        self._remember(field, data, object())
+        self._wrote(inserts=1)
         return value, False
 
     def load_and_delete(self, key: K) -> tuple[V | None, bool]:
         self._check_write()
         field = self._field(key)
-        reply = self._script(self._scripts.load_and_delete, [field])
-        if reply[0]:
-            return self._value(field, reply[1]), True
-        return None, False
+        if self.server_features()["hgetdel"]:
+            data = self._endpoint.call("HGETDEL", self._name, "FIELDS", 1, field)[0]
+        else:
+            reply = self._endpoint.script(Scripts.load_and_delete, [self._name], [field])
+            data = reply[1] if reply[0] else None
+        self._remember(field, None, object())
+        if data is None:
+            return None, False
+        self._wrote(deletes=1)
+        return self._value(field, data), True
 
-    def delete(self, key: K) -> None:
+    def _hdel(self, key: K) -> bool:
         self._check_write()
         field = self._field(key)
-        client = self._endpoint.client
-        self._endpoint.call(lambda: client.hdel(self._name, field))
-        self._written()
+        removed = bool(self._endpoint.call("HDEL", self._name, field))
+        self._remember(field, None, object())
+        if removed:
+            self._wrote(deletes=1)
+        return removed
+
+    def delete(self, key: K) -> None:
+        self._hdel(key)
+
+    def __delitem__(self, key: K) -> None:
+        if not self._hdel(key):
+            raise KeyError(key)
 
     def swap(self, key: K, value: V) -> tuple[V | None, bool]:
         self._check_write()
         field = self._field(key)
-        reply = self._script(self._scripts.swap, [field, self._encode_stored(value)])
+        data = self._encode_stored(value)
+        reply = self._endpoint.script(Scripts.swap, [self._name], [field, data])
+        self._remember(field, data, object())
         if reply[0]:
+            self._wrote(updates=1)
             return self._value(field, reply[1]), True
+        self._wrote(inserts=1)
         return None, False
 
     def compare_and_swap(self, key: K, old: V, new: V) -> bool:
@@ -417,7 +554,12 @@ class RedisMap(ConcurrentMapping[K, V]):
         if old is MISSING or old is DELETE:
             return False  # no entry can hold a sentinel
         args = [field, self._codec.encode_value(old), new_data]
-        return bool(self._script(self._scripts.compare_and_swap, args))
+        if self._endpoint.script(Scripts.compare_and_swap, [self._name], args):
+            self._remember(field, new_data, object())
+            self._wrote(updates=1)
+            return True
+        self._seen.pop(field, None)
+        return False
 
     def compare_and_delete(self, key: K, old: V) -> bool:
         """Remove ``key`` if it holds a value whose encoding equals ``old``'s."""
@@ -426,7 +568,12 @@ class RedisMap(ConcurrentMapping[K, V]):
         if old is MISSING or old is DELETE:
             return False  # no entry can hold a sentinel
         args = [field, self._codec.encode_value(old)]
-        return bool(self._script(self._scripts.delete_if_equal, args))
+        if self._endpoint.script(Scripts.delete_if_equal, [self._name], args):
+            self._remember(field, None, object())
+            self._wrote(deletes=1)
+            return True
+        self._seen.pop(field, None)
+        return False
 
     def delete_if(self, pred: Callable[[K, V], object]) -> int:
         """Evaluate ``pred`` over a weakly consistent pass (nothing held while it runs),
@@ -440,14 +587,20 @@ class RedisMap(ConcurrentMapping[K, V]):
         ]
         removed = 0
         for start in range(0, len(matches), 256):
-            args = [part for pair in matches[start : start + 256] for part in pair]
-            removed += int(self._script(self._scripts.delete_if_equal, args))
+            batch = matches[start : start + 256]
+            args = [part for pair in batch for part in pair]
+            removed += int(self._endpoint.script(Scripts.delete_if_equal, [self._name], args))
+            for field, _ in batch:
+                self._seen.pop(field, None)
+        if removed:
+            self._wrote(deletes=removed)
         return removed
 
     def merge(self, key: K, value: V, fn: Callable[[V, V], V | Delete]) -> V | None:
         """As the protocol's ``merge``. ``merge(k, n, operator.add)`` with an ``int`` ``n``
-        runs as one server command (HINCRBY) when the codec stores ints as decimal digits
-        and the stored value is an int; otherwise it runs as an optimistic compute."""
+        runs as one server step (HINCRBY in a script) when the codec stores ints as decimal
+        digits and the stored value is an int of 64 bits; otherwise it runs as an
+        optimistic compute."""
         amount: Any = value
         if (
             fn is operator.add
@@ -457,21 +610,26 @@ class RedisMap(ConcurrentMapping[K, V]):
         ):
             self._check_write()
             field = self._field(key)
-            client = self._endpoint.client
             try:
-                total = self._endpoint.call(lambda: client.hincrby(self._name, field, amount))
+                existed, total = self._endpoint.script(
+                    Scripts.merge_add, [self._name], [field, amount]
+                )
             except redis.exceptions.ResponseError:
                 pass  # not an int of 64 bits (or not a number): the general path decides
             else:
-                self._written()
+                self._remember(field, self._codec.encode_value(total), object())
+                self._wrote(inserts=1 - existed, updates=existed)
                 return total  # type: ignore[no-any-return]
         return super().merge(key, value, fn)
 
     # ------------------------------------------------------- optimistic operations
 
     def _backoff(self, attempt: int) -> None:
-        # Full jitter over an exponentially growing window (0.1 ms doubling to 20 ms).
-        time.sleep(random.uniform(0, min(0.02, 0.0001 * (2 ** min(attempt, 16)))))
+        # The first retry is immediate: a refused commit returned the current values, so
+        # the retry has what it needs and usually lands. Later ones sleep first, with full
+        # jitter over an exponentially growing window (0.1 ms doubling to 20 ms).
+        if attempt:
+            time.sleep(random.uniform(0, min(0.02, 0.0001 * (2 ** min(attempt - 1, 16)))))
 
     def _conflict(self, what: str, keys: tuple[object, ...]) -> RedisConflictError:
         return RedisConflictError(
@@ -486,51 +644,89 @@ class RedisMap(ConcurrentMapping[K, V]):
         writes: list[tuple[str, bytes, bytes]],
         *,
         length: int = -1,
-        lease: tuple[str, str] | None = None,
-    ) -> int:
-        args: list[Any] = [lease[1] if lease else "", length, len(reads)]
+    ) -> dict[bytes, bytes | None] | None:
+        """Apply ``writes`` if every field of ``reads`` still holds what was read (and, with
+        ``length`` >= 0, the hash still has that many fields); one round trip. Returns
+        ``None`` if applied, else the current values of ``reads`` at the commit's instant
+        (empty if the length changed). Either way ``_seen`` learns the fields' values at
+        that instant."""
+        args: list[Any] = [length, len(reads)]
         for field, data in reads.items():
             args += [field, "0", ""] if data is None else [field, "1", data]
         for op, field, data in writes:
             args += [op, field, data]
-        keys = [self._name, lease[0]] if lease else [self._name]
-        return int(self._script(self._scripts.commit, args, keys))
+        reply = self._endpoint.script(Scripts.commit, [self._name], args)
+        group = object()
+        if reply[0] == 1:
+            for field, data in reads.items():
+                self._remember(field, data, group)
+            for op, field, data in writes:
+                self._remember(field, data if op == "s" else None, group)
+            if writes:
+                self._wrote(inserts=reply[1], updates=reply[2], deletes=reply[3])
+            return None
+        return self._learn(reads, reply, group)
+
+    def _learn(
+        self, reads: Mapping[bytes, bytes | None], reply: list[Any], group: object
+    ) -> dict[bytes, bytes | None]:
+        """The current values a conflict reply carries for ``reads`` (none if the length
+        changed), also recorded in ``_seen`` as one group."""
+        if len(reply) == 1:  # the length changed: nothing learnt about the fields
+            for field in reads:
+                self._seen.pop(field, None)
+            return {}
+        current: dict[bytes, bytes | None] = {}
+        for field, flag, data in zip(reads, reply[1::2], reply[2::2], strict=True):
+            current[field] = data if flag == b"1" else None
+            self._remember(field, current[field], group)
+        return current
 
     def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
         """As the protocol's ``compute``, run optimistically: ``fn`` runs on the value read
-        and its result commits only if the entry is unchanged; otherwise ``fn`` runs again
-        on the new value (so ``fn`` may run more than once)."""
-        return self._compute(key, fn)
-
-    def _compute(
-        self,
-        key: K,
-        fn: Callable[[K, V | Missing], V | Delete],
-        lease: tuple[str, str] | None = None,
-    ) -> V | None:
+        (or last known to this handle) and its result commits only if the entry still holds
+        that value; otherwise ``fn`` runs again on the current one (so ``fn`` may run more
+        than once). One round trip when this handle knows the current value."""
         self._check_write()
         field = self._field(key)
-        with self._stripes[hash(field) % _STRIPES]:
-            for attempt in range(self._retry_budget):
-                data = self._hget(field)
+        stripe = self._stripes[hash(field) % _STRIPES]
+        self._lock_for_compute(stripe)
+        try:
+            known = self._seen.get(field)
+            data = self._hget(field) if known is None else known[0]
+            fresh = known is None  # read during this call (else only a hint to verify)
+            conflicts = 0
+            local = self._local
+            for _ in range(self._retry_budget):
                 old = MISSING if data is None else self._value(field, data)
-                with self._running("compute"):
-                    new = fn(key, old)
+                try:
+                    local.state = "compute"  # (as _running, without a generator's cost)
+                    try:
+                        new = fn(key, old)
+                    finally:
+                        local.state = None
+                except Exception:
+                    current = None if fresh else self._commit({field: data}, [])
+                    if current is None:
+                        raise  # fn raised on the current value: that is its outcome
+                    data, fresh = current[field], True
+                    continue
                 if new is DELETE:
-                    if data is None and lease is None:
-                        return None  # nothing to change: linearizes at the read
                     writes = [("d", field, b"")] if data is not None else []
                 else:
                     encoded = self._encode_stored(new)
-                    if encoded == data and lease is None:
-                        return new  # an unchanged value: linearizes at the read
-                    writes = [("s", field, encoded)]
-                outcome = self._commit({field: data}, writes, lease=lease)
-                if outcome == 1:
+                    writes = [] if encoded == data else [("s", field, encoded)]
+                if fresh and not writes:
+                    return None if new is DELETE else new  # nothing to change: at the read
+                current = self._commit({field: data}, writes)
+                if current is None:
                     return None if new is DELETE else new
-                if outcome == -1:
-                    raise _LeaseLost
-                self._backoff(attempt)
+                self._backoff(conflicts)  # (the first retry is immediate)
+                conflicts += 1
+                data, fresh = current[field], True
+        finally:
+            stripe.release()
+            self._rw.release_read()
         raise self._conflict("compute", (key,))
 
     def compute_if_absent(self, key: K, factory: Callable[[K], V | Delete]) -> V | None:
@@ -538,50 +734,72 @@ class RedisMap(ConcurrentMapping[K, V]):
         at most once per absent key across every process: the caller that wins a per-key
         lease runs it (the lease is renewed while it runs and checked at commit); the others
         wait for the value. If the lease is lost (a partition longer than the lease), the
-        commit is refused and the call returns what the new lease holder stored."""
+        commit is refused and the call returns what the new lease holder stored. One round
+        trip when the key is present, two when this caller runs the factory."""
         self._check_write()
         field = self._field(key)
         lease_key = f"{self._name}:lease:{field.hex()}"
-        client = self._endpoint.client
+        keys = [self._name, lease_key]
         wait = 0
         while True:
-            data = self._hget(field)
-            if data is not None:
-                return self._value(field, data)  # type: ignore[no-any-return]
             token = uuid.uuid4().hex
-            claim = _claim(client, lease_key, token)
-            got = self._endpoint.call(claim)
-            if not got:
-                self._backoff(min(wait, 8))  # another caller runs the factory: wait for it
-                wait += 1
-                continue
-            renewer = _LeaseRenewer(self, lease_key, token)
+            stripe = self._stripes[hash(field) % _STRIPES]
+            self._lock_for_compute(stripe)
             try:
-                return self._compute(
-                    key,
-                    lambda k, old: factory(k) if old is MISSING else old,
-                    lease=(lease_key, token),
-                )
-            except _LeaseLost:
-                continue  # someone else holds the key's lease now: read what they store
+                reply = self._endpoint.script(Scripts.claim, keys, [field, token, _LEASE_MS])
+                if reply[0] == 1:
+                    return self._value(field, reply[1])  # type: ignore[no-any-return]
+                if reply[0] == 0:
+                    held = _LEASES.hold(self._endpoint, lease_key, token)
+                    try:
+                        with self._running("compute"):
+                            new = factory(key)
+                        args: list[Any] = [field, token, "n", ""]
+                        if new is not DELETE:
+                            args[2:] = ["s", self._encode_stored(new)]
+                        done = self._endpoint.script(Scripts.fenced_put, keys, args)
+                    except BaseException:
+                        with contextlib.suppress(Exception):  # else it expires by itself
+                            self._endpoint.script(Scripts.lease, [lease_key], [token, 0])
+                        raise
+                    finally:
+                        _LEASES.drop(held)
+                    if done[0] == 0:
+                        stored = new is not DELETE
+                        self._remember(field, args[3] if stored else None, object())
+                        if stored:
+                            self._wrote(inserts=1)
+                        return None if new is DELETE else new
+                    if done[0] == 1:
+                        return self._value(field, done[1])  # type: ignore[no-any-return]
+                    # -1: the lease was lost; whoever holds it now stores the value.
             finally:
-                renewer.stop()
+                stripe.release()
+                self._rw.release_read()
+            self._backoff(min(wait, 8))  # another caller runs the factory: wait for it
+            wait += 1
 
     # ------------------------------------------------------------------ transaction
 
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         """As the protocol's ``transaction``, run optimistically: ``fn`` sees a consistent
-        view (every read re-checks what was read before), and its writes commit in one
-        script only if nothing it read has changed; otherwise ``fn`` runs again."""
+        view (every read re-checks what was read before, or comes from values this handle
+        learnt at one instant), and its writes commit in one script only if nothing it
+        read has changed; otherwise ``fn`` runs again. One round trip when this handle
+        knows the current values of what ``fn`` reads."""
         self._check_write()
-        with contextlib.ExitStack() as held:
-            held.enter_context(self._txn_lock)
-            for stripe in self._stripes:
-                held.enter_context(stripe)
+        cell = self._counters.cell()
+        cell[c.LOCK_ACQUISITIONS] += 1
+        if not self._rw.acquire_write(0):
+            self._wait(cell, self._rw.acquire_write)
+        try:
             return self._transaction(fn)
+        finally:
+            self._rw.release_write()
 
     def _transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
-        for attempt in range(self._retry_budget):
+        conflicts = 0
+        for _ in range(self._retry_budget):
             reads = _TransactionReads(self)
             view: TransactionView[K, V] = TransactionView(reads)
             try:
@@ -589,7 +807,15 @@ class RedisMap(ConcurrentMapping[K, V]):
                     result = fn(view)
             except _Restart:
                 view._close()
-                self._backoff(attempt)
+                self._backoff(conflicts)
+                conflicts += 1
+                continue
+            except Exception:
+                view._close()
+                if not reads.speculative:
+                    raise  # fn raised on the current state: that is its outcome
+                if self._commit(reads.fields, [], length=reads.length) is None:
+                    raise  # the state it saw is still current: the same outcome
                 continue
             except BaseException:
                 view._close()
@@ -597,11 +823,12 @@ class RedisMap(ConcurrentMapping[K, V]):
             deleted, written = view._take_changes()
             ops = [("d", self._field(k), b"") for k in deleted]
             ops += [("s", self._field(k), self._encode_stored(v)) for k, v in written.items()]
-            if not ops and len(reads.fields) <= 1 and reads.length < 0:
-                return result  # read at most one field: already linearizable at that read
-            if self._commit(reads.fields, ops, length=reads.length) == 1:
+            if not ops and not reads.speculative:
+                return result  # every read was checked at the last one: linearizes there
+            if self._commit(reads.fields, ops, length=reads.length) is None:
                 return result
-            self._backoff(attempt)
+            self._backoff(conflicts)
+            conflicts += 1
         raise self._conflict("transaction", ())
 
     # --------------------------------------------------------------------- dict API
@@ -623,6 +850,36 @@ class RedisMap(ConcurrentMapping[K, V]):
             return value if found else default
         return default if hit is ABSENT else hit
 
+    # ------------------------------------------------------------------- statistics
+
+    def _collect_stats(self) -> MapStats:
+        """This handle's statistics: its own operations (other handles and processes on
+        the same map count in their own), the map's size from the server (HLEN)."""
+        from ..protocol.stats import MapStats
+
+        totals = self._counters.totals()
+        return MapStats(
+            kind=type(self).__name__,
+            hits=int(totals[c.HITS]),
+            misses=int(totals[c.MISSES]),
+            inserts=int(totals[c.INSERTS]),
+            updates=int(totals[c.UPDATES]),
+            deletes=int(totals[c.DELETES]),
+            size=len(self),
+            iterations=int(totals[c.ITERATIONS]),
+            writes_during_iteration=int(totals[c.WRITES_DURING_ITERATION]),
+            lock_acquisitions=int(totals[c.LOCK_ACQUISITIONS]),
+            lock_contentions=int(totals[c.LOCK_CONTENTIONS]),
+            lock_wait_seconds=totals[c.LOCK_WAIT],
+            notes=(
+                "counts are this handle's own operations: other handles and processes "
+                "using the same map count in their own statistics",
+                "size is the server's (HLEN) at the snapshot, so it includes every client's writes",
+                "locks are this handle's in-process stripe and transaction locks; waits "
+                "for other processes show as retries, not as lock waits",
+            ),
+        )
+
 
 _M = TypeVar("_M", bound=RedisMap[Any, Any])
 # Maps are unhashable (mutable mappings), so they are tracked by id with weak references.
@@ -641,86 +898,114 @@ def _after_fork_in_child() -> None:
         m = ref()
         if m is not None:
             m._new_locks()
+            m._endpoint.after_fork_in_child()
+    _LEASES.after_fork_in_child()
 
+
+class _LeaseKeeper:
+    """Renews every compute_if_absent lease this process holds, every third of its life,
+    from one thread (started when a lease is taken and none runs; it ends when none is
+    held), so taking a lease costs no thread start."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._held: dict[int, tuple[Endpoint, str, str]] = {}
+        self._due: list[tuple[float, int]] = []  # heap of (next renewal, handle)
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, endpoint: Endpoint, lease_key: str, token: str) -> int:
+        with self._cond:
+            handle = next(self._ids)
+            self._held[handle] = (endpoint, lease_key, token)
+            heapq.heappush(self._due, (time.monotonic() + _LEASE_MS / 3000, handle))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="safemap-lease")
+                self._thread.start()
+            self._cond.notify()
+        return handle
+
+    def drop(self, handle: int) -> None:
+        with self._cond:
+            self._held.pop(handle, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._due and self._due[0][1] not in self._held:
+                        heapq.heappop(self._due)  # dropped
+                    if not self._due:
+                        self._thread = None
+                        return
+                    wait = self._due[0][0] - time.monotonic()
+                    if wait <= 0:
+                        _, handle = heapq.heappop(self._due)
+                        lease = self._held[handle]
+                        heapq.heappush(self._due, (time.monotonic() + _LEASE_MS / 3000, handle))
+                        break
+                    self._cond.wait(wait)
+            endpoint, lease_key, token = lease
+            # If this fails (connection down), the next renewal tries again; the fence at
+            # commit protects the data if the lease expires meanwhile.
+            with contextlib.suppress(Exception):
+                endpoint.script(Scripts.lease, [lease_key], [token, _LEASE_MS])
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the parent's leases and thread are not ours
+
+
+_LEASES = _LeaseKeeper()
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _claim(client: Any, lease_key: str, token: str) -> Callable[[], Any]:
-    return lambda: client.set(lease_key, token, nx=True, px=_LEASE_MS)
-
-
-def _scan(client: Any, name: str, cursor: int) -> Callable[[], Any]:
-    return lambda: client.hscan(name, cursor, count=_SCAN_COUNT)
-
-
-class _LeaseLost(Exception):
-    """The fenced commit found that the key's lease is no longer ours."""
-
-
-class _LeaseRenewer:
-    """Extends a compute_if_absent lease every third of its life while the factory runs."""
-
-    def __init__(self, owner: RedisMap[Any, Any], lease_key: str, token: str) -> None:
-        self._owner, self._key, self._token = owner, lease_key, token
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="safemap-lease")
-        self._thread.start()
-
-    def _run(self) -> None:
-        script = self._owner._scripts.lease
-        client = self._owner._endpoint.client
-        while not self._done.wait(_LEASE_MS / 3000):
-            try:
-                if not script(keys=[self._key], args=[self._token, _LEASE_MS], client=client):
-                    return  # lost: the fenced commit will refuse
-            except Exception:
-                continue  # the connection is down: try again; the fence protects the data
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-        script = self._owner._scripts.lease
-        client = self._owner._endpoint.client
-        with contextlib.suppress(Exception):  # if it fails, the lease expires by itself
-            script(keys=[self._key], args=[self._token, 0], client=client)  # release if ours
-
-
 class _TransactionReads(Mapping[Any, Any]):
-    """The base a transaction's view reads: fetches lazily, checking at each fetch that
-    everything read before is unchanged (raising ``_Restart`` otherwise), and records
-    every field read (``fields``) and, once the whole map was read, its length."""
+    """The base a transaction's view reads. A field is served from the owner's ``_seen``
+    while every such read so far came from one group and nothing was read from the server
+    (``speculative``: the commit then checks them); otherwise it is fetched, each fetch
+    checking that everything read before is unchanged (raising ``_Restart`` otherwise,
+    after the owner learnt the current values). ``fields`` records every field read and,
+    once the whole map was read, ``length`` its size."""
 
     def __init__(self, owner: RedisMap[Any, Any]) -> None:
         self._owner = owner
         self.fields: dict[bytes, bytes | None] = {}
         self.length = -1
+        self.speculative = False  # some value came from _seen (unchecked)
+        self.fresh = False  # some value came from the server in this attempt
+        self._group: object = None
         self._all: dict[Any, Any] | None = None
         self._values: dict[bytes, Any] = {}
 
-    def _checks(self) -> list[Any]:
-        args: list[Any] = [self.length, len(self.fields)]
+    def _run(self, mode: str, fields: list[bytes]) -> list[Any]:
+        owner = self._owner
+        args: list[Any] = [mode, self.length, len(self.fields)]
         for field, data in self.fields.items():
             args += [field, "0", ""] if data is None else [field, "1", data]
-        return args
-
-    def _run(self, mode: str, fields: list[bytes]) -> Any:
-        owner = owner_ = self._owner
-        client = owner._endpoint.client
-        args = [mode, *self._checks(), *fields]
-        reply = owner._endpoint.read(
-            lambda: owner_._scripts.read(keys=[owner._name], args=args, client=client)
+        args += fields
+        reply: list[Any] = owner._endpoint.script(
+            Scripts.read, [owner._name], args, idempotent=True
         )
-        if reply is None:
+        self.fresh = True
+        if reply[0] != 1:
+            owner._learn(self.fields, reply, object())
             raise _Restart
+        self.speculative = False  # everything read so far was checked at this instant
         return reply
 
     def _lookup(self, key: Any) -> Any:
         owner = self._owner
         field = owner._field(key)
         if field not in self.fields:
-            reply = self._run("f", [field])
-            self.fields[field] = reply[1] if reply[0] == b"1" else None
+            known = None if self.fresh else owner._seen.get(field)
+            if known is not None and (self._group is None or known[1] is self._group):
+                self._group = known[1]
+                self.speculative = True
+                self.fields[field] = known[0]
+            else:
+                reply = self._run("f", [field])
+                self.fields[field] = reply[2] if reply[1] == b"1" else None
         data = self.fields[field]
         if data is None:
             return _ABSENT
@@ -741,7 +1026,7 @@ class _TransactionReads(Mapping[Any, Any]):
         if self._all is None:
             owner = self._owner
             flat = self._run("a", [])
-            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            raw = dict(zip(flat[1::2], flat[2::2], strict=True))
             self.fields = {**dict.fromkeys(self.fields), **raw}  # absent ones stay absent
             self.length = len(raw)
             self._all = {owner._key(f): owner._value(f, d) for f, d in raw.items()}

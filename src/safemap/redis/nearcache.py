@@ -91,8 +91,7 @@ class NearCache:
             healthy = self._healthy
         self.misses += 1
         if not healthy:
-            client = self._endpoint.client
-            result: bytes | None = self._endpoint.read(lambda: client.hget(self._name, field))
+            result: bytes | None = self._endpoint.read("HGET", self._name, field)
             return result
         with self._reader:
             try:
@@ -100,8 +99,7 @@ class NearCache:
             except Exception:
                 data = _FAILED  # the cache is off until set up again: ask the server
         if data is _FAILED:
-            client = self._endpoint.client
-            direct: bytes | None = self._endpoint.read(lambda: client.hget(self._name, field))
+            direct: bytes | None = self._endpoint.read("HGET", self._name, field)
             return direct
         with self._state:
             if self._cache.get(field) is placeholder:
@@ -153,9 +151,8 @@ class NearCache:
     # ------------------------------------------------------------------ listening
 
     def _new_connection(self) -> Any:
-        pool = self._endpoint.client.connection_pool
-        # RESP2 explicitly: invalidations then arrive as ordinary pub/sub messages.
-        conn = pool.connection_class(**{**self._endpoint.connection_kwargs, "protocol": 2})
+        # RESP2 (the endpoint's protocol): invalidations arrive as ordinary pub/sub messages.
+        conn = self._endpoint.new_connection()
         conn.connect()
         return conn
 
