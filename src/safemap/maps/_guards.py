@@ -71,13 +71,22 @@ class LockChoice:
 
     ``try_read(0)`` / ``try_write(0)`` take the lock if it is free and say whether they did;
     ``read()`` / ``write()`` block until they take it; ``held()`` says whether the calling
-    thread holds it; ``counts()`` makes the read counters this choice needs."""
+    thread holds it; ``refuse_write()`` (``None`` if the lock allows it) raises
+    ``RecursiveUpdateError`` for a write the calling thread's own hold would deadlock, and
+    is called before any write acquisition; ``counts()`` makes the read counters this
+    choice needs.
+
+    Every one of these is a method of the lock itself (C code), so that an acquisition made
+    as the first thing inside a ``try`` cannot be interrupted (by a signal handler's
+    exception) after it took the lock and before the ``try`` protects it: no Python frame
+    runs in between."""
 
     __slots__ = (
         "counts",
         "held",
         "lock",
         "read",
+        "refuse_write",
         "release_read",
         "release_write",
         "try_read",
@@ -95,6 +104,7 @@ class LockChoice:
         write: Callable[[], object],
         release_write: Callable[[], None],
         held: Callable[[], bool],
+        refuse_write: Callable[[], None] | None,
         counts: Callable[[], SharedCounts | ThreadCounts],
     ) -> None:
         self.lock = lock
@@ -105,6 +115,7 @@ class LockChoice:
         self.write = write
         self.release_write = release_write
         self.held = held
+        self.refuse_write = refuse_write
         self.counts = counts
 
 
@@ -222,6 +233,7 @@ def mutex_locks() -> LockChoice:
         acquire,
         release,
         lock._is_owned,  # type: ignore[attr-defined]
+        None,  # re-entrant: the map refuses nested writes itself (``_busy``)
         SharedCounts,
     )
 
@@ -230,25 +242,23 @@ def rwlock_locks() -> LockChoice:
     """One writer-preferring readers-writer lock: reads share, writes exclude."""
     lock = RWLock()
     held = lock.held_by_current_thread
-    acquire_write = lock.acquire_write
 
-    def try_write(timeout: int) -> bool:
+    def refuse_write() -> None:
+        # A thread holding the lock that asks for the write side would upgrade (deadlock):
+        # the lock would raise RuntimeError; the map says why in its own terms.
         if held():
             raise RecursiveUpdateError(IN_OPERATION)
-        return acquire_write(timeout)
-
-    def write() -> bool:
-        return acquire_write()
 
     return LockChoice(
         lock,
         lock.acquire_read,
         lock.acquire_read,
         lock.release_read,
-        try_write,
-        write,
+        lock.acquire_write,
+        lock.acquire_write,
         lock.release_write,
         held,
+        refuse_write,
         GILCounts if _gil_enabled() else _thread_counts,
     )
 
