@@ -335,8 +335,8 @@ def test_thread_cells_are_exact_and_folded_when_threads_end() -> None:
 
     def reader() -> None:
         for _ in range(100):
-            counts.cell[0] += 1
-            counts.cell[1] += 1
+            counts.cell.hits += 1
+            counts.cell.misses += 1
 
     for _ in range(20):  # threads come and go: the totals keep every count
         _run([threading.Thread(target=reader) for _ in range(3)])

@@ -208,9 +208,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
             else:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
@@ -327,7 +327,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         try:
             if not self._try_read(0):
                 self._contended(self._block_read, "read")
-            self._reads.cell[2] += 1  # another acquisition of the read side
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             return len(self._data)
@@ -341,7 +341,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         try:
             if not self._try_read(0):
                 self._contended(self._block_read, "read")
-            self._reads.cell[2] += 1  # another acquisition of the read side
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()  # one C call: no finalizer runs in the middle of it
@@ -356,7 +356,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         try:
             if not self._try_read(0):
                 self._contended(self._block_read, "read")
-            self._reads.cell[2] += 1  # another acquisition of the read side
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             keys = list(self._data)
@@ -397,7 +397,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         try:
             if not self._try_read(0):
                 self._contended(self._block_read, "read")
-            self._reads.cell[2] += 1  # another acquisition of the read side
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()
@@ -453,9 +453,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
             else:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
@@ -476,9 +476,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             found = key in self._data
             if found:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
             else:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
@@ -494,9 +494,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
             else:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()

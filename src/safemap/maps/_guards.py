@@ -48,6 +48,7 @@ from ..protocol import RecursiveUpdateError
 __all__ = [
     "IN_OPERATION",
     "IN_TRANSACTION",
+    "Cell",
     "GILCounts",
     "LockChoice",
     "SharedCounts",
@@ -119,23 +120,35 @@ class LockChoice:
         self.counts = counts
 
 
-class SharedCounts:
-    """Read counters updated under a mutex: one object, exact.
+class Cell:
+    """One set of read counters: point reads that hit or missed, and the other
+    acquisitions of the read side (len, iteration, snapshot). Slots, not a list: a slot
+    store takes no lock of its own on free-threaded builds."""
 
-    ``cell`` is ``[hits, misses, reads]``, ``reads`` being the other acquisitions of the
-    read side (len, iteration, snapshot); a list, as in :class:`ThreadCounts`, so the map
-    counts the same way with either."""
+    __slots__ = ("hits", "misses", "reads")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.reads = 0
+
+    def totals(self) -> tuple[int, int, int]:
+        return self.hits, self.misses, self.reads
+
+
+class SharedCounts:
+    """Read counters updated under a mutex: one :class:`Cell` (``cell``), exact. The map
+    counts through ``.cell`` with either kind of counters."""
 
     __slots__ = ("cell",)
 
     note = ""  # what ``MapStats.notes`` says about these counters (nothing to say)
 
     def __init__(self) -> None:
-        self.cell = [0, 0, 0]
+        self.cell = Cell()
 
     def totals(self) -> tuple[int, int, int]:
-        hits, misses, reads = self.cell
-        return hits, misses, reads
+        return self.cell.totals()
 
 
 class GILCounts(SharedCounts):
@@ -157,10 +170,10 @@ class _Cells:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.base = [0, 0, 0]
-        self.cells: dict[int, list[int]] = {}
+        self.base = Cell()  # the counts of the cells whose thread ended
+        self.cells: dict[int, Cell] = {}
 
-    def add(self, cell: list[int]) -> None:
+    def add(self, cell: Cell) -> None:
         key = id(cell)
         with self.lock:
             self.cells[key] = cell
@@ -171,11 +184,11 @@ class _Cells:
 
     def totals(self) -> tuple[int, int, int]:
         with self.lock:
-            hits, misses, reads = self.base
+            hits, misses, reads = self.base.totals()
             for cell in self.cells.values():
-                hits += cell[0]
-                misses += cell[1]
-                reads += cell[2]
+                hits += cell.hits
+                misses += cell.misses
+                reads += cell.reads
         return hits, misses, reads
 
 
@@ -187,8 +200,9 @@ def _fold(ref: weakref.ref[_Cells], key: int) -> None:
         cell = cells.cells.pop(key, None)
         if cell is not None:
             base = cells.base
-            for i, count in enumerate(cell):
-                base[i] += count
+            base.hits += cell.hits
+            base.misses += cell.misses
+            base.reads += cell.reads
 
 
 class ThreadCounts(threading.local):
@@ -199,13 +213,13 @@ class ThreadCounts(threading.local):
         "thread ends): concurrent readers share no written counter, and every count is exact"
     )
 
-    cell: list[int]  # [hits, misses, reads] of the calling thread
+    cell: Cell  # the calling thread's counters
     _cells: _Cells
 
     def __init__(self, cells: _Cells) -> None:
         # Runs once in each thread, on that thread's first use of this object. The counts
-        # are one list per thread (one thread-local lookup per count, then list items).
-        self.cell = [0, 0, 0]
+        # are one Cell per thread (one thread-local lookup per count, then a slot).
+        self.cell = Cell()
         self._cells = cells
         cells.add(self.cell)
 
