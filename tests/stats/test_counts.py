@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -426,3 +427,31 @@ def test_actor_timeouts_queued_and_running_count_once_each() -> None:
         mb = m.stats().mailbox
     assert mb is not None
     assert (mb.timeouts, mb.cancelled, mb.dropped, mb.waits, mb.rejected) == (2, 1, 1, 0, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_thread_cells_usable_in_a_fork_child_whose_parent_held_their_lock() -> None:
+    import time
+    import warnings
+
+    from safemap.maps._guards import _thread_counts
+
+    counts = _thread_counts()
+    counts.cell.hits += 1
+    counts._cells.lock.acquire()  # as if another thread were folding a cell at the fork
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+            pid = os.fork()
+        if pid == 0:  # the child: totals() takes the registry's lock
+            os._exit(0 if counts.totals() == (1, 0, 0) else 1)
+    finally:
+        counts._cells.lock.release()
+    deadline = time.monotonic() + JOIN
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung on the registry's lock")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status[1]) == 0

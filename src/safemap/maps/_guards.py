@@ -172,6 +172,7 @@ class _Cells:
         self.lock = threading.Lock()
         self.base = Cell()  # the counts of the cells whose thread ended
         self.cells: dict[int, Cell] = {}
+        _live_cells.add(self)  # its lock is renewed in a fork child (_reset_after_fork)
 
     def add(self, cell: Cell) -> None:
         key = id(cell)
@@ -286,7 +287,13 @@ def track_for_fork(owner: Any) -> None:
     _live_maps[id(owner)] = owner
 
 
+_live_cells: weakref.WeakSet[_Cells] = weakref.WeakSet()
+
+
 def _reset_after_fork() -> None:
+    # A thread that no longer exists in the child may have held a registry's lock.
+    for cells in list(_live_cells):
+        cells.lock = threading.Lock()
     for owner in list(_live_maps.values()):
         owner._after_fork_in_child()
 
