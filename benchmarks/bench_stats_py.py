@@ -1,6 +1,6 @@
 """Cost of the always-on statistics of LockedMap and RWLockMap: get and set, with and without.
 
-    python benchmarks/bench_stats_py.py            # full run (about half a minute)
+    python benchmarks/bench_stats_py.py            # full run (about a minute)
     python benchmarks/bench_stats_py.py --quick    # a few seconds
 
 "With" is the shipped map. "Without" is the same map with its ``get`` and ``store``
@@ -132,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repeats")
     args = parser.parse_args()
-    n, repeats = (20_000, 5) if args.quick else (100_000, 15)
+    n, repeats = (10_000, 10) if args.quick else (10_000, 80)
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     print(
         f"# {platform.python_implementation()} {platform.python_version()}"

@@ -38,6 +38,15 @@ other writer (the write side, or ``_nested``), so plain attribute increments are
 close of the iterator): a write that finds one in progress counts in
 ``writes_during_iteration``.
 
+Acquisition and interrupts. Each acquisition is the first statement inside the ``try``
+whose ``finally`` releases, and is a C method of the lock (``_guards``), so a signal
+handler's exception (``KeyboardInterrupt``) cannot land after the lock was taken and
+before the ``try`` protects it. It can land before the lock was taken (while waiting in the
+slow path, or between a failed try and the wait): the release then finds nothing to release
+and its ``RuntimeError`` is ignored, and the interrupt propagates. A failed try means this
+thread did not hold the lock already (both locks admit their holder at once), so that
+release cannot drop an outer hold of the same thread.
+
 Release outside the lock. A value (or a transaction's undo log) that a write replaces or
 removes is kept in a local until the lock is released, so a ``__del__`` it triggers runs
 with the map free and its own writes to the map land.
@@ -93,6 +102,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         "_lock",
         "_nested",
         "_reads",
+        "_refuse_write",
         "_release_read",
         "_release_write",
         "_slow",
@@ -133,6 +143,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         self._release_read = choice.release_read
         self._try_write, self._block_write = choice.try_write, choice.write
         self._release_write = choice.release_write
+        self._refuse_write = choice.refuse_write
         self._held = choice.held
 
     def _after_fork_in_child(self) -> None:
@@ -159,16 +170,6 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             self._contentions += 1
             self._wait += wait
         record(f"{plain_class(type(self)).__name__}.{side}", wait)
-
-    def _enter_read(self) -> None:
-        if not self._try_read(0):
-            self._contended(self._block_read, "read")
-        self._reads.cell[2] += 1  # another acquisition of the read side
-
-    def _enter_write(self) -> None:
-        if not self._try_write(0):
-            self._contended(self._block_write, "write")
-        self._write_acquisitions += 1
 
     def _counted_write(self) -> None:
         """Called under an exclusive hold by a write that changed the map."""
@@ -200,18 +201,21 @@ class DictBackedMap(ConcurrentMapping[K, V]):
     # ---------------------------------------------------------------- primitives
 
     def load(self, key: K) -> tuple[V | None, bool]:
-        if not self._try_read(0):
-            self._contended(self._block_read, "read")
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
             else:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         return (None, False) if value is _ABSENT else (value, True)
 
     def store(self, key: K, value: V) -> None:
@@ -221,11 +225,16 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             with self._nested:
                 old = self._store_held(key, value)
         else:
-            self._enter_write()
             try:
+                if not self._try_write(0):
+                    self._contended(self._block_write, "write")
+                self._write_acquisitions += 1
                 old = self._store_held(key, value)
             finally:
-                self._release_write()
+                try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                    self._release_write()
+                except RuntimeError:
+                    pass  # interrupted before the lock was taken: nothing to release
         del old  # released with the lock free: its __del__ may write to the map
 
     def _store_held(self, key: K, value: V) -> Any:
@@ -249,8 +258,12 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         return old
 
     def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
-        self._enter_write()
+        if self._refuse_write is not None:
+            self._refuse_write()
         try:
+            if not self._try_write(0):
+                self._contended(self._block_write, "write")
+            self._write_acquisitions += 1
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
             self._busy = True
@@ -278,7 +291,10 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             finally:
                 self._busy = False
         finally:
-            self._release_write()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_write()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         # ``old`` is a local: the value replaced or removed is released after the lock.
 
     def load_and_delete(self, key: K) -> tuple[V | None, bool]:
@@ -286,11 +302,16 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             with self._nested:
                 value = self._pop_held(key)
         else:
-            self._enter_write()
             try:
+                if not self._try_write(0):
+                    self._contended(self._block_write, "write")
+                self._write_acquisitions += 1
                 value = self._pop_held(key)
             finally:
-                self._release_write()
+                try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                    self._release_write()
+                except RuntimeError:
+                    pass  # interrupted before the lock was taken: nothing to release
         return (None, False) if value is _ABSENT else (value, True)
 
     def _pop_held(self, key: K) -> Any:
@@ -303,32 +324,47 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         return value
 
     def __len__(self) -> int:
-        self._enter_read()
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             return len(self._data)
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
-        self._enter_read()
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()  # one C call: no finalizer runs in the middle of it
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         yield from self._iters.iterate(data.items())
 
     def __iter__(self) -> Iterator[K]:
-        self._enter_read()
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             keys = list(self._data)
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         return self._iters.iterate(keys)
 
     def clear(self) -> None:
@@ -336,11 +372,16 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             with self._nested:
                 old = self._clear_held()
         else:
-            self._enter_write()
             try:
+                if not self._try_write(0):
+                    self._contended(self._block_write, "write")
+                self._write_acquisitions += 1
                 old = self._clear_held()
             finally:
-                self._release_write()
+                try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                    self._release_write()
+                except RuntimeError:
+                    pass  # interrupted before the lock was taken: nothing to release
         del old  # values are released outside the lock: their __del__ may use the map
 
     def _clear_held(self) -> dict[K, V]:
@@ -353,18 +394,27 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         return old
 
     def snapshot(self) -> FrozenMap[K, V]:
-        self._enter_read()
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
+            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         return FrozenMap._adopt(data)
 
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
-        self._enter_write()
+        if self._refuse_write is not None:
+            self._refuse_write()
         try:
+            if not self._try_write(0):
+                self._contended(self._block_write, "write")
+            self._write_acquisitions += 1
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
             self._busy = self._txn = True
@@ -378,7 +428,10 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 view._close()
                 self._busy = self._txn = False
         finally:
-            self._release_write()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_write()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         # ``view`` holds the commit's undo log (every replaced or removed value) and the
         # values ``fn`` wrote: as a local, it is released after the lock.
 
@@ -393,18 +446,21 @@ class DictBackedMap(ConcurrentMapping[K, V]):
     # ---------------------------------- hot dict methods, shortened (same guarantees)
 
     def __getitem__(self, key: K) -> V:
-        if not self._try_read(0):
-            self._contended(self._block_read, "read")
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
             else:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         if value is _ABSENT:
             raise KeyError(key)
         return value  # type: ignore[no-any-return]
@@ -413,31 +469,37 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         self.store(key, value)
 
     def __contains__(self, key: object) -> bool:
-        if not self._try_read(0):
-            self._contended(self._block_read, "read")
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             found = key in self._data
             if found:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
             else:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         return found
 
     def get(self, key: K, default: Any = None, /) -> Any:
-        if not self._try_read(0):
-            self._contended(self._block_read, "read")
         try:
+            if not self._try_read(0):
+                self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             value = self._data.get(key, _ABSENT)
             if value is _ABSENT:
-                self._reads.cell[1] += 1  # a miss
+                self._reads.cell.misses += 1
             else:
-                self._reads.cell[0] += 1  # a hit
+                self._reads.cell.hits += 1
         finally:
-            self._release_read()
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_read()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
         return default if value is _ABSENT else value

@@ -48,6 +48,7 @@ from ..protocol import RecursiveUpdateError
 __all__ = [
     "IN_OPERATION",
     "IN_TRANSACTION",
+    "Cell",
     "GILCounts",
     "LockChoice",
     "SharedCounts",
@@ -71,13 +72,22 @@ class LockChoice:
 
     ``try_read(0)`` / ``try_write(0)`` take the lock if it is free and say whether they did;
     ``read()`` / ``write()`` block until they take it; ``held()`` says whether the calling
-    thread holds it; ``counts()`` makes the read counters this choice needs."""
+    thread holds it; ``refuse_write()`` (``None`` if the lock allows it) raises
+    ``RecursiveUpdateError`` for a write the calling thread's own hold would deadlock, and
+    is called before any write acquisition; ``counts()`` makes the read counters this
+    choice needs.
+
+    Every one of these is a method of the lock itself (C code), so that an acquisition made
+    as the first thing inside a ``try`` cannot be interrupted (by a signal handler's
+    exception) after it took the lock and before the ``try`` protects it: no Python frame
+    runs in between."""
 
     __slots__ = (
         "counts",
         "held",
         "lock",
         "read",
+        "refuse_write",
         "release_read",
         "release_write",
         "try_read",
@@ -95,6 +105,7 @@ class LockChoice:
         write: Callable[[], object],
         release_write: Callable[[], None],
         held: Callable[[], bool],
+        refuse_write: Callable[[], None] | None,
         counts: Callable[[], SharedCounts | ThreadCounts],
     ) -> None:
         self.lock = lock
@@ -105,26 +116,39 @@ class LockChoice:
         self.write = write
         self.release_write = release_write
         self.held = held
+        self.refuse_write = refuse_write
         self.counts = counts
 
 
-class SharedCounts:
-    """Read counters updated under a mutex: one object, exact.
+class Cell:
+    """One set of read counters: point reads that hit or missed, and the other
+    acquisitions of the read side (len, iteration, snapshot). Slots, not a list: a slot
+    store takes no lock of its own on free-threaded builds."""
 
-    ``cell`` is ``[hits, misses, reads]``, ``reads`` being the other acquisitions of the
-    read side (len, iteration, snapshot); a list, as in :class:`ThreadCounts`, so the map
-    counts the same way with either."""
+    __slots__ = ("hits", "misses", "reads")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.reads = 0
+
+    def totals(self) -> tuple[int, int, int]:
+        return self.hits, self.misses, self.reads
+
+
+class SharedCounts:
+    """Read counters updated under a mutex: one :class:`Cell` (``cell``), exact. The map
+    counts through ``.cell`` with either kind of counters."""
 
     __slots__ = ("cell",)
 
     note = ""  # what ``MapStats.notes`` says about these counters (nothing to say)
 
     def __init__(self) -> None:
-        self.cell = [0, 0, 0]
+        self.cell = Cell()
 
     def totals(self) -> tuple[int, int, int]:
-        hits, misses, reads = self.cell
-        return hits, misses, reads
+        return self.cell.totals()
 
 
 class GILCounts(SharedCounts):
@@ -146,10 +170,11 @@ class _Cells:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.base = [0, 0, 0]
-        self.cells: dict[int, list[int]] = {}
+        self.base = Cell()  # the counts of the cells whose thread ended
+        self.cells: dict[int, Cell] = {}
+        _live_cells.add(self)  # its lock is renewed in a fork child (_reset_after_fork)
 
-    def add(self, cell: list[int]) -> None:
+    def add(self, cell: Cell) -> None:
         key = id(cell)
         with self.lock:
             self.cells[key] = cell
@@ -160,11 +185,11 @@ class _Cells:
 
     def totals(self) -> tuple[int, int, int]:
         with self.lock:
-            hits, misses, reads = self.base
+            hits, misses, reads = self.base.totals()
             for cell in self.cells.values():
-                hits += cell[0]
-                misses += cell[1]
-                reads += cell[2]
+                hits += cell.hits
+                misses += cell.misses
+                reads += cell.reads
         return hits, misses, reads
 
 
@@ -176,8 +201,9 @@ def _fold(ref: weakref.ref[_Cells], key: int) -> None:
         cell = cells.cells.pop(key, None)
         if cell is not None:
             base = cells.base
-            for i, count in enumerate(cell):
-                base[i] += count
+            base.hits += cell.hits
+            base.misses += cell.misses
+            base.reads += cell.reads
 
 
 class ThreadCounts(threading.local):
@@ -188,13 +214,13 @@ class ThreadCounts(threading.local):
         "thread ends): concurrent readers share no written counter, and every count is exact"
     )
 
-    cell: list[int]  # [hits, misses, reads] of the calling thread
+    cell: Cell  # the calling thread's counters
     _cells: _Cells
 
     def __init__(self, cells: _Cells) -> None:
         # Runs once in each thread, on that thread's first use of this object. The counts
-        # are one list per thread (one thread-local lookup per count, then list items).
-        self.cell = [0, 0, 0]
+        # are one Cell per thread (one thread-local lookup per count, then a slot).
+        self.cell = Cell()
         self._cells = cells
         cells.add(self.cell)
 
@@ -222,6 +248,7 @@ def mutex_locks() -> LockChoice:
         acquire,
         release,
         lock._is_owned,  # type: ignore[attr-defined]
+        None,  # re-entrant: the map refuses nested writes itself (``_busy``)
         SharedCounts,
     )
 
@@ -230,25 +257,23 @@ def rwlock_locks() -> LockChoice:
     """One writer-preferring readers-writer lock: reads share, writes exclude."""
     lock = RWLock()
     held = lock.held_by_current_thread
-    acquire_write = lock.acquire_write
 
-    def try_write(timeout: int) -> bool:
+    def refuse_write() -> None:
+        # A thread holding the lock that asks for the write side would upgrade (deadlock):
+        # the lock would raise RuntimeError; the map says why in its own terms.
         if held():
             raise RecursiveUpdateError(IN_OPERATION)
-        return acquire_write(timeout)
-
-    def write() -> bool:
-        return acquire_write()
 
     return LockChoice(
         lock,
         lock.acquire_read,
         lock.acquire_read,
         lock.release_read,
-        try_write,
-        write,
+        lock.acquire_write,
+        lock.acquire_write,
         lock.release_write,
         held,
+        refuse_write,
         GILCounts if _gil_enabled() else _thread_counts,
     )
 
@@ -262,7 +287,13 @@ def track_for_fork(owner: Any) -> None:
     _live_maps[id(owner)] = owner
 
 
+_live_cells: weakref.WeakSet[_Cells] = weakref.WeakSet()
+
+
 def _reset_after_fork() -> None:
+    # A thread that no longer exists in the child may have held a registry's lock.
+    for cells in list(_live_cells):
+        cells.lock = threading.Lock()
     for owner in list(_live_maps.values()):
         owner._after_fork_in_child()
 

@@ -12,7 +12,9 @@ method the user called.
 
 Guarantees:
 - **Hot keys** (:class:`SpaceSaving`, Metwally et al.): at most ``k`` keys are kept (the map
-  holds them strongly while they are in the summary). Each estimated count is at least the
+  holds them strongly while they are in the summary, so a key that refers to its own map
+  keeps the map alive until it leaves the summary or tracking is turned off). Replacing
+  the least counted key costs O(k). Each estimated count is at least the
   key's true number of operations since tracking started and exceeds it by at most the
   summary's smallest count when the key entered (at most ``N/k`` after ``N`` operations);
   every key used more than ``N/k`` times is in the summary. Thread-safe: updates are under
