@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from safemap import DELETE, RecursiveUpdateError, RWLockMap
-from safemap.maps._dictmap import DictBackedMap
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -168,12 +167,6 @@ def test_interrupt_signal_while_threads_contend(map_type: type[Any], fast_switch
             "while a hold is taken or released can leave the hold taken (as with "
             "threading.Semaphore); RWLock.acquire_*/release_* interrupted while *waiting* "
             "are safe and tested in tests/test_rwlock.py"
-        )
-    if issubclass(map_type, DictBackedMap) and sys.version_info >= (3, 14):
-        pytest.skip(
-            "from CPython 3.14 a 'with lock:' can be interrupted after __enter__ returned and "
-            "before the block is protected, leaking the lock (CPython bpo-29988); only the "
-            "native maps release their locks in C"
         )
     m = map_type()
     workers_n, per_worker = 3, 2000
