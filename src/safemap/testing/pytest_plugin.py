@@ -12,8 +12,9 @@ run of an environment where safemap is installed. Guarantees:
   package, session) start while they are set up is theirs, not the test's: not a leak.
 - **Leaks fail the test.** Threads, open actor maps or pending tasks left behind (after
   the retry) make the test's teardown fail with ``safemap leak check: <test id> left N
-  leak(s)``, each named with its stack. A test that failed already keeps its own failure;
-  its leaks are added to its report as a ``safemap leaks`` section.
+  leak(s)``, each named with its stack, as a fixture whose teardown fails would: a test
+  that failed already keeps its own failure and gets this error too. If the teardown
+  failed on its own, its error stays and the leaks are a ``safemap leaks`` section of it.
 - **Ignore lists.** The ini keys ``safemap_leaks_ignore_threads`` and
   ``safemap_leaks_ignore_functions`` (one name or pattern per line) apply to every test,
   ``safemap_leaks_timeout`` sets the retry time (seconds). A test (or class, or module
@@ -86,7 +87,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _CHECK = pytest.StashKey["_Check | None"]()
-_FAILED = pytest.StashKey[bool]()
 
 
 class _LeakPlugin:
@@ -147,15 +147,6 @@ class _LeakPlugin:
         with check.exempted():
             return (yield)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if report.failed and report.when != "teardown":
-            item.stash[_FAILED] = True
-        return report
-
     # Outermost (tryfirst) in setup and teardown: the check starts before every other
     # setup hook and ends after every other teardown hook.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -172,10 +163,12 @@ class _LeakPlugin:
         except BaseException:
             self._finish(item, check, failed=True)
             raise
-        self._finish(item, check, failed=item.stash.get(_FAILED, False))
+        self._finish(item, check, failed=False)
         return result
 
     def _finish(self, item: pytest.Item, check: _Check, failed: bool) -> None:
+        """Wait for the test's leaks; fail its teardown with them, or, if the teardown
+        failed already, add them to that failure's report."""
         from .leaks import describe
 
         try:
@@ -185,7 +178,7 @@ class _LeakPlugin:
         if not leaks:
             return
         text = describe(leaks, self.timeout, f"{_HEADER} {item.nodeid}")
-        if failed:  # the test failed on its own: keep that failure, add the leaks
+        if failed:
             item.add_report_section("teardown", "safemap leaks", text)
             return
         pytest.fail(text, pytrace=False)
