@@ -230,9 +230,8 @@ def test_async_decorator_catches_a_task() -> None:
 
 def test_what_existed_on_entry_is_not_a_leak(parked: Parked) -> None:
     parked.start("older")
-    with ActorMap(name="older-map"):
-        with no_leaks():
-            pass
+    with ActorMap(name="older-map"), no_leaks():
+        pass
 
 
 def test_a_dropped_actor_map_is_not_a_leak() -> None:
@@ -302,7 +301,8 @@ def test_retry_lets_a_finishing_task_finish_on_the_loop() -> None:
 
     async def main() -> None:
         async with no_leaks(timeout=JOIN):
-            asyncio.create_task(finishing(), name="finishing")
+            task = asyncio.create_task(finishing(), name="finishing")
+        assert task.done()
 
     restore = _on_first_check(release)
     try:
