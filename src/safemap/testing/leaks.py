@@ -15,7 +15,9 @@ exist on entry and is still there is a leak.
 
 **Retry.** Things that are finishing get to finish: the check repeats, with short growing
 pauses (``await asyncio.sleep`` in the async forms, so the loop's tasks run), until nothing
-leaks or ``timeout`` seconds have passed; only then does it raise :class:`LeakError`.
+leaks or ``timeout`` seconds have passed; only then does it raise :class:`LeakError`. When
+something looked leaked it also runs the garbage collector (see ``_Check._pauses``): a map
+that only garbage refers to is not a leak.
 
 **Where.** Each leak is named with its stack: a thread's current stack (from its own frame
 inward), an actor map's creation site, a task's await chain (its coroutine and each one it
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import sys
 import threading
@@ -289,6 +292,13 @@ class _Check:
                 found.append(Leak("task", task.get_name(), what, stack))
         return found
 
+    # Why the retry collects garbage (only when something looked leaked, at most twice): a
+    # map that only garbage holds is not "still referenced", and collecting it runs its
+    # finalizer (an ActorMap's closes it, so its owner thread ends). On free-threaded
+    # builds it also completes releases that other threads deferred: an object created by
+    # one thread and dropped by another is freed only when its creator merges its
+    # reference counts, which an idle thread (an event loop waiting in select) never does
+    # until a collection makes it.
     def _pauses(self, timeout: float) -> Iterator[float]:
         """Pauses (seconds) between attempts until ``timeout`` has passed."""
         deadline = time.monotonic() + timeout
@@ -299,18 +309,24 @@ class _Check:
 
     def wait(self, timeout: float) -> list[Leak]:
         """The leaks still there after up to ``timeout`` seconds of retries."""
-        for pause in self._pauses(timeout):
+        for attempt, pause in enumerate(self._pauses(timeout)):
             if not self.leaks():
                 return []
+            if attempt == 0:
+                gc.collect()  # see above _pauses
             time.sleep(pause)
+        gc.collect()
         return self.leaks()
 
     async def await_(self, timeout: float) -> list[Leak]:
         """:meth:`wait`, letting the loop run while it pauses."""
-        for pause in self._pauses(timeout):
+        for attempt, pause in enumerate(self._pauses(timeout)):
             if not self.leaks():
                 return []
+            if attempt == 0:
+                gc.collect()
             await asyncio.sleep(pause)
+        gc.collect()
         return self.leaks()
 
 
