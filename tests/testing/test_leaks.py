@@ -644,4 +644,17 @@ def test_plugin_options_are_registered_and_checked(pytester: pytest.Pytester) ->
     pytester.makeini("[pytest]\nsafemap_leaks_timeout = soon\n")
     result = _run(pytester, "--safemap-leaks")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "safemap_leaks_timeout must be a number of seconds, got 'soon'" in result.stderr.str()
+    assert "safemap_leaks_timeout must be a positive, finite number of seconds, got 'soon'" in (
+        result.stderr.str()
+    )
+
+
+def test_plugin_refuses_a_misused_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_marked="import pytest\n\n"
+        "@pytest.mark.safemap_leaks_ignore('worker-*')\n"
+        "def test_marked():\n    pass\n"
+    )
+    result = _run(pytester, "--safemap-leaks")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*safemap_leaks_ignore takes only threads=[[]...] and*"])

@@ -95,6 +95,7 @@ class _LeakPlugin:
     NAME = "safemap-leaks-session"
 
     def __init__(self, config: pytest.Config) -> None:
+        from .checker import positive_seconds
         from .leaks import _patterns
 
         self.threads = _patterns(_IGNORE_THREADS, config.getini(_IGNORE_THREADS))
@@ -102,12 +103,11 @@ class _LeakPlugin:
         raw = config.getini(_TIMEOUT)
         try:
             self.timeout = float(raw)
-        except ValueError:
+            positive_seconds(_TIMEOUT, self.timeout)
+        except (TypeError, ValueError):
             raise pytest.UsageError(
-                f"{_TIMEOUT} must be a number of seconds, got {raw!r}"
+                f"{_TIMEOUT} must be a positive, finite number of seconds, got {raw!r}"
             ) from None
-        if not self.timeout > 0 or self.timeout == float("inf"):
-            raise pytest.UsageError(f"{_TIMEOUT} must be positive and finite, got {raw!r}")
         self.current: _Check | None = None  # the running test's check
 
     def _options(self, item: pytest.Item) -> dict[str, Any] | None:
@@ -129,13 +129,21 @@ class _LeakPlugin:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
         from .leaks import no_leaks
 
-        options = self._options(item)
-        check = None
-        if options is not None:
-            check = no_leaks(**options, timeout=self.timeout)._start(None)
+        # A misused marker fails this test's setup, but only after the other setup hooks
+        # ran: raising before them would break their teardown.
+        check, error = None, None
+        try:
+            options = self._options(item)
+            if options is not None:
+                check = no_leaks(**options, timeout=self.timeout)._start(None)
+        except (pytest.UsageError, TypeError) as exc:
+            error = exc
         item.stash[_CHECK] = check
         self.current = check
-        return (yield)
+        result = yield
+        if error is not None:
+            raise error
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(
@@ -160,8 +168,11 @@ class _LeakPlugin:
         item.stash[_CHECK] = None
         try:
             result = yield
-        except BaseException:
+        except Exception:
             self._finish(item, check, failed=True)
+            raise
+        except BaseException:  # interrupted: no check
+            check.close()
             raise
         self._finish(item, check, failed=False)
         return result
