@@ -618,10 +618,19 @@ def test_plugin_fails_each_leaking_test_naming_test_and_leak(pytester: pytest.Py
         assert f"teardown of {clean}" not in out
 
 
-def test_plugin_is_off_by_default(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_leaky=LEAKY)
+FREE_WHEN_OFF = """
+import sys
+
+def test_nothing_of_the_checker_is_loaded():
+    loaded = [m for m in sys.modules if m.startswith("safemap.testing.")]
+    assert loaded == ["safemap.testing.pytest_plugin"]
+"""
+
+
+def test_plugin_is_off_by_default_and_free(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leaky=LEAKY, test_free=FREE_WHEN_OFF)
     result = _run(pytester)
-    result.assert_outcomes(passed=7, failed=1)
+    result.assert_outcomes(passed=8, failed=1)
     assert "safemap leak" not in result.stdout.str()
 
 
