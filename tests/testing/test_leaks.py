@@ -419,6 +419,25 @@ def test_ignore_functions_matches_the_run_method_of_a_thread_subclass(parked: Pa
         worker.start()
 
 
+class _WrappedBootstrap(threading.Thread):
+    """A thread whose bootstrap is wrapped, as tools do (the race detector, tracers)."""
+
+    def _bootstrap_inner(self) -> None:
+        super()._bootstrap_inner()  # type: ignore[misc]
+
+
+def test_start_function_and_stack_see_through_a_wrapped_bootstrap(parked: Parked) -> None:
+    thread = _WrappedBootstrap(target=_parked, args=(parked.release,), name="wrapped")
+    parked.threads.append(thread)
+    with pytest.raises(LeakError) as info, no_leaks(timeout=SHORT):
+        thread.start()
+    leak = _only(info.value)
+    assert f"started with {__name__}._parked," in leak.what
+    assert leak.stack.startswith('  File "' + __file__) and "in _parked\n" in leak.stack
+    with no_leaks(ignore_functions=[f"{__name__}._parked"]):
+        parked.start("plain")
+
+
 def test_ignore_functions_matches_a_task_coroutine() -> None:
     async def main() -> None:
         async with no_leaks(ignore_functions=[f"{__name__}._forever"]):

@@ -168,20 +168,36 @@ def _function_name(code: Any, module: object) -> str:
     return f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
 
 
-def _thread_function(thread: threading.Thread, frame: FrameType | None) -> str:
-    """The qualified name of the function ``thread`` started with: the outermost frame
-    outside ``threading``, else (its target is not Python code, or it is between frames)
-    its target callable, else its class's ``run``."""
-    outermost = None
+def _thread_entry(thread: threading.Thread, frame: FrameType | None) -> tuple[str, str]:
+    """The qualified name of the function ``thread`` started with, and its stack from that
+    function's frame inward (formatted).
+
+    The function it started with is its class's ``run`` if overridden, else its target:
+    the frame ``Thread.run`` called. Found by code object, so wrappers around threading's
+    bootstrap (the race detector's) do not hide it. A target that is not Python code (or a
+    thread between frames) is named from the target itself, with the stack from the first
+    frame outside ``threading``."""
+    frames = []  # outermost first
     while frame is not None:
-        if frame.f_code.co_filename != threading.__file__:
-            outermost = frame
+        frames.append(frame)
         frame = frame.f_back
-    if outermost is not None:
-        return _function_name(outermost.f_code, outermost.f_globals.get("__name__"))
-    target = getattr(thread, "_target", None) or type(thread).run
-    module = getattr(target, "__module__", None)
-    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
+    frames.reverse()
+    run = type(thread).run
+    run_code = getattr(run, "__code__", None)
+    for i, f in enumerate(frames):
+        if f.f_code is run_code:
+            entry = i + 1 if run_code is _THREAD_RUN else i
+            if entry < len(frames):
+                code, module = frames[entry].f_code, frames[entry].f_globals.get("__name__")
+                summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames[entry:])
+                return _function_name(code, module), "".join(summary.format())
+            break
+    target = getattr(thread, "_target", None) or run
+    name = f"{getattr(target, '__module__', None)}.{getattr(target, '__qualname__', target)}"
+    return name, _stack(frames[-1] if frames else None)
+
+
+_THREAD_RUN: Final = threading.Thread.run.__code__
 
 
 def _await_chain(task: asyncio.Task[Any]) -> tuple[str, str]:
@@ -274,12 +290,13 @@ class _Check:
             ):
                 continue
             frame = frames.get(thread.ident) if thread.ident is not None else None
-            function = _thread_function(thread, frame)
+            function, stack = _thread_entry(thread, frame)
+            del frame
             if _matches(function, self.ignore_functions):
                 continue
             daemon = "(daemon) " if thread.daemon else ""
             what = f"{daemon}started with {function}, still running at"
-            found.append(Leak("thread", thread.name, what, _stack(frame)))
+            found.append(Leak("thread", thread.name, what, stack))
         del frames
         if self.loop is not None and not self.loop.is_closed():
             for task in asyncio.all_tasks(self.loop):
