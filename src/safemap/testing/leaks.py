@@ -19,10 +19,11 @@ leaks or ``timeout`` seconds have passed; only then does it raise :class:`LeakEr
 something looked leaked it also runs the garbage collector (see ``_Check._pauses``): a map
 that only garbage refers to is not a leak.
 
-**Where.** Each leak is named with its stack: a thread's current stack (from its own frame
-inward), an actor map's creation site, a task's await chain (its coroutine and each one it
-awaits, down to where it is suspended). Creation sites cost nothing outside a check: the
-actor maps report their construction through a hook that is set only while a check runs.
+**Where.** Each leak is named with its stack: a thread's current stack (from the function
+it started with inward), an actor map's creation site (its innermost 16 frames), a task's
+await chain (its coroutine and each one it awaits, down to where it is suspended).
+Creation sites cost nothing outside a check: the actor maps report their construction
+through a hook that is set only while a check runs.
 
 **Ignore lists.** ``ignore_threads``: thread names, exact or :mod:`fnmatch` patterns; an
 ``ActorMap`` whose owner thread (named after the map) matches is ignored too.
@@ -69,6 +70,7 @@ R = TypeVar("R")
 #: watcher, started by the first non-daemon ``ActorMap``.
 DEFAULT_IGNORED_THREADS: Final = ("safemap-actor-exit-watcher",)
 
+_SITE_FRAMES: Final = 16  # innermost frames kept of an actor map's creation site
 _FIRST_PAUSE: Final = 0.001
 _MAX_PAUSE: Final = 0.05
 
@@ -119,7 +121,9 @@ _active: list[_Check] = []
 def _record_new_map(m: object) -> None:
     """The actor maps' construction hook while a check runs: remember the map (weakly) in
     every check that is recording, and its creation site in its sidecar."""
-    site = traceback.StackSummary.extract(_outside_actor(sys._getframe(1)), lookup_lines=False)
+    site = traceback.StackSummary.extract(
+        _outside_actor(sys._getframe(1)), limit=_SITE_FRAMES, lookup_lines=False
+    )
     site.reverse()  # most recent call last, as tracebacks print
     sidecar(m).created_at = site
     with _active_lock:
