@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["track_for_fork", "track_owner_thread"]
+__all__ = ["new_map", "track_for_fork", "track_owner_thread"]
 
 
 class _ForkAware(Protocol):
@@ -43,6 +44,16 @@ _closables: weakref.WeakSet[_Closable] = weakref.WeakSet()
 _owners: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _watcher: threading.Thread | None = None
 _exiting = False
+
+# Set only while a leak check runs (safemap.testing.no_leaks): called with every new map.
+on_new_map: Callable[[object], None] | None = None
+
+
+def new_map(m: object) -> None:
+    """Tell a running leak check that ``m`` was just constructed (nothing otherwise)."""
+    hook = on_new_map
+    if hook is not None:
+        hook(m)
 
 
 def track_for_fork(obj: _ForkAware) -> None:

@@ -24,7 +24,7 @@ from . import _ops
 from ._amailbox import AsyncMailbox, AsyncRequest
 from ._breaker import CircuitBreaker
 from ._handoff import FINISHED, WAITING, OutcomeUnknownError, ThreadCaller
-from ._lifecycle import track_for_fork
+from ._lifecycle import new_map, track_for_fork
 from ._owned import OwnedMap, stage
 from ._owner import EXEC, READ, TXN, WRITE, Owner
 from ._stats import check_options, map_stats, normalize_timeout
@@ -97,6 +97,7 @@ class AsyncActorMap(Generic[K, V]):
         self._owner: Owner[K, V] = Owner(stage(other, kwargs))
         self._mailbox = AsyncMailbox(self._owner, maxsize, breaker)
         track_for_fork(self._mailbox)
+        new_map(self)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -13,7 +13,7 @@ from ..protocol import MapClosedError
 from ..protocol.mapping import IterationGauge
 from ..protocol.stats import MapStats
 from ._breaker import CircuitBreaker
-from ._lifecycle import track_for_fork, track_owner_thread
+from ._lifecycle import new_map, track_for_fork, track_owner_thread
 from ._mailbox import Mailbox, Request
 from ._owned import OwnedMap, stage
 from ._owner import Owner
@@ -186,6 +186,7 @@ class ActorMap(OwnedMap[K, V]):
         self._finalizer = weakref.finalize(self, mailbox.close, True)
         self._runner = _Runner(owner, mailbox, name or f"ActorMap-{next(_serial)}", daemon)
         self._runner.start()
+        new_map(self)
 
     def _options(self) -> dict[str, Any]:
         return dict(self._options_)
