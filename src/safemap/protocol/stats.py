@@ -98,8 +98,9 @@ class LatencyHistogram:
         )
 
 
-_GAUGES = frozenset({"kind", "size", "inexact", "notes", "shards", "mailbox", "hot_keys",
-                     "latency"})
+_GAUGES = frozenset(
+    {"kind", "size", "inexact", "notes", "shards", "mailbox", "hot_keys", "latency"}
+)
 
 
 @dataclass(frozen=True, slots=True)
