@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.actor import wait_until
 
 from safemap.protocol import expiry
 
@@ -26,7 +27,8 @@ def clock() -> Iterator[expiry.ManualClock]:
 
 @pytest.fixture
 def closing() -> Iterator[Callable[[Any], Any]]:
-    """``closing(m)`` returns ``m`` and closes it (if it has ``close``) after the test."""
+    """``closing(m)`` returns ``m``; after the test, its pending bindings are dropped and
+    it is closed (if it has ``close``)."""
     maps: list[Any] = []
 
     def register(m: Any) -> Any:
@@ -34,6 +36,12 @@ def closing() -> Iterator[Callable[[Any], Any]]:
         return m
 
     yield register
+    for m in maps:
+        st = expiry._state(m)
+        for b in list(st.bindings) if st is not None else ():
+            b._forget()  # nothing may try to remove them from a closed map afterwards
+    # A removal the sweeper started before that finishes before the maps are closed.
+    wait_until(lambda: expiry.sweeper_thread() is None, "the sweeper exits")
     for m in maps:
         getattr(m, "close", lambda: None)()
 

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from typing import Any, Protocol, TypeVar
 
-from .errors import RecursiveUpdateError
+from .errors import MapClosedError, RecursiveUpdateError
 from .frozen import FrozenMap
 from .mapping import ConcurrentMapping, _ItemsView, _ValuesView
 from .sentinels import DELETE, MISSING
@@ -186,21 +186,30 @@ class _MapState:
                     self.ttl.pop(b.key, None)
 
     def due(self, t: float) -> list[Bound]:
-        """This map's ttl bindings whose deadline is ``<= t`` (the ended ones are pruned)."""
+        """This map's registered ttl bindings whose deadline is ``<= t``: not dropped yet,
+        whether or not someone has claimed them (a removal may be in progress)."""
         with self.lock:
             heap = self.heap
-            while heap and heap[0][2].ended:
+            while heap and heap[0][2] not in self.bindings:
                 heapq.heappop(heap)
             if not heap or heap[0][0] > t:
                 return []
-            return [b for d, _, b in heap if d <= t and not b.ended]
+            return [b for d, _, b in heap if d <= t and b in self.bindings]
 
     def remove(self, key: Any, value: object) -> bool:
         """Remove ``key`` if it holds exactly ``value``; return whether it did. Uses the
-        map's own methods (never the mixin's, which would see a due value as absent)."""
+        map's own methods (never the mixin's, which would see a due value as absent). A
+        closed map (an actor map after ``close()``) is left alone: nobody reads it any more.
+        """
         m = self.map_ref()
         if m is None:
             return False
+        try:
+            return self._remove(m, key, value)
+        except MapClosedError:
+            return False
+
+    def _remove(self, m: Any, key: Any, value: object) -> bool:
         plain = self.plain
         if not self.identity:
             return bool(plain.compare_and_delete(m, key, value))
@@ -519,6 +528,8 @@ class Expiring:
                         b._end(soft=True)
                     except RecursiveUpdateError:
                         return len(self.snapshot())  # may not write here: count a snapshot
+                    if b in st.bindings:  # someone else is removing it right now
+                        return len(self.snapshot())
                 continue
             n: int = length()
             if not st.due(_clock()) and st.gen == gen:
