@@ -206,7 +206,7 @@ class _ThreadEnd:
 
 
 _local = threading.local()
-_hooks_lock = threading.Lock()
+_hooks_lock = threading.RLock()  # `_unhook` is a weakref callback: it may run while held
 _hooks: dict[int, tuple[weakref.ref[threading.Thread], weakref.ref[_ThreadEnd]]] = {}
 
 

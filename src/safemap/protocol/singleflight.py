@@ -44,13 +44,14 @@ V = TypeVar("V")
 class _Flight:
     """One load in progress: who runs it, and where its outcome will be."""
 
-    __slots__ = ("future", "loop", "task", "thread")
+    __slots__ = ("future", "loop", "task", "thread", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.thread = threading.get_ident()
         self.loop = loop
         self.task: asyncio.Task[None] | None = None
+        self.waiters: list[None] = []  # one item per caller that waited (list.append is atomic)
 
 
 def _flights(m: object) -> dict[Any, _Flight]:
@@ -109,6 +110,7 @@ def _wait(flight: _Flight, key: object, timeout: float | None) -> Any:
             "waiting for it here would block that loop for ever; use "
             "'await m.aget_or_compute(...)'"
         )
+    flight.waiters.append(None)
     return flight.future.result(timeout)
 
 
@@ -132,6 +134,8 @@ async def aget_or_compute(
         flight.loop is None or flight.task is asyncio.current_task()
     ):
         raise _recursive(key)
+    else:
+        flight.waiters.append(None)
     return await _await(flight.future, loop, timeout)  # type: ignore[no-any-return]
 
 
