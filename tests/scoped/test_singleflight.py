@@ -234,8 +234,7 @@ def test_async_load_serves_other_loops_and_sync_callers(
     error instead of blocking that loop."""
     m = closing(map_type())
     results: list[Any] = []
-    started = threading.Event()
-    release = threading.Event()
+    started, checked, release = threading.Event(), threading.Event(), threading.Event()
 
     async def loader(_key: str) -> str:
         started.set()
@@ -249,6 +248,7 @@ def test_async_load_serves_other_loops_and_sync_callers(
         await asyncio.to_thread(started.wait, WAIT)
         with pytest.raises(RuntimeError, match="event loop"):
             m.get_or_compute("k", lambda _k: "sync")
+        checked.set()
         return await task
 
     async def other_loop() -> Any:
@@ -263,7 +263,7 @@ def test_async_load_serves_other_loops_and_sync_callers(
     assert started.wait(WAIT)
     threads.append(run(lambda: asyncio.run(other_loop())))
     threads.append(run(lambda: m.get_or_compute("k", lambda _k: "sync")))
-    wait_until(lambda: _waiting(m) >= 2, "the other callers wait")
+    wait_until(lambda: _waiting(m) >= 2 and checked.is_set(), "the other callers wait")
     release.set()
     for t in threads:
         t.join(WAIT)

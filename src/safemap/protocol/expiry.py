@@ -161,11 +161,13 @@ class _MapState:
         return a is b if self.identity else (a is b or bool(a == b))
 
     def find(self, key: Any, value: object) -> Bound | None:
-        """The ttl binding of ``key`` for exactly ``value``, if any."""
+        """The ttl binding of ``key`` for exactly ``value`` that ends first, if any (the
+        same object bound twice expires at the earlier deadline)."""
+        found: Bound | None = None
         for b in self.ttl.get(key, ()):
-            if self.same(b.value, value):
-                return b
-        return None
+            if self.same(b.value, value) and (found is None or b.deadline < found.deadline):  # type: ignore[operator]
+                found = b
+        return found
 
     def add(self, b: Bound) -> None:
         with self.lock:
@@ -387,14 +389,15 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # -------------------------------------------------------------------- the read mixin
 
 
-def _visible(m: Any, st: _MapState, key: Any, value: Any, gen: int) -> int:
-    """For a value just read: 1 visible, 0 expired (the caller confirms), -1 retry."""
+def _visible(st: _MapState, key: Any, value: Any, gen: int) -> int:
+    """For a value read after ``st.gen`` was ``gen``: 1 visible, 0 expired (the caller
+    confirms), -1 unknown (a binding was dropped since: read the key again)."""
     b = st.find(key, value)
-    if b is None:
-        return 1 if st.gen == gen else -1
-    deadline = b.deadline
-    assert deadline is not None
-    return 1 if _clock() < deadline else 0
+    if st.gen != gen:
+        return -1
+    if b is None or _clock() < b.deadline:  # type: ignore[operator]  # ttl bindings have one
+        return 1
+    return 0
 
 
 class Expiring:
@@ -411,23 +414,31 @@ class Expiring:
     # ------------------------------------------------------------- single-key reads
 
     def load(self, key: Any) -> tuple[Any, bool]:
-        st = _state(self)
+        sc = existing_sidecar(self)
+        st: _MapState | None = None if sc is None else getattr(sc, "bindings", None)
         load = super().load  # type: ignore[misc]
         if st is None:
             return load(key)  # type: ignore[no-any-return]
+        ttl = st.ttl
         while True:
             gen = st.gen
             value, found = load(key)
             if not found:
                 return None, False
-            seen = _visible(self, st, key, value, gen)
-            if seen == 1:
+            # The binding of this very value that ends first, if any (``find`` inlined:
+            # this is every read's path).
+            bound = ttl.get(key)
+            b: Bound | None = None
+            if bound is not None:
+                if st.identity and len(bound) == 1:
+                    if bound[0].value is value:
+                        b = bound[0]
+                else:
+                    b = st.find(key, value)
+            if st.gen != gen:
+                continue  # a binding was dropped meanwhile: maybe one of this value's
+            if b is None or _clock() < b.deadline:  # type: ignore[operator]  # ttl: one
                 return value, True
-            if seen == -1:
-                continue
-            b = st.find(key, value)
-            if b is None:
-                continue
             try:
                 removed = b._end(soft=True)
             except RecursiveUpdateError:
@@ -455,20 +466,17 @@ class Expiring:
 
     def _iter_items(self) -> Iterator[tuple[Any, Any]]:
         st = _state(self)
-        items = super()._iter_items()  # type: ignore[misc]
         if st is None:
-            yield from items
+            yield from super()._iter_items()  # type: ignore[misc]
             return
-        while True:
-            gen = st.gen
-            try:
-                key, value = next(items)
-            except StopIteration:
-                return
-            seen = _visible(self, st, key, value, gen)
+        # The generation is taken before the map's iterator starts: some iterators (the
+        # actor maps') read every entry at once, long before they yield it.
+        gen = st.gen
+        for key, value in super()._iter_items():  # type: ignore[misc]
+            seen = _visible(st, key, value, gen)
             if seen == 1:
                 yield key, value
-            elif seen == -1:  # the registry changed under us: ask the key itself
+            elif seen == -1:  # a binding was dropped since the start: ask the key itself
                 value, found = self.load(key)
                 if found:
                     yield key, value

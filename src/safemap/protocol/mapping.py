@@ -531,11 +531,11 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         for that load gets the exception and nothing is stored (the next call loads again).
         If someone stores the key while the loader runs, the stored value wins: it is what
         the loading caller and every waiter return. A loader that asks for its own key in
-        the same thread gets ``RecursiveUpdateError``. A present key costs one ``load``.
+        the same thread gets ``RecursiveUpdateError``. A present key costs one ``get``.
         """
-        value, found = self.load(key)
-        if found:
-            return value  # type: ignore[return-value]
+        value = self.get(key, _ABSENT)  # no value is ever _ABSENT: it is private
+        if value is not _ABSENT:
+            return value
         from .singleflight import get_or_compute
 
         return get_or_compute(self, key, loader, timeout)
@@ -551,9 +551,9 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         its result too; a ``get_or_compute`` call for that key on the thread of the loop
         running the load raises ``RuntimeError`` instead of blocking that loop.
         """
-        value, found = self.load(key)
-        if found:
-            return value  # type: ignore[return-value]
+        value = self.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
         from .singleflight import aget_or_compute
 
         return await aget_or_compute(self, key, loader, timeout)
