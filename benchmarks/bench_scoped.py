@@ -37,7 +37,10 @@ class _Owner:
 
 
 def _plain(cls: type[Any], keys: list[str]) -> Any:
-    return cls((k, k) for k in keys)
+    m = cls()
+    for k in keys:  # stored one by one, as bind() does: the same table growth
+        m[k] = k
+    return m
 
 
 def _with_bindings(cls: type[Any], keys: list[str]) -> Any:
