@@ -114,6 +114,7 @@ class Binding(Generic[K, V]):
     def _finish(self) -> None:
         self._state.drop(self)
         self._owner = None
+        self.value = None  # type: ignore[assignment]  # an ended binding keeps nothing alive
         if self._holds:
             self._holds = False
             _sweeper.unhold()
@@ -168,18 +169,22 @@ class Scope(Generic[K, V]):
 class _ThreadEnd:
     """Lives in one thread's ``threading.local``: destroyed when that thread ends."""
 
-    __slots__ = ("__weakref__", "bindings", "closed", "lock")
+    __slots__ = ("__weakref__", "bindings", "closed", "limit", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.bindings: list[Binding[Any, Any]] = []
         self.closed = False
+        self.limit = 16  # prune the ended bindings when the list reaches this length
 
     def add(self, b: Binding[Any, Any]) -> bool:
         with self.lock:
             if self.closed:
                 return False
             self.bindings.append(b)
+            if len(self.bindings) >= self.limit:  # a long-lived thread binding many times
+                self.bindings = [x for x in self.bindings if not x.ended]
+                self.limit = max(16, 2 * len(self.bindings))
             return True
 
     def __del__(self) -> None:
