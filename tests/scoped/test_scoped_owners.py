@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from support.actor import wait_until
 
-from safemap import LockedMap
+from safemap import MISSING, LockedMap
 from safemap.protocol import expiry
 
 from .helpers import count_removals
@@ -245,3 +246,58 @@ def test_no_thread_left_behind_when_the_map_is_dropped() -> None:
     finally:
         go.set()
         waiter.join(30)
+
+
+def test_owner_collected_inside_a_compute_callback_removes_after_the_lock(
+    map_type: type[Any], closing: Callable[[Any], Any]
+) -> None:
+    """The collector runs weak reference callbacks wherever it triggers, here inside a
+    compute callback that holds the map's lock: the removal waits for the sweeper thread
+    instead of running (and deadlocking or failing) there."""
+    m = closing(map_type())
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    m.bind("k", 1, owner=owner)
+    holder = [owner]
+    del owner
+
+    def callback(_key: str, old: Any) -> int:
+        holder.clear()
+        gc.collect()  # the owner dies here, under the map's lock
+        return 1 if old is MISSING else old + 1
+
+    assert m.compute("x", callback) == 1
+    wait_until(lambda: "k" not in m, "the sweeper removes the collected owner's entry")
+    assert m["x"] == 1
+
+
+def test_an_ended_binding_keeps_nothing_alive(
+    map_type: type[Any], closing: Callable[[Any], Any], clock: expiry.ManualClock
+) -> None:
+    if map_type.__name__ == "RedisMap":
+        pytest.skip("RedisMap: values are stored encoded, the map holds no Python object")
+    m = closing(map_type())
+
+    class Value:
+        pass
+
+    for kind in ("scoped", "ttl", "thread"):
+        value = Value()
+        ref = weakref.ref(value)
+        if kind == "scoped":
+            with m.scoped("k", value):
+                pass
+        elif kind == "ttl":
+            m.bind("k", value, ttl=5).release()
+        else:
+            t = threading.Thread(
+                target=lambda v=value: m.bind("k", v, owner=threading.current_thread())
+            )
+            t.start()
+            t.join(30)
+        del value
+        gc.collect()
+        assert ref() is None, kind

@@ -293,3 +293,26 @@ def test_async_failure_and_recursion(map_type: type[Any], closing: Callable[[Any
         assert "r" not in m
 
     asyncio.run(main())
+
+
+def test_async_actor_map_through_its_view_on_its_own_loop() -> None:
+    """On the loop that owns an AsyncActorMap, its threadsafe view runs calls inline, so
+    ``await amap.threadsafe.aget_or_compute(...)`` loads once for many tasks there."""
+    from safemap import AsyncActorMap
+
+    calls: list[str] = []
+
+    async def main() -> list[Any]:
+        async with AsyncActorMap[str, str]() as amap:
+
+            async def loader(key: str) -> str:
+                calls.append(key)
+                await asyncio.sleep(0)
+                return key * 2
+
+            view = amap.threadsafe
+            got = await asyncio.gather(*(view.aget_or_compute("k", loader) for _ in range(8)))
+            assert await amap.get("k") == "kk"
+            return list(got)
+
+    assert asyncio.run(main()) == ["kk"] * 8 and calls == ["k"]
