@@ -206,8 +206,14 @@ class _ThreadEnd:
             finally:
                 done.set()
 
-        _sweeper.submit(end_all)  # the bindings hold the sweeper: it is running
-        done.wait(THREAD_END_WAIT)
+        # Held for the hand-off itself: the bindings' own holds may end meanwhile (another
+        # thread releasing them), which must not let the sweeper exit with the job queued.
+        _sweeper.hold()
+        try:
+            _sweeper.submit(end_all)
+            done.wait(THREAD_END_WAIT)
+        finally:
+            _sweeper.unhold()
 
 
 _local = threading.local()
