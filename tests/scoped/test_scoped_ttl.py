@@ -4,6 +4,7 @@ every map type, with an injected clock (docs/scoped.md)."""
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import threading
 from collections.abc import Callable
@@ -311,3 +312,26 @@ def test_ttl_against_a_model(steps: list[tuple[str, int, int]], native: bool) ->
         assert dict(m.items()) == visible() and isinstance(m.snapshot(), FrozenMap)
     finally:
         expiry.set_clock(previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads running
+def test_the_sweeper_works_in_a_forked_child(clock: expiry.ManualClock) -> None:
+    m: ConcurrentMap[str, int] = ConcurrentMap()
+    m.bind("parent", 1, ttl=3600)
+    assert expiry.sweeper_thread() is not None
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            assert expiry.sweeper_thread() is None  # the parent's thread is not here
+            m.bind("child", 2, ttl=1)
+            clock.advance(1)
+            plain = plain_class(type(m))
+            wait_until(lambda: plain.__len__(m) == 1, "the child's sweeper removes it")
+            assert "child" not in m and m["parent"] == 1
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

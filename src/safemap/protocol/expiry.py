@@ -382,8 +382,9 @@ def sweeper_thread() -> threading.Thread | None:
 
 
 def _after_fork_in_child() -> None:
-    global _sweeper
-    _sweeper = _Sweeper()
+    # Reset in place (other modules hold this object): the child has no sweeper thread, and
+    # the parent's lock may have been held by a thread that does not exist here.
+    _sweeper.__init__()  # type: ignore[misc]
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
