@@ -251,6 +251,8 @@ def _attach_thread(b: Binding[Any, Any], thread: threading.Thread) -> None:
     if thread is threading.current_thread():
         _own_hook().add(b)
         return
+    if thread is threading.main_thread():
+        return  # it ends with the interpreter: nothing to watch (or to poll) until then
     hook = _hook_of(thread)
     if hook is not None and hook.add(b):
         return
