@@ -317,7 +317,13 @@ def bind(
             kind = "ref"
     st = state_of(m)
     b: Binding[K, V] = Binding(st, key, value, deadline)
-    if deadline is not None or kind in ("thread", "ref"):
+    # Deadlines, collected owners and ending threads need the sweeper (a dying thread hands
+    # it its removals); the main thread ends with the interpreter, a task on its own loop.
+    if (
+        deadline is not None
+        or kind == "ref"
+        or (kind == "thread" and owner is not threading.main_thread())
+    ):
         b._holds = True
         _sweeper.hold()
     if deadline is not None:
