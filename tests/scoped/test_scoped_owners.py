@@ -301,3 +301,19 @@ def test_an_ended_binding_keeps_nothing_alive(
         del value
         gc.collect()
         assert ref() is None, kind
+
+
+def test_entry_bound_to_the_main_thread_stays_and_needs_no_sweeper(
+    map_type: type[Any], closing: Callable[[Any], Any]
+) -> None:
+    m = closing(map_type())
+    wait_until(lambda: expiry.sweeper_thread() is None, "no sweeper from earlier tests")
+    bindings: list[Any] = []
+    t = threading.Thread(
+        target=lambda: bindings.append(m.bind("k", 1, owner=threading.main_thread()))
+    )
+    t.start()
+    t.join(30)
+    assert m["k"] == 1 and bindings[0].active
+    assert expiry.sweeper_thread() is None  # nothing to poll: it ends with the interpreter
+    assert bindings[0].release() is True and "k" not in m
