@@ -450,7 +450,7 @@ class ThreadsafeView(OwnedMap[K, V]):
     A view shares the map; it cannot be copied or pickled (take ``snapshot()``).
     """
 
-    __slots__ = ("_map",)
+    __slots__ = ("__weakref__", "_map")  # weakly referenceable, as the protocol promises
 
     def __init__(self, amap: AsyncActorMap[K, V]) -> None:
         if amap._mailbox.loop is None and not amap.closed:

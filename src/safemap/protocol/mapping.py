@@ -37,6 +37,9 @@ from .sentinels import DELETE, MISSING, Delete, Missing
 from .variants import plain_class
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from .scoped import Binding, Scope
     from .stats import MapStats
 
 __all__ = ["ConcurrentMapping", "IterationGauge", "commit_counts"]
@@ -92,6 +95,10 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
     __slots__ = ()
     __hash__ = None  # type: ignore[assignment]  # mutable maps are unhashable, like dict
+
+    # Whether reads return the very object stored (``False`` for a map that stores
+    # encoded copies): bound entries are then removed by equality instead of identity.
+    _value_identity = True
 
     # ------------------------------------------------------------------ primitives
 
@@ -510,6 +517,88 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         """
         matches = [(key, value) for key, value in self._iter_items() if pred(key, value)]
         return sum(1 for key, value in matches if self.compare_and_delete(key, value))
+
+    # ------------------------------------------------ scoped entries, loading once
+
+    def scoped(self, key: K, value: V) -> Scope[K, V]:
+        """A context manager: ``with m.scoped(key, value) as v:`` stores the entry on entry
+        and, on exit, removes it only if ``key`` still holds that very object (a newer
+        value stored meanwhile, even an equal one, survives). The removal runs exactly
+        once, also when the block ends by an exception, ``KeyboardInterrupt`` or a
+        generator's ``close()``; if it fails while the block is already raising, the
+        block's exception goes on and the failure is reported to ``sys.unraisablehook``.
+        """
+        from .scoped import Scope
+
+        return Scope(self, key, value)
+
+    def bind(
+        self, key: K, value: V, *, owner: object = None, ttl: float | None = None
+    ) -> Binding[K, V]:
+        """Store ``key: value`` for as long as its scope lives; return the
+        :class:`~safemap.protocol.scoped.Binding` (``release()`` ends it early).
+
+        - ``owner``: a ``threading.Thread`` (removed when the thread ends: before its
+          ``join()`` returns when the thread bound the entry to itself, or soon after it
+          ends otherwise), an ``asyncio.Task`` (when it is done, cancelled included) or any
+          object that supports weak references (when it is collected); ``TypeError`` for
+          anything else.
+        - ``ttl``: seconds (a positive number; ``ValueError``/``TypeError`` otherwise). From
+          its deadline on, no read returns the entry: every read path (``m[k]``, ``get``,
+          ``in``, ``len``, iteration and views, ``snapshot``, ``copy``, ``==``, ``repr``,
+          ``range``, the compute family, which sees it as absent) treats it as absent.
+          It is reclaimed by the next read that meets it and by one shared background
+          thread. The map becomes an instance of a subclass of its class (``isinstance``
+          holds, ``type(m) is`` its class no longer does).
+
+        Whatever ends the binding first removes the entry, once, and only if the key still
+        holds exactly the bound object; if someone else overwrote or deleted the key the
+        binding is just dropped. Removal never runs under a map lock; where there is no
+        caller to raise into (owner ends, deadline) a failure is reported to
+        ``sys.unraisablehook``. See ``docs/scoped.md``.
+        """
+        from .scoped import bind
+
+        return bind(self, key, value, owner, ttl)
+
+    def get_or_compute(
+        self, key: K, loader: Callable[[K], V], *, timeout: float | None = None
+    ) -> V:
+        """The value of ``key``; if absent, ``loader(key)`` is stored and returned.
+
+        The loader runs with no lock held and once per key at a time: other callers for the
+        same key wait for its result (up to ``timeout`` seconds each, then
+        ``TimeoutError``; the load goes on for the others), while callers for other keys
+        and writers are never held up by it. If the loader raises, every caller waiting
+        for that load gets the exception and nothing is stored (the next call loads again).
+        If someone stores the key while the loader runs, the stored value wins: it is what
+        the loading caller and every waiter return. A loader that asks for its own key in
+        the same thread gets ``RecursiveUpdateError``. A present key costs one ``get``.
+        """
+        value = self.get(key, _ABSENT)  # no value is ever _ABSENT: it is private
+        if value is not _ABSENT:
+            return value
+        from .singleflight import get_or_compute
+
+        return get_or_compute(self, key, loader, timeout)
+
+    async def aget_or_compute(
+        self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None
+    ) -> V:
+        """``get_or_compute`` for asyncio: ``await loader(key)`` loads a missing key.
+
+        The load runs in a task of its own: a waiter that is cancelled or times out
+        (``TimeoutError``), the first one included, leaves it running for the others.
+        Waiters on other event loops and ``get_or_compute`` callers in other threads get
+        its result too; a ``get_or_compute`` call for that key on the thread of the loop
+        running the load raises ``RuntimeError`` instead of blocking that loop.
+        """
+        value = self.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        from .singleflight import aget_or_compute
+
+        return await aget_or_compute(self, key, loader, timeout)
 
 
 class IterationGauge:

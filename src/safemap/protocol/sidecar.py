@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 __all__ = ["existing_sidecar", "sidecar"]
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered by `forget`, a weakref callback GC may run while held
 _table: dict[int, tuple[weakref.ref[object], SimpleNamespace]] = {}
 
 

@@ -124,6 +124,7 @@ class RedisMap(ConcurrentMapping[K, V]):
       ``ConnectionError``); a compound call is then wholly applied or not at all.
     """
 
+    _value_identity = False  # reads return copies: bound entries are removed by equality
     __slots__ = (
         "__weakref__",
         "_codec",
