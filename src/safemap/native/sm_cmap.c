@@ -460,10 +460,10 @@ cm_read(SMCMapObject *m, PyObject *key, PyObject **out)
     }
     int r = cm_read_hashed(m, key, hash, out);
     if (r > 0) {
-        SM_CELL_ADD(&m->stats, hits, 1);
+        SM_CELL_ADD(m, &m->stats, hits, 1);
     }
     else if (r == 0) {
-        SM_CELL_ADD(&m->stats, misses, 1);
+        SM_CELL_ADD(m, &m->stats, misses, 1);
     }
     return r;
 }
