@@ -16,8 +16,9 @@ Rows: ``m[k]`` and ``m.get(k)`` on present keys (hits), ``m.get(k)`` on absent k
 is a real update), for ``ConcurrentMap`` and ``SyncMap`` (its keys promoted, so reads and
 updates take its lock-free paths), on 1,000 int keys. ``--threads N`` runs N threads on the
 same map at once (on a free-threaded build: the striped counters must not make the threads
-share a cache line). A cell is the best (minimum) over rounds of ns per operation, the
-least disturbed by other load on the machine; the ratio is with / without (1.00 = no
+share a cache line). Times are CPU time (the thread's, or the process's with threads), so
+that other processes on the machine do not count. A cell is the best (minimum) over rounds
+of ns per operation, the least disturbed sample; the ratio is with / without (1.00 = no
 cost), and the ratio of the medians is printed beside it.
 
 Run ``python benchmarks/bench_stats.py`` from a checkout (the first run builds the
@@ -121,11 +122,14 @@ def loops(keys: list[int], absent: list[int], reps: int) -> dict[str, Callable[[
 
 
 def timed(fn: Callable[[Any], None], m: Any, nthreads: int) -> int:
-    """Wall time of fn(m) run by nthreads threads at once, in ns."""
+    """CPU time of fn(m) run by nthreads threads at once, in ns: the thread's own CPU time
+    for one thread, the process's (every thread's) for several. CPU time, not wall time:
+    on a shared machine a thread that other processes keep off the CPU is not charged for
+    it."""
     if nthreads == 1:
-        t0 = time.perf_counter_ns()
+        t0 = time.thread_time_ns()
         fn(m)
-        return time.perf_counter_ns() - t0
+        return time.thread_time_ns() - t0
     barrier = threading.Barrier(nthreads + 1)
 
     def run() -> None:
@@ -136,10 +140,10 @@ def timed(fn: Callable[[Any], None], m: Any, nthreads: int) -> int:
     for t in threads:
         t.start()
     barrier.wait()
-    t0 = time.perf_counter_ns()
+    t0 = time.process_time_ns()
     for t in threads:
         t.join()
-    return time.perf_counter_ns() - t0
+    return time.process_time_ns() - t0
 
 
 def main() -> None:
