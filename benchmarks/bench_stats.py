@@ -33,6 +33,7 @@ import glob
 import importlib.machinery
 import importlib.util
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,7 +150,9 @@ def timed(fn: Callable[[Any], None], m: Any, nthreads: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", help="directory of an earlier -DSM_NO_STATS build")
-    ap.add_argument("--rebuild", action="store_true", help="rebuild the baseline there")
+    ap.add_argument(
+        "--rebuild", action="store_true", help="rebuild the baseline (after changing C code)"
+    )
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--reps", type=int, default=20, help="passes over the keys per sample")
     ap.add_argument("--threads", type=int, default=1)
@@ -161,6 +164,7 @@ def main() -> None:
     target = args.baseline or os.path.join(tempfile.gettempdir(), "safemap-bench-nostats")
     if args.rebuild or not glob.glob(os.path.join(target, "safemap", "native", "_core*")):
         print(f"building the baseline (-DSM_NO_STATS) into {target} ...", flush=True)
+        shutil.rmtree(target, ignore_errors=True)  # pip --target does not replace files
         build_baseline(target)
     without = classes(load_baseline(target))
     with_ = classes(_core)
