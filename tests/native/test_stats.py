@@ -566,3 +566,68 @@ def test_missing_is_not_counted_as_a_value() -> None:
     with pytest.raises(TypeError):
         m["k"] = MISSING
     assert counters(m)["inserts"] == 0
+
+
+# ------------------------------------------------------------------ leaks
+
+
+@pytest.mark.parametrize("cls", NATIVE)
+@pytest.mark.timeout(300)
+def test_statistics_paths_leak_nothing(cls: type) -> None:
+    """Iterators dropped unfinished, snapshots of the counters, counted writes and reads:
+    traced memory stays flat (a leaked object per round would show as >= 100 KiB)."""
+    import os
+    import tracemalloc
+
+    rounds = int(os.environ.get("SAFEMAP_REFLEAK_ROUNDS", "40000")) // 4
+    m: Any = cls({i: i for i in range(8)})
+    lock = RWLock()
+
+    def once(i: int) -> None:
+        it = iter(m.items())
+        next(it)
+        m[i % 16] = i  # a write during iteration
+        del it  # unfinished
+        m.get(i % 16)
+        m.pop((i + 8) % 16, None)
+        m._stats_raw()
+        m._collect_stats()
+        with lock.read():
+            lock._stats()
+
+    for i in range(1000):
+        once(i)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(rounds // 2):
+            once(i)
+        gc.collect()
+        mid, _ = tracemalloc.get_traced_memory()
+        for i in range(rounds // 2):
+            once(i)
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert end - mid < 64 * 1024, (mid, end)
+    list(m)
+    before = counters(m)["writes_during_iteration"]
+    m[0] = object()
+    assert counters(m)["writes_during_iteration"] == before  # no iterator left counted
+
+
+@pytest.mark.timeout(300)
+def test_reporting_a_sampled_wait_leaks_no_reference(sampling: Any) -> None:
+    m: Any = ConcurrentMap({"k": 0}, shards=1)
+    sampler = Sampler()
+    sampling(1, sampler)
+    for _ in range(3):
+        hold_lock_while(m, "k", lambda: m.merge("k", 1, operator.add))
+    sampler.calls.clear()
+    refs = sys.getrefcount(sampler), sys.getrefcount("ConcurrentMap")
+    for _ in range(20):
+        hold_lock_while(m, "k", lambda: m.merge("k", 1, operator.add))
+    assert len(sampler.calls) == 20
+    sampler.calls.clear()
+    assert (sys.getrefcount(sampler), sys.getrefcount("ConcurrentMap")) == refs

@@ -48,7 +48,7 @@ int
 sm_stats_init(SMStats *st)
 {
 #if SM_FREE_THREADED
-    size_t bytes = (size_t)sm_nstripes * sizeof(SMStripe) + SM_LINE;
+    size_t bytes = (size_t)(sm_nstripes + 1) * sizeof(SMStripe) + SM_LINE;
     st->stripes_alloc = PyMem_Calloc(1, bytes);
     if (st->stripes_alloc == NULL) {
         PyErr_NoMemory();
@@ -57,6 +57,7 @@ sm_stats_init(SMStats *st)
     uintptr_t p = (uintptr_t)st->stripes_alloc;
     p = (p + SM_LINE - 1) & ~(uintptr_t)(SM_LINE - 1);
     st->stripes = (SMStripe *)p;
+    st->own = &st->stripes[sm_nstripes].c;
 #else
     (void)st;
 #endif
@@ -70,6 +71,7 @@ sm_stats_fini(SMStats *st)
     PyMem_Free(st->stripes_alloc);
     st->stripes_alloc = NULL;
     st->stripes = NULL;
+    st->own = NULL;
 #else
     (void)st;
 #endif
@@ -83,7 +85,7 @@ sm_stats_sum(SMStats *st, SMCells *out)
     if (st->stripes == NULL) {
         return;
     }
-    for (Py_ssize_t i = 0; i < sm_nstripes; i++) {
+    for (Py_ssize_t i = 0; i <= sm_nstripes; i++) {
         SMCells *c = &st->stripes[i].c;
         out->hits += _Py_atomic_load_ssize_relaxed(&c->hits);
         out->misses += _Py_atomic_load_ssize_relaxed(&c->misses);
@@ -355,7 +357,7 @@ sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind)
     if (it == NULL) {
         return NULL;
     }
-    SM_CELL_ADD(stats, iterations, 1);
+    SM_CELL_ADD(owner, stats, iterations, 1);
 #ifndef SM_NO_STATS
     SM_ADD_SSIZE(&stats->iterating, 1);
 #endif

@@ -142,7 +142,9 @@ sm_stripe(void)
 /* A map's statistics that are not tied to one lock. */
 typedef struct {
 #if SM_FREE_THREADED
-    SMStripe *stripes;    /* sm_nstripes, cache-line aligned */
+    SMStripe *stripes;    /* sm_nstripes + 1 (the last: the owner's), cache-line
+                             aligned */
+    SMCells *own;         /* &stripes[sm_nstripes].c */
     void *stripes_alloc;  /* what to free */
 #else
     SMCells cells;
@@ -162,14 +164,26 @@ void sm_stats_sum(SMStats *st, SMCells *out);
  * beside the normal one to measure what the statistics cost; it is never
  * shipped. */
 
-/* Bump a cell: SM_CELL_ADD(&m->stats, hits, 1). */
+/* Bump a cell of map m: SM_CELL_ADD(m, &m->stats, hits, 1).  Free-threaded
+ * builds: the thread that owns the map object (its creator, in CPython's
+ * biased reference counting: ob_tid) bumps a stripe of its own with a relaxed
+ * load and store -- only that thread ever writes it, so this is exact and
+ * costs what a GIL build pays; every other thread adds atomically to its
+ * stripe. */
 #if defined(SM_NO_STATS)
-#  define SM_CELL_ADD(st, field, n) ((void)(st), (void)(n))
+#  define SM_CELL_ADD(m, st, field, n) ((void)(m), (void)(st), (void)(n))
 #elif SM_FREE_THREADED
-#  define SM_CELL_ADD(st, field, n) \
-       ((void)_Py_atomic_add_ssize(&(st)->stripes[sm_stripe()].c.field, (n)))
+#  define SM_CELL_ADD(m, st, field, n) \
+       do { \
+           if (_Py_IsOwnedByCurrentThread((PyObject *)(m))) { \
+               SM_BUMP(&(st)->own->field, (n)); \
+           } \
+           else { \
+               (void)_Py_atomic_add_ssize(&(st)->stripes[sm_stripe()].c.field, (n)); \
+           } \
+       } while (0)
 #else
-#  define SM_CELL_ADD(st, field, n) ((void)((st)->cells.field += (n)))
+#  define SM_CELL_ADD(m, st, field, n) ((void)(m), (void)((st)->cells.field += (n)))
 #endif
 
 /* Is an iteration of the map in progress? */

@@ -33,10 +33,12 @@
 #  define SM_LIKELY(x) __builtin_expect(!!(x), 1)
 #  define SM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #  define SM_UNUSED __attribute__((unused))
+#  define SM_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
 #  define SM_LIKELY(x) (x)
 #  define SM_UNLIKELY(x) (x)
 #  define SM_UNUSED
+#  define SM_ALWAYS_INLINE static inline
 #endif
 
 #if PY_VERSION_HEX < 0x030B0000

@@ -655,8 +655,9 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     return *v != NULL;
 }
 
-/* A point read (m[k], get, in, load): counted as a hit or a miss. */
-static int
+/* A point read (m[k], get, in, load): counted as a hit or a miss.  Inlined
+ * into each of them: the call a shared copy costs shows on the read path. */
+SM_ALWAYS_INLINE int
 sy_load(SMSMapObject *m, PyObject *key, PyObject **v)
 {
     Py_hash_t hash = sm_hash(key);
@@ -666,10 +667,10 @@ sy_load(SMSMapObject *m, PyObject *key, PyObject **v)
     }
     int r = sy_load_hashed(m, key, hash, v);
     if (r > 0) {
-        SM_CELL_ADD(&m->stats, hits, 1);
+        SM_CELL_ADD(m, &m->stats, hits, 1);
     }
     else if (r == 0) {
-        SM_CELL_ADD(&m->stats, misses, 1);
+        SM_CELL_ADD(m, &m->stats, misses, 1);
     }
     return r;
 }
@@ -706,9 +707,9 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
         if (done) {
             if (prev != value) {
                 /* In place, with no lock: a lock-free counter. */
-                SM_CELL_ADD(&m->stats, updates, 1);
+                SM_CELL_ADD(m, &m->stats, updates, 1);
                 if (SM_ITERATING(&m->stats)) {
-                    SM_CELL_ADD(&m->stats, during_iteration, 1);
+                    SM_CELL_ADD(m, &m->stats, during_iteration, 1);
                 }
             }
             *old = prev;  /* live: an entry is live until expunged */
@@ -854,9 +855,9 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
             Py_END_CRITICAL_SECTION();
             if (res == 1) {
                 if (cur != new) {
-                    SM_CELL_ADD(&m->stats, updates, 1);
+                    SM_CELL_ADD(m, &m->stats, updates, 1);
                     if (SM_ITERATING(&m->stats)) {
-                        SM_CELL_ADD(&m->stats, during_iteration, 1);
+                        SM_CELL_ADD(m, &m->stats, during_iteration, 1);
                     }
                 }
                 Py_DECREF(cur);  /* the entry's reference */
