@@ -77,7 +77,10 @@ setup(
         Extension(
             "safemap.locks._rwlock",
             sources=[os.path.join("src", "safemap", "locks", "_rwlock.c")],
-            depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
+            depends=[
+                os.path.join("src", "safemap", "native", "sm_compat.h"),
+                os.path.join("src", "safemap", "native", "sm_contention.h"),
+            ],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             undef_macros=undef,

@@ -18,6 +18,7 @@ method (``swap``, ``compare_and_swap``, ``merge``, ``setdefault``, ``pop``, ...)
 from __future__ import annotations
 
 import abc
+import itertools
 import reprlib
 import threading
 from collections.abc import (
@@ -263,7 +264,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
     def popitem(self) -> tuple[K, V]:
         """Remove and return some ``(key, value)`` pair; ``KeyError`` if the map is empty."""
         while True:
-            for key, _ in self._iter_items():
+            for key in self._some_keys():
                 value, found = self.load_and_delete(key)
                 if found:
                     return key, value  # type: ignore[return-value]
@@ -271,6 +272,18 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
             # which makes the KeyError linearize at the instant len observed no entries.
             if not len(self):
                 raise KeyError("popitem(): map is empty")
+
+    def _some_keys(self, batch: int = 8) -> list[K]:
+        """Up to ``batch`` keys, taken by an iteration that is closed before this returns, so
+        the caller's deletes are not writes during an iteration."""
+        iterator = self._iter_items()
+        try:
+            return [key for key, _ in itertools.islice(iterator, batch)]
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            del iterator
 
     def setdefault(self, key: K, default: V = None, /) -> V:  # type: ignore[assignment]
         """Return the value for ``key``, first storing ``default`` if it is absent."""
