@@ -316,3 +316,59 @@ def test_async_actor_map_through_its_view_on_its_own_loop() -> None:
             return list(got)
 
     assert asyncio.run(main()) == ["kk"] * 8 and calls == ["k"]
+
+
+def test_async_actor_map_aget_or_compute_shares_one_load_with_threads() -> None:
+    """``AsyncActorMap.aget_or_compute`` on the map's loop and ``get_or_compute`` through
+    ``m.threadsafe`` in another thread share one load (one view per live map)."""
+    from safemap import AsyncActorMap
+
+    calls: list[str] = []
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        async with AsyncActorMap[str, str]() as amap:
+            view = amap.threadsafe
+            assert amap.threadsafe is view  # one view while it is alive
+            release = asyncio.Event()
+
+            async def loader(key: str) -> str:
+                calls.append(key)
+                await release.wait()
+                return key * 2
+
+            first = asyncio.ensure_future(amap.aget_or_compute("k", loader))
+            await asyncio.sleep(0)  # the load has started and is waiting on `release`
+            from_thread: list[Any] = []
+            thread = threading.Thread(
+                target=lambda: from_thread.append(view.get_or_compute("k", lambda k: "other"))
+            )
+            thread.start()
+            await asyncio.to_thread(wait_until, lambda: _waiting(view) == 1, "the thread waits")
+            on_loop = [amap.aget_or_compute("k", loader) for _ in range(4)]
+            release.set()
+            got = [await first, *await asyncio.gather(*on_loop)]
+            await asyncio.to_thread(thread.join, 30)
+            assert await amap.get("k") == "kk"
+            return got, from_thread
+
+    got, from_thread = asyncio.run(main())
+    assert got == ["kk"] * 5 and from_thread == ["kk"] and calls == ["k"]
+
+
+def test_async_actor_map_aget_or_compute_failure_stores_nothing() -> None:
+    from safemap import AsyncActorMap
+
+    async def main() -> None:
+        async with AsyncActorMap[str, int]() as amap:
+
+            async def failing(key: str) -> int:
+                await asyncio.sleep(0)
+                raise LookupError(key)
+
+            results = await asyncio.gather(
+                *(amap.aget_or_compute("k", failing) for _ in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(r, LookupError) for r in results)
+            assert await amap.load("k") == (None, False)
+
+    asyncio.run(main())

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Coroutine, Iterable, MutableMapping
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, Generic, NoReturn, TypeVar, TypeVarTuple, overload
@@ -37,6 +39,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _serial = itertools.count(1)
+_VIEW_LOCK = threading.Lock()  # serializes creating the one live ThreadsafeView of a map
 
 
 class AsyncActorMap(Generic[K, V]):
@@ -74,7 +77,7 @@ class AsyncActorMap(Generic[K, V]):
     ``name``, ``breaker``, as for ``ActorMap`` (there is no ``daemon``: that is an item).
     """
 
-    __slots__ = ("__weakref__", "_mailbox", "_options_", "_owner")
+    __slots__ = ("__weakref__", "_mailbox", "_options_", "_owner", "_view_ref")
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class AsyncActorMap(Generic[K, V]):
         }
         self._owner: Owner[K, V] = Owner(stage(other, kwargs))
         self._mailbox = AsyncMailbox(self._owner, maxsize, breaker)
+        self._view_ref: weakref.ref[ThreadsafeView[K, V]] | None = None
         track_for_fork(self._mailbox)
         new_map(self)
         try:
@@ -150,8 +154,38 @@ class AsyncActorMap(Generic[K, V]):
     def threadsafe(self) -> ThreadsafeView[K, V]:
         """A synchronous :class:`~safemap.ConcurrentMapping` over this map for code in
         other threads: each call is sent to the map's loop and waited for (see
-        :class:`~safemap.actor.ThreadsafeView`). The map must have started on its loop."""
-        return ThreadsafeView(self)
+        :class:`~safemap.actor.ThreadsafeView`). The map must have started on its loop.
+
+        While a view is alive every access returns that same view, so the entries bound
+        through it (``scoped``, ``bind``) and its loads in flight (``get_or_compute``) are
+        shared by every thread that asks for ``m.threadsafe``. The map holds its view
+        weakly (a strong reference both ways would keep a dropped map alive until the cyclic
+        collector ran)."""
+        ref = self._view_ref
+        view = ref() if ref is not None else None
+        if view is None:
+            with _VIEW_LOCK:  # two threads asking at once get one view
+                ref = self._view_ref
+                view = ref() if ref is not None else None
+                if view is None:
+                    view = ThreadsafeView(self)
+                    self._view_ref = weakref.ref(view)
+        return view
+
+    async def aget_or_compute(
+        self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None
+    ) -> V:
+        """The value of ``key``; if absent, ``await loader(key)`` is stored and returned,
+        with the guarantees of ``ConcurrentMapping.aget_or_compute``: the loader runs in a
+        task of its own with no lock held, once per key at a time; other callers wait for
+        its result (up to ``timeout``, then ``TimeoutError``), a cancelled waiter leaves it
+        running for the others, a raising loader fails every waiter and stores nothing, a
+        value stored meanwhile wins. Callers on this loop and, through ``m.threadsafe``,
+        in other threads share one load of a key while that view is alive. For scoped and
+        bound entries use the view: ``m.threadsafe.scoped(...)``, ``m.threadsafe.bind(...)``
+        (it also works on this loop, where it runs calls inline)."""
+        # On this loop the view runs calls inline; elsewhere it sends them here.
+        return await self.threadsafe.aget_or_compute(key, loader, timeout=timeout)
 
     def stats(self) -> MapStats:
         """The map's statistics (see ``safemap.MapStats``): its operation counters and, in
