@@ -1475,7 +1475,10 @@ static PyTypeObject Trie_Type = {
 typedef struct {
     Py_ssize_t hits, misses, iterations;
     Py_ssize_t active; /* iterations started and not yet finished */
-    char pad[64 - 4 * sizeof(Py_ssize_t)];
+    /* Borrowed accesses to a version begun and ended (rule 1): while they
+     * differ, a reader of this stripe may hold a version without a reference. */
+    Py_ssize_t enter, leave;
+    char pad[64 - 6 * sizeof(Py_ssize_t)];
 } PMStripe;
 
 typedef struct {
@@ -1541,15 +1544,40 @@ pm_count_write(PMap *self, Py_ssize_t *field, Py_ssize_t n)
     }
 }
 
-/* Release a replaced version (rule 1). */
-static inline void
-pm_release(Trie *old)
-{
+/* A borrowed access to the current version begins / ends (rule 1). */
 #if HAMT_LOCKFREE
-    _PyObject_XDecRefDelayed((PyObject *)old);
+#  define PM_ENTER(st) _Py_atomic_add_ssize(&(st)->enter, 1)
+#  define PM_LEAVE(st) _Py_atomic_add_ssize(&(st)->leave, 1)
 #else
-    Py_XDECREF(old);
+#  define PM_ENTER(st) ((void)(st))
+#  define PM_LEAVE(st) ((void)(st))
 #endif
+
+/* Release a replaced version (rule 1), after pm_swap and outside wlock.  If no
+ * borrowed access is in flight, none can still be using the old version (one
+ * that begins after the check loads the new root: the seq_cst fence here and
+ * the readers' seq_cst increments of `enter` before they load the root order
+ * the two), so it is released at once and the values it alone held are freed
+ * now; otherwise QSBR releases it once every thread has been quiescent. */
+static void
+pm_release(PMap *self, Trie *old)
+{
+    if (old == NULL) {
+        return;
+    }
+#if HAMT_LOCKFREE
+    _Py_atomic_fence_seq_cst();
+    for (int i = 0; i < PM_STRIPES; i++) {
+        Py_ssize_t left = _Py_atomic_load_ssize(&self->stripes[i].leave);
+        if (_Py_atomic_load_ssize(&self->stripes[i].enter) != left) {
+            _PyObject_XDecRefDelayed((PyObject *)old);
+            return;
+        }
+    }
+#else
+    (void)self;
+#endif
+    Py_DECREF(old);
 }
 
 /* A strong reference to the current version (rules 1 and 3). */
@@ -1558,6 +1586,8 @@ pm_load(PMap *self)
 {
     Trie *t;
 #if HAMT_LOCKFREE
+    PMStripe *st = pm_stripe(self);
+    PM_ENTER(st);
     for (;;) {
         uint64_t seq = _Py_atomic_load_uint64_acquire(&self->inplace_seq);
         if (seq & 1) {
@@ -1571,6 +1601,7 @@ pm_load(PMap *self)
         }
         Py_XDECREF(t);
     }
+    PM_LEAVE(st);
 #elif SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(self);
     t = self->root;
@@ -1805,8 +1836,12 @@ pm_length(PMap *self)
         return -1;
     }
 #if HAMT_BORROWED_READS
+    PMStripe *st = pm_stripe(self);
+    PM_ENTER(st);
     Trie *t = HAMT_LOAD_ACQ(&self->root); /* borrowed (rule 1): count never changes */
-    return t == NULL ? 0 : t->count;
+    Py_ssize_t n = t == NULL ? 0 : t->count;
+    PM_LEAVE(st);
+    return n;
 #else
     Trie *t = pm_load(self);
     Py_ssize_t n = t->count;
@@ -1904,7 +1939,9 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         return -1;
     }
     int r = -2;
+    PMStripe *st = pm_stripe(self);
 #if HAMT_BORROWED_READS
+    PM_ENTER(st);
     for (;;) {
         /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1). */
         Trie *t = HAMT_LOAD_ACQ(&self->root);
@@ -1934,6 +1971,7 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         break;
 #  endif
     }
+    PM_LEAVE(st);
 #endif
     if (r == -2) {
         /* A key whose comparison may run Python code: hold the version. */
@@ -1949,7 +1987,6 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         Py_DECREF(t);
     }
     if (r >= 0) {
-        PMStripe *st = pm_stripe(self);
         PM_ADD(r ? &st->hits : &st->misses);
     }
     return r;
@@ -2240,7 +2277,7 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
         }
     }
     pm_write_end(self, nested);
-    pm_release(old);
+    pm_release(self, old);
     Py_XDECREF(replaced);
     return r < 0 ? -1 : 0;
 }
@@ -2280,7 +2317,7 @@ pm_pop_impl(PMap *self, PyObject *key, PyObject **out)
         break;
     }
     pm_write_end(self, nested);
-    pm_release(old);
+    pm_release(self, old);
     return r;
 }
 
@@ -2402,7 +2439,7 @@ pm_load_or_store(PMap *self, PyObject *const *args, Py_ssize_t nargs)
         break;
     }
     pm_write_end(self, nested);
-    pm_release(old);
+    pm_release(self, old);
     return result;
 }
 
@@ -2467,7 +2504,7 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     }
     pm_strict_end(self);
     Py_XDECREF(cur);
-    pm_release(old);
+    pm_release(self, old);
     Py_XDECREF(replaced);
     Py_XDECREF(removed);
     return result;
@@ -2490,7 +2527,7 @@ pm_clear_method(PMap *self, PyObject *Py_UNUSED(ignored))
         pm_count_write(self, &self->deletes, old->count);
     }
     pm_write_end(self, nested);
-    pm_release(old);
+    pm_release(self, old);
     Py_RETURN_NONE;
 }
 
@@ -2508,7 +2545,7 @@ pm_publish(PMap *self, PyObject *t)
     }
     Trie *old = pm_swap(self, (Trie *)Py_NewRef(t));
     pm_write_end(self, nested);
-    pm_release(old);
+    pm_release(self, old);
     Py_RETURN_NONE;
 }
 
@@ -2567,7 +2604,7 @@ pm_txn_end(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     }
     SM_STORE_PTR_RELAXED(&self->txn_owner, NULL);
     pm_strict_end(self);
-    pm_release(old);
+    pm_release(self, old);
     Py_RETURN_NONE;
 }
 
