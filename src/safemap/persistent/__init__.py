@@ -10,9 +10,11 @@ Invariants:
 - the current version is replaced only by a thread holding the writer lock, so each write
   (including a compute-family callback and a transaction) sees the version it replaces
   unchanged: writes are atomic per call and callbacks run exactly once;
-- readers take a strong reference to the current version (no lock) and walk it; a version
-  never changes once published, so a read, an iteration or a ``snapshot()`` sees one
-  version, whatever writers do meanwhile;
+- readers take no lock: they load the current version and walk it (free-threaded 3.14+:
+  point reads of exact str/int keys without even a reference, a replaced version being
+  released only when no such read can still be walking it; see docs/persistent.md); a
+  version never changes once observable, so a read, an iteration or a ``snapshot()`` sees
+  one version, whatever writers do meanwhile;
 - a thread that holds the writer lock and asks for a write is inside one of the map's own
   operations: the write raises ``RecursiveUpdateError`` and changes nothing;
 - a replaced version is released after the writer lock is released, so overwritten and
