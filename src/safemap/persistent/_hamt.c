@@ -65,11 +65,16 @@
  * decrefs obj once every thread has passed a quiescent state (QSBR). */
 PyAPI_FUNC(void) _PyObject_XDecRefDelayed(PyObject *obj);
 #  define HAMT_LOAD_ACQ(p) _Py_atomic_load_ptr_acquire((void *)(p))
+/* A reader's load of the current version: sequentially consistent, so that it
+ * is ordered with the reader's seq_cst increment of `enter` before it and the
+ * writer's seq_cst fence after publishing (pm_release); a plain load on x86. */
+#  define HAMT_LOAD_ROOT(p) _Py_atomic_load_ptr((void *)(p))
 #  define HAMT_LOAD_RLX(p) _Py_atomic_load_ptr_relaxed((void *)(p))
 #  define HAMT_STORE_REL(p, v) _Py_atomic_store_ptr_release((void *)(p), (void *)(v))
 #else
 #  define HAMT_LOCKFREE 0
 #  define HAMT_LOAD_ACQ(p) (*(p))
+#  define HAMT_LOAD_ROOT(p) (*(p))
 #  define HAMT_LOAD_RLX(p) (*(p))
 #  define HAMT_STORE_REL(p, v) (*(p) = (v))
 #endif
@@ -1593,7 +1598,7 @@ pm_load(PMap *self)
         if (seq & 1) {
             continue; /* an overwrite's check+store: a few instructions */
         }
-        t = HAMT_LOAD_ACQ(&self->root);
+        t = HAMT_LOAD_ROOT(&self->root);
         Py_XINCREF(t);
         _Py_atomic_fence_seq_cst();
         if (_Py_atomic_load_uint64_relaxed(&self->inplace_seq) == seq) {
@@ -1838,7 +1843,7 @@ pm_length(PMap *self)
 #if HAMT_BORROWED_READS
     PMStripe *st = pm_stripe(self);
     PM_ENTER(st);
-    Trie *t = HAMT_LOAD_ACQ(&self->root); /* borrowed (rule 1): count never changes */
+    Trie *t = HAMT_LOAD_ROOT(&self->root); /* borrowed (rule 1): count never changes */
     Py_ssize_t n = t == NULL ? 0 : t->count;
     PM_LEAVE(st);
     return n;
@@ -1944,7 +1949,7 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
     PM_ENTER(st);
     for (;;) {
         /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1). */
-        Trie *t = HAMT_LOAD_ACQ(&self->root);
+        Trie *t = HAMT_LOAD_ROOT(&self->root);
         PyObject **slot = NULL;
         r = t == NULL || t->root == NULL ? -2 : node_find_nocode(t->root, (uint64_t)h, key, &slot);
         if (r <= 0) {
