@@ -1,7 +1,7 @@
 /*
  * _hamt.c -- safemap.persistent._hamt: a persistent hash array mapped trie.
  *
- * Three types:
+ * Types:
  *
  *   Node   one trie node, immutable once published.  A *bitmap* node has a
  *          32-bit bitmap of the hash chunk positions it uses (5 bits of the
@@ -10,38 +10,33 @@
  *          *collision* node holds the (key, value) pairs of distinct keys
  *          whose hashes are equal in all 64 bits.  Levels use shifts 0, 5,
  *          ..., 60, so two different hashes always part by shift 60 and no
- *          bitmap node ever sits below it.
+ *          bitmap node ever sits below it.  `mutid` names the batch that made
+ *          it (0: none; see node_owned).
  *   Trie   one version of a map: a root node (always a bitmap node) and the
  *          entry count.  Immutable: set() and delete() return a new Trie that
  *          shares every node off the changed path (O(log32 n) new nodes).
+ *   TrieMutation
+ *          a private batch of changes (Trie.mutate()) that edits the nodes it
+ *          made in place (mutation ids, as in immutables).
  *   PersistentMapBase
  *          the mutable map's core: a pointer to the current Trie.  Readers
- *          take a strong reference to the current Trie and walk it with no
- *          lock; a writer builds the next Trie and publishes it by swapping
- *          the pointer (writers are serialized by the map's writer lock, an SMLock).
+ *          walk the current Trie with no lock; a writer builds the next Trie
+ *          and publishes it by swapping the pointer (writers are serialized by
+ *          the map's writer lock, an SMLock).
  *
- * Why readers are safe on free-threaded builds: the only shared mutable word
- * is PersistentMapBase.root.  Everything reachable from a Trie is immutable
- * once anyone but the map can see it (the one exception, pm_replace_in_place,
- * writes only into a version and nodes nobody else holds), so a reader that
- * holds a strong reference to a Trie can walk it while writers publish new
- * versions.  Getting that strong
- * reference is the one delicate step: between loading the pointer and
- * incrementing the reference count, a writer could publish a new root and drop
- * the last reference to the old one.  So the load and the increment happen in
- * the map's critical section (Py_BEGIN_CRITICAL_SECTION on the map: a per-map
- * mutex held for those two instructions), and a writer swaps the pointer in
- * the same critical section; the writer's reference to the old root is
- * dropped only after it left the critical section.  The replaced root is
- * therefore freed exactly when the last reader that obtained it releases it.
- * On GIL builds the GIL makes load+incref atomic and no lock is taken.
+ * Why readers are safe on free-threaded builds: see "Reading without a lock"
+ * at PersistentMapBase (borrowed point reads, replaced versions released at
+ * once or through QSBR, TryIncRef on values, a sequence lock between in-place
+ * overwrites and strong references).  3.13t keeps the map's critical section
+ * around load+incref; on GIL builds the GIL makes them atomic.
  *
- * Key __hash__/__eq__ run Python code during walks; nothing a walker holds is
- * mutated during a walk, and the walker holds a strong reference to the Trie,
- * so such code (even code that writes to the map) cannot invalidate the walk.
- * A write made by that code from inside one of this map's plain writes (a
- * finalizer, a key's __eq__) is applied at once; the outer write notices that
- * the version changed under it and builds again on top (pm_write_begin).
+ * Key __hash__/__eq__ run Python code during walks; a walk that may run it
+ * holds a strong reference to the Trie, and nothing reachable from a Trie
+ * that anyone holds is mutated, so such code (even code that writes to the
+ * map) cannot invalidate the walk.  A write made by that code from inside one
+ * of this map's plain writes (a finalizer, a key's __eq__) is applied at once;
+ * the outer write notices that the version changed under it and builds again
+ * on top (pm_write_begin).
  *
  * GC: nodes, tries, iterators and maps are GC-tracked (values may refer back
  * to the map).  tp_clear may empty slots of a node in an unreachable cycle, so
