@@ -57,6 +57,19 @@ def ns_per_op(fn: Callable[[], Any], ops: int, repeat: int) -> float:
     return statistics.median(samples)
 
 
+def interleaved_min(fns: list[Callable[[], Any]], ops: int, repeat: int) -> list[float]:
+    """ns/op of each fn, run in turn ``repeat`` times; the best of each. On a shared machine
+    the minimum of interleaved runs is the least disturbed measurement of each, and every fn
+    sees the same conditions."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter_ns()
+            fn()
+            best[i] = min(best[i], (time.perf_counter_ns() - t0) / ops)
+    return best
+
+
 def ratio(x: float, base: float) -> str:
     return f"{x:,.1f} ({x / base:.2f}x)"
 
@@ -107,17 +120,18 @@ def single_thread_table(n: int, repeat: int) -> list[str]:
         f"| operation ({n:,} keys) | dict | PersistentMap | immutables.Map |",
         "| --- | ---: | ---: | ---: |",
     ]
-    g_d = ns_per_op(get_all(d), n, repeat)
-    g_m = ns_per_op(get_all(m), n, repeat)
-    r_d = ns_per_op(get_all(d, shuffled), n, repeat)
-    r_m = ns_per_op(get_all(m, shuffled), n, repeat)
     s_d = ns_per_op(set_all(d), n, repeat)
     s_m = ns_per_op(set_all(m), n, repeat)
     g_i = s_i = r_i = None
+    gets = [d, m]
     if immutables is not None:
         im = immutables.Map(d)
-        g_i = ns_per_op(get_all(im), n, repeat)
-        r_i = ns_per_op(get_all(im, shuffled), n, repeat)
+        gets.append(im)
+    found = interleaved_min([get_all(o) for o in gets], n, repeat)
+    shuffled_found = interleaved_min([get_all(o, shuffled) for o in gets], n, repeat)
+    g_d, g_m, r_d, r_m = found[0], found[1], shuffled_found[0], shuffled_found[1]
+    if immutables is not None:
+        g_i, r_i = found[2], shuffled_found[2]
 
         def iset() -> None:
             cur = im
