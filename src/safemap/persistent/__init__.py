@@ -10,9 +10,11 @@ Invariants:
 - the current version is replaced only by a thread holding the writer lock, so each write
   (including a compute-family callback and a transaction) sees the version it replaces
   unchanged: writes are atomic per call and callbacks run exactly once;
-- readers take a strong reference to the current version (no lock) and walk it; a version
-  never changes once published, so a read, an iteration or a ``snapshot()`` sees one
-  version, whatever writers do meanwhile;
+- readers take no lock: they load the current version and walk it (free-threaded 3.14+:
+  point reads of exact str/int keys without even a reference, a replaced version being
+  released only when no such read can still be walking it; see docs/persistent.md); a
+  version never changes once observable, so a read, an iteration or a ``snapshot()`` sees
+  one version, whatever writers do meanwhile;
 - a thread that holds the writer lock and asks for a write is inside one of the map's own
   operations: the write raises ``RecursiveUpdateError`` and changes nothing;
 - a replaced version is released after the writer lock is released, so overwritten and
@@ -23,11 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 
-from .._typing import Any, TypeVar, cast
+from .._typing import TYPE_CHECKING, Any, TypeVar, cast
 from ..maps._guards import track_for_fork
 from ..protocol import ConcurrentMapping, FrozenMap, TransactionView
 from ..protocol.variants import plain_class
 from ._hamt import PersistentMapBase, Trie
+
+if TYPE_CHECKING:
+    from ..protocol.stats import MapStats
 
 __all__ = ["PersistentMap", "Trie"]
 
@@ -39,26 +44,33 @@ T = TypeVar("T")
 class _Builder:
     """A version under construction: the target ``TransactionView._commit`` applies to.
 
-    Each change makes a new version; nothing is shared with readers until the caller
-    publishes ``trie``, so a commit that fails half-way leaves the map untouched.
+    The changes go into one private batch (``Trie.mutate()``: nodes the batch made are
+    updated in place, any other node is copied once); nothing is shared with readers until
+    the caller publishes ``finish()``, so a commit that fails half-way leaves the map
+    untouched. Counts the inserts, updates and deletes it applied (for ``stats()``).
     """
 
-    __slots__ = ("trie",)
+    __slots__ = ("batch", "deletes", "inserts", "updates")
 
     def __init__(self, trie: Trie) -> None:
-        self.trie = trie
+        self.batch = trie.mutate()
+        self.inserts = self.updates = self.deletes = 0
 
     def __contains__(self, key: object) -> bool:
-        return key in self.trie
+        return key in self.batch
 
     def __getitem__(self, key: Any) -> Any:
-        return self.trie[key]
+        return self.batch[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.trie = self.trie.set(key, value)
+        if self.batch.set(key, value):
+            self.inserts += 1
+        else:
+            self.updates += 1
 
     def __delitem__(self, key: Any) -> None:
-        self.trie = self.trie.delete(key)
+        self.batch.pop(key)
+        self.deletes += 1
 
 
 class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
@@ -95,7 +107,29 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         self._after_fork()
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
-        return self._current().items()
+        return self._items()
+
+    def _collect_stats(self) -> MapStats:
+        """Exact counters on every build: point reads count into per-thread stripes (on
+        free-threaded builds a reader writes only its own cache line), writes count under
+        the writer lock; ``lock_*`` are the writer lock's."""
+        from ..protocol.stats import MapStats
+
+        c = self._stats()
+        return MapStats(
+            kind=type(self).__name__,
+            hits=c["hits"],
+            misses=c["misses"],
+            inserts=c["inserts"],
+            updates=c["updates"],
+            deletes=c["deletes"],
+            size=len(self),
+            iterations=c["iterations"],
+            writes_during_iteration=c["writes_during_iteration"],
+            lock_acquisitions=c["lock_acquisitions"],
+            lock_contentions=c["lock_contentions"],
+            lock_wait_seconds=c["lock_wait_ns"] / 1e9,
+        )
 
     def snapshot(self) -> FrozenMap[K, V]:
         """The current version as a FrozenMap: O(1), the FrozenMap shares the version."""
@@ -109,14 +143,16 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         # A Trie is read as a Mapping by the view (get item, in, iter, len).
         view: TransactionView[K, V] = TransactionView(cast("Mapping[K, V]", base))
         built: Trie | None = None
+        counts = (0, 0, 0)
         try:
             result = fn(view)
             builder = _Builder(base)
             view._commit(builder)  # type: ignore[arg-type]
-            built = builder.trie
+            built = builder.batch.finish()
+            counts = (builder.inserts, builder.updates, builder.deletes)
         finally:
             view._close()
-            self._txn_end(built)
+            self._txn_end(built, *counts)
         return result
 
     def copy(self) -> PersistentMap[K, V]:

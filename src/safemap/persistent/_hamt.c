@@ -1,7 +1,7 @@
 /*
  * _hamt.c -- safemap.persistent._hamt: a persistent hash array mapped trie.
  *
- * Three types:
+ * Types:
  *
  *   Node   one trie node, immutable once published.  A *bitmap* node has a
  *          32-bit bitmap of the hash chunk positions it uses (5 bits of the
@@ -10,38 +10,33 @@
  *          *collision* node holds the (key, value) pairs of distinct keys
  *          whose hashes are equal in all 64 bits.  Levels use shifts 0, 5,
  *          ..., 60, so two different hashes always part by shift 60 and no
- *          bitmap node ever sits below it.
+ *          bitmap node ever sits below it.  `mutid` names the batch that made
+ *          it (0: none; see node_owned).
  *   Trie   one version of a map: a root node (always a bitmap node) and the
  *          entry count.  Immutable: set() and delete() return a new Trie that
  *          shares every node off the changed path (O(log32 n) new nodes).
+ *   TrieMutation
+ *          a private batch of changes (Trie.mutate()) that edits the nodes it
+ *          made in place (mutation ids, as in immutables).
  *   PersistentMapBase
  *          the mutable map's core: a pointer to the current Trie.  Readers
- *          take a strong reference to the current Trie and walk it with no
- *          lock; a writer builds the next Trie and publishes it by swapping
- *          the pointer (writers are serialized by the map's writer lock, an SMLock).
+ *          walk the current Trie with no lock; a writer builds the next Trie
+ *          and publishes it by swapping the pointer (writers are serialized by
+ *          the map's writer lock, an SMLock).
  *
- * Why readers are safe on free-threaded builds: the only shared mutable word
- * is PersistentMapBase.root.  Everything reachable from a Trie is immutable
- * once anyone but the map can see it (the one exception, pm_replace_in_place,
- * writes only into a version and nodes nobody else holds), so a reader that
- * holds a strong reference to a Trie can walk it while writers publish new
- * versions.  Getting that strong
- * reference is the one delicate step: between loading the pointer and
- * incrementing the reference count, a writer could publish a new root and drop
- * the last reference to the old one.  So the load and the increment happen in
- * the map's critical section (Py_BEGIN_CRITICAL_SECTION on the map: a per-map
- * mutex held for those two instructions), and a writer swaps the pointer in
- * the same critical section; the writer's reference to the old root is
- * dropped only after it left the critical section.  The replaced root is
- * therefore freed exactly when the last reader that obtained it releases it.
- * On GIL builds the GIL makes load+incref atomic and no lock is taken.
+ * Why readers are safe on free-threaded builds: see "Reading without a lock"
+ * at PersistentMapBase (borrowed point reads, replaced versions released at
+ * once or through QSBR, TryIncRef on values, a sequence lock between in-place
+ * overwrites and strong references).  3.13t keeps the map's critical section
+ * around load+incref; on GIL builds the GIL makes them atomic.
  *
- * Key __hash__/__eq__ run Python code during walks; nothing a walker holds is
- * mutated during a walk, and the walker holds a strong reference to the Trie,
- * so such code (even code that writes to the map) cannot invalidate the walk.
- * A write made by that code from inside one of this map's plain writes (a
- * finalizer, a key's __eq__) is applied at once; the outer write notices that
- * the version changed under it and builds again on top (pm_write_begin).
+ * Key __hash__/__eq__ run Python code during walks; a walk that may run it
+ * holds a strong reference to the Trie, and nothing reachable from a Trie
+ * that anyone holds is mutated, so such code (even code that writes to the
+ * map) cannot invalidate the walk.  A write made by that code from inside one
+ * of this map's plain writes (a finalizer, a key's __eq__) is applied at once;
+ * the outer write notices that the version changed under it and builds again
+ * on top (pm_write_begin).
  *
  * GC: nodes, tries, iterators and maps are GC-tracked (values may refer back
  * to the map).  tp_clear may empty slots of a node in an unreachable cycle, so
@@ -56,6 +51,29 @@
 #define HAMT_MAX_SHIFT 60
 #define HAMT_MAX_DEPTH 16 /* 13 bitmap levels + a collision node, rounded up */
 
+/* Lock-free reads on free-threaded builds (3.14+: PyUnstable_TryIncRef and an
+ * exported _PyObject_XDecRefDelayed); 3.13t keeps the map's critical section.
+ * See "Reading without a lock" at PersistentMapBase. */
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+#  define HAMT_LOCKFREE 1
+/* Exported by libpython (PyAPI_FUNC) but declared only in an internal header:
+ * decrefs obj once every thread has passed a quiescent state (QSBR). */
+PyAPI_FUNC(void) _PyObject_XDecRefDelayed(PyObject *obj);
+#  define HAMT_LOAD_ACQ(p) _Py_atomic_load_ptr_acquire((void *)(p))
+/* A reader's load of the current version: sequentially consistent, so that it
+ * is ordered with the reader's seq_cst increment of `enter` before it and the
+ * writer's seq_cst fence after publishing (pm_release); a plain load on x86. */
+#  define HAMT_LOAD_ROOT(p) _Py_atomic_load_ptr((void *)(p))
+#  define HAMT_LOAD_RLX(p) _Py_atomic_load_ptr_relaxed((void *)(p))
+#  define HAMT_STORE_REL(p, v) _Py_atomic_store_ptr_release((void *)(p), (void *)(v))
+#else
+#  define HAMT_LOCKFREE 0
+#  define HAMT_LOAD_ACQ(p) (*(p))
+#  define HAMT_LOAD_ROOT(p) (*(p))
+#  define HAMT_LOAD_RLX(p) (*(p))
+#  define HAMT_STORE_REL(p, v) (*(p) = (v))
+#endif
+
 /* Protocol objects, imported once (the module supports one interpreter). */
 static PyObject *RecursiveUpdateError; /* safemap.RecursiveUpdateError */
 static PyObject *MISSING, *DELETE;     /* safemap.MISSING, safemap.DELETE */
@@ -69,6 +87,7 @@ typedef struct {
     uint32_t bitmap;       /* bitmap node: positions in use */
     int collision;         /* 1: collision node */
     Py_hash_t hash;        /* collision node: the common hash */
+    uint64_t mutid;        /* 0, or the batch (TrieMutation) that owns it: see node_owned */
     PyObject *slots[1];
 } Node;
 
@@ -98,7 +117,7 @@ bitpos(uint64_t h, int shift)
 /* A node with n zeroed slots, not yet tracked by the GC (the caller fills it
  * and then calls node_ready). */
 static Node *
-node_alloc(Py_ssize_t n)
+node_alloc(Py_ssize_t n, uint64_t mutid)
 {
     Node *node = PyObject_GC_NewVar(Node, &Node_Type, n);
     if (node == NULL) {
@@ -107,6 +126,7 @@ node_alloc(Py_ssize_t n)
     node->bitmap = 0;
     node->collision = 0;
     node->hash = 0;
+    node->mutid = mutid;
     for (Py_ssize_t i = 0; i < n; i++) {
         node->slots[i] = NULL;
     }
@@ -122,9 +142,9 @@ node_ready(Node *node)
 
 /* A copy of node (same shape), slots with new references, untracked. */
 static Node *
-node_copy(Node *node, Py_ssize_t n)
+node_copy(Node *node, Py_ssize_t n, uint64_t mutid)
 {
-    Node *c = node_alloc(n);
+    Node *c = node_alloc(n, mutid);
     if (c == NULL) {
         return NULL;
     }
@@ -240,7 +260,7 @@ node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
  * on every bit below shift). */
 static Node *
 node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyObject *v2,
-          uint64_t h2)
+          uint64_t h2, uint64_t mutid)
 {
     if (shift > HAMT_MAX_SHIFT) {
         PyErr_SetString(PyExc_RuntimeError, "a key's hash changed while it was in the map");
@@ -248,11 +268,11 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
     }
     uint32_t b1 = bitpos(h1, shift), b2 = bitpos(h2, shift);
     if (b1 == b2) {
-        Node *child = node_pair(shift + HAMT_BITS, k1, v1, h1, k2, v2, h2);
+        Node *child = node_pair(shift + HAMT_BITS, k1, v1, h1, k2, v2, h2, mutid);
         if (child == NULL) {
             return NULL;
         }
-        Node *node = node_alloc(2);
+        Node *node = node_alloc(2, mutid);
         if (node == NULL) {
             Py_DECREF(child);
             return NULL;
@@ -261,7 +281,7 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
         node->slots[1] = (PyObject *)child;
         return node_ready(node);
     }
-    Node *node = node_alloc(4);
+    Node *node = node_alloc(4, mutid);
     if (node == NULL) {
         return NULL;
     }
@@ -274,24 +294,52 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
     return node_ready(node);
 }
 
+/* Mutation ids (batch building, as in immutables).  A node made by a batch
+ * (a TrieMutation) carries the batch's id; every other node carries 0.  A
+ * batch's nodes are reachable only from the batch's own private root until
+ * finish() publishes it and closes the batch, so while the batch is open it
+ * may change them in place instead of copying them: a batch of n changes
+ * copies each node at most once, not once per change.  Ids are never reused
+ * (a 64-bit counter), and mutid 0 (every persistent operation) never matches,
+ * so a published node is never changed by a batch. */
+static inline int
+node_owned(Node *node, uint64_t mutid)
+{
+    return mutid != 0 && node->mutid == mutid;
+}
+
+/* node, to be changed at slot pairs of the same count: node itself (a new
+ * reference) when the batch owns it, else a copy made for the batch. */
+static inline Node *
+node_for_edit(Node *node, uint64_t mutid)
+{
+    if (node_owned(node, mutid)) {
+        return (Node *)Py_NewRef(node);
+    }
+    return node_copy(node, Py_SIZE(node), mutid);
+}
+
 /* The node with key -> value added or replaced: a new reference (node itself
- * when nothing changes).  *added is set to 1 when key was absent.  NULL on
- * error, with nothing changed. */
+ * when nothing changes, or when the batch `mutid` owns it and changed it in
+ * place).  *added is set to 1 when key was absent.  NULL on error; a node the
+ * batch owns may then hold part of the change (the batch is private, and its
+ * change is still all or nothing for the caller's key: see tm_set). */
 static Node *
-node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, int *added)
+node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, int *added,
+           uint64_t mutid)
 {
     if (node->collision) {
         if ((uint64_t)node->hash != h) {
             /* A key of another hash reaches this collision node: put the node
              * under a bitmap node at this level and insert there. */
-            Node *wrap = node_alloc(2);
+            Node *wrap = node_alloc(2, mutid);
             if (wrap == NULL) {
                 return NULL;
             }
             wrap->bitmap = bitpos((uint64_t)node->hash, shift);
             wrap->slots[1] = Py_NewRef(node);
             node_ready(wrap);
-            Node *res = node_assoc(wrap, shift, h, key, value, added);
+            Node *res = node_assoc(wrap, shift, h, key, value, added, mutid);
             Py_DECREF(wrap);
             return res;
         }
@@ -309,15 +357,15 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
                 if (node->slots[i + 1] == value) {
                     return (Node *)Py_NewRef(node);
                 }
-                Node *c = node_copy(node, n);
+                Node *c = node_for_edit(node, mutid);
                 if (c == NULL) {
                     return NULL;
                 }
                 Py_XSETREF(c->slots[i + 1], Py_NewRef(value));
-                return node_ready(c);
+                return c == node ? c : node_ready(c);
             }
         }
-        Node *c = node_copy(node, n + 2);
+        Node *c = node_copy(node, n + 2, mutid);
         if (c == NULL) {
             return NULL;
         }
@@ -331,7 +379,7 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
     Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
     Py_ssize_t n = Py_SIZE(node);
     if (!(node->bitmap & bit)) {
-        Node *c = node_alloc(n + 2);
+        Node *c = node_alloc(n + 2, mutid);
         if (c == NULL) {
             return NULL;
         }
@@ -358,11 +406,12 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
         *added = 1;
     }
     else if (k == NULL) {
-        Node *child = node_assoc((Node *)v, shift + HAMT_BITS, h, key, value, added);
+        Node *child = node_assoc((Node *)v, shift + HAMT_BITS, h, key, value, added, mutid);
         if (child == NULL) {
             return NULL;
         }
         if ((PyObject *)child == v) {
+            /* Unchanged, or changed in place by its batch: so is this node. */
             Py_DECREF(child);
             return (Node *)Py_NewRef(node);
         }
@@ -388,7 +437,7 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
             }
             Node *child;
             if ((uint64_t)kh == h) {
-                child = node_alloc(4);
+                child = node_alloc(4, mutid);
                 if (child == NULL) {
                     return NULL;
                 }
@@ -401,7 +450,7 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
                 node_ready(child);
             }
             else {
-                child = node_pair(shift + HAMT_BITS, k, v, (uint64_t)kh, key, value, h);
+                child = node_pair(shift + HAMT_BITS, k, v, (uint64_t)kh, key, value, h, mutid);
                 if (child == NULL) {
                     return NULL;
                 }
@@ -411,7 +460,7 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
             *added = 1;
         }
     }
-    Node *c = node_copy(node, n);
+    Node *c = node_for_edit(node, mutid);
     if (c == NULL) {
         Py_XDECREF(new_key);
         Py_DECREF(replacement);
@@ -419,15 +468,15 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
     }
     Py_XSETREF(c->slots[idx], new_key);
     Py_XSETREF(c->slots[idx + 1], replacement);
-    return node_ready(c);
+    return c == node ? c : node_ready(c);
 }
 
 /* A copy of node without the slot pair at idx (bitmap node: `bit` cleared). */
 static Node *
-node_drop_pair(Node *node, Py_ssize_t idx, uint32_t bit)
+node_drop_pair(Node *node, Py_ssize_t idx, uint32_t bit, uint64_t mutid)
 {
     Py_ssize_t n = Py_SIZE(node);
-    Node *c = node_alloc(n - 2);
+    Node *c = node_alloc(n - 2, mutid);
     if (c == NULL) {
         return NULL;
     }
@@ -443,11 +492,13 @@ node_drop_pair(Node *node, Py_ssize_t idx, uint32_t bit)
     return node_ready(c);
 }
 
-/* Remove key.  1: removed, *out is the new node (a new reference, or NULL when
- * the node ends empty) and *removed the removed value (borrowed from the old
- * node); 0: absent; -1: error, nothing changed. */
+/* Remove key.  1: removed, *out is the new node (a new reference: node itself
+ * when the batch `mutid` changed it in place; NULL when the node ends empty)
+ * and *removed the removed value (a new reference); 0: absent; -1: error,
+ * nothing changed. */
 static int
-node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed)
+node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed,
+             uint64_t mutid)
 {
     if (node->collision) {
         if ((uint64_t)node->hash != h) {
@@ -466,12 +517,11 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
             if (!eq) {
                 continue;
             }
-            *removed = node->slots[i + 1];
             if (n == 4) {
                 /* One entry left: hand it up as a one-entry bitmap node, which
                  * the parent inlines. */
                 Py_ssize_t other = i == 0 ? 2 : 0;
-                Node *single = node_alloc(2);
+                Node *single = node_alloc(2, mutid);
                 if (single == NULL) {
                     return -1;
                 }
@@ -479,10 +529,15 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
                 single->slots[0] = Py_XNewRef(node->slots[other]);
                 single->slots[1] = Py_XNewRef(node->slots[other + 1]);
                 *out = node_ready(single);
-                return 1;
             }
-            *out = n == 2 ? NULL : node_drop_pair(node, i, 0);
-            return n == 2 || *out != NULL ? 1 : -1;
+            else if (n == 2) {
+                *out = NULL;
+            }
+            else if ((*out = node_drop_pair(node, i, 0, mutid)) == NULL) {
+                return -1;
+            }
+            *removed = Py_NewRef(node->slots[i + 1]);
+            return 1;
         }
         return 0;
     }
@@ -501,33 +556,47 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
         if (eq <= 0) {
             return eq;
         }
-        *removed = v;
         if (Py_SIZE(node) == 2) {
             *out = NULL;
-            return 1;
         }
-        *out = node_drop_pair(node, idx, bit);
-        return *out == NULL ? -1 : 1;
+        else if ((*out = node_drop_pair(node, idx, bit, mutid)) == NULL) {
+            return -1;
+        }
+        *removed = Py_NewRef(v);
+        return 1;
     }
     Node *sub = NULL;
-    int r = node_without((Node *)v, shift + HAMT_BITS, h, key, &sub, removed);
+    PyObject *gone = NULL;
+    int r = node_without((Node *)v, shift + HAMT_BITS, h, key, &sub, &gone, mutid);
     if (r <= 0) {
         return r;
     }
     if (sub == NULL) {
         if (Py_SIZE(node) == 2) {
             *out = NULL;
-            return 1;
         }
-        *out = node_drop_pair(node, idx, bit);
-        return *out == NULL ? -1 : 1;
+        else if ((*out = node_drop_pair(node, idx, bit, mutid)) == NULL) {
+            Py_DECREF(gone);
+            return -1;
+        }
+        *removed = gone;
+        return 1;
     }
-    Node *c = node_copy(node, Py_SIZE(node));
+    int inline_one = !sub->collision && Py_SIZE(sub) == 2 && sub->slots[0] != NULL;
+    if ((PyObject *)sub == v && !inline_one) {
+        /* The batch changed the child in place: so is this node. */
+        Py_DECREF(sub);
+        *out = (Node *)Py_NewRef(node);
+        *removed = gone;
+        return 1;
+    }
+    Node *c = node_for_edit(node, mutid);
     if (c == NULL) {
         Py_DECREF(sub);
+        Py_DECREF(gone);
         return -1;
     }
-    if (!sub->collision && Py_SIZE(sub) == 2 && sub->slots[0] != NULL) {
+    if (inline_one) {
         /* The sub-trie holds one entry: store it here instead. */
         Py_XSETREF(c->slots[idx], Py_NewRef(sub->slots[0]));
         Py_XSETREF(c->slots[idx + 1], Py_XNewRef(sub->slots[1]));
@@ -536,7 +605,8 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
     else {
         Py_XSETREF(c->slots[idx + 1], (PyObject *)sub);
     }
-    *out = node_ready(c);
+    *out = c == node ? c : node_ready(c);
+    *removed = gone;
     return 1;
 }
 
@@ -586,34 +656,54 @@ trie_find(Trie *t, PyObject *key, PyObject **out)
     return node_find(t->root, (uint64_t)h, key, out);
 }
 
-/* A new Trie with key -> value (t itself, as a new reference, when unchanged);
- * h is hash(key). */
-static Trie *
-trie_assoc_hashed(Trie *t, PyObject *key, Py_hash_t h, PyObject *value)
+/* A value about to enter a version.  Free-threaded 3.14+: lock-free readers
+ * take their reference to a value with PyUnstable_TryIncRef (see pm_find),
+ * which may fail spuriously unless the object was marked for it by a holder of
+ * a strong reference -- the caller here. */
+static inline void
+value_share(PyObject *value)
 {
-    int added = 0;
-    Node *root = node_assoc(t->root ? t->root : empty_node, 0, (uint64_t)h, key, value, &added);
+#if HAMT_LOCKFREE
+    PyUnstable_EnableTryIncRef(value);
+#else
+    (void)value;
+#endif
+}
+
+/* A new Trie with key -> value (t itself, as a new reference, when unchanged);
+ * h is hash(key); *added (if not NULL) is set to 1 when key was absent. */
+static Trie *
+trie_assoc_hashed(Trie *t, PyObject *key, Py_hash_t h, PyObject *value, int *added)
+{
+    int add = 0;
+    value_share(value);
+    Node *root =
+        node_assoc(t->root ? t->root : empty_node, 0, (uint64_t)h, key, value, &add, 0);
     if (root == NULL) {
         return NULL;
+    }
+    if (added != NULL) {
+        *added = add;
     }
     if (root == t->root) {
         Py_DECREF(root);
         return (Trie *)Py_NewRef(t);
     }
-    return trie_make(root, t->count + added);
+    return trie_make(root, t->count + add);
 }
 
 static Trie *
-trie_assoc(Trie *t, PyObject *key, PyObject *value)
+trie_assoc(Trie *t, PyObject *key, PyObject *value, int *added)
 {
     Py_hash_t h = sm_hash(key);
     if (h == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    return trie_assoc_hashed(t, key, h, value);
+    return trie_assoc_hashed(t, key, h, value, added);
 }
 
-/* 1: removed, *out a new Trie, *removed borrowed from t; 0: absent; -1: error. */
+/* 1: removed, *out a new Trie, *removed the removed value (a new reference);
+ * 0: absent; -1: error. */
 static int
 trie_without(Trie *t, PyObject *key, Trie **out, PyObject **removed)
 {
@@ -625,7 +715,7 @@ trie_without(Trie *t, PyObject *key, Trie **out, PyObject **removed)
         return 0;
     }
     Node *root = NULL;
-    int r = node_without(t->root, 0, (uint64_t)h, key, &root, removed);
+    int r = node_without(t->root, 0, (uint64_t)h, key, &root, removed, 0);
     if (r <= 0) {
         return r;
     }
@@ -633,7 +723,11 @@ trie_without(Trie *t, PyObject *key, Trie **out, PyObject **removed)
         root = (Node *)Py_NewRef(empty_node);
     }
     *out = trie_make(root, t->count - 1);
-    return *out == NULL ? -1 : 1;
+    if (*out == NULL) {
+        Py_CLEAR(*removed);
+        return -1;
+    }
+    return 1;
 }
 
 static int
@@ -721,7 +815,7 @@ trie_set(Trie *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "set() takes 2 arguments");
         return NULL;
     }
-    return (PyObject *)trie_assoc(self, args[0], args[1]);
+    return (PyObject *)trie_assoc(self, args[0], args[1], NULL);
 }
 
 static PyObject *
@@ -737,6 +831,7 @@ trie_delete(Trie *self, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
+    Py_DECREF(removed);
     return (PyObject *)out;
 }
 
@@ -747,6 +842,8 @@ enum { ITER_KEYS, ITER_VALUES, ITER_ITEMS };
 typedef struct {
     PyObject_HEAD
     Trie *trie; /* keeps every node alive */
+    PyObject *owner;    /* the map iterated (PersistentMapBase.__iter__/_items), or NULL */
+    Py_ssize_t *active; /* the owner's count of iterations in progress (a stripe's) */
     int kind;
     int depth;
     Node *stack[HAMT_MAX_DEPTH]; /* strong references */
@@ -761,6 +858,8 @@ trie_iter_make(Trie *t, int kind)
         return NULL;
     }
     it->trie = (Trie *)Py_NewRef(t);
+    it->owner = NULL;
+    it->active = NULL;
     it->kind = kind;
     it->depth = 0;
     if (t->root != NULL) {
@@ -774,6 +873,21 @@ trie_iter_make(Trie *t, int kind)
 
 static PyObject *trieiter_next_locked(TrieIter *it);
 
+/* The iteration is over (exhausted or released): no longer in progress. */
+static void
+trieiter_detach(TrieIter *it)
+{
+    if (it->owner != NULL) {
+#if SM_FREE_THREADED
+        _Py_atomic_add_ssize(it->active, -1);
+#else
+        --*it->active;
+#endif
+        it->active = NULL;
+        Py_CLEAR(it->owner);
+    }
+}
+
 /* One iterator shared by several threads: on free-threaded builds its cursor
  * is advanced inside the iterator's critical section, so concurrent next()
  * calls never tear the stack (each entry is still yielded once overall). */
@@ -784,9 +898,15 @@ trieiter_next(TrieIter *it)
 #if SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(it);
     res = trieiter_next_locked(it);
+    if (res == NULL) {
+        trieiter_detach(it);
+    }
     Py_END_CRITICAL_SECTION();
 #else
     res = trieiter_next_locked(it);
+    if (res == NULL) {
+        trieiter_detach(it);
+    }
 #endif
     return res;
 }
@@ -835,6 +955,7 @@ static int
 trieiter_traverse(TrieIter *it, visitproc visit, void *arg)
 {
     Py_VISIT(it->trie);
+    Py_VISIT(it->owner);
     for (int i = 0; i < it->depth; i++) {
         Py_VISIT(it->stack[i]);
     }
@@ -848,6 +969,7 @@ trieiter_clear(TrieIter *it)
         it->depth--;
         Py_CLEAR(it->stack[it->depth]);
     }
+    trieiter_detach(it);
     Py_CLEAR(it->trie);
     return 0;
 }
@@ -941,7 +1063,292 @@ trie_to_dict(Trie *self, PyObject *Py_UNUSED(ignored))
     return d;
 }
 
-/* Trie.from_dict(d): a new version holding d's entries. */
+/* ------------------------------------------------------- batch building
+ *
+ * A batch (TrieMutation, from Trie.mutate()) holds a private root and a fresh
+ * mutation id; its changes edit the nodes it made in place (node_owned) and
+ * copy any other node once.  finish() turns the root into a Trie and closes
+ * the batch for good, so the nodes it made are never changed again. */
+
+static uint64_t next_mutid = 1;
+
+static uint64_t
+mutid_new(void)
+{
+#if SM_FREE_THREADED
+    return _Py_atomic_add_uint64(&next_mutid, 1);
+#else
+    return next_mutid++;
+#endif
+}
+
+/* The batch state: root (a strong reference), count, mutid. */
+typedef struct {
+    Node *root;
+    Py_ssize_t count;
+    uint64_t mutid;
+} Batch;
+
+/* key -> value in the batch.  1: added, 0: replaced, -1: error (the batch
+ * still holds exactly its previous entries). */
+static int
+batch_set(Batch *b, PyObject *key, PyObject *value)
+{
+    Py_hash_t h = sm_hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    int added = 0;
+    value_share(value);
+    Node *root = node_assoc(b->root, 0, (uint64_t)h, key, value, &added, b->mutid);
+    if (root == NULL) {
+        return -1;
+    }
+    Py_SETREF(b->root, root);
+    b->count += added;
+    return added;
+}
+
+/* Remove key.  1: removed (*removed a new reference), 0: absent, -1: error. */
+static int
+batch_delete(Batch *b, PyObject *key, PyObject **removed)
+{
+    Py_hash_t h = sm_hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    Node *root = NULL;
+    int r = node_without(b->root, 0, (uint64_t)h, key, &root, removed, b->mutid);
+    if (r <= 0) {
+        return r;
+    }
+    Py_SETREF(b->root, root != NULL ? root : (Node *)Py_NewRef(empty_node));
+    b->count--;
+    return 1;
+}
+
+typedef struct {
+    PyObject_HEAD
+    Batch b;   /* b.root NULL once finished */
+    int busy;  /* a call is running: re-entry (a key's __eq__ using the batch) is refused */
+} TrieMutation;
+
+static PyTypeObject TrieMutation_Type;
+
+static TrieMutation *
+mutation_new(Trie *base)
+{
+    TrieMutation *m = PyObject_GC_New(TrieMutation, &TrieMutation_Type);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->b.root = (Node *)Py_NewRef(base->root != NULL ? base->root : empty_node);
+    m->b.count = base->root != NULL ? base->count : 0;
+    m->b.mutid = mutid_new();
+    m->busy = 0;
+    PyObject_GC_Track(m);
+    return m;
+}
+
+/* Enter a call: 0, or -1 with RuntimeError (finished, or re-entered). */
+static int
+mutation_enter(TrieMutation *m)
+{
+    if (m->b.root == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FrozenMap mutation used after finish()");
+        return -1;
+    }
+    if (m->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a FrozenMap mutation cannot be used from a key's __eq__/__hash__ "
+                        "during one of its own calls");
+        return -1;
+    }
+    m->busy = 1;
+    return 0;
+}
+
+/* Every method runs in the mutation's critical section (free-threaded builds):
+ * a batch is meant for one thread, and this keeps misuse from tearing it. */
+#define MUTATION_BEGIN(m) Py_BEGIN_CRITICAL_SECTION(m); if (mutation_enter(m) == 0) {
+#define MUTATION_END(m) m->busy = 0; } Py_END_CRITICAL_SECTION();
+
+static PyObject *
+mutation_set(TrieMutation *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set() takes 2 arguments (key, value)");
+        return NULL;
+    }
+    PyObject *res = NULL;
+    MUTATION_BEGIN(m)
+    int r = batch_set(&m->b, args[0], args[1]);
+    res = r < 0 ? NULL : Py_NewRef(r ? Py_True : Py_False);
+    MUTATION_END(m)
+    return res;
+}
+
+static PyObject *
+mutation_pop(TrieMutation *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *res = NULL;
+    MUTATION_BEGIN(m)
+    int r = batch_delete(&m->b, args[0], &res);
+    if (r == 0) {
+        if (nargs == 2) {
+            res = Py_NewRef(args[1]);
+        }
+        else {
+            PyErr_SetObject(PyExc_KeyError, args[0]);
+        }
+    }
+    MUTATION_END(m)
+    return res;
+}
+
+/* 1 found (*out strong), 0 absent, -1 error. */
+static int
+mutation_find(TrieMutation *m, PyObject *key, PyObject **out)
+{
+    int r = -1;
+    MUTATION_BEGIN(m)
+    Py_hash_t h = sm_hash(key);
+    PyObject *v = NULL;
+    r = h == -1 && PyErr_Occurred() ? -1 : node_find(m->b.root, (uint64_t)h, key, &v);
+    if (r > 0) {
+        *out = Py_NewRef(v);
+    }
+    MUTATION_END(m)
+    return r;
+}
+
+static PyObject *
+mutation_get(TrieMutation *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *v = NULL;
+    int r = mutation_find(m, args[0], &v);
+    if (r < 0) {
+        return NULL;
+    }
+    return r ? v : Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+mutation_subscript(TrieMutation *m, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = mutation_find(m, key, &v);
+    if (r == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+    }
+    return r > 0 ? v : NULL;
+}
+
+static int
+mutation_contains(TrieMutation *m, PyObject *key)
+{
+    PyObject *v = NULL;
+    int r = mutation_find(m, key, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static Py_ssize_t
+mutation_length(TrieMutation *m)
+{
+    Py_ssize_t n = -1;
+    MUTATION_BEGIN(m)
+    n = m->b.count;
+    MUTATION_END(m)
+    return n;
+}
+
+/* finish(): the batch's entries as a new Trie; the batch is closed. */
+static PyObject *
+mutation_finish(TrieMutation *m, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *res = NULL;
+    MUTATION_BEGIN(m)
+    Node *root = m->b.root;
+    m->b.root = NULL; /* closed: its nodes are never changed again */
+    m->b.mutid = 0;
+    res = (PyObject *)trie_make(root, m->b.count);
+    MUTATION_END(m)
+    return res;
+}
+
+static int
+mutation_traverse(TrieMutation *m, visitproc visit, void *arg)
+{
+    Py_VISIT(m->b.root);
+    return 0;
+}
+
+static int
+mutation_clear(TrieMutation *m)
+{
+    Py_CLEAR(m->b.root);
+    return 0;
+}
+
+static void
+mutation_dealloc(TrieMutation *m)
+{
+    PyObject_GC_UnTrack(m);
+    Py_CLEAR(m->b.root);
+    PyObject_GC_Del(m);
+}
+
+static PyMethodDef mutation_methods[] = {
+    {"set", (PyCFunction)(void (*)(void))mutation_set, METH_FASTCALL,
+     "set(key, value): key -> value in the batch; True if key was new."},
+    {"pop", (PyCFunction)(void (*)(void))mutation_pop, METH_FASTCALL,
+     "pop(key[, default]): remove key and return its value; default (or KeyError) if absent."},
+    {"get", (PyCFunction)(void (*)(void))mutation_get, METH_FASTCALL,
+     "get(key, default=None): the value for key, else default."},
+    {"finish", (PyCFunction)mutation_finish, METH_NOARGS,
+     "finish(): the batch as a new Trie; the batch cannot be used afterwards."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods mutation_as_mapping = {
+    .mp_length = (lenfunc)mutation_length,
+    .mp_subscript = (binaryfunc)mutation_subscript,
+};
+
+static PySequenceMethods mutation_as_sequence = {
+    .sq_contains = (objobjproc)mutation_contains,
+};
+
+static PyTypeObject TrieMutation_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.persistent._hamt.TrieMutation",
+    .tp_basicsize = sizeof(TrieMutation),
+    .tp_dealloc = (destructor)mutation_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)mutation_traverse,
+    .tp_clear = (inquiry)mutation_clear,
+    .tp_as_mapping = &mutation_as_mapping,
+    .tp_as_sequence = &mutation_as_sequence,
+    .tp_methods = mutation_methods,
+    .tp_doc = "A private batch of changes to a Trie (Trie.mutate()), built in place.",
+};
+
+static PyObject *
+trie_mutate(Trie *self, PyObject *Py_UNUSED(ignored))
+{
+    return (PyObject *)mutation_new(self);
+}
+
+/* Trie.from_dict(d): a new version holding d's entries (one batch). */
 static PyObject *
 trie_from_dict(PyObject *Py_UNUSED(cls), PyObject *d)
 {
@@ -949,23 +1356,21 @@ trie_from_dict(PyObject *Py_UNUSED(cls), PyObject *d)
         PyErr_SetString(PyExc_TypeError, "from_dict() needs a dict");
         return NULL;
     }
-    Trie *t = trie_empty();
-    PyObject *items = t == NULL ? NULL : PyDict_Items(d); /* one consistent read of d */
+    PyObject *items = PyDict_Items(d); /* one consistent read of d */
     if (items == NULL) {
-        Py_XDECREF(t);
         return NULL;
     }
+    Batch b = {(Node *)Py_NewRef(empty_node), 0, mutid_new()};
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
         PyObject *pair = PyList_GET_ITEM(items, i);
-        Trie *next = trie_assoc(t, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-        Py_DECREF(t);
-        t = next;
-        if (t == NULL) {
-            break;
+        if (batch_set(&b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) < 0) {
+            Py_DECREF(items);
+            Py_DECREF(b.root);
+            return NULL;
         }
     }
     Py_DECREF(items);
-    return (PyObject *)t;
+    return (PyObject *)trie_make(b.root, b.count);
 }
 
 static PyMethodDef trie_methods[] = {
@@ -981,6 +1386,8 @@ static PyMethodDef trie_methods[] = {
     {"values", (PyCFunction)trie_values, METH_NOARGS, "An iterator over the values."},
     {"items", (PyCFunction)trie_items, METH_NOARGS, "An iterator over (key, value) pairs."},
     {"to_dict", (PyCFunction)trie_to_dict, METH_NOARGS, "A new dict with the entries."},
+    {"mutate", (PyCFunction)trie_mutate, METH_NOARGS,
+     "mutate(): a private batch (TrieMutation) starting from this version, built in place."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1010,7 +1417,69 @@ static PyTypeObject Trie_Type = {
               "set() and delete() return new Tries sharing all unchanged nodes.",
 };
 
-/* ========================================================= PersistentMapBase */
+/* ========================================================= PersistentMapBase
+ *
+ * Reading without a lock (free-threaded 3.14+).  The only shared mutable
+ * words are PMap.root (the current version) and, for in-place overwrites,
+ * value slots of nodes only the current version reaches.  Three rules make
+ * lock-free readers safe:
+ *
+ *  1. Reclamation: a writer that replaces the current version releases its
+ *     reference with _PyObject_XDecRefDelayed, CPython's QSBR: the decrement
+ *     happens only after every thread has passed a quiescent state (the eval
+ *     loop's periodic check, or detaching: blocking, releasing the GIL-state).
+ *     A reader that loaded the root pointer and runs no Python code, does not
+ *     block and does not detach until it is done with it (a point read of an
+ *     exact str/int key: pm_find's walk) therefore walks a version whose nodes
+ *     all stay alive, without touching any shared cache line.  A reader that
+ *     may run Python code (a key with its own __eq__, iteration, snapshot())
+ *     takes a strong reference first: Py_INCREF on a version that is either
+ *     current or waiting for its delayed release, so alive (pm_load).
+ *  2. Values overwritten in place (pm_replace_in_place: only when no one but
+ *     the map holds the version) are released at once, so a point read takes
+ *     its reference to the value it found with PyUnstable_TryIncRef and loads
+ *     the slot again, as CPython's dict does: an object freed by another
+ *     thread stays readable memory (its refcount fields included) until the
+ *     reader is quiescent, and a block already reused is caught by the second
+ *     load.  Writers mark each value with PyUnstable_EnableTryIncRef before it
+ *     enters a version (value_share), so TryIncRef fails only on a dying value.
+ *  3. A strong reference and an in-place overwrite must not cross: an
+ *     overwrite is allowed only while the version's sole holder is the map,
+ *     and a reader taking a reference between the writer's check and its
+ *     store would hold a version that then changes.  inplace_seq is a
+ *     sequence lock around check+store (odd while one runs): pm_load retries
+ *     if it changed around its increment.  With seq_cst fences on both sides
+ *     (the writer bumps the sequence, then reads the reference counts; the
+ *     reader increments, then reads the sequence), either the writer sees the
+ *     reader's reference and copies instead, or the reader sees the sequence
+ *     move and takes its reference again, after the store.
+ *
+ * GIL builds: the GIL makes each of these steps atomic; nothing is delayed.
+ * 3.13t (no TryIncRef API): every read takes the map's critical section for
+ * the load and increment, and the writer swaps the root in it.
+ */
+
+/* Borrowed point reads (rule 1) need QSBR or the GIL. */
+#define HAMT_BORROWED_READS (HAMT_LOCKFREE || !SM_FREE_THREADED)
+
+/* Statistics.  Point reads and iterations count into a stripe: on
+ * free-threaded builds each thread uses its own cache line (up to
+ * PM_STRIPES threads; more share stripes, still exactly, with atomic adds),
+ * so readers never write a line another reader writes.  Writes count under
+ * the writer lock. */
+#if SM_FREE_THREADED
+#  define PM_STRIPES 16
+#else
+#  define PM_STRIPES 1
+#endif
+typedef struct {
+    Py_ssize_t hits, misses, iterations;
+    Py_ssize_t active; /* iterations started and not yet finished */
+    /* Borrowed accesses to a version begun and ended (rule 1): while they
+     * differ, a reader of this stripe may hold a version without a reference. */
+    Py_ssize_t enter, leave;
+    char pad[64 - 6 * sizeof(Py_ssize_t)];
+} PMStripe;
 
 typedef struct {
     PyObject_HEAD
@@ -1018,16 +1487,122 @@ typedef struct {
     SMLock wlock;      /* serializes writers; its owner field detects re-entry */
     int strict;        /* the wlock holder is in a compute or a transaction (owner only) */
     void *txn_owner;   /* thread running this map's transaction callback, or NULL */
+    uint64_t inplace_seq; /* odd while an in-place overwrite runs (rule 3) */
+    PMStripe *stripes;    /* PM_STRIPES stripes, cache-line aligned, in stripes_mem */
+    void *stripes_mem;
+    /* Written only under wlock (relaxed atomics: stats() reads them unlocked). */
+    Py_ssize_t inserts, updates, deletes, writes_during_iteration;
+    Py_ssize_t lock_acquisitions, lock_contentions;
+    int64_t lock_wait_ns;
 } PMap;
 
 static PyTypeObject PMap_Type;
 
-/* A strong reference to the current version (see the file comment). */
+#if SM_FREE_THREADED
+static int next_stripe;
+static SM_THREAD_LOCAL int my_stripe = -1;
+#  define PM_ADD(p) _Py_atomic_add_ssize((p), 1)
+#  define PM_ADD_LOCKED(p, n) _Py_atomic_store_ssize_relaxed((p), *(p) + (n))
+#else
+#  define PM_ADD(p) (++*(p))
+#  define PM_ADD_LOCKED(p, n) (*(p) += (n))
+#endif
+
+/* The calling thread's stripe. */
+static inline PMStripe *
+pm_stripe(PMap *self)
+{
+#if SM_FREE_THREADED
+    int i = my_stripe;
+    if (SM_UNLIKELY(i < 0)) {
+        i = my_stripe = _Py_atomic_add_int(&next_stripe, 1) % PM_STRIPES;
+    }
+    return &self->stripes[i];
+#else
+    return self->stripes;
+#endif
+}
+
+/* Iterations of this map in progress (a writer counts writes made meanwhile). */
+static Py_ssize_t
+pm_active_iterations(PMap *self)
+{
+    Py_ssize_t n = 0;
+    for (int i = 0; i < PM_STRIPES; i++) {
+        n += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].active);
+    }
+    return n;
+}
+
+/* Count one change (under wlock): *field += n. */
+static inline void
+pm_count_write(PMap *self, Py_ssize_t *field, Py_ssize_t n)
+{
+    PM_ADD_LOCKED(field, n);
+    if (pm_active_iterations(self) > 0) {
+        PM_ADD_LOCKED(&self->writes_during_iteration, n);
+    }
+}
+
+/* A borrowed access to the current version begins / ends (rule 1). */
+#if HAMT_LOCKFREE
+#  define PM_ENTER(st) _Py_atomic_add_ssize(&(st)->enter, 1)
+#  define PM_LEAVE(st) _Py_atomic_add_ssize(&(st)->leave, 1)
+#else
+#  define PM_ENTER(st) ((void)(st))
+#  define PM_LEAVE(st) ((void)(st))
+#endif
+
+/* Release a replaced version (rule 1), after pm_swap and outside wlock.  If no
+ * borrowed access is in flight, none can still be using the old version (one
+ * that begins after the check loads the new root: the seq_cst fence here and
+ * the readers' seq_cst increments of `enter` before they load the root order
+ * the two), so it is released at once and the values it alone held are freed
+ * now; otherwise QSBR releases it once every thread has been quiescent. */
+static void
+pm_release(PMap *self, Trie *old)
+{
+    if (old == NULL) {
+        return;
+    }
+#if HAMT_LOCKFREE
+    _Py_atomic_fence_seq_cst();
+    for (int i = 0; i < PM_STRIPES; i++) {
+        Py_ssize_t left = _Py_atomic_load_ssize(&self->stripes[i].leave);
+        if (_Py_atomic_load_ssize(&self->stripes[i].enter) != left) {
+            _PyObject_XDecRefDelayed((PyObject *)old);
+            return;
+        }
+    }
+#else
+    (void)self;
+#endif
+    Py_DECREF(old);
+}
+
+/* A strong reference to the current version (rules 1 and 3). */
 static Trie *
 pm_load(PMap *self)
 {
     Trie *t;
-#if SM_FREE_THREADED
+#if HAMT_LOCKFREE
+    PMStripe *st = pm_stripe(self);
+    PM_ENTER(st);
+    for (;;) {
+        uint64_t seq = _Py_atomic_load_uint64_acquire(&self->inplace_seq);
+        if (seq & 1) {
+            continue; /* an overwrite's check+store: a few instructions */
+        }
+        t = HAMT_LOAD_ROOT(&self->root);
+        Py_XINCREF(t);
+        _Py_atomic_fence_seq_cst();
+        if (_Py_atomic_load_uint64_relaxed(&self->inplace_seq) == seq) {
+            break;
+        }
+        Py_XDECREF(t);
+    }
+    PM_LEAVE(st);
+#elif SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(self);
     t = self->root;
     Py_XINCREF(t);
@@ -1043,13 +1618,16 @@ pm_load(PMap *self)
 }
 
 /* Install t (a new reference, stolen) and return the replaced version.  Called
- * holding wlock; the caller releases the returned version after releasing
- * wlock, so values it frees run their __del__ outside the lock. */
+ * holding wlock; the caller releases the returned version (pm_release) after
+ * releasing wlock, so values it frees run their __del__ outside the lock. */
 static Trie *
 pm_swap(PMap *self, Trie *t)
 {
     Trie *old;
-#if SM_FREE_THREADED
+#if HAMT_LOCKFREE
+    old = self->root;
+    HAMT_STORE_REL(&self->root, t);
+#elif SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(self);
     old = self->root;
     self->root = t;
@@ -1097,6 +1675,42 @@ pm_rebuild_refused(void)
     return -1;
 }
 
+static inline int64_t
+pm_now_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t = 0;
+    (void)PyTime_PerfCounterRaw(&t);
+    return (int64_t)t;
+#else
+    return (int64_t)_PyTime_GetPerfCounter();
+#endif
+}
+
+/* Take the writer lock (counted; only a contended wait is timed). */
+static int
+pm_lock(PMap *self, void *me)
+{
+    int contended;
+    int64_t t0 = SM_LOAD_PTR_RELAXED(&self->wlock.owner) != NULL ? pm_now_ns() : 0;
+    if (sm_lock_acquire(&self->wlock, me, &contended) < 0) {
+        return -1;
+    }
+    PM_ADD_LOCKED(&self->lock_acquisitions, 1);
+    if (contended) {
+        PM_ADD_LOCKED(&self->lock_contentions, 1);
+        if (t0 != 0) {
+#if SM_FREE_THREADED
+            _Py_atomic_store_int64_relaxed(&self->lock_wait_ns,
+                                           self->lock_wait_ns + pm_now_ns() - t0);
+#else
+            self->lock_wait_ns += pm_now_ns() - t0;
+#endif
+        }
+    }
+    return 0;
+}
+
 /* Take the writer lock for a plain write (one that does not read first: store,
  * delete, clear).  A thread that already holds the lock is inside one of this
  * map's operations: a garbage-collector finalizer, a __del__ or a key's __eq__
@@ -1118,8 +1732,7 @@ pm_write_begin(PMap *self, int *nested)
         *nested = 1;
         return 0;
     }
-    int contended;
-    return sm_lock_acquire(&self->wlock, me, &contended);
+    return pm_lock(self, me);
 }
 
 static inline void
@@ -1141,8 +1754,7 @@ pm_strict_begin(PMap *self)
                                                                     : MSG_IN_OPERATION);
         return -1;
     }
-    int contended;
-    if (sm_lock_acquire(&self->wlock, me, &contended) < 0) {
+    if (pm_lock(self, me) < 0) {
         return -1;
     }
     self->strict = 1;
@@ -1168,6 +1780,17 @@ pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     memset(&self->wlock, 0, sizeof(self->wlock));
     self->strict = 0;
     self->txn_owner = NULL;
+    self->inplace_seq = 0;
+    self->inserts = self->updates = self->deletes = self->writes_during_iteration = 0;
+    self->lock_acquisitions = self->lock_contentions = 0;
+    self->lock_wait_ns = 0;
+    self->stripes_mem = PyMem_RawCalloc(PM_STRIPES + 1, sizeof(PMStripe));
+    if (self->stripes_mem == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    uintptr_t at = ((uintptr_t)self->stripes_mem + 63) & ~(uintptr_t)63;
+    self->stripes = (PMStripe *)at;
     self->root = trie_empty();
     if (self->root == NULL) {
         Py_DECREF(self);
@@ -1199,6 +1822,9 @@ pm_dealloc(PMap *self)
     Py_TRASHCAN_BEGIN(self, pm_dealloc)
     Py_CLEAR(self->root);
     sm_lock_fini(&self->wlock);
+    PyMem_RawFree(self->stripes_mem);
+    self->stripes_mem = NULL;
+    self->stripes = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
     Py_TRASHCAN_END
 }
@@ -1206,29 +1832,163 @@ pm_dealloc(PMap *self)
 static Py_ssize_t
 pm_length(PMap *self)
 {
-    Trie *t = pm_read(self);
-    if (t == NULL) {
+    if (pm_check_txn(self) < 0) {
         return -1;
     }
+#if HAMT_BORROWED_READS
+    PMStripe *st = pm_stripe(self);
+    PM_ENTER(st);
+    Trie *t = HAMT_LOAD_ROOT(&self->root); /* borrowed (rule 1): count never changes */
+    Py_ssize_t n = t == NULL ? 0 : t->count;
+    PM_LEAVE(st);
+    return n;
+#else
+    Trie *t = pm_load(self);
     Py_ssize_t n = t->count;
     Py_DECREF(t);
     return n;
+#endif
 }
 
-/* 1 found (*out strong), 0 absent, -1 error. */
+/* Key equality that runs no Python code: 1 equal, 0 not, -2 undecidable here
+ * (a key type whose __eq__ could run Python code).  Exact str and int only. */
+static inline int
+keys_equal_nocode(PyObject *stored, PyObject *key)
+{
+    if (stored == key) {
+        return 1;
+    }
+    PyTypeObject *ts = Py_TYPE(stored), *tk = Py_TYPE(key);
+    int s_ok = ts == &PyUnicode_Type || ts == &PyLong_Type;
+    int k_ok = tk == &PyUnicode_Type || tk == &PyLong_Type;
+    if (!s_ok || !k_ok) {
+        return -2;
+    }
+    if (ts != tk) {
+        return 0; /* str vs int: never equal */
+    }
+    if (tk == &PyUnicode_Type) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (!PyUnicode_IS_READY(key) || !PyUnicode_IS_READY(stored)) {
+            return -2;
+        }
+#endif
+        Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+        int kind = PyUnicode_KIND(key);
+        return n == PyUnicode_GET_LENGTH(stored) && kind == (int)PyUnicode_KIND(stored) &&
+               memcmp(PyUnicode_DATA(key), PyUnicode_DATA(stored), (size_t)n * (size_t)kind) == 0;
+    }
+    /* int == int: long_richcompare allocates nothing and runs no Python code. */
+    return PyObject_RichCompareBool(stored, key, Py_EQ);
+}
+
+/* node_find for a walk that must run no Python code (rule 1).  1: found, *slot
+ * is the address of the value's slot; 0: absent; -2: a comparison would need
+ * Python code. */
+static int
+node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
+{
+    int shift = 0;
+    for (;;) {
+        if (node->collision) {
+            if ((uint64_t)node->hash != h) {
+                return 0;
+            }
+            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+                PyObject *k = node->slots[i];
+                if (k == NULL || HAMT_LOAD_RLX(&node->slots[i + 1]) == NULL) {
+                    continue;
+                }
+                int eq = keys_equal_nocode(k, key);
+                if (eq != 0) {
+                    *slot = &node->slots[i + 1];
+                    return eq;
+                }
+            }
+            return 0;
+        }
+        uint32_t bit = bitpos(h, shift);
+        if (!(node->bitmap & bit)) {
+            return 0;
+        }
+        Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
+        PyObject *k = node->slots[idx];
+        PyObject *v = HAMT_LOAD_RLX(&node->slots[idx + 1]);
+        if (v == NULL) {
+            return 0; /* cleared by the GC */
+        }
+        if (k == NULL) {
+            node = (Node *)v;
+            shift += HAMT_BITS;
+            continue;
+        }
+        *slot = &node->slots[idx + 1];
+        return keys_equal_nocode(k, key);
+    }
+}
+
+/* A point read.  1 found (*out strong), 0 absent, -1 error.  Counted. */
 static int
 pm_find(PMap *self, PyObject *key, PyObject **out)
 {
-    Trie *t = pm_read(self);
-    if (t == NULL) {
+    if (pm_check_txn(self) < 0) {
         return -1;
     }
-    PyObject *v = NULL;
-    int r = trie_find(t, key, &v);
-    if (r > 0) {
-        *out = Py_NewRef(v);
+    Py_hash_t h = sm_hash(key); /* may run Python code: before any load */
+    if (h == -1 && PyErr_Occurred()) {
+        return -1;
     }
-    Py_DECREF(t);
+    int r = -2;
+    PMStripe *st = pm_stripe(self);
+#if HAMT_BORROWED_READS
+    PM_ENTER(st);
+    for (;;) {
+        /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1). */
+        Trie *t = HAMT_LOAD_ROOT(&self->root);
+        PyObject **slot = NULL;
+        r = t == NULL || t->root == NULL ? -2 : node_find_nocode(t->root, (uint64_t)h, key, &slot);
+        if (r <= 0) {
+            break;
+        }
+        PyObject *v = HAMT_LOAD_ACQ(slot);
+#  if HAMT_LOCKFREE
+        /* Rule 2: the slot may be overwritten in place and v freed meanwhile. */
+        if (v != NULL && PyUnstable_TryIncRef(v)) {
+            if (HAMT_LOAD_ACQ(slot) == v) {
+                *out = v;
+                break;
+            }
+            Py_DECREF(v);
+            continue; /* overwritten meanwhile: read again */
+        }
+        if (v == NULL || HAMT_LOAD_ACQ(slot) != v) {
+            continue;
+        }
+        r = -2; /* TryIncRef failed though v is still there: hold the version */
+        break;
+#  else
+        *out = Py_NewRef(v);
+        break;
+#  endif
+    }
+    PM_LEAVE(st);
+#endif
+    if (r == -2) {
+        /* A key whose comparison may run Python code: hold the version. */
+        Trie *t = pm_load(self);
+        if (t == NULL) {
+            return -1;
+        }
+        PyObject *v = NULL;
+        r = t->root == NULL ? 0 : node_find(t->root, (uint64_t)h, key, &v);
+        if (r > 0) {
+            *out = Py_NewRef(v);
+        }
+        Py_DECREF(t);
+    }
+    if (r >= 0) {
+        PM_ADD(r ? &st->hits : &st->misses);
+    }
     return r;
 }
 
@@ -1289,22 +2049,70 @@ pm_load_method(PMap *self, PyObject *key)
     return found_pair(r, v);
 }
 
+/* An iteration of the current version, counted (iterations, and in progress
+ * until the iterator ends or is released). */
 static PyObject *
-pm_iter(PMap *self)
+pm_iter_kind(PMap *self, int kind)
 {
     Trie *t = pm_read(self);
     if (t == NULL) {
         return NULL;
     }
-    PyObject *it = trie_iter_make(t, ITER_KEYS);
+    TrieIter *it = (TrieIter *)trie_iter_make(t, kind);
     Py_DECREF(t);
-    return it;
+    if (it == NULL) {
+        return NULL;
+    }
+    PMStripe *st = pm_stripe(self);
+    PM_ADD(&st->iterations);
+    PM_ADD(&st->active);
+    it->active = &st->active;
+    it->owner = Py_NewRef(self);
+    return (PyObject *)it;
+}
+
+static PyObject *
+pm_iter(PMap *self)
+{
+    return pm_iter_kind(self, ITER_KEYS);
+}
+
+static PyObject *
+pm_items(PMap *self, PyObject *Py_UNUSED(ignored))
+{
+    return pm_iter_kind(self, ITER_ITEMS);
 }
 
 static PyObject *
 pm_current(PMap *self, PyObject *Py_UNUSED(ignored))
 {
     return (PyObject *)pm_read(self);
+}
+
+/* _stats(): the counters, as a dict (read without a lock: each is exact, the
+ * set is not one instant). */
+static PyObject *
+pm_stats(PMap *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t hits = 0, misses = 0, iterations = 0;
+    for (int i = 0; i < PM_STRIPES; i++) {
+        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits);
+        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses);
+        iterations += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].iterations);
+    }
+#if SM_FREE_THREADED
+    int64_t wait_ns = _Py_atomic_load_int64_relaxed(&self->lock_wait_ns);
+#else
+    int64_t wait_ns = self->lock_wait_ns;
+#endif
+    return Py_BuildValue(
+        "{sn sn sn sn sn sn sn sn sn sL}", "hits", hits, "misses", misses, "iterations",
+        iterations, "inserts", SM_LOAD_SSIZE_RELAXED(&self->inserts), "updates",
+        SM_LOAD_SSIZE_RELAXED(&self->updates), "deletes", SM_LOAD_SSIZE_RELAXED(&self->deletes),
+        "writes_during_iteration", SM_LOAD_SSIZE_RELAXED(&self->writes_during_iteration),
+        "lock_acquisitions", SM_LOAD_SSIZE_RELAXED(&self->lock_acquisitions),
+        "lock_contentions", SM_LOAD_SSIZE_RELAXED(&self->lock_contentions), "lock_wait_ns",
+        (long long)wait_ns);
 }
 
 /* ------------------------------------------------------------------ writes
@@ -1318,15 +2126,17 @@ pm_current(PMap *self, PyObject *Py_UNUSED(ignored))
  * see the current version.
  *
  * Why this is safe: a version is immutable once *observable*.  If the current
- * Trie's only reference is the map's (plus the one this call holds), no reader,
- * iterator or snapshot holds it; if every node on the key's path has exactly one
- * reference (its parent), no older version and no iterator shares them.  The
- * check and the store happen with no Python code in between and (free-threaded
- * builds) inside the map's critical section, where pm_load takes its
- * references, so no reader can obtain the version meanwhile.  The walk that
- * finds the slot may run key __eq__ (Python code) and so comes before the
- * check; the path cannot change during it, because only the writer (this
- * thread, holding wlock) changes versions.
+ * Trie's only reference is the map's (plus the one this call holds), no
+ * iterator or snapshot holds it; if every node on the key's path has exactly
+ * one reference (its parent), no older version and no iterator shares them.
+ * Borrowed point readers hold no reference; they see the slot change in one
+ * atomic store and take their reference to the value with TryIncRef (rule 2).
+ * The check and the store happen with no Python code in between, inside the
+ * sequence lock that pm_load respects (rule 3; the map's critical section on
+ * 3.13t), so no strong reference can be taken meanwhile.  The walk that finds
+ * the slot may run key __eq__ (Python code) and so comes before the check; the
+ * path cannot change during it, because only the writer (this thread, holding
+ * wlock) changes versions.
  *
  * 1: replaced, *old is the replaced value (strong; released by the caller
  * after wlock); 0: not applicable (key absent or version shared); -1: error. */
@@ -1382,7 +2192,12 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
     }
     int done = 0;
     if (slot >= 0) {
-#if SM_FREE_THREADED
+        value_share(value);
+#if HAMT_LOCKFREE
+        uint64_t seq = self->inplace_seq; /* written only under wlock */
+        _Py_atomic_store_uint64_relaxed(&self->inplace_seq, seq + 1);
+        _Py_atomic_fence_seq_cst();
+#elif SM_FREE_THREADED
         Py_BEGIN_CRITICAL_SECTION(self);
 #endif
         int unique = self->root == cur && Py_REFCNT(cur) == 2;
@@ -1392,10 +2207,12 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
         if (unique) {
             Node *leaf = path[depth - 1];
             *old = leaf->slots[slot];
-            leaf->slots[slot] = Py_NewRef(value);
+            HAMT_STORE_REL(&leaf->slots[slot], Py_NewRef(value));
             done = 1;
         }
-#if SM_FREE_THREADED
+#if HAMT_LOCKFREE
+        _Py_atomic_store_uint64_release(&self->inplace_seq, seq + 2);
+#elif SM_FREE_THREADED
         Py_END_CRITICAL_SECTION();
 #endif
     }
@@ -1434,10 +2251,14 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
         }
         r = pm_replace_in_place(self, key, (uint64_t)h, value, &replaced);
         if (r != 0) {
+            if (r > 0) {
+                pm_count_write(self, &self->updates, 1);
+            }
             break;
         }
         Trie *cur = pm_load(self);
-        Trie *next = cur == NULL ? NULL : trie_assoc_hashed(cur, key, h, value);
+        int added = 0;
+        Trie *next = cur == NULL ? NULL : trie_assoc_hashed(cur, key, h, value, &added);
         if (next == NULL) {
             Py_XDECREF(cur);
             r = -1;
@@ -1451,11 +2272,12 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
         else {
             old = pm_swap(self, next);
             Py_DECREF(cur);
+            pm_count_write(self, added ? &self->inserts : &self->updates, 1);
             r = 1;
         }
     }
     pm_write_end(self, nested);
-    Py_XDECREF(old);
+    pm_release(self, old);
     Py_XDECREF(replaced);
     return r < 0 ? -1 : 0;
 }
@@ -1482,18 +2304,20 @@ pm_pop_impl(PMap *self, PyObject *key, PyObject **out)
         if (r > 0 && self->root != cur) {
             /* A nested write published meanwhile (see pm_store_impl). */
             Py_DECREF(next);
+            Py_DECREF(removed);
             Py_DECREF(cur);
             continue;
         }
         if (r > 0) {
-            *out = Py_NewRef(removed);
+            *out = removed;
             old = pm_swap(self, next);
+            pm_count_write(self, &self->deletes, 1);
         }
         Py_XDECREF(cur);
         break;
     }
     pm_write_end(self, nested);
-    Py_XDECREF(old);
+    pm_release(self, old);
     return r;
 }
 
@@ -1599,7 +2423,7 @@ pm_load_or_store(PMap *self, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(cur);
             break;
         }
-        Trie *next = trie_assoc_hashed(cur, key, h, value);
+        Trie *next = trie_assoc_hashed(cur, key, h, value, NULL);
         if (next != NULL && self->root != cur) {
             /* A nested write published meanwhile (see pm_store_impl). */
             Py_DECREF(next);
@@ -1608,13 +2432,14 @@ pm_load_or_store(PMap *self, PyObject *const *args, Py_ssize_t nargs)
         }
         if (next != NULL) {
             old = pm_swap(self, next);
+            pm_count_write(self, &self->inserts, 1);
             result = PyTuple_Pack(2, value, Py_False);
         }
         Py_DECREF(cur);
         break;
     }
     pm_write_end(self, nested);
-    Py_XDECREF(old);
+    pm_release(self, old);
     return result;
 }
 
@@ -1643,6 +2468,9 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
             if (w >= 0) {
                 result = Py_NewRef(Py_None);
             }
+            if (w > 0) {
+                pm_count_write(self, &self->deletes, 1);
+            }
         }
         else if (newv != NULL && pm_refuse_sentinel(newv) < 0) {
             Py_CLEAR(newv); /* fn returned MISSING: TypeError, nothing changes */
@@ -1659,8 +2487,11 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
                 }
             }
             if (done == 0) {
-                next = trie_assoc(cur, key, newv);
+                next = trie_assoc(cur, key, newv, NULL);
                 done = next != NULL ? 1 : -1;
+            }
+            if (done > 0) {
+                pm_count_write(self, r ? &self->updates : &self->inserts, 1);
             }
             result = done > 0 ? newv : NULL;
             if (result == NULL) {
@@ -1673,8 +2504,9 @@ pm_compute(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     }
     pm_strict_end(self);
     Py_XDECREF(cur);
-    Py_XDECREF(old);
+    pm_release(self, old);
     Py_XDECREF(replaced);
+    Py_XDECREF(removed);
     return result;
 }
 
@@ -1691,8 +2523,11 @@ pm_clear_method(PMap *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Trie *old = pm_swap(self, empty);
+    if (old != NULL && old->count > 0) {
+        pm_count_write(self, &self->deletes, old->count);
+    }
     pm_write_end(self, nested);
-    Py_XDECREF(old);
+    pm_release(self, old);
     Py_RETURN_NONE;
 }
 
@@ -1710,7 +2545,7 @@ pm_publish(PMap *self, PyObject *t)
     }
     Trie *old = pm_swap(self, (Trie *)Py_NewRef(t));
     pm_write_end(self, nested);
-    Py_XDECREF(old);
+    pm_release(self, old);
     Py_RETURN_NONE;
 }
 
@@ -1731,23 +2566,45 @@ pm_txn_begin(PMap *self, PyObject *Py_UNUSED(ignored))
     return (PyObject *)cur;
 }
 
-/* _txn_end(trie_or_None): publish the transaction's version (None: nothing)
- * and release the writer lock. */
+/* _txn_end(trie_or_None, inserts=0, updates=0, deletes=0): publish the
+ * transaction's version (None: nothing), count its changes, and release the
+ * writer lock. */
 static PyObject *
-pm_txn_end(PMap *self, PyObject *t)
+pm_txn_end(PMap *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    Py_ssize_t counts[3] = {0, 0, 0};
+    if (nargs != 1 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_txn_end() takes 1 or 4 arguments");
+        return NULL;
+    }
+    PyObject *t = args[0];
     if (t != Py_None && !Py_IS_TYPE(t, &Trie_Type)) {
         PyErr_SetString(PyExc_TypeError, "_txn_end() needs a Trie or None");
         return NULL;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        counts[i - 1] = PyLong_AsSsize_t(args[i]);
+        if (counts[i - 1] == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
     }
     if (!sm_lock_held_by(&self->wlock, sm_me())) {
         PyErr_SetString(PyExc_RuntimeError, "_txn_end() without _txn_begin()");
         return NULL;
     }
-    Trie *old = t == Py_None ? NULL : pm_swap(self, (Trie *)Py_NewRef(t));
+    Trie *old = NULL;
+    if (t != Py_None) {
+        old = pm_swap(self, (Trie *)Py_NewRef(t));
+        Py_ssize_t *fields[3] = {&self->inserts, &self->updates, &self->deletes};
+        for (int i = 0; i < 3; i++) {
+            if (counts[i] > 0) {
+                pm_count_write(self, fields[i], counts[i]);
+            }
+        }
+    }
     SM_STORE_PTR_RELAXED(&self->txn_owner, NULL);
     pm_strict_end(self);
-    Py_XDECREF(old);
+    pm_release(self, old);
     Py_RETURN_NONE;
 }
 
@@ -1782,12 +2639,16 @@ static PyMethodDef pm_methods[] = {
     {"compute", (PyCFunction)(void (*)(void))pm_compute, METH_FASTCALL,
      "compute(key, fn): atomically replace the entry with fn(key, old) (see ConcurrentMapping)."},
     {"clear", (PyCFunction)pm_clear_method, METH_NOARGS, "clear(): remove every entry, atomically."},
+    {"_items", (PyCFunction)pm_items, METH_NOARGS,
+     "An iterator over the (key, value) pairs of the current version (counted)."},
+    {"_stats", (PyCFunction)pm_stats, METH_NOARGS,
+     "The map's counters as a dict (each exact; read without a lock)."},
     {"_current", (PyCFunction)pm_current, METH_NOARGS,
      "The current version (a Trie): one consistent state of the map."},
     {"_publish", (PyCFunction)pm_publish, METH_O, "Install a version (under the writer lock)."},
     {"_txn_begin", (PyCFunction)pm_txn_begin, METH_NOARGS,
      "Take the writer lock for a transaction; return the current version."},
-    {"_txn_end", (PyCFunction)pm_txn_end, METH_O,
+    {"_txn_end", (PyCFunction)(void (*)(void))pm_txn_end, METH_FASTCALL,
      "Publish the transaction's version (or None) and release the writer lock."},
     {"_after_fork", (PyCFunction)pm_after_fork, METH_NOARGS,
      "In a fork child: forget a writer lock held by a thread that does not exist there."},
@@ -1825,7 +2686,8 @@ static PyTypeObject PMap_Type = {
 static int
 hamt_exec(PyObject *module)
 {
-    PyTypeObject *types[] = {&Node_Type, &Trie_Type, &TrieIter_Type, &PMap_Type};
+    PyTypeObject *types[] = {&Node_Type, &Trie_Type, &TrieIter_Type, &TrieMutation_Type,
+                             &PMap_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return -1;
@@ -1850,15 +2712,16 @@ hamt_exec(PyObject *module)
         }
     }
     if (empty_node == NULL) {
-        empty_node = node_alloc(0);
+        empty_node = node_alloc(0, 0);
         if (empty_node == NULL) {
             return -1;
         }
         node_ready(empty_node);
     }
     /* The one list every type is readied from, exposed for the readiness tests. */
-    PyObject *all = PyTuple_Pack(4, (PyObject *)&Node_Type, (PyObject *)&Trie_Type,
-                                 (PyObject *)&TrieIter_Type, (PyObject *)&PMap_Type);
+    PyObject *all = PyTuple_Pack(5, (PyObject *)&Node_Type, (PyObject *)&Trie_Type,
+                                 (PyObject *)&TrieIter_Type, (PyObject *)&TrieMutation_Type,
+                                 (PyObject *)&PMap_Type);
     int added = all == NULL ? -1 : PyModule_AddObjectRef(module, "_types", all);
     Py_XDECREF(all);
     if (added < 0) {
