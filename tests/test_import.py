@@ -15,6 +15,7 @@ import safemap
 HEAVY = (
     "typing",  # safemap._typing stands in for it at run time
     "dataclasses",
+    "threading",  # the eager modules take their locks from _thread
     "asyncio",
     "importlib.metadata",
     "safemap.race",

@@ -54,7 +54,7 @@ with the map free and its own writes to the map land.
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections.abc import Callable, Iterator, MutableMapping
 from time import perf_counter
 
@@ -120,8 +120,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         choice = self._make_locks()
         self._use_locks(choice)
         self._reads = choice.counts()
-        self._nested = threading.RLock()
-        self._slow = threading.Lock()
+        self._nested = _thread.RLock()
+        self._slow = _thread.allocate_lock()
         self._busy = False
         self._txn = False
         self._inserts = self._updates = self._deletes = 0
@@ -155,8 +155,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             self._use_locks(self._make_locks())
             self._busy = self._txn = False
         if not self._nested._is_owned():  # type: ignore[attr-defined]
-            self._nested = threading.RLock()
-        self._slow = threading.Lock()
+            self._nested = _thread.RLock()
+        self._slow = _thread.allocate_lock()
         self._iters.after_fork_in_child()
 
     # ---------------------------------------------------------- locking, counting

@@ -35,9 +35,9 @@ the child (keeping holds of the forking thread), so the child can use its maps.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
 import weakref
 from collections.abc import Callable
 
@@ -169,7 +169,7 @@ class _Cells:
     __slots__ = ("__weakref__", "base", "cells", "lock")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.base = Cell()  # the counts of the cells whose thread ended
         self.cells: dict[int, Cell] = {}
         _live_cells.add(self)  # its lock is renewed in a fork child (_reset_after_fork)
@@ -180,6 +180,8 @@ class _Cells:
             self.cells[key] = cell
         # The cell is folded once its thread's Thread object is gone (the thread has
         # ended and runs no more code of this map); until then it stays live.
+        import threading  # here: imported by whoever started the threads that count
+
         fin = weakref.finalize(threading.current_thread(), _fold, weakref.ref(self), key)
         fin.atexit = False
 
@@ -206,7 +208,7 @@ def _fold(ref: weakref.ref[_Cells], key: int) -> None:
             base.reads += cell.reads
 
 
-class ThreadCounts(threading.local):
+class ThreadCounts(_thread._local):
     """Read counters of concurrent readers: each thread's attributes are its own cell."""
 
     note = (
@@ -237,7 +239,7 @@ def _thread_counts() -> ThreadCounts:
 
 def mutex_locks() -> LockChoice:
     """One re-entrant mutex for reads and writes."""
-    lock = threading.RLock()
+    lock = _thread.RLock()
     acquire, release = lock.acquire, lock.release
     return LockChoice(
         lock,
@@ -293,7 +295,7 @@ _live_cells: weakref.WeakSet[_Cells] = weakref.WeakSet()
 def _reset_after_fork() -> None:
     # A thread that no longer exists in the child may have held a registry's lock.
     for cells in list(_live_cells):
-        cells.lock = threading.Lock()
+        cells.lock = _thread.allocate_lock()
     for owner in list(_live_maps.values()):
         owner._after_fork_in_child()
 

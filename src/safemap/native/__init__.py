@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, MutableMapping
 
 from .._typing import TYPE_CHECKING, Any, TypeVar
-from ..protocol import ConcurrentMapping, TransactionView
+from ..protocol import ConcurrentMapping, TransactionView, contention
 from . import _core
 
 if TYPE_CHECKING:
@@ -33,21 +33,9 @@ DEFAULT_SHARDS: int = _core.DEFAULT_SHARDS
 """The shard count ``ConcurrentMap()`` uses: 4 per CPU, a power of two in [8, 128]."""
 
 
-def _register_contention_backend() -> None:
-    """Hand the native locks' sampler to the contention profiler's registry
-    (``safemap.protocol.contention``), in builds that have it."""
-    import importlib
-
-    try:
-        contention = importlib.import_module("safemap.protocol.contention")
-    except ModuleNotFoundError as exc:  # pragma: no cover - a build without the profiler
-        if exc.name != "safemap.protocol.contention":
-            raise
-        return
-    contention.register_backend(_core._set_contention_sampling)
-
-
-_register_contention_backend()
+# The contention profiler (safemap.protocol.contention) turns the native locks' sampling on
+# and off through this setter (one function for every native lock of the process).
+contention.register_backend(_core._set_contention_sampling)
 
 _COUNTERS = (
     "hits",

@@ -22,9 +22,9 @@ end of a profile may or may not be recorded); records are added under the profil
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import sys
-import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
 
@@ -33,7 +33,7 @@ __all__ = ["ContentionProfile", "contention_profile", "record", "register_backen
 Callback = Callable[[str, float], None]
 Setter = Callable[[int, "Callback | None"], None]
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _backends: list[Setter] = []
 _profile: ContentionProfile | None = None
 
@@ -88,7 +88,7 @@ class ContentionProfile:
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ValueError(f"every must be a positive int, not {every!r}")
         self.every = every
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._seen = itertools.count()
         # (stack outermost first, kind) -> [samples, total wait in seconds]
         self._records: dict[tuple[tuple[str, ...], str], list[float]] = {}

@@ -17,10 +17,10 @@ method (``swap``, ``compare_and_swap``, ``merge``, ``setdefault``, ``pop``, ...)
 
 from __future__ import annotations
 
+import _thread
 import abc
 import itertools
 import reprlib
-import threading
 from collections.abc import (
     Callable,
     ItemsView,
@@ -627,12 +627,12 @@ class IterationGauge:
     __slots__ = ("_lock", "active", "started")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.active = 0
         self.started = 0
 
     def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def iterate(self, items: Iterable[T]) -> Iterator[T]:
         """``items`` as an iteration in progress, counted as started now."""

@@ -26,7 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
-import threading
+import _thread
 
 from .._typing import TypeVar, cast
 
@@ -34,7 +34,7 @@ __all__ = ["features_of", "plain_class", "switch"]
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _variants: dict[tuple[type, frozenset[type]], type] = {}
 
 
