@@ -91,7 +91,7 @@ def preset(quick: bool) -> BenchConfig:
     if quick:
         return BenchConfig(
             quick=True,
-            duration=0.01,
+            duration=0.006,
             threads=(1, 2),
             rounds=3,
             capacity=QUICK_CAPACITY,

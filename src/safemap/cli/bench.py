@@ -65,7 +65,7 @@ def add_parser(sub: Any) -> None:
         "Definitions: docs/bench.md.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="a fast run: 3 rounds of 0.01 s cells, 1 and 2 threads"
+        "--quick", action="store_true", help="a fast run (under a minute): 3 rounds of 0.006 s cells, 1 and 2 threads"
     )
     p.add_argument(
         "--impl",
