@@ -65,7 +65,9 @@ def add_parser(sub: Any) -> None:
         "Definitions: docs/bench.md.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="a fast run (under a minute): 3 rounds of 0.006 s cells, 1 and 2 threads"
+        "--quick",
+        action="store_true",
+        help="a fast run (under a minute): 3 rounds of 0.006 s cells, 1 and 2 threads",
     )
     p.add_argument(
         "--impl",
