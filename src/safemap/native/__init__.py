@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, MutableMapping
 
 from .._typing import TYPE_CHECKING, Any, TypeVar
-from ..protocol import ConcurrentMapping, TransactionView, contention
+from ..protocol import ConcurrentMapping, TransactionView
 from . import _core
 
 if TYPE_CHECKING:
@@ -32,10 +32,6 @@ if hasattr(os, "register_at_fork"):
 DEFAULT_SHARDS: int = _core.DEFAULT_SHARDS
 """The shard count ``ConcurrentMap()`` uses: 4 per CPU, a power of two in [8, 128]."""
 
-
-# The contention profiler (safemap.protocol.contention) turns the native locks' sampling on
-# and off through this setter (one function for every native lock of the process).
-contention.register_backend(_core._set_contention_sampling)
 
 _COUNTERS = (
     "hits",
