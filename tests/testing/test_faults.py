@@ -161,13 +161,6 @@ class _Trigger:
 def test_interrupt_signal_while_threads_contend(map_type: type[Any], fast_switch: None) -> None:
     """A SIGINT handler raises in the main thread mid-operation, many times; the map stays
     usable, the workers finish (no lock left held) and every completed merge is counted."""
-    if issubclass(map_type, RWLockMap):
-        pytest.skip(
-            "RWLock is written in Python: an exception raised by a signal handler exactly "
-            "while a hold is taken or released can leave the hold taken (as with "
-            "threading.Semaphore); RWLock.acquire_*/release_* interrupted while *waiting* "
-            "are safe and tested in tests/test_rwlock.py"
-        )
     m = map_type()
     workers_n, per_worker = 3, 2000
     interrupts = sent = main_done = 0
