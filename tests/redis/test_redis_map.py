@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import operator
 import threading
+import time
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safemap import DELETE, MISSING, RecursiveUpdateError
+from safemap import DELETE, MISSING, MapClosedError, RecursiveUpdateError
 from safemap.redis import (
     JsonCodec,
     MsgpackCodec,
@@ -254,3 +256,78 @@ def test_client_lends_its_settings_but_not_its_decoding(url: str) -> None:
     m: RedisMap[str, Any] = RedisMap({"a": [1]}, client=client)
     assert m["a"] == [1] and m.copy() == {"a": [1]}
     assert client.hget(m.name, '"a"') == "[1]"  # the lender's own decoding is unchanged
+
+
+
+def _open_connections(server: Any, *, settle: float = 10.0) -> int:
+    """Clients connected to ``server`` besides the one asking, once the count stops
+    falling (a near cache's listener disconnects from its own thread) or after ``settle``
+    seconds."""
+    admin = redis.Redis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + settle
+        while True:
+            count = len(admin.execute_command("CLIENT", "LIST").splitlines()) - 1
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.01)
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("near_cache", [False, True])
+def test_a_closed_handle_refuses_every_call_and_never_reconnects(
+    private_server: Any, near_cache: bool
+) -> None:
+    url = private_server.url
+    m: RedisMap[str, int] = RedisMap({"a": 1}, url=url, near_cache=near_cache)
+    assert m["a"] == 1
+    m.close()
+    calls = [
+        lambda: m["a"],
+        lambda: m.get("a"),
+        lambda: m.__setitem__("b", 2),
+        lambda: len(m),
+        lambda: list(m),
+        lambda: m.merge("a", 1, operator.add),
+        lambda: m.snapshot(),
+    ]
+    for call in calls:
+        with pytest.raises(MapClosedError):
+            call()
+    m.close()  # closing twice is allowed
+    assert _open_connections(private_server) == 0  # nothing reconnected or left open
+    other: RedisMap[str, int] = RedisMap(url=url, name=m.name)
+    assert other["a"] == 1  # the data stays on the server
+    other.close()
+
+
+def test_close_while_calls_are_in_flight_leaves_no_connection_open(private_server: Any) -> None:
+    """Threads keep calling while the handle closes: each call either completes or raises
+    MapClosedError, and once they stop no connection of the handle is left open."""
+    m: RedisMap[str, int] = RedisMap(url=private_server.url)
+    started = threading.Barrier(5)
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        started.wait()
+        while True:
+            try:
+                m.merge("n", 1, operator.add)
+            except MapClosedError:
+                outcomes.append("closed")
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    probe: RedisMap[str, int] = RedisMap(url=private_server.url, name=m.name)
+    while probe.get("n", 0) < 20:
+        pass
+    probe.close()
+    m.close()
+    for t in threads:
+        t.join(30)
+    assert outcomes == ["closed"] * 4
+    assert _open_connections(private_server) == 0

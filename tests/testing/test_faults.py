@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from safemap import DELETE, RecursiveUpdateError, RWLockMap
+from safemap import DELETE, RecursiveUpdateError
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -30,6 +30,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..protocol.errors import MapClosedError
 from .errors import RedisConnectionError
 
 _hiredis_pack: Any
@@ -60,6 +61,7 @@ class Endpoint:
     place's name for messages, and the policy for retrying idempotent reads."""
 
     __slots__ = (
+        "_closed",
         "_connection_class",
         "_idle",
         "_packer",
@@ -98,6 +100,7 @@ class Endpoint:
         self.connection_kwargs = kwargs
         self._connection_class = connection_class
         self._idle: list[Any] = []
+        self._closed = False
         self._packer = self.new_connection()  # never connected: it only encodes commands
         path = kwargs.get("path")
         self.place = f"unix socket {path}" if path else f"{kwargs.get('host')}:{kwargs.get('port')}"
@@ -116,6 +119,12 @@ class Endpoint:
         self._idle = []
 
     def close(self) -> None:
+        """Refuse every later command (:class:`MapClosedError`) and disconnect the idle
+        connections; a command in flight finishes and disconnects its own on return."""
+        self._closed = True
+        self._disconnect_idle()
+
+    def _disconnect_idle(self) -> None:
         while True:
             try:
                 conn = self._idle.pop()
@@ -123,16 +132,29 @@ class Endpoint:
                 return
             conn.disconnect()
 
+    def _checkout(self) -> Any:
+        """A connection for one command: an idle one, else a new one."""
+        if self._closed:
+            raise MapClosedError("this RedisMap handle is closed (the data stays on the server)")
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self.new_connection()
+
+    def _checkin(self, conn: Any) -> None:
+        self._idle.append(conn)
+        # close() sets the flag before it empties the list: either it sees this
+        # connection, or this check sees the flag. Nothing is left connected.
+        if self._closed:
+            self._disconnect_idle()
+
     # ------------------------------------------------------------------ round trips
 
     def _round_trip(self, packed: list[bytes], replies: int) -> list[Any]:
         """Send ``packed`` (``replies`` commands) and read every reply: one round trip.
         An error reply is returned in place (a ``ResponseError``), not raised, so the
         connection stays in step; any other failure drops the connection and raises."""
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = self.new_connection()
+        conn = self._checkout()
         try:
             conn.send_packed_command(packed, check_health=False)
             out: list[Any] = []
@@ -144,14 +166,11 @@ class Endpoint:
         except BaseException:
             conn.disconnect()
             raise
-        self._idle.append(conn)
+        self._checkin(conn)
         return out
 
     def _once(self, args: Sequence[Any]) -> Any:
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = self.new_connection()
+        conn = self._checkout()
         try:
             if _hiredis_pack is None:
                 packed = conn.pack_command(*args)
@@ -160,12 +179,12 @@ class Endpoint:
             conn.send_packed_command(packed, check_health=False)
             reply = conn.read_response()
         except redis.exceptions.ResponseError:
-            self._idle.append(conn)  # a whole error reply was read: the connection is fine
+            self._checkin(conn)  # a whole error reply was read: the connection is fine
             raise
         except BaseException:
             conn.disconnect()
             raise
-        self._idle.append(conn)
+        self._checkin(conn)
         return reply
 
     def _script_once(self, script: Script, keys: Sequence[Any], args: Iterable[Any]) -> Any:

@@ -218,7 +218,9 @@ class RedisMap(ConcurrentMapping[K, V]):
         return self._codec
 
     def close(self) -> None:
-        """Close this handle's connections (the data stays on the server)."""
+        """Close this handle's connections (the data stays on the server). Every later
+        call on this handle raises :class:`~safemap.MapClosedError`; a call in flight
+        completes. Closing twice is allowed."""
         if self._near is not None:
             self._near.close()
         self._endpoint.close()
