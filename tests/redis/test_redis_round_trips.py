@@ -97,6 +97,30 @@ def test_single_key_operations_take_one_round_trip(url: str, trips: Trips) -> No
     assert trips.measure(m.clear) == 1
 
 
+def test_update_stores_a_batch_of_keys_per_round_trip(
+    url: str, trips: Trips, raw: Any
+) -> None:
+    """update() sends one HSET per 512 items (was one trip per item): 1,000 items take two
+    trips; a later item of the same key wins; the counts say what was inserted and updated."""
+    m: RedisMap[str, int] = RedisMap({"k0": -1}, url=url)
+    before = m.stats()
+    items = [(f"k{i}", i) for i in range(1000)] + [("k1", 111)]
+    assert trips.measure(lambda: m.update(items)) == 2
+    assert trips.measure(lambda: m.update(a=1, b=2)) == 1
+    assert trips.measure(lambda: m.update({})) == 0
+    assert len(m) == 1002 and m["k0"] == 0 and m["k1"] == 111 and m["k999"] == 999
+    assert raw.hlen(m.name) == 1002
+    delta = m.stats().minus(before)
+    assert (delta.inserts, delta.updates) == (1001, 2)
+
+
+def test_update_with_an_unencodable_item_stores_nothing(url: str) -> None:
+    m: RedisMap[Any, int] = RedisMap(url=url)
+    with pytest.raises(TypeError):
+        m.update([("a", 1), (object(), 2)])
+    assert len(m) == 0
+
+
 def test_a_script_the_server_lost_is_loaded_and_run_in_one_more_trip(
     url: str, trips: Trips, raw: Any
 ) -> None:

@@ -310,6 +310,12 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         for _, value in items:
             if value is MISSING or value is DELETE:
                 raise _sentinel_stored(value)
+        self._store_items(items)
+
+    def _store_items(self, items: list[tuple[K, V]]) -> None:
+        """Store ``items`` in order (no sentinel among them): ``update``'s last step. A type
+        may store several keys per step (one round trip, say), provided each key's store
+        stays atomic and a later item of the same key wins."""
         for key, value in items:
             self.store(key, value)
 

@@ -79,6 +79,7 @@ _HITS, _MISSES = c.HITS, c.MISSES
 _IN_OPERATION = "a compute-family callback of a RedisMap wrote to the same map"
 _IN_TRANSACTION = "a transaction callback called the RedisMap's own methods (use the view)"
 _SCAN_COUNT = 512
+_UPDATE_BATCH = 512  # fields per HSET in update(): bounded, so one call never stalls the server
 _STRIPES = 64
 _LEASE_MS = 10_000
 _SEEN_MAX = 1024  # fields remembered in ``_seen``; it is emptied when full
@@ -323,15 +324,17 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     # ----------------------------------------------------- bookkeeping of writes
 
-    def _wrote(self, inserts: int = 0, updates: int = 0, deletes: int = 0) -> None:
-        """After any write by this handle: count it, and its near cache forgets what it
-        held (so the handle reads its own writes)."""
+    def _wrote(
+        self, inserts: int = 0, updates: int = 0, deletes: int = 0, *, writes: int = 1
+    ) -> None:
+        """After any write by this handle (``writes`` keys written in one command): count
+        it, and its near cache forgets what it held (so the handle reads its own writes)."""
         cell = self._counters.cell()
         cell[c.INSERTS] += inserts
         cell[c.UPDATES] += updates
         cell[c.DELETES] += deletes
         if self._counters.iterating:
-            cell[c.WRITES_DURING_ITERATION] += 1
+            cell[c.WRITES_DURING_ITERATION] += writes
         if self._near is not None:
             self._near.invalidate()
 
@@ -429,6 +432,19 @@ class RedisMap(ConcurrentMapping[K, V]):
         added = self._endpoint.call("HSET", self._name, field, data)
         self._remember(field, data, object())
         self._wrote(inserts=added, updates=1 - added)
+
+    def _store_items(self, items: list[tuple[K, V]]) -> None:
+        # update(): one HSET per _UPDATE_BATCH items, each HSET atomic on the server; every
+        # key and value is encoded first, so one that cannot be encoded stores nothing.
+        self._check_write()
+        encoded = [(self._field(key), self._encode_stored(value)) for key, value in items]
+        for start in range(0, len(encoded), _UPDATE_BATCH):
+            batch = encoded[start : start + _UPDATE_BATCH]
+            added = self._endpoint.call("HSET", self._name, *itertools.chain.from_iterable(batch))
+            group = object()
+            for field, data in batch:
+                self._remember(field, data, group)
+            self._wrote(inserts=added, updates=len(batch) - added, writes=len(batch))
 
     def __len__(self) -> int:
         self._check_read()
