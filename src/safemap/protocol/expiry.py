@@ -43,6 +43,7 @@ from .errors import MapClosedError, RecursiveUpdateError
 from .frozen import FrozenMap
 from .mapping import ConcurrentMapping, _ItemsView, _ValuesView
 from .sentinels import DELETE, MISSING
+from .sidecar import _table as _sidecars
 from .sidecar import existing_sidecar, sidecar
 from .variants import plain_class, switch
 
@@ -404,6 +405,26 @@ def _visible(st: _MapState, key: Any, value: Any, gen: int) -> int:
     return 0
 
 
+_ABSENT: Any = object()  # never a value: private to this module
+_next_gets: dict[type, Callable[[Any, Any, Any], Any]] = {}
+
+
+def _next_get(cls: type) -> Callable[[Any, Any, Any], Any]:
+    """``get`` as the class after :class:`Expiring` in ``cls``'s MRO defines it (another
+    variant's, or the map's own), unbound: what ``super().get`` would call, found once per
+    class."""
+    found = _next_gets.get(cls)
+    if found is None:
+        mro = cls.__mro__
+        for c in mro[mro.index(Expiring) + 1 :]:
+            if "get" in vars(c):
+                found = vars(c)["get"]
+                break
+        assert found is not None  # ConcurrentMapping defines it
+        _next_gets[cls] = found
+    return found
+
+
 class Expiring:
     """The mixin of maps with ttl bindings: every read treats a due entry as absent.
 
@@ -453,18 +474,39 @@ class Expiring:
             if found and st.same(again, value) and st.find(key, again) is b:
                 return None, False
 
-    def __getitem__(self, key: Any) -> Any:
+    def get(self, key: Any, default: Any = None, /) -> Any:
+        # The common cases in one pass, deciding exactly as ``load`` does (without its tuple
+        # and bound-method overhead): a value read with no binding dropped meanwhile is
+        # visible if its key has no ttl binding, or one binding, of another value or not
+        # yet due. Anything else (a due entry, several bindings) goes through ``load``.
+        entry = _sidecars.get(id(self))
+        if entry is not None and entry[0]() is self:
+            st = getattr(entry[1], "bindings", None)
+            if st is not None:
+                gen = st.gen
+                get = _next_gets.get(type(self)) or _next_get(type(self))
+                value = get(self, key, _ABSENT)
+                if value is _ABSENT:
+                    return default
+                bound = st.ttl.get(key)
+                if st.gen == gen:
+                    if bound is None:
+                        return value
+                    if st.identity and len(bound) == 1:
+                        b = bound[0]
+                        if b.value is not value or _clock() < b.deadline:
+                            return value
         value, found = self.load(key)
-        if not found:
+        return value if found else default
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _ABSENT)
+        if value is _ABSENT:
             raise KeyError(key)
         return value
 
     def __contains__(self, key: object) -> bool:
-        return self.load(key)[1]
-
-    def get(self, key: Any, default: Any = None, /) -> Any:
-        value, found = self.load(key)
-        return value if found else default
+        return self.get(key, _ABSENT) is not _ABSENT
 
     # ---------------------------------------------------------------- whole-map reads
 
