@@ -218,7 +218,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
             raise
-        return self._load_release(self._data, key)  # type: ignore[no-any-return]
+        return self._load_release(self._data, key)
 
     def store(self, key: K, value: V) -> None:
         if value is MISSING or value is DELETE:
@@ -447,7 +447,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
             raise
-        return self._contains_release(self._data, key)  # type: ignore[no-any-return]
+        return self._contains_release(self._data, key)
 
     def get(self, key: K, default: Any = None, /) -> Any:
         try:
