@@ -779,11 +779,6 @@ rw_release_write(PyObject *op, PyObject *Py_UNUSED(ignored))
     return rw_release_write_impl((rw_lock *)op, -1);
 }
 
-static PyObject *
-rw_release_read_other(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    return rw_release_read_impl((rw_lock *)op, RW_READS);
-}
 
 /* ----------------------------------------------- the maps' fast paths
  *
@@ -952,6 +947,17 @@ rw_store(rw_lock *self, PyObject *const *args, int release)
     Py_RETURN_NONE;
 }
 
+/* _release_read_other(): release_read(), counting a read that is not a point
+ * read (METH_FASTCALL: see _try_read). */
+static PyObject *
+rw_release_read_other(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (rw_args("_release_read_other", nargs, 0) < 0) {
+        return NULL;
+    }
+    return rw_release_read_impl((rw_lock *)op, RW_READS);
+}
+
 /* _store_release(data, key, value, active): the store, counted, then the
  * write hold released. */
 static PyObject *
@@ -1003,16 +1009,25 @@ rw_tally(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* _try_read() / _try_write(): acquire_*(0) without an argument to parse. */
+/* _try_read() / _try_write(): acquire_*(0) without an argument to parse.
+ * METH_FASTCALL (taking no argument), not METH_NOARGS: the interpreter has a
+ * specialized call for the former only, which matters on the maps' hottest
+ * path. */
 static PyObject *
-rw_try_read(PyObject *op, PyObject *Py_UNUSED(ignored))
+rw_try_read(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
+    if (rw_args("_try_read", nargs, 0) < 0) {
+        return NULL;
+    }
     return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 0, RW_TRY, 0));
 }
 
 static PyObject *
-rw_try_write(PyObject *op, PyObject *Py_UNUSED(ignored))
+rw_try_write(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
+    if (rw_args("_try_write", nargs, 0) < 0) {
+        return NULL;
+    }
     return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 1, RW_TRY, 0));
 }
 
@@ -1362,13 +1377,13 @@ static PyMethodDef rw_methods[] = {
      "_stats()\n--\n\n"
      "(acquisitions, contentions, wait_seconds): holds taken, acquisitions that found "
      "the lock unavailable and waited, and the total time spent waiting (exact)."},
-    {"_try_read", rw_try_read, METH_NOARGS,
+    {"_try_read", (PyCFunction)(void (*)(void))rw_try_read, METH_FASTCALL,
      "_try_read()\n--\n\n"
      "acquire_read(0): take a read hold if that needs no wait; say whether it did."},
-    {"_try_write", rw_try_write, METH_NOARGS,
+    {"_try_write", (PyCFunction)(void (*)(void))rw_try_write, METH_FASTCALL,
      "_try_write()\n--\n\n"
      "acquire_write(0): take the write hold if that needs no wait; say whether it did."},
-    {"_release_read_other", rw_release_read_other, METH_NOARGS,
+    {"_release_read_other", (PyCFunction)(void (*)(void))rw_release_read_other, METH_FASTCALL,
      "release_read(), counting a read that is not a point read (len, iteration, "
      "snapshot) in _tallies()."},
     {"_get_release", (PyCFunction)(void (*)(void))rw_get_release, METH_FASTCALL,
