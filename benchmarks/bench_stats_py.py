@@ -3,14 +3,16 @@
     python benchmarks/bench_stats_py.py            # full run (about a minute)
     python benchmarks/bench_stats_py.py --quick    # a few seconds
 
-"With" is the shipped map. "Without" is the same map with its ``get`` and ``store``
-replaced by the same code minus the statistics: no hit/miss/insert/update counter, no
-writes-during-iteration check, no acquisition count, and a plain blocking acquire instead of
-try-first (LockedMap: ``with lock:``, exactly the code before statistics existed; RWLockMap:
-``acquire_read()`` / ``acquire_write()`` inline, so the difference is the statistics alone,
-not the former Python-level context manager, which cost more than both). Measuring against a
-subclass in the same process, interleaved, best of several repeats, cancels what a
-separate checkout or process would add (interpreter build, memory layout, machine load).
+"With" is the shipped map: its point reads and stores make their dict operation, count it
+and release the lock in one C call of the lock. "Without" is the same map (the same lock:
+LockedMap's re-entrant mutex, RWLockMap's RWLock) with its ``get`` and ``store`` replaced by
+the same work minus the statistics: a plain blocking acquire instead of try-first (no
+timing), the dict operation in Python, a plain release (no hit/miss/insert/update count, no
+writes-during-iteration check); the lock's own acquisition count, which both pay, is the
+only count left. Measuring against a subclass in the same process, interleaved, best of
+several repeats, cancels what a separate checkout or process would add (interpreter build,
+memory layout, machine load). A ratio below 1 means the shipped call is faster than the
+plain one: its single C call replaces the plain code's separate lookup and release calls.
 Single thread, no contention: the statistics' fixed cost on the fast path (a contended
 acquisition waits far longer than it costs to time it).
 """
