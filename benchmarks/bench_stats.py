@@ -54,10 +54,28 @@ NKEYS = 1000
 
 
 def build_baseline(target: str) -> None:
-    """Install this checkout, compiled with -DSM_NO_STATS, into target."""
-    env = dict(os.environ, CFLAGS=(os.environ.get("CFLAGS", "") + " -DSM_NO_STATS").strip())
+    """Install this checkout, compiled with -DSM_NO_STATS, into target.
+
+    Built from a fresh copy of the sources: a build in the checkout would reuse the object
+    files of its ``build/`` directory (setuptools recompiles a file only when its source is
+    newer, whatever the flags), so the baseline could be an earlier build with other flags.
+    The interpreter's own CFLAGS (``-DNDEBUG -O3`` ...) are spelled out: recent setuptools
+    let an environment CFLAGS replace them, and a baseline built without ``-DNDEBUG`` runs
+    its assertions and differs by more than the statistics."""
+    base = sysconfig.get_config_var("CFLAGS") or ""
+    flags = " ".join(f for f in (base, os.environ.get("CFLAGS", ""), "-DSM_NO_STATS") if f)
+    env = dict(os.environ, CFLAGS=flags)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile"]
-    subprocess.run([*cmd, "--target", target, ROOT], env=env, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "src")
+        shutil.copytree(
+            ROOT,
+            src,
+            ignore=shutil.ignore_patterns(
+                "build", "dist", ".venv*", ".git", ".*_cache", ".hypothesis", "*.so", "*.egg-info"
+            ),
+        )
+        subprocess.run([*cmd, "--target", target, src], env=env, check=True)
 
 
 def load_baseline(target: str) -> ModuleType:

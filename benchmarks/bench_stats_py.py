@@ -3,14 +3,16 @@
     python benchmarks/bench_stats_py.py            # full run (about a minute)
     python benchmarks/bench_stats_py.py --quick    # a few seconds
 
-"With" is the shipped map. "Without" is the same map with its ``get`` and ``store``
-replaced by the same code minus the statistics: no hit/miss/insert/update counter, no
-writes-during-iteration check, no acquisition count, and a plain blocking acquire instead of
-try-first (LockedMap: ``with lock:``, exactly the code before statistics existed; RWLockMap:
-``acquire_read()`` / ``acquire_write()`` inline, so the difference is the statistics alone,
-not the former Python-level context manager, which cost more than both). Measuring against a
-subclass in the same process, interleaved, best of several repeats, cancels what a
-separate checkout or process would add (interpreter build, memory layout, machine load).
+"With" is the shipped map: its point reads and stores make their dict operation, count it
+and release the lock in one C call of the lock. "Without" is the same map (the same lock:
+LockedMap's re-entrant mutex, RWLockMap's RWLock) with its ``get`` and ``store`` replaced by
+the same work minus the statistics: a plain blocking acquire instead of try-first (no
+timing), the dict operation in Python, a plain release (no hit/miss/insert/update count, no
+writes-during-iteration check); the lock's own acquisition count, which both pay, is the
+only count left. Measuring against a subclass in the same process, interleaved, best of
+several repeats, cancels what a separate checkout or process would add (interpreter build,
+memory layout, machine load). A ratio below 1 means the shipped call is faster than the
+plain one: its single C call replaces the plain code's separate lookup and release calls.
 Single thread, no contention: the statistics' fixed cost on the fast path (a contended
 acquisition waits far longer than it costs to time it).
 """
@@ -34,50 +36,14 @@ _IN_TXN = "inside its transaction"
 _IN_OP = "inside one of its own operations"
 
 
-class _Plain:
-    """The write under a hold, without statistics (as before they existed)."""
+class _Without:
+    """``get`` and ``store`` of the map minus its statistics: the same lock (the map's own),
+    a plain blocking acquire (no try-first, no timing), the dict operation in Python, a plain
+    release (no count), inline (no helper call)."""
 
     __slots__ = ()
 
-    def _plain_store_held(self: Any, key: Any, value: Any) -> Any:
-        if self._busy:
-            raise RecursiveUpdateError(_IN_TXN if self._txn else _IN_OP)
-        data = self._data
-        old = data.setdefault(key, value)
-        if old is not value:
-            data[key] = value
-        return old
-
-
-class LockedMapWithout(_Plain, safemap.LockedMap[Any, Any]):
-    """LockedMap's get and store exactly as they were before statistics."""
-
-    __slots__ = ()
-
-    def get(self, key: Any, default: Any = None, /) -> Any:
-        with self._lock:
-            if self._txn:
-                raise RecursiveUpdateError(_IN_TXN)
-            return self._data.get(key, default)
-
-    def store(self, key: Any, value: Any) -> None:
-        if value is MISSING or value is DELETE:
-            raise _sentinel_stored(value)
-        if self._held():
-            with self._nested:
-                old = self._plain_store_held(key, value)
-        else:
-            with self._lock:
-                old = self._plain_store_held(key, value)
-        del old
-
-
-class RWLockMapWithout(_Plain, safemap.RWLockMap[Any, Any]):
-    """RWLockMap's get and store with the same inline acquire/release, minus statistics."""
-
-    __slots__ = ()
-
-    def get(self, key: Any, default: Any = None, /) -> Any:
+    def get(self: Any, key: Any, default: Any = None, /) -> Any:
         self._block_read()
         try:
             if self._txn:
@@ -86,19 +52,35 @@ class RWLockMapWithout(_Plain, safemap.RWLockMap[Any, Any]):
         finally:
             self._release_read()
 
-    def store(self, key: Any, value: Any) -> None:
+    def store(self: Any, key: Any, value: Any) -> None:
         if value is MISSING or value is DELETE:
             raise _sentinel_stored(value)
-        if self._held():
-            with self._nested:
-                old = self._plain_store_held(key, value)
+        nested = self._held()
+        if nested:
+            self._nested.acquire()
         else:
-            self._try_write(0) or self._block_write()  # the held-by-me check, then the lock
-            try:
-                old = self._plain_store_held(key, value)
-            finally:
+            self._block_write()
+        try:
+            if self._busy:
+                raise RecursiveUpdateError(_IN_TXN if self._txn else _IN_OP)
+            data = self._data
+            old = data.setdefault(key, value)
+            if old is not value:
+                data[key] = value
+        finally:
+            if nested:
+                self._nested.release()
+            else:
                 self._release_write()
-        del old
+        del old  # released with the lock free, as the map does
+
+
+class LockedMapWithout(_Without, safemap.LockedMap[Any, Any]):
+    __slots__ = ()
+
+
+class RWLockMapWithout(_Without, safemap.RWLockMap[Any, Any]):
+    __slots__ = ()
 
 
 PAIRS = [

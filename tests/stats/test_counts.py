@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -298,7 +297,7 @@ def test_exact_totals_under_threads(name: str) -> None:
                 m.get(("absent", i))  # miss
                 m.merge("hot", 1, operator.add)  # update
                 m[(i, r)] = r  # insert
-            alive.wait(JOIN)  # counted while the threads (and their cells) are alive ...
+            alive.wait(JOIN)  # counted while the threads are alive ...
             finish.wait(JOIN)
         except BaseException as exc:
             errors.append(exc)
@@ -315,7 +314,7 @@ def test_exact_totals_under_threads(name: str) -> None:
         t.join(JOIN)
         assert not t.is_alive()
     assert not errors
-    done = m.stats()  # ... and after they ended (their cells folded into the totals)
+    done = m.stats()  # ... and after they ended
     total = THREADS * rounds
     for s in (live, done):
         assert (s.hits, s.misses) == (total, total)
@@ -327,7 +326,8 @@ def test_exact_totals_under_threads(name: str) -> None:
 
 def test_rwlockmap_concurrent_readers_lose_no_count() -> None:
     # Readers share the read lock: on a free-threaded build a shared "+= 1" loses counts
-    # here (a shared counter lost some in 2 of 5 such runs when tried); the cells do not.
+    # here (a shared counter lost some in 2 of 5 such runs when tried); the lock's counts,
+    # changed with its state locked, do not.
     m = safemap.RWLockMap(hot=0)
     reads = 20_000
 
@@ -341,35 +341,99 @@ def test_rwlockmap_concurrent_readers_lose_no_count() -> None:
     assert (s.hits, s.misses, s.lock_acquisitions) == (THREADS * reads, 0, THREADS * reads + 1)
 
 
-def test_thread_cells_are_exact_and_folded_when_threads_end() -> None:
-    # The free-threaded RWLockMap's read counters, exercised on every build.
-    import gc
+@pytest.mark.parametrize("name", ["LockedMap", "RWLockMap"])
+def test_every_read_and_write_form_counts_exactly_under_threads(name: str) -> None:
+    # Each form the lock counts in C (get, [], in, load, len, iteration, store, nested
+    # store) and each form counted with _tally (pop, compute, clear of one key): several
+    # threads at once, exact totals (readers of an RWLock hold it together).
+    m = MINE[name](hot=0)
+    rounds = 500
+    errors: list[BaseException] = []
+    start = threading.Barrier(THREADS)
 
-    from safemap.maps._guards import ThreadCounts, _thread_counts
+    def work(i: int) -> None:
+        try:
+            start.wait(JOIN)
+            for r in range(rounds):
+                m.get("hot")  # hit
+                m.get(("absent", i))  # miss
+                _ = m["hot"]  # hit
+                with contextlib.suppress(KeyError):
+                    m[("absent", i)]  # miss
+                _ = "hot" in m  # hit
+                _ = ("absent", i) in m  # miss
+                m.load("hot")  # hit
+                m.load(("absent", i))  # miss
+                len(m)  # a read hold, no point read
+                m[(i, "k")] = r  # an insert (r == 0), then updates
+                m.pop((i, "p"), None)  # absent: nothing
+                m[(i, "p")] = r  # insert
+                m.pop((i, "p"))  # delete
+                m.compute((i, "c"), lambda k, old: 1 if old is MISSING else DELETE)
+        except BaseException as exc:
+            errors.append(exc)
 
-    counts = _thread_counts()
-    assert isinstance(counts, ThreadCounts)
+    _run([threading.Thread(target=work, args=(i,)) for i in range(THREADS)])
+    assert not errors
+    s = m.stats()
+    total = THREADS * rounds
+    assert (s.hits, s.misses) == (4 * total, 4 * total)
+    # inserts: one per thread for (i, "k"), each round's (i, "p"), every other round's
+    # (i, "c") (inserted, then deleted the next round); the constructor's "hot".
+    c_inserts = THREADS * ((rounds + 1) // 2)
+    c_deletes = THREADS * (rounds // 2)
+    assert s.inserts == 1 + THREADS + total + c_inserts
+    assert s.updates == THREADS * (rounds - 1)
+    assert s.deletes == total + c_deletes
+    assert s.size == 1 + THREADS + (c_inserts - c_deletes)
+    # One acquisition per call that took the lock: 9 reads, 5 writes (the absent pop
+    # takes it too), the constructor's store.
+    assert s.lock_acquisitions == 1 + total * (9 + 5)
+    assert s.notes == ()
 
-    def reader() -> None:
-        for _ in range(100):
-            counts.cell.hits += 1
-            counts.cell.misses += 1
 
-    for _ in range(20):  # threads come and go: the totals keep every count
-        _run([threading.Thread(target=reader) for _ in range(3)])
-    gc.collect()
-    assert counts.totals() == (20 * 3 * 100, 20 * 3 * 100, 0)
-    assert len(counts._cells.cells) <= 2  # this thread's, at most one not yet collected
+def test_a_nested_store_counts_once() -> None:
+    # A store made by a finalizer while its thread holds the lock (here: from a key's
+    # __eq__ inside a read) is applied under the hold the thread has, and counted.
+    m = safemap.LockedMap()
+
+    class Key:
+        def __hash__(self) -> int:
+            return 1
+
+        def __eq__(self, other: object) -> bool:
+            m["nested"] = 1  # inside m.get(): the thread holds the lock
+            return self is other
+
+    key = Key()
+    m[key] = 0
+    assert m.get(Key()) is None  # the lookup compared with key: ran the nested store
+    s = m.stats()
+    assert (s.inserts, s.hits, s.misses, s.size) == (2, 0, 1, 2)
+    assert m["nested"] == 1
 
 
-def test_rwlockmap_says_how_it_counts_reads() -> None:
-    from safemap.maps._guards import GILCounts, ThreadCounts
+def test_a_failed_lookup_releases_and_counts_nothing() -> None:
+    class Boom:
+        def __hash__(self) -> int:
+            raise ValueError("no hash")
 
-    m = safemap.RWLockMap()
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    assert isinstance(m._reads, GILCounts if gil else ThreadCounts)
-    assert m.stats().notes == (type(m._reads).note,)
-    assert safemap.LockedMap().stats().notes == ()
+    for cls in (safemap.LockedMap, safemap.RWLockMap):
+        _fails_and_releases(cls(a=1), Boom)
+
+
+def _fails_and_releases(m: Any, boom: Callable[[], object]) -> None:
+    for call in (m.get, m.__getitem__, m.__contains__, m.load):
+        with pytest.raises(ValueError, match="no hash"):
+            call(boom())
+    with pytest.raises(ValueError, match="no hash"):
+        m[boom()] = 1
+    s = m.stats()
+    assert (s.hits, s.misses, s.inserts, s.updates) == (0, 0, 1, 0)
+    # released every time: another thread writes at once
+    writer = threading.Thread(target=m.__setitem__, args=("b", 2))
+    _run([writer])
+    assert m["b"] == 2
 
 
 def test_actor_mailbox_stats() -> None:
@@ -430,28 +494,47 @@ def test_actor_timeouts_queued_and_running_count_once_each() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_thread_cells_usable_in_a_fork_child_whose_parent_held_their_lock() -> None:
+@pytest.mark.parametrize("name", ["LockedMap", "RWLockMap"])
+def test_counts_survive_a_fork_whose_parent_thread_held_the_lock(name: str) -> None:
     import time
     import warnings
 
-    from safemap.maps._guards import _thread_counts
+    m = MINE[name](a=1)
+    m.get("a")
+    m.get("b")
+    holding, done = threading.Event(), threading.Event()
 
-    counts = _thread_counts()
-    counts.cell.hits += 1
-    counts._cells.lock.acquire()  # as if another thread were folding a cell at the fork
+    def hold() -> None:
+        def fn(key: object, old: object) -> int:
+            holding.set()
+            assert done.wait(JOIN)
+            return 2
+
+        m.compute("a", fn)
+
+    t = threading.Thread(target=hold)
+    t.start()
     try:
+        assert holding.wait(JOIN)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
             pid = os.fork()
-        if pid == 0:  # the child: totals() takes the registry's lock
-            os._exit(0 if counts.totals() == (1, 0, 0) else 1)
+        if pid == 0:  # the child: the holder is gone; the map works and kept its counts
+            ok = False
+            try:
+                m["c"] = 3
+                s = m.stats()
+                ok = (s.hits, s.misses, s.inserts, m["a"]) == (1, 1, 2, 1)
+            finally:
+                os._exit(0 if ok else 1)
     finally:
-        counts._cells.lock.release()
+        done.set()
+        t.join(JOIN)
     deadline = time.monotonic() + JOIN
     while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
         if time.monotonic() > deadline:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
-            pytest.fail("the child hung on the registry's lock")
+            pytest.fail("the child hung on the map's lock")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status[1]) == 0

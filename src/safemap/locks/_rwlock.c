@@ -30,6 +30,20 @@
  * failed and the caller waited) and the time spent waiting (monotonic clock,
  * slow path only), all changed with the state locked, so exact.
  *
+ * Tallies: the counting releases (_release_read_hit() etc.) also add one to a
+ * tally of the map that sits behind the lock (safemap.maps: hits, misses,
+ * other reads, inserts, updates), with the state locked: exact under any
+ * number of threads, for the price of one increment in a transition the
+ * thread makes anyway.  The tallies sit beside the state lock, in memory
+ * every holder already writes (the mutex, `acquisitions`), so counting adds
+ * no shared cache line on free-threaded builds: readers of an RWLock already
+ * write the lock's state to take and drop their holds.
+ *
+ * Exclusive mode (MutexCore, LockedMap's mutex): the same state machine with
+ * every hold exclusive and re-entrant, as threading.RLock: `writer` is the
+ * owner and `depth` its holds, whichever side (read or write) took them; the
+ * reader array stays empty.
+ *
  * This module also owns the process-wide contention sampler of every native
  * lock (sm_contention.h): safemap.native._core takes it through a capsule.
  */
@@ -83,12 +97,28 @@ typedef struct {
     Py_ssize_t count;
 } rw_hold;
 
+/* The tallies a counting release adds to (see "Tallies" above). */
+enum {
+    RW_HITS,    /* point reads that found their key */
+    RW_MISSES,  /* point reads that did not */
+    RW_READS,   /* other read holds (len, iteration, snapshot) */
+    RW_INSERTS,
+    RW_UPDATES,
+    RW_DELETES,
+    RW_WDI,     /* writes made while an iteration of the map was in progress */
+    RW_NTALLIES
+};
+
 typedef struct rw_lock {
     PyObject_HEAD
 #if SM_FREE_THREADED
     PyMutex mutex;
 #endif
     Py_ssize_t acquisitions;    /* holds taken (read or write); state locked */
+    Py_ssize_t tallies[RW_NTALLIES]; /* counting releases; state locked */
+    int exclusive;              /* MutexCore: every hold exclusive, re-entrant */
+    int sampled;                /* report sampled contended waits (0: the owner does) */
+    Py_ssize_t depth;           /* exclusive: holds of `writer` */
     Py_ssize_t contentions;     /* of those attempts, the ones that had to wait */
     int64_t wait_ns;            /* time spent waiting in them */
     uint64_t writer;            /* serial of the writing thread, or 0 */
@@ -116,6 +146,7 @@ static PyMutex rw_registry_mutex;
 
 static PyTypeObject RWLock_Type;
 static PyTypeObject RWHold_Type;
+static PyTypeObject Mutex_Type;
 
 /* ----------------------------------------- state helpers (state locked) */
 
@@ -373,6 +404,19 @@ enum { RW_ACQUIRED, RW_TIMED_OUT, RW_WRITE_HELD, RW_UPGRADE, RW_NOMEM, RW_INTERR
 static int
 rw_try_admit(rw_lock *self, uint64_t me, int write)
 {
+    if (self->exclusive) {
+        /* Either side: the owner again, or anyone when nobody holds it. */
+        if (self->writer == me) {
+            self->depth++;
+            return RW_ACQUIRED;
+        }
+        if (self->writer == 0) {
+            self->writer = me;
+            self->depth = 1;
+            return RW_ACQUIRED;
+        }
+        return -1;
+    }
     if (write) {
         if (self->writer == me) {
             return RW_WRITE_HELD;
@@ -508,7 +552,7 @@ rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
     if (w.sem != NULL) {
         PyThread_free_lock(w.sem);
     }
-    if (t0 >= 0 && (status == RW_ACQUIRED || status == RW_TIMED_OUT) &&
+    if (t0 >= 0 && (status == RW_ACQUIRED || status == RW_TIMED_OUT) && self->sampled &&
         SM_UNLIKELY(sm_contention_sampled(&rw_contention))) {
         if (status == RW_ACQUIRED) {
             rw_keep_sample(self, waited); /* reported when this thread releases */
@@ -520,16 +564,12 @@ rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
     return status;
 }
 
-/* The Python-facing acquire: True, False (timed out), or an exception. */
+/* An acquisition's status as the Python-facing result: True, False (timed
+ * out), or an exception. */
 static PyObject *
-rw_acquire(rw_lock *self, int write, PyObject *timeout)
+rw_acquire_result(int status)
 {
-    int mode;
-    int64_t deadline;
-    if (rw_parse_timeout(timeout, &mode, &deadline) < 0) {
-        return NULL;
-    }
-    switch (rw_acquire_impl(self, write, mode, deadline)) {
+    switch (status) {
     case RW_ACQUIRED:
         Py_RETURN_TRUE;
     case RW_TIMED_OUT:
@@ -547,6 +587,18 @@ rw_acquire(rw_lock *self, int write, PyObject *timeout)
     default: /* RW_INTERRUPTED: the signal handler's exception is set */
         return NULL;
     }
+}
+
+/* The Python-facing acquire. */
+static PyObject *
+rw_acquire(rw_lock *self, int write, PyObject *timeout)
+{
+    int mode;
+    int64_t deadline;
+    if (rw_parse_timeout(timeout, &mode, &deadline) < 0) {
+        return NULL;
+    }
+    return rw_acquire_result(rw_acquire_impl(self, write, mode, deadline));
 }
 
 static int
@@ -598,53 +650,408 @@ rw_acquire_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
 
 /* ------------------------------------------------------------- releasing */
 
-static PyObject *
-rw_release_read(PyObject *op, PyObject *Py_UNUSED(ignored))
+/* Add one to each tally given (-1: none); state locked. */
+static inline void
+rw_count(rw_lock *self, int tally, int tally2)
 {
-    rw_lock *self = (rw_lock *)op;
-    uint64_t me = rw_me();
-    RW_LOCK_STATE(self);
-    Py_ssize_t i = rw_find(self, me);
-    if (i < 0) {
-        RW_UNLOCK_STATE(self);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "RWLock: release_read() by a thread that holds no read lock");
-        return NULL;
+    if (tally >= 0) {
+        self->tallies[tally]++;
     }
+    if (tally2 >= 0) {
+        self->tallies[tally2]++;
+    }
+}
+
+/* Exclusive mode: drop one hold of the owner (either side).  1: the lock is
+ * free now, 0: the owner still holds it, -1: not held by the caller. */
+static int
+rw_release_exclusive(rw_lock *self, uint64_t me, int tally, int tally2)
+{
+    if (self->writer != me) {
+        return -1;
+    }
+    rw_count(self, tally, tally2);
+    if (--self->depth > 0) {
+        return 0;
+    }
+    self->writer = 0;
+    rw_wake_all(self);
+    return 1;
+}
+
+/* Release one read hold of the caller; with tally >= 0, count it there (the
+ * state is locked either way, so the count is exact). */
+static int
+rw_release_read_counting(rw_lock *self, int tally)
+{
+    uint64_t me = rw_me();
     int released = 0;
-    if (--self->readers[i].count == 0) {
-        self->readers[i] = self->readers[--self->nreaders];
-        if (self->nreaders == 0) {
-            rw_wake_all(self);
+    RW_LOCK_STATE(self);
+    if (self->exclusive) {
+        released = rw_release_exclusive(self, me, tally, -1);
+    }
+    else {
+        Py_ssize_t i = rw_find(self, me);
+        if (i < 0) {
+            released = -1;
         }
-        released = self->writer != me;
+        else {
+            rw_count(self, tally, -1);
+            if (--self->readers[i].count == 0) {
+                self->readers[i] = self->readers[--self->nreaders];
+                if (self->nreaders == 0) {
+                    rw_wake_all(self);
+                }
+                released = self->writer != me;
+            }
+        }
     }
     RW_UNLOCK_STATE(self);
+    if (released < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "RWLock: release_read() by a thread that holds no read lock");
+        return -1;
+    }
     if (SM_UNLIKELY(rw_npending) && released) {
         rw_report_kept(self);
+    }
+    return 0;
+}
+
+static PyObject *
+rw_release_read_impl(rw_lock *self, int tally)
+{
+    if (rw_release_read_counting(self, tally) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Release the caller's write hold; with tally >= 0, count it there. */
+static int
+rw_release_write_counting(rw_lock *self, int tally, int tally2)
+{
+    uint64_t me = rw_me();
+    int released;
+    RW_LOCK_STATE(self);
+    if (self->exclusive) {
+        released = rw_release_exclusive(self, me, tally, tally2);
+    }
+    else if (self->writer != me) {
+        released = -1;
+    }
+    else {
+        rw_count(self, tally, tally2);
+        self->writer = 0;
+        rw_wake_all(self);
+        released = rw_find(self, me) < 0;
+    }
+    RW_UNLOCK_STATE(self);
+    if (released < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "RWLock: release_write() by a thread that does not hold it");
+        return -1;
+    }
+    if (SM_UNLIKELY(rw_npending) && released) {
+        rw_report_kept(self);
+    }
+    return 0;
+}
+
+static PyObject *
+rw_release_write_impl(rw_lock *self, int tally)
+{
+    if (rw_release_write_counting(self, tally, -1) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *
+rw_release_read(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return rw_release_read_impl((rw_lock *)op, -1);
+}
+
+static PyObject *
 rw_release_write(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    rw_lock *self = (rw_lock *)op;
-    uint64_t me = rw_me();
-    RW_LOCK_STATE(self);
-    if (self->writer != me) {
-        RW_UNLOCK_STATE(self);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "RWLock: release_write() by a thread that does not hold it");
+    return rw_release_write_impl((rw_lock *)op, -1);
+}
+
+
+/* ----------------------------------------------- the maps' fast paths
+ *
+ * DictBackedMap (safemap.maps) makes its point reads and stores through
+ * these: each does the dict operation with the caller's hold, counts it and
+ * releases the hold in one call, so the statistics cost no Python bytecode
+ * and no extra call.  Preconditions: the caller holds the hold the call
+ * releases (it took it just before, and checked the map's own flags), and
+ * `data` is a dict.  The hold is released whatever happens (an exception from
+ * a key's __hash__/__eq__ included); only an operation that completed is
+ * counted.  A value that a store replaces is released after the lock is
+ * (its __del__ may use the map).
+ */
+
+static int
+rw_args(const char *fname, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s expected %zd arguments, got %zd", fname, want, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+/* Look key up in data, count a hit or a miss, release the read hold.
+ * 1: found (*out strong), 0: absent, -1: error (the hold released). */
+static int
+rw_lookup_release(rw_lock *self, PyObject *data, PyObject *key, PyObject **out)
+{
+    int found = -1;
+    *out = NULL;
+    if (!PyDict_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "data must be a dict");
+    }
+    else {
+        Py_hash_t hash = sm_hash(key);
+        if (hash != -1) {
+            found = sm_dict_get(data, key, hash, out);
+        }
+    }
+    if (rw_release_read_counting(self, found < 0 ? -1 : found ? RW_HITS : RW_MISSES) < 0) {
+        Py_CLEAR(*out);
+        return -1;
+    }
+    return found;
+}
+
+/* _get_release(data, key, default): data.get(key, default), counted. */
+static PyObject *
+rw_get_release(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_get_release", nargs, 3) < 0) {
         return NULL;
     }
-    self->writer = 0;
-    rw_wake_all(self);
-    int released = rw_find(self, me) < 0;
-    RW_UNLOCK_STATE(self);
-    if (SM_UNLIKELY(rw_npending) && released) {
-        rw_report_kept(self);
+    PyObject *value;
+    int found = rw_lookup_release((rw_lock *)op, args[0], args[1], &value);
+    if (found < 0) {
+        return NULL;
     }
+    return found ? value : Py_NewRef(args[2]);
+}
+
+/* _getitem_release(data, key): data[key] (KeyError), counted. */
+static PyObject *
+rw_getitem_release(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_getitem_release", nargs, 2) < 0) {
+        return NULL;
+    }
+    PyObject *value;
+    int found = rw_lookup_release((rw_lock *)op, args[0], args[1], &value);
+    if (found == 0) {
+        PyObject *exc = PyObject_CallOneArg(PyExc_KeyError, args[1]);
+        if (exc != NULL) {
+            PyErr_SetObject(PyExc_KeyError, exc);
+            Py_DECREF(exc);
+        }
+    }
+    return found > 0 ? value : NULL;
+}
+
+/* _contains_release(data, key): key in data, counted. */
+static PyObject *
+rw_contains_release(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_contains_release", nargs, 2) < 0) {
+        return NULL;
+    }
+    PyObject *value;
+    int found = rw_lookup_release((rw_lock *)op, args[0], args[1], &value);
+    if (found < 0) {
+        return NULL;
+    }
+    Py_XDECREF(value);
+    return PyBool_FromLong(found);
+}
+
+/* _load_release(data, key): (value, True) or (None, False), counted. */
+static PyObject *
+rw_load_release(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_load_release", nargs, 2) < 0) {
+        return NULL;
+    }
+    PyObject *value;
+    int found = rw_lookup_release((rw_lock *)op, args[0], args[1], &value);
+    if (found < 0) {
+        return NULL;
+    }
+    if (!found) {
+        return PyTuple_Pack(2, Py_None, Py_False);
+    }
+    PyObject *res = PyTuple_Pack(2, value, Py_True);
+    Py_DECREF(value);
+    return res;
+}
+
+/* Set data[key] = value as DictBackedMap does (one lookup for a new key; the
+ * very object already held is no change), count the insert or update (and a
+ * write during iteration when `active` is true), and with `release` drop the
+ * caller's write hold; the replaced value is released last. */
+static PyObject *
+rw_store(rw_lock *self, PyObject *const *args, int release)
+{
+    PyObject *data = args[0], *key = args[1], *value = args[2];
+    PyObject *old = NULL;
+    int tally = -1, wdi = -1, ok = -1;
+    int active = PyObject_IsTrue(args[3]);
+    if (active < 0) {
+        /* nothing changed */
+    }
+    else if (!PyDict_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "data must be a dict");
+    }
+    else {
+        int present = sm_dict_setdefault(data, key, value, &old);
+        if (present == 0) {
+            tally = RW_INSERTS;
+            ok = 0;
+        }
+        else if (present == 1 && old != value) {
+            ok = PyDict_SetItem(data, key, value);
+            tally = ok < 0 ? -1 : RW_UPDATES;
+        }
+        else if (present == 1) {
+            ok = 0; /* the object it held: no change, nothing counted */
+        }
+        if (tally >= 0 && active) {
+            wdi = RW_WDI;
+        }
+    }
+    if (release) {
+        if (rw_release_write_counting(self, tally, wdi) < 0) {
+            ok = -1;
+        }
+    }
+    else {
+        RW_LOCK_STATE(self);
+        rw_count(self, tally, wdi);
+        RW_UNLOCK_STATE(self);
+    }
+    Py_XDECREF(old); /* with the lock released: its __del__ may use the map */
+    if (ok < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _release_read_other(): release_read(), counting a read that is not a point
+ * read (METH_FASTCALL: see _try_read). */
+static PyObject *
+rw_release_read_other(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (rw_args("_release_read_other", nargs, 0) < 0) {
+        return NULL;
+    }
+    return rw_release_read_impl((rw_lock *)op, RW_READS);
+}
+
+/* _store_release(data, key, value, active): the store, counted, then the
+ * write hold released. */
+static PyObject *
+rw_store_release(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_store_release", nargs, 4) < 0) {
+        return NULL;
+    }
+    return rw_store((rw_lock *)op, args, 1);
+}
+
+/* _store_held(data, key, value, active): the store, counted, under a hold
+ * that the caller keeps (a nested write: see DictBackedMap). */
+static PyObject *
+rw_store_held(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_store_held", nargs, 4) < 0) {
+        return NULL;
+    }
+    return rw_store((rw_lock *)op, args, 0);
+}
+
+/* _tally(inserts, updates, deletes, writes_during_iteration): add a write's
+ * counts (a compute, a commit, a removal), made under an exclusive hold. */
+static PyObject *
+rw_tally(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (rw_args("_tally", nargs, 4) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n[4];
+    for (int i = 0; i < 4; i++) {
+        n[i] = PyLong_AsSsize_t(args[i]);
+        if (n[i] == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (n[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "_tally: counts must be >= 0");
+            return NULL;
+        }
+    }
+    rw_lock *self = (rw_lock *)op;
+    RW_LOCK_STATE(self);
+    self->tallies[RW_INSERTS] += n[0];
+    self->tallies[RW_UPDATES] += n[1];
+    self->tallies[RW_DELETES] += n[2];
+    self->tallies[RW_WDI] += n[3];
+    RW_UNLOCK_STATE(self);
+    Py_RETURN_NONE;
+}
+
+/* _try_read() / _try_write(): acquire_*(0) without an argument to parse.
+ * METH_FASTCALL (taking no argument), not METH_NOARGS: the interpreter has a
+ * specialized call for the former only, which matters on the maps' hottest
+ * path. */
+static PyObject *
+rw_try_read(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (rw_args("_try_read", nargs, 0) < 0) {
+        return NULL;
+    }
+    return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 0, RW_TRY, 0));
+}
+
+static PyObject *
+rw_try_write(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (rw_args("_try_write", nargs, 0) < 0) {
+        return NULL;
+    }
+    return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 1, RW_TRY, 0));
+}
+
+/* _tallies(): (hits, misses, reads, inserts, updates, deletes,
+ * writes_during_iteration), read with the state locked. */
+static PyObject *
+rw_tallies(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    rw_lock *self = (rw_lock *)op;
+    Py_ssize_t t[RW_NTALLIES];
+    RW_LOCK_STATE(self);
+    memcpy(t, self->tallies, sizeof(t));
+    RW_UNLOCK_STATE(self);
+    return Py_BuildValue("(nnnnnnn)", t[RW_HITS], t[RW_MISSES], t[RW_READS], t[RW_INSERTS],
+                         t[RW_UPDATES], t[RW_DELETES], t[RW_WDI]);
+}
+
+/* _unsampled(): this lock's owner (a map) reports its contended waits under
+ * its own name; the lock reports none to the contention sampler, so no wait
+ * is sampled twice. */
+static PyObject *
+rw_unsampled(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ((rw_lock *)op)->sampled = 0;
     Py_RETURN_NONE;
 }
 
@@ -692,8 +1099,14 @@ rw_read_holds_of_current_thread(PyObject *op, PyObject *Py_UNUSED(ignored))
     rw_lock *self = (rw_lock *)op;
     uint64_t me = rw_me();
     RW_LOCK_STATE(self);
-    Py_ssize_t i = rw_find(self, me);
-    Py_ssize_t n = i >= 0 ? self->readers[i].count : 0;
+    Py_ssize_t n;
+    if (self->exclusive) {
+        n = self->writer == me ? self->depth : 0;
+    }
+    else {
+        Py_ssize_t i = rw_find(self, me);
+        n = i >= 0 ? self->readers[i].count : 0;
+    }
     RW_UNLOCK_STATE(self);
     return PyLong_FromSsize_t(n);
 }
@@ -703,7 +1116,7 @@ rw_repr(PyObject *op)
 {
     rw_lock *self = (rw_lock *)op;
     RW_LOCK_STATE(self);
-    int writing = self->writer != 0;
+    int writing = self->writer != 0, exclusive = self->exclusive;
     Py_ssize_t holds = 0;
     for (Py_ssize_t i = 0; i < self->nreaders; i++) {
         holds += self->readers[i].count;
@@ -716,7 +1129,10 @@ rw_repr(PyObject *op)
         return NULL;
     }
     PyObject *res;
-    if (writing) {
+    if (exclusive) {
+        res = PyUnicode_FromFormat("<%U %s>", name, writing ? "locked" : "unlocked");
+    }
+    else if (writing) {
         res = PyUnicode_FromFormat("<%U write-locked, %zd writers waiting>", name, waiting);
     }
     else if (holds) {
@@ -868,6 +1284,10 @@ rw_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
     }
     self->writer = 0;
     self->acquisitions = self->contentions = 0;
+    memset(self->tallies, 0, sizeof(self->tallies));
+    self->exclusive = 0;
+    self->sampled = 1;
+    self->depth = 0;
     self->wait_ns = 0;
     self->writers_waiting = 0;
     self->readers = NULL;
@@ -918,6 +1338,7 @@ rw_after_fork_in_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)
         lk->writers_waiting = 0;
         if (lk->writer != me) {
             lk->writer = 0;
+            lk->depth = 0;
         }
         Py_ssize_t kept = 0;
         for (Py_ssize_t i = 0; i < lk->nreaders; i++) {
@@ -956,6 +1377,43 @@ static PyMethodDef rw_methods[] = {
      "_stats()\n--\n\n"
      "(acquisitions, contentions, wait_seconds): holds taken, acquisitions that found "
      "the lock unavailable and waited, and the total time spent waiting (exact)."},
+    {"_try_read", (PyCFunction)(void (*)(void))rw_try_read, METH_FASTCALL,
+     "_try_read()\n--\n\n"
+     "acquire_read(0): take a read hold if that needs no wait; say whether it did."},
+    {"_try_write", (PyCFunction)(void (*)(void))rw_try_write, METH_FASTCALL,
+     "_try_write()\n--\n\n"
+     "acquire_write(0): take the write hold if that needs no wait; say whether it did."},
+    {"_release_read_other", (PyCFunction)(void (*)(void))rw_release_read_other, METH_FASTCALL,
+     "release_read(), counting a read that is not a point read (len, iteration, "
+     "snapshot) in _tallies()."},
+    {"_get_release", (PyCFunction)(void (*)(void))rw_get_release, METH_FASTCALL,
+     "_get_release(data, key, default)\n--\n\n"
+     "data.get(key, default) under the caller's read hold, counted; releases the hold."},
+    {"_getitem_release", (PyCFunction)(void (*)(void))rw_getitem_release, METH_FASTCALL,
+     "_getitem_release(data, key)\n--\n\n"
+     "data[key] under the caller's read hold, counted; releases the hold."},
+    {"_contains_release", (PyCFunction)(void (*)(void))rw_contains_release, METH_FASTCALL,
+     "_contains_release(data, key)\n--\n\n"
+     "key in data under the caller's read hold, counted; releases the hold."},
+    {"_load_release", (PyCFunction)(void (*)(void))rw_load_release, METH_FASTCALL,
+     "_load_release(data, key)\n--\n\n"
+     "(value, True) or (None, False) under the caller's read hold, counted; releases it."},
+    {"_store_release", (PyCFunction)(void (*)(void))rw_store_release, METH_FASTCALL,
+     "_store_release(data, key, value, active)\n--\n\n"
+     "data[key] = value under the caller's write hold, counted; releases the hold."},
+    {"_store_held", (PyCFunction)(void (*)(void))rw_store_held, METH_FASTCALL,
+     "_store_held(data, key, value, active)\n--\n\n"
+     "data[key] = value under a hold the caller keeps, counted."},
+    {"_tally", (PyCFunction)(void (*)(void))rw_tally, METH_FASTCALL,
+     "_tally(inserts, updates, deletes, writes_during_iteration)\n--\n\n"
+     "Add a write's counts (made under an exclusive hold) to _tallies()."},
+    {"_tallies", rw_tallies, METH_NOARGS,
+     "_tallies()\n--\n\n"
+     "(hits, misses, reads, inserts, updates, deletes, writes_during_iteration): the "
+     "counts of the map behind this lock (exact)."},
+    {"_unsampled", rw_unsampled, METH_NOARGS,
+     "_unsampled()\n--\n\n"
+     "Report no contended wait of this lock to the contention sampler (its owner does)."},
     {"_read_holds_by_current_thread", rw_read_holds_of_current_thread, METH_NOARGS,
      "_read_holds_by_current_thread()\n--\n\n"
      "How many read holds the calling thread has (0 if none)."},
@@ -980,6 +1438,36 @@ static PyTypeObject RWLock_Type = {
     .tp_dealloc = rw_dealloc,
     .tp_repr = rw_repr,
     .tp_methods = rw_methods,
+};
+
+/* MutexCore: the re-entrant mutex of LockedMap, the same state machine in
+ * exclusive mode (every hold, read or write, excludes every other thread; the
+ * owner may take more).  Its owner reports its contended waits itself. */
+static PyObject *
+mutex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if ((args != NULL && PyTuple_GET_SIZE(args) != 0) ||
+        (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "MutexCore() takes no arguments");
+        return NULL;
+    }
+    rw_lock *self = (rw_lock *)rw_new(type, args, kwds);
+    if (self != NULL) {
+        self->exclusive = 1;
+        self->sampled = 0;
+    }
+    return (PyObject *)self;
+}
+
+static PyTypeObject Mutex_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.locks._rwlock.MutexCore",
+    .tp_basicsize = sizeof(rw_lock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A re-entrant mutex (LockedMap's): RWLockCore's state machine with every hold "
+              "exclusive; acquire_read and acquire_write take the same hold.",
+    .tp_base = &RWLock_Type,
+    .tp_new = mutex_new,
 };
 
 /* ---------------------------------------------------------------- module */
@@ -1029,14 +1517,15 @@ rw_exec(PyObject *module)
     if (added < 0) {
         return -1;
     }
-    PyTypeObject *types[] = {&RWLock_Type, &RWHold_Type};
+    PyTypeObject *types[] = {&RWLock_Type, &RWHold_Type, &Mutex_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return -1;
         }
     }
     if (PyModule_AddObjectRef(module, "RWLockCore", (PyObject *)&RWLock_Type) < 0 ||
-        PyModule_AddObjectRef(module, "Hold", (PyObject *)&RWHold_Type) < 0) {
+        PyModule_AddObjectRef(module, "Hold", (PyObject *)&RWHold_Type) < 0 ||
+        PyModule_AddObjectRef(module, "MutexCore", (PyObject *)&Mutex_Type) < 0) {
         return -1;
     }
     return 0;

@@ -30,22 +30,29 @@ are serialized by ``_nested`` (a re-entrant mutex: ``clear`` replaces ``_data``)
 
 Statistics (``stats()``). Every acquisition first tries the lock without blocking; only
 when that fails is the blocking acquisition timed, and the contention (count, wait) is
-added under ``_slow``, a small lock taken on that slow path only. Point reads count a hit
-or a miss in ``_reads`` while holding the read side (see ``_guards``: shared under the
-mutex, per-thread cells under the RWLock). Writes count under a hold that excludes every
-other writer (the write side, or ``_nested``), so plain attribute increments are exact.
+added under ``_slow``, a small lock taken on that slow path only. Every other count is kept
+by the lock itself (``_guards``: its ``_tallies()`` and acquisitions, changed with the
+lock's state locked, so exact): point reads and stores make their dict operation, count it
+and release the hold in one C call of the lock (``_get_release``, ``_store_release``, ...);
+``len``, iteration and snapshots count in their release (``_release_read_other``); the
+other writes add their counts with ``_count_write`` while holding an exclusive hold.
 ``_iters`` counts the iterations started and in progress (from the copy to the end or the
 close of the iterator): a write that finds one in progress counts in
 ``writes_during_iteration``.
 
-Acquisition and interrupts. Each acquisition is the first statement inside the ``try``
-whose ``finally`` releases, and is a C method of the lock (``_guards``), so a signal
-handler's exception (``KeyboardInterrupt``) cannot land after the lock was taken and
-before the ``try`` protects it. It can land before the lock was taken (while waiting in the
-slow path, or between a failed try and the wait): the release then finds nothing to release
-and its ``RuntimeError`` is ignored, and the interrupt propagates. A failed try means this
-thread did not hold the lock already (both locks admit their holder at once), so that
-release cannot drop an outer hold of the same thread.
+Acquisition and interrupts. Each acquisition is a C method of the lock called as the first
+statement inside a ``try`` (``_guards``), so a signal handler's exception
+(``KeyboardInterrupt``) cannot land after the lock was taken and before the ``try`` protects
+it: no Python frame runs in between. It can land before the lock was taken (while waiting in
+the slow path, or between a failed try and the wait): the release then finds nothing to
+release and its ``RuntimeError`` is ignored, and the interrupt propagates. A failed try means
+this thread did not hold the lock already (both locks admit their holder at once), so that
+release cannot drop an outer hold of the same thread. The point reads and stores release
+in the C call that does their dict operation, right after the ``try`` (whose ``except``
+releases if anything in it raised): between the ``try``'s last call and that call there are
+only loads of locals and attributes, and CPython runs signal handlers (and so raises their
+exceptions) only on a call's return, a backward jump or a function's entry, so the
+exception lands inside the ``try`` or after the release, never with the lock leaked.
 
 Release outside the lock. A value (or a transaction's undo log) that a write replaces or
 removes is kept in a local until the lock is released, so a ``__del__`` it triggers runs
@@ -93,43 +100,38 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         "_block_read",
         "_block_write",
         "_busy",
+        "_contains_release",
         "_contentions",
         "_data",
-        "_deletes",
+        "_get_release",
+        "_getitem_release",
         "_held",
-        "_inserts",
         "_iters",
+        "_load_release",
         "_lock",
         "_nested",
-        "_reads",
         "_refuse_write",
+        "_release_other",
         "_release_read",
         "_release_write",
         "_slow",
+        "_store_release",
         "_try_read",
         "_try_write",
         "_txn",
-        "_updates",
         "_wait",
-        "_write_acquisitions",
-        "_writes_during_iteration",
     )
 
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
         self._data: dict[K, V] = {}
-        choice = self._make_locks()
-        self._use_locks(choice)
-        self._reads = choice.counts()
+        self._use_locks(self._make_locks())
         self._nested = _thread.RLock()
         self._slow = _thread.allocate_lock()
         self._busy = False
         self._txn = False
-        self._inserts = self._updates = self._deletes = 0
-        self._write_acquisitions = 0
         self._contentions = 0
         self._wait = 0.0
         self._iters = IterationGauge()
-        self._writes_during_iteration = 0
         track_for_fork(self)
         self.update(other, **kwargs)
 
@@ -138,21 +140,25 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         raise NotImplementedError
 
     def _use_locks(self, choice: LockChoice) -> None:
-        self._lock = choice.lock
-        self._try_read, self._block_read = choice.try_read, choice.read
-        self._release_read = choice.release_read
-        self._try_write, self._block_write = choice.try_write, choice.write
-        self._release_write = choice.release_write
+        # Bound once: the hot paths call the lock's C methods with no lookup on the lock.
+        lock = self._lock = choice.lock
+        self._try_read, self._block_read = lock._try_read, lock.acquire_read
+        self._release_read, self._release_other = lock.release_read, lock._release_read_other
+        self._try_write, self._block_write = lock._try_write, lock.acquire_write
+        self._release_write = lock.release_write
+        self._get_release, self._getitem_release = lock._get_release, lock._getitem_release
+        self._contains_release, self._load_release = lock._contains_release, lock._load_release
+        self._store_release = lock._store_release
         self._refuse_write = choice.refuse_write
-        self._held = choice.held
+        self._held = lock.held_by_current_thread
 
     def _after_fork_in_child(self) -> None:
-        # Only the forking thread survives in the child. If it held this map's lock it keeps
-        # it (it is inside one of this map's operations); otherwise the lock may be held by
-        # a thread that no longer exists, so the map gets a fresh, free one. The data is
-        # consistent either way: every write is a single dict operation.
+        # Only the forking thread survives in the child, and the lock already forgot the
+        # holds of every other thread (its counts stay). If the forking thread held it, it
+        # keeps it (it is inside one of this map's operations); otherwise no operation is in
+        # progress any more. The data is consistent either way: every write is a single
+        # dict operation.
         if not self._held():
-            self._use_locks(self._make_locks())
             self._busy = self._txn = False
         if not self._nested._is_owned():  # type: ignore[attr-defined]
             self._nested = _thread.RLock()
@@ -171,99 +177,80 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             self._wait += wait
         record(f"{plain_class(type(self)).__name__}.{side}", wait)
 
-    def _counted_write(self) -> None:
+    def _count_write(self, inserts: int, updates: int, deletes: int) -> None:
         """Called under an exclusive hold by a write that changed the map."""
-        if self._iters.active:
-            self._writes_during_iteration += 1
+        self._lock._tally(inserts, updates, deletes, 1 if self._iters.active else 0)
 
     def _collect_stats(self) -> MapStats:
         from ..protocol.stats import MapStats
 
-        hits, misses, reads = self._reads.totals()
+        lock = self._lock
+        hits, misses, _, inserts, updates, deletes, during = lock._tallies()
+        acquisitions = lock._stats()[0]
         with self._slow:
             contentions, wait = self._contentions, self._wait
         return MapStats(
             kind=plain_class(type(self)).__name__,
             hits=hits,
             misses=misses,
-            inserts=self._inserts,
-            updates=self._updates,
-            deletes=self._deletes,
+            inserts=inserts,
+            updates=updates,
+            deletes=deletes,
             size=len(self._data),
             iterations=self._iters.started,
-            writes_during_iteration=self._writes_during_iteration,
-            lock_acquisitions=hits + misses + reads + self._write_acquisitions,
+            writes_during_iteration=during,
+            lock_acquisitions=acquisitions,
             lock_contentions=contentions,
             lock_wait_seconds=wait,
-            notes=(self._reads.note,) if self._reads.note else (),
         )
 
     # ---------------------------------------------------------------- primitives
 
     def load(self, key: K) -> tuple[V | None, bool]:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            value = self._data.get(key, _ABSENT)
-            if value is _ABSENT:
-                self._reads.cell.misses += 1
-            else:
-                self._reads.cell.hits += 1
-        finally:
+        except BaseException:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
-        return (None, False) if value is _ABSENT else (value, True)
+            raise
+        return self._load_release(self._data, key)
 
     def store(self, key: K, value: V) -> None:
         if value is MISSING or value is DELETE:
             raise _sentinel_stored(value)
+        # The lock's store (``_store_release`` / ``_store_held``): one lookup for a new key,
+        # a second store for an existing one; the very object it held is no change; the
+        # value it replaces is released after the lock (its __del__ may write to the map).
         if self._held():
             with self._nested:
-                old = self._store_held(key, value)
-        else:
-            try:
-                if not self._try_write(0):
-                    self._contended(self._block_write, "write")
-                self._write_acquisitions += 1
-                old = self._store_held(key, value)
-            finally:
-                try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
-                    self._release_write()
-                except RuntimeError:
-                    pass  # interrupted before the lock was taken: nothing to release
-        del old  # released with the lock free: its __del__ may write to the map
-
-    def _store_held(self, key: K, value: V) -> Any:
-        """Set ``key`` under a hold of the lock; return the replaced value (or ``value``)."""
-        if self._busy:
-            raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
-        data = self._data
-        size = len(data)
-        # One lookup for a new key; an existing one is replaced by a second store, and the
-        # value it held is returned so that the caller releases it after unlocking.
-        old = data.setdefault(key, value)
-        if old is not value:
-            data[key] = value
-            self._updates += 1
-        elif len(data) != size:
-            self._inserts += 1
-        else:
-            return old  # the very object it held: no change, nothing counted
-        if self._iters.active:
-            self._writes_during_iteration += 1
-        return old
+                if self._busy:
+                    raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
+                self._lock._store_held(self._data, key, value, self._iters.active)
+            return
+        try:
+            if not self._try_write():
+                self._contended(self._block_write, "write")
+        except BaseException:
+            try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
+                self._release_write()
+            except RuntimeError:
+                pass  # interrupted before the lock was taken: nothing to release
+            raise
+        # Taken by a thread that did not hold it: no compute or transaction is in progress
+        # (only the holder sets ``_busy``), so there is nothing to refuse.
+        self._store_release(self._data, key, value, self._iters.active)
 
     def compute(self, key: K, fn: Callable[[K, V | Missing], V | Delete]) -> V | None:
         if self._refuse_write is not None:
             self._refuse_write()
         try:
-            if not self._try_write(0):
+            if not self._try_write():
                 self._contended(self._block_write, "write")
-            self._write_acquisitions += 1
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
             self._busy = True
@@ -274,8 +261,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 if new is DELETE:
                     if old is not _ABSENT:
                         del data[key]
-                        self._deletes += 1
-                        self._counted_write()
+                        self._count_write(0, 0, 1)
                     return None
                 if new is MISSING:
                     raise _sentinel_stored(new)
@@ -283,10 +269,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                     return new  # type: ignore[no-any-return]  # kept: no change, no count
                 data[key] = new
                 if old is _ABSENT:
-                    self._inserts += 1
+                    self._count_write(1, 0, 0)
                 else:
-                    self._updates += 1
-                self._counted_write()
+                    self._count_write(0, 1, 0)
                 return new
             finally:
                 self._busy = False
@@ -303,9 +288,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 value = self._pop_held(key)
         else:
             try:
-                if not self._try_write(0):
+                if not self._try_write():
                     self._contended(self._block_write, "write")
-                self._write_acquisitions += 1
                 value = self._pop_held(key)
             finally:
                 try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
@@ -319,50 +303,46 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
         value = self._data.pop(key, _ABSENT)
         if value is not _ABSENT:
-            self._deletes += 1
-            self._counted_write()
+            self._count_write(0, 0, 1)
         return value
 
     def __len__(self) -> int:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
-            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             return len(self._data)
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
-                self._release_read()
+                self._release_other()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
 
     def _iter_items(self) -> Iterator[tuple[K, V]]:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
-            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()  # one C call: no finalizer runs in the middle of it
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
-                self._release_read()
+                self._release_other()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
         yield from self._iters.iterate(data.items())
 
     def __iter__(self) -> Iterator[K]:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
-            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             keys = list(self._data)
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
-                self._release_read()
+                self._release_other()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
         return self._iters.iterate(keys)
@@ -373,9 +353,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 old = self._clear_held()
         else:
             try:
-                if not self._try_write(0):
+                if not self._try_write():
                     self._contended(self._block_write, "write")
-                self._write_acquisitions += 1
                 old = self._clear_held()
             finally:
                 try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
@@ -389,21 +368,19 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
         old, self._data = self._data, {}
         if old:
-            self._deletes += len(old)
-            self._counted_write()
+            self._count_write(0, 0, len(old))
         return old
 
     def snapshot(self) -> FrozenMap[K, V]:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
-            self._reads.cell.reads += 1
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
             data = self._data.copy()
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
-                self._release_read()
+                self._release_other()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
         return FrozenMap._adopt(data)
@@ -412,9 +389,8 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         if self._refuse_write is not None:
             self._refuse_write()
         try:
-            if not self._try_write(0):
+            if not self._try_write():
                 self._contended(self._block_write, "write")
-            self._write_acquisitions += 1
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
             self._busy = self._txn = True
@@ -437,69 +413,52 @@ class DictBackedMap(ConcurrentMapping[K, V]):
 
     def _count_commit(self, view: TransactionView[K, V]) -> None:
         inserts, updates, deletes = commit_counts(view)
-        self._inserts += inserts
-        self._updates += updates
-        self._deletes += deletes
         if inserts or updates or deletes:
-            self._counted_write()
+            self._count_write(inserts, updates, deletes)
 
     # ---------------------------------- hot dict methods, shortened (same guarantees)
 
     def __getitem__(self, key: K) -> V:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            value = self._data.get(key, _ABSENT)
-            if value is _ABSENT:
-                self._reads.cell.misses += 1
-            else:
-                self._reads.cell.hits += 1
-        finally:
+        except BaseException:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
-        if value is _ABSENT:
-            raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+            raise
+        return self._getitem_release(self._data, key)  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
         self.store(key, value)
 
     def __contains__(self, key: object) -> bool:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            found = key in self._data
-            if found:
-                self._reads.cell.hits += 1
-            else:
-                self._reads.cell.misses += 1
-        finally:
+        except BaseException:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
-        return found
+            raise
+        return self._contains_release(self._data, key)
 
     def get(self, key: K, default: Any = None, /) -> Any:
         try:
-            if not self._try_read(0):
+            if not self._try_read():
                 self._contended(self._block_read, "read")
             if self._txn:
                 raise RecursiveUpdateError(IN_TRANSACTION)
-            value = self._data.get(key, _ABSENT)
-            if value is _ABSENT:
-                self._reads.cell.misses += 1
-            else:
-                self._reads.cell.hits += 1
-        finally:
+        except BaseException:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_read()
             except RuntimeError:
                 pass  # interrupted before the lock was taken: nothing to release
-        return default if value is _ABSENT else value
+            raise
+        return self._get_release(self._data, key, default)
