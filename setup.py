@@ -17,6 +17,8 @@ import sys
 from glob import glob
 
 from setuptools import Extension, setup
+from setuptools.command.build import build
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 # The race detector's start-up hook (see src/safemap/race/_startup.py): a .pth file that
@@ -35,6 +37,33 @@ class build_py_with_startup_pth(build_py):
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
         target = os.path.join(self.build_lib, os.path.basename(STARTUP_PTH))
         return [*super().get_outputs(include_bytecode), target]
+
+
+# A sanitizer or debug build compiles and links everything anew under a build directory of
+# its own: an in-tree build (pip's default) would otherwise reuse the normal build's objects
+# from build/ (an "ASan run" testing an uninstrumented library), and a later normal build
+# could pick up the variant's libraries.
+VARIANT = (
+    "asan" if os.environ.get("SAFEMAP_ASAN") else "debug" if os.environ.get("SAFEMAP_DEBUG") else ""
+)
+
+
+class build_variant(build):
+    """build that puts a variant build under build/<variant>/."""
+
+    def initialize_options(self) -> None:
+        super().initialize_options()
+        if VARIANT:
+            self.build_base = os.path.join("build", VARIANT)
+
+
+class build_ext_variant(build_ext):
+    """build_ext that always recompiles a variant build."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if VARIANT:
+            self.force = True
 
 
 SOURCES = sorted(glob(os.path.join("src", "safemap", "native", "sm_*.c")))
@@ -56,7 +85,11 @@ else:
         link_args += ["-fsanitize=address"]
 
 setup(
-    cmdclass={"build_py": build_py_with_startup_pth},
+    cmdclass={
+        "build": build_variant,
+        "build_py": build_py_with_startup_pth,
+        "build_ext": build_ext_variant,
+    },
     ext_modules=[
         Extension(
             "safemap.native._core",
