@@ -48,33 +48,34 @@ _COUNTERS = (
 
 class _TxnStorage(MutableMapping[Any, Any]):
     """The cache as seen by the thread running ``transaction(fn)`` (it holds the lock):
-    reads from a copy of the live contents, writes straight into the cache."""
+    reads and writes go straight to the cache."""
 
-    __slots__ = ("_cache", "_items")
+    __slots__ = ("_cache",)
 
     def __init__(self, cache: Cache[Any, Any]) -> None:
         self._cache = cache
-        self._items: dict[Any, Any] = cache._txn_items()
 
     def __getitem__(self, key: Any) -> Any:
-        return self._items[key]
+        return self._cache._txn_get(key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._items
+        try:
+            self._cache._txn_get(key)
+        except KeyError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._items)
+        return iter(self._cache._txn_items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._cache._txn_items())
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._cache._txn_write(key, value)
-        self._items[key] = value
 
     def __delitem__(self, key: Any) -> None:
         self._cache._txn_write(key)
-        del self._items[key]
 
 
 class _Counted:

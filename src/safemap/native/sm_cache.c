@@ -1175,9 +1175,7 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     /* The callback may have read the cache; the lock kept every writer out,
      * so `old` is still the key's node. */
     if (nv == SM_MISSING) {
-        PyErr_SetString(PyExc_TypeError,
-                        "a compute callback returned safemap.MISSING; return a value, or "
-                        "safemap.DELETE to remove the key");
+        sm_raise_sentinel(nv);
         Py_DECREF(nv);
         goto done;
     }
@@ -1441,6 +1439,38 @@ cache_txn_items(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     sm_buf_clear(&buf);
     return d;
+}
+
+/* _txn_get(key): the key's live value for the transaction's thread, else
+ * KeyError. */
+static PyObject *
+cache_txn_get(PyObject *op, PyObject *key)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_txn_owned(m) < 0) {
+        return NULL;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    int64_t now = 0;
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return NULL;
+    }
+    PyObject *o;
+    int r = sm_dict_get(m->dict, key, hash, &o);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0 || node_expired(m, (SMCNode *)o, now)) {
+        Py_XDECREF(o);
+        cache_key_error(key);
+        return NULL;
+    }
+    PyObject *v = Py_NewRef(((SMCNode *)o)->value);
+    Py_DECREF(o);
+    return v;
 }
 
 /* _txn_write(key, value) / _txn_write(key) (delete): one change of the
@@ -1986,6 +2016,7 @@ static PyMethodDef cache_methods[] = {
      "Apply the recorded accesses to the policy and remove expired entries now."},
     {"_txn_begin", cache_txn_begin, METH_NOARGS, "Take the lock for transaction()."},
     {"_txn_items", cache_txn_items, METH_NOARGS, "The live contents, inside transaction()."},
+    {"_txn_get", cache_txn_get, METH_O, "A key's value, inside transaction() (KeyError)."},
     FASTCALL("_txn_write", cache_txn_write,
              "_txn_write(key[, value]): one change of a transaction's commit."),
     {"_txn_end", cache_txn_end, METH_NOARGS, "Release what _txn_begin took."},
