@@ -431,7 +431,10 @@ rings_drain(SMCacheObject *m, SMCPend *p)
 {
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
-        for (int i = 0; i < SMC_RB_SIZE; i++) {
+        /* Oldest first: the slot the next record goes to holds the oldest. */
+        Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail);
+        for (int j = 0; j < SMC_RB_SIZE; j++) {
+            Py_ssize_t i = (start + j) & (SMC_RB_SIZE - 1);
 #if SM_FREE_THREADED
             if (_Py_atomic_load_ptr_relaxed(&rb->slots[i]) == NULL) {
                 continue;
@@ -758,6 +761,10 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         }
         pend_bury(p, (PyObject *)n);
         return rc;
+    }
+    if (cache_bounded(m)) {
+        /* The accesses recorded so far count before a victim is chosen. */
+        rings_drain(m, p);
     }
     if (old != NULL) {
         /* Out of the policy now; the dict swaps it for n in one call below. */
