@@ -1789,9 +1789,12 @@ cache_configure(SMCacheObject *m, PyObject *maxsize, PyObject *ttl, PyObject *we
         }
     }
     if (max >= 0 && pol == SMC_TINYLFU) {
-        Py_ssize_t cap = max < ((Py_ssize_t)1 << 24) ? max : ((Py_ssize_t)1 << 24);
+        /* 4 rows of 4 x maxsize counters (rounded up to a power of two): 16
+         * counters per entry, as Caffeine's sketch has, so that collisions
+         * rarely lift a one-time key's estimate. */
+        Py_ssize_t cap = max < ((Py_ssize_t)1 << 22) ? max : ((Py_ssize_t)1 << 22);
         Py_ssize_t width = 64;
-        while (width < cap) {
+        while (width < 4 * cap) {
             width *= 2;
         }
         m->sketch = PyMem_Calloc((size_t)(4 * (width / 16)), sizeof(uint64_t));
@@ -1800,7 +1803,7 @@ cache_configure(SMCacheObject *m, PyObject *maxsize, PyObject *ttl, PyObject *we
             return -1;
         }
         m->width = width;
-        m->sample_max = 10 * width;
+        m->sample_max = 10 * (max > 16 ? max : 16);  /* aging period: 10 x maxsize */
         m->window_max = max / 100 > 1 ? max / 100 : 1;
         m->protected_max = (max - m->window_max) * 8 / 10;
     }
