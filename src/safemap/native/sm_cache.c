@@ -305,6 +305,37 @@ sketch_increment(SMCacheObject *m, Py_hash_t hash)
     }
 }
 
+/* Grow the sketch (under the lock) when the entries outgrow it: 4 counters
+ * per row per entry, up to width_max.  The counts carry over: a key's index
+ * in the wider row keeps the low bits of its old index, so each new counter
+ * starts from the old counter it splits from (an over-estimate, which a
+ * count-min sketch allows).  Out of memory, the smaller sketch stays. */
+static void
+sketch_ensure(SMCacheObject *m, Py_ssize_t entries)
+{
+    if (m->sketch == NULL || m->width >= m->width_max || 4 * entries <= m->width) {
+        return;
+    }
+    Py_ssize_t width = m->width;
+    while (width < 4 * entries && width < m->width_max) {
+        width *= 2;
+    }
+    uint64_t *t = PyMem_Calloc((size_t)(4 * (width / 16)), sizeof(uint64_t));
+    if (t == NULL) {
+        return;
+    }
+    Py_ssize_t old_words = m->width / 16, words = width / 16;
+    for (int row = 0; row < 4; row++) {
+        for (Py_ssize_t j = 0; j < words; j++) {
+            t[row * words + j] = m->sketch[row * old_words + (j & (old_words - 1))];
+        }
+    }
+    PyMem_Free(m->sketch);
+    m->sketch = t;
+    m->width = width;
+    m->sample_max = 10 * (width / 4);
+}
+
 /* ---------------------------------------------------------------- queues */
 
 static inline void
@@ -776,6 +807,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     }
     if (cache_bounded(m)) {
         if (m->policy == SMC_TINYLFU) {
+            sketch_ensure(m, m->count + 1);
             sketch_increment(m, hash);
         }
         q_push(m, SMC_Q_WINDOW, n);
@@ -1797,13 +1829,16 @@ cache_configure(SMCacheObject *m, PyObject *maxsize, PyObject *ttl, PyObject *we
         while (width < 4 * cap) {
             width *= 2;
         }
-        m->sketch = PyMem_Calloc((size_t)(4 * (width / 16)), sizeof(uint64_t));
+        /* The sketch starts small and grows with the entries (sketch_ensure):
+         * a large, mostly empty cache does not pay for it up front. */
+        m->width_max = width;
+        m->width = 64;
+        m->sketch = PyMem_Calloc((size_t)(4 * (m->width / 16)), sizeof(uint64_t));
         if (m->sketch == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        m->width = width;
-        m->sample_max = 10 * (max > 16 ? max : 16);  /* aging period: 10 x maxsize */
+        m->sample_max = 10 * 16;  /* aging period: 10 x the entries the sketch is sized for */
         m->window_max = max / 100 > 1 ? max / 100 : 1;
         m->protected_max = (max - m->window_max) * 8 / 10;
     }

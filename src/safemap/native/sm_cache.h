@@ -68,6 +68,7 @@ typedef struct {
     Py_ssize_t window_max, protected_max;
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
     Py_ssize_t width;          /* counters per row, a power of two */
+    Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
     int64_t ttl_ns;            /* 0: no ttl */
     PyObject *ttl_obj, *timer, *weigher, *on_evict, *policy_obj, *maxsize_obj;
