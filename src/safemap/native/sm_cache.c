@@ -256,23 +256,26 @@ smc_mix(uint64_t x)
     return x;
 }
 
-static const uint64_t smc_seeds[4] = {
-    UINT64_C(0x97cb3127), UINT64_C(0xc4ceb9fe1a85ec53), UINT64_C(0x9e3779b97f4a7c15),
-    UINT64_C(0xbf58476d1ce4e5b9)};
-
-static inline Py_ssize_t
-sketch_index(SMCacheObject *m, Py_hash_t hash, int row)
+/* The 4 counter indexes of a key: one 64-bit mix of its hash, then double
+ * hashing (h1 + row * h2), so a lookup costs one mix, not four. */
+static inline void
+sketch_indexes(SMCacheObject *m, Py_hash_t hash, Py_ssize_t idx[4])
 {
-    return (Py_ssize_t)(smc_mix((uint64_t)hash + smc_seeds[row]) & (uint64_t)(m->width - 1));
+    uint64_t h = smc_mix((uint64_t)hash);
+    uint64_t h1 = h, h2 = (h >> 32) | 1;
+    for (int row = 0; row < 4; row++) {
+        idx[row] = (Py_ssize_t)((h1 + (uint64_t)row * h2) & (uint64_t)(m->width - 1));
+    }
 }
 
 static int
 sketch_frequency(SMCacheObject *m, Py_hash_t hash)
 {
     int f = 15;
-    Py_ssize_t words = m->width / 16;
+    Py_ssize_t words = m->width / 16, idx[4];
+    sketch_indexes(m, hash, idx);
     for (int row = 0; row < 4; row++) {
-        Py_ssize_t i = sketch_index(m, hash, row);
+        Py_ssize_t i = idx[row];
         uint64_t w = m->sketch[row * words + (i >> 4)];
         int c = (int)((w >> ((i & 15) * 4)) & 0xF);
         if (c < f) {
@@ -285,10 +288,11 @@ sketch_frequency(SMCacheObject *m, Py_hash_t hash)
 static void
 sketch_increment(SMCacheObject *m, Py_hash_t hash)
 {
-    Py_ssize_t words = m->width / 16;
+    Py_ssize_t words = m->width / 16, idx[4];
+    sketch_indexes(m, hash, idx);
     int added = 0;
     for (int row = 0; row < 4; row++) {
-        Py_ssize_t i = sketch_index(m, hash, row);
+        Py_ssize_t i = idx[row];
         uint64_t *w = &m->sketch[row * words + (i >> 4)];
         int shift = (int)((i & 15) * 4);
         if (((*w >> shift) & 0xF) < 15) {
