@@ -324,8 +324,10 @@ def main() -> None:
     gil = "free-threaded, GIL off" if sysconfig.get_config_var("Py_GIL_DISABLED") else "GIL"
     if gil.startswith("free") and getattr(sys, "_is_gil_enabled", lambda: True)():
         gil = "free-threaded, GIL on"
-    print(f"Python {platform.python_version()} ({gil}), {platform.machine()}; mode: "
-          f"{'quick' if args.quick else 'full'}.")
+    print(
+        f"Python {platform.python_version()} ({gil}), {platform.machine()}; mode: "
+        f"{'quick' if args.quick else 'full'}."
+    )
     hit_ratios(200_000 if args.quick else 1_000_000, args.seed)
     speed(7 if args.quick else 21, 1000)
 

@@ -40,7 +40,6 @@ from .protocol import (
 
 if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
     from . import race
-    from .cache import Cache, CacheInfo, cached
     from .actor import (
         ActorMap,
         ActorStats,
@@ -49,6 +48,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
         CircuitOpenError,
         OutcomeUnknownError,
     )
+    from .cache import Cache, CacheInfo, cached
     from .failfast import (
         CheckedDict,
         ConcurrentIterationError,

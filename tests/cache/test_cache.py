@@ -82,9 +82,7 @@ def test_weight_bound_never_exceeded(run_threads: Any, fast_switch: None) -> Non
 
 def test_entry_heavier_than_the_bound_is_not_kept() -> None:
     evicted: list[tuple[Any, Any, str]] = []
-    m = safemap.Cache(
-        maxsize=10, weigher=lambda k, v: v, on_evict=lambda *a: evicted.append(a)
-    )
+    m = safemap.Cache(maxsize=10, weigher=lambda k, v: v, on_evict=lambda *a: evicted.append(a))
     m["a"] = 4
     m["big"] = 11
     assert "big" not in m and m["a"] == 4

@@ -136,6 +136,4 @@ class TinyLFUInvariants(RuleBasedStateMachine):
 TestLRUModel = LRUModel.TestCase
 TestLRUModel.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
 TestTinyLFUInvariants = TinyLFUInvariants.TestCase
-TestTinyLFUInvariants.settings = settings(
-    max_examples=60, stateful_step_count=60, deadline=None
-)
+TestTinyLFUInvariants.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)

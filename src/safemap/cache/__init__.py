@@ -187,7 +187,7 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         (``ConcurrentMapping.get_or_compute``); each load is counted in ``stats()``."""
         value = self.get(key, _ABSENT)
         if value is not _ABSENT:
-            return value  # type: ignore[no-any-return]
+            return value
         from ..protocol.singleflight import get_or_compute
 
         return get_or_compute(self, key, _Counted(self, loader), timeout)
@@ -199,7 +199,7 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         per key across threads and event loops; a cancelled waiter does not cancel it."""
         value = self.get(key, _ABSENT)
         if value is not _ABSENT:
-            return value  # type: ignore[no-any-return]
+            return value
         from ..protocol.singleflight import aget_or_compute
 
         return await aget_or_compute(self, key, _Counted(self, loader).load_async, timeout)
