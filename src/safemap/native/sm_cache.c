@@ -256,15 +256,22 @@ smc_mix(uint64_t x)
     return x;
 }
 
-/* The 4 counter indexes of a key: one 64-bit mix of its hash, then double
- * hashing (h1 + row * h2), so a lookup costs one mix, not four. */
+/* The 4 counter indexes of a key: one 64-bit mix of its hash, then per row a
+ * multiply by its own odd constant, whose high half is an index independent
+ * of the other rows' (two keys meeting in one row rarely meet in all four,
+ * which double hashing cannot give: a key pair colliding in two rows there
+ * collides in every row).  The index is the low bits of that high half, so
+ * a wider row keeps each key's old index as its low bits (sketch_ensure). */
+static const uint64_t smc_row_mult[4] = {
+    UINT64_C(0x9e3779b97f4a7c15), UINT64_C(0xbf58476d1ce4e5b9),
+    UINT64_C(0x94d049bb133111eb), UINT64_C(0xd6e8feb86659fd93)};
+
 static inline void
 sketch_indexes(SMCacheObject *m, Py_hash_t hash, Py_ssize_t idx[4])
 {
     uint64_t h = smc_mix((uint64_t)hash);
-    uint64_t h1 = h, h2 = (h >> 32) | 1;
     for (int row = 0; row < 4; row++) {
-        idx[row] = (Py_ssize_t)((h1 + (uint64_t)row * h2) & (uint64_t)(m->width - 1));
+        idx[row] = (Py_ssize_t)(((h * smc_row_mult[row]) >> 32) & (uint64_t)(m->width - 1));
     }
 }
 
@@ -1656,6 +1663,24 @@ cache_count_load(PyObject *op, PyObject *ok)
     Py_RETURN_NONE;
 }
 
+/* _frequency(key): the sketch's estimate for key (tests, diagnostics). */
+static PyObject *
+cache_frequency(PyObject *op, PyObject *key)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    if (cache_lock(m) < 0) {
+        return NULL;
+    }
+    int f = m->sketch != NULL ? sketch_frequency(m, hash) : 0;
+    SMCPend p = SMC_PEND_INIT;
+    cache_unlock(m, &p);
+    return PyLong_FromLong(f);
+}
+
 /* _count_call(): one call of a @cached function (striped like the rings). */
 static PyObject *
 cache_count_call(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -2060,6 +2085,7 @@ static PyMethodDef cache_methods[] = {
     {"_stats_raw", cache_stats_raw, METH_NOARGS,
      "The statistics counters as a dict of MapStats field names (see stats())."},
     {"_count_load", cache_count_load, METH_O, "Count one load (True) or load failure (False)."},
+    {"_frequency", cache_frequency, METH_O, "The frequency sketch's estimate for a key."},
     {"_count_call", cache_count_call, METH_NOARGS, "Count one call of a @cached function."},
     {"_maintain", cache_maintain, METH_NOARGS,
      "Apply the recorded accesses to the policy and remove expired entries now."},
