@@ -17,7 +17,7 @@ new key, then storing it in a full cache, so that every insert evicts) for ``Cac
 ``ConcurrentMap`` (no eviction: its miss + insert is a plain insert into a growing map),
 cachetools ``LRUCache`` behind a ``threading.Lock``, ``functools.lru_cache`` (a call of
 a cached identity function), cachebox ``LRUCache`` and moka-py, for those installed
-(``pip install 'safemap[bench]'``).
+(``pip install 'safemap[bench-cache]'``).
 
 ``python benchmarks/bench_cache.py`` (about 3 minutes); ``--quick``: a shorter trace,
 under a minute.
