@@ -560,6 +560,12 @@ ring_record(SMCacheObject *m, SMCNode *n)
         }
     }
 #else
+    if (SM_UNLIKELY(n->dead)) {
+        /* Removed while a Python timer ran (it can release the GIL): no
+         * record, so that the cache keeps no reference to a removed entry. */
+        Py_DECREF(n);
+        return;
+    }
     Py_ssize_t t = rb->tail++;
     PyObject **slot = &rb->slots[t & (SMC_RB_SIZE - 1)];
     PyObject *prev = *slot;
@@ -654,10 +660,10 @@ node_remove(SMCacheObject *m, SMCNode *n, PyObject *cause, SMCPend *p)
     SMC_SET_DEAD(n);
     p->removed = 1;
     if (cause == SMC_str_size) {
-        m->evicted_size++;
+        SM_BUMP(&m->evicted_size, 1);
     }
     else if (cause == SMC_str_expired) {
-        m->evicted_expired++;
+        SM_BUMP(&m->evicted_expired, 1);
     }
     if (cause != NULL) {
         pend_evicted(m, p, n, cause);
@@ -797,7 +803,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         /* Can never fit: evicted at once (the old value, if any, goes too). */
         int rc = old != NULL ? node_remove(m, old, NULL, p) : 0;
         if (rc == 0) {
-            m->evicted_size++;
+            SM_BUMP(&m->evicted_size, 1);
             pend_evicted(m, p, n, SMC_str_size);
             SMC_SET_DEAD(n);
         }
@@ -1629,7 +1635,6 @@ cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     if (set_n(d, "calls", calls) < 0 || set_n(d, "size", SM_LOAD_SSIZE(&m->count)) < 0 ||
-        set_n(d, "weight", SM_LOAD_SSIZE_RELAXED(&m->weight)) < 0 ||
         set_n(d, "evictions_size", SM_LOAD_SSIZE_RELAXED(&m->evicted_size)) < 0 ||
         set_n(d, "evictions_expired", SM_LOAD_SSIZE_RELAXED(&m->evicted_expired)) < 0 ||
         set_n(d, "loads", SM_LOAD_SSIZE_RELAXED(&m->loads)) < 0 ||
