@@ -19,6 +19,9 @@ cachetools ``LRUCache`` behind a ``threading.Lock``, ``functools.lru_cache`` (a 
 a cached identity function), cachebox ``LRUCache`` and moka-py, for those installed
 (``pip install 'safemap[bench-cache]'``).
 
+(c) Get-hit throughput at 1 and 2 threads, ``Cache`` against ``ConcurrentMap``: on
+free-threaded builds, whether hits scale with threads like the map's reads.
+
 ``python benchmarks/bench_cache.py`` (about 3 minutes); ``--quick``: a shorter trace,
 under a minute.
 """
@@ -316,6 +319,44 @@ def speed(rounds: int, nkeys: int) -> None:
         print(f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {miss:.0f} ({miss / base:.2f}x) |")
 
 
+def scaling(passes: int, nkeys: int) -> None:
+    """Total get-hit throughput at 1 and 2 threads (free-threaded builds: do hits scale
+    like the map's reads?), median of 3 rounds."""
+    keys = list(range(nkeys))
+
+    def run(m: Any, threads: int) -> float:
+        barrier = threading.Barrier(threads + 1)
+
+        def body() -> None:
+            get = m.get
+            barrier.wait()
+            for _ in range(passes):
+                for k in keys:
+                    get(k)
+
+        ts = [threading.Thread(target=body) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in ts:
+            t.join()
+        return threads * passes * nkeys / (time.perf_counter() - t0) / 1e6
+
+    maps: dict[str, Any] = {
+        "ConcurrentMap": ConcurrentMap((k, k) for k in keys),
+        "Cache": Cache(((k, k) for k in keys), maxsize=nkeys),
+        "Cache lru": Cache(((k, k) for k in keys), maxsize=nkeys, policy="lru"),
+    }
+    print(f"\n### Get-hit throughput, Mops/s (ratio to 1 thread), {nkeys:,} int keys\n")
+    print("| implementation | 1 thread | 2 threads |")
+    print("| --- | ---: | ---: |")
+    for name, m in maps.items():
+        one = statistics.median(run(m, 1) for _ in range(3))
+        two = statistics.median(run(m, 2) for _ in range(3))
+        print(f"| {name} | {one:.2f} (1.00) | {two:.2f} ({two / one:.2f}) |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short traces: under a minute")
@@ -330,6 +371,7 @@ def main() -> None:
     )
     hit_ratios(200_000 if args.quick else 1_000_000, args.seed)
     speed(7 if args.quick else 21, 1000)
+    scaling(20 if args.quick else 100, 1000)
 
 
 if __name__ == "__main__":
