@@ -341,3 +341,96 @@ def test_options_and_construction() -> None:
         safemap.Cache(maxsize=1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         safemap.Cache(1, maxsize=2)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_reference_kept_to_removed_values_under_concurrent_reads(
+    policy: str, fast_switch: None
+) -> None:
+    """Readers record every hit in the read rings; a delete or an eviction must still leave
+    the cache holding nothing of what it removed (free-threaded builds: a reader that
+    records an entry just after its removal takes the record back)."""
+
+    class V:
+        pass
+
+    m: safemap.Cache[int, Any] = safemap.Cache(64, policy=policy)
+    refs = []
+    for k in range(64):
+        v = V()
+        refs.append(weakref.ref(v))
+        m[k] = v
+    del v
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for k in range(64):
+                m.get(k)
+
+    readers = [threading.Thread(target=reader, daemon=True) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for k in range(0, 64, 2):
+            m.delete(k)  # explicit removal
+        for k in range(1000, 1032):
+            m[k] = k  # evictions
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(30)
+    assert not any(t.is_alive() for t in readers)
+    gone = [k for k in range(64) if k not in m]
+    assert gone  # the deletes at least
+    assert all(refs[k]() is None for k in gone)
+    assert all(refs[k]() is not None for k in range(64) if k in m)
+
+
+def test_delete_racing_readers_leaves_no_reference() -> None:
+    """The last write is the delete: nothing drains the read rings after it, so a record a
+    reader made of the entry just after its removal must be taken back by that reader."""
+
+    class V:
+        pass
+
+    m: safemap.Cache[int, Any] = safemap.Cache(16)
+    readers = 2
+    pause = threading.Barrier(readers + 1, timeout=30)
+    resume = threading.Barrier(readers + 1, timeout=30)
+    state = {"pausing": False, "done": False}
+
+    def reader() -> None:
+        while not state["done"]:
+            if state["pausing"]:
+                pause.wait()  # out of every cache call
+                resume.wait()
+                continue
+            m.get(0)
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    kept = []
+    try:
+        for attempt in range(400):
+            v = V()
+            ref = weakref.ref(v)
+            m[0] = v
+            del v
+            for _ in range(50):  # let the readers hit it a while
+                m.get(1)
+            m.delete(0)
+            state["pausing"] = True
+            pause.wait()
+            state["pausing"] = False
+            if ref() is not None:
+                kept.append(attempt)
+            resume.wait()
+    finally:
+        state["done"] = True
+        state["pausing"] = False
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert kept == []
