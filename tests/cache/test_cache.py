@@ -434,3 +434,26 @@ def test_delete_racing_readers_leaves_no_reference() -> None:
             t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert kept == []
+
+
+def test_weigher_runs_with_no_lock_held_where_the_value_is_given() -> None:
+    """store, load_or_store, swap and get_or_compute weigh before taking the lock (the
+    weigher may even write to the cache); the compute family weighs under it."""
+    weighed: list[Any] = []
+    m: safemap.Cache[str, str] = safemap.Cache(maxsize=100, weigher=lambda k, v: weigh(k, v))
+
+    def weigh(key: str, value: str) -> int:
+        m.pop("never-there", None)  # a write: RecursiveUpdateError if a lock were held
+        weighed.append(key)
+        return len(value)
+
+    m["a"] = "xx"
+    assert m.load_or_store("b", "yyy") == ("yyy", False)
+    assert m.load_or_store("b", "zzzz") == ("yyy", True)  # present: not weighed
+    assert m.swap("a", "x") == ("xx", True)
+    assert m.swap("c", "w") == (None, False)
+    assert m.get_or_compute("d", lambda k: "loaded") == "loaded"
+    assert weighed == ["a", "b", "a", "c", "d"]
+    with pytest.raises(safemap.RecursiveUpdateError):
+        m.compute("e", lambda k, old: "v")
+    assert "e" not in m and dict(m) == {"a": "x", "b": "yyy", "c": "w", "d": "loaded"}

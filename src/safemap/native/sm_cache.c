@@ -917,9 +917,17 @@ cache_find_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
     return 1;
 }
 
+enum { SMC_PUT, SMC_IF_ABSENT, SMC_SWAP };
+
+/* The writes whose value is known before the lock: store (SMC_PUT),
+ * load_or_store (SMC_IF_ABSENT) and swap (SMC_SWAP).  The weigher and the
+ * clock run first, with no lock held; under the lock: expire, look the key
+ * up, install.  0 or -1; *prev: for SMC_IF_ABSENT and SMC_SWAP, a strong
+ * reference to the live value found (NULL if the key was absent). */
 static int
-cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
+cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject **prev)
 {
+    *prev = NULL;
     if (sm_check_value(value) < 0) {
         return -1;
     }
@@ -932,7 +940,30 @@ cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
     if (!m->configured) {
         return cache_not_configured();
     }
-    if (cache_weigh(m, key, value, &weight) < 0 || (m->ttl_ns != 0 && cache_now(m, &now) < 0)) {
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return -1;
+    }
+    if (mode == SMC_IF_ABSENT) {
+        /* A live entry is the answer at the instant of this lookup: no lock,
+         * no weighing. */
+        if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+            return -1;
+        }
+        PyObject *o;
+        int r = sm_dict_get(m->dict, key, hash, &o);
+        if (r < 0) {
+            return -1;
+        }
+        if (r == 1) {
+            if (!node_expired(m, (SMCNode *)o, now)) {
+                *prev = Py_NewRef(((SMCNode *)o)->value);
+                Py_DECREF(o);
+                return 0;
+            }
+            Py_DECREF(o);
+        }
+    }
+    if (cache_weigh(m, key, value, &weight) < 0) {
         return -1;
     }
     SMCNode *n = node_new();  /* allocated before the lock: may collect */
@@ -947,19 +978,32 @@ cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
     SMCNode *old;
     int rc = cache_expire(m, now, &p);
     int r = rc < 0 ? -1 : cache_find_locked(m, key, hash, now, &old, &p);
+    if (r == 1 && mode != SMC_PUT) {
+        *prev = Py_NewRef(old->value);
+    }
     if (r < 0) {
         rc = -1;
         pend_bury(&p, (PyObject *)n);
     }
-    else if (r == 1 && old->value == value) {
-        pend_bury(&p, (PyObject *)n);  /* the very object: nothing changes */
+    else if (r == 1 && (mode == SMC_IF_ABSENT || old->value == value)) {
+        pend_bury(&p, (PyObject *)n);  /* present, or the very object: nothing changes */
         rc = 0;
     }
     else {
         rc = cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, n, &p);
+        if (rc < 0) {
+            Py_CLEAR(*prev);
+        }
     }
     cache_unlock(m, &p);
     return rc;
+}
+
+static int
+cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
+{
+    PyObject *prev;
+    return cache_put(m, key, value, SMC_PUT, &prev);
 }
 
 /* Remove key.  1: removed (*out strong), 0: absent, -1: error. */
@@ -1130,6 +1174,43 @@ cache_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* (found value, True) or (value, False) for load_or_store; (previous, True)
+ * or (None, False) for swap. */
+static PyObject *
+cache_put_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int mode)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s expected 2 arguments, got %zd",
+                     mode == SMC_SWAP ? "swap" : "load_or_store", nargs);
+        return NULL;
+    }
+    PyObject *prev;
+    if (cache_put((SMCacheObject *)op, args[0], args[1], mode, &prev) < 0) {
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(prev);
+        return NULL;
+    }
+    PyObject *first = prev != NULL ? prev : Py_NewRef(mode == SMC_SWAP ? Py_None : args[1]);
+    PyTuple_SET_ITEM(t, 0, first);
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(prev != NULL ? Py_True : Py_False));
+    return t;
+}
+
+static PyObject *
+cache_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return cache_put_method(op, args, nargs, SMC_IF_ABSENT);
+}
+
+static PyObject *
+cache_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return cache_put_method(op, args, nargs, SMC_SWAP);
 }
 
 static PyObject *
@@ -2073,6 +2154,11 @@ static PyMethodDef cache_methods[] = {
     {"load", cache_load, METH_O, "load(key): (value, True) if present, else (None, False)."},
     FASTCALL("store", cache_store, "store(key, value): set key to value (evicting first)."),
     FASTCALL("pop", cache_pop, "pop(key[, default]): remove key and return its value."),
+    FASTCALL("load_or_store", cache_load_or_store,
+             "load_or_store(key, value): (existing, True), or store value and return "
+             "(value, False)."),
+    FASTCALL("swap", cache_swap,
+             "swap(key, value): store value; (previous, True), or (None, False) if absent."),
     {"load_and_delete", cache_load_and_delete, METH_O,
      "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
     {"delete", cache_delete, METH_O, "delete(key): remove key if present."},
