@@ -116,9 +116,9 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
     - ``maxsize``: the bound on the number of entries, or on their total weight with a
       ``weigher(key, value) -> int`` (called with no lock held, except for values made by
       a compute-family callback, which it weighs under the lock); ``None``: unbounded.
-      The bound holds at every instant for every reader: an insert evicts BEFORE its entry becomes visible, so ``len()``,
-      iteration and ``snapshot()`` never see more. An entry heavier than ``maxsize`` is not
-      kept (evicted at once).
+      The bound holds at every instant for every reader: an insert evicts BEFORE its
+      entry becomes visible, so ``len()``, iteration and ``snapshot()`` never see more.
+      An entry heavier than ``maxsize`` is not kept (evicted at once).
     - ``policy``: ``"tinylfu"`` (W-TinyLFU: a 1% LRU window, a frequency sketch as
       admission filter, a segmented LRU main space) or ``"lru"``.
     - ``ttl``: seconds each entry lives after it was written; an expired entry is never
