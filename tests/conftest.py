@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support import redis_server as redis_support
 from support.asyncmap import BlockingAsyncActorMap
+from support.cachemap import BoundedCache
 
 import safemap
 
@@ -31,6 +32,7 @@ MAP_TYPES: dict[str, type[Any]] = {
 MAP_TYPES["ConcurrentMap"] = safemap.ConcurrentMap
 MAP_TYPES["SyncMap"] = safemap.SyncMap
 MAP_TYPES["PersistentMap"] = safemap.PersistentMap
+MAP_TYPES["Cache"] = BoundedCache  # bounded (maxsize 65536): every write runs the policy
 
 
 # RedisMap runs the shared suite against a server the `redis_server` fixture starts. Without

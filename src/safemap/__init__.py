@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
         CircuitOpenError,
         OutcomeUnknownError,
     )
+    from .cache import Cache, CacheInfo, cached
     from .failfast import (
         CheckedDict,
         ConcurrentIterationError,
@@ -61,6 +62,9 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
 
 # Public name -> the module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
+    "Cache": "safemap.cache",
+    "CacheInfo": "safemap.cache",
+    "cached": "safemap.cache",
     "ActorMap": "safemap.actor",
     "ActorStats": "safemap.actor",
     "AsyncActorMap": "safemap.actor",
@@ -86,6 +90,8 @@ __all__ = [
     "ActorMap",
     "ActorStats",
     "AsyncActorMap",
+    "Cache",
+    "CacheInfo",
     "CheckedDict",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -113,6 +119,7 @@ __all__ = [
     "SyncMap",
     "ThreadConfinementError",
     "__version__",
+    "cached",
     "checked",
     "race",
 ]

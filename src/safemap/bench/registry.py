@@ -84,6 +84,10 @@ _WHY: dict[str, tuple[str, str]] = {
         "its reads and snapshots take no lock: a snapshot shares the current version",
         "native code; a snapshot is one reference to an immutable version",
     ),
+    "Cache": (
+        "its reads take no lock (accesses are recorded in per-thread buffers)",
+        "native code with lock-free reads; writes keep its bound under one lock",
+    ),
     "ActorMap": (
         "one owner thread serves every call in order",
         "one owner thread serves every call in order",

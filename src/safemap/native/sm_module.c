@@ -10,6 +10,7 @@
 #include "sm_common.h"
 #include "sm_cmap.h"
 #include "sm_smap.h"
+#include "sm_cache.h"
 
 static int
 sm_import_protocol(void)
@@ -153,7 +154,8 @@ sm_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "ConcurrentMapBase", (PyObject *)&SMCMap_Type) < 0 ||
         PyModule_AddObjectRef(module, "SyncMapBase", (PyObject *)&SMSMap_Type) < 0 ||
         PyModule_AddIntConstant(module, "DEFAULT_SHARDS", (long)SM_default_shards) < 0 ||
-        PyModule_AddIntConstant(module, "FREE_THREADED", SM_FREE_THREADED) < 0) {
+        PyModule_AddIntConstant(module, "FREE_THREADED", SM_FREE_THREADED) < 0 ||
+        sm_cache_exec(module) < 0) {
         return -1;
     }
     return 0;

@@ -157,8 +157,24 @@ class MapStats:
     """Sampled latency per operation kind, when latency sampling is on."""
     inexact: frozenset[str] = frozenset()
     """Names of the counters that are not exact on this build of this map."""
+    loads: int = 0
+    """Loads by ``get_or_compute``/``aget_or_compute`` that returned a value (``Cache``
+    counts them; other maps report 0)."""
+    load_failures: int = 0
+    """Loads that raised (nothing was stored)."""
+    evictions_size: int = 0
+    """Entries a bounded map removed to stay within its size or weight bound (also counted
+    in ``deletes``)."""
+    evictions_expired: int = 0
+    """Entries a map with a ttl removed because their deadline passed (also in
+    ``deletes``)."""
     notes: tuple[str, ...] = ()
     """Why each of ``inexact`` is so, and other caveats, in words."""
+
+    @property
+    def evictions(self) -> int:
+        """Entries removed by the map itself, every cause together."""
+        return self.evictions_size + self.evictions_expired
 
     @property
     def hit_ratio(self) -> float | None:

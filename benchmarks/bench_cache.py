@@ -1,0 +1,378 @@
+"""Benchmark of ``safemap.Cache`` (docs/cache.md): hit ratios on seeded synthetic traces
+and the cost of one call, side by side with its peers, in one run.
+
+(a) Hit ratio. Traces are generated from a seed (``--seed``, default 1), so every run
+and every machine sees the same requests: Zipf 0.8 and Zipf 1.0 over 100,000 keys; Zipf
+1.0 with one-time scans mixed in (a fifth of the requests are runs of 1,000 never-seen
+keys); and a loop over 1.1 x the cache size. Cache sizes are 1%, 5% and 10% of the keys.
+Compared: ``Cache`` (W-TinyLFU and LRU), the best static cache (the ``maxsize`` most
+frequent keys of the trace, loaded up front: the optimum when requests are independent),
+Belady's offline optimum (OPT: evict the key used furthest in the future), and, where they
+import, moka-py (W-TinyLFU in Rust) and cachetools' LRUCache. Each request is a
+``get``, and a miss is followed by an insert.
+
+(b) Speed, ns per call, single thread, median of interleaved rounds, and the ratio to a
+``ConcurrentMap`` get: a hit (``get`` of a present key) and a miss + insert (``get`` of a
+new key, then storing it in a full cache, so that every insert evicts) for ``Cache``,
+``ConcurrentMap`` (no eviction: its miss + insert is a plain insert into a growing map),
+cachetools ``LRUCache`` behind a ``threading.Lock``, ``functools.lru_cache`` (a call of
+a cached identity function), cachebox ``LRUCache`` and moka-py, for those installed
+(``pip install 'safemap[bench-cache]'``).
+
+(c) Get-hit throughput at 1 and 2 threads, ``Cache`` against ``ConcurrentMap``: on
+free-threaded builds, whether hits scale with threads like the map's reads.
+
+``python benchmarks/bench_cache.py`` (about 3 minutes); ``--quick``: a shorter trace,
+under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import functools
+import gc
+import heapq
+import itertools
+import platform
+import random
+import statistics
+import sys
+import sysconfig
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from safemap import Cache, ConcurrentMap
+
+NKEYS = 100_000
+SIZES = (0.01, 0.05, 0.10)
+
+# --------------------------------------------------------------------------- traces
+
+
+def zipf_trace(alpha: float, n: int, nkeys: int, rng: random.Random) -> list[int]:
+    """``n`` requests over ``nkeys`` keys, key of rank r with weight 1 / r**alpha; the
+    ranks are shuffled over the key ids so that popularity is not the key order."""
+    cdf = list(itertools.accumulate(1.0 / (r**alpha) for r in range(1, nkeys + 1)))
+    total = cdf[-1]
+    ids = list(range(nkeys))
+    rng.shuffle(ids)
+    return [ids[bisect.bisect_left(cdf, rng.random() * total)] for _ in range(n)]
+
+
+def scan_trace(n: int, nkeys: int, rng: random.Random) -> list[int]:
+    """Zipf 1.0, with a fifth of the requests in runs of 1,000 keys never seen again."""
+    base = iter(zipf_trace(1.0, n, nkeys, rng))
+    out: list[int] = []
+    fresh = itertools.count(10 * nkeys)
+    while len(out) < n:
+        if rng.random() < 0.2 / 1000 * 5:  # a scan starts: 1,000 one-time keys
+            out.extend(itertools.islice(fresh, 1000))
+        else:
+            out.extend(itertools.islice(base, 5))
+    return out[:n]
+
+
+def loop_trace(n: int, size: int) -> list[int]:
+    """A loop over 1.1 x ``size`` keys: LRU's worst case (it never hits)."""
+    span = int(size * 1.1) + 1
+    return [i % span for i in range(n)]
+
+
+# ------------------------------------------------------------------------ hit ratios
+
+
+def ratio_of(get: Callable[[int], Any], put: Callable[[int, int], Any], trace: list[int]) -> float:
+    hits = 0
+    for k in trace:
+        if get(k) is None:
+            put(k, 1)
+        else:
+            hits += 1
+    return hits / len(trace)
+
+
+def best_static(trace: list[int], size: int) -> float:
+    return sum(c for _, c in Counter(trace).most_common(size)) / len(trace)
+
+
+def belady(trace: list[int], size: int) -> float:
+    """Belady's OPT: on a miss with a full cache, evict the key whose next use is
+    furthest away (never used again: infinitely far)."""
+    n = len(trace)
+    nxt = [0] * n
+    last: dict[int, int] = {}
+    for i in range(n - 1, -1, -1):
+        nxt[i] = last.get(trace[i], n + i)
+        last[trace[i]] = i
+    cached: dict[int, int] = {}  # key -> its next use
+    heap: list[tuple[int, int]] = []  # (-next use, key), stale entries skipped
+    hits = 0
+    for i, k in enumerate(trace):
+        if k in cached:
+            hits += 1
+        elif len(cached) >= size:
+            while True:
+                neg, victim = heapq.heappop(heap)
+                if cached.get(victim) == -neg:
+                    del cached[victim]
+                    break
+        cached[k] = nxt[i]
+        heapq.heappush(heap, (-nxt[i], k))
+    return hits / n
+
+
+def contenders(size: int) -> Iterator[tuple[str, Callable[[list[int]], float]]]:
+    def cache(policy: str) -> Callable[[list[int]], float]:
+        def run(trace: list[int]) -> float:
+            c: Cache[int, int] = Cache(size, policy=policy)
+            return ratio_of(c.get, c.store, trace)
+
+        return run
+
+    yield "Cache tinylfu", cache("tinylfu")
+    yield "Cache lru", cache("lru")
+    try:
+        import moka_py
+
+        def moka(trace: list[int]) -> float:
+            c = moka_py.Moka(size)
+            return ratio_of(c.get, c.set, trace)
+
+        yield "moka-py", moka
+    except ImportError:
+        pass
+    try:
+        import cachetools
+
+        def ct(trace: list[int]) -> float:
+            c: Any = cachetools.LRUCache(size)
+            return ratio_of(c.get, c.__setitem__, trace)
+
+        yield "cachetools LRU", ct
+    except ImportError:
+        pass
+    yield "best static", lambda trace: best_static(trace, size)
+    yield "OPT (Belady)", lambda trace: belady(trace, size)
+
+
+def hit_ratios(n: int, seed: int) -> None:
+    print(f"\n### Hit ratio (%), {n:,} requests per trace, {NKEYS:,} keys, seed {seed}\n")
+    names: list[str] = []
+    rows: list[list[str]] = []
+    for label, make in (
+        ("Zipf 0.8", lambda rng, size: zipf_trace(0.8, n, NKEYS, rng)),
+        ("Zipf 1.0", lambda rng, size: zipf_trace(1.0, n, NKEYS, rng)),
+        ("Zipf 1.0 + scans", lambda rng, size: scan_trace(n, NKEYS, rng)),
+        ("loop 1.1 x size", lambda rng, size: loop_trace(n, size)),
+    ):
+        traces: dict[int, list[int]] = {}
+        for frac in SIZES:
+            size = int(NKEYS * frac)
+            key = size if label.startswith("loop") else 0
+            if key not in traces:
+                traces[key] = make(random.Random(seed), size)
+            trace = traces[key]
+            cells = []
+            for name, run in contenders(size):
+                if name not in names:
+                    names.append(name)
+                cells.append(f"{100 * run(trace):.1f}")
+            rows.append([label, f"{frac:.0%} ({size:,})", *cells])
+    print("| trace | cache size | " + " | ".join(names) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in names) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def speed_cases(nkeys: int) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """name -> (get-hit pass, miss+insert pass); each pass makes ``nkeys`` calls."""
+    keys = list(range(nkeys))
+    fresh = itertools.count(10 * nkeys)
+    cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
+
+    def cm_case() -> tuple[Callable[[], Any], Callable[[], Any]]:
+        m: ConcurrentMap[int, int] = ConcurrentMap((k, k) for k in keys)
+        get, store = m.get, m.store
+
+        def hit() -> None:
+            for k in keys:
+                get(k)
+
+        def miss() -> None:
+            for _ in keys:
+                k = next(fresh)
+                if get(k) is None:
+                    store(k, k)
+
+        return hit, miss
+
+    def mapping_case(c: Any, get: Any, put: Any, lock: Any = None) -> Any:
+        for k in keys:
+            put(k, k)
+
+        if lock is None:
+
+            def hit() -> None:
+                for k in keys:
+                    get(k)
+
+            def miss() -> None:
+                for _ in keys:
+                    k = next(fresh)
+                    if get(k) is None:
+                        put(k, k)
+
+        else:
+
+            def hit() -> None:
+                for k in keys:
+                    with lock:
+                        get(k)
+
+            def miss() -> None:
+                for _ in keys:
+                    k = next(fresh)
+                    with lock:
+                        if get(k) is None:
+                            put(k, k)
+
+        return hit, miss
+
+    cases["ConcurrentMap"] = cm_case()
+    c: Cache[int, int] = Cache(nkeys)
+    cases["Cache"] = mapping_case(c, c.get, c.store)
+    lru: Cache[int, int] = Cache(nkeys, policy="lru")
+    cases["Cache lru"] = mapping_case(lru, lru.get, lru.store)
+    try:
+        import cachetools
+
+        ct: Any = cachetools.LRUCache(nkeys)
+        cases["cachetools LRU+Lock"] = mapping_case(ct, ct.get, ct.__setitem__, threading.Lock())
+    except ImportError:
+        pass
+
+    @functools.lru_cache(maxsize=nkeys)
+    def ident(k: int) -> int:
+        return k
+
+    for k in keys:
+        ident(k)
+
+    def lc_hit() -> None:
+        for k in keys:
+            ident(k)
+
+    def lc_miss() -> None:
+        for _ in keys:
+            ident(next(fresh))
+
+    cases["functools.lru_cache"] = (lc_hit, lc_miss)
+    try:
+        import cachebox
+
+        cb: Any = cachebox.LRUCache(nkeys)
+        cases["cachebox LRU"] = mapping_case(cb, cb.get, cb.insert)
+    except ImportError:
+        pass
+    try:
+        import moka_py
+
+        mk: Any = moka_py.Moka(nkeys)
+        cases["moka-py"] = mapping_case(mk, mk.get, mk.set)
+    except ImportError:
+        pass
+    return cases
+
+
+def speed(rounds: int, nkeys: int) -> None:
+    cases = speed_cases(nkeys)
+    samples: dict[tuple[str, int], list[float]] = {(n, i): [] for n in cases for i in (0, 1)}
+    order = list(cases)
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for name in order[r % len(order) :] + order[: r % len(order)]:
+                for i in (0, 1):
+                    fn = cases[name][i]
+                    t0 = time.perf_counter_ns()
+                    fn()
+                    samples[(name, i)].append((time.perf_counter_ns() - t0) / nkeys)
+    finally:
+        gc.enable()
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    base = med[("ConcurrentMap", 0)]
+    print(
+        f"\n### Speed, ns per call (ratio to a ConcurrentMap get hit), single thread, "
+        f"{nkeys:,} int keys, median of {rounds} interleaved rounds\n"
+    )
+    print("| implementation | get hit | miss + insert |")
+    print("| --- | ---: | ---: |")
+    for name in order:
+        hit, miss = med[(name, 0)], med[(name, 1)]
+        print(f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {miss:.0f} ({miss / base:.2f}x) |")
+
+
+def scaling(passes: int, nkeys: int) -> None:
+    """Total get-hit throughput at 1 and 2 threads (free-threaded builds: do hits scale
+    like the map's reads?), median of 3 rounds."""
+    keys = list(range(nkeys))
+
+    def run(m: Any, threads: int) -> float:
+        barrier = threading.Barrier(threads + 1)
+
+        def body() -> None:
+            get = m.get
+            barrier.wait()
+            for _ in range(passes):
+                for k in keys:
+                    get(k)
+
+        ts = [threading.Thread(target=body) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in ts:
+            t.join()
+        return threads * passes * nkeys / (time.perf_counter() - t0) / 1e6
+
+    maps: dict[str, Any] = {
+        "ConcurrentMap": ConcurrentMap((k, k) for k in keys),
+        "Cache": Cache(((k, k) for k in keys), maxsize=nkeys),
+        "Cache lru": Cache(((k, k) for k in keys), maxsize=nkeys, policy="lru"),
+    }
+    print(f"\n### Get-hit throughput, Mops/s (ratio to 1 thread), {nkeys:,} int keys\n")
+    print("| implementation | 1 thread | 2 threads |")
+    print("| --- | ---: | ---: |")
+    for name, m in maps.items():
+        one = statistics.median(run(m, 1) for _ in range(3))
+        two = statistics.median(run(m, 2) for _ in range(3))
+        print(f"| {name} | {one:.2f} (1.00) | {two:.2f} ({two / one:.2f}) |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short traces: under a minute")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    gil = "free-threaded, GIL off" if sysconfig.get_config_var("Py_GIL_DISABLED") else "GIL"
+    if gil.startswith("free") and getattr(sys, "_is_gil_enabled", lambda: True)():
+        gil = "free-threaded, GIL on"
+    print(
+        f"Python {platform.python_version()} ({gil}), {platform.machine()}; mode: "
+        f"{'quick' if args.quick else 'full'}."
+    )
+    hit_ratios(200_000 if args.quick else 1_000_000, args.seed)
+    speed(7 if args.quick else 21, 1000)
+    scaling(20 if args.quick else 100, 1000)
+
+
+if __name__ == "__main__":
+    main()

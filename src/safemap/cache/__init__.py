@@ -1,0 +1,214 @@
+"""``safemap.Cache``: a bounded concurrent map (W-TinyLFU or LRU eviction, ttl, an
+eviction callback, single-flight loading) and the ``@safemap.cached`` decorator.
+
+The storage, the policy and every hot method are C (``safemap.native._core.CacheBase``,
+``src/safemap/native/sm_cache.c``); this module combines them with the protocol ABC. The
+guarantees are in ``docs/cache.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+
+from .._typing import TYPE_CHECKING, Any, TypeVar
+from ..native import _core
+from ..native import _run_transaction as _run_native_transaction
+from ..protocol import ConcurrentMapping
+
+if TYPE_CHECKING:
+    from ..protocol.stats import MapStats
+    from .decorator import CacheInfo, cached
+
+__all__ = ["Cache", "CacheInfo", "cached"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+_ABSENT: Any = object()
+
+_COUNTERS = (
+    "hits",
+    "misses",
+    "inserts",
+    "updates",
+    "deletes",
+    "size",
+    "iterations",
+    "writes_during_iteration",
+    "lock_acquisitions",
+    "lock_contentions",
+    "lock_wait_seconds",
+    "loads",
+    "load_failures",
+    "evictions_size",
+    "evictions_expired",
+)
+
+
+class _TxnStorage(MutableMapping[Any, Any]):
+    """The cache as seen by the thread running ``transaction(fn)`` (it holds the lock):
+    reads and writes go straight to the cache."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: Cache[Any, Any]) -> None:
+        self._cache = cache
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._cache._txn_get(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self._cache._txn_get(key)
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cache._txn_items())
+
+    def __len__(self) -> int:
+        return len(self._cache._txn_items())
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._cache._txn_write(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._cache._txn_write(key)
+
+
+class _Counted:
+    """A loader that counts its outcome in the cache's ``loads``/``load_failures``."""
+
+    __slots__ = ("cache", "loader")
+
+    def __init__(self, cache: Cache[Any, Any], loader: Callable[[Any], Any]) -> None:
+        self.cache = cache
+        self.loader = loader
+
+    def __call__(self, key: Any) -> Any:
+        try:
+            value = self.loader(key)
+        except BaseException:
+            self.cache._count_load(False)
+            raise
+        self.cache._count_load(True)
+        return value
+
+    async def load_async(self, key: Any) -> Any:
+        try:
+            value = await self.loader(key)
+        except BaseException:
+            self.cache._count_load(False)
+            raise
+        self.cache._count_load(True)
+        return value
+
+
+class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
+    """A concurrent map with a bound: W-TinyLFU (or LRU) eviction, ttl, ``on_evict``.
+
+    ``Cache(maxsize=None, *, ttl=None, weigher=None, policy="tinylfu", on_evict=None,
+    timer=None)``; like every map it also takes initial items (``Cache({"a": 1},
+    maxsize=10)``); a positional int is ``maxsize`` (``Cache(128)``).
+
+    - ``maxsize``: the bound on the number of entries, or on their total weight with a
+      ``weigher(key, value) -> int`` (called with no lock held, except for values made by
+      a compute-family callback, which it weighs under the lock); ``None``: unbounded.
+      The bound holds at every instant for every reader: an insert evicts BEFORE its
+      entry becomes visible, so ``len()``, iteration and ``snapshot()`` never see more.
+      An entry heavier than ``maxsize`` is not kept (evicted at once).
+    - ``policy``: ``"tinylfu"`` (W-TinyLFU: a 1% LRU window, a frequency sketch as
+      admission filter, a segmented LRU main space) or ``"lru"``.
+    - ``ttl``: seconds each entry lives after it was written; an expired entry is never
+      returned (every read path checks the deadline) and is removed lazily.
+      Per-entry deadlines: ``bind(k, v, ttl=...)`` (``docs/scoped.md``).
+    - ``on_evict(key, value, cause)``: called once per entry the cache removes on its own
+      (``cause`` is ``"size"`` or ``"expired"``; explicit deletes, overwrites and
+      ``clear()`` are not evictions), with no lock held, after the write that evicted
+      returns its lock; it may use the cache. An exception from it goes to
+      ``sys.unraisablehook``.
+    - ``timer``: the clock of ``ttl`` (a callable returning seconds, never going
+      backwards; default: the monotonic clock), e.g. ``safemap.protocol.expiry.
+      ManualClock`` in tests.
+
+    Every protocol guarantee holds (``docs/protocol.md``): atomic calls, weakly
+    consistent iteration, ``RecursiveUpdateError`` on re-entry. Reads (``m[k]``, ``get``,
+    ``in``, ``load``) take no lock; every write takes the cache's one lock (the policy's).
+    ``get_or_compute``/``aget_or_compute`` load a missing key once however many threads or
+    event loops ask (the protocol's single-flight), and count ``loads``/``load_failures``.
+    """
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ options
+
+    @property
+    def maxsize(self) -> int | None:
+        """The bound (entries, or total weight with a weigher); ``None``: unbounded."""
+        return self._options()["maxsize"]  # type: ignore[no-any-return]
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds an entry lives after its write, or ``None``."""
+        return self._options()["ttl"]  # type: ignore[no-any-return]
+
+    @property
+    def policy(self) -> str:
+        """``"tinylfu"`` or ``"lru"``."""
+        return self._options()["policy"]  # type: ignore[no-any-return]
+
+    # --------------------------------------------------------------- primitives
+
+    def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
+        """Run ``fn(view)`` holding the cache's lock and return its result; the view's
+        changes land all at once when ``fn`` returns (readers wait for the commit), or
+        not at all if it raises. Entries the commit adds are subject to the bound."""
+        self._txn_begin()
+        try:
+            return _run_native_transaction(_TxnStorage(self), fn)
+        finally:
+            self._txn_end()
+
+    def _collect_stats(self) -> MapStats:
+        """Exact counters since the cache was made: the map's, plus ``loads``,
+        ``load_failures`` and evictions by cause (``docs/cache.md``, "Statistics")."""
+        from ..protocol.stats import MapStats
+
+        raw = self._stats_raw()
+        return MapStats(kind=type(self).__name__, **{name: raw[name] for name in _COUNTERS})
+
+    # ------------------------------------------------------------------ loading
+
+    def get_or_compute(
+        self, key: K, loader: Callable[[K], V], *, timeout: float | None = None
+    ) -> V:
+        """The value of ``key``, or ``loader(key)`` loaded once however many threads ask
+        (``ConcurrentMapping.get_or_compute``); each load is counted in ``stats()``."""
+        value = self.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        from ..protocol.singleflight import get_or_compute
+
+        return get_or_compute(self, key, _Counted(self, loader), timeout)
+
+    async def aget_or_compute(
+        self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None
+    ) -> V:
+        """``get_or_compute`` for asyncio (``ConcurrentMapping.aget_or_compute``): one load
+        per key across threads and event loops; a cancelled waiter does not cancel it."""
+        value = self.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        from ..protocol.singleflight import aget_or_compute
+
+        return await aget_or_compute(self, key, _Counted(self, loader).load_async, timeout)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("cached", "CacheInfo"):
+        from . import decorator
+
+        return getattr(decorator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,2248 @@
+/*
+ * sm_cache.c -- CacheBase, the native core of safemap.Cache: a bounded map with
+ * W-TinyLFU (or LRU) eviction, write-time ttl and an eviction callback.
+ *
+ * Layout.  One dict maps each key to a node (SMCNode) that holds the key, the
+ * value, its weight and its deadline; those fields never change once the node
+ * is in the dict (an update installs a new node), so readers may use a node
+ * they found without a lock.  One lock (SMLock) serializes every write and
+ * owns the eviction policy: the queues linking the nodes, the frequency
+ * sketch, the weights.  One lock rather than shards: every insert must go
+ * through the policy anyway, because the bound is kept BEFORE a new entry
+ * becomes visible (see "The bound"), which a per-shard lock cannot do.
+ *
+ * Reads (m[k], get, in, load) take no lock: a dict lookup (on GIL builds
+ * atomic; on free-threaded builds PyDict_GetItemRef, the dict's own lock-free
+ * read, which hands us a strong reference to the node), a deadline check, and
+ * the access is recorded: the reference to the node is moved into a small
+ * ring (one per stripe of threads on free-threaded builds, one in all on GIL
+ * builds).  A record that finds its slot still full replaces it (the older
+ * record is lost: the policy needs a sample of the accesses, not all of
+ * them -- Caffeine's read buffer).  The reader that writes the last slot of a
+ * ring tries the lock without waiting and, if it gets it, drains every ring
+ * into the policy; writers drain too.  So a hit never waits for a lock.
+ *
+ * The bound.  Every write runs, under the lock: remove what expired; link the
+ * new node into the policy; evict until the total weight fits maxsize,
+ * removing each victim from the dict; and only then put the new node in the
+ * dict.  The dict therefore never holds more than maxsize weight, at any
+ * instant, so no reader (len, iteration, snapshot, lookups) can see more.
+ * A node heavier than maxsize alone is never stored (it is evicted at once).
+ *
+ * Policy (W-TinyLFU, Einziger, Friedman & Manes; the layout of Caffeine):
+ * a window LRU of ~1% of maxsize takes new entries; what leaves the window is
+ * a candidate for the main space, a segmented LRU (probation ~20%, protected
+ * ~80%); when the cache is over its bound the candidate is admitted only if
+ * the frequency sketch (count-min, 4 rows of 4-bit counters, all halved every
+ * 10 x width additions so that old popularity fades) says it is used more
+ * often than the probation queue's least recently used entry, which is
+ * evicted instead.  An access in probation promotes to protected; protected
+ * overflow is demoted to probation.  policy="lru" keeps one LRU queue.
+ *
+ * Lifetimes.  A ring holds strong references, so a node in it is valid when
+ * drained.  A removed node is marked dead, and every removal drains the rings
+ * before its write returns: once a delete or eviction has returned, the cache
+ * holds no reference to what it removed.  On free-threaded builds a reader
+ * may put a node in a ring just after such a drain; it re-reads `dead` after
+ * its exchange (both sequentially consistent, as the writer's store of `dead`
+ * and its exchanges are) and takes its record back if the node died.  Nothing
+ * the cache drops is released under the lock: removed nodes go to a "grave"
+ * released after the unlock, and on_evict(key, value, cause) is called after
+ * the unlock too, once per evicted entry.
+ *
+ * Re-entry.  A compute-family callback runs holding the lock; a write to the
+ * cache from it (or from a weigher) raises RecursiveUpdateError (the lock's
+ * owner is the calling thread), reads are allowed (a read that would drain
+ * finds the lock held and skips the drain).  Inside transaction(fn) every
+ * method of the cache raises (use the view).
+ */
+#include "sm_cache.h"
+
+#if SM_FREE_THREADED
+#  define HELD_INC() (sm_tls_held++)
+#  define HELD_DEC() (sm_tls_held--)
+#  define SMC_SET_DEAD(n) _Py_atomic_store_int(&(n)->dead, 1)
+#  define SMC_IS_DEAD(n) _Py_atomic_load_int(&(n)->dead)
+#else
+#  define HELD_INC() ((void)0)
+#  define HELD_DEC() ((void)0)
+#  define SMC_SET_DEAD(n) ((n)->dead = 1)
+#  define SMC_IS_DEAD(n) ((n)->dead)
+#endif
+
+enum { SMC_LRU = 0, SMC_TINYLFU = 1 };
+
+#define MSG_WRITE_REENTRY \
+    "cannot write to a Cache from inside one of its own compute callbacks, its " \
+    "weigher, or a key's __eq__/__hash__ during a write to it"
+#define MSG_TXN_REENTRY \
+    "cannot call a Cache's methods inside its own transaction(); use the view " \
+    "passed to the function"
+
+static PyObject *SMC_str_size = NULL;     /* "size" */
+static PyObject *SMC_str_expired = NULL;  /* "expired" */
+static PyObject *SMC_str_Cache = NULL;    /* contention kind */
+
+static PyTypeObject SMCNode_Type;
+static PyTypeObject SMCache_Type;
+
+/* ------------------------------------------------------------------ nodes */
+
+static SMCNode *
+node_new(void)
+{
+    SMCNode *n = PyObject_GC_New(SMCNode, &SMCNode_Type);
+    if (n == NULL) {
+        return NULL;
+    }
+    n->key = NULL;
+    n->value = NULL;
+    n->hash = 0;
+    n->weight = 1;
+    n->expires = INT64_MAX;
+    n->dead = 0;
+    n->queue = SMC_Q_NONE;
+    n->pending = 0;
+    n->evicted = 0;
+    n->prev = n->next = NULL;
+    n->wprev = n->wnext = NULL;
+    PyObject_GC_Track((PyObject *)n);
+    return n;
+}
+
+static int
+node_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMCNode *n = (SMCNode *)op;
+    Py_VISIT(n->key);
+    Py_VISIT(n->value);
+    return 0;
+}
+
+static void
+node_dealloc(PyObject *op)
+{
+    SMCNode *n = (SMCNode *)op;
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(n->key);
+    Py_CLEAR(n->value);
+    PyObject_GC_Del(op);
+}
+
+static PyTypeObject SMCNode_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.CacheNode",
+    .tp_basicsize = sizeof(SMCNode),
+    .tp_dealloc = node_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One entry of a Cache (internal).",
+    .tp_traverse = node_traverse,
+};
+
+/* ----------------------------------------------------- deferred releases */
+
+/* What one write drops: nodes (released after the unlock) and evicted
+ * entries (key, value, cause: on_evict is called after the unlock). */
+typedef struct {
+    SMBuf grave;
+    SMBuf evicted;   /* triples */
+    int removed;     /* a node left the cache: drain the rings before unlock */
+} SMCPend;
+
+#define SMC_PEND_INIT {{NULL, 0, 0}, {NULL, 0, 0}, 0}
+
+/* Keep a reference for release after the unlock (steals ref).  PyMem runs no
+ * Python code; out of memory, the reference is dropped here -- which can only
+ * run a __del__ under the lock in that case. */
+static void
+pend_bury(SMCPend *p, PyObject *ref)
+{
+    if (sm_buf_reserve(&p->grave, p->grave.n + 1) < 0) {
+        PyErr_Clear();
+        Py_DECREF(ref);
+        return;
+    }
+    p->grave.items[p->grave.n++] = ref;
+}
+
+static void
+pend_evicted(SMCacheObject *m, SMCPend *p, SMCNode *n, PyObject *cause)
+{
+    if (m->on_evict == NULL) {
+        return;
+    }
+    if (sm_buf_reserve(&p->evicted, p->evicted.n + 3) < 0) {
+        PyErr_Clear();  /* the callback is lost, never called twice */
+        return;
+    }
+    p->evicted.items[p->evicted.n++] = Py_NewRef(n->key);
+    p->evicted.items[p->evicted.n++] = Py_NewRef(n->value);
+    p->evicted.items[p->evicted.n++] = Py_NewRef(cause);
+}
+
+/* Call on_evict for each evicted entry and release what the write dropped.
+ * Holding no lock; keeps a pending exception. */
+static void
+pend_finish(SMCacheObject *m, SMCPend *p)
+{
+    if (p->evicted.n > 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+#else
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+#endif
+        PyObject *cb = Py_XNewRef(m->on_evict);
+        for (Py_ssize_t i = 0; cb != NULL && i + 2 < p->evicted.n; i += 3) {
+            PyObject *args[3] = {p->evicted.items[i], p->evicted.items[i + 1],
+                                 p->evicted.items[i + 2]};
+            PyObject *r = PyObject_Vectorcall(cb, args, 3, NULL);
+            if (r == NULL) {
+                PyErr_WriteUnraisable(cb);
+            }
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(cb);
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(exc);
+#else
+        PyErr_Restore(et, ev, tb);
+#endif
+    }
+    sm_buf_clear(&p->evicted);
+    sm_buf_clear(&p->grave);
+}
+
+/* ------------------------------------------------------------------ clock */
+
+/* The cache's clock in ns: the monotonic clock, or timer() (seconds).  Read
+ * with no lock held.  0 or -1. */
+static int
+cache_now(SMCacheObject *m, int64_t *now)
+{
+    if (m->timer == NULL) {
+        *now = sm_now_ns();
+        return 0;
+    }
+    PyObject *r = PyObject_CallNoArgs(m->timer);
+    if (r == NULL) {
+        return -1;
+    }
+    double s = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    if (s == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *now = (int64_t)(s * 1e9);
+    return 0;
+}
+
+static inline int
+node_expired(SMCacheObject *m, SMCNode *n, int64_t now)
+{
+    return m->ttl_ns != 0 && now >= n->expires;
+}
+
+/* ------------------------------------------------------- frequency sketch */
+
+static inline uint64_t
+smc_mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+/* The 4 counter indexes of a key: one 64-bit mix of its hash, then per row a
+ * multiply by its own odd constant, whose high half is an index independent
+ * of the other rows' (two keys meeting in one row rarely meet in all four,
+ * which double hashing cannot give: a key pair colliding in two rows there
+ * collides in every row).  The index is the low bits of that high half, so
+ * a wider row keeps each key's old index as its low bits (sketch_ensure). */
+static const uint64_t smc_row_mult[4] = {
+    UINT64_C(0x9e3779b97f4a7c15), UINT64_C(0xbf58476d1ce4e5b9),
+    UINT64_C(0x94d049bb133111eb), UINT64_C(0xd6e8feb86659fd93)};
+
+static inline void
+sketch_indexes(SMCacheObject *m, Py_hash_t hash, Py_ssize_t idx[4])
+{
+    uint64_t h = smc_mix((uint64_t)hash);
+    for (int row = 0; row < 4; row++) {
+        idx[row] = (Py_ssize_t)(((h * smc_row_mult[row]) >> 32) & (uint64_t)(m->width - 1));
+    }
+}
+
+static int
+sketch_frequency(SMCacheObject *m, Py_hash_t hash)
+{
+    int f = 15;
+    Py_ssize_t words = m->width / 16, idx[4];
+    sketch_indexes(m, hash, idx);
+    for (int row = 0; row < 4; row++) {
+        Py_ssize_t i = idx[row];
+        uint64_t w = m->sketch[row * words + (i >> 4)];
+        int c = (int)((w >> ((i & 15) * 4)) & 0xF);
+        if (c < f) {
+            f = c;
+        }
+    }
+    return f;
+}
+
+static void
+sketch_increment(SMCacheObject *m, Py_hash_t hash)
+{
+    Py_ssize_t words = m->width / 16, idx[4];
+    sketch_indexes(m, hash, idx);
+    int added = 0;
+    for (int row = 0; row < 4; row++) {
+        Py_ssize_t i = idx[row];
+        uint64_t *w = &m->sketch[row * words + (i >> 4)];
+        int shift = (int)((i & 15) * 4);
+        if (((*w >> shift) & 0xF) < 15) {
+            *w += UINT64_C(1) << shift;
+            added = 1;
+        }
+    }
+    if (added && ++m->sample >= m->sample_max) {
+        /* Aging: halve every counter, so that past popularity fades. */
+        for (Py_ssize_t j = 0; j < 4 * words; j++) {
+            m->sketch[j] = (m->sketch[j] >> 1) & UINT64_C(0x7777777777777777);
+        }
+        m->sample /= 2;
+    }
+}
+
+/* Grow the sketch (under the lock) when the entries outgrow it: 4 counters
+ * per row per entry, up to width_max.  The counts carry over: a key's index
+ * in the wider row keeps the low bits of its old index, so each new counter
+ * starts from the old counter it splits from (an over-estimate, which a
+ * count-min sketch allows).  Out of memory, the smaller sketch stays. */
+static void
+sketch_ensure(SMCacheObject *m, Py_ssize_t entries)
+{
+    if (m->sketch == NULL || m->width >= m->width_max || 4 * entries <= m->width) {
+        return;
+    }
+    Py_ssize_t width = m->width;
+    while (width < 4 * entries && width < m->width_max) {
+        width *= 2;
+    }
+    uint64_t *t = PyMem_Calloc((size_t)(4 * (width / 16)), sizeof(uint64_t));
+    if (t == NULL) {
+        return;
+    }
+    Py_ssize_t old_words = m->width / 16, words = width / 16;
+    for (int row = 0; row < 4; row++) {
+        for (Py_ssize_t j = 0; j < words; j++) {
+            t[row * words + j] = m->sketch[row * old_words + (j & (old_words - 1))];
+        }
+    }
+    PyMem_Free(m->sketch);
+    m->sketch = t;
+    m->width = width;
+    m->sample_max = 10 * (width / 4);
+}
+
+/* ---------------------------------------------------------------- queues */
+
+static inline void
+q_unlink(SMCacheObject *m, SMCNode *n)
+{
+    SMCQueue *q = &m->q[n->queue];
+    if (n->prev) {
+        n->prev->next = n->next;
+    }
+    else {
+        q->head = n->next;
+    }
+    if (n->next) {
+        n->next->prev = n->prev;
+    }
+    else {
+        q->tail = n->prev;
+    }
+    q->weight -= n->weight;
+    n->prev = n->next = NULL;
+    n->queue = SMC_Q_NONE;
+}
+
+static inline void
+q_push(SMCacheObject *m, int which, SMCNode *n)
+{
+    SMCQueue *q = &m->q[which];
+    n->queue = which;
+    n->prev = q->tail;
+    n->next = NULL;
+    if (q->tail) {
+        q->tail->next = n;
+    }
+    else {
+        q->head = n;
+    }
+    q->tail = n;
+    q->weight += n->weight;
+}
+
+static inline void
+w_unlink(SMCacheObject *m, SMCNode *n)
+{
+    if (n->wprev) {
+        n->wprev->wnext = n->wnext;
+    }
+    else if (m->whead == n) {
+        m->whead = n->wnext;
+    }
+    if (n->wnext) {
+        n->wnext->wprev = n->wprev;
+    }
+    else if (m->wtail == n) {
+        m->wtail = n->wprev;
+    }
+    n->wprev = n->wnext = NULL;
+}
+
+static inline void
+w_push(SMCacheObject *m, SMCNode *n)
+{
+    n->wprev = m->wtail;
+    n->wnext = NULL;
+    if (m->wtail) {
+        m->wtail->wnext = n;
+    }
+    else {
+        m->whead = n;
+    }
+    m->wtail = n;
+}
+
+static inline int
+cache_bounded(SMCacheObject *m)
+{
+    return m->maxsize >= 0;
+}
+
+/* An access recorded by a reader (under the lock). */
+static void
+policy_access(SMCacheObject *m, SMCNode *n)
+{
+    if (n->queue == SMC_Q_NONE) {
+        return;
+    }
+    if (m->policy == SMC_LRU) {
+        q_unlink(m, n);
+        q_push(m, SMC_Q_WINDOW, n);
+        return;
+    }
+    sketch_increment(m, n->hash);
+    int from = n->queue;
+    q_unlink(m, n);
+    if (from == SMC_Q_WINDOW) {
+        q_push(m, SMC_Q_WINDOW, n);
+        return;
+    }
+    q_push(m, SMC_Q_PROTECTED, n);
+    /* Protected overflow goes back to probation (most recent end). */
+    SMCQueue *prot = &m->q[SMC_Q_PROTECTED];
+    while (prot->weight > m->protected_max && prot->head != n) {
+        SMCNode *d = prot->head;
+        q_unlink(m, d);
+        q_push(m, SMC_Q_PROBATION, d);
+    }
+}
+
+/* ------------------------------------------------------------ read rings */
+
+static inline SMCReadBuf *
+ring_of_thread(SMCacheObject *m)
+{
+#if SM_FREE_THREADED
+    return &m->rbufs[sm_stripe() & (m->nbufs - 1)].b;
+#else
+    return &m->rbufs[0].b;
+#endif
+}
+
+/* Drain every ring into the policy (the lock is held).  Nodes that died
+ * since they were recorded are kept in p's grave, released after unlock. */
+static void
+rings_drain(SMCacheObject *m, SMCPend *p)
+{
+    for (Py_ssize_t b = 0; b < m->nbufs; b++) {
+        SMCReadBuf *rb = &m->rbufs[b].b;
+        /* Oldest first: the slot the next record goes to holds the oldest. */
+        Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail);
+        for (int j = 0; j < SMC_RB_SIZE; j++) {
+            Py_ssize_t i = (start + j) & (SMC_RB_SIZE - 1);
+#if SM_FREE_THREADED
+            if (_Py_atomic_load_ptr_relaxed(&rb->slots[i]) == NULL) {
+                continue;
+            }
+            PyObject *o = _Py_atomic_exchange_ptr(&rb->slots[i], NULL);
+#else
+            PyObject *o = rb->slots[i];
+            rb->slots[i] = NULL;
+#endif
+            if (o == NULL) {
+                continue;
+            }
+            SMCNode *n = (SMCNode *)o;
+            if (!SMC_IS_DEAD(n)) {
+                policy_access(m, n);
+                /* Not the last reference: the dict holds the node while it
+                 * lives, and only the lock holder removes it. */
+                Py_DECREF(o);
+            }
+            else {
+                pend_bury(p, o);
+            }
+        }
+    }
+}
+
+static int cache_expire(SMCacheObject *m, int64_t now, SMCPend *p);
+
+/* Release the lock taken for a write (after draining the rings if a node was
+ * removed), then run what was deferred. */
+static void
+cache_unlock(SMCacheObject *m, SMCPend *p)
+{
+    if (p->removed) {
+        rings_drain(m, p);
+    }
+    HELD_DEC();
+    int64_t sampled = sm_unlock_counted(&m->lock, &m->lockstats);
+    if (SM_UNLIKELY(sampled)) {
+        sm_report_wait(SMC_str_Cache, sampled);
+    }
+    pend_finish(m, p);
+}
+
+/* A reader whose record filled the last slot of a ring: drain, if the lock is
+ * free right now (never wait). */
+static void
+rings_try_drain(SMCacheObject *m)
+{
+    void *me = sm_me();
+    if (!sm_lock_try(&m->lock, me)) {
+        return;
+    }
+    SM_BUMP(&m->lockstats.acquisitions, 1);
+    HELD_INC();
+    SMCPend p = SMC_PEND_INIT;
+    rings_drain(m, &p);
+    if (m->ttl_ns != 0 && m->timer == NULL) {
+        /* Expired entries leave on drains too (a Python timer is not called
+         * here: it would run under the lock; writes sweep instead). */
+        (void)cache_expire(m, sm_now_ns(), &p);
+        PyErr_Clear();
+    }
+    cache_unlock(m, &p);
+}
+
+/* Record an access to n; steals the reader's reference to n. */
+static inline void
+ring_record(SMCacheObject *m, SMCNode *n)
+{
+    SMCReadBuf *rb = ring_of_thread(m);
+#if SM_FREE_THREADED
+    Py_ssize_t t = _Py_atomic_add_ssize(&rb->tail, 1);
+    PyObject **slot = &rb->slots[t & (SMC_RB_SIZE - 1)];
+    PyObject *prev = _Py_atomic_exchange_ptr(slot, (PyObject *)n);
+    if (SM_UNLIKELY(SMC_IS_DEAD(n))) {
+        /* Removed meanwhile: take the record back unless a drain took it. */
+        void *expected = n;
+        if (_Py_atomic_compare_exchange_ptr(slot, &expected, NULL)) {
+            Py_DECREF(n);
+        }
+    }
+#else
+    if (SM_UNLIKELY(n->dead)) {
+        /* Removed while a Python timer ran (it can release the GIL): no
+         * record, so that the cache keeps no reference to a removed entry. */
+        Py_DECREF(n);
+        return;
+    }
+    Py_ssize_t t = rb->tail++;
+    PyObject **slot = &rb->slots[t & (SMC_RB_SIZE - 1)];
+    PyObject *prev = *slot;
+    *slot = (PyObject *)n;
+#endif
+    if ((t & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
+        rings_try_drain(m);
+    }
+    Py_XDECREF(prev);  /* a lost record; no lock is held here */
+}
+
+/* -------------------------------------------------------- locking, checks */
+
+static int
+cache_txn_check(SMCacheObject *m)
+{
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard))) {
+        void *me = sm_me();
+        if (SM_LOAD_PTR(&m->txn_owner) == me) {
+            return sm_raise_recursive(MSG_TXN_REENTRY);
+        }
+        if (SM_LOAD_INT(&m->committing) && !sm_lock_held_by(&m->lock, me)) {
+            /* A transaction is being applied under the lock: wait for it. */
+            if (sm_lock_counted(&m->lock, &m->lockstats, me) < 0) {
+                return -1;
+            }
+            int64_t sampled = sm_unlock_counted(&m->lock, &m->lockstats);
+            if (SM_UNLIKELY(sampled)) {
+                sm_report_wait(SMC_str_Cache, sampled);
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+cache_not_configured(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "Cache.__init__ was not called");
+    return -1;
+}
+
+/* Take the lock for a write.  0, or -1 with an exception (nothing held). */
+static int
+cache_lock(SMCacheObject *m)
+{
+    sm_note_thread((PyObject *)m, &m->shared);
+    if (SM_UNLIKELY(!m->configured)) {
+        return cache_not_configured();
+    }
+    void *me = sm_me();
+    if (SM_UNLIKELY(SM_LOAD_PTR(&m->txn_owner) == me)) {
+        return sm_raise_recursive(MSG_TXN_REENTRY);
+    }
+    if (SM_UNLIKELY(sm_lock_held_by(&m->lock, me))) {
+        return sm_raise_recursive(MSG_WRITE_REENTRY);
+    }
+    if (sm_lock_counted(&m->lock, &m->lockstats, me) < 0) {
+        return -1;
+    }
+    HELD_INC();
+    return 0;
+}
+
+/* ------------------------------------------------------------- removal */
+
+/* Remove live node n (in the dict unless pending) from the cache, under the
+ * lock.  cause: SMC_str_size / SMC_str_expired for evictions, NULL for an
+ * explicit delete.  0, or -1 if the dict call failed (a colliding key's
+ * __eq__ raised): then nothing changed. */
+static int
+node_remove(SMCacheObject *m, SMCNode *n, PyObject *cause, SMCPend *p)
+{
+    if (n->pending) {
+        n->evicted = 1;
+    }
+    else {
+        Py_INCREF(n);  /* the dict's reference goes; ours is released later */
+        if (sm_dict_del(m->dict, n->key, n->hash) < 0) {
+            Py_DECREF(n);
+            return -1;
+        }
+        pend_bury(p, (PyObject *)n);
+        SM_ADD_SSIZE(&m->count, -1);
+        SM_WROTE(m->writes, deletes, 1, &m->stats);
+    }
+    if (n->queue != SMC_Q_NONE) {
+        q_unlink(m, n);
+    }
+    w_unlink(m, n);
+    m->weight -= n->weight;
+    SMC_SET_DEAD(n);
+    p->removed = 1;
+    if (cause == SMC_str_size) {
+        SM_BUMP(&m->evicted_size, 1);
+    }
+    else if (cause == SMC_str_expired) {
+        SM_BUMP(&m->evicted_expired, 1);
+    }
+    if (cause != NULL) {
+        pend_evicted(m, p, n, cause);
+    }
+    return 0;
+}
+
+/* Remove every entry whose deadline has passed (write order is deadline
+ * order: every entry gets the same ttl).  0 or -1. */
+static int
+cache_expire(SMCacheObject *m, int64_t now, SMCPend *p)
+{
+    if (m->ttl_ns == 0) {
+        return 0;
+    }
+    while (m->whead != NULL && !m->whead->pending && now >= m->whead->expires) {
+        if (node_remove(m, m->whead, SMC_str_expired, p) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Evict until the total weight fits (the lock is held).  0 or -1. */
+static int
+cache_evict(SMCacheObject *m, SMCPend *p)
+{
+    if (!cache_bounded(m)) {
+        return 0;
+    }
+    if (m->policy == SMC_LRU) {
+        while (m->weight > m->maxsize && m->q[SMC_Q_WINDOW].head != NULL) {
+            if (node_remove(m, m->q[SMC_Q_WINDOW].head, SMC_str_size, p) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    /* What overflows the window becomes a candidate for the main space. */
+    SMCNode *cand = NULL;
+    SMCQueue *win = &m->q[SMC_Q_WINDOW];
+    while (win->weight > m->window_max && win->head != NULL) {
+        SMCNode *n = win->head;
+        q_unlink(m, n);
+        q_push(m, SMC_Q_PROBATION, n);
+        if (cand == NULL) {
+            cand = n;
+        }
+    }
+    while (m->weight > m->maxsize) {
+        SMCNode *victim = m->q[SMC_Q_PROBATION].head;
+        if (victim == NULL) {
+            victim = m->q[SMC_Q_PROTECTED].head;
+        }
+        if (victim == NULL) {
+            victim = win->head;
+        }
+        if (victim == NULL) {
+            break;  /* unreachable: weight > 0 means some node is linked */
+        }
+        if (cand != NULL && cand->queue == SMC_Q_PROBATION && cand != victim) {
+            /* Admission: the candidate replaces the victim only if the
+             * sketch says it is used more often. */
+            if (sketch_frequency(m, cand->hash) > sketch_frequency(m, victim->hash)) {
+                if (node_remove(m, victim, SMC_str_size, p) < 0) {
+                    return -1;
+                }
+            }
+            else {
+                SMCNode *next = cand->next;
+                if (node_remove(m, cand, SMC_str_size, p) < 0) {
+                    return -1;
+                }
+                cand = next;
+            }
+        }
+        else {
+            if (victim == cand) {
+                cand = cand->next;
+            }
+            if (node_remove(m, victim, SMC_str_size, p) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- writing */
+
+/* Weigh value with the weigher (1 without one).  0 or -1. */
+static int
+cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
+{
+    if (m->weigher == NULL) {
+        *out = 1;
+        return 0;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(m->weigher, key, value, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    if (PyBool_Check(r) || !PyLong_Check(r)) {
+        PyErr_Format(PyExc_TypeError, "the weigher must return an int, not %.100s",
+                     Py_TYPE(r)->tp_name);
+        Py_DECREF(r);
+        return -1;
+    }
+    Py_ssize_t w = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (w == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (w < 0) {
+        PyErr_Format(PyExc_ValueError, "the weigher returned a negative weight (%zd)", w);
+        return -1;
+    }
+    *out = w;
+    return 0;
+}
+
+/* Install `value` for key (the lock is held).  old: the key's current node
+ * (borrowed, live) or NULL.  n: a fresh node (reference stolen).  Evicts
+ * first, publishes last.  0 or -1 (on -1 nothing was published; evictions
+ * made before a failure stand). */
+static int
+cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
+              Py_ssize_t weight, int64_t now, SMCNode *old, SMCNode *n, SMCPend *p)
+{
+    n->key = Py_NewRef(old != NULL ? old->key : key);  /* dict keeps the first key */
+    n->value = Py_NewRef(value);
+    n->hash = hash;
+    n->weight = weight;
+    n->expires = m->ttl_ns != 0 ? now + m->ttl_ns : INT64_MAX;
+    n->pending = 1;
+    if (cache_bounded(m) && weight > m->maxsize) {
+        /* Can never fit: evicted at once (the old value, if any, goes too). */
+        int rc = old != NULL ? node_remove(m, old, NULL, p) : 0;
+        if (rc == 0) {
+            SM_BUMP(&m->evicted_size, 1);
+            pend_evicted(m, p, n, SMC_str_size);
+            SMC_SET_DEAD(n);
+        }
+        pend_bury(p, (PyObject *)n);
+        return rc;
+    }
+    if (cache_bounded(m)) {
+        /* The accesses recorded so far count before a victim is chosen. */
+        rings_drain(m, p);
+    }
+    if (old != NULL) {
+        /* Out of the policy now; the dict swaps it for n in one call below. */
+        if (old->queue != SMC_Q_NONE) {
+            q_unlink(m, old);
+        }
+        w_unlink(m, old);
+        m->weight -= old->weight;
+    }
+    if (cache_bounded(m)) {
+        if (m->policy == SMC_TINYLFU) {
+            sketch_ensure(m, m->count + 1);
+            sketch_increment(m, hash);
+        }
+        q_push(m, SMC_Q_WINDOW, n);
+    }
+    if (m->ttl_ns != 0) {
+        w_push(m, n);
+    }
+    m->weight += weight;
+    int rc = cache_evict(m, p);
+    if (rc == 0 && n->evicted) {
+        /* Not admitted: the key ends absent (its old value leaves too). */
+        if (old != NULL) {
+            Py_INCREF(old);
+            if (sm_dict_del(m->dict, key, hash) < 0) {
+                Py_DECREF(old);
+                rc = -1;
+            }
+            else {
+                pend_bury(p, (PyObject *)old);
+                SMC_SET_DEAD(old);
+                SM_ADD_SSIZE(&m->count, -1);
+                SM_WROTE(m->writes, deletes, 1, &m->stats);
+            }
+        }
+        pend_bury(p, (PyObject *)n);
+        return rc;
+    }
+    if (rc == 0) {
+        if (old != NULL) {
+            Py_INCREF(old);  /* released after the unlock */
+        }
+        rc = sm_dict_set(m->dict, n->key, (PyObject *)n, hash);
+        if (rc == 0) {
+            n->pending = 0;
+            if (old != NULL) {
+                SMC_SET_DEAD(old);
+                pend_bury(p, (PyObject *)old);
+                SM_WROTE(m->writes, updates, 1, &m->stats);
+            }
+            else {
+                SM_ADD_SSIZE(&m->count, 1);
+                SM_WROTE(m->writes, inserts, 1, &m->stats);
+            }
+            p->removed |= old != NULL;
+            Py_DECREF(n);  /* the dict holds it */
+            return 0;
+        }
+        Py_XDECREF(old);
+    }
+    /* Failed: unlink n again; restore old in the policy (write order moves). */
+    if (!n->evicted) {
+        if (n->queue != SMC_Q_NONE) {
+            q_unlink(m, n);
+        }
+        w_unlink(m, n);
+        m->weight -= n->weight;
+    }
+    SMC_SET_DEAD(n);
+    if (old != NULL && !SMC_IS_DEAD(old)) {
+        if (cache_bounded(m)) {
+            q_push(m, SMC_Q_WINDOW, old);
+        }
+        if (m->ttl_ns != 0) {
+            w_push(m, old);
+        }
+        m->weight += old->weight;
+    }
+    pend_bury(p, (PyObject *)n);
+    return -1;
+}
+
+/* The key's live node under the lock (borrowed; an expired one is removed
+ * and reported absent).  1, 0 or -1. */
+static int
+cache_find_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
+                  SMCNode **out, SMCPend *p)
+{
+    PyObject *o;
+    *out = NULL;
+    int r = sm_dict_get(m->dict, key, hash, &o);
+    if (r <= 0) {
+        return r;
+    }
+    SMCNode *n = (SMCNode *)o;
+    Py_DECREF(o);  /* the dict holds it while we hold the lock */
+    if (node_expired(m, n, now)) {
+        return node_remove(m, n, SMC_str_expired, p) < 0 ? -1 : 0;
+    }
+    *out = n;
+    return 1;
+}
+
+enum { SMC_PUT, SMC_IF_ABSENT, SMC_SWAP };
+
+/* The writes whose value is known before the lock: store (SMC_PUT),
+ * load_or_store (SMC_IF_ABSENT) and swap (SMC_SWAP).  The weigher and the
+ * clock run first, with no lock held; under the lock: expire, look the key
+ * up, install.  0 or -1; *prev: for SMC_IF_ABSENT and SMC_SWAP, a strong
+ * reference to the live value found (NULL if the key was absent). */
+static int
+cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject **prev)
+{
+    *prev = NULL;
+    if (sm_check_value(value) < 0) {
+        return -1;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    Py_ssize_t weight;
+    int64_t now = 0;
+    if (!m->configured) {
+        return cache_not_configured();
+    }
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return -1;
+    }
+    if (mode == SMC_IF_ABSENT) {
+        /* A live entry is the answer at the instant of this lookup: no lock,
+         * no weighing. */
+        if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+            return -1;
+        }
+        PyObject *o;
+        int r = sm_dict_get(m->dict, key, hash, &o);
+        if (r < 0) {
+            return -1;
+        }
+        if (r == 1) {
+            if (!node_expired(m, (SMCNode *)o, now)) {
+                *prev = Py_NewRef(((SMCNode *)o)->value);
+                Py_DECREF(o);
+                return 0;
+            }
+            Py_DECREF(o);
+        }
+    }
+    if (cache_weigh(m, key, value, &weight) < 0) {
+        return -1;
+    }
+    SMCNode *n = node_new();  /* allocated before the lock: may collect */
+    if (n == NULL) {
+        return -1;
+    }
+    if (cache_lock(m) < 0) {
+        Py_DECREF(n);
+        return -1;
+    }
+    SMCPend p = SMC_PEND_INIT;
+    SMCNode *old;
+    int rc = cache_expire(m, now, &p);
+    int r = rc < 0 ? -1 : cache_find_locked(m, key, hash, now, &old, &p);
+    if (r == 1 && mode != SMC_PUT) {
+        *prev = Py_NewRef(old->value);
+    }
+    if (r < 0) {
+        rc = -1;
+        pend_bury(&p, (PyObject *)n);
+    }
+    else if (r == 1 && (mode == SMC_IF_ABSENT || old->value == value)) {
+        pend_bury(&p, (PyObject *)n);  /* present, or the very object: nothing changes */
+        rc = 0;
+    }
+    else {
+        rc = cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, n, &p);
+        if (rc < 0) {
+            Py_CLEAR(*prev);
+        }
+    }
+    cache_unlock(m, &p);
+    return rc;
+}
+
+static int
+cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
+{
+    PyObject *prev;
+    return cache_put(m, key, value, SMC_PUT, &prev);
+}
+
+/* Remove key.  1: removed (*out strong), 0: absent, -1: error. */
+static int
+cache_pop_impl(SMCacheObject *m, PyObject *key, PyObject **out)
+{
+    *out = NULL;
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return -1;
+    }
+    int64_t now = 0;
+    if (m->configured && m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return -1;
+    }
+    if (cache_lock(m) < 0) {
+        return -1;
+    }
+    SMCPend p = SMC_PEND_INIT;
+    SMCNode *n;
+    int r = cache_find_locked(m, key, hash, now, &n, &p);
+    if (r == 1) {
+        *out = Py_NewRef(n->value);
+        if (node_remove(m, n, NULL, &p) < 0) {
+            Py_CLEAR(*out);
+            r = -1;
+        }
+    }
+    cache_unlock(m, &p);
+    return r;
+}
+
+/* ------------------------------------------------------------- reading */
+
+/* A point read, counted as a hit or a miss.  1 (*out strong), 0 or -1. */
+SM_ALWAYS_INLINE int
+cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
+{
+    Py_hash_t hash = sm_hash(key);
+    *out = NULL;
+    if (hash == -1) {
+        return -1;
+    }
+    sm_note_thread((PyObject *)m, &m->shared);
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+        return -1;
+    }
+    PyObject *o;
+    int r = sm_dict_get(m->dict, key, hash, &o);
+    if (r <= 0) {
+        if (r == 0) {
+            SM_CELL_ADD(m, &m->stats, misses, 1);
+        }
+        return r;
+    }
+    SMCNode *n = (SMCNode *)o;
+    if (m->ttl_ns != 0) {
+        int64_t now;
+        if (cache_now(m, &now) < 0) {
+            Py_DECREF(o);
+            return -1;
+        }
+        if (now >= n->expires) {
+            Py_DECREF(o);
+            SM_CELL_ADD(m, &m->stats, misses, 1);
+            return 0;
+        }
+    }
+    *out = Py_NewRef(n->value);
+    SM_CELL_ADD(m, &m->stats, hits, 1);
+    if (cache_bounded(m)) {
+        ring_record(m, n);
+    }
+    else {
+        Py_DECREF(o);
+    }
+    return 1;
+}
+
+static void
+cache_key_error(PyObject *key)
+{
+    PyObject *t = PyTuple_Pack(1, key);
+    if (t != NULL) {
+        PyErr_SetObject(PyExc_KeyError, t);
+        Py_DECREF(t);
+    }
+}
+
+static PyObject *
+cache_subscript(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = cache_read((SMCacheObject *)op, key, &v);
+    if (r == 0) {
+        cache_key_error(key);
+    }
+    return v;
+}
+
+static int
+cache_contains(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = cache_read((SMCacheObject *)op, key, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static PyObject *
+cache_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *v;
+    int r = cache_read((SMCacheObject *)op, args[0], &v);
+    if (r == 0) {
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    }
+    return v;
+}
+
+static PyObject *
+cache_load(PyObject *op, PyObject *key)
+{
+    PyObject *v;
+    int r = cache_read((SMCacheObject *)op, key, &v);
+    if (r < 0) {
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(v);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, r ? v : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(r ? Py_True : Py_False));
+    return t;
+}
+
+static int
+cache_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (value != NULL) {
+        return cache_store_impl(m, key, value);
+    }
+    PyObject *old;
+    int r = cache_pop_impl(m, key, &old);
+    if (r == 0) {
+        cache_key_error(key);
+        return -1;
+    }
+    Py_XDECREF(old);
+    return r < 0 ? -1 : 0;
+}
+
+static PyObject *
+cache_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "store expected 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (cache_store_impl((SMCacheObject *)op, args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* (found value, True) or (value, False) for load_or_store; (previous, True)
+ * or (None, False) for swap. */
+static PyObject *
+cache_put_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int mode)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s expected 2 arguments, got %zd",
+                     mode == SMC_SWAP ? "swap" : "load_or_store", nargs);
+        return NULL;
+    }
+    PyObject *prev;
+    if (cache_put((SMCacheObject *)op, args[0], args[1], mode, &prev) < 0) {
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(prev);
+        return NULL;
+    }
+    PyObject *first = prev != NULL ? prev : Py_NewRef(mode == SMC_SWAP ? Py_None : args[1]);
+    PyTuple_SET_ITEM(t, 0, first);
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(prev != NULL ? Py_True : Py_False));
+    return t;
+}
+
+static PyObject *
+cache_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return cache_put_method(op, args, nargs, SMC_IF_ABSENT);
+}
+
+static PyObject *
+cache_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return cache_put_method(op, args, nargs, SMC_SWAP);
+}
+
+static PyObject *
+cache_load_and_delete(PyObject *op, PyObject *key)
+{
+    PyObject *old;
+    int r = cache_pop_impl((SMCacheObject *)op, key, &old);
+    if (r < 0) {
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(old);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, r ? old : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(r ? Py_True : Py_False));
+    return t;
+}
+
+static PyObject *
+cache_delete(PyObject *op, PyObject *key)
+{
+    PyObject *old;
+    int r = cache_pop_impl((SMCacheObject *)op, key, &old);
+    Py_XDECREF(old);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "pop expected 1 or 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *old;
+    int r = cache_pop_impl((SMCacheObject *)op, args[0], &old);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        if (nargs == 2) {
+            return Py_NewRef(args[1]);
+        }
+        cache_key_error(args[0]);
+        return NULL;
+    }
+    return old;
+}
+
+/* compute(key, fn): fn(key, old) runs holding the lock. */
+static PyObject *
+cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "compute expected 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *key = args[0], *fn = args[1];
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    int64_t now = 0;
+    if (m->configured && m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return NULL;
+    }
+    SMCNode *n = node_new();
+    if (n == NULL) {
+        return NULL;
+    }
+    if (cache_lock(m) < 0) {
+        Py_DECREF(n);
+        return NULL;
+    }
+    SMCPend p = SMC_PEND_INIT;
+    PyObject *result = NULL;
+    SMCNode *old = NULL;
+    int r = cache_expire(m, now, &p);
+    if (r == 0) {
+        r = cache_find_locked(m, key, hash, now, &old, &p);
+    }
+    if (r < 0) {
+        goto done;
+    }
+    /* Keep the old value alive through the callback (it is fn's argument). */
+    PyObject *oldv = r == 1 ? Py_NewRef(old->value) : Py_NewRef(SM_MISSING);
+    PyObject *callargs[2] = {key, oldv};
+    PyObject *nv = PyObject_Vectorcall(fn, callargs, 2, NULL);
+    pend_bury(&p, oldv);
+    if (nv == NULL) {
+        goto done;
+    }
+    /* The callback may have read the cache; the lock kept every writer out,
+     * so `old` is still the key's node. */
+    if (nv == SM_MISSING) {
+        sm_raise_sentinel(nv);
+        Py_DECREF(nv);
+        goto done;
+    }
+    if (nv == SM_DELETE) {
+        Py_DECREF(nv);
+        if (old != NULL && node_remove(m, old, NULL, &p) < 0) {
+            goto done;
+        }
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (old != NULL && old->value == nv) {
+        result = nv;
+        goto done;
+    }
+    Py_ssize_t weight;
+    if (cache_weigh(m, key, nv, &weight) < 0) {
+        Py_DECREF(nv);
+        goto done;
+    }
+    SMCNode *fresh = n;
+    n = NULL;
+    if (cache_install(m, key, hash, nv, weight, now, old, fresh, &p) < 0) {
+        Py_DECREF(nv);
+        goto done;
+    }
+    result = nv;
+done:
+    if (n != NULL) {
+        pend_bury(&p, (PyObject *)n);
+    }
+    cache_unlock(m, &p);
+    return result;
+}
+
+/* ------------------------------------------------------- whole-map reads */
+
+static Py_ssize_t
+cache_length(PyObject *op)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    sm_note_thread(op, &m->shared);
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+        return -1;
+    }
+    if (m->ttl_ns == 0) {
+        return SM_LOAD_SSIZE(&m->count);
+    }
+    /* Expired entries are not counted: sweep them first. */
+    int64_t now;
+    if (cache_now(m, &now) < 0) {
+        return -1;
+    }
+    void *me = sm_me();
+    if (sm_lock_held_by(&m->lock, me)) {
+        /* Inside a compute callback: count without removing. */
+        Py_ssize_t n = m->count;
+        for (SMCNode *w = m->whead; w != NULL && now >= w->expires; w = w->wnext) {
+            n -= !w->pending;
+        }
+        return n;
+    }
+    if (cache_lock(m) < 0) {
+        return -1;
+    }
+    SMCPend p = SMC_PEND_INIT;
+    int rc = cache_expire(m, now, &p);
+    Py_ssize_t n = m->count;
+    cache_unlock(m, &p);
+    return rc < 0 ? -1 : n;
+}
+
+/* Copy the live (key, value) pairs into buf: an atomic copy of the dict, then
+ * each node replaced by its value (expired ones dropped). */
+static int
+cache_collect(SMCacheObject *m, SMBuf *buf)
+{
+    int64_t now = 0;
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return -1;
+    }
+    SMBuf raw = {NULL, 0, 0};
+    if (sm_buf_collect_dict(&raw, m->dict) < 0) {
+        sm_buf_clear(&raw);
+        return -1;
+    }
+    if (sm_buf_reserve(buf, buf->n + raw.n) < 0) {
+        sm_buf_clear(&raw);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < raw.n; i += 2) {
+        SMCNode *n = (SMCNode *)raw.items[i + 1];
+        if (node_expired(m, n, now)) {
+            continue;
+        }
+        buf->items[buf->n++] = Py_NewRef(raw.items[i]);
+        buf->items[buf->n++] = Py_NewRef(n->value);
+    }
+    sm_buf_clear(&raw);
+    return 0;
+}
+
+static int
+cache_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
+{
+    SMCacheObject *m = (SMCacheObject *)owner;
+    if (index > 0) {
+        return 0;
+    }
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+        return -1;
+    }
+    return cache_collect(m, buf) < 0 ? -1 : 1;
+}
+
+static PyObject *
+cache_iter_common(SMCacheObject *m, int kind)
+{
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
+        sm_raise_recursive(MSG_TXN_REENTRY);
+        return NULL;
+    }
+    return sm_iter_new((PyObject *)m, &m->stats, cache_fill, kind);
+}
+
+static PyObject *
+cache_iter(PyObject *op)
+{
+    return cache_iter_common((SMCacheObject *)op, SM_ITER_KEYS);
+}
+
+static PyObject *
+cache_iter_items(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return cache_iter_common((SMCacheObject *)op, SM_ITER_ITEMS);
+}
+
+static PyObject *
+cache_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+        return NULL;
+    }
+    SMBuf buf = {NULL, 0, 0};
+    if (cache_collect(m, &buf) < 0) {
+        sm_buf_clear(&buf);
+        return NULL;
+    }
+    PyObject *d = PyDict_New();
+    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
+        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+    sm_buf_clear(&buf);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
+    Py_DECREF(d);
+    return res;
+}
+
+/* clear(): one dict call empties the dict (atomic for readers); the nodes are
+ * released after the unlock.  Not an eviction: on_evict is not called. */
+static PyObject *
+cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_lock(m) < 0) {
+        return NULL;
+    }
+    SMCPend p = SMC_PEND_INIT;
+    SMBuf all = {NULL, 0, 0};
+    if (sm_buf_collect_dict(&all, m->dict) < 0) {
+        cache_unlock(m, &p);
+        sm_buf_clear(&all);
+        return NULL;
+    }
+    PyDict_Clear(m->dict);  /* the nodes stay alive in `all` */
+    for (Py_ssize_t i = 1; i < all.n; i += 2) {
+        SMC_SET_DEAD((SMCNode *)all.items[i]);
+    }
+    Py_ssize_t removed = all.n / 2;
+    for (int q = 0; q < SMC_NQ; q++) {
+        m->q[q].head = m->q[q].tail = NULL;
+        m->q[q].weight = 0;
+    }
+    m->whead = m->wtail = NULL;
+    m->weight = 0;
+    SM_STORE_SSIZE_RELAXED(&m->count, 0);
+    if (removed > 0) {
+        SM_WROTE(m->writes, deletes, removed, &m->stats);
+        p.removed = 1;
+    }
+    cache_unlock(m, &p);
+    sm_buf_clear(&all);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------- transactions */
+
+static int
+cache_txn_owned(SMCacheObject *m)
+{
+    if (SM_LOAD_PTR(&m->txn_owner) != sm_me()) {
+        PyErr_SetString(PyExc_RuntimeError, "the transaction is over");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+cache_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_lock(m) < 0) {
+        return NULL;
+    }
+    SM_STORE_PTR(&m->txn_owner, sm_me());
+    SM_STORE_INT(&m->guard, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_txn_end(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_txn_owned(m) < 0) {
+        return NULL;
+    }
+    SM_STORE_INT(&m->committing, 0);
+    SM_STORE_INT(&m->guard, 0);
+    SM_STORE_PTR(&m->txn_owner, NULL);
+    SMCPend p = {m->txn_grave, m->txn_evicted, 1};
+    m->txn_grave = (SMBuf){NULL, 0, 0};
+    m->txn_evicted = (SMBuf){NULL, 0, 0};
+    cache_unlock(m, &p);
+    Py_RETURN_NONE;
+}
+
+/* The transaction's thread reads the live contents: a dict of key -> value. */
+static PyObject *
+cache_txn_items(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_txn_owned(m) < 0) {
+        return NULL;
+    }
+    SMBuf buf = {NULL, 0, 0};
+    if (cache_collect(m, &buf) < 0) {
+        sm_buf_clear(&buf);
+        return NULL;
+    }
+    PyObject *d = PyDict_New();
+    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
+        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+    sm_buf_clear(&buf);
+    return d;
+}
+
+/* _txn_get(key): the key's live value for the transaction's thread, else
+ * KeyError. */
+static PyObject *
+cache_txn_get(PyObject *op, PyObject *key)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_txn_owned(m) < 0) {
+        return NULL;
+    }
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    int64_t now = 0;
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return NULL;
+    }
+    PyObject *o;
+    int r = sm_dict_get(m->dict, key, hash, &o);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0 || node_expired(m, (SMCNode *)o, now)) {
+        Py_XDECREF(o);
+        cache_key_error(key);
+        return NULL;
+    }
+    PyObject *v = Py_NewRef(((SMCNode *)o)->value);
+    Py_DECREF(o);
+    return v;
+}
+
+/* _txn_write(key, value) / _txn_write(key) (delete): one change of the
+ * commit, made by the lock holder; readers wait until _txn_end. */
+static PyObject *
+cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (cache_txn_owned(m) < 0) {
+        return NULL;
+    }
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_txn_write(key[, value])");
+        return NULL;
+    }
+    PyObject *key = args[0];
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    int64_t now = 0;
+    if (m->ttl_ns != 0 && m->timer == NULL) {
+        now = sm_now_ns();
+    }
+    else if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return NULL;
+    }
+    Py_ssize_t weight = 1;
+    if (nargs == 2 && (sm_check_value(args[1]) < 0 || cache_weigh(m, key, args[1], &weight) < 0)) {
+        return NULL;
+    }
+    SMCNode *n = nargs == 2 ? node_new() : NULL;
+    if (nargs == 2 && n == NULL) {
+        return NULL;
+    }
+    SM_STORE_INT(&m->committing, 1);
+    SMCPend p = {m->txn_grave, m->txn_evicted, 0};
+    SMCNode *old;
+    int r = cache_find_locked(m, key, hash, now, &old, &p);
+    int rc = r < 0 ? -1 : 0;
+    if (r >= 0) {
+        if (nargs == 1) {
+            if (r == 1) {
+                rc = node_remove(m, old, NULL, &p);
+            }
+            else {
+                cache_key_error(key);
+                rc = -1;
+            }
+        }
+        else if (r == 1 && old->value == args[1]) {
+            rc = 0;
+        }
+        else {
+            rc = cache_install(m, key, hash, args[1], weight, now, r == 1 ? old : NULL, n, &p);
+            n = NULL;
+        }
+    }
+    if (n != NULL) {
+        pend_bury(&p, (PyObject *)n);
+    }
+    m->txn_grave = p.grave;
+    m->txn_evicted = p.evicted;
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ statistics */
+
+static int
+set_n(PyObject *d, const char *name, Py_ssize_t v)
+{
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(d, name, o);
+    Py_DECREF(o);
+    return rc;
+}
+
+static PyObject *
+cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    SMWrites w = {
+        SM_LOAD_SSIZE_RELAXED(&m->writes.inserts),
+        SM_LOAD_SSIZE_RELAXED(&m->writes.updates),
+        SM_LOAD_SSIZE_RELAXED(&m->writes.deletes),
+        SM_LOAD_SSIZE_RELAXED(&m->writes.during_iteration),
+    };
+    SMLockStats ls = {
+        SM_LOAD_SSIZE_RELAXED(&m->lockstats.acquisitions),
+        SM_LOAD_SSIZE_RELAXED(&m->lockstats.contentions),
+        SM_LOAD_I64_RELAXED(&m->lockstats.wait_ns),
+        0,
+    };
+    Py_ssize_t calls = 0;
+    for (Py_ssize_t b = 0; b < m->nbufs; b++) {
+        calls += SM_LOAD_SSIZE_RELAXED(&m->rbufs[b].b.calls);
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    if (set_n(d, "calls", calls) < 0 || set_n(d, "size", SM_LOAD_SSIZE(&m->count)) < 0 ||
+        set_n(d, "evictions_size", SM_LOAD_SSIZE_RELAXED(&m->evicted_size)) < 0 ||
+        set_n(d, "evictions_expired", SM_LOAD_SSIZE_RELAXED(&m->evicted_expired)) < 0 ||
+        set_n(d, "loads", SM_LOAD_SSIZE_RELAXED(&m->loads)) < 0 ||
+        set_n(d, "load_failures", SM_LOAD_SSIZE_RELAXED(&m->load_failures)) < 0 ||
+        sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &ls) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* _count_load(ok): one load of get_or_compute finished (ok) or raised. */
+static PyObject *
+cache_count_load(PyObject *op, PyObject *ok)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    int t = PyObject_IsTrue(ok);
+    if (t < 0) {
+        return NULL;
+    }
+#if SM_FREE_THREADED
+    (void)_Py_atomic_add_ssize(t ? &m->loads : &m->load_failures, 1);
+#else
+    if (t) {
+        m->loads++;
+    }
+    else {
+        m->load_failures++;
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
+/* _frequency(key): the sketch's estimate for key (tests, diagnostics). */
+static PyObject *
+cache_frequency(PyObject *op, PyObject *key)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    Py_hash_t hash = sm_hash(key);
+    if (hash == -1) {
+        return NULL;
+    }
+    if (cache_lock(m) < 0) {
+        return NULL;
+    }
+    int f = m->sketch != NULL ? sketch_frequency(m, hash) : 0;
+    SMCPend p = SMC_PEND_INIT;
+    cache_unlock(m, &p);
+    return PyLong_FromLong(f);
+}
+
+/* _count_call(): one call of a @cached function (striped like the rings). */
+static PyObject *
+cache_count_call(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+#if SM_FREE_THREADED
+    (void)_Py_atomic_add_ssize(&ring_of_thread(m)->calls, 1);
+#else
+    ring_of_thread(m)->calls++;
+#endif
+    Py_RETURN_NONE;
+}
+
+/* The rings' content, drained now (tests: make the policy see every recorded
+ * access before checking it). */
+static PyObject *
+cache_maintain(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    int64_t now = 0;
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return NULL;
+    }
+    if (cache_lock(m) < 0) {
+        return NULL;
+    }
+    SMCPend p = SMC_PEND_INIT;
+    rings_drain(m, &p);
+    int rc = cache_expire(m, now, &p);
+    cache_unlock(m, &p);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_options(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    return Py_BuildValue("{sOsOsOsOsOsO}", "maxsize", m->maxsize_obj ? m->maxsize_obj : Py_None,
+                         "ttl", m->ttl_obj ? m->ttl_obj : Py_None, "weigher",
+                         m->weigher ? m->weigher : Py_None, "policy",
+                         m->policy_obj ? m->policy_obj : Py_None, "on_evict",
+                         m->on_evict ? m->on_evict : Py_None, "timer",
+                         m->timer ? m->timer : Py_None);
+}
+
+static PyObject *
+cache_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    PyObject *ds = PyObject_CallMethod(m->dict, "__sizeof__", NULL);
+    if (ds == NULL) {
+        return NULL;
+    }
+    Py_ssize_t dsize = PyLong_AsSsize_t(ds);
+    Py_DECREF(ds);
+    if (dsize == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = Py_TYPE(op)->tp_basicsize + dsize +
+                   m->nbufs * (Py_ssize_t)sizeof(SMCReadBufSlot) +
+                   4 * (m->width / 16) * (Py_ssize_t)sizeof(uint64_t) +
+                   SM_LOAD_SSIZE(&m->count) * (Py_ssize_t)sizeof(SMCNode);
+    return PyLong_FromSsize_t(n);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void
+cache_after_fork(SMNode *node, void *me)
+{
+    SMCacheObject *m = (SMCacheObject *)((char *)node - offsetof(SMCacheObject, node));
+    (void)sm_lock_after_fork(&m->lock, me);
+    if (m->txn_owner != me) {
+        m->txn_owner = NULL;
+        m->guard = 0;
+        m->committing = 0;
+    }
+}
+
+static PyObject *
+cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    SMCacheObject *m = (SMCacheObject *)type->tp_alloc(type, 0);
+    if (m == NULL) {
+        return NULL;
+    }
+    m->maxsize = -1;
+    m->dict = PyDict_New();
+    if (m->dict == NULL || sm_stats_init(&m->stats) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#if SM_FREE_THREADED
+    m->nbufs = sm_nstripes;
+#else
+    m->nbufs = 1;
+#endif
+    m->rbufs_alloc = PyMem_Calloc(1, (size_t)m->nbufs * sizeof(SMCReadBufSlot) + SM_LINE);
+    if (m->rbufs_alloc == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    uintptr_t a = ((uintptr_t)m->rbufs_alloc + SM_LINE - 1) & ~(uintptr_t)(SM_LINE - 1);
+    m->rbufs = (SMCReadBufSlot *)a;
+    sm_register(&m->node, cache_after_fork);
+    return (PyObject *)m;
+}
+
+/* Parse and set the options (once, from __init__). */
+static int
+cache_configure(SMCacheObject *m, PyObject *maxsize, PyObject *ttl, PyObject *weigher,
+                PyObject *policy, PyObject *on_evict, PyObject *timer)
+{
+    Py_ssize_t max = -1;
+    if (maxsize != NULL && maxsize != Py_None) {
+        if (PyBool_Check(maxsize) || !PyLong_Check(maxsize)) {
+            PyErr_Format(PyExc_TypeError, "maxsize must be an int or None, not %.100s",
+                         Py_TYPE(maxsize)->tp_name);
+            return -1;
+        }
+        max = PyLong_AsSsize_t(maxsize);
+        if (max == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (max < 0) {
+            PyErr_Format(PyExc_ValueError, "maxsize must be >= 0 or None, got %zd", max);
+            return -1;
+        }
+    }
+    int pol = SMC_TINYLFU;
+    if (policy != NULL && policy != Py_None) {
+        if (PyUnicode_Check(policy) && PyUnicode_CompareWithASCIIString(policy, "lru") == 0) {
+            pol = SMC_LRU;
+        }
+        else if (!PyUnicode_Check(policy) ||
+                 PyUnicode_CompareWithASCIIString(policy, "tinylfu") != 0) {
+            PyErr_Format(PyExc_ValueError, "policy must be 'tinylfu' or 'lru', not %R", policy);
+            return -1;
+        }
+    }
+    int64_t ttl_ns = 0;
+    if (ttl != NULL && ttl != Py_None) {
+        double s = PyFloat_AsDouble(ttl);
+        if (s == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (!(s > 0) || s > 1e9) {
+            PyErr_Format(PyExc_ValueError, "ttl must be a number of seconds > 0, got %R", ttl);
+            return -1;
+        }
+        ttl_ns = (int64_t)(s * 1e9);
+        if (ttl_ns < 1) {
+            ttl_ns = 1;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        PyObject *f = i == 0 ? weigher : i == 1 ? on_evict : timer;
+        if (f != NULL && f != Py_None && !PyCallable_Check(f)) {
+            PyErr_Format(PyExc_TypeError, "%s must be callable or None",
+                         i == 0 ? "weigher" : i == 1 ? "on_evict" : "timer");
+            return -1;
+        }
+    }
+    if (max >= 0 && pol == SMC_TINYLFU) {
+        /* 4 rows of 4 x maxsize counters (rounded up to a power of two): 16
+         * counters per entry, as Caffeine's sketch has, so that collisions
+         * rarely lift a one-time key's estimate. */
+        Py_ssize_t cap = max < ((Py_ssize_t)1 << 22) ? max : ((Py_ssize_t)1 << 22);
+        Py_ssize_t width = 64;
+        while (width < 4 * cap) {
+            width *= 2;
+        }
+        /* The sketch starts small and grows with the entries (sketch_ensure):
+         * a large, mostly empty cache does not pay for it up front. */
+        m->width_max = width;
+        m->width = 64;
+        m->sketch = PyMem_Calloc((size_t)(4 * (m->width / 16)), sizeof(uint64_t));
+        if (m->sketch == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        m->sample_max = 10 * 16;  /* aging period: 10 x the entries the sketch is sized for */
+        m->window_max = max / 100 > 1 ? max / 100 : 1;
+        m->protected_max = (max - m->window_max) * 8 / 10;
+    }
+    else {
+        m->window_max = max;
+        m->protected_max = 0;
+    }
+    m->maxsize = max;
+    m->policy = pol;
+    m->ttl_ns = ttl_ns;
+#define SMC_OPT(field, v) m->field = (v) != NULL && (v) != Py_None ? Py_NewRef(v) : NULL
+    SMC_OPT(maxsize_obj, maxsize);
+    SMC_OPT(ttl_obj, ttl);
+    SMC_OPT(weigher, weigher);
+    SMC_OPT(on_evict, on_evict);
+    SMC_OPT(timer, timer);
+    m->policy_obj = PyUnicode_FromString(pol == SMC_LRU ? "lru" : "tinylfu");
+#undef SMC_OPT
+    if (m->policy_obj == NULL) {
+        return -1;
+    }
+    m->configured = 1;
+    return 0;
+}
+
+static const char *const cache_options_names[] = {"maxsize", "ttl", "weigher", "policy",
+                                                  "on_evict", "timer"};
+
+static int
+cache_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    if (PyTuple_GET_SIZE(args) > 1) {
+        PyErr_Format(PyExc_TypeError, "%.100s expected at most 1 positional argument, got %zd",
+                     Py_TYPE(op)->tp_name, PyTuple_GET_SIZE(args));
+        return -1;
+    }
+    PyObject *first = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *opt[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    PyObject *items = NULL;  /* keyword items, minus the options */
+    int given = 0, rc = -1;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        items = PyDict_Copy(kwds);
+        if (items == NULL) {
+            return -1;
+        }
+        for (int i = 0; i < 6; i++) {
+            PyObject *v = PyDict_GetItemString(items, cache_options_names[i]); /* borrowed */
+            if (v != NULL) {
+                opt[i] = Py_NewRef(v);
+                given = 1;
+                if (PyDict_DelItemString(items, cache_options_names[i]) < 0) {
+                    goto done;
+                }
+            }
+        }
+        if (PyDict_GET_SIZE(items) == 0) {
+            Py_CLEAR(items);
+        }
+    }
+    if (first != NULL && PyLong_Check(first) && !PyBool_Check(first)) {
+        /* Cache(128): a positional int is maxsize (no mapping is an int). */
+        if (opt[0] != NULL) {
+            PyErr_SetString(PyExc_TypeError, "Cache() got maxsize twice");
+            goto done;
+        }
+        opt[0] = Py_NewRef(first);
+        first = NULL;
+        given = 1;
+    }
+    if (!m->configured) {
+        if (cache_configure(m, opt[0], opt[1], opt[2], opt[3], opt[4], opt[5]) < 0) {
+            goto done;
+        }
+    }
+    else if (given) {
+        PyErr_SetString(PyExc_TypeError, "a Cache's options are set when it is made");
+        goto done;
+    }
+    rc = 0;
+    if (first != NULL || items != NULL) {
+        /* The protocol's update (mappings, pairs, keys()). */
+        PyObject *callargs = first ? PyTuple_Pack(2, op, first) : PyTuple_Pack(1, op);
+        PyObject *r = callargs ? PyObject_Call(SM_abc_update, callargs, items) : NULL;
+        Py_XDECREF(callargs);
+        if (r == NULL) {
+            rc = -1;
+        }
+        Py_XDECREF(r);
+    }
+done:
+    for (int i = 0; i < 6; i++) {
+        Py_XDECREF(opt[i]);
+    }
+    Py_XDECREF(items);
+    return rc;
+}
+
+static int
+cache_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    Py_VISIT(m->dict);
+    Py_VISIT(m->weigher);
+    Py_VISIT(m->on_evict);
+    Py_VISIT(m->timer);
+    Py_VISIT(m->ttl_obj);
+    Py_VISIT(m->maxsize_obj);
+    for (Py_ssize_t b = 0; m->rbufs != NULL && b < m->nbufs; b++) {
+        for (int i = 0; i < SMC_RB_SIZE; i++) {
+            Py_VISIT(m->rbufs[b].b.slots[i]);
+        }
+    }
+    return 0;
+}
+
+static void
+rings_release(SMCacheObject *m)
+{
+    for (Py_ssize_t b = 0; m->rbufs != NULL && b < m->nbufs; b++) {
+        for (int i = 0; i < SMC_RB_SIZE; i++) {
+            Py_CLEAR(m->rbufs[b].b.slots[i]);
+        }
+    }
+}
+
+static int
+cache_tp_clear(PyObject *op)
+{
+    /* Break cycles: empty the cache (it stays usable, empty). */
+    SMCacheObject *m = (SMCacheObject *)op;
+    rings_release(m);
+    for (int q = 0; q < SMC_NQ; q++) {
+        m->q[q].head = m->q[q].tail = NULL;
+        m->q[q].weight = 0;
+    }
+    m->whead = m->wtail = NULL;
+    m->weight = 0;
+    SM_STORE_SSIZE_RELAXED(&m->count, 0);
+    if (m->dict != NULL) {
+        PyDict_Clear(m->dict);
+    }
+    Py_CLEAR(m->weigher);
+    Py_CLEAR(m->on_evict);
+    Py_CLEAR(m->timer);
+    return 0;
+}
+
+static void
+cache_dealloc(PyObject *op)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    PyObject_GC_UnTrack(op);
+    Py_TRASHCAN_BEGIN(op, cache_dealloc)
+    if (m->node.after_fork != NULL) {
+        sm_unregister(&m->node);
+    }
+    if (m->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    rings_release(m);
+    Py_CLEAR(m->dict);
+    Py_CLEAR(m->weigher);
+    Py_CLEAR(m->on_evict);
+    Py_CLEAR(m->timer);
+    Py_CLEAR(m->ttl_obj);
+    Py_CLEAR(m->maxsize_obj);
+    Py_CLEAR(m->policy_obj);
+    sm_buf_clear(&m->txn_grave);
+    sm_buf_clear(&m->txn_evicted);
+    sm_lock_fini(&m->lock);
+    PyMem_Free(m->rbufs_alloc);
+    m->rbufs_alloc = NULL;
+    m->rbufs = NULL;
+    PyMem_Free(m->sketch);
+    m->sketch = NULL;
+    sm_stats_fini(&m->stats);
+    Py_TYPE(op)->tp_free(op);
+    Py_TRASHCAN_END
+}
+
+/* ------------------------------------------------------------ type */
+
+static PyMappingMethods cache_as_mapping = {
+    .mp_length = cache_length,
+    .mp_subscript = cache_subscript,
+    .mp_ass_subscript = cache_ass_subscript,
+};
+
+static PySequenceMethods cache_as_sequence = {
+    .sq_contains = cache_contains,
+};
+
+#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
+
+static PyMethodDef cache_methods[] = {
+    FASTCALL("get", cache_get, "get(key, default=None, /): the value for key, else default."),
+    {"load", cache_load, METH_O, "load(key): (value, True) if present, else (None, False)."},
+    FASTCALL("store", cache_store, "store(key, value): set key to value (evicting first)."),
+    FASTCALL("pop", cache_pop, "pop(key[, default]): remove key and return its value."),
+    FASTCALL("load_or_store", cache_load_or_store,
+             "load_or_store(key, value): (existing, True), or store value and return "
+             "(value, False)."),
+    FASTCALL("swap", cache_swap,
+             "swap(key, value): store value; (previous, True), or (None, False) if absent."),
+    {"load_and_delete", cache_load_and_delete, METH_O,
+     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
+    {"delete", cache_delete, METH_O, "delete(key): remove key if present."},
+    FASTCALL("compute", cache_compute,
+             "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
+             "MISSING when absent; return DELETE to remove). fn runs holding the cache's "
+             "lock: it may read the cache, writing to it raises RecursiveUpdateError."),
+    {"clear", cache_clear_impl, METH_NOARGS, "clear(): remove every entry, atomically."},
+    {"snapshot", cache_snapshot, METH_NOARGS,
+     "snapshot(): a FrozenMap equal to the cache's contents at one instant."},
+    {"_iter_items", cache_iter_items, METH_NOARGS,
+     "Weakly consistent (key, value) iterator; holds no lock while the consumer runs."},
+    {"_options", cache_options, METH_NOARGS, "The options that rebuild a cache like this one."},
+    {"__sizeof__", cache_sizeof, METH_NOARGS, "Size in memory, in bytes."},
+    {"_stats_raw", cache_stats_raw, METH_NOARGS,
+     "The statistics counters as a dict of MapStats field names (see stats())."},
+    {"_count_load", cache_count_load, METH_O, "Count one load (True) or load failure (False)."},
+    {"_frequency", cache_frequency, METH_O, "The frequency sketch's estimate for a key."},
+    {"_count_call", cache_count_call, METH_NOARGS, "Count one call of a @cached function."},
+    {"_maintain", cache_maintain, METH_NOARGS,
+     "Apply the recorded accesses to the policy and remove expired entries now."},
+    {"_txn_begin", cache_txn_begin, METH_NOARGS, "Take the lock for transaction()."},
+    {"_txn_items", cache_txn_items, METH_NOARGS, "The live contents, inside transaction()."},
+    {"_txn_get", cache_txn_get, METH_O, "A key's value, inside transaction() (KeyError)."},
+    FASTCALL("_txn_write", cache_txn_write,
+             "_txn_write(key[, value]): one change of a transaction's commit."),
+    {"_txn_end", cache_txn_end, METH_NOARGS, "Release what _txn_begin took."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SMCache_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.CacheBase",
+    .tp_basicsize = sizeof(SMCacheObject),
+    .tp_dealloc = cache_dealloc,
+    .tp_as_sequence = &cache_as_sequence,
+    .tp_as_mapping = &cache_as_mapping,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Native core of safemap.Cache: a bounded map with W-TinyLFU or LRU "
+              "eviction. Use safemap.Cache.",
+    .tp_traverse = cache_traverse,
+    .tp_clear = cache_tp_clear,
+    .tp_weaklistoffset = offsetof(SMCacheObject, weakreflist),
+    .tp_iter = cache_iter,
+    .tp_methods = cache_methods,
+    .tp_init = cache_init,
+    .tp_alloc = PyType_GenericAlloc,
+    .tp_new = cache_new,
+    .tp_free = PyObject_GC_Del,
+};
+
+int
+sm_cache_exec(PyObject *module)
+{
+    if (SMC_str_size == NULL && (SMC_str_size = PyUnicode_InternFromString("size")) == NULL) {
+        return -1;
+    }
+    if (SMC_str_expired == NULL &&
+        (SMC_str_expired = PyUnicode_InternFromString("expired")) == NULL) {
+        return -1;
+    }
+    if (SMC_str_Cache == NULL && (SMC_str_Cache = PyUnicode_InternFromString("Cache")) == NULL) {
+        return -1;
+    }
+    if (PyType_Ready(&SMCNode_Type) < 0 || PyType_Ready(&SMCache_Type) < 0) {
+        return -1;
+    }
+    /* Join the module's list of every C type (_types). */
+    PyObject *types = PyObject_GetAttrString(module, "_types");
+    if (types == NULL) {
+        return -1;
+    }
+    PyObject *mine = PyTuple_Pack(2, (PyObject *)&SMCNode_Type, (PyObject *)&SMCache_Type);
+    PyObject *all = mine ? PySequence_Concat(types, mine) : NULL;
+    Py_DECREF(types);
+    Py_XDECREF(mine);
+    if (all == NULL) {
+        return -1;
+    }
+    int rc = PyModule_AddObjectRef(module, "_types", all);
+    Py_DECREF(all);
+    if (rc < 0 || PyModule_AddObjectRef(module, "CacheBase", (PyObject *)&SMCache_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}

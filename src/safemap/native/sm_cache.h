@@ -1,0 +1,88 @@
+/*
+ * sm_cache.h -- CacheBase: the native core of safemap.Cache (see sm_cache.c).
+ */
+#ifndef SAFEMAP_SM_CACHE_H
+#define SAFEMAP_SM_CACHE_H
+
+#include "sm_common.h"
+
+/* One entry.  `key`, `value`, `hash`, `weight` and `expires` are set before
+ * the node is published in the cache's dict and never change afterwards, so a
+ * lock-free reader may read them; an update publishes a new node.  Every
+ * other field belongs to the holder of the cache's lock. */
+typedef struct SMCNode {
+    PyObject_HEAD
+    PyObject *key;
+    PyObject *value;
+    Py_hash_t hash;
+    Py_ssize_t weight;
+    int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
+    int dead;                     /* set (atomically) when the node leaves the cache */
+    int queue;                    /* SMC_Q_*: which policy queue links it */
+    int pending;                  /* 1 while being inserted: not in the dict yet */
+    int evicted;                  /* a pending node evicted during its own insert */
+    struct SMCNode *prev, *next;  /* policy queue, least recently used first */
+    struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
+} SMCNode;
+
+enum { SMC_Q_NONE = 0, SMC_Q_WINDOW, SMC_Q_PROBATION, SMC_Q_PROTECTED, SMC_NQ };
+
+typedef struct {
+    SMCNode *head, *tail;
+    Py_ssize_t weight;
+} SMCQueue;
+
+/* A lossy ring of accessed nodes (strong references), filled by readers with
+ * no lock and drained by the lock holder. */
+#define SMC_RB_SIZE 16
+typedef struct {
+    Py_ssize_t tail;
+    Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
+    PyObject *slots[SMC_RB_SIZE];
+} SMCReadBuf;
+
+typedef union {
+    SMCReadBuf b;
+    char pad[((sizeof(SMCReadBuf) + SM_LINE - 1) / SM_LINE) * SM_LINE];
+} SMCReadBufSlot;
+
+typedef struct {
+    PyObject_HEAD
+    SMNode node;               /* on the list of live maps (fork safety) */
+    PyObject *dict;            /* key -> SMCNode; never replaced while the cache lives */
+    SMLock lock;               /* every write, the policy, the drains */
+    SMLockStats lockstats;
+    SMWrites writes;           /* counted by the lock holder */
+    SMStats stats;             /* hits, misses, iterations (lock-free counters) */
+    Py_ssize_t count;          /* entries in the dict */
+    Py_ssize_t weight;         /* their total weight */
+    Py_ssize_t maxsize;        /* bound on `weight`, or -1 (unbounded) */
+    int policy;                /* SMC_LRU or SMC_TINYLFU */
+    int configured;            /* options set (by __init__) */
+    int guard;                 /* != 0 during a transaction: reads take the slow path */
+    int committing;            /* != 0 while a transaction commits: readers wait */
+    int shared;                /* see sm_note_thread */
+    void *txn_owner;           /* thread running transaction(fn), or NULL */
+    SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
+    SMCNode *whead, *wtail;    /* write order, for ttl */
+    Py_ssize_t window_max, protected_max;
+    uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
+    Py_ssize_t width;          /* counters per row, a power of two */
+    Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
+    Py_ssize_t sample, sample_max;
+    int64_t ttl_ns;            /* 0: no ttl */
+    PyObject *ttl_obj, *timer, *weigher, *on_evict, *policy_obj, *maxsize_obj;
+    SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned */
+    void *rbufs_alloc;
+    Py_ssize_t nbufs;          /* a power of two */
+    Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
+    Py_ssize_t loads, load_failures;            /* atomic adds */
+    SMBuf txn_grave, txn_evicted;  /* a transaction's deferred releases */
+    PyObject *weakreflist;
+} SMCacheObject;
+
+/* Ready the cache's types and add CacheBase to the module (called by the
+ * module's exec slot).  0 or -1. */
+int sm_cache_exec(PyObject *module);
+
+#endif /* SAFEMAP_SM_CACHE_H */
