@@ -24,6 +24,7 @@ MAP_NAMES = [
     "ConcurrentMap",
     "SyncMap",
     "PersistentMap",
+    "Cache",
 ]
 C_MODULES = [
     "safemap.native._core",
