@@ -10,6 +10,7 @@ The expected counts of the workload are in ``expected()``, imported by the tests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import sys
@@ -35,7 +36,11 @@ MAP_TYPES = (
     "RWLockMap",
     "ActorMap",
     "AsyncActorMap",  # worked through its thread-safe view, from threads
+    "Cache",  # unbounded here: the same exact counts as a map
 )
+EVICTING_MAXSIZE = 10  # the bounded cache "evicting"
+EVICTING_LOADS = 50  # distinct keys loaded through get_or_compute (each evicts one at most)
+EVICTING_LOAD_ERRORS = 3
 
 
 def expected() -> dict[str, int]:
@@ -131,6 +136,14 @@ def main() -> None:
     hot.track(hot_keys=4, latency_every=1)
     work_hot(hot)
     metrics.register(hot, "hot")
+
+    evicting: safemap.Cache[int, int] = safemap.Cache(EVICTING_MAXSIZE)
+    for i in range(EVICTING_LOADS):
+        evicting.get_or_compute(i, lambda k: k * k)
+    for i in range(EVICTING_LOAD_ERRORS):
+        with contextlib.suppress(ZeroDivisionError):
+            evicting.get_or_compute(-1 - i, lambda k: 1 // 0)
+    metrics.register(evicting, "evicting")
 
     dropped = safemap.LockedMap(a=1)
     metrics.register(dropped, "dropped")

@@ -63,6 +63,20 @@ def test_counters_are_exact(served: dict[str, str], endpoint: str, kind: str) ->
         assert waits[shard] >= 0
 
 
+def test_a_cache_exports_its_evictions_and_loads(served: dict[str, str]) -> None:
+    series = parse(scrape(served["metrics"]))
+    loads = serve_maps.EVICTING_LOADS
+    evicted = loads - serve_maps.EVICTING_MAXSIZE
+    assert value(series, "safemap_evictions_total", map="evicting", cause="size") == evicted
+    assert value(series, "safemap_evictions_total", map="evicting", cause="expired") == 0
+    assert value(series, "safemap_loads_total", map="evicting", result="ok") == loads
+    errors = serve_maps.EVICTING_LOAD_ERRORS
+    assert value(series, "safemap_loads_total", map="evicting", result="error") == errors
+    assert value(series, "safemap_entries", map="evicting") == serve_maps.EVICTING_MAXSIZE
+    # Only maps that evict export these series.
+    assert not values(series, "safemap_evictions_total", map="LockedMap")
+
+
 def test_sampled_latency_is_a_histogram_of_every_sampled_call(served: dict[str, str]) -> None:
     series = parse(scrape(served["metrics"]))
     reads = serve_maps.HOT_READERS * serve_maps.HOT_READS + serve_maps.COLD_KEYS

@@ -137,13 +137,24 @@ def _grafana_variables(expr: str) -> str:
 
 
 # Maps the program registers (serve_maps.py) that every panel of a kind must show.
-ALL_MAPS = {"ConcurrentMap", "SyncMap", "LockedMap", "RWLockMap", "ActorMap", "AsyncActorMap"}
+ALL_MAPS = {
+    "ConcurrentMap",
+    "SyncMap",
+    "LockedMap",
+    "RWLockMap",
+    "ActorMap",
+    "AsyncActorMap",
+    "Cache",
+    "evicting",
+}
 ACTOR_MAPS = {"ActorMap", "AsyncActorMap"}
 
 
 def _expected_maps(title: str) -> set[str]:
     if title.startswith("Actor map"):
         return ACTOR_MAPS
+    if title.startswith("Cache"):
+        return {"Cache", "evicting"}
     if title == "Latency quantiles":
         return {"hot"}  # the one map with latency sampling on
     if title == "Lock contention per shard":

@@ -98,6 +98,19 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("safemap_shard_entries", "gauge", _MS, "Entries per shard, for sharded maps."),
     Metric(
+        "safemap_evictions",
+        "counter",
+        ("map", "cause"),
+        "Entries a bounded map (Cache) removed: cause=size to stay within its maxsize, "
+        "cause=expired because their ttl passed.",
+    ),
+    Metric(
+        "safemap_loads",
+        "counter",
+        ("map", "result"),
+        "Loader runs of get_or_compute on a Cache: result=ok stored a value, result=error raised.",
+    ),
+    Metric(
         "safemap_operation_duration_seconds",
         "histogram",
         ("map", "op"),
@@ -189,6 +202,11 @@ def samples(name: str, stats: MapStats) -> Iterator[Sample]:
         yield Sample("safemap_lock_acquisitions", shard, stats.lock_acquisitions)
         yield Sample("safemap_lock_contentions", shard, stats.lock_contentions)
         yield Sample("safemap_lock_wait_seconds", shard, stats.lock_wait_seconds)
+    if stats.kind == "Cache":  # the maps that evict and count their loads
+        yield Sample("safemap_evictions", {**m, "cause": "size"}, stats.evictions_size)
+        yield Sample("safemap_evictions", {**m, "cause": "expired"}, stats.evictions_expired)
+        yield Sample("safemap_loads", {**m, "result": "ok"}, stats.loads)
+        yield Sample("safemap_loads", {**m, "result": "error"}, stats.load_failures)
     box = stats.mailbox
     if box is not None:
         yield Sample("safemap_mailbox_depth", m, box.depth)

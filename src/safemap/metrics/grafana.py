@@ -148,6 +148,21 @@ PANELS: tuple[Panel, ...] = (
         unit="s",
     ),
     Panel(
+        "Cache evictions and loads",
+        "Entries a Cache removed per second, to stay within its maxsize (size) or because "
+        "their ttl passed (expired), and its loader runs per second (ok, error).",
+        (
+            Target(
+                f"sum by (map, cause) ({_rate('safemap_evictions_total')})",
+                "{{map}} evicted: {{cause}}",
+            ),
+            Target(
+                f"sum by (map, result) ({_rate('safemap_loads_total')})", "{{map}} load {{result}}"
+            ),
+        ),
+        unit="ops",
+    ),
+    Panel(
         "Actor map mailbox utilization",
         "Queue depth / capacity of each actor map (alert above 85%).",
         (Target(f"max by (map) (safemap_mailbox_utilization{{{MAP}}})", "{{map}}"),),
