@@ -1,0 +1,710 @@
+/*
+ * sm_table.c -- the hash table of a ConcurrentMap shard (design: sm_table.h).
+ *
+ * Invariants:
+ *   - Only the shard lock's holder writes a table or the shard's `table`
+ *     pointer; every slot write is one pointer store (key last on insert,
+ *     key first on removal), so a lock-free reader sees each slot before or
+ *     after each change.  Keys never move within a table: a key present
+ *     throughout a scan of one table is met exactly once.
+ *   - A table that has been replaced (grown, rebuilt, cleared) is never
+ *     written again; its slots still point at objects that the current table
+ *     (or nobody) owns, so readers re-check the shard's table pointer after
+ *     taking a reference.
+ *   - Nothing is released under the shard lock: dropped keys, values and
+ *     tables go to an SMGrave, released by the writer after unlocking.
+ *   - Free-threaded 3.14+: plain keys (tag SM_TB_PLAIN) and tables are
+ *     released through _PyObject_XDecRefDelayed (QSBR: the decrement happens
+ *     once every thread has passed a quiescent state, and a reader passes
+ *     none between loading a pointer and finishing its comparison).  This is
+ *     the basis of comparing plain keys without a reference and of probing a
+ *     table that a writer has just replaced.  Values and other keys are taken
+ *     with PyUnstable_TryIncRef and a re-check of the slot and the table
+ *     pointer, CPython's dict protocol, which relies on freed object memory
+ *     staying readable until the reader's next quiescent state.
+ */
+#include "sm_table.h"
+#include <string.h>
+
+#if SM_TB_LOCKFREE
+/* Exported by libpython (PyAPI_FUNC) but declared only in an internal header:
+ * decrefs obj once every thread has passed a quiescent state (QSBR). */
+PyAPI_FUNC(void) _PyObject_XDecRefDelayed(PyObject *obj);
+#  define TB_LOAD(p) _Py_atomic_load_ptr_acquire((void *)(p))
+#  define TB_STORE(p, v) _Py_atomic_store_ptr_release((void *)(p), (void *)(v))
+#  define TB_LOAD_HASH(p) _Py_atomic_load_ssize_relaxed(p)
+#  define TB_STORE_HASH(p, v) _Py_atomic_store_ssize_relaxed((p), (v))
+#else
+#  define TB_LOAD(p) (*(p))
+#  define TB_STORE(p, v) (*(p) = (v))
+#  define TB_LOAD_HASH(p) (*(p))
+#  define TB_STORE_HASH(p, v) (*(p) = (v))
+#endif
+
+#if SM_TB_RMUTEX
+#  define TB_RLOCK(r) PyMutex_Lock(&(r)->rmu)
+#  define TB_RUNLOCK(r) PyMutex_Unlock(&(r)->rmu)
+#else
+#  define TB_RLOCK(r) ((void)(r))
+#  define TB_RUNLOCK(r) ((void)(r))
+#endif
+/* Writers hold the shard lock; on 3.13t they also take rmu around a change. */
+#define TB_WLOCK(r) TB_RLOCK(r)
+#define TB_WUNLOCK(r) TB_RUNLOCK(r)
+
+#define TB_PERTURB_SHIFT 5
+#define TB_MINSIZE 8
+/* Restarts of a lock-free read before it asks for the locked read. */
+#define TB_MAX_RESTARTS 16
+
+PyObject _SM_TB_DummyStruct;
+
+/* ------------------------------------------------------------ the object */
+
+static void
+tb_dealloc(PyObject *op)
+{
+    /* The slots' references belong to whoever moved them out: nothing to
+     * release but the memory. */
+    Py_TYPE(op)->tp_free(op);
+}
+
+SM_DEFINE_TYPE(SMTable_Type) = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.Table",
+    .tp_basicsize = offsetof(SMTable, slots),
+    .tp_itemsize = sizeof(SMSlot),
+    .tp_dealloc = tb_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Storage of one ConcurrentMap shard (internal).",
+};
+
+static SMTable *
+tb_new(Py_ssize_t cap)
+{
+    SMTable *t = PyObject_NewVar(SMTable, &SMTable_Type, cap);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->mask = cap - 1;
+    t->used = 0;
+    t->fill = 0;
+    memset(t->slots, 0, (size_t)cap * sizeof(SMSlot));
+    return t;
+}
+
+static inline Py_ssize_t
+tb_cap(SMTable *t)
+{
+    return t->mask + 1;
+}
+
+/* ------------------------------------------------------------ the grave */
+
+int
+sm_grave_reserve(SMGrave *g, Py_ssize_t extra)
+{
+    if (g->n + extra <= g->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = g->cap * 2;
+    while (cap < g->n + extra) {
+        cap *= 2;
+    }
+    PyObject **items = PyMem_Malloc((size_t)cap * sizeof(PyObject *));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(items, g->items, (size_t)g->n * sizeof(PyObject *));
+    if (g->items != g->inline_items) {
+        PyMem_Free(g->items);
+    }
+    g->items = items;
+    g->cap = cap;
+    return 0;
+}
+
+static inline void
+tb_release(PyObject *tagged)
+{
+    PyObject *o = sm_tb_untag(tagged);
+#if SM_TB_LOCKFREE
+    if ((uintptr_t)tagged & SM_TB_PLAIN) {
+        _PyObject_XDecRefDelayed(o);
+        return;
+    }
+#endif
+    Py_DECREF(o);
+}
+
+void
+sm_grave_release(SMGrave *g)
+{
+    /* Detach first: a __del__ run below sees an empty grave. */
+    PyObject **items = g->items;
+    Py_ssize_t n = g->n;
+    SM_GRAVE_INIT(g);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        tb_release(items[i]);
+    }
+    if (items != g->inline_items) {
+        PyMem_Free(items);
+    }
+}
+
+int
+sm_grave_traverse(SMGrave *g, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < g->n; i++) {
+        Py_VISIT(sm_tb_untag(g->items[i]));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ plain keys */
+
+/* Exact str, int, bytes, or a tuple of plain objects: immutable, compared
+ * here in C with the semantics of their ==. */
+static int
+tb_plain(PyObject *o, int depth)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyBytes_Type) {
+        return 1;
+    }
+    if (tp == &PyTuple_Type && depth < 8) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o); i++) {
+            if (!tb_plain(PyTuple_GET_ITEM(o, i), depth + 1)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* a == b for plain a and b: 1, 0, or -1 with an exception set.  Reads a
+ * without touching its reference count. */
+static int
+tb_plain_eq(PyObject *a, PyObject *b)
+{
+    if (a == b) {
+        return 1;
+    }
+    PyTypeObject *tp = Py_TYPE(a);
+    if (tp != Py_TYPE(b)) {
+        return 0;  /* str, int, bytes and tuple never compare equal across types */
+    }
+    if (tp == &PyUnicode_Type) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+        int kind = PyUnicode_KIND(a);
+        return n == PyUnicode_GET_LENGTH(b) && kind == (int)PyUnicode_KIND(b)
+               && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * (size_t)kind) == 0;
+    }
+    if (tp == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(a);
+        return n == PyBytes_GET_SIZE(b)
+               && memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)n) == 0;
+    }
+    if (tp == &PyLong_Type) {
+#if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)a)
+            && PyUnstable_Long_IsCompact((PyLongObject *)b)) {
+            return PyUnstable_Long_CompactValue((PyLongObject *)a)
+                   == PyUnstable_Long_CompactValue((PyLongObject *)b);
+        }
+#endif
+        /* int's own comparison: C code that returns a bool. */
+        PyObject *res = PyLong_Type.tp_richcompare(a, b, Py_EQ);
+        if (res == NULL) {
+            return -1;
+        }
+        int eq = res == Py_True;
+        Py_DECREF(res);
+        return eq;
+    }
+    /* tuple */
+    Py_ssize_t n = PyTuple_GET_SIZE(a);
+    if (n != PyTuple_GET_SIZE(b)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int eq = tb_plain_eq(PyTuple_GET_ITEM(a, i), PyTuple_GET_ITEM(b, i));
+        if (eq <= 0) {
+            return eq;
+        }
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------ reads */
+
+enum { TB_NE = 0, TB_EQ = 1, TB_ERR = -1, TB_RESTART = 2 };
+
+/* Compare the stored key of sl (tagged tk, hash equal, not the same object)
+ * with key by calling __eq__ holding references to it and to t; lock-free
+ * reader.  TB_EQ / TB_NE: the slot and table did not change (3.13t: rmu held
+ * again); TB_ERR, TB_RESTART: rmu not held. */
+static int
+tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *sl, PyObject *tk, PyObject *key)
+{
+    PyObject *k = sm_tb_untag(tk);
+#if SM_TB_LOCKFREE
+    if (!PyUnstable_TryIncRef(k)) {
+        return TB_RESTART;  /* dying: the slot has changed */
+    }
+    if (TB_LOAD(&sl->key) != tk) {
+        Py_DECREF(k);
+        return TB_RESTART;
+    }
+    /* No quiescent state since t was loaded: the table is alive (its release
+     * is delayed), so a plain increment is safe. */
+    Py_INCREF(t);
+#else
+    Py_INCREF(k);
+    Py_INCREF(t);
+#endif
+    TB_RUNLOCK(r);
+    int cmp = PyObject_RichCompareBool(k, key, Py_EQ);
+    TB_RLOCK(r);
+    int same = TB_LOAD(&r->table) == t && TB_LOAD(&sl->key) == tk;
+    if (same && cmp >= 0) {
+        /* The table still holds k and the shard t: neither reference can be
+         * the last, so dropping them runs nothing (3.13t: under rmu). */
+        Py_DECREF(k);
+        Py_DECREF(t);
+        return cmp ? TB_EQ : TB_NE;
+    }
+    TB_RUNLOCK(r);
+    Py_DECREF(k);
+    Py_DECREF(t);
+    return cmp < 0 ? TB_ERR : TB_RESTART;
+}
+
+int
+sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
+{
+    int key_plain = -1;
+    for (int attempt = 0;; attempt++) {
+#if SM_TB_LOCKFREE
+        if (SM_UNLIKELY(attempt >= TB_MAX_RESTARTS)) {
+            *out = NULL;
+            return SM_TB_CONTENDED;
+        }
+#endif
+        TB_RLOCK(r);
+        SMTable *t = TB_LOAD(&r->table);
+        if (t == NULL) {
+            TB_RUNLOCK(r);
+            *out = NULL;
+            return 0;
+        }
+        size_t mask = (size_t)t->mask;
+        size_t perturb = (size_t)hash;
+        size_t i = (size_t)hash & mask;
+        SMSlot *sl;
+        PyObject *tk;
+        for (;;) {
+            sl = &t->slots[i];
+            tk = TB_LOAD(&sl->key);
+            if (tk == NULL) {
+                TB_RUNLOCK(r);
+                *out = NULL;
+                return 0;
+            }
+            if (sm_tb_untag(tk) == key) {
+                goto found;
+            }
+            if (tk != SM_TB_DUMMY && TB_LOAD_HASH(&sl->hash) == hash) {
+                if ((uintptr_t)tk & SM_TB_PLAIN) {
+                    if (key_plain < 0) {
+                        key_plain = tb_plain(key, 0);
+                    }
+                    if (key_plain) {
+                        int eq = tb_plain_eq(sm_tb_untag(tk), key);
+                        if (eq > 0) {
+                            goto found;
+                        }
+                        if (eq < 0) {
+                            TB_RUNLOCK(r);
+                            *out = NULL;
+                            return -1;
+                        }
+                        goto next;
+                    }
+                }
+                int rc = tb_compare_slow(r, t, sl, tk, key);
+                if (rc == TB_EQ) {
+                    goto found;
+                }
+                if (rc == TB_ERR) {
+                    *out = NULL;
+                    return -1;
+                }
+                if (rc == TB_RESTART) {
+                    goto restart;
+                }
+            }
+        next:
+            perturb >>= TB_PERTURB_SHIFT;
+            i = (i * 5 + perturb + 1) & mask;
+        }
+    found:;
+        PyObject *v = TB_LOAD(&sl->value);
+#if SM_TB_LOCKFREE
+        if (v != NULL && PyUnstable_TryIncRef(v)) {
+            if (TB_LOAD(&sl->value) == v && TB_LOAD(&sl->key) == tk
+                && TB_LOAD(&r->table) == t) {
+                *out = v;
+                return 1;
+            }
+            Py_DECREF(v);  /* replaced meanwhile */
+        }
+        continue;
+#else
+        Py_INCREF(v);
+        TB_RUNLOCK(r);
+        *out = v;
+        return 1;
+#endif
+    restart:;
+    }
+}
+
+/* ------------------------------------------------------------ writes */
+
+int
+sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix)
+{
+    /* Under the shard lock: nobody else changes the table, and a write from a
+     * key's __eq__ is refused, so no restart is ever needed. */
+    SMTable *t = r->table;
+    if (t == NULL) {
+        return 0;
+    }
+    int key_plain = -1;
+    size_t mask = (size_t)t->mask;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    for (;;) {
+        SMSlot *sl = &t->slots[i];
+        PyObject *tk = sl->key;
+        if (tk == NULL) {
+            return 0;
+        }
+        PyObject *k = sm_tb_untag(tk);
+        if (k == key) {
+            *ix = (Py_ssize_t)i;
+            return 1;
+        }
+        if (tk != SM_TB_DUMMY && sl->hash == hash) {
+            int eq;
+            if ((uintptr_t)tk & SM_TB_PLAIN) {
+                if (key_plain < 0) {
+                    key_plain = tb_plain(key, 0);
+                }
+            }
+            if (((uintptr_t)tk & SM_TB_PLAIN) && key_plain) {
+                eq = tb_plain_eq(k, key);
+            }
+            else {
+                Py_INCREF(k);  /* never the last: the table holds k */
+                eq = PyObject_RichCompareBool(k, key, Py_EQ);
+                Py_DECREF(k);
+            }
+            if (eq != 0) {
+                *ix = (Py_ssize_t)i;
+                return eq;
+            }
+        }
+        perturb >>= TB_PERTURB_SHIFT;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
+/* The first free slot (never used or removed) of key's probe sequence. */
+static inline SMSlot *
+tb_free_slot(SMTable *t, Py_hash_t hash)
+{
+    size_t mask = (size_t)t->mask;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    for (;;) {
+        SMSlot *sl = &t->slots[i];
+        if (sl->key == NULL || sl->key == SM_TB_DUMMY) {
+            return sl;
+        }
+        perturb >>= TB_PERTURB_SHIFT;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
+/* Replace r's table by a fresh one sized for `need` live keys (load at most
+ * 1/2 right after), holding the same entries and no removed slots; the old
+ * table goes to g (delayed release).  0 or -1 (MemoryError, nothing
+ * changed). */
+static int
+tb_rebuild(SMTableRef *r, Py_ssize_t need, SMGrave *g)
+{
+    Py_ssize_t cap = TB_MINSIZE;
+    while (cap < 2 * need) {
+        if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(SMSlot)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    SMTable *nt = tb_new(cap);
+    if (nt == NULL) {
+        return -1;
+    }
+    SMTable *old = r->table;
+    if (old != NULL) {
+        /* Copy: nt is not published yet, plain stores suffice. */
+        for (Py_ssize_t i = 0; i <= old->mask; i++) {
+            SMSlot *sl = &old->slots[i];
+            if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
+                SMSlot *d = tb_free_slot(nt, sl->hash);
+                *d = *sl;
+            }
+        }
+        nt->used = old->used;
+        nt->fill = old->used;
+        sm_grave_push(g, (PyObject *)((uintptr_t)old | SM_TB_PLAIN));
+    }
+    TB_WLOCK(r);
+    TB_STORE(&r->table, nt);  /* release: readers see the copied slots */
+    TB_WUNLOCK(r);
+    return 0;
+}
+
+int
+sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGrave *g)
+{
+    SMTable *t = r->table;
+    /* Keep used + removed slots at most 2/3 of the table (as dict does);
+     * a rebuild also drops the removed slots, so they never accumulate. */
+    if (t == NULL || (t->fill + 1) * 3 > tb_cap(t) * 2) {
+        if (tb_rebuild(r, (t ? t->used : 0) + 1, g) < 0) {
+            return -1;
+        }
+        t = r->table;
+    }
+    SMSlot *sl = tb_free_slot(t, hash);
+    if (sl->key == NULL) {
+        t->fill++;
+    }
+    t->used++;
+    PyObject *tk = Py_NewRef(key);
+    if (tb_plain(key, 0)) {
+        tk = (PyObject *)((uintptr_t)key | SM_TB_PLAIN);
+    }
+    Py_INCREF(value);
+#if SM_TB_LOCKFREE
+    PyUnstable_EnableTryIncRef(key);
+    PyUnstable_EnableTryIncRef(value);
+#endif
+    TB_WLOCK(r);
+    TB_STORE_HASH(&sl->hash, hash);
+    TB_STORE(&sl->value, value);
+    TB_STORE(&sl->key, tk);  /* last: a reader that sees the key sees the rest */
+    TB_WUNLOCK(r);
+    return 0;
+}
+
+void
+sm_tb_replace(SMTableRef *r, Py_ssize_t ix, PyObject *value, SMGrave *g)
+{
+    SMSlot *sl = &r->table->slots[ix];
+    PyObject *old = sl->value;
+    Py_INCREF(value);
+#if SM_TB_LOCKFREE
+    PyUnstable_EnableTryIncRef(value);
+#endif
+    TB_WLOCK(r);
+    TB_STORE(&sl->value, value);
+    TB_WUNLOCK(r);
+    sm_grave_push(g, old);
+}
+
+void
+sm_tb_remove(SMTableRef *r, Py_ssize_t ix, PyObject **old, SMGrave *g)
+{
+    SMTable *t = r->table;
+    SMSlot *sl = &t->slots[ix];
+    PyObject *tk = sl->key;
+    *old = sl->value;
+    TB_WLOCK(r);
+    TB_STORE(&sl->key, SM_TB_DUMMY);  /* first: a reader that sees the key
+                                         still finds the value, or restarts */
+    TB_STORE(&sl->value, NULL);
+    TB_WUNLOCK(r);
+    t->used--;
+    sm_grave_push(g, tk);
+}
+
+int
+sm_tb_clear(SMTableRef *r, SMGrave *g)
+{
+    SMTable *t = r->table;
+    if (t == NULL) {
+        return 0;
+    }
+    if (sm_grave_reserve(g, 2 * t->used + 1) < 0) {
+        return -1;
+    }
+    TB_WLOCK(r);
+    TB_STORE(&r->table, NULL);
+    TB_WUNLOCK(r);
+    for (Py_ssize_t i = 0; i <= t->mask; i++) {
+        SMSlot *sl = &t->slots[i];
+        if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
+            sm_grave_push(g, sl->key);
+            sm_grave_push(g, sl->value);
+        }
+    }
+    sm_grave_push(g, (PyObject *)((uintptr_t)t | SM_TB_PLAIN));
+    return 0;
+}
+
+/* ------------------------------------------------------------ whole table */
+
+int
+sm_tb_collect(SMTableRef *r, SMBuf *buf)
+{
+#if SM_TB_LOCKFREE
+    Py_ssize_t start = buf->n;
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 0) {
+            /* The table was replaced (or a slot kept changing) under us: drop
+             * this shard's partial copy and start over. */
+            while (buf->n > start) {
+                Py_DECREF(buf->items[--buf->n]);
+            }
+            if (attempt > 2) {
+                sm_backoff(attempt);
+            }
+        }
+        SMTable *t = TB_LOAD(&r->table);
+        if (t == NULL) {
+            return 0;
+        }
+        int ok = 1;
+        for (Py_ssize_t i = 0; i <= t->mask && ok; i++) {
+            SMSlot *sl = &t->slots[i];
+            for (int tries = 0;; tries++) {
+                if (tries >= TB_MAX_RESTARTS || TB_LOAD(&r->table) != t) {
+                    ok = 0;
+                    break;
+                }
+                PyObject *tk = TB_LOAD(&sl->key);
+                if (tk == NULL || tk == SM_TB_DUMMY) {
+                    break;
+                }
+                PyObject *v = TB_LOAD(&sl->value);
+                PyObject *k = sm_tb_untag(tk);
+                if (v == NULL || !PyUnstable_TryIncRef(k)) {
+                    continue;  /* being removed: re-read the slot */
+                }
+                if (!PyUnstable_TryIncRef(v)) {
+                    Py_DECREF(k);
+                    continue;
+                }
+                if (TB_LOAD(&sl->key) != tk || TB_LOAD(&sl->value) != v
+                    || TB_LOAD(&r->table) != t) {
+                    Py_DECREF(k);
+                    Py_DECREF(v);
+                    continue;
+                }
+                if (sm_buf_reserve(buf, buf->n + 2) < 0) {
+                    Py_DECREF(k);
+                    Py_DECREF(v);
+                    return -1;
+                }
+                buf->items[buf->n++] = k;
+                buf->items[buf->n++] = v;
+                break;
+            }
+        }
+        if (ok) {
+            return 0;
+        }
+    }
+#else
+    int rc = 0;
+    TB_RLOCK(r);
+    SMTable *t = r->table;
+    if (t != NULL && sm_buf_reserve(buf, buf->n + 2 * t->used) < 0) {
+        rc = -1;
+    }
+    else if (t != NULL) {
+        for (Py_ssize_t i = 0; i <= t->mask; i++) {
+            SMSlot *sl = &t->slots[i];
+            if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
+                buf->items[buf->n++] = Py_NewRef(sm_tb_untag(sl->key));
+                buf->items[buf->n++] = Py_NewRef(sl->value);
+            }
+        }
+    }
+    TB_RUNLOCK(r);
+    return rc;
+#endif
+}
+
+Py_ssize_t
+sm_tb_sizeof(SMTableRef *r)
+{
+    SMTable *t = SM_LOAD_PTR(&r->table);
+    if (t == NULL) {
+        return 0;
+    }
+    return (Py_ssize_t)offsetof(SMTable, slots) + tb_cap(t) * (Py_ssize_t)sizeof(SMSlot);
+}
+
+int
+sm_tb_traverse(SMTableRef *r, visitproc visit, void *arg)
+{
+    SMTable *t = r->table;
+    if (t == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i <= t->mask; i++) {
+        SMSlot *sl = &t->slots[i];
+        if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
+            Py_VISIT(sm_tb_untag(sl->key));
+            Py_VISIT(sl->value);
+        }
+    }
+    return 0;
+}
+
+void
+sm_tb_fini(SMTableRef *r)
+{
+    SMTable *t = r->table;
+    if (t == NULL) {
+        return;
+    }
+    r->table = NULL;  /* detach first: a __del__ below sees an empty shard */
+    for (Py_ssize_t i = 0; i <= t->mask; i++) {
+        SMSlot *sl = &t->slots[i];
+        if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
+            /* No reader is left (the map is being freed or cleared by the
+             * collector): nothing needs delaying. */
+            Py_DECREF(sm_tb_untag(sl->key));
+            Py_DECREF(sl->value);
+        }
+    }
+    Py_DECREF(t);
+}
+
+void
+sm_tb_after_fork(SMTableRef *r)
+{
+#if SM_TB_RMUTEX
+    memset(&r->rmu, 0, sizeof(r->rmu));
+#else
+    (void)r;
+#endif
+}
