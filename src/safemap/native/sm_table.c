@@ -3,14 +3,17 @@
  *
  * Invariants:
  *   - Only the shard lock's holder writes a table or the shard's `table`
- *     pointer; every slot write is one pointer store (key last on insert,
- *     key first on removal), so a lock-free reader sees each slot before or
- *     after each change.  Keys never move within a table: a key present
- *     throughout a scan of one table is met exactly once.
+ *     pointer.  An insert fills the next unused entry and then stores the
+ *     index slot that points to it; a removal stores DKIX-style "removed"
+ *     in the index slot, then clears the entry's key and value.  Entries
+ *     are never reused within a table, so a reader that still sees an
+ *     entry's key sees that key's current value or restarts.  Keys never
+ *     move within a table: a key present throughout a scan of one table is
+ *     met exactly once.
  *   - A table that has been replaced (grown, rebuilt, cleared) is never
- *     written again; its slots still point at objects that the current table
- *     (or nobody) owns, so readers re-check the shard's table pointer after
- *     taking a reference.
+ *     written again; its entries still point at objects that the current
+ *     table (or nobody) owns, so readers re-check the shard's table pointer
+ *     after taking a reference.
  *   - Nothing is released under the shard lock: dropped keys, values and
  *     tables go to an SMGrave, released by the writer after unlocking.
  *   - Free-threaded 3.14+: plain keys (tag SM_TB_PLAIN) and tables are
@@ -52,12 +55,20 @@ PyAPI_FUNC(void) _PyObject_XDecRefDelayed(PyObject *obj);
 #define TB_WLOCK(r) TB_RLOCK(r)
 #define TB_WUNLOCK(r) TB_RUNLOCK(r)
 
+#if SM_TB_LOCKFREE
+#  define IX_LOAD(p) _Py_atomic_load_int32(p)
+#  define IX_STORE(p, v) _Py_atomic_store_int32((p), (v))
+#else
+#  define IX_LOAD(p) (*(p))
+#  define IX_STORE(p, v) (*(p) = (v))
+#endif
+#define IX_EMPTY (-1)
+#define IX_REMOVED (-2)
+
 #define TB_PERTURB_SHIFT 5
 #define TB_MINSIZE 8
 /* Restarts of a lock-free read before it asks for the locked read. */
 #define TB_MAX_RESTARTS 16
-
-PyObject _SM_TB_DummyStruct;
 
 /* ------------------------------------------------------------ the object */
 
@@ -72,31 +83,43 @@ tb_dealloc(PyObject *op)
 SM_DEFINE_TYPE(SMTable_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.Table",
-    .tp_basicsize = offsetof(SMTable, slots),
-    .tp_itemsize = sizeof(SMSlot),
+    .tp_basicsize = offsetof(SMTable, indices),
+    .tp_itemsize = 1,
     .tp_dealloc = tb_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Storage of one ConcurrentMap shard (internal).",
 };
 
+/* A table of cap index slots (a power of two) and 2/3 as many entries, all
+ * empty; NULL with MemoryError set. */
 static SMTable *
 tb_new(Py_ssize_t cap)
 {
-    SMTable *t = PyObject_NewVar(SMTable, &SMTable_Type, cap);
+    Py_ssize_t usable = (cap << 1) / 3;
+    if (cap > ((Py_ssize_t)1 << 31)) {  /* entry numbers must fit an int32 */
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t ibytes = cap * (Py_ssize_t)sizeof(int32_t);
+    Py_ssize_t ebytes = usable * (Py_ssize_t)sizeof(SMSlot);
+    SMTable *t = PyObject_NewVar(SMTable, &SMTable_Type, ibytes + ebytes);
     if (t == NULL) {
         return NULL;
     }
     t->mask = cap - 1;
+    t->usable = usable;
+    t->nentries = 0;
     t->used = 0;
-    t->fill = 0;
-    memset(t->slots, 0, (size_t)cap * sizeof(SMSlot));
+    t->entries = (SMSlot *)((char *)t->indices + ibytes);  /* 8-aligned: cap >= 8 */
+    memset(t->indices, 0xff, (size_t)ibytes);  /* IX_EMPTY */
+    memset(t->entries, 0, (size_t)ebytes);
     return t;
 }
 
 static inline Py_ssize_t
-tb_cap(SMTable *t)
+tb_bytes(SMTable *t)
 {
-    return t->mask + 1;
+    return (Py_ssize_t)offsetof(SMTable, indices) + Py_SIZE(t);
 }
 
 /* ------------------------------------------------------------ the grave */
@@ -242,19 +265,19 @@ tb_plain_eq(PyObject *a, PyObject *b)
 
 enum { TB_NE = 0, TB_EQ = 1, TB_ERR = -1, TB_RESTART = 2 };
 
-/* Compare the stored key of sl (tagged tk, hash equal, not the same object)
+/* Compare the key of entry ep (tagged tk, hash equal, not the same object)
  * with key by calling __eq__ holding references to it and to t; lock-free
- * reader.  TB_EQ / TB_NE: the slot and table did not change (3.13t: rmu held
- * again); TB_ERR, TB_RESTART: rmu not held. */
+ * reader.  TB_EQ / TB_NE: the entry and table did not change (3.13t: rmu
+ * held again); TB_ERR, TB_RESTART: rmu not held. */
 static int
-tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *sl, PyObject *tk, PyObject *key)
+tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *ep, PyObject *tk, PyObject *key)
 {
     PyObject *k = sm_tb_untag(tk);
 #if SM_TB_LOCKFREE
     if (!PyUnstable_TryIncRef(k)) {
-        return TB_RESTART;  /* dying: the slot has changed */
+        return TB_RESTART;  /* dying: the entry has changed */
     }
-    if (TB_LOAD(&sl->key) != tk) {
+    if (TB_LOAD(&ep->key) != tk) {
         Py_DECREF(k);
         return TB_RESTART;
     }
@@ -268,7 +291,7 @@ tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *sl, PyObject *tk, PyObject *k
     TB_RUNLOCK(r);
     int cmp = PyObject_RichCompareBool(k, key, Py_EQ);
     TB_RLOCK(r);
-    int same = TB_LOAD(&r->table) == t && TB_LOAD(&sl->key) == tk;
+    int same = TB_LOAD(&r->table) == t && TB_LOAD(&ep->key) == tk;
     if (same && cmp >= 0) {
         /* The table still holds k and the shard t: neither reference can be
          * the last, so dropping them runs nothing (3.13t: under rmu). */
@@ -303,47 +326,52 @@ sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
         size_t mask = (size_t)t->mask;
         size_t perturb = (size_t)hash;
         size_t i = (size_t)hash & mask;
-        SMSlot *sl;
+        SMSlot *ep;
         PyObject *tk;
         for (;;) {
-            sl = &t->slots[i];
-            tk = TB_LOAD(&sl->key);
-            if (tk == NULL) {
+            int32_t ix = IX_LOAD(&t->indices[i]);
+            if (ix == IX_EMPTY) {
                 TB_RUNLOCK(r);
                 *out = NULL;
                 return 0;
             }
-            if (sm_tb_untag(tk) == key) {
-                goto found;
-            }
-            if (tk != SM_TB_DUMMY && TB_LOAD_HASH(&sl->hash) == hash) {
-                if ((uintptr_t)tk & SM_TB_PLAIN) {
-                    if (key_plain < 0) {
-                        key_plain = tb_plain(key, 0);
-                    }
-                    if (key_plain) {
-                        int eq = tb_plain_eq(sm_tb_untag(tk), key);
-                        if (eq > 0) {
-                            goto found;
-                        }
-                        if (eq < 0) {
-                            TB_RUNLOCK(r);
-                            *out = NULL;
-                            return -1;
-                        }
-                        goto next;
-                    }
-                }
-                int rc = tb_compare_slow(r, t, sl, tk, key);
-                if (rc == TB_EQ) {
+            if (ix >= 0) {
+                ep = &t->entries[ix];
+                tk = TB_LOAD(&ep->key);
+                if (sm_tb_untag(tk) == key) {
                     goto found;
                 }
-                if (rc == TB_ERR) {
-                    *out = NULL;
-                    return -1;
-                }
-                if (rc == TB_RESTART) {
-                    goto restart;
+                /* tk == NULL: removed since the index was read; the key, if
+                 * it is back, was absent at that instant */
+                if (tk != NULL && TB_LOAD_HASH(&ep->hash) == hash) {
+                    if ((uintptr_t)tk & SM_TB_PLAIN) {
+                        if (key_plain < 0) {
+                            key_plain = tb_plain(key, 0);
+                        }
+                        if (key_plain) {
+                            int eq = tb_plain_eq(sm_tb_untag(tk), key);
+                            if (eq > 0) {
+                                goto found;
+                            }
+                            if (eq < 0) {
+                                TB_RUNLOCK(r);
+                                *out = NULL;
+                                return -1;
+                            }
+                            goto next;
+                        }
+                    }
+                    int rc = tb_compare_slow(r, t, ep, tk, key);
+                    if (rc == TB_EQ) {
+                        goto found;
+                    }
+                    if (rc == TB_ERR) {
+                        *out = NULL;
+                        return -1;
+                    }
+                    if (rc == TB_RESTART) {
+                        goto restart;
+                    }
                 }
             }
         next:
@@ -351,10 +379,10 @@ sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
             i = (i * 5 + perturb + 1) & mask;
         }
     found:;
-        PyObject *v = TB_LOAD(&sl->value);
+        PyObject *v = TB_LOAD(&ep->value);
 #if SM_TB_LOCKFREE
         if (v != NULL && PyUnstable_TryIncRef(v)) {
-            if (TB_LOAD(&sl->value) == v && TB_LOAD(&sl->key) == tk
+            if (TB_LOAD(&ep->value) == v && TB_LOAD(&ep->key) == tk
                 && TB_LOAD(&r->table) == t) {
                 *out = v;
                 return 1;
@@ -388,34 +416,33 @@ sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix)
     size_t perturb = (size_t)hash;
     size_t i = (size_t)hash & mask;
     for (;;) {
-        SMSlot *sl = &t->slots[i];
-        PyObject *tk = sl->key;
-        if (tk == NULL) {
+        int32_t e = t->indices[i];
+        if (e == IX_EMPTY) {
             return 0;
         }
-        PyObject *k = sm_tb_untag(tk);
-        if (k == key) {
-            *ix = (Py_ssize_t)i;
-            return 1;
-        }
-        if (tk != SM_TB_DUMMY && sl->hash == hash) {
-            int eq;
-            if ((uintptr_t)tk & SM_TB_PLAIN) {
-                if (key_plain < 0) {
-                    key_plain = tb_plain(key, 0);
+        if (e >= 0) {
+            SMSlot *ep = &t->entries[e];
+            PyObject *tk = ep->key;
+            PyObject *k = sm_tb_untag(tk);
+            if (k == key) {
+                *ix = e;
+                return 1;
+            }
+            if (ep->hash == hash) {
+                int eq;
+                if (((uintptr_t)tk & SM_TB_PLAIN)
+                    && (key_plain >= 0 ? key_plain : (key_plain = tb_plain(key, 0)))) {
+                    eq = tb_plain_eq(k, key);
                 }
-            }
-            if (((uintptr_t)tk & SM_TB_PLAIN) && key_plain) {
-                eq = tb_plain_eq(k, key);
-            }
-            else {
-                Py_INCREF(k);  /* never the last: the table holds k */
-                eq = PyObject_RichCompareBool(k, key, Py_EQ);
-                Py_DECREF(k);
-            }
-            if (eq != 0) {
-                *ix = (Py_ssize_t)i;
-                return eq;
+                else {
+                    Py_INCREF(k);  /* never the last: the table holds k */
+                    eq = PyObject_RichCompareBool(k, key, Py_EQ);
+                    Py_DECREF(k);
+                }
+                if (eq != 0) {
+                    *ix = e;
+                    return eq;
+                }
             }
         }
         perturb >>= TB_PERTURB_SHIFT;
@@ -423,58 +450,74 @@ sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix)
     }
 }
 
-/* The first free slot (never used or removed) of key's probe sequence. */
-static inline SMSlot *
-tb_free_slot(SMTable *t, Py_hash_t hash)
+/* The first index slot of hash's probe sequence that is empty or removed. */
+static inline int32_t *
+tb_free_index(SMTable *t, Py_hash_t hash)
 {
     size_t mask = (size_t)t->mask;
     size_t perturb = (size_t)hash;
     size_t i = (size_t)hash & mask;
     for (;;) {
-        SMSlot *sl = &t->slots[i];
-        if (sl->key == NULL || sl->key == SM_TB_DUMMY) {
-            return sl;
+        if (t->indices[i] < 0) {
+            return &t->indices[i];
         }
         perturb >>= TB_PERTURB_SHIFT;
         i = (i * 5 + perturb + 1) & mask;
     }
 }
 
-/* Replace r's table by a fresh one sized for `need` live keys (load at most
- * 1/2 right after), holding the same entries and no removed slots; the old
+/* The index slot that points to entry e. */
+static inline int32_t *
+tb_index_of(SMTable *t, Py_ssize_t e)
+{
+    Py_hash_t hash = t->entries[e].hash;
+    size_t mask = (size_t)t->mask;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    for (;;) {
+        if (t->indices[i] == (int32_t)e) {
+            return &t->indices[i];
+        }
+        perturb >>= TB_PERTURB_SHIFT;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
+/* Replace r's table by a fresh one sized as dict sizes itself when it grows
+ * (index slots: the smallest power of two >= 3 x the live entries, at least
+ * 8), holding the live entries in their order and nothing removed; the old
  * table goes to g (delayed release).  0 or -1 (MemoryError, nothing
  * changed). */
 static int
-tb_rebuild(SMTableRef *r, Py_ssize_t need, SMGrave *g)
+tb_rebuild(SMTableRef *r, SMGrave *g)
 {
+    SMTable *old = r->table;
+    Py_ssize_t used = old != NULL ? old->used : 0;
     Py_ssize_t cap = TB_MINSIZE;
-    while (cap < 2 * need) {
-        if (cap > PY_SSIZE_T_MAX / 2 / (Py_ssize_t)sizeof(SMSlot)) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    while (cap < 3 * used) {
         cap *= 2;
     }
     SMTable *nt = tb_new(cap);
     if (nt == NULL) {
         return -1;
     }
-    SMTable *old = r->table;
     if (old != NULL) {
         /* Copy: nt is not published yet, plain stores suffice. */
-        for (Py_ssize_t i = 0; i <= old->mask; i++) {
-            SMSlot *sl = &old->slots[i];
-            if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
-                SMSlot *d = tb_free_slot(nt, sl->hash);
-                *d = *sl;
+        Py_ssize_t n = 0;
+        for (Py_ssize_t e = 0; e < old->nentries; e++) {
+            SMSlot *ep = &old->entries[e];
+            if (ep->key != NULL) {
+                nt->entries[n] = *ep;
+                *tb_free_index(nt, ep->hash) = (int32_t)n;
+                n++;
             }
         }
-        nt->used = old->used;
-        nt->fill = old->used;
+        nt->nentries = n;
+        nt->used = n;
         sm_grave_push(g, (PyObject *)((uintptr_t)old | SM_TB_PLAIN));
     }
     TB_WLOCK(r);
-    TB_STORE(&r->table, nt);  /* release: readers see the copied slots */
+    TB_STORE(&r->table, nt);  /* release: readers see the copied entries */
     TB_WUNLOCK(r);
     return 0;
 }
@@ -483,19 +526,16 @@ int
 sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGrave *g)
 {
     SMTable *t = r->table;
-    /* Keep used + removed slots at most 2/3 of the table (as dict does);
-     * a rebuild also drops the removed slots, so they never accumulate. */
-    if (t == NULL || (t->fill + 1) * 3 > tb_cap(t) * 2) {
-        if (tb_rebuild(r, (t ? t->used : 0) + 1, g) < 0) {
+    /* Out of entries: rebuild (which also drops removed entries, so they
+     * never accumulate beyond 2/3 of the index). */
+    if (t == NULL || t->nentries >= t->usable) {
+        if (tb_rebuild(r, g) < 0) {
             return -1;
         }
         t = r->table;
     }
-    SMSlot *sl = tb_free_slot(t, hash);
-    if (sl->key == NULL) {
-        t->fill++;
-    }
-    t->used++;
+    Py_ssize_t e = t->nentries;
+    SMSlot *ep = &t->entries[e];
     PyObject *tk = Py_NewRef(key);
     if (tb_plain(key, 0)) {
         tk = (PyObject *)((uintptr_t)key | SM_TB_PLAIN);
@@ -505,25 +545,29 @@ sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGr
     PyUnstable_EnableTryIncRef(key);
     PyUnstable_EnableTryIncRef(value);
 #endif
+    int32_t *slot = tb_free_index(t, hash);
     TB_WLOCK(r);
-    TB_STORE_HASH(&sl->hash, hash);
-    TB_STORE(&sl->value, value);
-    TB_STORE(&sl->key, tk);  /* last: a reader that sees the key sees the rest */
+    TB_STORE_HASH(&ep->hash, hash);
+    TB_STORE(&ep->value, value);
+    TB_STORE(&ep->key, tk);
+    IX_STORE(slot, (int32_t)e);  /* last: a reader that finds e sees it filled */
     TB_WUNLOCK(r);
+    t->nentries = e + 1;
+    t->used++;
     return 0;
 }
 
 void
 sm_tb_replace(SMTableRef *r, Py_ssize_t ix, PyObject *value, SMGrave *g)
 {
-    SMSlot *sl = &r->table->slots[ix];
-    PyObject *old = sl->value;
+    SMSlot *ep = &r->table->entries[ix];
+    PyObject *old = ep->value;
     Py_INCREF(value);
 #if SM_TB_LOCKFREE
     PyUnstable_EnableTryIncRef(value);
 #endif
     TB_WLOCK(r);
-    TB_STORE(&sl->value, value);
+    TB_STORE(&ep->value, value);
     TB_WUNLOCK(r);
     sm_grave_push(g, old);
 }
@@ -532,13 +576,14 @@ void
 sm_tb_remove(SMTableRef *r, Py_ssize_t ix, PyObject **old, SMGrave *g)
 {
     SMTable *t = r->table;
-    SMSlot *sl = &t->slots[ix];
-    PyObject *tk = sl->key;
-    *old = sl->value;
+    SMSlot *ep = &t->entries[ix];
+    PyObject *tk = ep->key;
+    int32_t *slot = tb_index_of(t, ix);
+    *old = ep->value;
     TB_WLOCK(r);
-    TB_STORE(&sl->key, SM_TB_DUMMY);  /* first: a reader that sees the key
-                                         still finds the value, or restarts */
-    TB_STORE(&sl->value, NULL);
+    IX_STORE(slot, IX_REMOVED);
+    TB_STORE(&ep->key, NULL);  /* a reader still at the entry restarts or moves on */
+    TB_STORE(&ep->value, NULL);
     TB_WUNLOCK(r);
     t->used--;
     sm_grave_push(g, tk);
@@ -557,11 +602,11 @@ sm_tb_clear(SMTableRef *r, SMGrave *g)
     TB_WLOCK(r);
     TB_STORE(&r->table, NULL);
     TB_WUNLOCK(r);
-    for (Py_ssize_t i = 0; i <= t->mask; i++) {
-        SMSlot *sl = &t->slots[i];
-        if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
-            sm_grave_push(g, sl->key);
-            sm_grave_push(g, sl->value);
+    for (Py_ssize_t e = 0; e < t->nentries; e++) {
+        SMSlot *ep = &t->entries[e];
+        if (ep->key != NULL) {
+            sm_grave_push(g, ep->key);
+            sm_grave_push(g, ep->value);
         }
     }
     sm_grave_push(g, (PyObject *)((uintptr_t)t | SM_TB_PLAIN));
@@ -577,8 +622,8 @@ sm_tb_collect(SMTableRef *r, SMBuf *buf)
     Py_ssize_t start = buf->n;
     for (int attempt = 0;; attempt++) {
         if (attempt > 0) {
-            /* The table was replaced (or a slot kept changing) under us: drop
-             * this shard's partial copy and start over. */
+            /* The table was replaced (or an entry kept changing) under us:
+             * drop this shard's partial copy and start over. */
             while (buf->n > start) {
                 Py_DECREF(buf->items[--buf->n]);
             }
@@ -591,27 +636,29 @@ sm_tb_collect(SMTableRef *r, SMBuf *buf)
             return 0;
         }
         int ok = 1;
-        for (Py_ssize_t i = 0; i <= t->mask && ok; i++) {
-            SMSlot *sl = &t->slots[i];
+        /* Entries past the writer's count are still zeroed: scanning all of
+         * them needs no load of the count. */
+        for (Py_ssize_t e = 0; e < t->usable && ok; e++) {
+            SMSlot *ep = &t->entries[e];
             for (int tries = 0;; tries++) {
                 if (tries >= TB_MAX_RESTARTS || TB_LOAD(&r->table) != t) {
                     ok = 0;
                     break;
                 }
-                PyObject *tk = TB_LOAD(&sl->key);
-                if (tk == NULL || tk == SM_TB_DUMMY) {
+                PyObject *tk = TB_LOAD(&ep->key);
+                if (tk == NULL) {
                     break;
                 }
-                PyObject *v = TB_LOAD(&sl->value);
+                PyObject *v = TB_LOAD(&ep->value);
                 PyObject *k = sm_tb_untag(tk);
                 if (v == NULL || !PyUnstable_TryIncRef(k)) {
-                    continue;  /* being removed: re-read the slot */
+                    continue;  /* being removed: read the entry again */
                 }
                 if (!PyUnstable_TryIncRef(v)) {
                     Py_DECREF(k);
                     continue;
                 }
-                if (TB_LOAD(&sl->key) != tk || TB_LOAD(&sl->value) != v
+                if (TB_LOAD(&ep->key) != tk || TB_LOAD(&ep->value) != v
                     || TB_LOAD(&r->table) != t) {
                     Py_DECREF(k);
                     Py_DECREF(v);
@@ -639,11 +686,11 @@ sm_tb_collect(SMTableRef *r, SMBuf *buf)
         rc = -1;
     }
     else if (t != NULL) {
-        for (Py_ssize_t i = 0; i <= t->mask; i++) {
-            SMSlot *sl = &t->slots[i];
-            if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
-                buf->items[buf->n++] = Py_NewRef(sm_tb_untag(sl->key));
-                buf->items[buf->n++] = Py_NewRef(sl->value);
+        for (Py_ssize_t e = 0; e < t->nentries; e++) {
+            SMSlot *ep = &t->entries[e];
+            if (ep->key != NULL) {
+                buf->items[buf->n++] = Py_NewRef(sm_tb_untag(ep->key));
+                buf->items[buf->n++] = Py_NewRef(ep->value);
             }
         }
     }
@@ -656,10 +703,7 @@ Py_ssize_t
 sm_tb_sizeof(SMTableRef *r)
 {
     SMTable *t = SM_LOAD_PTR(&r->table);
-    if (t == NULL) {
-        return 0;
-    }
-    return (Py_ssize_t)offsetof(SMTable, slots) + tb_cap(t) * (Py_ssize_t)sizeof(SMSlot);
+    return t == NULL ? 0 : tb_bytes(t);
 }
 
 int
@@ -669,11 +713,11 @@ sm_tb_traverse(SMTableRef *r, visitproc visit, void *arg)
     if (t == NULL) {
         return 0;
     }
-    for (Py_ssize_t i = 0; i <= t->mask; i++) {
-        SMSlot *sl = &t->slots[i];
-        if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
-            Py_VISIT(sm_tb_untag(sl->key));
-            Py_VISIT(sl->value);
+    for (Py_ssize_t e = 0; e < t->nentries; e++) {
+        SMSlot *ep = &t->entries[e];
+        if (ep->key != NULL) {
+            Py_VISIT(sm_tb_untag(ep->key));
+            Py_VISIT(ep->value);
         }
     }
     return 0;
@@ -687,13 +731,13 @@ sm_tb_fini(SMTableRef *r)
         return;
     }
     r->table = NULL;  /* detach first: a __del__ below sees an empty shard */
-    for (Py_ssize_t i = 0; i <= t->mask; i++) {
-        SMSlot *sl = &t->slots[i];
-        if (sl->key != NULL && sl->key != SM_TB_DUMMY) {
+    for (Py_ssize_t e = 0; e < t->nentries; e++) {
+        SMSlot *ep = &t->entries[e];
+        if (ep->key != NULL) {
             /* No reader is left (the map is being freed or cleared by the
              * collector): nothing needs delaying. */
-            Py_DECREF(sm_tb_untag(sl->key));
-            Py_DECREF(sl->value);
+            Py_DECREF(sm_tb_untag(ep->key));
+            Py_DECREF(ep->value);
         }
     }
     Py_DECREF(t);

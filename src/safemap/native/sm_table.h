@@ -1,27 +1,30 @@
 /*
  * sm_table.h -- the hash table each ConcurrentMap shard owns (see sm_table.c).
  *
- * Open addressing over a power-of-two array of (hash, key, value) slots,
- * probed in the order CPython's dict uses (i = 5*i + perturb + 1, perturb
- * shifted 5 bits each step), so that keys with equal hashes cost no more
- * comparisons than in a dict.  Writers hold the shard lock; readers take no
- * lock:
+ * The layout of CPython's dict: an index array (int32 slots, power-of-two
+ * count, probed in dict's order: i = 5*i + perturb + 1, perturb shifted 5
+ * bits each step) pointing into an append-only array of (hash, key, value)
+ * entries sized 2/3 of the index.  So memory matches a dict's, keys with
+ * equal hashes cost exactly the comparisons they cost in a dict (a rebuild
+ * keeps insertion order, hence every collision chain's order), and
+ * iteration walks the entries in insertion order.  Writers hold the shard
+ * lock; readers take no lock:
  *
  *   - GIL builds: plain loads.  A reader that calls a key's __eq__ holds a
- *     reference to the stored key and to the table, and restarts if the slot
+ *     reference to the stored key and to the table, and restarts if the entry
  *     or the table changed meanwhile (what dict does).
  *   - Free-threaded 3.14+: a read writes no shared memory but the returned
  *     value's reference count.  Keys that are exact str, int, bytes, or tuples
- *     of those ("plain", tagged in the slot) are compared in C without a
+ *     of those ("plain", tagged in the entry) are compared in C without a
  *     reference; their release by the map is delayed through QSBR
  *     (_PyObject_XDecRefDelayed), so a reader that loaded one keeps reading a
  *     live, immutable object until it next passes a quiescent state.  Other
  *     keys are compared holding a reference taken with PyUnstable_TryIncRef
- *     and a re-check of the slot (CPython's own dict protocol).  Values are
- *     read with TryIncRef and a re-check of the slot and of the table
+ *     and a re-check of the entry (CPython's own dict protocol).  Values are
+ *     read with TryIncRef and a re-check of the entry and of the table
  *     pointer.  Writers mark every stored key and value with
- *     PyUnstable_EnableTryIncRef and publish a slot's key with a release
- *     store after its hash and value.  A replaced table is released through
+ *     PyUnstable_EnableTryIncRef and fill an entry before storing the index
+ *     slot that points to it.  A replaced table is released through
  *     QSBR too: readers still probing it keep valid memory.
  *   - Free-threaded 3.13 (no TryIncRef): readers take the table's short
  *     mutex `rmu` (never held while Python code runs), writers take it around
@@ -45,20 +48,24 @@
 
 typedef struct {
     Py_hash_t hash;
-    PyObject *key;    /* NULL: never used; SM_TB_DUMMY: removed; else the key,
-                         tagged with SM_TB_PLAIN if plain */
-    PyObject *value;  /* strong; NULL in a removed slot */
+    PyObject *key;    /* NULL: not used yet, or removed; else the key, tagged
+                         with SM_TB_PLAIN if plain */
+    PyObject *value;  /* strong; NULL when key is */
 } SMSlot;
 
 /* A table is a (non-GC) Python object only so that its release can be
  * delayed through QSBR and a reader can hold it across a key's __eq__; it
- * never owns its slots' references: the shard's code moves them. */
+ * never owns its entries' references: the shard's code moves them.  An
+ * entry is never reused within a table: a removed key's entry stays empty
+ * until a rebuild compacts the table into a new one. */
 typedef struct {
-    PyObject_VAR_HEAD  /* ob_size: capacity (mask + 1) */
-    Py_ssize_t mask;
-    Py_ssize_t used;   /* live keys */
-    Py_ssize_t fill;   /* live keys + removed slots */
-    SMSlot slots[1];
+    PyObject_VAR_HEAD      /* ob_size: bytes of indices + entries */
+    Py_ssize_t mask;       /* index slots - 1 */
+    Py_ssize_t usable;     /* entries allocated (2/3 of the index slots) */
+    Py_ssize_t nentries;   /* entries appended, live or removed */
+    Py_ssize_t used;       /* live entries */
+    SMSlot *entries;       /* in the same block, after the indices */
+    int32_t indices[1];    /* -1 empty, -2 removed, else an entry */
 } SMTable;
 
 /* The table of one shard.  `table` is NULL while the shard is empty and
@@ -71,8 +78,6 @@ typedef struct {
 } SMTableRef;
 
 #define SM_TB_PLAIN ((uintptr_t)1)
-extern PyObject _SM_TB_DummyStruct;
-#define SM_TB_DUMMY (&_SM_TB_DummyStruct)
 
 static inline PyObject *
 sm_tb_untag(PyObject *tk)
@@ -120,14 +125,14 @@ int sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out);
 /* ------------------------------------------------------------ writes */
 /* Every function below is called holding the shard lock. */
 
-/* Find key: 1 (*ix its slot), 0 absent, -1 error.  May run __eq__. */
+/* Find key: 1 (*ix its entry), 0 absent, -1 error.  May run __eq__. */
 int sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix);
 
-/* The value in slot ix (borrowed; stable while the lock is held). */
+/* The value of entry ix (borrowed; stable while the lock is held). */
 static inline PyObject *
 sm_tb_value_at(SMTableRef *r, Py_ssize_t ix)
 {
-    return r->table->slots[ix].value;
+    return r->table->entries[ix].value;
 }
 
 /* Insert key (absent: sm_tb_find returned 0 under the same hold).  May build
@@ -135,10 +140,10 @@ sm_tb_value_at(SMTableRef *r, Py_ssize_t ix)
  * set (nothing changed).  g must have room for 1 item. */
 int sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGrave *g);
 
-/* Replace the value of slot ix; the old value goes to g (room for 1). */
+/* Replace the value of entry ix; the old value goes to g (room for 1). */
 void sm_tb_replace(SMTableRef *r, Py_ssize_t ix, PyObject *value, SMGrave *g);
 
-/* Remove slot ix: the key goes to g (room for 1), the value reference is
+/* Remove entry ix: the key goes to g (room for 1), the value reference is
  * handed to the caller (*old, strong). */
 void sm_tb_remove(SMTableRef *r, Py_ssize_t ix, PyObject **old, SMGrave *g);
 
@@ -146,9 +151,9 @@ void sm_tb_remove(SMTableRef *r, Py_ssize_t ix, PyObject **old, SMGrave *g);
  * -1 with MemoryError set, nothing changed). */
 int sm_tb_clear(SMTableRef *r, SMGrave *g);
 
-/* Append every (key, value) to buf, as strong references; lock-free.  On GIL
- * builds no Python code runs; on free-threaded builds each pair was in the
- * table at the instant it was copied.  0 or -1. */
+/* Append every (key, value) to buf, in insertion order, as strong
+ * references; lock-free.  On GIL builds no Python code runs; on free-threaded
+ * builds each pair was in the table at the instant it was copied.  0 or -1. */
 int sm_tb_collect(SMTableRef *r, SMBuf *buf);
 
 Py_ssize_t sm_tb_sizeof(SMTableRef *r);
