@@ -237,6 +237,15 @@ tb_plain_eq(PyObject *a, PyObject *b)
             return PyUnstable_Long_CompactValue((PyLongObject *)a)
                    == PyUnstable_Long_CompactValue((PyLongObject *)b);
         }
+#else
+        /* 3.11: sign and length in ob_size, then the digits. */
+        Py_ssize_t size = Py_SIZE(a);
+        if (size != Py_SIZE(b)) {
+            return 0;
+        }
+        size_t nd = (size_t)(size < 0 ? -size : size);
+        return memcmp(((PyLongObject *)a)->ob_digit, ((PyLongObject *)b)->ob_digit,
+                      nd * sizeof(digit)) == 0;
 #endif
         /* int's own comparison: C code that returns a bool. */
         PyObject *res = PyLong_Type.tp_richcompare(a, b, Py_EQ);
