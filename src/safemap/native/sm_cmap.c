@@ -1,11 +1,12 @@
 /*
  * sm_cmap.c -- ConcurrentMapBase, the native core of safemap.ConcurrentMap.
  *
- * Layout.  A fixed array of shards chosen at construction; each shard is a plain
- * dict plus a lock (SMLock) and counters.  A key's shard is picked from its hash
- * (multiplied by a 64-bit odd constant so the shard bits are independent of the
- * low bits the dict uses for its own slots), so a key lives in exactly one shard
- * for the map's whole life.
+ * Layout.  A fixed array of shards chosen at construction; each shard is a hash
+ * table of its own (sm_table.c: dict's layout and probe order, lock-free
+ * readers) plus a lock (SMLock), an entry count and counters.  A key's shard
+ * is picked from its hash (multiplied by a 64-bit odd constant so the shard
+ * bits are independent of the low bits the table uses for its own slots), so
+ * a key lives in exactly one shard for the map's whole life.
  *
  * How each kind of operation stays atomic (linearizable), also when a key's
  * __hash__/__eq__ or a callback runs Python code, releases the GIL or blocks:
@@ -13,16 +14,19 @@
  *  - __hash__ always runs first, before any lock is taken and before anything
  *    is read: whatever it does, the operation has not started yet.
  *
- *  - Reads (m[k], get, in, load, the compute_if_* fast paths) take no lock.  On
- *    GIL builds one dict lookup is atomic: CPython's dict restarts a lookup that
- *    a concurrent mutation (made while a key's __eq__ released the GIL)
- *    invalidated.  On free-threaded builds PyDict_GetItemRef is the dict's own
- *    lock-free read and hands back a strong reference.  Every writer changes
- *    the dict in ONE dict call at the very end of its operation, so a reader
- *    sees the state before or after each write, never a half-done compute.
- *    The one exception is a change spanning shards (clear, a transaction's
- *    commit): it sets `guard`/`committing` first, and readers that see them
- *    wait on the shard lock until the change is complete.
+ *  - Reads (m[k], get, in, load, the compute_if_* fast paths) take no lock
+ *    (sm_tb_get).  On GIL builds a lookup that calls a key's __eq__ holds the
+ *    stored key and the table and restarts if either changed meanwhile, as
+ *    dict does.  On free-threaded 3.14+ a read writes no shared memory but the
+ *    returned value's reference count (see sm_table.h); after repeated lost
+ *    races with writers of its entry it reads under the shard lock if the
+ *    thread holds no lock (else it backs off and retries).  Every writer
+ *    changes the table in ONE step at the very end of its operation (one
+ *    pointer store seen by readers), so a reader sees the state before or
+ *    after each write, never a half-done compute.  The one exception is a
+ *    change spanning shards (clear, a transaction's commit): it sets
+ *    `guard`/`committing` first, and readers that see them wait on the shard
+ *    lock until the change is complete.
  *
  *  - Writes (store, delete, swap, compare-and-*, the compute family) take the
  *    shard lock for the whole read-modify-write, so they serialize with each
@@ -42,21 +46,23 @@
  *    Reads from callbacks are allowed (they take no lock); inside
  *    transaction(fn) every method of the map raises (use the view).
  *
- *  - Nothing the map drops is released under a lock: an overwritten or removed
- *    value is kept alive by a reference of ours until the shard lock is
- *    released, so its __del__ runs with no lock held.  (A removed KEY is
- *    released by dict itself inside the deleting call; a key whose __del__
- *    writes to this same map therefore gets RecursiveUpdateError, reported as
- *    unraisable.)
+ *  - Nothing the map drops is released under a lock: replaced values,
+ *    removed keys and values and replaced tables go to an SMGrave that the
+ *    writer releases after unlocking, so every __del__ runs with no lock of
+ *    the map held (and may write to it).
  *
- *  - Exceptions leave no trace: every path mutates the dict only in its last
- *    step, after every Python callback and comparison has succeeded; a dict
- *    call that fails (MemoryError, __eq__ raising in its lookup) changes
- *    nothing.
+ *  - Exceptions leave no trace: every path changes the table only in its last
+ *    step, after every Python callback and comparison has succeeded; a table
+ *    change that fails (MemoryError while growing) changes nothing.
  *
- *  - Iteration copies one shard at a time (sm_buf_collect_dict: no lock, no
- *    Python code on GIL builds; the dict's critical section on free-threaded
- *    builds) and yields from the copy with no lock held.
+ *  - Iteration copies one shard at a time (sm_tb_collect: lock-free; no
+ *    Python code on GIL builds; on free-threaded builds each pair is taken
+ *    with a re-checked try-incref) and yields from the copy with no lock held.
+ *
+ *  - len() sums the shards' counts (each written by its lock holder only, on
+ *    the shard's own cache line, so writers share no counter); on
+ *    free-threaded builds the shard versions around the sum show that it was
+ *    taken at one instant.
  *
  *  - snapshot() reads every shard's version, copies every shard, and re-reads
  *    the versions: unchanged and even means no mutation happened anywhere in
@@ -80,7 +86,7 @@
 #  define REENTRY_POSSIBLE(m) ((m)->held != 0)
 #endif
 
-/* Bracket one dict mutation: the version is odd while it is in progress. */
+/* Bracket one table change: the version is odd while it is in progress. */
 #define BEGIN_MUT(s) SM_ADD_SSIZE(&(s)->version, 1)
 #define END_MUT(s) SM_ADD_SSIZE(&(s)->version, 1)
 
@@ -1088,9 +1094,9 @@ cm_collect_all(SMCMapObject *m, SMBuf *buf)
             SMShard *s = cm_shard_at(m, i);
             seen[i] = SM_LOAD_SSIZE(&s->version);
             /* A shard whose lock this thread holds cannot change while we are
-             * here; if its version is odd, the mutation in progress is our
-             * own (a key's __eq__ called us from inside its lookup), and it
-             * has not changed the dict yet. */
+             * here (a table change runs no Python code, so its odd version is
+             * never seen by its own thread; the exception is a transaction's
+             * commit, whose owner is refused above). */
             ok = (seen[i] & 1) == 0 || sm_lock_held_by(&s->lock, me);
         }
         for (Py_ssize_t i = 0; i < n && ok; i++) {
@@ -1845,8 +1851,8 @@ SM_DEFINE_TYPE(SMCMap_Type) = {
     .tp_as_mapping = &cm_as_mapping,
     .tp_hash = PyObject_HashNotImplemented,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Native core of safemap.ConcurrentMap: a fixed array of shards, each a dict "
-              "with its own lock. Use safemap.ConcurrentMap.",
+    .tp_doc = "Native core of safemap.ConcurrentMap: a fixed array of shards, each a hash "
+              "table with its own lock. Use safemap.ConcurrentMap.",
     .tp_traverse = cm_traverse,
     .tp_clear = cm_tp_clear,
     .tp_weaklistoffset = offsetof(SMCMapObject, weakreflist),
