@@ -335,11 +335,11 @@ cm_end_multi(SMCMapObject *m)
 
 /* Insert an absent key.  0, or -1 with MemoryError set (nothing changed). */
 static int
-cm_insert(SMCMapObject *m, SMShard *s, PyObject *key, Py_hash_t hash, PyObject *value,
-          SMGrave *g)
+cm_insert(SMCMapObject *m, SMShard *s, SMPos *p, PyObject *key, Py_hash_t hash,
+          PyObject *value, SMGrave *g)
 {
     BEGIN_MUT(s);
-    int r = sm_tb_insert(&s->tab, key, hash, value, g);
+    int r = sm_tb_insert(&s->tab, p, key, hash, value, g);
     if (r == 0) {
         SM_BUMP(&s->count, 1);
     }
@@ -350,22 +350,22 @@ cm_insert(SMCMapObject *m, SMShard *s, PyObject *key, Py_hash_t hash, PyObject *
     return r;
 }
 
-/* Give slot ix another value (a different object). */
+/* Give the entry found at p another value (a different object). */
 static void
-cm_replace(SMCMapObject *m, SMShard *s, Py_ssize_t ix, PyObject *value, SMGrave *g)
+cm_replace(SMCMapObject *m, SMShard *s, SMPos *p, PyObject *value, SMGrave *g)
 {
     BEGIN_MUT(s);
-    sm_tb_replace(&s->tab, ix, value, g);
+    sm_tb_replace(&s->tab, p, value, g);
     END_MUT(s);
     cm_wrote(m, s, 0);
 }
 
-/* Remove slot ix; *old receives the map's reference to the value. */
+/* Remove the entry found at p; *old receives the map's reference to the value. */
 static void
-cm_remove(SMCMapObject *m, SMShard *s, Py_ssize_t ix, PyObject **old, SMGrave *g)
+cm_remove(SMCMapObject *m, SMShard *s, SMPos *p, PyObject **old, SMGrave *g)
 {
     BEGIN_MUT(s);
-    sm_tb_remove(&s->tab, ix, old, g);
+    sm_tb_remove(&s->tab, p, old, g);
     SM_BUMP(&s->count, -1);
     END_MUT(s);
     cm_wrote(m, s, -1);
@@ -459,9 +459,9 @@ cm_read_contended(SMCMapObject *m, SMShard *s, PyObject *key, Py_hash_t hash,
                 *out = NULL;
                 return -1;
             }
-            Py_ssize_t ix;
-            int r = sm_tb_find(&s->tab, key, hash, &ix);
-            *out = r == 1 ? Py_NewRef(sm_tb_value_at(&s->tab, ix)) : NULL;
+            SMPos pos;
+            int r = sm_tb_find(&s->tab, key, hash, &pos);
+            *out = r == 1 ? Py_NewRef(sm_tb_value_at(&pos)) : NULL;
             cm_unlock(m, s);
             return r;
         }
@@ -526,16 +526,16 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
     }
     SMGrave g;
     SM_GRAVE_INIT(&g);
-    Py_ssize_t ix;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 1) {
-        if (sm_tb_value_at(&s->tab, ix) != value) {
-            cm_replace(m, s, ix, value, &g);
+        if (sm_tb_value_at(&pos) != value) {
+            cm_replace(m, s, &pos, value, &g);
         }
         r = 0;
     }
     else if (r == 0) {
-        r = cm_insert(m, s, key, hash, value, &g);
+        r = cm_insert(m, s, &pos, key, hash, value, &g);
     }
     cm_unlock(m, s);
     sm_grave_release(&g);  /* the old value's __del__ runs with no lock held */
@@ -558,10 +558,10 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
     }
     SMGrave g;
     SM_GRAVE_INIT(&g);
-    Py_ssize_t ix;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 1) {
-        cm_remove(m, s, ix, old, &g);
+        cm_remove(m, s, &pos, old, &g);
     }
     cm_unlock(m, s);
     sm_grave_release(&g);  /* the stored key, released with no lock held */
@@ -610,13 +610,13 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     PyObject *res = NULL;     /* callback's answer */
     PyObject *result = NULL;  /* what we return */
     PyObject *gone = NULL;    /* a removed value */
-    Py_ssize_t ix = -1;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r < 0) {
         goto unlock;
     }
     if (r == 1) {
-        old = Py_NewRef(sm_tb_value_at(&s->tab, ix));
+        old = Py_NewRef(sm_tb_value_at(&pos));
     }
     PyObject *args[2];
     switch (mode) {
@@ -662,18 +662,18 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     }
     if (res == SM_DELETE) {
         if (old != NULL) {
-            cm_remove(m, s, ix, &gone, &g);
+            cm_remove(m, s, &pos, &gone, &g);
         }
         result = Py_NewRef(Py_None);
     }
     else {
         if (old == NULL) {
-            if (cm_insert(m, s, key, hash, res, &g) < 0) {
+            if (cm_insert(m, s, &pos, key, hash, res, &g) < 0) {
                 goto unlock;
             }
         }
         else if (old != res) {
-            cm_replace(m, s, ix, res, &g);
+            cm_replace(m, s, &pos, res, &g);
         }
         result = Py_NewRef(res);
     }
@@ -862,16 +862,16 @@ cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
     }
     SMGrave g;
     SM_GRAVE_INIT(&g);
-    Py_ssize_t ix;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 1) {
-        *cur = Py_NewRef(sm_tb_value_at(&s->tab, ix));
+        *cur = Py_NewRef(sm_tb_value_at(&pos));
         if (replace && *cur != value) {
-            cm_replace(m, s, ix, value, &g);
+            cm_replace(m, s, &pos, value, &g);
         }
     }
     else if (r == 0) {
-        if (cm_insert(m, s, key, hash, value, &g) < 0) {
+        if (cm_insert(m, s, &pos, key, hash, value, &g) < 0) {
             r = -1;
         }
         else {
@@ -952,17 +952,17 @@ cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject
     SMGrave g;
     SM_GRAVE_INIT(&g);
     PyObject *cur = NULL, *gone = NULL;
-    Py_ssize_t ix;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 1) {
-        cur = Py_NewRef(sm_tb_value_at(&s->tab, ix));
+        cur = Py_NewRef(sm_tb_value_at(&pos));
         r = PyObject_RichCompareBool(cur, expected, Py_EQ);
         if (r == 1) {
             if (new == NULL) {
-                cm_remove(m, s, ix, &gone, &g);
+                cm_remove(m, s, &pos, &gone, &g);
             }
             else if (new != cur) {
-                cm_replace(m, s, ix, new, &g);
+                cm_replace(m, s, &pos, new, &g);
             }
         }
     }
@@ -1376,12 +1376,12 @@ txn_subscript(PyObject *op, PyObject *key)
         return NULL;
     }
     SMShard *s = cm_shard(t->map, hash);
-    Py_ssize_t ix;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 0) {
         cm_key_error(key);
     }
-    return r > 0 ? Py_NewRef(sm_tb_value_at(&s->tab, ix)) : NULL;
+    return r > 0 ? Py_NewRef(sm_tb_value_at(&pos)) : NULL;
 }
 
 static int
@@ -1395,8 +1395,8 @@ txn_contains(PyObject *op, PyObject *key)
     if (hash == -1) {
         return -1;
     }
-    Py_ssize_t ix;
-    return sm_tb_find(&cm_shard(t->map, hash)->tab, key, hash, &ix);
+    SMPos pos;
+    return sm_tb_find(&cm_shard(t->map, hash)->tab, key, hash, &pos);
 }
 
 static Py_ssize_t
@@ -1459,8 +1459,8 @@ txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
     }
     SMCMapObject *m = t->map;
     SMShard *s = cm_shard(m, hash);
-    Py_ssize_t ix;
-    int r = sm_tb_find(&s->tab, key, hash, &ix);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r < 0) {
         return -1;
     }
@@ -1476,15 +1476,15 @@ txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
     txn_begin_commit(t);
     if (value == NULL) {
         PyObject *old;
-        cm_remove(m, s, ix, &old, &t->grave);
+        cm_remove(m, s, &pos, &old, &t->grave);
         sm_grave_push(&t->grave, old);
     }
     else if (r == 1) {
-        if (sm_tb_value_at(&s->tab, ix) != value) {
-            cm_replace(m, s, ix, value, &t->grave);
+        if (sm_tb_value_at(&pos) != value) {
+            cm_replace(m, s, &pos, value, &t->grave);
         }
     }
-    else if (cm_insert(m, s, key, hash, value, &t->grave) < 0) {
+    else if (cm_insert(m, s, &pos, key, hash, value, &t->grave) < 0) {
         return -1;
     }
     return 0;

@@ -412,11 +412,14 @@ sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
 /* ------------------------------------------------------------ writes */
 
 int
-sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix)
+sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, SMPos *p)
 {
     /* Under the shard lock: nobody else changes the table, and a write from a
      * key's __eq__ is refused, so no restart is ever needed. */
     SMTable *t = r->table;
+    p->table = t;
+    p->entry = -1;
+    p->slot = -1;
     if (t == NULL) {
         return 0;
     }
@@ -426,19 +429,20 @@ sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix)
     size_t i = (size_t)hash & mask;
     for (;;) {
         int32_t e = t->indices[i];
-        if (e == IX_EMPTY) {
-            return 0;
+        if (e < 0) {
+            if (p->slot < 0) {
+                p->slot = (Py_ssize_t)i;  /* where an insert goes (as dict) */
+            }
+            if (e == IX_EMPTY) {
+                return 0;
+            }
         }
-        if (e >= 0) {
+        else {
             SMSlot *ep = &t->entries[e];
             PyObject *tk = ep->key;
             PyObject *k = sm_tb_untag(tk);
-            if (k == key) {
-                *ix = e;
-                return 1;
-            }
-            if (ep->hash == hash) {
-                int eq;
+            int eq = k == key;
+            if (!eq && ep->hash == hash) {
                 if (((uintptr_t)tk & SM_TB_PLAIN)
                     && (key_plain >= 0 ? key_plain : (key_plain = tb_plain(key, 0)))) {
                     eq = tb_plain_eq(k, key);
@@ -448,10 +452,13 @@ sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix)
                     eq = PyObject_RichCompareBool(k, key, Py_EQ);
                     Py_DECREF(k);
                 }
-                if (eq != 0) {
-                    *ix = e;
-                    return eq;
+            }
+            if (eq != 0) {
+                if (eq > 0) {
+                    p->entry = e;
+                    p->slot = (Py_ssize_t)i;
                 }
+                return eq;
             }
         }
         perturb >>= TB_PERTURB_SHIFT;
@@ -468,23 +475,6 @@ tb_free_index(SMTable *t, Py_hash_t hash)
     size_t i = (size_t)hash & mask;
     for (;;) {
         if (t->indices[i] < 0) {
-            return &t->indices[i];
-        }
-        perturb >>= TB_PERTURB_SHIFT;
-        i = (i * 5 + perturb + 1) & mask;
-    }
-}
-
-/* The index slot that points to entry e. */
-static inline int32_t *
-tb_index_of(SMTable *t, Py_ssize_t e)
-{
-    Py_hash_t hash = t->entries[e].hash;
-    size_t mask = (size_t)t->mask;
-    size_t perturb = (size_t)hash;
-    size_t i = (size_t)hash & mask;
-    for (;;) {
-        if (t->indices[i] == (int32_t)e) {
             return &t->indices[i];
         }
         perturb >>= TB_PERTURB_SHIFT;
@@ -532,9 +522,11 @@ tb_rebuild(SMTableRef *r, SMGrave *g)
 }
 
 int
-sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGrave *g)
+sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *value,
+             SMGrave *g)
 {
     SMTable *t = r->table;
+    int32_t *slot;
     /* Out of entries: rebuild (which also drops removed entries, so they
      * never accumulate beyond 2/3 of the index). */
     if (t == NULL || t->nentries >= t->usable) {
@@ -542,6 +534,11 @@ sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGr
             return -1;
         }
         t = r->table;
+        slot = tb_free_index(t, hash);
+    }
+    else {
+        assert(p->table == t && p->slot >= 0);
+        slot = &t->indices[p->slot];
     }
     Py_ssize_t e = t->nentries;
     SMSlot *ep = &t->entries[e];
@@ -554,7 +551,6 @@ sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGr
     PyUnstable_EnableTryIncRef(key);
     PyUnstable_EnableTryIncRef(value);
 #endif
-    int32_t *slot = tb_free_index(t, hash);
     TB_WLOCK(r);
     TB_STORE_HASH(&ep->hash, hash);
     TB_STORE(&ep->value, value);
@@ -567,9 +563,9 @@ sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGr
 }
 
 void
-sm_tb_replace(SMTableRef *r, Py_ssize_t ix, PyObject *value, SMGrave *g)
+sm_tb_replace(SMTableRef *r, SMPos *p, PyObject *value, SMGrave *g)
 {
-    SMSlot *ep = &r->table->entries[ix];
+    SMSlot *ep = &p->table->entries[p->entry];
     PyObject *old = ep->value;
     Py_INCREF(value);
 #if SM_TB_LOCKFREE
@@ -582,12 +578,12 @@ sm_tb_replace(SMTableRef *r, Py_ssize_t ix, PyObject *value, SMGrave *g)
 }
 
 void
-sm_tb_remove(SMTableRef *r, Py_ssize_t ix, PyObject **old, SMGrave *g)
+sm_tb_remove(SMTableRef *r, SMPos *p, PyObject **old, SMGrave *g)
 {
-    SMTable *t = r->table;
-    SMSlot *ep = &t->entries[ix];
+    SMTable *t = p->table;
+    SMSlot *ep = &t->entries[p->entry];
     PyObject *tk = ep->key;
-    int32_t *slot = tb_index_of(t, ix);
+    int32_t *slot = &t->indices[p->slot];
     *old = ep->value;
     TB_WLOCK(r);
     IX_STORE(slot, IX_REMOVED);

@@ -125,27 +125,36 @@ int sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out);
 /* ------------------------------------------------------------ writes */
 /* Every function below is called holding the shard lock. */
 
-/* Find key: 1 (*ix its entry), 0 absent, -1 error.  May run __eq__. */
-int sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, Py_ssize_t *ix);
+/* Where a lookup ended: the entry found and its index slot, or (absent) the
+ * first free index slot of the key's probe sequence, in `table`. */
+typedef struct {
+    SMTable *table;
+    Py_ssize_t entry;  /* -1 if absent */
+    Py_ssize_t slot;   /* -1 if there is no table */
+} SMPos;
 
-/* The value of entry ix (borrowed; stable while the lock is held). */
+/* Find key: 1 found, 0 absent, -1 error; *p says where.  May run __eq__. */
+int sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, SMPos *p);
+
+/* The value found at p (borrowed; stable while the lock is held). */
 static inline PyObject *
-sm_tb_value_at(SMTableRef *r, Py_ssize_t ix)
+sm_tb_value_at(SMPos *p)
 {
-    return r->table->entries[ix].value;
+    return p->table->entries[p->entry].value;
 }
 
-/* Insert key (absent: sm_tb_find returned 0 under the same hold).  May build
+/* Insert key, found absent at p by sm_tb_find under the same hold.  May build
  * a bigger table first (the old one goes to g).  0, or -1 with MemoryError
  * set (nothing changed).  g must have room for 1 item. */
-int sm_tb_insert(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject *value, SMGrave *g);
+int sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *value,
+                 SMGrave *g);
 
-/* Replace the value of entry ix; the old value goes to g (room for 1). */
-void sm_tb_replace(SMTableRef *r, Py_ssize_t ix, PyObject *value, SMGrave *g);
+/* Replace the value found at p; the old value goes to g (room for 1). */
+void sm_tb_replace(SMTableRef *r, SMPos *p, PyObject *value, SMGrave *g);
 
-/* Remove entry ix: the key goes to g (room for 1), the value reference is
- * handed to the caller (*old, strong). */
-void sm_tb_remove(SMTableRef *r, Py_ssize_t ix, PyObject **old, SMGrave *g);
+/* Remove the entry found at p: the key goes to g (room for 1), the value
+ * reference is handed to the caller (*old, strong). */
+void sm_tb_remove(SMTableRef *r, SMPos *p, PyObject **old, SMGrave *g);
 
 /* Empty the shard: every key, value and the table go to g (reserved here:
  * -1 with MemoryError set, nothing changed). */
