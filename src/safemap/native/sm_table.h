@@ -35,7 +35,9 @@
 
 #include "sm_common.h"
 
-#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+/* -DSM_TB_LOCKED_READ builds the 3.13t read path on 3.14t too: a check of
+ * that path on the interpreter at hand (never shipped). */
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000 && !defined(SM_TB_LOCKED_READ)
 #  define SM_TB_LOCKFREE 1
 #else
 #  define SM_TB_LOCKFREE 0
