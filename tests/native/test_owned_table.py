@@ -489,3 +489,79 @@ def test_a_million_table_operations_leak_nothing() -> None:
         tracemalloc.stop()
     # 150 rounds x 3,000 operations: a leak of one object per write would be >= 7 MB
     assert end - mid < 256 * 1024, (mid, end)
+
+
+class Chained:
+    """Keys in one collision chain: a read compares with __eq__ (holding a reference to the
+    stored key) every key before its own.  A stored key that the map drops runs Python code
+    in __del__ (a quiescent state on free-threaded builds), wherever its last reference
+    goes: possibly in a reader that just finished comparing it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        return 4242
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Chained) and other.n == self.n
+
+    def __del__(self) -> None:
+        sum(range(20))  # Python code: the reader may pass a quiescent state here
+
+
+def test_readers_comparing_colliding_keys_while_writers_churn_them() -> None:
+    """Readers look up colliding keys by equal copies while a writer deletes and reinserts
+    the keys before them in the chain (fresh objects each time, so the reader's reference
+    may be the last one) and grows and rebuilds the table: every read of a stable key
+    finds it, with its own value, and no read raises."""
+    m: Any = ConcurrentMap(shards=1)
+    churn = 8
+    for i in range(churn):
+        m[Chained(i)] = ("churn", i)
+    stable = list(range(churn, churn + 4))
+    for i in stable:
+        m[Chained(i)] = ("stable", i)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    reads = [0, 0]
+    start = threading.Barrier(3, timeout=WAIT)
+
+    def writer() -> None:
+        try:
+            start.wait()
+            for r in range(4000 if FREE_THREADED else 400):
+                i = r % churn
+                del m[Chained(i)]
+                m[Chained(i)] = ("churn", i)
+                if r % 50 == 0:  # grow, then leave removed entries: rebuilds
+                    for j in range(100):
+                        m[("grow", j)] = j
+                    for j in range(100):
+                        del m[("grow", j)]
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def reader(t: int) -> None:
+        try:
+            start.wait()
+            n = 0
+            while not stop.is_set() or n == 0:
+                for i in stable:
+                    v = m.get(Chained(i))
+                    if v != ("stable", i):
+                        raise AssertionError((i, v))
+                    n += 1
+            reads[t] = n
+        except BaseException as exc:
+            errors.append(exc)
+
+    _run(
+        [threading.Thread(target=writer)]
+        + [threading.Thread(target=reader, args=(t,)) for t in range(2)]
+    )
+    assert errors == []
+    assert all(reads)
+    assert len(m) == churn + len(stable)

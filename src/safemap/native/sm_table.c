@@ -274,12 +274,34 @@ tb_plain_eq(PyObject *a, PyObject *b)
 
 enum { TB_NE = 0, TB_EQ = 1, TB_ERR = -1, TB_RESTART = 2 };
 
+/* References a lock-free reader took for a key's __eq__ (free-threaded
+ * 3.14+).  They are dropped only where the reader next re-checks its table
+ * (before the next __eq__, at a restart) or has finished: dropping the last
+ * one can run a __del__, which passes a quiescent state, after which nothing
+ * loaded before may be used unchecked. */
+typedef struct {
+    PyObject *key;
+    SMTable *table;
+} TBHeld;
+
+static inline void
+tb_held_drop(TBHeld *h)
+{
+    PyObject *k = h->key;
+    SMTable *t = h->table;
+    h->key = NULL;
+    h->table = NULL;
+    Py_XDECREF(k);
+    Py_XDECREF(t);
+}
+
 /* Compare the key of entry ep (tagged tk, hash equal, not the same object)
  * with key by calling __eq__ holding references to it and to t; lock-free
  * reader.  TB_EQ / TB_NE: the entry and table did not change (3.13t: rmu
  * held again); TB_ERR, TB_RESTART: rmu not held. */
 static int
-tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *ep, PyObject *tk, PyObject *key)
+tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *ep, PyObject *tk, PyObject *key,
+                TBHeld *held)
 {
     PyObject *k = sm_tb_untag(tk);
 #if SM_TB_LOCKFREE
@@ -290,20 +312,29 @@ tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *ep, PyObject *tk, PyObject *k
         Py_DECREF(k);
         return TB_RESTART;
     }
-    /* No quiescent state since t was loaded: the table is alive (its release
-     * is delayed), so a plain increment is safe. */
+    /* No quiescent state since t was loaded or last re-checked: the table is
+     * alive (its release is delayed), so a plain increment is safe. */
     Py_INCREF(t);
+    tb_held_drop(held);  /* the previous comparison's: t is held now */
+    held->key = k;
+    held->table = t;
+    int cmp = PyObject_RichCompareBool(k, key, Py_EQ);
+    if (TB_LOAD(&r->table) == t && TB_LOAD(&ep->key) == tk) {
+        return cmp < 0 ? TB_ERR : cmp ? TB_EQ : TB_NE;
+    }
+    return cmp < 0 ? TB_ERR : TB_RESTART;
 #else
+    (void)held;
     Py_INCREF(k);
     Py_INCREF(t);
-#endif
     TB_RUNLOCK(r);
     int cmp = PyObject_RichCompareBool(k, key, Py_EQ);
     TB_RLOCK(r);
     int same = TB_LOAD(&r->table) == t && TB_LOAD(&ep->key) == tk;
     if (same && cmp >= 0) {
-        /* The table still holds k and the shard t: neither reference can be
-         * the last, so dropping them runs nothing (3.13t: under rmu). */
+        /* The table still holds k and the shard t, and no writer can run
+         * before we drop them (the GIL; 3.13t: rmu): neither reference is the
+         * last, so dropping them runs nothing. */
         Py_DECREF(k);
         Py_DECREF(t);
         return cmp ? TB_EQ : TB_NE;
@@ -312,13 +343,17 @@ tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *ep, PyObject *tk, PyObject *k
     Py_DECREF(k);
     Py_DECREF(t);
     return cmp < 0 ? TB_ERR : TB_RESTART;
+#endif
 }
 
-int
-sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
+static int
+tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out, TBHeld *held)
 {
     int key_plain = -1;
     for (int attempt = 0;; attempt++) {
+        if (attempt > 0) {
+            tb_held_drop(held);  /* a restart re-reads everything */
+        }
 #if SM_TB_LOCKFREE
         if (SM_UNLIKELY(attempt >= TB_MAX_RESTARTS)) {
             *out = NULL;
@@ -370,7 +405,7 @@ sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
                             goto next;
                         }
                     }
-                    int rc = tb_compare_slow(r, t, ep, tk, key);
+                    int rc = tb_compare_slow(r, t, ep, tk, key, held);
                     if (rc == TB_EQ) {
                         goto found;
                     }
@@ -407,6 +442,15 @@ sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
 #endif
     restart:;
     }
+}
+
+int
+sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
+{
+    TBHeld held = {NULL, NULL};
+    int rc = tb_get(r, key, hash, out, &held);
+    tb_held_drop(&held);  /* the read is complete: nothing of it is used again */
+    return rc;
 }
 
 /* ------------------------------------------------------------ writes */
