@@ -13,7 +13,9 @@ implementation once, in a rotating order, so drift in machine load hits all alik
    reads on 1,000 keys; the rest split evenly between store and delete).
 
 Run ``python benchmarks/bench_native.py`` (``--quick`` for a run under a minute,
-``--write-readme`` to regenerate the section of ``benchmarks/README.md``).
+``--write-readme`` to regenerate the section of ``benchmarks/README.md``, ``--baseline DIR``
+to add "ConcurrentMap (baseline)", the native core of another build installed in DIR, as in
+``bench_scaling.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench_scaling import BASELINE_ENV, baseline_map
 
 from safemap.native import ConcurrentMap, SyncMap
 
@@ -63,9 +67,12 @@ def impls() -> dict[str, Callable[[], Any]]:
     out: dict[str, Callable[[], Any]] = {
         "dict": dict,
         "ConcurrentMap": ConcurrentMap,
-        "SyncMap": SyncMap,
-        "dict+Lock": LockedDict,
     }
+    baseline = baseline_map()
+    if baseline is not None:
+        out["ConcurrentMap (baseline)"] = baseline
+    out["SyncMap"] = SyncMap
+    out["dict+Lock"] = LockedDict
     if cereggii is not None:
         out["cereggii.AtomicDict"] = cereggii.AtomicDict
     return out
@@ -458,7 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-readme", action="store_true", help="replace the section in benchmarks/README.md"
     )
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="add ConcurrentMap from the build installed in DIR"
+    )
     args = parser.parse_args(argv)
+    if args.baseline:
+        os.environ[BASELINE_ENV] = os.path.abspath(args.baseline)
     section = report(args.quick)
     sys.stdout.write(section)
     if args.write_readme:

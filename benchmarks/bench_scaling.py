@@ -27,7 +27,10 @@ within one run, and repeat.
 
 Run ``python benchmarks/bench_scaling.py`` (on a free-threaded build:
 ``python3.14t -X gil=0 benchmarks/bench_scaling.py``); ``--quick`` finishes in under a
-minute; ``--processes``/``--rounds``/``--ops`` override the defaults.
+minute; ``--processes``/``--rounds``/``--ops`` override the defaults. ``--baseline DIR``
+adds a column "ConcurrentMap (baseline)": the native core of another build of safemap for
+the same interpreter, installed in DIR (``pip install --no-deps --target DIR <checkout>``),
+so a change is measured side by side with the code before it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import sysconfig
 import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 NKEYS = 1000
@@ -58,14 +62,48 @@ ROWS = [  # (style, pattern, read percentage)
 ]
 
 
+BASELINE_ENV = "SAFEMAP_BENCH_BASELINE"
+
+
+@cache
+def baseline_map() -> Callable[[], Any] | None:
+    """ConcurrentMap's native core from the build of safemap installed in the directory
+    named by $SAFEMAP_BENCH_BASELINE (set by ``--baseline``), or None.  The extension is
+    loaded under another module name, so both builds live in one process."""
+    root = os.environ.get(BASELINE_ENV)
+    if not root:
+        return None
+    import importlib.machinery
+    import importlib.util
+
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(root, "safemap", "native", "_core" + suffix)
+        if os.path.exists(path):
+            break
+    else:
+        raise SystemExit(f"no safemap/native/_core extension for this Python under {root}")
+    name = "safemap_baseline._core"  # the last part names the init function
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    if spec is None:
+        raise SystemExit(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    cls: Callable[[], Any] = type("ConcurrentMap", (mod.ConcurrentMapBase,), {"__slots__": ()})
+    return cls
+
+
 def impls() -> dict[str, Callable[[], Any]]:
     from safemap.native import ConcurrentMap, SyncMap
 
     out: dict[str, Callable[[], Any]] = {
         "dict": dict,
         "ConcurrentMap": ConcurrentMap,
-        "SyncMap": SyncMap,
     }
+    baseline = baseline_map()
+    if baseline is not None:
+        out["ConcurrentMap (baseline)"] = baseline
+    out["SyncMap"] = SyncMap
     try:
         import cereggii
 
@@ -255,8 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, help="processes (default 3, quick 1)")
     parser.add_argument("--rounds", type=int, help="rounds per process (default 3)")
     parser.add_argument("--ops", type=int, help="operations per thread (default 300000)")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="add ConcurrentMap from the build installed in DIR"
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.baseline:
+        os.environ[BASELINE_ENV] = os.path.abspath(args.baseline)  # inherited by workers
     processes = args.processes or (1 if args.quick else 3)
     rounds = args.rounds or 3
     ops = args.ops or 300_000

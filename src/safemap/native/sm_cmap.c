@@ -1,11 +1,12 @@
 /*
  * sm_cmap.c -- ConcurrentMapBase, the native core of safemap.ConcurrentMap.
  *
- * Layout.  A fixed array of shards chosen at construction; each shard is a plain
- * dict plus a lock (SMLock) and counters.  A key's shard is picked from its hash
- * (multiplied by a 64-bit odd constant so the shard bits are independent of the
- * low bits the dict uses for its own slots), so a key lives in exactly one shard
- * for the map's whole life.
+ * Layout.  A fixed array of shards chosen at construction; each shard is a hash
+ * table of its own (sm_table.c: dict's layout and probe order, lock-free
+ * readers) plus a lock (SMLock), an entry count and counters.  A key's shard
+ * is picked from its hash (multiplied by a 64-bit odd constant so the shard
+ * bits are independent of the low bits the table uses for its own slots), so
+ * a key lives in exactly one shard for the map's whole life.
  *
  * How each kind of operation stays atomic (linearizable), also when a key's
  * __hash__/__eq__ or a callback runs Python code, releases the GIL or blocks:
@@ -13,16 +14,19 @@
  *  - __hash__ always runs first, before any lock is taken and before anything
  *    is read: whatever it does, the operation has not started yet.
  *
- *  - Reads (m[k], get, in, load, the compute_if_* fast paths) take no lock.  On
- *    GIL builds one dict lookup is atomic: CPython's dict restarts a lookup that
- *    a concurrent mutation (made while a key's __eq__ released the GIL)
- *    invalidated.  On free-threaded builds PyDict_GetItemRef is the dict's own
- *    lock-free read and hands back a strong reference.  Every writer changes
- *    the dict in ONE dict call at the very end of its operation, so a reader
- *    sees the state before or after each write, never a half-done compute.
- *    The one exception is a change spanning shards (clear, a transaction's
- *    commit): it sets `guard`/`committing` first, and readers that see them
- *    wait on the shard lock until the change is complete.
+ *  - Reads (m[k], get, in, load, the compute_if_* fast paths) take no lock
+ *    (sm_tb_get).  On GIL builds a lookup that calls a key's __eq__ holds the
+ *    stored key and the table and restarts if either changed meanwhile, as
+ *    dict does.  On free-threaded 3.14+ a read writes no shared memory but the
+ *    returned value's reference count (see sm_table.h); after repeated lost
+ *    races with writers of its entry it reads under the shard lock if the
+ *    thread holds no lock (else it backs off and retries).  Every writer
+ *    changes the table in ONE step at the very end of its operation (one
+ *    pointer store seen by readers), so a reader sees the state before or
+ *    after each write, never a half-done compute.  The one exception is a
+ *    change spanning shards (clear, a transaction's commit): it sets
+ *    `guard`/`committing` first, and readers that see them wait on the shard
+ *    lock until the change is complete.
  *
  *  - Writes (store, delete, swap, compare-and-*, the compute family) take the
  *    shard lock for the whole read-modify-write, so they serialize with each
@@ -42,21 +46,23 @@
  *    Reads from callbacks are allowed (they take no lock); inside
  *    transaction(fn) every method of the map raises (use the view).
  *
- *  - Nothing the map drops is released under a lock: an overwritten or removed
- *    value is kept alive by a reference of ours until the shard lock is
- *    released, so its __del__ runs with no lock held.  (A removed KEY is
- *    released by dict itself inside the deleting call; a key whose __del__
- *    writes to this same map therefore gets RecursiveUpdateError, reported as
- *    unraisable.)
+ *  - Nothing the map drops is released under a lock: replaced values,
+ *    removed keys and values and replaced tables go to an SMGrave that the
+ *    writer releases after unlocking, so every __del__ runs with no lock of
+ *    the map held (and may write to it).
  *
- *  - Exceptions leave no trace: every path mutates the dict only in its last
- *    step, after every Python callback and comparison has succeeded; a dict
- *    call that fails (MemoryError, __eq__ raising in its lookup) changes
- *    nothing.
+ *  - Exceptions leave no trace: every path changes the table only in its last
+ *    step, after every Python callback and comparison has succeeded; a table
+ *    change that fails (MemoryError while growing) changes nothing.
  *
- *  - Iteration copies one shard at a time (sm_buf_collect_dict: no lock, no
- *    Python code on GIL builds; the dict's critical section on free-threaded
- *    builds) and yields from the copy with no lock held.
+ *  - Iteration copies one shard at a time (sm_tb_collect: lock-free; no
+ *    Python code on GIL builds; on free-threaded builds each pair is taken
+ *    with a re-checked try-incref) and yields from the copy with no lock held.
+ *
+ *  - len() sums the shards' counts (each written by its lock holder only, on
+ *    the shard's own cache line, so writers share no counter); on
+ *    free-threaded builds the shard versions around the sum show that it was
+ *    taken at one instant.
  *
  *  - snapshot() reads every shard's version, copies every shard, and re-reads
  *    the versions: unchanged and even means no mutation happened anywhere in
@@ -80,7 +86,7 @@
 #  define REENTRY_POSSIBLE(m) ((m)->held != 0)
 #endif
 
-/* Bracket one dict mutation: the version is odd while it is in progress. */
+/* Bracket one table change: the version is odd while it is in progress. */
 #define BEGIN_MUT(s) SM_ADD_SSIZE(&(s)->version, 1)
 #define END_MUT(s) SM_ADD_SSIZE(&(s)->version, 1)
 
@@ -135,101 +141,12 @@ cm_wrote(SMCMapObject *m, SMShard *s, Py_ssize_t size_delta)
     }
 }
 
-/* The last dict call of a write (every write on 3.11 GIL builds; deletes on
- * the others, where a store looks the old value up first).  Such a call first mutates
- * the dict -- running no Python code, except a key's __eq__ during its lookup,
- * before anything changes -- and then drops the references it replaced, which
- * can run a __del__.  A __del__ that writes to this map would find the lock
- * still held and fail, so: we note the dict's version tag before the call, and
- * if this thread asks for a write while the tag has moved (the mutation is
- * complete; what runs now is the trailing release), the write completes on
- * the spot -- bookkeeping, then unlock -- and the nested write proceeds as if
- * the references had been released after the unlock, which is what a second
- * lookup holding the old value would otherwise buy at the price of every
- * store.  Before the mutation (an __eq__ in the lookup) the tag has not moved
- * and re-entry is refused as usual.  Builds without a usable version tag use
- * this for deletes only, where the dict's size tells the same: under the
- * shard lock nothing else changes it, and a delete changes it exactly when
- * it has removed the key (what runs after that is the release of the stored
- * key, whose __del__ may write to the map). */
-static inline void
-cm_final_begin(SMShard *s, SMFinal *f)
-{
-    BEGIN_MUT(s);
-    f->size = PyDict_GET_SIZE(s->dict);
-#if SM_FINAL_CALL
-    f->tag = SM_DICT_TAG(s->dict);
-#endif
-    f->done = 0;
-    /* Only the lock holder sets this, and it holds the lock until the call
-     * ends or a nested write completes it (which clears it): at most one
-     * final call per shard is in flight, so one pointer suffices; the state
-     * of each call lives in its own frame. */
-    s->final = f;
-}
-
-/* Complete the write of f: bookkeeping, then unlock.  Exactly once per f. */
-static void
-cm_final_complete(SMCMapObject *m, SMShard *s, SMFinal *f)
-{
-    f->done = 1;
-    s->final = NULL;
-    Py_ssize_t delta = PyDict_GET_SIZE(s->dict) - f->size;
-    SM_ADD_SSIZE(&m->count, delta);
-    /* A changed size is an insert or a delete; an unchanged one with a moved
-     * version tag (3.11: dict bumps it only when the value object changes) an
-     * update; neither, nothing (an error in the lookup, or the same object). */
-#if SM_FINAL_CALL
-    if (delta != 0 || SM_DICT_TAG(s->dict) != f->tag) {
-        cm_wrote(m, s, delta);
-    }
-#else
-    if (delta != 0) {
-        cm_wrote(m, s, delta);
-    }
-#endif
-    END_MUT(s);
-    cm_unlock(m, s);
-}
-
-/* After the last dict call: finish the write unless a nested write (from a
- * __del__ run by that call) already did. */
-static inline void
-cm_final_end(SMCMapObject *m, SMShard *s, SMFinal *f)
-{
-    if (SM_LIKELY(!f->done)) {
-        cm_final_complete(m, s, f);
-    }
-}
-
-/* Has the final call f (of the calling thread, which holds s's lock) made
- * its mutation? */
-static inline int
-cm_final_mutated(SMShard *s, SMFinal *f)
-{
-#if SM_FINAL_CALL
-    return SM_DICT_TAG(s->dict) != f->tag;
-#else
-    return PyDict_GET_SIZE(s->dict) != f->size;  /* deletes only: see above */
-#endif
-}
-
 static int
 cm_write_reentry_slow(SMCMapObject *m)
 {
     void *me = sm_me();
     if (SM_LOAD_PTR(&m->txn_owner) == me) {
         return sm_raise_recursive(MSG_TXN_REENTRY);
-    }
-    for (Py_ssize_t i = 0; i < m->nshards; i++) {
-        SMShard *s = cm_shard_at(m, i);
-        if (!sm_lock_held_by(&s->lock, me)) {
-            continue;  /* s->final belongs to the lock holder: do not read it */
-        }
-        SMFinal *f = s->final;
-        if (f != NULL && cm_final_mutated(s, f)) {
-            cm_final_complete(m, s, f);
-        }
     }
     if (cm_held_by_me(m, me)) {
         return sm_raise_recursive(MSG_WRITE_REENTRY);
@@ -411,6 +328,98 @@ cm_end_multi(SMCMapObject *m)
     SM_STORE_INT(&m->committing, 0);
 }
 
+/* ------------------------------------------------------------ table changes */
+/* Each is one change of s's table, made holding s's lock, bracketed by the
+ * shard's version and counted; what it drops goes to g (room for 1), to be
+ * released after the lock. */
+
+/* Insert an absent key.  0, or -1 with MemoryError set (nothing changed). */
+static int
+cm_insert(SMCMapObject *m, SMShard *s, SMPos *p, PyObject *key, Py_hash_t hash,
+          PyObject *value, SMGrave *g)
+{
+    BEGIN_MUT(s);
+    int r = sm_tb_insert(&s->tab, p, key, hash, value, g);
+    if (r == 0) {
+        SM_BUMP(&s->count, 1);
+    }
+    END_MUT(s);
+    if (r == 0) {
+        cm_wrote(m, s, 1);
+    }
+    return r;
+}
+
+/* Give the entry found at p another value (a different object). */
+static void
+cm_replace(SMCMapObject *m, SMShard *s, SMPos *p, PyObject *value, SMGrave *g)
+{
+    BEGIN_MUT(s);
+    sm_tb_replace(&s->tab, p, value, g);
+    END_MUT(s);
+    cm_wrote(m, s, 0);
+}
+
+/* Remove the entry found at p; *old receives the map's reference to the value. */
+static void
+cm_remove(SMCMapObject *m, SMShard *s, SMPos *p, PyObject **old, SMGrave *g)
+{
+    BEGIN_MUT(s);
+    sm_tb_remove(&s->tab, p, old, g);
+    SM_BUMP(&s->count, -1);
+    END_MUT(s);
+    cm_wrote(m, s, -1);
+}
+
+/* The number of entries: the sum of the shards' counts, read at one instant
+ * (free-threaded builds: the shard versions, unchanged and even around the
+ * sum, show that no write happened in between; after a few tries a thread
+ * holding no lock of m takes every lock).  -1 with an exception set on
+ * failure. */
+static Py_ssize_t
+cm_count(SMCMapObject *m)
+{
+#if SM_FREE_THREADED
+    for (int attempt = 0;; attempt++) {
+        Py_ssize_t v1 = 0, v2 = 0, n = 0;
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < m->nshards; i++) {
+            Py_ssize_t v = SM_LOAD_SSIZE(&cm_shard_at(m, i)->version);
+            ok &= (v & 1) == 0;
+            v1 += v;
+        }
+        for (Py_ssize_t i = 0; i < m->nshards; i++) {
+            n += SM_LOAD_SSIZE(&cm_shard_at(m, i)->count);
+        }
+        for (Py_ssize_t i = 0; i < m->nshards; i++) {
+            v2 += SM_LOAD_SSIZE(&cm_shard_at(m, i)->version);
+        }
+        if (ok && v1 == v2) {  /* versions only grow: equal sums, equal versions */
+            return n;
+        }
+        if (attempt >= 8 && !cm_held_by_me(m, sm_me())) {
+            if (cm_lock_all(m) < 0) {
+                return -1;
+            }
+            n = 0;
+            for (Py_ssize_t i = 0; i < m->nshards; i++) {
+                n += cm_shard_at(m, i)->count;
+            }
+            cm_unlock_all(m);
+            return n;
+        }
+        sm_backoff(attempt);
+    }
+#else
+    /* No Python code runs during the loop: the GIL makes it one instant. */
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        n += cm_shard_at(m, i)->count;
+    }
+    return n;
+#endif
+}
+
 static PyObject *
 cm_pair(PyObject *a, int flag)
 {
@@ -437,6 +446,33 @@ cm_key_error(PyObject *key)
 
 /* ------------------------------------------------------------ primitives */
 
+/* The lock-free read kept losing races with writers of its slot (free-
+ * threaded builds only): read under the shard lock if this thread holds no
+ * lock (then waiting cannot deadlock), else back off and retry lock-free. */
+static int
+cm_read_contended(SMCMapObject *m, SMShard *s, PyObject *key, Py_hash_t hash,
+                  PyObject **out)
+{
+    for (int attempt = 0;; attempt++) {
+        if (!REENTRY_POSSIBLE(m)) {
+            if (cm_lock(m, s, sm_me()) < 0) {
+                *out = NULL;
+                return -1;
+            }
+            SMPos pos;
+            int r = sm_tb_find(&s->tab, key, hash, &pos);
+            *out = r == 1 ? Py_NewRef(sm_tb_value_at(&pos)) : NULL;
+            cm_unlock(m, s);
+            return r;
+        }
+        sm_backoff(attempt);
+        int r = sm_tb_get(&s->tab, key, hash, out);
+        if (r != SM_TB_CONTENDED) {
+            return r;
+        }
+    }
+}
+
 /* Lock-free read.  1: found (*out strong), 0: absent, -1: error. */
 static inline int
 cm_read_hashed(SMCMapObject *m, PyObject *key, Py_hash_t hash, PyObject **out)
@@ -446,7 +482,11 @@ cm_read_hashed(SMCMapObject *m, PyObject *key, Py_hash_t hash, PyObject **out)
         *out = NULL;
         return -1;
     }
-    return sm_dict_get(s->dict, key, hash, out);
+    int r = sm_tb_get(&s->tab, key, hash, out);
+    if (SM_UNLIKELY(r == SM_TB_CONTENDED)) {
+        return cm_read_contended(m, s, key, hash, out);
+    }
+    return r;
 }
 
 /* A point read (m[k], get, in, load): counted as a hit or a miss.  Inlined
@@ -484,36 +524,22 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
     if (s == NULL) {
         return -1;
     }
-#if SM_FINAL_CALL
-    /* One lookup: see cm_final_begin. */
-    SMFinal f;
-    cm_final_begin(s, &f);
-    int r = sm_dict_set(s->dict, key, value, hash);
-    cm_final_end(m, s, &f);
-    return r;
-#else
-    /* Look the old value up first and keep a reference to it, so that the
-     * dict's own release of it cannot run its __del__ under the lock. */
-    PyObject *cur = NULL;
-    int r = sm_dict_get(s->dict, key, hash, &cur);
-    if (r >= 0 && cur != value) {
-        BEGIN_MUT(s);
-        int w = sm_dict_set(s->dict, key, value, hash);
-        END_MUT(s);
-        if (w < 0) {
-            r = -1;
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
+    if (r == 1) {
+        if (sm_tb_value_at(&pos) != value) {
+            cm_replace(m, s, &pos, value, &g);
         }
-        else {
-            if (r == 0) {
-                SM_ADD_SSIZE(&m->count, 1);
-            }
-            cm_wrote(m, s, r == 0);
-        }
+        r = 0;
+    }
+    else if (r == 0) {
+        r = cm_insert(m, s, &pos, key, hash, value, &g);
     }
     cm_unlock(m, s);
-    Py_XDECREF(cur);
-    return r < 0 ? -1 : 0;
-#endif
+    sm_grave_release(&g);  /* the old value's __del__ runs with no lock held */
+    return r;
 }
 
 /* Remove key.  1: removed (*old strong, release it after this returns),
@@ -521,29 +547,33 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
 static int
 cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
 {
+    *old = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
-        *old = NULL;
         return -1;
     }
     SMShard *s = cm_begin_write(m, key, hash);
     if (s == NULL) {
-        *old = NULL;
         return -1;
     }
-    /* The removed key may be released inside the call: see cm_final_begin. */
-    SMFinal f;
-    cm_final_begin(s, &f);
-    int r = sm_dict_pop(s->dict, key, hash, old);
-    cm_final_end(m, s, &f);
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
+    if (r == 1) {
+        cm_remove(m, s, &pos, old, &g);
+    }
+    cm_unlock(m, s);
+    sm_grave_release(&g);  /* the stored key, released with no lock held */
     return r;
 }
 
 enum { CM_COMPUTE, CM_IF_ABSENT, CM_IF_PRESENT, CM_MERGE };
 
 /* The compute family.  The callback runs holding the shard lock, so it is
- * atomic with every other write to the shard; reads stay lock-free and see
- * the old value until the single dict call that installs the result. */
+ * atomic with every other write to the shard (which also keeps the key's
+ * slot where the lookup found it); reads stay lock-free and see the old
+ * value until the single table change that installs the result. */
 static PyObject *
 cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
@@ -575,11 +605,18 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     if (s == NULL) {
         return NULL;
     }
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
     PyObject *res = NULL;     /* callback's answer */
     PyObject *result = NULL;  /* what we return */
-    int r = sm_dict_get(s->dict, key, hash, &old);
+    PyObject *gone = NULL;    /* a removed value */
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r < 0) {
         goto unlock;
+    }
+    if (r == 1) {
+        old = Py_NewRef(sm_tb_value_at(&pos));
     }
     PyObject *args[2];
     switch (mode) {
@@ -625,29 +662,18 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     }
     if (res == SM_DELETE) {
         if (old != NULL) {
-            BEGIN_MUT(s);
-            r = sm_dict_del(s->dict, key, hash);
-            END_MUT(s);
-            if (r < 0) {
-                goto unlock;
-            }
-            SM_ADD_SSIZE(&m->count, -1);
-            cm_wrote(m, s, -1);
+            cm_remove(m, s, &pos, &gone, &g);
         }
         result = Py_NewRef(Py_None);
     }
     else {
-        if (old != res) {
-            BEGIN_MUT(s);
-            r = sm_dict_set(s->dict, key, res, hash);
-            END_MUT(s);
-            if (r < 0) {
+        if (old == NULL) {
+            if (cm_insert(m, s, &pos, key, hash, res, &g) < 0) {
                 goto unlock;
             }
-            if (old == NULL) {
-                SM_ADD_SSIZE(&m->count, 1);
-            }
-            cm_wrote(m, s, old == NULL);
+        }
+        else if (old != res) {
+            cm_replace(m, s, &pos, res, &g);
         }
         result = Py_NewRef(res);
     }
@@ -655,6 +681,8 @@ unlock:
     cm_unlock(m, s);
     Py_XDECREF(old);
     Py_XDECREF(res);
+    Py_XDECREF(gone);
+    sm_grave_release(&g);
     return result;
 }
 
@@ -667,7 +695,7 @@ cm_length(PyObject *op)
     if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cm_read_slow(m, cm_shard_at(m, 0)) < 0) {
         return -1;
     }
-    return SM_LOAD_SSIZE(&m->count);
+    return cm_count(m);
 }
 
 static PyObject *
@@ -813,42 +841,45 @@ cm_delete(PyObject *op, PyObject *key)
     Py_RETURN_NONE;
 }
 
-/* load_or_store / setdefault / swap share one locked setdefault. */
+/* load_or_store / setdefault / swap share one locked setdefault.  1: key was
+ * present (*cur strong: its value before the call), 0: inserted (*cur strong:
+ * value), -1: error. */
 static int
 cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
                    PyObject **cur)
 {
+    *cur = NULL;
     if (sm_check_value(value) < 0) {
-        *cur = NULL;
         return -1;
     }
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
-        *cur = NULL;
         return -1;
     }
     SMShard *s = cm_begin_write(m, key, hash);
     if (s == NULL) {
-        *cur = NULL;
         return -1;
     }
-    BEGIN_MUT(s);
-    int r = sm_dict_setdefault(s->dict, key, value, cur);
-    if (r == 0) {
-        SM_ADD_SSIZE(&m->count, 1);
-        cm_wrote(m, s, 1);
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
+    if (r == 1) {
+        *cur = Py_NewRef(sm_tb_value_at(&pos));
+        if (replace && *cur != value) {
+            cm_replace(m, s, &pos, value, &g);
+        }
     }
-    else if (r == 1 && replace && *cur != value) {
-        if (sm_dict_set(s->dict, key, value, hash) < 0) {
-            Py_CLEAR(*cur);
+    else if (r == 0) {
+        if (cm_insert(m, s, &pos, key, hash, value, &g) < 0) {
             r = -1;
         }
         else {
-            cm_wrote(m, s, 0);
+            *cur = Py_NewRef(value);
         }
     }
-    END_MUT(s);
     cm_unlock(m, s);
+    sm_grave_release(&g);
     return r;
 }
 
@@ -918,36 +949,27 @@ cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject
     if (s == NULL) {
         return -1;
     }
-    PyObject *cur;
-    int r = sm_dict_get(s->dict, key, hash, &cur);
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    PyObject *cur = NULL, *gone = NULL;
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 1) {
+        cur = Py_NewRef(sm_tb_value_at(&pos));
         r = PyObject_RichCompareBool(cur, expected, Py_EQ);
         if (r == 1) {
             if (new == NULL) {
-                BEGIN_MUT(s);
-                if (sm_dict_del(s->dict, key, hash) < 0) {
-                    r = -1;
-                }
-                else {
-                    SM_ADD_SSIZE(&m->count, -1);
-                    cm_wrote(m, s, -1);
-                }
-                END_MUT(s);
+                cm_remove(m, s, &pos, &gone, &g);
             }
             else if (new != cur) {
-                BEGIN_MUT(s);
-                if (sm_dict_set(s->dict, key, new, hash) < 0) {
-                    r = -1;
-                }
-                else {
-                    cm_wrote(m, s, 0);
-                }
-                END_MUT(s);
+                cm_replace(m, s, &pos, new, &g);
             }
         }
     }
     cm_unlock(m, s);
     Py_XDECREF(cur);
+    Py_XDECREF(gone);
+    sm_grave_release(&g);
     return r;
 }
 
@@ -1015,8 +1037,8 @@ cm_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 
 /* clear(): atomic for every observer.  Under every shard lock, with readers
  * held off (guard/committing) and snapshots invalidated (odd versions), each
- * shard's contents move into a buffer and the dict is emptied; the buffer is
- * released after the locks, so no __del__ runs under them. */
+ * shard's table is detached; the tables and their contents are released
+ * after the locks, so no __del__ runs under them. */
 static PyObject *
 cm_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -1024,31 +1046,30 @@ cm_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (cm_lock_all(m) < 0) {
         return NULL;
     }
-    SMBuf grave = {NULL, 0, 0};
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
     Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
-        total += PyDict_GET_SIZE(cm_shard_at(m, i)->dict);
+        total += 2 * cm_shard_at(m, i)->count + 1;
     }
-    if (sm_buf_reserve(&grave, 2 * total) < 0) {
+    if (sm_grave_reserve(&g, total) < 0) {
         cm_unlock_all(m);
         return NULL;
     }
     cm_begin_multi(m);
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
         SMShard *s = cm_shard_at(m, i);
-        Py_ssize_t n = PyDict_GET_SIZE(s->dict);
-        /* Cannot fail: the space is reserved and the lock excludes writers. */
-        (void)sm_buf_collect_dict(&grave, s->dict);
-        PyDict_Clear(s->dict);
+        Py_ssize_t n = s->count;
+        (void)sm_tb_clear(&s->tab, &g);  /* cannot fail: the space is reserved */
+        SM_STORE_SSIZE_RELAXED(&s->count, 0);
         if (n > 0) {
             SM_WROTE(s->writes, deletes, n, &m->stats);
         }
     }
-    SM_STORE_SSIZE_RELAXED(&m->count, 0);
     cm_end_multi(m);
     SM_STORE_INT(&m->guard, 0);
     cm_unlock_all(m);
-    sm_buf_clear(&grave);
+    sm_grave_release(&g);
     Py_RETURN_NONE;
 }
 
@@ -1073,13 +1094,13 @@ cm_collect_all(SMCMapObject *m, SMBuf *buf)
             SMShard *s = cm_shard_at(m, i);
             seen[i] = SM_LOAD_SSIZE(&s->version);
             /* A shard whose lock this thread holds cannot change while we are
-             * here; if its version is odd, the mutation in progress is our
-             * own (a key's __eq__ called us from inside its lookup), and it
-             * has not changed the dict yet. */
+             * here (a table change runs no Python code, so its odd version is
+             * never seen by its own thread; the exception is a transaction's
+             * commit, whose owner is refused above). */
             ok = (seen[i] & 1) == 0 || sm_lock_held_by(&s->lock, me);
         }
         for (Py_ssize_t i = 0; i < n && ok; i++) {
-            if (sm_buf_collect_dict(buf, cm_shard_at(m, i)->dict) < 0) {
+            if (sm_tb_collect(&cm_shard_at(m, i)->tab, buf) < 0) {
                 rc = -1;
                 goto done;
             }
@@ -1099,7 +1120,7 @@ cm_collect_all(SMCMapObject *m, SMBuf *buf)
                 goto done;
             }
             for (Py_ssize_t i = 0; i < n; i++) {
-                if (sm_buf_collect_dict(buf, cm_shard_at(m, i)->dict) < 0) {
+                if (sm_tb_collect(&cm_shard_at(m, i)->tab, buf) < 0) {
                     rc = -1;
                     break;
                 }
@@ -1163,7 +1184,7 @@ cm_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
     if (cm_read_check(m, s) < 0) {
         return -1;
     }
-    return sm_buf_collect_dict(buf, s->dict) < 0 ? -1 : 1;
+    return sm_tb_collect(&s->tab, buf) < 0 ? -1 : 1;
 }
 
 static PyObject *
@@ -1201,16 +1222,7 @@ cm_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_ssize_t size = Py_TYPE(op)->tp_basicsize + SM_SHARD_STRIDE
                       + m->nshards * (Py_ssize_t)sizeof(SMShardSlot);
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
-        PyObject *r = PyObject_CallMethod(cm_shard_at(m, i)->dict, "__sizeof__", NULL);
-        if (r == NULL) {
-            return NULL;
-        }
-        Py_ssize_t n = PyLong_AsSsize_t(r);
-        Py_DECREF(r);
-        if (n == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        size += n;
+        size += sm_tb_sizeof(&cm_shard_at(m, i)->tab);
     }
     return PyLong_FromSsize_t(size);
 }
@@ -1226,6 +1238,7 @@ cm_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_ssize_t n = m->nshards;
     SMWrites w = {0, 0, 0, 0};
     SMLockStats total = {0, 0, 0, 0};
+    Py_ssize_t entries = 0;
     PyObject *d = PyDict_New();
     PyObject *shards = PyList_New(n);
     if (d == NULL || shards == NULL) {
@@ -1243,14 +1256,16 @@ cm_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
         w.updates += SM_LOAD_SSIZE_RELAXED(&s->writes.updates);
         w.deletes += SM_LOAD_SSIZE_RELAXED(&s->writes.deletes);
         w.during_iteration += SM_LOAD_SSIZE_RELAXED(&s->writes.during_iteration);
-        PyObject *row = Py_BuildValue("(nnnd)", PyDict_Size(s->dict), acq, cont,
+        Py_ssize_t count = SM_LOAD_SSIZE_RELAXED(&s->count);
+        entries += count;
+        PyObject *row = Py_BuildValue("(nnnd)", count, acq, cont,
                                       (double)wait / 1e9);
         if (row == NULL) {
             goto fail;
         }
         PyList_SET_ITEM(shards, i, row);
     }
-    PyObject *size = PyLong_FromSsize_t(SM_LOAD_SSIZE(&m->count));
+    PyObject *size = PyLong_FromSsize_t(entries);
     if (size == NULL) {
         goto fail;
     }
@@ -1276,8 +1291,8 @@ typedef struct {
     PyObject_HEAD
     SMCMapObject *map;
     int open;
-    PyObject *grave;  /* values and keys replaced by the commit: released
-                         after the locks */
+    SMGrave grave;    /* values, keys and tables dropped by the commit:
+                         released after the locks */
 } SMTxnStorage;
 
 static int
@@ -1309,9 +1324,9 @@ cm_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     t->map = NULL;
     t->open = 0;
-    t->grave = PyList_New(0);
+    SM_GRAVE_INIT(&t->grave);
     PyObject_GC_Track(t);
-    if (t->grave == NULL || cm_lock_all(m) < 0) {
+    if (cm_lock_all(m) < 0) {
         Py_DECREF(t);
         return NULL;
     }
@@ -1345,9 +1360,7 @@ cm_txn_end(PyObject *op, PyObject *arg)
     SM_STORE_INT(&m->guard, 0);
     cm_unlock_all(m);
     /* Release what the commit replaced, with no lock held. */
-    PyObject *grave = t->grave;
-    t->grave = PyList_New(0);
-    Py_XDECREF(grave);
+    sm_grave_release(&t->grave);
     Py_RETURN_NONE;
 }
 
@@ -1362,12 +1375,13 @@ txn_subscript(PyObject *op, PyObject *key)
     if (hash == -1) {
         return NULL;
     }
-    PyObject *v;
-    int r = sm_dict_get(cm_shard(t->map, hash)->dict, key, hash, &v);
+    SMShard *s = cm_shard(t->map, hash);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r == 0) {
         cm_key_error(key);
     }
-    return r > 0 ? v : NULL;
+    return r > 0 ? Py_NewRef(sm_tb_value_at(&pos)) : NULL;
 }
 
 static int
@@ -1381,10 +1395,8 @@ txn_contains(PyObject *op, PyObject *key)
     if (hash == -1) {
         return -1;
     }
-    PyObject *v;
-    int r = sm_dict_get(cm_shard(t->map, hash)->dict, key, hash, &v);
-    Py_XDECREF(v);
-    return r;
+    SMPos pos;
+    return sm_tb_find(&cm_shard(t->map, hash)->tab, key, hash, &pos);
 }
 
 static Py_ssize_t
@@ -1394,7 +1406,12 @@ txn_length(PyObject *op)
     if (txn_check(t) < 0) {
         return -1;
     }
-    return SM_LOAD_SSIZE(&t->map->count);
+    /* This thread holds every shard lock: the counts cannot move. */
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < t->map->nshards; i++) {
+        n += cm_shard_at(t->map, i)->count;
+    }
+    return n;
 }
 
 static PyObject *
@@ -1407,7 +1424,7 @@ txn_iter(PyObject *op)
     SMBuf buf = {NULL, 0, 0};
     PyObject *keys = NULL;
     for (Py_ssize_t i = 0; i < t->map->nshards; i++) {
-        if (sm_buf_collect_dict(&buf, cm_shard_at(t->map, i)->dict) < 0) {
+        if (sm_tb_collect(&cm_shard_at(t->map, i)->tab, &buf) < 0) {
             goto done;
         }
     }
@@ -1442,8 +1459,8 @@ txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
     }
     SMCMapObject *m = t->map;
     SMShard *s = cm_shard(m, hash);
-    PyObject *old;
-    int r = sm_dict_get(s->dict, key, hash, &old);
+    SMPos pos;
+    int r = sm_tb_find(&s->tab, key, hash, &pos);
     if (r < 0) {
         return -1;
     }
@@ -1451,29 +1468,26 @@ txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         cm_key_error(key);
         return -1;
     }
-    if (old != NULL && PyList_Append(t->grave, old) < 0) {
-        Py_DECREF(old);
+    /* Room for what this change can drop (key, value, table), so that
+     * nothing fails once the shard has changed. */
+    if (sm_grave_reserve(&t->grave, 3) < 0) {
         return -1;
     }
     txn_begin_commit(t);
     if (value == NULL) {
-        r = sm_dict_del(s->dict, key, hash);
-        if (r == 0) {
-            SM_ADD_SSIZE(&m->count, -1);
-            cm_wrote(m, s, -1);
+        PyObject *old;
+        cm_remove(m, s, &pos, &old, &t->grave);
+        sm_grave_push(&t->grave, old);
+    }
+    else if (r == 1) {
+        if (sm_tb_value_at(&pos) != value) {
+            cm_replace(m, s, &pos, value, &t->grave);
         }
     }
-    else if (value != old) {
-        r = sm_dict_set(s->dict, key, value, hash);
-        if (r == 0) {
-            if (old == NULL) {
-                SM_ADD_SSIZE(&m->count, 1);
-            }
-            cm_wrote(m, s, old == NULL);
-        }
+    else if (cm_insert(m, s, &pos, key, hash, value, &t->grave) < 0) {
+        return -1;
     }
-    Py_XDECREF(old);  /* the grave holds it */
-    return r < 0 ? -1 : 0;
+    return 0;
 }
 
 static PyObject *
@@ -1503,8 +1517,7 @@ txn_traverse(PyObject *op, visitproc visit, void *arg)
 {
     SMTxnStorage *t = (SMTxnStorage *)op;
     Py_VISIT(t->map);
-    Py_VISIT(t->grave);
-    return 0;
+    return sm_grave_traverse(&t->grave, visit, arg);
 }
 
 static int
@@ -1512,7 +1525,7 @@ txn_clear(PyObject *op)
 {
     SMTxnStorage *t = (SMTxnStorage *)op;
     Py_CLEAR(t->map);
-    Py_CLEAR(t->grave);
+    sm_grave_release(&t->grave);
     return 0;
 }
 
@@ -1591,6 +1604,7 @@ cm_after_fork(SMNode *node, void *me)
     Py_ssize_t held = 0;
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
         SMShard *s = cm_shard_at(m, i);
+        sm_tb_after_fork(&s->tab);
         if (sm_lock_after_fork(&s->lock, me)) {
             held++;
         }
@@ -1598,7 +1612,6 @@ cm_after_fork(SMNode *node, void *me)
             if (s->version & 1) {
                 s->version++;
             }
-            s->final = NULL;  /* a gone thread's frame */
         }
     }
 #if !SM_FREE_THREADED
@@ -1639,16 +1652,7 @@ cm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     uintptr_t p = (uintptr_t)m->shards_alloc;
     p = (p + SM_SHARD_STRIDE - 1) & ~(uintptr_t)(SM_SHARD_STRIDE - 1);
     m->shards = (SMShardSlot *)p;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *d = PyDict_New();
-        if (d == NULL) {
-            Py_DECREF(m);
-            return NULL;
-        }
-        m->shards[i].s.dict = d;
-        m->nshards = i + 1;
-    }
-    m->count = 0;
+    m->nshards = n;  /* shards start zeroed: empty tables (NULL) */
     m->guard = 0;
     m->committing = 0;
     m->shared = 0;
@@ -1726,7 +1730,10 @@ cm_traverse(PyObject *op, visitproc visit, void *arg)
 {
     SMCMapObject *m = (SMCMapObject *)op;
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
-        Py_VISIT(cm_shard_at(m, i)->dict);
+        int rc = sm_tb_traverse(&cm_shard_at(m, i)->tab, visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     return 0;
 }
@@ -1734,13 +1741,15 @@ cm_traverse(PyObject *op, visitproc visit, void *arg)
 static int
 cm_tp_clear(PyObject *op)
 {
-    /* Break cycles by emptying the shards; the dicts themselves stay, so the
-     * map remains usable (empty) if something still reaches it. */
+    /* Break cycles by emptying the shards; the map remains usable (empty) if
+     * something still reaches it.  Each table is detached before anything it
+     * held is released. */
     SMCMapObject *m = (SMCMapObject *)op;
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
-        PyDict_Clear(cm_shard_at(m, i)->dict);
+        SMShard *s = cm_shard_at(m, i);
+        SM_STORE_SSIZE_RELAXED(&s->count, 0);
+        sm_tb_fini(&s->tab);
     }
-    SM_STORE_SSIZE_RELAXED(&m->count, 0);
     return 0;
 }
 
@@ -1749,13 +1758,15 @@ cm_dealloc(PyObject *op)
 {
     SMCMapObject *m = (SMCMapObject *)op;
     PyObject_GC_UnTrack(op);
+    Py_TRASHCAN_BEGIN(op, cm_dealloc)
     sm_unregister(&m->node);
     if (m->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }
     for (Py_ssize_t i = 0; i < m->nshards; i++) {
         SMShard *s = cm_shard_at(m, i);
-        Py_CLEAR(s->dict);
+        s->count = 0;
+        sm_tb_fini(&s->tab);
         sm_lock_fini(&s->lock);
     }
     m->nshards = 0;
@@ -1765,6 +1776,7 @@ cm_dealloc(PyObject *op)
     /* A Python subclass's dealloc (subtype_dealloc) drops its type's
      * reference after calling us; a static base type must not. */
     Py_TYPE(op)->tp_free(op);
+    Py_TRASHCAN_END
 }
 
 /* ------------------------------------------------------------ type */
@@ -1839,8 +1851,8 @@ SM_DEFINE_TYPE(SMCMap_Type) = {
     .tp_as_mapping = &cm_as_mapping,
     .tp_hash = PyObject_HashNotImplemented,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Native core of safemap.ConcurrentMap: a fixed array of shards, each a dict "
-              "with its own lock. Use safemap.ConcurrentMap.",
+    .tp_doc = "Native core of safemap.ConcurrentMap: a fixed array of shards, each a hash "
+              "table with its own lock. Use safemap.ConcurrentMap.",
     .tp_traverse = cm_traverse,
     .tp_clear = cm_tp_clear,
     .tp_weaklistoffset = offsetof(SMCMapObject, weakreflist),

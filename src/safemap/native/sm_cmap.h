@@ -4,32 +4,17 @@
 #ifndef SAFEMAP_SM_CMAP_H
 #define SAFEMAP_SM_CMAP_H
 
-#include "sm_common.h"
+#include "sm_table.h"
 
-/* One write's last dict call, on the writer's C stack: each call has its
- * own, so writes nested from __del__ at any depth never share state.  `done`
- * is set when a nested write completed this one early.  Used by every write
- * on 3.11 GIL builds, by deletes on the others (see cm_final_begin). */
-typedef struct SMFinal {
-    Py_ssize_t size;        /* dict size before the call */
-#if SM_FINAL_CALL
-    uint64_t tag;           /* dict version tag before the call */
-#endif
-    int done;
-} SMFinal;
-
-/* One shard: a plain dict, the lock that serializes its writers, and its
- * counters.  Padded to whole cache lines so that threads working on
- * different shards never write the same line (matters on free-threaded
- * builds). */
+/* One shard: its own hash table (sm_table.h), the lock that serializes
+ * its writers, its entry count and its counters.  Padded to whole cache
+ * lines so that threads working on different shards never write the same
+ * line (matters on free-threaded builds). */
 typedef struct {
     SMLock lock;
-    PyObject *dict;         /* never replaced while the map lives: lock-free
-                               readers may use it at any time */
+    SMTableRef tab;         /* lock-free readers use it at any time */
+    Py_ssize_t count;       /* entries; written by the lock holder only */
     Py_ssize_t version;     /* even; odd while a mutation is in progress */
-    struct SMFinal *final;  /* the holder's write in its last dict call, or
-                               NULL (see cm_final_begin in sm_cmap.c); only
-                               the lock holder reads or writes it */
     SMLockStats lockstats;  /* the lock's acquisitions, contentions, wait */
     SMWrites writes;        /* this shard's writes, counted by the holder */
 } SMShard;
@@ -46,7 +31,6 @@ typedef struct {
     SMShardSlot *shards;     /* nshards slots, cache-line aligned */
     void *shards_alloc;      /* what to free */
     Py_ssize_t nshards;
-    Py_ssize_t count;        /* number of entries; changed under a shard lock */
     int guard;               /* != 0 while a transaction or a multi-shard
                                 change (clear) holds every shard lock: reads
                                 take the slow path */

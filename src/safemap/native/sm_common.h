@@ -175,7 +175,7 @@ void sm_stats_sum(SMStats *st, SMCells *out);
 #elif SM_FREE_THREADED
 #  define SM_CELL_ADD(m, st, field, n) \
        do { \
-           if (_Py_IsOwnedByCurrentThread((PyObject *)(m))) { \
+           if (SM_LIKELY(_Py_IsOwnedByCurrentThread((PyObject *)(m)))) { \
                SM_BUMP(&(st)->own->field, (n)); \
            } \
            else { \
@@ -344,7 +344,8 @@ PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind
     X(SMCMap_Type) \
     X(SMEntry_Type) \
     X(SMSMap_Type) \
-    X(SMSyncStorage_Type)
+    X(SMSyncStorage_Type) \
+    X(SMTable_Type)
 
 #define SM_TYPE_DECLARE_(t) extern PyTypeObject t;
 SM_TYPES(SM_TYPE_DECLARE_)

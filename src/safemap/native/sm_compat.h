@@ -219,63 +219,7 @@ sm_dict_del(PyObject *d, PyObject *key, Py_hash_t hash)
 #endif
 }
 
-/* Insert value if key is absent, in one lookup.  1: key was present, *cur is a
- * strong reference to its value (nothing changed); 0: inserted (*cur is a
- * strong reference to value); -1: error, nothing changed. */
-static inline int
-sm_dict_setdefault(PyObject *d, PyObject *key, PyObject *value, PyObject **cur)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return PyDict_SetDefaultRef(d, key, value, cur);
-#else
-    Py_ssize_t before = PyDict_GET_SIZE(d);
-    PyObject *r = PyDict_SetDefault(d, key, value); /* borrowed */
-    if (r == NULL) {
-        *cur = NULL;
-        return -1;
-    }
-    *cur = Py_NewRef(r);
-    return PyDict_GET_SIZE(d) == before ? 1 : 0;
-#endif
-}
-
-/* A private object no user can hold: the "absent" default of _PyDict_Pop. */
+/* A private object no user can hold (created by the module's exec slot). */
 extern PyObject *SM_sentinel;
-
-/* Remove key and hand back its value.  1: removed, *out strong; 0: absent;
- * -1: error. */
-static inline int
-sm_dict_pop(PyObject *d, PyObject *key, Py_hash_t hash, PyObject **out)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    (void)hash;
-    return PyDict_Pop(d, key, out);
-#else
-    (void)hash;
-    PyObject *r = _PyDict_Pop(d, key, SM_sentinel);
-    if (r == NULL) {
-        *out = NULL;
-        return -1;
-    }
-    if (r == SM_sentinel) {
-        Py_DECREF(r);
-        *out = NULL;
-        return 0;
-    }
-    *out = r;
-    return 1;
-#endif
-}
-
-/* 3.11 GIL builds: a write's last dict call may be made with the lock "held
- * for the mutation only" (see cm_final_begin in sm_cmap.c); detecting that the
- * mutation happened uses the dict's version tag, public (and not deprecated)
- * in 3.11 only. */
-#if PY_VERSION_HEX < 0x030C0000 && !SM_FREE_THREADED
-#  define SM_FINAL_CALL 1
-#  define SM_DICT_TAG(d) (((PyDictObject *)(d))->ma_version_tag)
-#else
-#  define SM_FINAL_CALL 0
-#endif
 
 #endif /* SAFEMAP_SM_COMPAT_H */

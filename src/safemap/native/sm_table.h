@@ -1,0 +1,177 @@
+/*
+ * sm_table.h -- the hash table each ConcurrentMap shard owns (see sm_table.c).
+ *
+ * The layout of CPython's dict: an index array (int32 slots, power-of-two
+ * count, probed in dict's order: i = 5*i + perturb + 1, perturb shifted 5
+ * bits each step) pointing into an append-only array of (hash, key, value)
+ * entries sized 2/3 of the index.  So memory matches a dict's, keys with
+ * equal hashes cost exactly the comparisons they cost in a dict (a rebuild
+ * keeps insertion order, hence every collision chain's order), and
+ * iteration walks the entries in insertion order.  Writers hold the shard
+ * lock; readers take no lock:
+ *
+ *   - GIL builds: plain loads.  A reader that calls a key's __eq__ holds a
+ *     reference to the stored key and to the table, and restarts if the entry
+ *     or the table changed meanwhile (what dict does).
+ *   - Free-threaded 3.14+: a read writes no shared memory but the returned
+ *     value's reference count.  Keys that are exact str, int, bytes, or tuples
+ *     of those ("plain", tagged in the entry) are compared in C without a
+ *     reference; their release by the map is delayed through QSBR
+ *     (_PyObject_XDecRefDelayed), so a reader that loaded one keeps reading a
+ *     live, immutable object until it next passes a quiescent state.  Other
+ *     keys are compared holding a reference taken with PyUnstable_TryIncRef
+ *     and a re-check of the entry (CPython's own dict protocol).  Values are
+ *     read with TryIncRef and a re-check of the entry and of the table
+ *     pointer.  Writers mark every stored key and value with
+ *     PyUnstable_EnableTryIncRef and fill an entry before storing the index
+ *     slot that points to it.  A replaced table is released through
+ *     QSBR too: readers still probing it keep valid memory.
+ *   - Free-threaded 3.13 (no TryIncRef): readers take the table's short
+ *     mutex `rmu` (never held while Python code runs), writers take it around
+ *     each change.
+ */
+#ifndef SAFEMAP_SM_TABLE_H
+#define SAFEMAP_SM_TABLE_H
+
+#include "sm_common.h"
+
+/* -DSM_TB_LOCKED_READ builds the 3.13t read path on 3.14t too: a check of
+ * that path on the interpreter at hand (never shipped). */
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000 && !defined(SM_TB_LOCKED_READ)
+#  define SM_TB_LOCKFREE 1
+#else
+#  define SM_TB_LOCKFREE 0
+#endif
+#if SM_FREE_THREADED && !SM_TB_LOCKFREE
+#  define SM_TB_RMUTEX 1
+#else
+#  define SM_TB_RMUTEX 0
+#endif
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key;    /* NULL: not used yet, or removed; else the key, tagged
+                         with SM_TB_PLAIN if plain */
+    PyObject *value;  /* strong; NULL when key is */
+} SMSlot;
+
+/* A table is a (non-GC) Python object only so that its release can be
+ * delayed through QSBR and a reader can hold it across a key's __eq__; it
+ * never owns its entries' references: the shard's code moves them.  An
+ * entry is never reused within a table: a removed key's entry stays empty
+ * until a rebuild compacts the table into a new one. */
+typedef struct {
+    PyObject_VAR_HEAD      /* ob_size: bytes of indices + entries */
+    Py_ssize_t mask;       /* index slots - 1 */
+    Py_ssize_t usable;     /* entries allocated (2/3 of the index slots) */
+    Py_ssize_t nentries;   /* entries appended, live or removed */
+    Py_ssize_t used;       /* live entries */
+    SMSlot *entries;       /* in the same block, after the indices */
+    int32_t indices[1];    /* -1 empty, -2 removed, else an entry */
+} SMTable;
+
+/* The table of one shard.  `table` is NULL while the shard is empty and
+ * has never been written to (or after clear). */
+typedef struct {
+    SMTable *table;
+#if SM_TB_RMUTEX
+    PyMutex rmu;
+#endif
+} SMTableRef;
+
+#define SM_TB_PLAIN ((uintptr_t)1)
+
+static inline PyObject *
+sm_tb_untag(PyObject *tk)
+{
+    return (PyObject *)((uintptr_t)tk & ~SM_TB_PLAIN);
+}
+
+/* References dropped by a write, released with sm_grave_release once the
+ * write holds no lock (so no __del__ runs under a lock, and on free-threaded
+ * builds plain keys and replaced tables go through QSBR). */
+typedef struct {
+    PyObject **items;  /* tagged: SM_TB_PLAIN means "release delayed" */
+    Py_ssize_t n, cap;
+    PyObject *inline_items[4];
+} SMGrave;
+
+#define SM_GRAVE_INIT(g) \
+    do { (g)->items = (g)->inline_items; (g)->n = 0; (g)->cap = 4; } while (0)
+
+static inline void
+sm_grave_push(SMGrave *g, PyObject *tagged)
+{
+    assert(g->n < g->cap);
+    g->items[g->n++] = tagged;
+}
+
+/* Make room for `extra` more items (so that pushing them cannot fail).
+ * 0, or -1 with MemoryError set. */
+int sm_grave_reserve(SMGrave *g, Py_ssize_t extra);
+/* Release everything (may run __del__) and free the storage; g is empty
+ * and reusable afterwards. */
+void sm_grave_release(SMGrave *g);
+int sm_grave_traverse(SMGrave *g, visitproc visit, void *arg);
+
+/* ------------------------------------------------------------ reads */
+
+enum { SM_TB_CONTENDED = -2 };
+
+/* Lock-free read.  1: found, *out strong; 0: absent; -1: error (from a key's
+ * __eq__); SM_TB_CONTENDED (free-threaded builds only): the value kept
+ * changing under the reader, read it under the shard lock instead.  May run
+ * Python code (a non-plain key's __eq__). */
+int sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out);
+
+/* ------------------------------------------------------------ writes */
+/* Every function below is called holding the shard lock. */
+
+/* Where a lookup ended: the entry found and its index slot, or (absent) the
+ * first free index slot of the key's probe sequence, in `table`. */
+typedef struct {
+    SMTable *table;
+    Py_ssize_t entry;  /* -1 if absent */
+    Py_ssize_t slot;   /* -1 if there is no table */
+} SMPos;
+
+/* Find key: 1 found, 0 absent, -1 error; *p says where.  May run __eq__. */
+int sm_tb_find(SMTableRef *r, PyObject *key, Py_hash_t hash, SMPos *p);
+
+/* The value found at p (borrowed; stable while the lock is held). */
+static inline PyObject *
+sm_tb_value_at(SMPos *p)
+{
+    return p->table->entries[p->entry].value;
+}
+
+/* Insert key, found absent at p by sm_tb_find under the same hold.  May build
+ * a bigger table first (the old one goes to g).  0, or -1 with MemoryError
+ * set (nothing changed).  g must have room for 1 item. */
+int sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *value,
+                 SMGrave *g);
+
+/* Replace the value found at p; the old value goes to g (room for 1). */
+void sm_tb_replace(SMTableRef *r, SMPos *p, PyObject *value, SMGrave *g);
+
+/* Remove the entry found at p: the key goes to g (room for 1), the value
+ * reference is handed to the caller (*old, strong). */
+void sm_tb_remove(SMTableRef *r, SMPos *p, PyObject **old, SMGrave *g);
+
+/* Empty the shard: every key, value and the table go to g (reserved here:
+ * -1 with MemoryError set, nothing changed). */
+int sm_tb_clear(SMTableRef *r, SMGrave *g);
+
+/* Append every (key, value) to buf, in insertion order, as strong
+ * references; lock-free.  On GIL builds no Python code runs; on free-threaded
+ * builds each pair was in the table at the instant it was copied.  0 or -1. */
+int sm_tb_collect(SMTableRef *r, SMBuf *buf);
+
+Py_ssize_t sm_tb_sizeof(SMTableRef *r);
+int sm_tb_traverse(SMTableRef *r, visitproc visit, void *arg);
+/* Detach and release everything (dealloc, tp_clear): no reader may use the
+ * table any more.  Runs __del__ of what it releases. */
+void sm_tb_fini(SMTableRef *r);
+void sm_tb_after_fork(SMTableRef *r);
+
+#endif /* SAFEMAP_SM_TABLE_H */
