@@ -122,13 +122,19 @@ popcount32(uint32_t x)
 #endif
 }
 
-/* The position bit of hash h at a level.  Collision nodes may sit one level
- * below shift 60; `& 63` keeps the shift defined there (their bitmaps are 0,
- * so whatever bit it gives matches nothing). */
+/* The position (0..31) of hash h at a level.  Collision nodes may sit one
+ * level below shift 60; `& 63` keeps the shift defined there (their bitmaps
+ * are 0, so whatever position it gives matches nothing). */
+static inline unsigned
+hash_pos(uint64_t h, int shift)
+{
+    return (unsigned)(h >> (shift & 63)) & HAMT_MASK;
+}
+
 static inline uint32_t
 bitpos(uint64_t h, int shift)
 {
-    return 1u << ((h >> (shift & 63)) & HAMT_MASK);
+    return 1u << hash_pos(h, shift);
 }
 
 /* Slots taken by the entries of node (its children follow them). */
@@ -145,15 +151,16 @@ node_entry_index(Node *node, uint32_t bit)
     return 2 * (Py_ssize_t)popcount32(node->datamap & (bit - 1));
 }
 
-/* Slot index of the child at `bit` (nodemap & bit set).  A node whose every
- * position is a child (the upper levels of a large trie) needs no popcount. */
+/* Slot index of the child at position `pos` (nodemap has its bit).  A node
+ * whose every position is a child (the upper levels of a large trie) has 32
+ * slots and needs no popcount. */
 static inline Py_ssize_t
-node_child_index(Node *node, uint32_t bit)
+node_child_index(Node *node, unsigned pos)
 {
-    uint32_t below = node->nodemap & (bit - 1);
-    Py_ssize_t rank = node->nodemap == 0xFFFFFFFFu ? (Py_ssize_t)__builtin_ctz(bit)
-                                                   : (Py_ssize_t)popcount32(below);
-    return Py_SIZE(node) - 1 - rank;
+    if (node->nodemap == 0xFFFFFFFFu) {
+        return 31 - (Py_ssize_t)pos;
+    }
+    return Py_SIZE(node) - 1 - (Py_ssize_t)popcount32(node->nodemap & ((1u << pos) - 1));
 }
 
 /* A node with n zeroed slots, not yet tracked by the GC (the caller fills it
@@ -310,27 +317,29 @@ node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
 {
     int shift = 0;
     for (;;) {
-        uint32_t bit = bitpos(h, shift);
+        /* Children first: every level but the last is one. */
+        unsigned pos = hash_pos(h, shift);
+        uint32_t bit = 1u << pos;
+        if (node->nodemap & bit) {
+            node = (Node *)node->slots[node_child_index(node, pos)];
+            if (node == NULL) {
+                return 0; /* cleared by the GC */
+            }
+            shift += HAMT_BITS;
+            continue;
+        }
         if (node->datamap & bit) {
             Py_ssize_t idx = node_entry_index(node, bit);
             PyObject *k = node->slots[idx];
             PyObject *v = node->slots[idx + 1];
             if (k == NULL || v == NULL) {
-                return 0; /* cleared by the GC */
+                return 0;
             }
             int eq = keys_equal(k, key);
             if (eq > 0) {
                 *out = v;
             }
             return eq;
-        }
-        if (node->nodemap & bit) {
-            node = (Node *)node->slots[node_child_index(node, bit)];
-            if (node == NULL) {
-                return 0;
-            }
-            shift += HAMT_BITS;
-            continue;
         }
         if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
             return 0;
@@ -488,7 +497,7 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
     }
     uint32_t bit = bitpos(h, shift);
     if (node->nodemap & bit) {
-        Py_ssize_t ci = node_child_index(node, bit);
+        Py_ssize_t ci = node_child_index(node, hash_pos(h, shift));
         PyObject *child = node->slots[ci];
         if (child == NULL) { /* cleared by the GC: the entry goes here */
             *added = 1;
@@ -656,7 +665,7 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
     if (!(node->nodemap & bit)) {
         return 0;
     }
-    Py_ssize_t ci = node_child_index(node, bit);
+    Py_ssize_t ci = node_child_index(node, hash_pos(h, shift));
     PyObject *child = node->slots[ci];
     if (child == NULL) {
         return 0;
@@ -2004,23 +2013,24 @@ node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
 {
     int shift = 0;
     for (;;) {
-        uint32_t bit = bitpos(h, shift);
+        unsigned pos = hash_pos(h, shift);
+        uint32_t bit = 1u << pos;
+        if (node->nodemap & bit) {
+            node = (Node *)node->slots[node_child_index(node, pos)];
+            if (node == NULL) {
+                return 0; /* cleared by the GC */
+            }
+            shift += HAMT_BITS;
+            continue;
+        }
         if (node->datamap & bit) {
             Py_ssize_t idx = node_entry_index(node, bit);
             PyObject *k = node->slots[idx];
             if (k == NULL || HAMT_LOAD_RLX(&node->slots[idx + 1]) == NULL) {
-                return 0; /* cleared by the GC */
+                return 0;
             }
             *slot = &node->slots[idx + 1];
             return keys_equal_nocode(k, key);
-        }
-        if (node->nodemap & bit) {
-            node = (Node *)node->slots[node_child_index(node, bit)];
-            if (node == NULL) {
-                return 0;
-            }
-            shift += HAMT_BITS;
-            continue;
         }
         if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
             return 0;
@@ -2281,7 +2291,7 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
             break;
         }
         if (node->nodemap & bit) {
-            node = (Node *)node->slots[node_child_index(node, bit)];
+            node = (Node *)node->slots[node_child_index(node, hash_pos(h, shift))];
             if (node == NULL) {
                 break;
             }
