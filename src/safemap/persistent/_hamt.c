@@ -93,7 +93,19 @@ static PyObject *MSG_IN_TRANSACTION;
  * positions are all children is indexed without a popcount (node_child).
  *
  * A collision node has both bitmaps 0 and at least two entries (a bitmap node
- * with no position has no slots: only the empty root is one). */
+ * with no position has no slots: only the empty root is one).
+ *
+ * A *delta* node (mutid HAMT_DELTA) stands for a bitmap node with some entry
+ * values replaced, without copying it: slots[0] is the base (a bitmap node,
+ * shared with the versions that had it), `hash` holds the bitmap of the
+ * positions whose value it replaces, and slots[1..] their new values in
+ * position order.  A write that replaces one value of a large node while an
+ * older version shares that node makes a delta of 2 slots instead of a copy
+ * of all of them (the node a version kept after a change shares); a delta
+ * grows by one slot per replaced position and is compacted into a full node
+ * (delta_materialize) past HAMT_DELTA_MAX positions, when its base is no
+ * longer shared, and by any change that is not a value replacement.  Both
+ * its bitmaps are 0, so lookups reach it only off their hot path. */
 typedef struct {
     PyObject_VAR_HEAD      /* ob_size: number of slots */
     uint32_t datamap;      /* bitmap node: positions holding an entry */
@@ -105,7 +117,17 @@ typedef struct {
 
 static PyTypeObject Node_Type;
 
-#define NODE_IS_COLLISION(n) ((((n)->datamap | (n)->nodemap) == 0) && Py_SIZE(n) != 0)
+/* A delta node's mutid: no batch ever has it (ids count up from 1), so no
+ * batch edits a delta in place. */
+#define HAMT_DELTA UINT64_MAX
+#define NODE_IS_DELTA(n) ((n)->mutid == HAMT_DELTA)
+#define NODE_IS_COLLISION(n)                                                                     \
+    ((((n)->datamap | (n)->nodemap) == 0) && Py_SIZE(n) != 0 && !NODE_IS_DELTA(n))
+/* A delta replaces at most this many values; one more compacts it. */
+#define HAMT_DELTA_MAX 8
+/* A value replacement in a node of at least this many slots makes a delta
+ * (2 slots) rather than a copy. */
+#define HAMT_DELTA_MIN_SLOTS 8
 
 /* Bits set in x.  Without -mpopcnt, __builtin_popcount is a libgcc call; the
  * branch-free SWAR count below is a few inlined instructions. */
@@ -261,6 +283,71 @@ node_with_pos(Node *node, uint32_t bit, PyObject *k, PyObject *v, uint64_t mutid
     return node_ready(c);
 }
 
+/* ---------------------------------------------------------------- deltas */
+
+static inline uint32_t
+delta_map(Node *d)
+{
+    return (uint32_t)(uint64_t)d->hash;
+}
+
+/* The slot of the value delta d gives the position `bit`, or NULL when it
+ * keeps its base's. */
+static inline PyObject **
+delta_slot(Node *d, uint32_t bit)
+{
+    uint32_t map = delta_map(d);
+    if (!(map & bit)) {
+        return NULL;
+    }
+    return &d->slots[1 + popcount32(map & (bit - 1))];
+}
+
+/* A new delta over bitmap node `base` whose entry at `bit` gets `value`,
+ * keeping the replacements of `prev` (a delta over the same base, or NULL). */
+static Node *
+delta_set(Node *base, Node *prev, uint32_t bit, PyObject *value)
+{
+    uint32_t old = prev != NULL ? delta_map(prev) : 0, map = old | bit;
+    Node *d = node_alloc(1 + (Py_ssize_t)popcount32(map), HAMT_DELTA);
+    if (d == NULL) {
+        return NULL;
+    }
+    d->hash = (Py_hash_t)map;
+    d->slots[0] = Py_NewRef(base);
+    Py_ssize_t j = 1;
+    for (uint32_t m = map; m != 0; m &= m - 1) {
+        uint32_t b = m & (~m + 1);
+        d->slots[j++] = b == bit ? Py_NewRef(value)
+                                 : Py_XNewRef(prev->slots[1 + popcount32(old & (b - 1))]);
+    }
+    return node_ready(d);
+}
+
+/* The bitmap node delta d stands for: a new node (made for batch mutid). */
+static Node *
+delta_materialize(Node *d, uint64_t mutid)
+{
+    Node *base = (Node *)d->slots[0];
+    if (base == NULL) { /* cleared by the GC */
+        Node *empty = node_alloc(0, mutid);
+        return empty == NULL ? NULL : node_ready(empty);
+    }
+    Node *c = node_copy(base, Py_SIZE(base), mutid);
+    if (c == NULL) {
+        return NULL;
+    }
+    uint32_t map = delta_map(d);
+    for (uint32_t m = map; m != 0; m &= m - 1) {
+        uint32_t b = m & (~m + 1);
+        if (base->datamap & b) {
+            Py_ssize_t idx = node_entry_index(base, b);
+            Py_XSETREF(c->slots[idx + 1], Py_XNewRef(d->slots[1 + popcount32(map & (b - 1))]));
+        }
+    }
+    return node_ready(c);
+}
+
 static int
 node_traverse(Node *self, visitproc visit, void *arg)
 {
@@ -316,6 +403,7 @@ static int
 node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
 {
     int shift = 0;
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
     for (;;) {
         /* Children first: every level but the last is one. */
         unsigned pos = hash_pos(h, shift);
@@ -325,13 +413,15 @@ node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
             if (node == NULL) {
                 return 0; /* cleared by the GC */
             }
+            delta = NULL;
             shift += HAMT_BITS;
             continue;
         }
         if (node->datamap & bit) {
             Py_ssize_t idx = node_entry_index(node, bit);
             PyObject *k = node->slots[idx];
-            PyObject *v = node->slots[idx + 1];
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : NULL;
+            PyObject *v = vs != NULL ? *vs : node->slots[idx + 1];
             if (k == NULL || v == NULL) {
                 return 0;
             }
@@ -340,6 +430,14 @@ node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
                 *out = v;
             }
             return eq;
+        }
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                return 0;
+            }
+            continue;
         }
         if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
             return 0;
@@ -469,6 +567,71 @@ collision_assoc(Node *node, PyObject *key, PyObject *value, int *added, uint64_t
     return node_ready(c);
 }
 
+static uint64_t mutid_new(void);
+static Node *node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value,
+                        int *added, uint64_t mutid);
+static int node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out,
+                        PyObject **removed, uint64_t mutid);
+
+/* The id a change to delta d edits its compacted copy with: the caller's
+ * batch, or (a persistent change) a fresh id that nothing uses afterwards, so
+ * the copy is changed in place once and the nodes made for it are closed. */
+static inline uint64_t
+delta_edit_id(uint64_t mutid)
+{
+    return mutid != 0 ? mutid : mutid_new();
+}
+
+/* node_assoc for a delta node d.  A persistent replacement of a value of its
+ * base gives a new delta one slot larger, while the base is still shared and
+ * the delta stays within HAMT_DELTA_MAX; any other change compacts it. */
+static Node *
+delta_assoc(Node *d, int shift, uint64_t h, PyObject *key, PyObject *value, int *added,
+            uint64_t mutid)
+{
+    Node *base = (Node *)d->slots[0];
+    uint32_t bit = bitpos(h, shift);
+    if (mutid == 0 && base != NULL && (base->datamap & bit) && Py_REFCNT(base) > 1) {
+        Py_ssize_t idx = node_entry_index(base, bit);
+        PyObject *k = base->slots[idx];
+        PyObject **vs = delta_slot(d, bit);
+        PyObject *v = vs != NULL ? *vs : base->slots[idx + 1];
+        if (k != NULL && v != NULL &&
+            (vs != NULL || popcount32(delta_map(d)) < HAMT_DELTA_MAX)) {
+            int eq = keys_equal(k, key);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (eq) {
+                return v == value ? (Node *)Py_NewRef(d) : delta_set(base, d, bit, value);
+            }
+        }
+    }
+    uint64_t id = delta_edit_id(mutid);
+    Node *full = delta_materialize(d, id);
+    if (full == NULL) {
+        return NULL;
+    }
+    Node *res = node_assoc(full, shift, h, key, value, added, id);
+    Py_DECREF(full);
+    return res;
+}
+
+/* node_without for a delta node: on its compacted copy. */
+static int
+delta_without(Node *d, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed,
+              uint64_t mutid)
+{
+    uint64_t id = delta_edit_id(mutid);
+    Node *full = delta_materialize(d, id);
+    if (full == NULL) {
+        return -1;
+    }
+    int r = node_without(full, shift, h, key, out, removed, id);
+    Py_DECREF(full);
+    return r;
+}
+
 /* The node with key -> value added or replaced: a new reference (node itself
  * when nothing changes, or when the batch `mutid` owns it and changed it in
  * place).  *added is set to 1 when key was absent.  NULL on error; a node the
@@ -478,6 +641,9 @@ static Node *
 node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, int *added,
            uint64_t mutid)
 {
+    if (NODE_IS_DELTA(node)) {
+        return delta_assoc(node, shift, h, key, value, added, mutid);
+    }
     if (NODE_IS_COLLISION(node)) {
         if ((uint64_t)node->hash == h) {
             return collision_assoc(node, key, value, added, mutid);
@@ -533,6 +699,11 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
         if (v == value) {
             return (Node *)Py_NewRef(node);
         }
+        if (mutid == 0 && Py_SIZE(node) >= HAMT_DELTA_MIN_SLOTS) {
+            /* A persistent change of one value: the version it replaces may
+             * be kept, so share this node instead of copying it. */
+            return delta_set(node, NULL, bit, value);
+        }
         return node_with_slot(node, idx + 1, Py_NewRef(value), mutid);
     }
     /* Another key at this position: both go into a sub-trie. */
@@ -569,7 +740,7 @@ node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, in
 static inline int
 node_is_single(Node *node)
 {
-    return node->nodemap == 0 && Py_SIZE(node) == 2 && !NODE_IS_COLLISION(node) &&
+    return node->nodemap == 0 && Py_SIZE(node) == 2 && node->datamap != 0 &&
            node->slots[0] != NULL && node->slots[1] != NULL;
 }
 
@@ -635,6 +806,9 @@ static int
 node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed,
              uint64_t mutid)
 {
+    if (NODE_IS_DELTA(node)) {
+        return delta_without(node, shift, h, key, out, removed, mutid);
+    }
     if (NODE_IS_COLLISION(node)) {
         if ((uint64_t)node->hash != h) {
             return 0;
@@ -1014,12 +1188,16 @@ trieiter_next_locked(TrieIter *it)
     while (it->depth > 0) {
         /* A node's entries (slot pairs from 0), then its children (one slot
          * each): the order is fixed by the version's nodes. */
-        Node *node = it->stack[it->depth - 1];
+        Node *top = it->stack[it->depth - 1], *node = top, *delta = NULL;
         Py_ssize_t p = it->pos[it->depth - 1];
-        if (p >= Py_SIZE(node)) {
+        if (NODE_IS_DELTA(top)) {
+            delta = top; /* its base's entries, some values replaced */
+            node = (Node *)top->slots[0];
+        }
+        if (node == NULL || p >= Py_SIZE(node)) {
             it->depth--;
             it->stack[it->depth] = NULL;
-            Py_DECREF(node);
+            Py_DECREF(top);
             continue;
         }
         if (p >= node_data_slots(node)) {
@@ -1040,6 +1218,16 @@ trieiter_next_locked(TrieIter *it)
         it->pos[it->depth - 1] = p + 2;
         PyObject *k = node->slots[p];
         PyObject *v = node->slots[p + 1];
+        if (delta != NULL) {
+            uint32_t m = node->datamap; /* the position of entry p / 2 */
+            for (Py_ssize_t i = 0; i < p / 2; i++) {
+                m &= m - 1;
+            }
+            PyObject **vs = delta_slot(delta, m & (~m + 1));
+            if (vs != NULL) {
+                v = *vs;
+            }
+        }
         if (k == NULL || v == NULL) {
             continue;
         }
@@ -1139,10 +1327,23 @@ trie_items(Trie *self, PyObject *Py_UNUSED(ignored))
 static int
 node_fill_dict(Node *node, PyObject *d)
 {
+    Node *delta = NULL;
+    if (NODE_IS_DELTA(node)) {
+        delta = node;
+        node = (Node *)delta->slots[0];
+        if (node == NULL) {
+            return 0;
+        }
+    }
     Py_ssize_t data = node_data_slots(node);
-    for (Py_ssize_t i = 0; i + 1 < data; i += 2) {
+    uint32_t m = node->datamap; /* delta: the position of entry i / 2 */
+    for (Py_ssize_t i = 0; i + 1 < data; i += 2, m &= m - 1) {
         PyObject *k = node->slots[i];
         PyObject *v = node->slots[i + 1];
+        PyObject **vs = delta != NULL ? delta_slot(delta, m & (~m + 1)) : NULL;
+        if (vs != NULL) {
+            v = *vs;
+        }
         if (k != NULL && v != NULL && PyDict_SetItem(d, k, v) < 0) {
             return -1;
         }
@@ -2012,6 +2213,7 @@ static int
 node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
 {
     int shift = 0;
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
     for (;;) {
         unsigned pos = hash_pos(h, shift);
         uint32_t bit = 1u << pos;
@@ -2020,17 +2222,30 @@ node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
             if (node == NULL) {
                 return 0; /* cleared by the GC */
             }
+            delta = NULL;
             shift += HAMT_BITS;
             continue;
         }
         if (node->datamap & bit) {
             Py_ssize_t idx = node_entry_index(node, bit);
             PyObject *k = node->slots[idx];
-            if (k == NULL || HAMT_LOAD_RLX(&node->slots[idx + 1]) == NULL) {
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : NULL;
+            if (vs == NULL) {
+                vs = &node->slots[idx + 1];
+            }
+            if (k == NULL || HAMT_LOAD_RLX(vs) == NULL) {
                 return 0;
             }
-            *slot = &node->slots[idx + 1];
+            *slot = vs;
             return keys_equal_nocode(k, key);
+        }
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                return 0;
+            }
+            continue;
         }
         if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
             return 0;
@@ -2271,31 +2486,48 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
         return 0;
     }
     Py_INCREF(cur); /* keeps the path alive while __eq__ runs */
-    Node *path[HAMT_MAX_DEPTH];
+    Node *path[2 * HAMT_MAX_DEPTH];
     int depth = 0, shift = 0, r = 0;
     Py_ssize_t slot = -1;
     Node *node = cur->root;
-    while (slot < 0 && depth < HAMT_MAX_DEPTH) {
+    /* path: every node the walk passes, a delta and its base included (a
+     * child of a base that a kept version shares is shared too). */
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
+    Node *owner = NULL; /* the node holding the value's slot */
+    while (slot < 0 && depth < 2 * HAMT_MAX_DEPTH) {
         path[depth++] = node;
         uint32_t bit = bitpos(h, shift);
-        if (node->datamap & bit) {
-            Py_ssize_t idx = node_entry_index(node, bit);
-            PyObject *k = node->slots[idx];
-            if (k == NULL || node->slots[idx + 1] == NULL) {
-                break;
-            }
-            r = keys_equal(k, key);
-            if (r > 0) {
-                slot = idx + 1;
-            }
-            break;
-        }
         if (node->nodemap & bit) {
             node = (Node *)node->slots[node_child_index(node, hash_pos(h, shift))];
             if (node == NULL) {
                 break;
             }
+            delta = NULL;
             shift += HAMT_BITS;
+            continue;
+        }
+        if (node->datamap & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            PyObject *k = node->slots[idx];
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : &node->slots[idx + 1];
+            if (k == NULL || vs == NULL || *vs == NULL) {
+                /* A delta's base value: the base is shared, so the delta
+                 * grows (a persistent write) instead. */
+                break;
+            }
+            r = keys_equal(k, key);
+            if (r > 0) {
+                owner = delta != NULL ? delta : node;
+                slot = vs - owner->slots;
+            }
+            break;
+        }
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                break;
+            }
             continue;
         }
         if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
@@ -2308,6 +2540,7 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
             r = keys_equal(node->slots[i], key);
             if (r != 0) {
                 slot = r > 0 ? i + 1 : -1;
+                owner = node;
                 break;
             }
         }
@@ -2328,9 +2561,8 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
             unique = Py_REFCNT(path[i]) == 1;
         }
         if (unique) {
-            Node *leaf = path[depth - 1];
-            *old = leaf->slots[slot];
-            HAMT_STORE_REL(&leaf->slots[slot], Py_NewRef(value));
+            *old = owner->slots[slot];
+            HAMT_STORE_REL(&owner->slots[slot], Py_NewRef(value));
             done = 1;
         }
 #if HAMT_LOCKFREE
