@@ -2490,8 +2490,9 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
     int depth = 0, shift = 0, r = 0;
     Py_ssize_t slot = -1;
     Node *node = cur->root;
-    /* path: every node the walk passes, a delta and its base included (a
-     * child of a base that a kept version shares is shared too). */
+    /* path: every node the walk passes, a delta's base included when the walk
+     * goes on into one of its children (a child of a base that a kept version
+     * shares is shared too), not when the value is the delta's own slot. */
     Node *delta = NULL; /* the delta `node` is the base of, if any */
     Node *owner = NULL; /* the node holding the value's slot */
     while (slot < 0 && depth < 2 * HAMT_MAX_DEPTH) {
@@ -2519,6 +2520,9 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
             if (r > 0) {
                 owner = delta != NULL ? delta : node;
                 slot = vs - owner->slots;
+                if (delta != NULL) {
+                    depth--; /* the value is the delta's: its base may stay shared */
+                }
             }
             break;
         }
