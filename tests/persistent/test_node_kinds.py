@@ -287,3 +287,51 @@ def test_readers_race_writers_that_build_grow_and_compact_deltas(run_threads: An
     run_threads(body, 5, timeout=60)
     assert sorted(m) == sorted(BIG)
     assert all(m[k].key == k for k in BIG)
+
+
+def _delta_ops(m: PersistentMap[int, Any], f: FrozenMap[int, Any], i: int) -> None:
+    k = BIG[i % len(BIG)]
+    snap = m.snapshot()  # shares every node: the overwrites below make deltas
+    m[k] = i  # a delta over k's node
+    m[k] = [i]  # the delta's own value, in place
+    m[BIG[(i + 31) % len(BIG)]] = i  # the delta grows (or a second node gets one)
+    m.get(k)
+    _ = k in m
+    m.load(BIG[(i + 1) % len(BIG)])
+    if i % 7 == 0:
+        m.pop(k)  # compacts the delta
+        m[k] = i
+    if i % 50 == 0:
+        list(m.items())  # iterates through deltas
+        pickle.dumps(snap)
+    del snap
+    m[BIG[(i + 62) % len(BIG)]] = i  # base no longer shared: compacts
+    g = f.set(k, i).set(BIG[(i + 5) % len(BIG)], i)  # FrozenMap deltas
+    g.delete(k)
+    g[k]
+    with g.mutate() as batch:  # a batch compacts the deltas it touches
+        batch[k] = -i
+        batch.finish()
+
+
+def test_no_reference_leak_over_a_million_delta_operations() -> None:
+    """About 20 operations per round, 2 x 25,000 rounds: traced memory stays flat."""
+    m: PersistentMap[int, Any] = PersistentMap({k: 0 for k in BIG})
+    f: FrozenMap[int, Any] = FrozenMap({k: 0 for k in BIG})
+    for i in range(2000):
+        _delta_ops(m, f, i)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(25_000):
+            _delta_ops(m, f, i)
+        gc.collect()
+        mid, _ = tracemalloc.get_traced_memory()
+        for i in range(25_000):
+            _delta_ops(m, f, i)
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A leak of one object per round would be >= 25,000 * 16 bytes.
+    assert end - mid < 64 * 1024, (mid, end)
