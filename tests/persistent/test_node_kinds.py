@@ -159,16 +159,16 @@ def test_a_persistent_map_and_its_snapshots_match_dicts(steps: list[Any]) -> Non
 def test_full_nodes_shrink_back_and_collisions_fold() -> None:
     trie = Trie.from_dict({k: k for k in range(256)})  # a full root: 32 sub-tries
     colliding = [Key(n, 7) for n in range(5)]  # a collision node under int 7's position
-    for k in colliding:
-        trie = trie.set(k, k.name)
+    for c in colliding:
+        trie = trie.set(c, c.name)
     for k in range(32, 256):  # every sub-trie back to one entry: inlined into the root
         trie = trie.delete(k)
     expected: dict[Any, int] = {k: k for k in range(32)}
-    expected.update({k: k.name for k in colliding})
+    expected.update({c: c.name for c in colliding})
     check_version(trie, expected)
-    for k in colliding:  # the collision node folds away
-        trie = trie.delete(k)
-        del expected[k]
+    for c in colliding:  # the collision node folds away
+        trie = trie.delete(c)
+        del expected[c]
         check_version(trie, expected)
     for k in range(32):
         trie = trie.delete(k)
@@ -176,8 +176,9 @@ def test_full_nodes_shrink_back_and_collisions_fold() -> None:
 
 
 def test_frozenmaps_with_deltas_pickle_and_compare() -> None:
-    base = FrozenMap({k: k for k in range(256)})
-    changed = base.set(3, "three").set(35, "x").set(67, "y")  # one node, three deltas
+    base: FrozenMap[int, Any] = FrozenMap({k: k for k in range(256)})
+    # 3, 35 and 67 share a node of 8 entries: a delta of one value, then of two, of three
+    changed = base.set(3, "three").set(35, "x").set(67, "y")
     again = changed.set(35, "z").delete(99).set(1000, 1)
     assert base == {k: k for k in range(256)}
     assert changed == {**{k: k for k in range(256)}, 3: "three", 35: "x", 67: "y"}
