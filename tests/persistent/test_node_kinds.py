@@ -336,3 +336,47 @@ def test_no_reference_leak_over_a_million_delta_operations() -> None:
         tracemalloc.stop()
     # A leak of one object per round would be >= 25,000 * 16 bytes.
     assert end - mid < 64 * 1024, (mid, end)
+
+
+class WritingKey:
+    """Equal to another WritingKey of the same n; its ``__eq__`` may write to a map once."""
+
+    pending: tuple[PersistentMap[Any, Any], Any, Any] | None = None
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        return self.n
+
+    def __eq__(self, other: object) -> bool:
+        if WritingKey.pending is not None and isinstance(other, WritingKey):
+            m, key, value = WritingKey.pending
+            WritingKey.pending = None
+            m[key] = value  # a nested plain write during the outer write's compare
+        return isinstance(other, WritingKey) and other.n == self.n
+
+
+@pytest.mark.parametrize("shape", ["new delta", "grown delta", "no older version"])
+def test_a_nested_write_during_a_delta_write_lands(shape: str) -> None:
+    keys = [WritingKey(3 + 32 * j) for j in range(20)]  # one node of 20 entries
+    m: PersistentMap[Any, Any] = PersistentMap({k: 0 for k in keys})
+    snap = m.snapshot() if shape != "no older version" else None
+    if shape == "grown delta":
+        m[keys[1]] = 1
+    try:
+        WritingKey.pending = (m, keys[5], "nested")
+        m[WritingKey(keys[2].n)] = "outer"  # an equal key: the walk calls __eq__
+        assert WritingKey.pending is None
+        items = dict(m.items())
+        assert items[keys[2]] == "outer" and items[keys[5]] == "nested"
+        WritingKey.pending = (m, keys[7], "nested again")
+        assert m.pop(WritingKey(keys[2].n)) == "outer"  # compacts the delta
+        assert WritingKey.pending is None
+        items = dict(m.items())
+        assert keys[2] not in items and items[keys[7]] == "nested again"
+        assert items[keys[5]] == "nested" and len(items) == 19
+    finally:
+        WritingKey.pending = None
+    if snap is not None:
+        assert len(snap) == 20 and all(v == 0 for v in snap.values())
