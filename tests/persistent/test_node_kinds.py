@@ -213,10 +213,14 @@ def test_a_kept_version_costs_a_delta_per_changed_value_not_a_node_copy() -> Non
     assert all(m[p + 32768] == 1 for p in range(leaves))
 
 
-def test_a_value_a_delta_still_holds_is_released_when_the_node_is_compacted() -> None:
+@pytest.mark.parametrize("next_key", [5, 3, 4])
+def test_a_value_a_delta_still_holds_is_released_when_the_node_is_compacted(
+    next_key: int,
+) -> None:
     # While a snapshot shares the node, an overwrite makes a delta over it; the replaced
     # value lives on in that shared node. Once the snapshot is gone, the next write to the
-    # node compacts the delta, and the value goes.
+    # node compacts the delta, and the value goes: a write to a value the delta does not
+    # replace (5), or to one it does (3, 4: not an overwrite in place of the delta's slot).
     m: PersistentMap[int, Any] = PersistentMap({k: Box(k, 0) for k in range(16)})
     old = m[3]
     ref = weakref.ref(old)
@@ -225,10 +229,12 @@ def test_a_value_a_delta_still_holds_is_released_when_the_node_is_compacted() ->
     m[4] = Box(4, 1)  # the delta grows
     assert snap[3] is old
     del snap, old
-    m[5] = Box(5, 1)  # its base is no longer shared: compacted
+    m[next_key] = Box(next_key, 2)  # its base is no longer shared: compacted
     gc.collect()
     assert ref() is None
-    assert [m[k].n for k in range(8)] == [0, 0, 0, 1, 1, 1, 0, 0]
+    expected = [0, 0, 0, 1, 1, 0, 0, 0]
+    expected[next_key] = 2
+    assert [m[k].n for k in range(8)] == expected
 
 
 def test_a_delta_compacts_past_its_limit() -> None:

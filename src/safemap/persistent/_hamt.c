@@ -2511,9 +2511,12 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
             Py_ssize_t idx = node_entry_index(node, bit);
             PyObject *k = node->slots[idx];
             PyObject **vs = delta != NULL ? delta_slot(delta, bit) : &node->slots[idx + 1];
-            if (k == NULL || vs == NULL || *vs == NULL) {
-                /* A delta's base value: the base is shared, so the delta
-                 * grows (a persistent write) instead. */
+            if (k == NULL || vs == NULL || *vs == NULL ||
+                (delta != NULL && Py_REFCNT(node) == 1)) {
+                /* A value of a delta's base (shared: the delta grows instead),
+                 * or a delta whose base nobody else holds any more: the
+                 * persistent write compacts it, releasing the values the base
+                 * still held. */
                 break;
             }
             r = keys_equal(k, key);
