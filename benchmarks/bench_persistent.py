@@ -4,8 +4,8 @@ Prints one markdown report (the tables of docs/persistent.md), every ratio measu
 same run:
 
 1. Version capture: ``m._current()`` (the O(1) step a trie snapshot is made of) for
-   1,000 and 1,000,000 entries, next to ``snapshot()`` today (a FrozenMap, built as a dict
-   copy) and ``dict.copy()``.
+   1,000 and 1,000,000 entries, next to ``snapshot()`` (a FrozenMap holding that version)
+   and ``dict.copy()``.
 2. Single thread, ns/op on N int keys: ``m[k]`` hit and ``m[k] = v`` on an existing key, as
    ratios to ``dict``; ``immutables.Map`` (when installed) for its ``m[k]`` and persistent
    ``set``.

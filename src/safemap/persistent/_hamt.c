@@ -7,14 +7,17 @@
  *          CHAMP layout) uses 5 bits of the key's hash per level: one 32-bit
  *          bitmap says which positions hold an entry (two slots, key and
  *          value, from the first slot up), another which hold a sub-trie (one
- *          slot, from the last slot down).  A *collision* node holds the (key, value) pairs of distinct keys
- *          whose hashes are equal in all 64 bits.  Levels use shifts 0, 5,
+ *          slot, from the last slot down).  A *collision* node holds the
+ *          (key, value) pairs of distinct keys whose hashes are equal in all
+ *          64 bits.  A *delta* node stands for a bitmap node with a few values
+ *          replaced (see "delta" at the Node struct).  Levels use shifts 0, 5,
  *          ..., 60, so two different hashes always part by shift 60 and no
  *          bitmap node ever sits below it.  `mutid` names the batch that made
  *          it (0: none; see node_owned).
- *   Trie   one version of a map: a root node (always a bitmap node) and the
- *          entry count.  Immutable: set() and delete() return a new Trie that
- *          shares every node off the changed path (O(log32 n) new nodes).
+ *   Trie   one version of a map: a root node (a bitmap node, or a delta over
+ *          one) and the entry count.  Immutable: set() and delete() return a
+ *          new Trie that shares every node off the changed path (O(log32 n)
+ *          new nodes; a changed value in a large node: a delta over it).
  *   TrieMutation
  *          a private batch of changes (Trie.mutate()) that edits the nodes it
  *          made in place (mutation ids, as in immutables).
@@ -885,7 +888,7 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
 
 typedef struct {
     PyObject_HEAD
-    Node *root;        /* a bitmap node; NULL only after tp_clear */
+    Node *root;        /* a bitmap node or a delta; NULL only after tp_clear */
     Py_ssize_t count;
 } Trie;
 
