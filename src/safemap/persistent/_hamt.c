@@ -93,7 +93,7 @@ static PyObject *MSG_IN_TRANSACTION;
  * one slot each, from the last slot down in position order.  A child costs 8
  * bytes instead of the 16 of a (NULL, child) pair, so the upper levels of a
  * trie (nearly all children) take half the cache lines, and a node whose 32
- * positions are all children is indexed without a popcount (node_child).
+ * positions are all children is indexed without a popcount (node_child_index).
  *
  * A collision node has both bitmaps 0 and at least two entries (a bitmap node
  * with no position has no slots: only the empty root is one).
@@ -113,8 +113,8 @@ typedef struct {
     PyObject_VAR_HEAD      /* ob_size: number of slots */
     uint32_t datamap;      /* bitmap node: positions holding an entry */
     uint32_t nodemap;      /* bitmap node: positions holding a child */
-    Py_hash_t hash;        /* collision node: the common hash */
-    uint64_t mutid;        /* 0, or the batch (TrieMutation) that owns it: see node_owned */
+    Py_hash_t hash;        /* collision node: the common hash; delta: the replaced positions */
+    uint64_t mutid;        /* 0, or the batch that owns it (node_owned); HAMT_DELTA: a delta */
     PyObject *slots[1];
 } Node;
 
