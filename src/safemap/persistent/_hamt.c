@@ -3,18 +3,21 @@
  *
  * Types:
  *
- *   Node   one trie node, immutable once published.  A *bitmap* node has a
- *          32-bit bitmap of the hash chunk positions it uses (5 bits of the
- *          key's hash per level) and two slots per used position: (key,
- *          value) for an entry, or (NULL, child node) for a sub-trie.  A
- *          *collision* node holds the (key, value) pairs of distinct keys
- *          whose hashes are equal in all 64 bits.  Levels use shifts 0, 5,
+ *   Node   one trie node, immutable once published.  A *bitmap* node (the
+ *          CHAMP layout) uses 5 bits of the key's hash per level: one 32-bit
+ *          bitmap says which positions hold an entry (two slots, key and
+ *          value, from the first slot up), another which hold a sub-trie (one
+ *          slot, from the last slot down).  A *collision* node holds the
+ *          (key, value) pairs of distinct keys whose hashes are equal in all
+ *          64 bits.  A *delta* node stands for a bitmap node with a few values
+ *          replaced (see "delta" at the Node struct).  Levels use shifts 0, 5,
  *          ..., 60, so two different hashes always part by shift 60 and no
  *          bitmap node ever sits below it.  `mutid` names the batch that made
  *          it (0: none; see node_owned).
- *   Trie   one version of a map: a root node (always a bitmap node) and the
- *          entry count.  Immutable: set() and delete() return a new Trie that
- *          shares every node off the changed path (O(log32 n) new nodes).
+ *   Trie   one version of a map: a root node (a bitmap node, or a delta over
+ *          one) and the entry count.  Immutable: set() and delete() return a
+ *          new Trie that shares every node off the changed path (O(log32 n)
+ *          new nodes; a changed value in a large node: a delta over it).
  *   TrieMutation
  *          a private batch of changes (Trie.mutate()) that edits the nodes it
  *          made in place (mutation ids, as in immutables).
@@ -82,16 +85,52 @@ static PyObject *MSG_IN_TRANSACTION;
 
 /* ====================================================================== Node */
 
+/* The CHAMP layout (Steindorfer and Vinju, "Optimizing Hash-Array Mapped
+ * Tries for Fast and Lean Immutable JVM Collections"): a bitmap node has two
+ * bitmaps over the 32 positions of its level, `datamap` (positions holding
+ * an entry) and `nodemap` (positions holding a sub-trie); entries take two
+ * slots each, (key, value), from slot 0 up in position order, and children
+ * one slot each, from the last slot down in position order.  A child costs 8
+ * bytes instead of the 16 of a (NULL, child) pair, so the upper levels of a
+ * trie (nearly all children) take half the cache lines, and a node whose 32
+ * positions are all children is indexed without a popcount (node_child_index).
+ *
+ * A collision node has both bitmaps 0 and at least two entries (a bitmap node
+ * with no position has no slots: only the empty root is one).
+ *
+ * A *delta* node (mutid HAMT_DELTA) stands for a bitmap node with some entry
+ * values replaced, without copying it: slots[0] is the base (a bitmap node,
+ * shared with the versions that had it), `hash` holds the bitmap of the
+ * positions whose value it replaces, and slots[1..] their new values in
+ * position order.  A write that replaces one value of a large node while an
+ * older version shares that node makes a delta of 2 slots instead of a copy
+ * of all of them (the node a version kept after a change shares); a delta
+ * grows by one slot per replaced position and is compacted into a full node
+ * (delta_materialize) past HAMT_DELTA_MAX positions, when its base is no
+ * longer shared, and by any change that is not a value replacement.  Both
+ * its bitmaps are 0, so lookups reach it only off their hot path. */
 typedef struct {
-    PyObject_VAR_HEAD      /* ob_size: number of slots (2 per position/pair) */
-    uint32_t bitmap;       /* bitmap node: positions in use */
-    int collision;         /* 1: collision node */
-    Py_hash_t hash;        /* collision node: the common hash */
-    uint64_t mutid;        /* 0, or the batch (TrieMutation) that owns it: see node_owned */
+    PyObject_VAR_HEAD      /* ob_size: number of slots */
+    uint32_t datamap;      /* bitmap node: positions holding an entry */
+    uint32_t nodemap;      /* bitmap node: positions holding a child */
+    Py_hash_t hash;        /* collision node: the common hash; delta: the replaced positions */
+    uint64_t mutid;        /* 0, or the batch that owns it (node_owned); HAMT_DELTA: a delta */
     PyObject *slots[1];
 } Node;
 
 static PyTypeObject Node_Type;
+
+/* A delta node's mutid: no batch ever has it (ids count up from 1), so no
+ * batch edits a delta in place. */
+#define HAMT_DELTA UINT64_MAX
+#define NODE_IS_DELTA(n) ((n)->mutid == HAMT_DELTA)
+#define NODE_IS_COLLISION(n)                                                                     \
+    ((((n)->datamap | (n)->nodemap) == 0) && Py_SIZE(n) != 0 && !NODE_IS_DELTA(n))
+/* A delta replaces at most this many values; one more compacts it. */
+#define HAMT_DELTA_MAX 8
+/* A value replacement in a node of at least this many slots makes a delta
+ * (2 slots) rather than a copy. */
+#define HAMT_DELTA_MIN_SLOTS 8
 
 /* Bits set in x.  Without -mpopcnt, __builtin_popcount is a libgcc call; the
  * branch-free SWAR count below is a few inlined instructions. */
@@ -108,10 +147,45 @@ popcount32(uint32_t x)
 #endif
 }
 
+/* The position (0..31) of hash h at a level.  Collision nodes may sit one
+ * level below shift 60; `& 63` keeps the shift defined there (their bitmaps
+ * are 0, so whatever position it gives matches nothing). */
+static inline unsigned
+hash_pos(uint64_t h, int shift)
+{
+    return (unsigned)(h >> (shift & 63)) & HAMT_MASK;
+}
+
 static inline uint32_t
 bitpos(uint64_t h, int shift)
 {
-    return 1u << ((h >> shift) & HAMT_MASK);
+    return 1u << hash_pos(h, shift);
+}
+
+/* Slots taken by the entries of node (its children follow them). */
+static inline Py_ssize_t
+node_data_slots(Node *node)
+{
+    return NODE_IS_COLLISION(node) ? Py_SIZE(node) : 2 * (Py_ssize_t)popcount32(node->datamap);
+}
+
+/* Slot index of the entry at `bit` (datamap & bit set): its key; value next. */
+static inline Py_ssize_t
+node_entry_index(Node *node, uint32_t bit)
+{
+    return 2 * (Py_ssize_t)popcount32(node->datamap & (bit - 1));
+}
+
+/* Slot index of the child at position `pos` (nodemap has its bit).  A node
+ * whose every position is a child (the upper levels of a large trie) has 32
+ * slots and needs no popcount. */
+static inline Py_ssize_t
+node_child_index(Node *node, unsigned pos)
+{
+    if (node->nodemap == 0xFFFFFFFFu) {
+        return 31 - (Py_ssize_t)pos;
+    }
+    return Py_SIZE(node) - 1 - (Py_ssize_t)popcount32(node->nodemap & ((1u << pos) - 1));
 }
 
 /* A node with n zeroed slots, not yet tracked by the GC (the caller fills it
@@ -123,8 +197,8 @@ node_alloc(Py_ssize_t n, uint64_t mutid)
     if (node == NULL) {
         return NULL;
     }
-    node->bitmap = 0;
-    node->collision = 0;
+    node->datamap = 0;
+    node->nodemap = 0;
     node->hash = 0;
     node->mutid = mutid;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -140,7 +214,8 @@ node_ready(Node *node)
     return node;
 }
 
-/* A copy of node (same shape), slots with new references, untracked. */
+/* A copy of node with n slots (n >= its own: a collision node grows by
+ * appending), slots with new references, untracked. */
 static Node *
 node_copy(Node *node, Py_ssize_t n, uint64_t mutid)
 {
@@ -148,14 +223,132 @@ node_copy(Node *node, Py_ssize_t n, uint64_t mutid)
     if (c == NULL) {
         return NULL;
     }
-    c->bitmap = node->bitmap;
-    c->collision = node->collision;
+    c->datamap = node->datamap;
+    c->nodemap = node->nodemap;
     c->hash = node->hash;
     Py_ssize_t m = Py_SIZE(node) < n ? Py_SIZE(node) : n;
     for (Py_ssize_t i = 0; i < m; i++) {
         c->slots[i] = Py_XNewRef(node->slots[i]);
     }
     return c;
+}
+
+/* A copy of bitmap node `node` with the position `bit` changed: to the entry
+ * (k, v) when k and v are given, to the child v when only v is, removed when
+ * neither is (new references taken).  Every other position is shared.  A new,
+ * tracked node, or NULL on error. */
+static Node *
+node_with_pos(Node *node, uint32_t bit, PyObject *k, PyObject *v, uint64_t mutid)
+{
+    uint32_t odm = node->datamap, onm = node->nodemap;
+    uint32_t dm = odm & ~bit, nm = onm & ~bit;
+    if (v != NULL) {
+        if (k != NULL) {
+            dm |= bit;
+        }
+        else {
+            nm |= bit;
+        }
+    }
+    Py_ssize_t on = Py_SIZE(node), odata = 2 * (Py_ssize_t)popcount32(odm);
+    Py_ssize_t ochildren = (Py_ssize_t)popcount32(onm);
+    Py_ssize_t n = 2 * (Py_ssize_t)popcount32(dm) + (Py_ssize_t)popcount32(nm);
+    Node *c = node_alloc(n, mutid);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->datamap = dm;
+    c->nodemap = nm;
+    /* Entries in position order from slot 0. */
+    Py_ssize_t before = 2 * (Py_ssize_t)popcount32(odm & (bit - 1)), j = 0;
+    for (Py_ssize_t i = 0; i < before; i++) {
+        c->slots[j++] = Py_XNewRef(node->slots[i]);
+    }
+    if (dm & bit) {
+        c->slots[j++] = Py_NewRef(k);
+        c->slots[j++] = Py_NewRef(v);
+    }
+    for (Py_ssize_t i = before + ((odm & bit) ? 2 : 0); i < odata; i++) {
+        c->slots[j++] = Py_XNewRef(node->slots[i]);
+    }
+    /* Children in position order from the last slot down. */
+    before = (Py_ssize_t)popcount32(onm & (bit - 1));
+    j = 0;
+    for (Py_ssize_t i = 0; i < before; i++) {
+        c->slots[n - 1 - j++] = Py_XNewRef(node->slots[on - 1 - i]);
+    }
+    if (nm & bit) {
+        c->slots[n - 1 - j++] = Py_NewRef(v);
+    }
+    for (Py_ssize_t i = before + ((onm & bit) ? 1 : 0); i < ochildren; i++) {
+        c->slots[n - 1 - j++] = Py_XNewRef(node->slots[on - 1 - i]);
+    }
+    return node_ready(c);
+}
+
+/* ---------------------------------------------------------------- deltas */
+
+static inline uint32_t
+delta_map(Node *d)
+{
+    return (uint32_t)(uint64_t)d->hash;
+}
+
+/* The slot of the value delta d gives the position `bit`, or NULL when it
+ * keeps its base's. */
+static inline PyObject **
+delta_slot(Node *d, uint32_t bit)
+{
+    uint32_t map = delta_map(d);
+    if (!(map & bit)) {
+        return NULL;
+    }
+    return &d->slots[1 + popcount32(map & (bit - 1))];
+}
+
+/* A new delta over bitmap node `base` whose entry at `bit` gets `value`,
+ * keeping the replacements of `prev` (a delta over the same base, or NULL). */
+static Node *
+delta_set(Node *base, Node *prev, uint32_t bit, PyObject *value)
+{
+    uint32_t old = prev != NULL ? delta_map(prev) : 0, map = old | bit;
+    Node *d = node_alloc(1 + (Py_ssize_t)popcount32(map), HAMT_DELTA);
+    if (d == NULL) {
+        return NULL;
+    }
+    d->hash = (Py_hash_t)map;
+    d->slots[0] = Py_NewRef(base);
+    Py_ssize_t j = 1;
+    for (uint32_t m = map; m != 0; m &= m - 1) {
+        uint32_t b = m & (~m + 1);
+        d->slots[j++] = b == bit ? Py_NewRef(value)
+                                 : Py_XNewRef(prev->slots[1 + popcount32(old & (b - 1))]);
+    }
+    return node_ready(d);
+}
+
+/* The bitmap node delta d stands for: a new node (made for batch mutid). */
+static Node *
+delta_materialize(Node *d, uint64_t mutid)
+{
+    Node *base = (Node *)d->slots[0];
+    if (base == NULL) { /* cleared by the GC */
+        Node *empty = node_alloc(0, mutid);
+        return empty == NULL ? NULL : node_ready(empty);
+    }
+    Node *c = node_copy(base, Py_SIZE(base), mutid);
+    if (c == NULL) {
+        return NULL;
+    }
+    uint32_t map = delta_map(d);
+    for (uint32_t m = map; m != 0; m &= m - 1) {
+        uint32_t b = m & (~m + 1);
+        if (base->datamap & b) {
+            Py_ssize_t idx = node_entry_index(base, b);
+            Py_XSETREF(c->slots[idx + 1], Py_XNewRef(d->slots[1 + popcount32(map & (b - 1))]));
+        }
+    }
+    return node_ready(c);
 }
 
 static int
@@ -213,46 +406,59 @@ static int
 node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
 {
     int shift = 0;
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
     for (;;) {
-        if (node->collision) {
-            if ((uint64_t)node->hash != h) {
-                return 0;
+        /* Children first: every level but the last is one. */
+        unsigned pos = hash_pos(h, shift);
+        uint32_t bit = 1u << pos;
+        if (node->nodemap & bit) {
+            node = (Node *)node->slots[node_child_index(node, pos)];
+            if (node == NULL) {
+                return 0; /* cleared by the GC */
             }
-            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
-                PyObject *k = node->slots[i];
-                if (k == NULL || node->slots[i + 1] == NULL) {
-                    continue;
-                }
-                int eq = keys_equal(k, key);
-                if (eq != 0) {
-                    if (eq > 0) {
-                        *out = node->slots[i + 1];
-                    }
-                    return eq;
-                }
-            }
-            return 0;
-        }
-        uint32_t bit = bitpos(h, shift);
-        if (!(node->bitmap & bit)) {
-            return 0;
-        }
-        Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
-        PyObject *k = node->slots[idx];
-        PyObject *v = node->slots[idx + 1];
-        if (v == NULL) {
-            return 0; /* cleared by the GC */
-        }
-        if (k == NULL) {
-            node = (Node *)v;
+            delta = NULL;
             shift += HAMT_BITS;
             continue;
         }
-        int eq = keys_equal(k, key);
-        if (eq > 0) {
-            *out = v;
+        if (node->datamap & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            PyObject *k = node->slots[idx];
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : NULL;
+            PyObject *v = vs != NULL ? *vs : node->slots[idx + 1];
+            if (k == NULL || v == NULL) {
+                return 0;
+            }
+            int eq = keys_equal(k, key);
+            if (eq > 0) {
+                *out = v;
+            }
+            return eq;
         }
-        return eq;
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                return 0;
+            }
+            continue;
+        }
+        if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+            PyObject *k = node->slots[i];
+            if (k == NULL || node->slots[i + 1] == NULL) {
+                continue;
+            }
+            int eq = keys_equal(k, key);
+            if (eq != 0) {
+                if (eq > 0) {
+                    *out = node->slots[i + 1];
+                }
+                return eq;
+            }
+        }
+        return 0;
     }
 }
 
@@ -272,20 +478,20 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
         if (child == NULL) {
             return NULL;
         }
-        Node *node = node_alloc(2, mutid);
+        Node *node = node_alloc(1, mutid);
         if (node == NULL) {
             Py_DECREF(child);
             return NULL;
         }
-        node->bitmap = b1;
-        node->slots[1] = (PyObject *)child;
+        node->nodemap = b1;
+        node->slots[0] = (PyObject *)child;
         return node_ready(node);
     }
     Node *node = node_alloc(4, mutid);
     if (node == NULL) {
         return NULL;
     }
-    node->bitmap = b1 | b2;
+    node->datamap = b1 | b2;
     int first = b1 < b2 ? 0 : 2;
     node->slots[first] = Py_NewRef(k1);
     node->slots[first + 1] = Py_NewRef(v1);
@@ -308,7 +514,7 @@ node_owned(Node *node, uint64_t mutid)
     return mutid != 0 && node->mutid == mutid;
 }
 
-/* node, to be changed at slot pairs of the same count: node itself (a new
+/* node, to be changed in slots of the same shape: node itself (a new
  * reference) when the batch owns it, else a copy made for the batch. */
 static inline Node *
 node_for_edit(Node *node, uint64_t mutid)
@@ -317,6 +523,116 @@ node_for_edit(Node *node, uint64_t mutid)
         return (Node *)Py_NewRef(node);
     }
     return node_copy(node, Py_SIZE(node), mutid);
+}
+
+/* node with slot i set to `item` (a new reference, stolen): node itself when
+ * the batch owns it, else a copy.  NULL on error (item released). */
+static Node *
+node_with_slot(Node *node, Py_ssize_t i, PyObject *item, uint64_t mutid)
+{
+    Node *c = node_for_edit(node, mutid);
+    if (c == NULL) {
+        Py_DECREF(item);
+        return NULL;
+    }
+    Py_XSETREF(c->slots[i], item);
+    return c == node ? c : node_ready(c);
+}
+
+/* A collision node's assoc (h is its hash). */
+static Node *
+collision_assoc(Node *node, PyObject *key, PyObject *value, int *added, uint64_t mutid)
+{
+    Py_ssize_t n = Py_SIZE(node);
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        PyObject *k = node->slots[i];
+        if (k == NULL) {
+            continue;
+        }
+        int eq = keys_equal(k, key);
+        if (eq < 0) {
+            return NULL;
+        }
+        if (eq) {
+            if (node->slots[i + 1] == value) {
+                return (Node *)Py_NewRef(node);
+            }
+            return node_with_slot(node, i + 1, Py_NewRef(value), mutid);
+        }
+    }
+    Node *c = node_copy(node, n + 2, mutid);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->slots[n] = Py_NewRef(key);
+    c->slots[n + 1] = Py_NewRef(value);
+    *added = 1;
+    return node_ready(c);
+}
+
+static uint64_t mutid_new(void);
+static Node *node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value,
+                        int *added, uint64_t mutid);
+static int node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out,
+                        PyObject **removed, uint64_t mutid);
+
+/* The id a change to delta d edits its compacted copy with: the caller's
+ * batch, or (a persistent change) a fresh id that nothing uses afterwards, so
+ * the copy is changed in place once and the nodes made for it are closed. */
+static inline uint64_t
+delta_edit_id(uint64_t mutid)
+{
+    return mutid != 0 ? mutid : mutid_new();
+}
+
+/* node_assoc for a delta node d.  A persistent replacement of a value of its
+ * base gives a new delta one slot larger, while the base is still shared and
+ * the delta stays within HAMT_DELTA_MAX; any other change compacts it. */
+static Node *
+delta_assoc(Node *d, int shift, uint64_t h, PyObject *key, PyObject *value, int *added,
+            uint64_t mutid)
+{
+    Node *base = (Node *)d->slots[0];
+    uint32_t bit = bitpos(h, shift);
+    if (mutid == 0 && base != NULL && (base->datamap & bit) && Py_REFCNT(base) > 1) {
+        Py_ssize_t idx = node_entry_index(base, bit);
+        PyObject *k = base->slots[idx];
+        PyObject **vs = delta_slot(d, bit);
+        PyObject *v = vs != NULL ? *vs : base->slots[idx + 1];
+        if (k != NULL && v != NULL &&
+            (vs != NULL || popcount32(delta_map(d)) < HAMT_DELTA_MAX)) {
+            int eq = keys_equal(k, key);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (eq) {
+                return v == value ? (Node *)Py_NewRef(d) : delta_set(base, d, bit, value);
+            }
+        }
+    }
+    uint64_t id = delta_edit_id(mutid);
+    Node *full = delta_materialize(d, id);
+    if (full == NULL) {
+        return NULL;
+    }
+    Node *res = node_assoc(full, shift, h, key, value, added, id);
+    Py_DECREF(full);
+    return res;
+}
+
+/* node_without for a delta node: on its compacted copy. */
+static int
+delta_without(Node *d, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed,
+              uint64_t mutid)
+{
+    uint64_t id = delta_edit_id(mutid);
+    Node *full = delta_materialize(d, id);
+    if (full == NULL) {
+        return -1;
+    }
+    int r = node_without(full, shift, h, key, out, removed, id);
+    Py_DECREF(full);
+    return r;
 }
 
 /* The node with key -> value added or replaced: a new reference (node itself
@@ -328,168 +644,161 @@ static Node *
 node_assoc(Node *node, int shift, uint64_t h, PyObject *key, PyObject *value, int *added,
            uint64_t mutid)
 {
-    if (node->collision) {
-        if ((uint64_t)node->hash != h) {
-            /* A key of another hash reaches this collision node: put the node
-             * under a bitmap node at this level and insert there. */
-            Node *wrap = node_alloc(2, mutid);
-            if (wrap == NULL) {
-                return NULL;
-            }
-            wrap->bitmap = bitpos((uint64_t)node->hash, shift);
-            wrap->slots[1] = Py_NewRef(node);
-            node_ready(wrap);
-            Node *res = node_assoc(wrap, shift, h, key, value, added, mutid);
-            Py_DECREF(wrap);
-            return res;
+    if (NODE_IS_DELTA(node)) {
+        return delta_assoc(node, shift, h, key, value, added, mutid);
+    }
+    if (NODE_IS_COLLISION(node)) {
+        if ((uint64_t)node->hash == h) {
+            return collision_assoc(node, key, value, added, mutid);
         }
-        Py_ssize_t n = Py_SIZE(node);
-        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
-            PyObject *k = node->slots[i];
-            if (k == NULL) {
-                continue;
-            }
-            int eq = keys_equal(k, key);
-            if (eq < 0) {
-                return NULL;
-            }
-            if (eq) {
-                if (node->slots[i + 1] == value) {
-                    return (Node *)Py_NewRef(node);
-                }
-                Node *c = node_for_edit(node, mutid);
-                if (c == NULL) {
-                    return NULL;
-                }
-                Py_XSETREF(c->slots[i + 1], Py_NewRef(value));
-                return c == node ? c : node_ready(c);
-            }
-        }
-        Node *c = node_copy(node, n + 2, mutid);
-        if (c == NULL) {
+        /* A key of another hash reaches this collision node: put the node
+         * under a bitmap node at this level and insert there. */
+        Node *wrap = node_alloc(1, mutid);
+        if (wrap == NULL) {
             return NULL;
         }
-        c->slots[n] = Py_NewRef(key);
-        c->slots[n + 1] = Py_NewRef(value);
-        *added = 1;
-        return node_ready(c);
+        wrap->nodemap = bitpos((uint64_t)node->hash, shift);
+        wrap->slots[0] = Py_NewRef(node);
+        node_ready(wrap);
+        Node *res = node_assoc(wrap, shift, h, key, value, added, mutid);
+        Py_DECREF(wrap);
+        return res;
     }
-
     uint32_t bit = bitpos(h, shift);
-    Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
-    Py_ssize_t n = Py_SIZE(node);
-    if (!(node->bitmap & bit)) {
-        Node *c = node_alloc(n + 2, mutid);
-        if (c == NULL) {
+    if (node->nodemap & bit) {
+        Py_ssize_t ci = node_child_index(node, hash_pos(h, shift));
+        PyObject *child = node->slots[ci];
+        if (child == NULL) { /* cleared by the GC: the entry goes here */
+            *added = 1;
+            return node_with_pos(node, bit, key, value, mutid);
+        }
+        Node *sub = node_assoc((Node *)child, shift + HAMT_BITS, h, key, value, added, mutid);
+        if (sub == NULL) {
             return NULL;
         }
-        c->bitmap = node->bitmap | bit;
-        for (Py_ssize_t i = 0; i < idx; i++) {
-            c->slots[i] = Py_XNewRef(node->slots[i]);
+        if ((PyObject *)sub == child) {
+            /* Unchanged, or changed in place by its batch: so is this node. */
+            Py_DECREF(sub);
+            return (Node *)Py_NewRef(node);
         }
-        c->slots[idx] = Py_NewRef(key);
-        c->slots[idx + 1] = Py_NewRef(value);
-        for (Py_ssize_t i = idx; i < n; i++) {
-            c->slots[i + 2] = Py_XNewRef(node->slots[i]);
-        }
-        *added = 1;
-        return node_ready(c);
+        return node_with_slot(node, ci, (PyObject *)sub, mutid);
     }
+    if (!(node->datamap & bit)) {
+        *added = 1;
+        return node_with_pos(node, bit, key, value, mutid);
+    }
+    Py_ssize_t idx = node_entry_index(node, bit);
     PyObject *k = node->slots[idx];
     PyObject *v = node->slots[idx + 1];
-    PyObject *replacement; /* new reference for slots[idx + 1] */
-    PyObject *new_key;     /* new reference (or NULL) for slots[idx] */
-    if (v == NULL) {
-        /* Slot cleared by the GC: store the entry there. */
-        new_key = Py_NewRef(key);
-        replacement = Py_NewRef(value);
+    if (k == NULL || v == NULL) { /* cleared by the GC */
         *added = 1;
+        return node_with_pos(node, bit, key, value, mutid);
     }
-    else if (k == NULL) {
-        Node *child = node_assoc((Node *)v, shift + HAMT_BITS, h, key, value, added, mutid);
+    int eq = keys_equal(k, key);
+    if (eq < 0) {
+        return NULL;
+    }
+    if (eq) {
+        if (v == value) {
+            return (Node *)Py_NewRef(node);
+        }
+        if (mutid == 0 && Py_SIZE(node) >= HAMT_DELTA_MIN_SLOTS) {
+            /* A persistent change of one value: the version it replaces may
+             * be kept, so share this node instead of copying it. */
+            return delta_set(node, NULL, bit, value);
+        }
+        return node_with_slot(node, idx + 1, Py_NewRef(value), mutid);
+    }
+    /* Another key at this position: both go into a sub-trie. */
+    Py_hash_t kh = sm_hash(k);
+    if (kh == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Node *child;
+    if ((uint64_t)kh == h) {
+        child = node_alloc(4, mutid);
         if (child == NULL) {
             return NULL;
         }
-        if ((PyObject *)child == v) {
-            /* Unchanged, or changed in place by its batch: so is this node. */
-            Py_DECREF(child);
-            return (Node *)Py_NewRef(node);
-        }
-        new_key = NULL;
-        replacement = (PyObject *)child;
+        child->hash = (Py_hash_t)h;
+        child->slots[0] = Py_NewRef(k);
+        child->slots[1] = Py_NewRef(v);
+        child->slots[2] = Py_NewRef(key);
+        child->slots[3] = Py_NewRef(value);
+        node_ready(child);
     }
     else {
-        int eq = keys_equal(k, key);
-        if (eq < 0) {
+        child = node_pair(shift + HAMT_BITS, k, v, (uint64_t)kh, key, value, h, mutid);
+        if (child == NULL) {
             return NULL;
         }
-        if (eq) {
-            if (v == value) {
-                return (Node *)Py_NewRef(node);
-            }
-            new_key = Py_NewRef(k);
-            replacement = Py_NewRef(value);
-        }
-        else {
-            Py_hash_t kh = sm_hash(k);
-            if (kh == -1 && PyErr_Occurred()) {
-                return NULL;
-            }
-            Node *child;
-            if ((uint64_t)kh == h) {
-                child = node_alloc(4, mutid);
-                if (child == NULL) {
-                    return NULL;
-                }
-                child->collision = 1;
-                child->hash = (Py_hash_t)h;
-                child->slots[0] = Py_NewRef(k);
-                child->slots[1] = Py_NewRef(v);
-                child->slots[2] = Py_NewRef(key);
-                child->slots[3] = Py_NewRef(value);
-                node_ready(child);
-            }
-            else {
-                child = node_pair(shift + HAMT_BITS, k, v, (uint64_t)kh, key, value, h, mutid);
-                if (child == NULL) {
-                    return NULL;
-                }
-            }
-            new_key = NULL;
-            replacement = (PyObject *)child;
-            *added = 1;
-        }
     }
-    Node *c = node_for_edit(node, mutid);
-    if (c == NULL) {
-        Py_XDECREF(new_key);
-        Py_DECREF(replacement);
-        return NULL;
-    }
-    Py_XSETREF(c->slots[idx], new_key);
-    Py_XSETREF(c->slots[idx + 1], replacement);
-    return c == node ? c : node_ready(c);
+    *added = 1;
+    Node *res = node_with_pos(node, bit, NULL, (PyObject *)child, mutid);
+    Py_DECREF(child);
+    return res;
 }
 
-/* A copy of node without the slot pair at idx (bitmap node: `bit` cleared). */
-static Node *
-node_drop_pair(Node *node, Py_ssize_t idx, uint32_t bit, uint64_t mutid)
+/* A sub-trie holding exactly one entry (its parent stores the entry itself). */
+static inline int
+node_is_single(Node *node)
+{
+    return node->nodemap == 0 && Py_SIZE(node) == 2 && node->datamap != 0 &&
+           node->slots[0] != NULL && node->slots[1] != NULL;
+}
+
+/* A collision node's delete (see node_without). */
+static int
+collision_without(Node *node, PyObject *key, Node **out, PyObject **removed, uint64_t mutid)
 {
     Py_ssize_t n = Py_SIZE(node);
-    Node *c = node_alloc(n - 2, mutid);
-    if (c == NULL) {
-        return NULL;
-    }
-    c->bitmap = node->bitmap & ~bit;
-    c->collision = node->collision;
-    c->hash = node->hash;
-    for (Py_ssize_t i = 0, j = 0; i < n; i++) {
-        if (i == idx || i == idx + 1) {
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        PyObject *k = node->slots[i];
+        if (k == NULL || node->slots[i + 1] == NULL) {
             continue;
         }
-        c->slots[j++] = Py_XNewRef(node->slots[i]);
+        int eq = keys_equal(k, key);
+        if (eq < 0) {
+            return -1;
+        }
+        if (!eq) {
+            continue;
+        }
+        if (n == 4) {
+            /* One entry left: hand it up as a one-entry bitmap node, which
+             * the parent inlines (the position bit is the parent's). */
+            Py_ssize_t other = i == 0 ? 2 : 0;
+            if (node->slots[other] == NULL || node->slots[other + 1] == NULL) {
+                *out = NULL;
+            }
+            else {
+                Node *single = node_alloc(2, mutid);
+                if (single == NULL) {
+                    return -1;
+                }
+                single->datamap = 1;
+                single->slots[0] = Py_NewRef(node->slots[other]);
+                single->slots[1] = Py_NewRef(node->slots[other + 1]);
+                *out = node_ready(single);
+            }
+        }
+        else {
+            Node *c = node_alloc(n - 2, mutid);
+            if (c == NULL) {
+                return -1;
+            }
+            c->hash = node->hash;
+            for (Py_ssize_t s = 0, j = 0; s < n; s++) {
+                if (s != i && s != i + 1) {
+                    c->slots[j++] = Py_XNewRef(node->slots[s]);
+                }
+            }
+            *out = node_ready(c);
+        }
+        *removed = Py_NewRef(node->slots[i + 1]);
+        return 1;
     }
-    return node_ready(c);
+    return 0;
 }
 
 /* Remove key.  1: removed, *out is the new node (a new reference: node itself
@@ -500,58 +809,23 @@ static int
 node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObject **removed,
              uint64_t mutid)
 {
-    if (node->collision) {
+    if (NODE_IS_DELTA(node)) {
+        return delta_without(node, shift, h, key, out, removed, mutid);
+    }
+    if (NODE_IS_COLLISION(node)) {
         if ((uint64_t)node->hash != h) {
             return 0;
         }
-        Py_ssize_t n = Py_SIZE(node);
-        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
-            PyObject *k = node->slots[i];
-            if (k == NULL || node->slots[i + 1] == NULL) {
-                continue;
-            }
-            int eq = keys_equal(k, key);
-            if (eq < 0) {
-                return -1;
-            }
-            if (!eq) {
-                continue;
-            }
-            if (n == 4) {
-                /* One entry left: hand it up as a one-entry bitmap node, which
-                 * the parent inlines. */
-                Py_ssize_t other = i == 0 ? 2 : 0;
-                Node *single = node_alloc(2, mutid);
-                if (single == NULL) {
-                    return -1;
-                }
-                single->bitmap = 1;
-                single->slots[0] = Py_XNewRef(node->slots[other]);
-                single->slots[1] = Py_XNewRef(node->slots[other + 1]);
-                *out = node_ready(single);
-            }
-            else if (n == 2) {
-                *out = NULL;
-            }
-            else if ((*out = node_drop_pair(node, i, 0, mutid)) == NULL) {
-                return -1;
-            }
-            *removed = Py_NewRef(node->slots[i + 1]);
-            return 1;
-        }
-        return 0;
+        return collision_without(node, key, out, removed, mutid);
     }
     uint32_t bit = bitpos(h, shift);
-    if (!(node->bitmap & bit)) {
-        return 0;
-    }
-    Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
-    PyObject *k = node->slots[idx];
-    PyObject *v = node->slots[idx + 1];
-    if (v == NULL) {
-        return 0;
-    }
-    if (k != NULL) {
+    if (node->datamap & bit) {
+        Py_ssize_t idx = node_entry_index(node, bit);
+        PyObject *k = node->slots[idx];
+        PyObject *v = node->slots[idx + 1];
+        if (k == NULL || v == NULL) {
+            return 0;
+        }
         int eq = keys_equal(k, key);
         if (eq <= 0) {
             return eq;
@@ -559,53 +833,53 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
         if (Py_SIZE(node) == 2) {
             *out = NULL;
         }
-        else if ((*out = node_drop_pair(node, idx, bit, mutid)) == NULL) {
+        else if ((*out = node_with_pos(node, bit, NULL, NULL, mutid)) == NULL) {
             return -1;
         }
         *removed = Py_NewRef(v);
         return 1;
     }
+    if (!(node->nodemap & bit)) {
+        return 0;
+    }
+    Py_ssize_t ci = node_child_index(node, hash_pos(h, shift));
+    PyObject *child = node->slots[ci];
+    if (child == NULL) {
+        return 0;
+    }
     Node *sub = NULL;
     PyObject *gone = NULL;
-    int r = node_without((Node *)v, shift + HAMT_BITS, h, key, &sub, &gone, mutid);
+    int r = node_without((Node *)child, shift + HAMT_BITS, h, key, &sub, &gone, mutid);
     if (r <= 0) {
         return r;
     }
     if (sub == NULL) {
-        if (Py_SIZE(node) == 2) {
+        if (Py_SIZE(node) == 1) {
             *out = NULL;
         }
-        else if ((*out = node_drop_pair(node, idx, bit, mutid)) == NULL) {
+        else if ((*out = node_with_pos(node, bit, NULL, NULL, mutid)) == NULL) {
             Py_DECREF(gone);
             return -1;
         }
-        *removed = gone;
-        return 1;
     }
-    int inline_one = !sub->collision && Py_SIZE(sub) == 2 && sub->slots[0] != NULL;
-    if ((PyObject *)sub == v && !inline_one) {
+    else if (node_is_single(sub)) {
+        /* The sub-trie holds one entry: store it here instead. */
+        *out = node_with_pos(node, bit, sub->slots[0], sub->slots[1], mutid);
+        Py_DECREF(sub);
+        if (*out == NULL) {
+            Py_DECREF(gone);
+            return -1;
+        }
+    }
+    else if ((PyObject *)sub == child) {
         /* The batch changed the child in place: so is this node. */
         Py_DECREF(sub);
         *out = (Node *)Py_NewRef(node);
-        *removed = gone;
-        return 1;
     }
-    Node *c = node_for_edit(node, mutid);
-    if (c == NULL) {
-        Py_DECREF(sub);
+    else if ((*out = node_with_slot(node, ci, (PyObject *)sub, mutid)) == NULL) {
         Py_DECREF(gone);
         return -1;
     }
-    if (inline_one) {
-        /* The sub-trie holds one entry: store it here instead. */
-        Py_XSETREF(c->slots[idx], Py_NewRef(sub->slots[0]));
-        Py_XSETREF(c->slots[idx + 1], Py_XNewRef(sub->slots[1]));
-        Py_DECREF(sub);
-    }
-    else {
-        Py_XSETREF(c->slots[idx + 1], (PyObject *)sub);
-    }
-    *out = c == node ? c : node_ready(c);
     *removed = gone;
     return 1;
 }
@@ -614,7 +888,7 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
 
 typedef struct {
     PyObject_HEAD
-    Node *root;        /* a bitmap node; NULL only after tp_clear */
+    Node *root;        /* a bitmap node or a delta; NULL only after tp_clear */
     Py_ssize_t count;
 } Trie;
 
@@ -915,28 +1189,49 @@ static PyObject *
 trieiter_next_locked(TrieIter *it)
 {
     while (it->depth > 0) {
-        Node *node = it->stack[it->depth - 1];
+        /* A node's entries (slot pairs from 0), then its children (one slot
+         * each): the order is fixed by the version's nodes. */
+        Node *top = it->stack[it->depth - 1], *node = top, *delta = NULL;
         Py_ssize_t p = it->pos[it->depth - 1];
-        if (p + 1 >= Py_SIZE(node)) {
+        if (NODE_IS_DELTA(top)) {
+            delta = top; /* its base's entries, some values replaced */
+            node = (Node *)top->slots[0];
+        }
+        if (node == NULL || p >= Py_SIZE(node)) {
             it->depth--;
             it->stack[it->depth] = NULL;
-            Py_DECREF(node);
+            Py_DECREF(top);
+            continue;
+        }
+        if (p >= node_data_slots(node)) {
+            it->pos[it->depth - 1] = p + 1;
+            PyObject *child = node->slots[p];
+            if (child == NULL) {
+                continue; /* cleared by the GC */
+            }
+            if (it->depth >= HAMT_MAX_DEPTH) {
+                PyErr_SetString(PyExc_SystemError, "persistent trie deeper than expected");
+                return NULL;
+            }
+            it->stack[it->depth] = (Node *)Py_NewRef(child);
+            it->pos[it->depth] = 0;
+            it->depth++;
             continue;
         }
         it->pos[it->depth - 1] = p + 2;
         PyObject *k = node->slots[p];
         PyObject *v = node->slots[p + 1];
-        if (v == NULL) {
-            continue;
-        }
-        if (k == NULL) {
-            if (it->depth >= HAMT_MAX_DEPTH) {
-                PyErr_SetString(PyExc_SystemError, "persistent trie deeper than expected");
-                return NULL;
+        if (delta != NULL) {
+            uint32_t m = node->datamap; /* the position of entry p / 2 */
+            for (Py_ssize_t i = 0; i < p / 2; i++) {
+                m &= m - 1;
             }
-            it->stack[it->depth] = (Node *)Py_NewRef(v);
-            it->pos[it->depth] = 0;
-            it->depth++;
+            PyObject **vs = delta_slot(delta, m & (~m + 1));
+            if (vs != NULL) {
+                v = *vs;
+            }
+        }
+        if (k == NULL || v == NULL) {
             continue;
         }
         switch (it->kind) {
@@ -1035,13 +1330,30 @@ trie_items(Trie *self, PyObject *Py_UNUSED(ignored))
 static int
 node_fill_dict(Node *node, PyObject *d)
 {
-    for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+    Node *delta = NULL;
+    if (NODE_IS_DELTA(node)) {
+        delta = node;
+        node = (Node *)delta->slots[0];
+        if (node == NULL) {
+            return 0;
+        }
+    }
+    Py_ssize_t data = node_data_slots(node);
+    uint32_t m = node->datamap; /* delta: the position of entry i / 2 */
+    for (Py_ssize_t i = 0; i + 1 < data; i += 2, m &= m - 1) {
         PyObject *k = node->slots[i];
         PyObject *v = node->slots[i + 1];
-        if (v == NULL) {
-            continue;
+        PyObject **vs = delta != NULL ? delta_slot(delta, m & (~m + 1)) : NULL;
+        if (vs != NULL) {
+            v = *vs;
         }
-        if (k == NULL ? node_fill_dict((Node *)v, d) < 0 : PyDict_SetItem(d, k, v) < 0) {
+        if (k != NULL && v != NULL && PyDict_SetItem(d, k, v) < 0) {
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = data; i < Py_SIZE(node); i++) {
+        PyObject *child = node->slots[i];
+        if (child != NULL && node_fill_dict((Node *)child, d) < 0) {
             return -1;
         }
     }
@@ -1878,7 +2190,22 @@ keys_equal_nocode(PyObject *stored, PyObject *key)
         return n == PyUnicode_GET_LENGTH(stored) && kind == (int)PyUnicode_KIND(stored) &&
                memcmp(PyUnicode_DATA(key), PyUnicode_DATA(stored), (size_t)n * (size_t)kind) == 0;
     }
-    /* int == int: long_richcompare allocates nothing and runs no Python code. */
+    /* int == int, without a call for the ints that fit a machine word. */
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)stored) &&
+        PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+        return PyUnstable_Long_CompactValue((PyLongObject *)stored) ==
+               PyUnstable_Long_CompactValue((PyLongObject *)key);
+    }
+#else
+    Py_ssize_t size = Py_SIZE(stored);
+    if (size >= -1 && size <= 1) {
+        return size == Py_SIZE(key) &&
+               (size == 0 || ((PyLongObject *)stored)->ob_digit[0] ==
+                                 ((PyLongObject *)key)->ob_digit[0]);
+    }
+#endif
+    /* long_richcompare allocates nothing and runs no Python code. */
     return PyObject_RichCompareBool(stored, key, Py_EQ);
 }
 
@@ -1889,41 +2216,55 @@ static int
 node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
 {
     int shift = 0;
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
     for (;;) {
-        if (node->collision) {
-            if ((uint64_t)node->hash != h) {
-                return 0;
+        unsigned pos = hash_pos(h, shift);
+        uint32_t bit = 1u << pos;
+        if (node->nodemap & bit) {
+            node = (Node *)node->slots[node_child_index(node, pos)];
+            if (node == NULL) {
+                return 0; /* cleared by the GC */
             }
-            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
-                PyObject *k = node->slots[i];
-                if (k == NULL || HAMT_LOAD_RLX(&node->slots[i + 1]) == NULL) {
-                    continue;
-                }
-                int eq = keys_equal_nocode(k, key);
-                if (eq != 0) {
-                    *slot = &node->slots[i + 1];
-                    return eq;
-                }
-            }
-            return 0;
-        }
-        uint32_t bit = bitpos(h, shift);
-        if (!(node->bitmap & bit)) {
-            return 0;
-        }
-        Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
-        PyObject *k = node->slots[idx];
-        PyObject *v = HAMT_LOAD_RLX(&node->slots[idx + 1]);
-        if (v == NULL) {
-            return 0; /* cleared by the GC */
-        }
-        if (k == NULL) {
-            node = (Node *)v;
+            delta = NULL;
             shift += HAMT_BITS;
             continue;
         }
-        *slot = &node->slots[idx + 1];
-        return keys_equal_nocode(k, key);
+        if (node->datamap & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            PyObject *k = node->slots[idx];
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : NULL;
+            if (vs == NULL) {
+                vs = &node->slots[idx + 1];
+            }
+            if (k == NULL || HAMT_LOAD_RLX(vs) == NULL) {
+                return 0;
+            }
+            *slot = vs;
+            return keys_equal_nocode(k, key);
+        }
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                return 0;
+            }
+            continue;
+        }
+        if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+            PyObject *k = node->slots[i];
+            if (k == NULL || HAMT_LOAD_RLX(&node->slots[i + 1]) == NULL) {
+                continue;
+            }
+            int eq = keys_equal_nocode(k, key);
+            if (eq != 0) {
+                *slot = &node->slots[i + 1];
+                return eq;
+            }
+        }
+        return 0;
     }
 }
 
@@ -2148,45 +2489,70 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
         return 0;
     }
     Py_INCREF(cur); /* keeps the path alive while __eq__ runs */
-    Node *path[HAMT_MAX_DEPTH];
+    Node *path[2 * HAMT_MAX_DEPTH];
     int depth = 0, shift = 0, r = 0;
     Py_ssize_t slot = -1;
     Node *node = cur->root;
-    while (slot < 0 && depth < HAMT_MAX_DEPTH) {
+    /* path: every node the walk passes, a delta's base included when the walk
+     * goes on into one of its children (a child of a base that a kept version
+     * shares is shared too), not when the value is the delta's own slot. */
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
+    Node *owner = NULL; /* the node holding the value's slot */
+    while (slot < 0 && depth < 2 * HAMT_MAX_DEPTH) {
         path[depth++] = node;
-        if (node->collision) {
-            if ((uint64_t)node->hash != h) {
+        uint32_t bit = bitpos(h, shift);
+        if (node->nodemap & bit) {
+            node = (Node *)node->slots[node_child_index(node, hash_pos(h, shift))];
+            if (node == NULL) {
                 break;
             }
-            for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
-                if (node->slots[i] == NULL || node->slots[i + 1] == NULL) {
-                    continue;
-                }
-                r = keys_equal(node->slots[i], key);
-                if (r != 0) {
-                    slot = r > 0 ? i + 1 : -1;
-                    break;
-                }
-            }
-            break;
-        }
-        uint32_t bit = bitpos(h, shift);
-        if (!(node->bitmap & bit)) {
-            break;
-        }
-        Py_ssize_t idx = 2 * (Py_ssize_t)popcount32(node->bitmap & (bit - 1));
-        PyObject *k = node->slots[idx], *v = node->slots[idx + 1];
-        if (v == NULL) {
-            break;
-        }
-        if (k == NULL) {
-            node = (Node *)v;
+            delta = NULL;
             shift += HAMT_BITS;
             continue;
         }
-        r = keys_equal(k, key);
-        if (r > 0) {
-            slot = idx + 1;
+        if (node->datamap & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            PyObject *k = node->slots[idx];
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : &node->slots[idx + 1];
+            if (k == NULL || vs == NULL || *vs == NULL ||
+                (delta != NULL && Py_REFCNT(node) == 1)) {
+                /* A value of a delta's base (shared: the delta grows instead),
+                 * or a delta whose base nobody else holds any more: the
+                 * persistent write compacts it, releasing the values the base
+                 * still held. */
+                break;
+            }
+            r = keys_equal(k, key);
+            if (r > 0) {
+                owner = delta != NULL ? delta : node;
+                slot = vs - owner->slots;
+                if (delta != NULL) {
+                    depth--; /* the value is the delta's: its base may stay shared */
+                }
+            }
+            break;
+        }
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                break;
+            }
+            continue;
+        }
+        if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
+            break;
+        }
+        for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+            if (node->slots[i] == NULL || node->slots[i + 1] == NULL) {
+                continue;
+            }
+            r = keys_equal(node->slots[i], key);
+            if (r != 0) {
+                slot = r > 0 ? i + 1 : -1;
+                owner = node;
+                break;
+            }
         }
         break;
     }
@@ -2205,9 +2571,8 @@ pm_replace_in_place(PMap *self, PyObject *key, uint64_t h, PyObject *value, PyOb
             unique = Py_REFCNT(path[i]) == 1;
         }
         if (unique) {
-            Node *leaf = path[depth - 1];
-            *old = leaf->slots[slot];
-            HAMT_STORE_REL(&leaf->slots[slot], Py_NewRef(value));
+            *old = owner->slots[slot];
+            HAMT_STORE_REL(&owner->slots[slot], Py_NewRef(value));
             done = 1;
         }
 #if HAMT_LOCKFREE
