@@ -219,6 +219,26 @@ sm_dict_del(PyObject *d, PyObject *key, Py_hash_t hash)
 #endif
 }
 
+/* Insert key -> value unless key is present.  *cur: a strong reference to the
+ * value now stored (value itself when inserted).  1: was present; 0: inserted;
+ * -1: error (*cur NULL).  Used by the pure maps' lock (locks/_rwlock.c). */
+static inline int
+sm_dict_setdefault(PyObject *d, PyObject *key, PyObject *value, PyObject **cur)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyDict_SetDefaultRef(d, key, value, cur);
+#else
+    Py_ssize_t before = PyDict_GET_SIZE(d);
+    PyObject *r = PyDict_SetDefault(d, key, value); /* borrowed */
+    if (r == NULL) {
+        *cur = NULL;
+        return -1;
+    }
+    *cur = Py_NewRef(r);
+    return PyDict_GET_SIZE(d) == before ? 1 : 0;
+#endif
+}
+
 /* A private object no user can hold (created by the module's exec slot). */
 extern PyObject *SM_sentinel;
 
