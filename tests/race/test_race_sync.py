@@ -133,7 +133,7 @@ def test_internal_callers_get_original_objects() -> None:
     assert type(q.mutex) is _thread.LockType  # created inside queue.py: original
     assert type(threading.Event()._cond) is not threading.Condition.__mro__[0]
     locked = safemap.LockedMap()
-    assert type(locked._lock).__module__ == "_thread"  # LockedMap's RLock: original
+    assert type(locked._lock).__module__ == "safemap.locks._rwlock"  # its own C lock: original
     rw = safemap.RWLockMap()
     assert rw._lock._race is None  # internal: not modelled
     assert safemap.RWLock()._race is not None  # a user's lock is modelled
