@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from support.bench import RecordingMap
@@ -13,8 +14,8 @@ from support.bench import RecordingMap
 import safemap
 from safemap.bench.bustle import MIXES, BustleWorkload
 from safemap.bench.catalog import all_workloads, select_workloads
+from safemap.bench.contention import CacheAside, IterateWhileWriting, SnapshotPerRequest
 from safemap.bench.contention import Counter as CounterWorkload
-from safemap.bench.contention import IterateWhileWriting, SnapshotPerRequest
 from safemap.bench.gosync import GO_WORKLOADS
 from safemap.bench.keys import SCHEDULE_LENGTH, ZipfSampler, draw_indices, shuffled_slots
 from safemap.bench.mixes import MixSpec, custom_workload, xsync_workloads
@@ -240,6 +241,23 @@ def test_counter_and_iteration_on_a_correct_map() -> None:
         assert outcome.verdict.known_state and outcome.verdict.problems == [], w.name
 
 
+@pytest.mark.parametrize("map_type", [safemap.ConcurrentMap, safemap.Cache, safemap.LockedMap])
+def test_cache_aside_on_correct_maps(map_type: Any) -> None:
+    outcome = run_cell(CacheAside(300), map_type, 2, duration=1, ops_per_thread=3000)
+    assert outcome.exceptions == 0 and outcome.anomalies == 0
+    assert outcome.verdict.known_state and outcome.verdict.problems == []
+
+
+def test_cache_aside_catches_a_map_that_returns_another_value() -> None:
+    class Stale(safemap.LockedMap):  # type: ignore[type-arg,misc]
+        def setdefault(self, key: Any, value: Any = None, /) -> Any:
+            return super().setdefault(key, value + 1 if key % 7 == 0 else value)
+
+    outcome = run_cell(CacheAside(300), Stale, 2, duration=1, ops_per_thread=3000)
+    assert outcome.anomalies > 0
+    assert outcome.verdict.lost > 0 and outcome.verdict.problems
+
+
 def test_snapshot_per_request_on_persistent_map_and_a_torn_snapshot() -> None:
     w = SnapshotPerRequest(100)
     outcome = run_cell(w, safemap.PersistentMap, 2, duration=1, ops_per_thread=400)
@@ -264,7 +282,7 @@ def test_counter_final_value_is_the_increment_count() -> None:
 
 def test_catalog_selection() -> None:
     workloads = all_workloads(capacity=1024)
-    assert len(workloads) == 24 + 8 + 3 + 3 + 7
+    assert len(workloads) == 24 + 8 + 3 + 4 + 7
     assert len({w.name for w in workloads}) == len(workloads)
     picked = select_workloads(workloads, ["loadorstore*", "xsync", "Counter"])
     assert [w.name for w in picked] == [

@@ -1,5 +1,5 @@
 """Contention micro-cases: an atomic counter on one hot key, iteration alongside writers,
-and a snapshot per request alongside writers.
+a snapshot per request alongside writers, and cache-aside reads of popular keys.
 
 - **Counter** (after xsync's ``TestMapParallelComputes`` and the JDK's ``merge`` counter
   idiom): every thread runs ``merge("hits", 1, operator.add)`` on the same key. The final
@@ -19,19 +19,33 @@ and a snapshot per request alongside writers.
   ``k = i % keys`` with ``k + keys * i`` (the invariant holds for every value written);
   otherwise a request: take ``snapshot()`` and read 8 keys from it. Every snapshot must
   hold exactly ``keys`` entries, and every value read must satisfy the invariant.
+- **CacheAside** (the commonest reason a map is shared: a cache filled on demand, as with
+  Caffeine's ``get(key, mappingFunction)``): the map starts empty; each operation reads a
+  key drawn from a Zipf distribution over ``keys`` (a few keys take most reads) and, on a
+  miss, loads ``f(k) = 3k + 1`` and stores it with ``load_or_store`` (a value stored
+  meanwhile wins). Every value read or returned must be ``f(k)``; at the end every key
+  present holds ``f(k)`` (a bounded cache may have evicted some).
 """
 
 from __future__ import annotations
 
 import operator
+import random
 from collections.abc import Sequence
 from typing import Any
 
-from .protocol import BenchMap, direct
+from .keys import draw_indices
+from .protocol import ABSENT, BenchMap, direct
 from .results import WorkloadInfo
 from .workload import Run, ThreadState, Verdict, Workload, compare_state, contents
 
-__all__ = ["Counter", "IterateWhileWriting", "SnapshotPerRequest", "contention_workloads"]
+__all__ = [
+    "CacheAside",
+    "Counter",
+    "IterateWhileWriting",
+    "SnapshotPerRequest",
+    "contention_workloads",
+]
 
 COUNTER_KEY = "hits"
 
@@ -200,5 +214,59 @@ class SnapshotPerRequest(Workload):
         return Verdict(known_state=True, lost=len(wrong), problems=problems)
 
 
+class CacheAside(Workload):
+    """Zipf-distributed reads that load and ``load_or_store`` a missing key."""
+
+    DRAWS = 4096  # key indices drawn per thread before the run (cycled)
+
+    def __init__(self, keys: int = 1000) -> None:
+        self.keys = keys
+        self.info = WorkloadInfo(
+            name="CacheAside",
+            family="contention",
+            anchor="the cache-aside pattern (Caffeine's get(key, mappingFunction)); "
+            f"Zipf-distributed popularity over {keys} keys",
+            description="op: load(k) (get(k, ABSENT)); on a miss load_or_store(k, 3k + 1) "
+            "(setdefault); every value read must be 3k + 1",
+            profile="popular keys hit, the rest are loaded once",
+            ops=("load", "load_or_store"),
+            known_state=True,
+            bounded="duration",
+        )
+
+    def setup(self, m: BenchMap, threads: int) -> None:
+        pass  # starts empty: the first reads load
+
+    def worker(self, m: BenchMap, state: ThreadState, threads: int) -> Run:
+        calls = direct(m)  # load: get(k, ABSENT); load_or_store: setdefault
+        get, setdefault = calls.get, calls.setdefault
+        draws = draw_indices(self.keys, self.DRAWS, "zipf", random.Random(state.tid))
+        period = len(draws)
+
+        def run(first: int, count: int) -> None:
+            bad = 0
+            for i in range(first, first + count):
+                k = draws[i % period]
+                value = get(k, ABSENT)
+                if value is ABSENT:
+                    value = setdefault(k, 3 * k + 1)
+                if value != 3 * k + 1:
+                    bad += 1
+            state.anomalies += bad
+
+        return run
+
+    def verify(self, m: BenchMap, states: Sequence[ThreadState], threads: int) -> Verdict:
+        actual = contents(m)
+        problems = []
+        extra = [k for k in actual if not isinstance(k, int) or not 0 <= k < self.keys]
+        if extra:
+            problems.append(f"{len(extra)} unexpected keys")
+        wrong = [k for k, v in actual.items() if isinstance(k, int) and v != 3 * k + 1]
+        if wrong:
+            problems.append(f"{len(wrong)} keys hold a value other than the loaded one")
+        return Verdict(known_state=True, lost=len(wrong), problems=problems)
+
+
 def contention_workloads(keys: int = 1000) -> list[Workload]:
-    return [Counter(), IterateWhileWriting(keys), SnapshotPerRequest(keys)]
+    return [Counter(), IterateWhileWriting(keys), SnapshotPerRequest(keys), CacheAside(keys)]
