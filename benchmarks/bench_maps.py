@@ -85,6 +85,7 @@ def _implementations() -> dict[str, Any]:
         "LockedMap": safemap.LockedMap(data),
         "RWLockMap": safemap.RWLockMap(data),
         "PersistentMap": safemap.PersistentMap(data),
+        "Cache": safemap.Cache(data),  # unbounded: what a hit and an update cost
         "ActorMap": safemap.ActorMap(data),
     }
 
@@ -117,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds, passes = (5, 10) if args.quick else (15, 40)
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {platform.python_version()} ({'GIL' if gil else 'free-threaded'}), "
-          f"{len(KEYS)} int keys, one thread, median of {rounds} interleaved rounds")
+    print(
+        f"Python {platform.python_version()} ({'GIL' if gil else 'free-threaded'}), "
+        f"{len(KEYS)} int keys, one thread, median of {rounds} interleaved rounds"
+    )
     table = measure(rounds, passes)
     names = list(next(iter(table.values())))
     print("| operation | " + " | ".join(names) + " |")

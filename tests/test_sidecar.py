@@ -44,9 +44,7 @@ def test_threads_racing_to_create_get_the_same_sidecar() -> None:
         barrier = threading.Barrier(4)
         got: list[object] = []
 
-        def make(
-            m: Any = m, barrier: threading.Barrier = barrier, got: list[object] = got
-        ) -> None:
+        def make(m: Any = m, barrier: threading.Barrier = barrier, got: list[object] = got) -> None:
             barrier.wait()
             got.append(sc.sidecar(m))
 

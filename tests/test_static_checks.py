@@ -31,5 +31,7 @@ def test_ruff_clean() -> None:
         pytest.skip("ruff comes with the 'test' extra")
     result = _run(ruff, "check", str(SRC), str(ROOT / "tests"), str(ROOT / "benchmarks"))
     assert result.returncode == 0, result.stdout + result.stderr
-    result = _run(ruff, "format", "--check", str(SRC))
+    result = _run(
+        ruff, "format", "--check", str(SRC), str(ROOT / "tests"), str(ROOT / "benchmarks")
+    )
     assert result.returncode == 0, result.stdout + result.stderr

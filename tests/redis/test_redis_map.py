@@ -258,7 +258,6 @@ def test_client_lends_its_settings_but_not_its_decoding(url: str) -> None:
     assert client.hget(m.name, '"a"') == "[1]"  # the lender's own decoding is unchanged
 
 
-
 def _open_connections(server: Any, *, settle: float = 10.0) -> int:
     """Clients connected to ``server`` besides the one asking, once the count stops
     falling (a near cache's listener disconnects from its own thread) or after ``settle``

@@ -97,9 +97,7 @@ def test_single_key_operations_take_one_round_trip(url: str, trips: Trips) -> No
     assert trips.measure(m.clear) == 1
 
 
-def test_update_stores_a_batch_of_keys_per_round_trip(
-    url: str, trips: Trips, raw: Any
-) -> None:
+def test_update_stores_a_batch_of_keys_per_round_trip(url: str, trips: Trips, raw: Any) -> None:
     """update() sends one HSET per 512 items (was one trip per item): 1,000 items take two
     trips; a later item of the same key wins; the counts say what was inserted and updated."""
     m: RedisMap[str, int] = RedisMap({"k0": -1}, url=url)
