@@ -85,7 +85,7 @@ def _implementations() -> dict[str, Any]:
         "LockedMap": safemap.LockedMap(data),
         "RWLockMap": safemap.RWLockMap(data),
         "PersistentMap": safemap.PersistentMap(data),
-        "Cache": safemap.Cache(data),  # unbounded: what a hit and an update cost
+        "Cache": safemap.Cache(data, maxsize=4096),  # bounded, room for every key: no eviction
         "ActorMap": safemap.ActorMap(data),
     }
 
