@@ -52,6 +52,7 @@
  * section for a few instructions.
  */
 #include "sm_smap.h"
+#include "sm_glue.h"
 
 /* Never dereferenced: its address marks an expunged entry. */
 static char sm_expunged_marker;
@@ -1042,40 +1043,6 @@ sy_collect_consistent(SMSMapObject *m, SMBuf *out, int from_storage)
 
 /* ------------------------------------------------------------- slots */
 
-static void
-sy_key_error(PyObject *key)
-{
-    PyObject *t = PyTuple_Pack(1, key);
-    if (t != NULL) {
-        PyErr_SetObject(PyExc_KeyError, t);
-        Py_DECREF(t);
-    }
-}
-
-static PyObject *
-sy_pair(PyObject *a, int flag)
-{
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_XDECREF(a);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, a ? a : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(t, 1, Py_NewRef(flag ? Py_True : Py_False));
-    return t;
-}
-
-static int
-sy_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs < lo || nargs > hi) {
-        PyErr_Format(PyExc_TypeError, "%s expected %zd to %zd arguments, got %zd", name, lo,
-                     hi, nargs);
-        return -1;
-    }
-    return 0;
-}
-
 static Py_ssize_t
 sy_length(PyObject *op)
 {
@@ -1092,7 +1059,7 @@ sy_subscript(PyObject *op, PyObject *key)
     PyObject *v;
     int r = sy_load((SMSMapObject *)op, key, &v);
     if (r == 0) {
-        sy_key_error(key);
+        sm_key_error(key);
     }
     return r > 0 ? v : NULL;
 }
@@ -1109,7 +1076,7 @@ sy_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
     else {
         r = sy_pop_impl(m, key, &old);
         if (r == 0) {
-            sy_key_error(key);
+            sm_key_error(key);
             r = -1;
         }
     }
@@ -1129,7 +1096,7 @@ sy_contains(PyObject *op, PyObject *key)
 static PyObject *
 sy_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("get", nargs, 1, 2) < 0) {
+    if (sm_nargs("get", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *v;
@@ -1145,13 +1112,13 @@ sy_load_m(PyObject *op, PyObject *key)
 {
     PyObject *v;
     int r = sy_load((SMSMapObject *)op, key, &v);
-    return r < 0 ? NULL : sy_pair(v, r);
+    return r < 0 ? NULL : sm_pair(v, r);
 }
 
 static PyObject *
 sy_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("store", nargs, 2, 2) < 0) {
+    if (sm_nargs("store", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *old;
@@ -1166,20 +1133,20 @@ sy_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("swap", nargs, 2, 2) < 0) {
+    if (sm_nargs("swap", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *old;
     if (sy_swap_impl((SMSMapObject *)op, args[0], args[1], &old) < 0) {
         return NULL;
     }
-    return sy_pair(old, old != NULL);
+    return sm_pair(old, old != NULL);
 }
 
 static PyObject *
 sy_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("pop", nargs, 1, 2) < 0) {
+    if (sm_nargs("pop", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *old;
@@ -1193,7 +1160,7 @@ sy_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (nargs == 2) {
         return Py_NewRef(args[1]);
     }
-    sy_key_error(args[0]);
+    sm_key_error(args[0]);
     return NULL;
 }
 
@@ -1202,7 +1169,7 @@ sy_load_and_delete(PyObject *op, PyObject *key)
 {
     PyObject *old;
     int r = sy_pop_impl((SMSMapObject *)op, key, &old);
-    return r < 0 ? NULL : sy_pair(old, r);
+    return r < 0 ? NULL : sm_pair(old, r);
 }
 
 static PyObject *
@@ -1220,18 +1187,18 @@ sy_delete(PyObject *op, PyObject *key)
 static PyObject *
 sy_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("load_or_store", nargs, 2, 2) < 0) {
+    if (sm_nargs("load_or_store", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *actual;
     int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], args[1], &actual);
-    return r < 0 ? NULL : sy_pair(actual, r);
+    return r < 0 ? NULL : sm_pair(actual, r);
 }
 
 static PyObject *
 sy_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("setdefault", nargs, 1, 2) < 0) {
+    if (sm_nargs("setdefault", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *actual;
@@ -1243,7 +1210,7 @@ sy_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compare_and_swap", nargs, 3, 3) < 0) {
+    if (sm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
         return NULL;
     }
     int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], args[2]);
@@ -1253,7 +1220,7 @@ sy_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compare_and_delete", nargs, 2, 2) < 0) {
+    if (sm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
         return NULL;
     }
     int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], NULL);
@@ -1263,7 +1230,7 @@ sy_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compute", nargs, 2, 2) < 0) {
+    if (sm_nargs("compute", nargs, 2, 2) < 0) {
         return NULL;
     }
     return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_COMPUTE);
@@ -1272,7 +1239,7 @@ sy_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compute_if_absent", nargs, 2, 2) < 0) {
+    if (sm_nargs("compute_if_absent", nargs, 2, 2) < 0) {
         return NULL;
     }
     return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_ABSENT);
@@ -1281,7 +1248,7 @@ sy_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compute_if_present", nargs, 2, 2) < 0) {
+    if (sm_nargs("compute_if_present", nargs, 2, 2) < 0) {
         return NULL;
     }
     return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_PRESENT);
@@ -1290,7 +1257,7 @@ sy_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("merge", nargs, 3, 3) < 0) {
+    if (sm_nargs("merge", nargs, 3, 3) < 0) {
         return NULL;
     }
     return sy_compute_impl((SMSMapObject *)op, args[0], args[2], args[1], SY_MERGE);
@@ -1356,19 +1323,7 @@ sy_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
         sm_buf_clear(&buf);
         return NULL;
     }
-    PyObject *d = PyDict_New();
-    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
-        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
-            Py_CLEAR(d);
-        }
-    }
-    sm_buf_clear(&buf);
-    if (d == NULL) {
-        return NULL;
-    }
-    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
-    Py_DECREF(d);
-    return res;
+    return sm_buf_snapshot(&buf);
 }
 
 /* Iteration, as Go's Range: promote dirty first (so read has every key), copy
@@ -1420,11 +1375,8 @@ sy_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
 static PyObject *
 sy_iter_common(SMSMapObject *m, int kind)
 {
-    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
-        sm_raise_recursive(MSG_TXN_REENTRY);
-        return NULL;
-    }
-    return sm_iter_new((PyObject *)m, &m->stats, sy_fill, kind);
+    return sm_map_iter((PyObject *)m, &m->guard, &m->txn_owner, MSG_TXN_REENTRY, &m->stats,
+                       sy_fill, kind);
 }
 
 static PyObject *
@@ -1495,22 +1447,53 @@ sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 
 /* ------------------------------------------------------------ transaction */
 
-typedef struct {
-    PyObject_HEAD
-    SMSMapObject *map;
-    int open;
-    PyObject *grave;
-} SMSyncStorage;
+/* The transaction's storage (sm_glue.h) reads and writes the map under mu,
+ * which the thread running the transaction holds, with every value frozen. */
 
 static int
-st_check(SMSyncStorage *t)
+sy_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
 {
-    if (!t->open || t->map == NULL || SM_LOAD_PTR(&t->map->txn_owner) != sm_me()) {
-        PyErr_SetString(PyExc_RuntimeError, "transaction storage used outside its transaction");
+    return sy_get_locked((SMSMapObject *)map, key, hash, v);
+}
+
+static int
+sy_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
+{
+    SMSMapObject *m = (SMSMapObject *)t->map;
+    /* Room for the value this write can drop, so that nothing fails once the
+     * map has changed. */
+    if (sm_grave_reserve(&t->grave, 1) < 0) {
         return -1;
     }
-    return 0;
+    SM_STORE_INT(&m->committing, 1);
+    PyObject *old = NULL;
+    int r;
+    if (value == NULL) {
+        r = sy_del_locked(m, key, hash, &old, 0);
+    }
+    else {
+        r = sy_set_locked(m, key, hash, value, &old, NULL);
+        r = r < 0 ? -1 : 1;
+    }
+    if (old != NULL) {
+        sm_grave_push(&t->grave, old);
+    }
+    return r;
 }
+
+static Py_ssize_t
+sy_txn_length(PyObject *map)
+{
+    return SM_LOAD_SSIZE(&((SMSMapObject *)map)->count);
+}
+
+static int
+sy_txn_collect(PyObject *map, SMBuf *buf)
+{
+    return sy_collect_consistent((SMSMapObject *)map, buf, 1);
+}
+
+static const SMTxnOps sy_txn_ops = {sy_txn_get, sy_txn_set, sy_txn_length, sy_txn_collect};
 
 static PyObject *
 sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -1519,22 +1502,16 @@ sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (sy_write_check(m) < 0) {
         return NULL;
     }
-    SMSyncStorage *t = PyObject_GC_New(SMSyncStorage, &SMSyncStorage_Type);
+    SMTxnStorage *t = sm_txn_new(&SMSyncStorage_Type, op, &m->txn_owner, &sy_txn_ops);
     if (t == NULL) {
         return NULL;
     }
-    t->map = NULL;
-    t->open = 0;
-    t->grave = PyList_New(0);
-    PyObject_GC_Track(t);
-    if (t->grave == NULL || sy_lock(m, sm_me()) < 0) {
+    if (sy_lock(m, sm_me()) < 0) {
         Py_DECREF(t);
         return NULL;
     }
     SM_STORE_INT(&m->frozen, 1);
-    t->map = (SMSMapObject *)Py_NewRef(op);
-    t->open = 1;
-    SM_STORE_PTR(&m->txn_owner, sm_me());
+    sm_txn_open(t);
     SM_STORE_INT(&m->guard, 1);
     return (PyObject *)t;
 }
@@ -1543,213 +1520,17 @@ static PyObject *
 sy_txn_end(PyObject *op, PyObject *arg)
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    if (!PyObject_TypeCheck(arg, &SMSyncStorage_Type)) {
-        PyErr_SetString(PyExc_TypeError, "expected a transaction storage");
+    SMTxnStorage *t = sm_txn_close(&SMSyncStorage_Type, op, arg);
+    if (t == NULL) {
         return NULL;
     }
-    SMSyncStorage *t = (SMSyncStorage *)arg;
-    if (st_check(t) < 0) {
-        return NULL;
-    }
-    if (t->map != m) {
-        PyErr_SetString(PyExc_RuntimeError, "transaction storage of another map");
-        return NULL;
-    }
-    t->open = 0;
     SM_STORE_INT(&m->committing, 0);
-    SM_STORE_PTR(&m->txn_owner, NULL);
     SM_STORE_INT(&m->guard, 0);
     SM_STORE_INT(&m->frozen, 0);
     sy_unlock(m);
-    PyObject *grave = t->grave;
-    t->grave = PyList_New(0);
-    Py_XDECREF(grave);
+    sm_txn_release(t);
     Py_RETURN_NONE;
 }
-
-static PyObject *
-st_subscript(PyObject *op, PyObject *key)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
-    PyObject *v;
-    int r = sy_get_locked(t->map, key, hash, &v);
-    if (r == 0) {
-        sy_key_error(key);
-    }
-    return r > 0 ? v : NULL;
-}
-
-static int
-st_contains(PyObject *op, PyObject *key)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return -1;
-    }
-    PyObject *v;
-    int r = sy_get_locked(t->map, key, hash, &v);
-    Py_XDECREF(v);
-    return r;
-}
-
-static Py_ssize_t
-st_length(PyObject *op)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return -1;
-    }
-    return SM_LOAD_SSIZE(&t->map->count);
-}
-
-static PyObject *
-st_iter(PyObject *op)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return NULL;
-    }
-    SMBuf buf = {NULL, 0, 0};
-    PyObject *keys = NULL;
-    if (sy_collect_consistent(t->map, &buf, 1) == 0) {
-        keys = PyList_New(buf.n / 2);
-        for (Py_ssize_t i = 0; keys != NULL && i < buf.n; i += 2) {
-            PyList_SET_ITEM(keys, i / 2, buf.items[i]);
-            buf.items[i] = NULL;
-        }
-    }
-    sm_buf_clear(&buf);
-    if (keys == NULL) {
-        return NULL;
-    }
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
-}
-
-static int
-st_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return -1;
-    }
-    SMSMapObject *m = t->map;
-    SM_STORE_INT(&m->committing, 1);
-    PyObject *old = NULL;
-    int r;
-    if (value == NULL) {
-        r = sy_del_locked(m, key, hash, &old, 0);
-        if (r == 0) {
-            sy_key_error(key);
-            r = -1;
-        }
-    }
-    else {
-        r = sy_set_locked(m, key, hash, value, &old, NULL);
-    }
-    if (old != NULL) {
-        if (PyList_Append(t->grave, old) < 0) {
-            r = -1;
-        }
-        Py_DECREF(old);
-    }
-    return r < 0 ? -1 : 0;
-}
-
-static PyObject *
-st_update(PyObject *op, PyObject *other)
-{
-    if (!PyDict_Check(other)) {
-        PyErr_SetString(PyExc_TypeError, "transaction storage update() takes a dict");
-        return NULL;
-    }
-    PyObject *items = PyDict_Items(other);
-    if (items == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-        PyObject *kv = PyList_GET_ITEM(items, i);
-        if (st_ass_subscript(op, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)) < 0) {
-            Py_DECREF(items);
-            return NULL;
-        }
-    }
-    Py_DECREF(items);
-    Py_RETURN_NONE;
-}
-
-static int
-st_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    Py_VISIT(t->map);
-    Py_VISIT(t->grave);
-    return 0;
-}
-
-static int
-st_clear(PyObject *op)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    Py_CLEAR(t->map);
-    Py_CLEAR(t->grave);
-    return 0;
-}
-
-static void
-st_dealloc(PyObject *op)
-{
-    PyObject_GC_UnTrack(op);
-    st_clear(op);
-    PyObject_GC_Del(op);
-}
-
-static PyMappingMethods st_as_mapping = {
-    .mp_length = st_length,
-    .mp_subscript = st_subscript,
-    .mp_ass_subscript = st_ass_subscript,
-};
-
-static PySequenceMethods st_as_sequence = {
-    .sq_contains = st_contains,
-};
-
-static PyMethodDef st_methods[] = {
-    {"update", st_update, METH_O, "Store every item of a dict (commit only)."},
-    {NULL, NULL, 0, NULL},
-};
-
-SM_DEFINE_TYPE(SMSyncStorage_Type) = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.SyncMapTransactionStorage",
-    .tp_basicsize = sizeof(SMSyncStorage),
-    .tp_dealloc = st_dealloc,
-    .tp_as_sequence = &st_as_sequence,
-    .tp_as_mapping = &st_as_mapping,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "A SyncMap's contents as seen by the thread running transaction(); "
-              "unusable anywhere else.",
-    .tp_traverse = st_traverse,
-    .tp_clear = st_clear,
-    .tp_iter = st_iter,
-    .tp_methods = st_methods,
-};
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -1879,45 +1660,33 @@ static PySequenceMethods sy_as_sequence = {
     .sq_contains = sy_contains,
 };
 
-#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
-
 static PyMethodDef sy_methods[] = {
-    FASTCALL("get", sy_get, "get(key, default=None, /): the value for key, else default."),
-    {"load", sy_load_m, METH_O, "load(key): (value, True) if present, else (None, False)."},
-    FASTCALL("store", sy_store, "store(key, value): set key to value."),
-    FASTCALL("pop", sy_pop, "pop(key[, default]): remove key and return its value."),
-    FASTCALL("setdefault", sy_setdefault,
-             "setdefault(key, default=None, /): the value for key, storing default first."),
-    FASTCALL("load_or_store", sy_load_or_store,
-             "load_or_store(key, value): (existing, True), or store and return (value, False)."),
-    {"load_and_delete", sy_load_and_delete, METH_O,
-     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
-    {"delete", sy_delete, METH_O, "delete(key): remove key if present."},
-    FASTCALL("swap", sy_swap, "swap(key, value): store; (previous, True) or (None, False)."),
-    FASTCALL("compare_and_swap", sy_compare_and_swap,
-             "compare_and_swap(key, old, new): store new only if key holds a value equal to "
-             "old (identity, then ==)."),
-    FASTCALL("compare_and_delete", sy_compare_and_delete,
-             "compare_and_delete(key, old): remove key only if it holds a value equal to old."),
-    FASTCALL("compute", sy_compute,
-             "compute(key, fn): atomically replace the entry with fn(key, old); runs under "
-             "the map's mutex."),
-    FASTCALL("compute_if_absent", sy_compute_if_absent,
-             "compute_if_absent(key, factory): the value, storing factory(key) first if absent."),
-    FASTCALL("compute_if_present", sy_compute_if_present,
-             "compute_if_present(key, fn): if present, replace the value with fn(key, old)."),
-    FASTCALL("merge", sy_merge,
-             "merge(key, value, fn): store value if absent, else fn(old, value)."),
-    {"clear", sy_clear, METH_NOARGS, "clear(): remove every entry, atomically."},
-    {"snapshot", sy_snapshot, METH_NOARGS,
-     "snapshot(): a FrozenMap equal to the contents at one instant."},
-    {"_iter_items", sy_iter_items, METH_NOARGS, "Weakly consistent (key, value) iterator."},
+    SM_FASTCALL("get", sy_get, SM_DOC_GET),
+    {"load", sy_load_m, METH_O, SM_DOC_LOAD},
+    SM_FASTCALL("store", sy_store, SM_DOC_STORE),
+    SM_FASTCALL("pop", sy_pop, SM_DOC_POP),
+    SM_FASTCALL("setdefault", sy_setdefault, SM_DOC_SETDEFAULT),
+    SM_FASTCALL("load_or_store", sy_load_or_store, SM_DOC_LOAD_OR_STORE),
+    {"load_and_delete", sy_load_and_delete, METH_O, SM_DOC_LOAD_AND_DELETE},
+    {"delete", sy_delete, METH_O, SM_DOC_DELETE},
+    SM_FASTCALL("swap", sy_swap, SM_DOC_SWAP),
+    SM_FASTCALL("compare_and_swap", sy_compare_and_swap, SM_DOC_COMPARE_AND_SWAP),
+    SM_FASTCALL("compare_and_delete", sy_compare_and_delete, SM_DOC_COMPARE_AND_DELETE),
+    SM_FASTCALL("compute", sy_compute,
+                "compute(key, fn): atomically replace the entry with fn(key, old); runs under "
+                "the map's mutex."),
+    SM_FASTCALL("compute_if_absent", sy_compute_if_absent, SM_DOC_COMPUTE_IF_ABSENT),
+    SM_FASTCALL("compute_if_present", sy_compute_if_present, SM_DOC_COMPUTE_IF_PRESENT),
+    SM_FASTCALL("merge", sy_merge, SM_DOC_MERGE),
+    {"clear", sy_clear, METH_NOARGS, SM_DOC_CLEAR},
+    {"snapshot", sy_snapshot, METH_NOARGS, SM_DOC_SNAPSHOT},
+    {"_iter_items", sy_iter_items, METH_NOARGS, SM_DOC_ITER_ITEMS},
     {"__sizeof__", sy_sizeof, METH_NOARGS, "Size in memory, in bytes, entries included."},
     {"_stats_raw", sy_stats_raw, METH_NOARGS,
      "The statistics counters as a dict of MapStats field names, plus read_size, "
      "dirty_size, locked_reads and promotions (see stats())."},
     {"_txn_begin", sy_txn_begin, METH_NOARGS, "Exclude every writer for transaction()."},
-    {"_txn_end", sy_txn_end, METH_O, "Release what _txn_begin took."},
+    {"_txn_end", sy_txn_end, METH_O, SM_DOC_TXN_END},
     {NULL, NULL, 0, NULL},
 };
 
