@@ -122,7 +122,7 @@ sm_lock_wait(SMLock *lock, SMLockStats *ls, void *me)
     return 0;
 }
 
-static int
+int
 sm_set_n(PyObject *d, const char *key, Py_ssize_t v)
 {
     PyObject *o = PyLong_FromSsize_t(v);

@@ -287,6 +287,8 @@ sm_report_wait(PyObject *kind, int64_t sampled)
 extern PyObject *SM_str_ConcurrentMap;
 extern PyObject *SM_str_SyncMap;
 
+/* d[key] = v (an int).  0 or -1. */
+int sm_set_n(PyObject *d, const char *key, Py_ssize_t v);
 /* A dict of a lock's counters for _stats_raw: adds lock_acquisitions,
  * lock_contentions and lock_wait_seconds to d.  0 or -1. */
 int sm_lock_stats_into(PyObject *d, SMLockStats *ls);

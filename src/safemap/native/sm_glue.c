@@ -45,7 +45,7 @@ sm_pair(PyObject *a, int flag)
 /* ------------------------------------------------------ snapshot, iterator */
 
 PyObject *
-sm_buf_snapshot(SMBuf *buf)
+sm_buf_to_dict(SMBuf *buf)
 {
 #if SM_PRIVATE_DICT_API
     PyObject *d = _PyDict_NewPresized(buf->n / 2);
@@ -58,6 +58,13 @@ sm_buf_snapshot(SMBuf *buf)
         }
     }
     sm_buf_clear(buf);
+    return d;
+}
+
+PyObject *
+sm_buf_snapshot(SMBuf *buf)
+{
+    PyObject *d = sm_buf_to_dict(buf);
     if (d == NULL) {
         return NULL;
     }

@@ -79,10 +79,14 @@ PyObject *sm_pair(PyObject *a, int flag);
 #define SM_DOC_ITER_ITEMS \
     "Weakly consistent (key, value) iterator; holds no lock while the consumer runs."
 #define SM_DOC_OPTIONS "The options that rebuild a map like this one."
+#define SM_DOC_STATS_RAW \
+    "The statistics counters as a dict of MapStats field names (see stats())."
 #define SM_DOC_TXN_END "Release what _txn_begin took."
 
 /* ------------------------------------------------------ snapshot, iterator */
 
+/* A dict of the (key, value) pairs in buf.  Empties buf whatever happens. */
+PyObject *sm_buf_to_dict(SMBuf *buf);
 /* snapshot(): a FrozenMap of the (key, value) pairs in buf (a consistent copy
  * the caller made).  Empties buf whatever happens. */
 PyObject *sm_buf_snapshot(SMBuf *buf);
