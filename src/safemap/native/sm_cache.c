@@ -1009,8 +1009,9 @@ cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
 
 /* Remove key.  1: removed (*out strong), 0: absent, -1: error. */
 static int
-cache_pop_impl(SMCacheObject *m, PyObject *key, PyObject **out)
+cache_pop_impl(PyObject *op, PyObject *key, PyObject **out)
 {
+    SMCacheObject *m = (SMCacheObject *)op;
     *out = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
@@ -1137,7 +1138,7 @@ cache_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         return cache_store_impl(m, key, value);
     }
     PyObject *old;
-    int r = cache_pop_impl(m, key, &old);
+    int r = cache_pop_impl(op, key, &old);
     if (r == 0) {
         sm_key_error(key);
         return -1;
@@ -1191,45 +1192,19 @@ cache_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 cache_load_and_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cache_pop_impl((SMCacheObject *)op, key, &old);
-    if (r < 0) {
-        return NULL;
-    }
-    return sm_pair(old, r);
+    return sm_load_and_delete_method(op, key, cache_pop_impl);
 }
 
 static PyObject *
 cache_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cache_pop_impl((SMCacheObject *)op, key, &old);
-    Py_XDECREF(old);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return sm_delete_method(op, key, cache_pop_impl);
 }
 
 static PyObject *
 cache_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("pop", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *old;
-    int r = cache_pop_impl((SMCacheObject *)op, args[0], &old);
-    if (r < 0) {
-        return NULL;
-    }
-    if (r == 0) {
-        if (nargs == 2) {
-            return Py_NewRef(args[1]);
-        }
-        sm_key_error(args[0]);
-        return NULL;
-    }
-    return old;
+    return sm_pop_method(op, args, nargs, cache_pop_impl);
 }
 
 /* compute(key, fn): fn(key, old) runs holding the lock. */

@@ -522,8 +522,9 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
 /* Remove key.  1: removed (*old strong, release it after this returns),
  * 0: absent, -1: error. */
 static int
-cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
+cm_pop_impl(PyObject *op, PyObject *key, PyObject **old)
 {
+    SMCMapObject *m = (SMCMapObject *)op;
     *old = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
@@ -545,15 +546,14 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
     return r;
 }
 
-enum { CM_COMPUTE, CM_IF_ABSENT, CM_IF_PRESENT, CM_MERGE };
-
 /* The compute family.  The callback runs holding the shard lock, so it is
  * atomic with every other write to the shard (which also keeps the key's
  * slot where the lookup found it); reads stay lock-free and see the old
  * value until the single table change that installs the result. */
 static PyObject *
-cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+cm_compute_impl(PyObject *op, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
+    SMCMapObject *m = (SMCMapObject *)op;
     if (mval != NULL && sm_check_value(mval) < 0) {
         return NULL;
     }
@@ -562,7 +562,7 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         return NULL;
     }
     PyObject *old = NULL;
-    if (mode == CM_IF_ABSENT || mode == CM_IF_PRESENT) {
+    if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
         /* Lock-free fast path: a present key for compute_if_absent, an absent
          * one for compute_if_present, is the answer at the instant of the
          * read. */
@@ -570,10 +570,10 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         if (r < 0) {
             return NULL;
         }
-        if (r == 1 && mode == CM_IF_ABSENT) {
+        if (r == 1 && mode == SM_IF_ABSENT) {
             return old;
         }
-        if (r == 0 && mode == CM_IF_PRESENT) {
+        if (r == 0 && mode == SM_IF_PRESENT) {
             Py_RETURN_NONE;
         }
         Py_CLEAR(old);
@@ -595,46 +595,10 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     if (r == 1) {
         old = Py_NewRef(sm_tb_value_at(&pos));
     }
-    PyObject *args[2];
-    switch (mode) {
-    case CM_COMPUTE:
-        args[0] = key;
-        args[1] = old ? old : SM_MISSING;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    case CM_IF_ABSENT:
-        if (old != NULL) {
-            result = Py_NewRef(old);  /* another thread won the race */
-            goto unlock;
-        }
-        args[0] = key;
-        res = PyObject_Vectorcall(fn, args, 1, NULL);
-        break;
-    case CM_IF_PRESENT:
-        if (old == NULL) {
-            result = Py_NewRef(Py_None);
-            goto unlock;
-        }
-        args[0] = key;
-        args[1] = old;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    default: /* CM_MERGE */
-        if (old == NULL) {
-            res = Py_NewRef(mval);
-        }
-        else {
-            args[0] = old;
-            args[1] = mval;
-            res = PyObject_Vectorcall(fn, args, 2, NULL);
-        }
-        break;
-    }
-    if (res == NULL) {
-        goto unlock;
-    }
-    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
-        sm_raise_sentinel(res);
+    int c = sm_compute_call(mode, key, old, fn, mval, &res);
+    if (c <= 0) {
+        result = res;  /* no change: the answer, or NULL on error */
+        res = NULL;
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -697,7 +661,7 @@ cm_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         return cm_store_impl(m, key, value);
     }
     PyObject *old;
-    int r = cm_pop_impl(m, key, &old);
+    int r = cm_pop_impl(op, key, &old);
     if (r == 0) {
         sm_key_error(key);
         return -1;
@@ -760,45 +724,19 @@ cm_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 cm_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("pop", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *old;
-    int r = cm_pop_impl((SMCMapObject *)op, args[0], &old);
-    if (r > 0) {
-        return old;
-    }
-    if (r < 0) {
-        return NULL;
-    }
-    if (nargs == 2) {
-        return Py_NewRef(args[1]);
-    }
-    sm_key_error(args[0]);
-    return NULL;
+    return sm_pop_method(op, args, nargs, cm_pop_impl);
 }
 
 static PyObject *
 cm_load_and_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cm_pop_impl((SMCMapObject *)op, key, &old);
-    if (r < 0) {
-        return NULL;
-    }
-    return sm_pair(old, r);
+    return sm_load_and_delete_method(op, key, cm_pop_impl);
 }
 
 static PyObject *
 cm_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cm_pop_impl((SMCMapObject *)op, key, &old);
-    Py_XDECREF(old);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return sm_delete_method(op, key, cm_pop_impl);
 }
 
 /* load_or_store / setdefault / swap share one locked setdefault.  1: key was
@@ -893,8 +831,9 @@ cm_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
  * value comparison (identity first, then ==) runs under the shard lock, so the
  * compare and the swap are one atomic step. */
 static int
-cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
+cm_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *new)
 {
+    SMCMapObject *m = (SMCMapObject *)op;
     if (new != NULL && sm_check_value(new) < 0) {
         return -1;
     }
@@ -936,63 +875,37 @@ cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject
 static PyObject *
 cm_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    int r = cm_compare_and_impl((SMCMapObject *)op, args[0], args[1], args[2]);
-    if (r < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(r);
+    return sm_compare_and_swap_method(op, args, nargs, cm_compare_and_impl);
 }
 
 static PyObject *
 cm_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    int r = cm_compare_and_impl((SMCMapObject *)op, args[0], args[1], NULL);
-    if (r < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(r);
+    return sm_compare_and_delete_method(op, args, nargs, cm_compare_and_impl);
 }
 
 static PyObject *
 cm_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compute", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_COMPUTE);
+    return sm_compute_method(op, args, nargs, SM_COMPUTE, cm_compute_impl);
 }
 
 static PyObject *
 cm_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compute_if_absent", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_IF_ABSENT);
+    return sm_compute_method(op, args, nargs, SM_IF_ABSENT, cm_compute_impl);
 }
 
 static PyObject *
 cm_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compute_if_present", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_IF_PRESENT);
+    return sm_compute_method(op, args, nargs, SM_IF_PRESENT, cm_compute_impl);
 }
 
 static PyObject *
 cm_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("merge", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[2], args[1], CM_MERGE);
+    return sm_compute_method(op, args, nargs, SM_MERGE, cm_compute_impl);
 }
 
 /* clear(): atomic for every observer.  Under every shard lock, with readers

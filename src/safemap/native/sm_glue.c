@@ -326,3 +326,134 @@ SM_DEFINE_TYPE(SMSyncStorage_Type) = {
               "unusable anywhere else.",
     SM_TXN_SLOTS,
 };
+
+/* ------------------------------------------------------ protocol methods */
+
+PyObject *
+sm_pop_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, sm_pop_fn pop)
+{
+    if (sm_nargs("pop", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *old;
+    int r = pop(map, args[0], &old);
+    if (r > 0) {
+        return old;
+    }
+    if (r < 0) {
+        return NULL;
+    }
+    if (nargs == 2) {
+        return Py_NewRef(args[1]);
+    }
+    sm_key_error(args[0]);
+    return NULL;
+}
+
+PyObject *
+sm_load_and_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop)
+{
+    PyObject *old;
+    int r = pop(map, key, &old);
+    return r < 0 ? NULL : sm_pair(old, r);
+}
+
+PyObject *
+sm_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop)
+{
+    PyObject *old;
+    int r = pop(map, key, &old);
+    Py_XDECREF(old);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+sm_compare_and_swap_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                           sm_compare_fn cmp)
+{
+    if (sm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    int r = cmp(map, args[0], args[1], args[2]);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+PyObject *
+sm_compare_and_delete_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                             sm_compare_fn cmp)
+{
+    if (sm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    int r = cmp(map, args[0], args[1], NULL);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+PyObject *
+sm_compute_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, int mode,
+                  sm_compute_fn compute)
+{
+    static const char *const names[] = {"compute", "compute_if_absent", "compute_if_present",
+                                        "merge"};
+    Py_ssize_t want = mode == SM_MERGE ? 3 : 2;
+    if (sm_nargs(names[mode], nargs, want, want) < 0) {
+        return NULL;
+    }
+    if (mode == SM_MERGE) {
+        return compute(map, args[0], args[2], args[1], mode);  /* key, value, fn */
+    }
+    return compute(map, args[0], args[1], NULL, mode);
+}
+
+int
+sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn, PyObject *mval,
+                PyObject **res)
+{
+    PyObject *args[2];
+    switch (mode) {
+    case SM_COMPUTE:
+        args[0] = key;
+        args[1] = old ? old : SM_MISSING;
+        *res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    case SM_IF_ABSENT:
+        if (old != NULL) {
+            *res = Py_NewRef(old);  /* another thread won the race */
+            return 0;
+        }
+        args[0] = key;
+        *res = PyObject_Vectorcall(fn, args, 1, NULL);
+        break;
+    case SM_IF_PRESENT:
+        if (old == NULL) {
+            *res = Py_NewRef(Py_None);
+            return 0;
+        }
+        args[0] = key;
+        args[1] = old;
+        *res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    default: /* SM_MERGE */
+        if (old == NULL) {
+            *res = Py_NewRef(mval);
+        }
+        else {
+            args[0] = old;
+            args[1] = mval;
+            *res = PyObject_Vectorcall(fn, args, 2, NULL);
+        }
+        break;
+    }
+    if (*res == NULL) {
+        return -1;
+    }
+    if (SM_UNLIKELY(*res == SM_MISSING)) {  /* DELETE means "remove" */
+        sm_raise_sentinel(*res);
+        Py_CLEAR(*res);
+        return -1;
+    }
+    return 1;
+}

@@ -36,6 +36,52 @@ void sm_key_error(PyObject *key);
  * NULL stands for None. */
 PyObject *sm_pair(PyObject *a, int flag);
 
+/* ------------------------------------------------------ protocol methods */
+
+/* The methods whose argument handling and result shape are the same in every
+ * map, written once over the map's own operation (a direct call from the
+ * map's method, an indirect one from here to the map's operation: none of
+ * them is on the read or store hot path, which stays in the map's file). */
+
+/* Remove key.  1: removed (*old strong), 0: absent (*old NULL), -1: error. */
+typedef int (*sm_pop_fn)(PyObject *map, PyObject *key, PyObject **old);
+/* pop(key[, default]) */
+PyObject *sm_pop_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, sm_pop_fn pop);
+/* load_and_delete(key) */
+PyObject *sm_load_and_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop);
+/* delete(key) */
+PyObject *sm_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop);
+
+/* compare_and_swap (new != NULL) and compare_and_delete (new == NULL).
+ * 1: done, 0: not (absent, or a value not equal to expected), -1: error. */
+typedef int (*sm_compare_fn)(PyObject *map, PyObject *key, PyObject *expected, PyObject *new);
+/* compare_and_swap(key, old, new) */
+PyObject *sm_compare_and_swap_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                                     sm_compare_fn cmp);
+/* compare_and_delete(key, old) */
+PyObject *sm_compare_and_delete_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                                       sm_compare_fn cmp);
+
+/* The compute family: compute(key, fn), compute_if_absent(key, factory),
+ * compute_if_present(key, fn) and merge(key, value, fn). */
+enum { SM_COMPUTE, SM_IF_ABSENT, SM_IF_PRESENT, SM_MERGE };
+/* The map's compute: fn and, for merge, mval (NULL otherwise); returns the
+ * method's result (new reference) or NULL. */
+typedef PyObject *(*sm_compute_fn)(PyObject *map, PyObject *key, PyObject *fn, PyObject *mval,
+                                   int mode);
+/* The method of mode: checks the arguments, then compute(...). */
+PyObject *sm_compute_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, int mode,
+                            sm_compute_fn compute);
+
+/* Inside a map's compute, holding its write lock, with old the key's value
+ * (NULL: absent): runs the callback the mode asks for.
+ *   1: *res (strong) is the new value, or SM_DELETE for "remove"
+ *      (never SM_MISSING: that raises);
+ *   0: nothing changes; *res (strong) is the method's result;
+ *  -1: error (*res NULL). */
+int sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn, PyObject *mval,
+                    PyObject **res);
+
 /* A METH_FASTCALL entry of a method table. */
 #define SM_FASTCALL(name, fn, doc) \
     {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}

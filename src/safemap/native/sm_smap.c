@@ -732,8 +732,9 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
  * the key must leave read within the call (see sy_del_locked).  A key that is
  * in neither map is answered without it. */
 static int
-sy_pop_impl(SMSMapObject *m, PyObject *key, PyObject **old)
+sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     *old = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
@@ -806,8 +807,9 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
 
 /* compare_and_swap (new != NULL) / compare_and_delete (new == NULL). */
 static int
-sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
+sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *new)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     if (new != NULL && sm_check_value(new) < 0) {
         return -1;
     }
@@ -900,13 +902,12 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
     return r;
 }
 
-enum { SY_COMPUTE, SY_IF_ABSENT, SY_IF_PRESENT, SY_MERGE };
-
 /* The compute family: under mu with in-place writers frozen, so the callback
  * sees a value no one else can change until it returns. */
 static PyObject *
-sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+sy_compute_impl(PyObject *op, PyObject *key, PyObject *fn, PyObject *mval, int mode)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     if (mval != NULL && sm_check_value(mval) < 0) {
         return NULL;
     }
@@ -915,15 +916,15 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
         return NULL;
     }
     PyObject *old = NULL;
-    if (mode == SY_IF_ABSENT || mode == SY_IF_PRESENT) {
+    if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
         int r = sy_load_hashed(m, key, hash, &old);
         if (r < 0) {
             return NULL;
         }
-        if (r == 1 && mode == SY_IF_ABSENT) {
+        if (r == 1 && mode == SM_IF_ABSENT) {
             return old;
         }
-        if (r == 0 && mode == SY_IF_PRESENT) {
+        if (r == 0 && mode == SM_IF_PRESENT) {
             Py_RETURN_NONE;
         }
         Py_CLEAR(old);
@@ -940,46 +941,10 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     if (r < 0) {
         goto unlock;
     }
-    PyObject *args[2];
-    switch (mode) {
-    case SY_COMPUTE:
-        args[0] = key;
-        args[1] = old ? old : SM_MISSING;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    case SY_IF_ABSENT:
-        if (old != NULL) {
-            result = Py_NewRef(old);
-            goto unlock;
-        }
-        args[0] = key;
-        res = PyObject_Vectorcall(fn, args, 1, NULL);
-        break;
-    case SY_IF_PRESENT:
-        if (old == NULL) {
-            result = Py_NewRef(Py_None);
-            goto unlock;
-        }
-        args[0] = key;
-        args[1] = old;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    default:
-        if (old == NULL) {
-            res = Py_NewRef(mval);
-        }
-        else {
-            args[0] = old;
-            args[1] = mval;
-            res = PyObject_Vectorcall(fn, args, 2, NULL);
-        }
-        break;
-    }
-    if (res == NULL) {
-        goto unlock;
-    }
-    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
-        sm_raise_sentinel(res);
+    int c = sm_compute_call(mode, key, old, fn, mval, &res);
+    if (c <= 0) {
+        result = res;  /* no change: the answer, or NULL on error */
+        res = NULL;
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -1074,7 +1039,7 @@ sy_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         r = sy_swap_impl(m, key, value, &old);
     }
     else {
-        r = sy_pop_impl(m, key, &old);
+        r = sy_pop_impl(op, key, &old);
         if (r == 0) {
             sm_key_error(key);
             r = -1;
@@ -1146,42 +1111,19 @@ sy_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("pop", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *old;
-    int r = sy_pop_impl((SMSMapObject *)op, args[0], &old);
-    if (r > 0) {
-        return old;
-    }
-    if (r < 0) {
-        return NULL;
-    }
-    if (nargs == 2) {
-        return Py_NewRef(args[1]);
-    }
-    sm_key_error(args[0]);
-    return NULL;
+    return sm_pop_method(op, args, nargs, sy_pop_impl);
 }
 
 static PyObject *
 sy_load_and_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = sy_pop_impl((SMSMapObject *)op, key, &old);
-    return r < 0 ? NULL : sm_pair(old, r);
+    return sm_load_and_delete_method(op, key, sy_pop_impl);
 }
 
 static PyObject *
 sy_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = sy_pop_impl((SMSMapObject *)op, key, &old);
-    Py_XDECREF(old);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return sm_delete_method(op, key, sy_pop_impl);
 }
 
 static PyObject *
@@ -1210,57 +1152,37 @@ sy_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], args[2]);
-    return r < 0 ? NULL : PyBool_FromLong(r);
+    return sm_compare_and_swap_method(op, args, nargs, sy_compare_and_impl);
 }
 
 static PyObject *
 sy_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], NULL);
-    return r < 0 ? NULL : PyBool_FromLong(r);
+    return sm_compare_and_delete_method(op, args, nargs, sy_compare_and_impl);
 }
 
 static PyObject *
 sy_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compute", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_COMPUTE);
+    return sm_compute_method(op, args, nargs, SM_COMPUTE, sy_compute_impl);
 }
 
 static PyObject *
 sy_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compute_if_absent", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_ABSENT);
+    return sm_compute_method(op, args, nargs, SM_IF_ABSENT, sy_compute_impl);
 }
 
 static PyObject *
 sy_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("compute_if_present", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_PRESENT);
+    return sm_compute_method(op, args, nargs, SM_IF_PRESENT, sy_compute_impl);
 }
 
 static PyObject *
 sy_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("merge", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[2], args[1], SY_MERGE);
+    return sm_compute_method(op, args, nargs, SM_MERGE, sy_compute_impl);
 }
 
 /* clear(): under mu, frozen, readers held off; every entry of read is
