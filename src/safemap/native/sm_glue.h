@@ -39,28 +39,16 @@ PyObject *sm_pair(PyObject *a, int flag);
 /* ------------------------------------------------------ protocol methods */
 
 /* The methods whose argument handling and result shape are the same in every
- * map, written once over the map's own operation (a direct call from the
- * map's method, an indirect one from here to the map's operation: none of
- * them is on the read or store hot path, which stays in the map's file). */
+ * map, written once over the map's own operation.  Inline: in the map's
+ * method the operation is a constant, so the call to it is direct (merge is
+ * a counter's hot path). */
 
 /* Remove key.  1: removed (*old strong), 0: absent (*old NULL), -1: error. */
 typedef int (*sm_pop_fn)(PyObject *map, PyObject *key, PyObject **old);
-/* pop(key[, default]) */
-PyObject *sm_pop_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, sm_pop_fn pop);
-/* load_and_delete(key) */
-PyObject *sm_load_and_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop);
-/* delete(key) */
-PyObject *sm_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop);
 
 /* compare_and_swap (new != NULL) and compare_and_delete (new == NULL).
  * 1: done, 0: not (absent, or a value not equal to expected), -1: error. */
 typedef int (*sm_compare_fn)(PyObject *map, PyObject *key, PyObject *expected, PyObject *new);
-/* compare_and_swap(key, old, new) */
-PyObject *sm_compare_and_swap_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
-                                     sm_compare_fn cmp);
-/* compare_and_delete(key, old) */
-PyObject *sm_compare_and_delete_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
-                                       sm_compare_fn cmp);
 
 /* The compute family: compute(key, fn), compute_if_absent(key, factory),
  * compute_if_present(key, fn) and merge(key, value, fn). */
@@ -69,9 +57,6 @@ enum { SM_COMPUTE, SM_IF_ABSENT, SM_IF_PRESENT, SM_MERGE };
  * method's result (new reference) or NULL. */
 typedef PyObject *(*sm_compute_fn)(PyObject *map, PyObject *key, PyObject *fn, PyObject *mval,
                                    int mode);
-/* The method of mode: checks the arguments, then compute(...). */
-PyObject *sm_compute_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, int mode,
-                            sm_compute_fn compute);
 
 /* Inside a map's compute, holding its write lock, with old the key's value
  * (NULL: absent): runs the callback the mode asks for.
@@ -79,8 +64,140 @@ PyObject *sm_compute_method(PyObject *map, PyObject *const *args, Py_ssize_t nar
  *      (never SM_MISSING: that raises);
  *   0: nothing changes; *res (strong) is the method's result;
  *  -1: error (*res NULL). */
-int sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn, PyObject *mval,
-                    PyObject **res);
+static inline int sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn,
+                                  PyObject *mval, PyObject **res);
+
+/* pop(key[, default]), load_and_delete(key), delete(key) over pop;
+ * compare_and_swap(key, old, new), compare_and_delete(key, old) over cmp;
+ * the compute family's method of mode over compute. */
+static inline PyObject *
+sm_pop_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, sm_pop_fn pop)
+{
+    if (sm_nargs("pop", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *old;
+    int r = pop(map, args[0], &old);
+    if (r > 0) {
+        return old;
+    }
+    if (r < 0) {
+        return NULL;
+    }
+    if (nargs == 2) {
+        return Py_NewRef(args[1]);
+    }
+    sm_key_error(args[0]);
+    return NULL;
+}
+
+static inline PyObject *
+sm_load_and_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop)
+{
+    PyObject *old;
+    int r = pop(map, key, &old);
+    return r < 0 ? NULL : sm_pair(old, r);
+}
+
+static inline PyObject *
+sm_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop)
+{
+    PyObject *old;
+    int r = pop(map, key, &old);
+    Py_XDECREF(old);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static inline PyObject *
+sm_compare_and_swap_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                           sm_compare_fn cmp)
+{
+    if (sm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    int r = cmp(map, args[0], args[1], args[2]);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static inline PyObject *
+sm_compare_and_delete_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                             sm_compare_fn cmp)
+{
+    if (sm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    int r = cmp(map, args[0], args[1], NULL);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static inline PyObject *
+sm_compute_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, int mode,
+                  sm_compute_fn compute)
+{
+    static const char *const names[] = {"compute", "compute_if_absent", "compute_if_present",
+                                        "merge"};
+    Py_ssize_t want = mode == SM_MERGE ? 3 : 2;
+    if (sm_nargs(names[mode], nargs, want, want) < 0) {
+        return NULL;
+    }
+    if (mode == SM_MERGE) {
+        return compute(map, args[0], args[2], args[1], mode);  /* key, value, fn */
+    }
+    return compute(map, args[0], args[1], NULL, mode);
+}
+
+static inline int
+sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn, PyObject *mval,
+                PyObject **res)
+{
+    PyObject *args[2];
+    switch (mode) {
+    case SM_COMPUTE:
+        args[0] = key;
+        args[1] = old ? old : SM_MISSING;
+        *res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    case SM_IF_ABSENT:
+        if (old != NULL) {
+            *res = Py_NewRef(old);  /* another thread won the race */
+            return 0;
+        }
+        args[0] = key;
+        *res = PyObject_Vectorcall(fn, args, 1, NULL);
+        break;
+    case SM_IF_PRESENT:
+        if (old == NULL) {
+            *res = Py_NewRef(Py_None);
+            return 0;
+        }
+        args[0] = key;
+        args[1] = old;
+        *res = PyObject_Vectorcall(fn, args, 2, NULL);
+        break;
+    default: /* SM_MERGE */
+        if (old == NULL) {
+            *res = Py_NewRef(mval);
+        }
+        else {
+            args[0] = old;
+            args[1] = mval;
+            *res = PyObject_Vectorcall(fn, args, 2, NULL);
+        }
+        break;
+    }
+    if (*res == NULL) {
+        return -1;
+    }
+    if (SM_UNLIKELY(*res == SM_MISSING)) {  /* DELETE means "remove" */
+        sm_raise_sentinel(*res);
+        Py_CLEAR(*res);
+        return -1;
+    }
+    return 1;
+}
 
 /* A METH_FASTCALL entry of a method table. */
 #define SM_FASTCALL(name, fn, doc) \
