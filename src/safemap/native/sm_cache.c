@@ -84,8 +84,6 @@ static PyObject *SMC_str_size = NULL;     /* "size" */
 static PyObject *SMC_str_expired = NULL;  /* "expired" */
 static PyObject *SMC_str_Cache = NULL;    /* contention kind */
 
-static PyTypeObject SMCNode_Type;
-static PyTypeObject SMCache_Type;
 
 /* ------------------------------------------------------------------ nodes */
 
@@ -130,7 +128,7 @@ node_dealloc(PyObject *op)
     PyObject_GC_Del(op);
 }
 
-static PyTypeObject SMCNode_Type = {
+SM_DEFINE_TYPE(SMCNode_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.CacheNode",
     .tp_basicsize = sizeof(SMCNode),
@@ -2086,7 +2084,7 @@ static PyMethodDef cache_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject SMCache_Type = {
+SM_DEFINE_TYPE(SMCache_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.CacheBase",
     .tp_basicsize = sizeof(SMCacheObject),
@@ -2121,25 +2119,6 @@ sm_cache_exec(PyObject *module)
     if (SMC_str_Cache == NULL && (SMC_str_Cache = PyUnicode_InternFromString("Cache")) == NULL) {
         return -1;
     }
-    if (PyType_Ready(&SMCNode_Type) < 0 || PyType_Ready(&SMCache_Type) < 0) {
-        return -1;
-    }
-    /* Join the module's list of every C type (_types). */
-    PyObject *types = PyObject_GetAttrString(module, "_types");
-    if (types == NULL) {
-        return -1;
-    }
-    PyObject *mine = PyTuple_Pack(2, (PyObject *)&SMCNode_Type, (PyObject *)&SMCache_Type);
-    PyObject *all = mine ? PySequence_Concat(types, mine) : NULL;
-    Py_DECREF(types);
-    Py_XDECREF(mine);
-    if (all == NULL) {
-        return -1;
-    }
-    int rc = PyModule_AddObjectRef(module, "_types", all);
-    Py_DECREF(all);
-    if (rc < 0 || PyModule_AddObjectRef(module, "CacheBase", (PyObject *)&SMCache_Type) < 0) {
-        return -1;
-    }
-    return 0;
+    /* The module readies the cache's types with every other (SM_TYPES). */
+    return PyModule_AddObjectRef(module, "CacheBase", (PyObject *)&SMCache_Type);
 }

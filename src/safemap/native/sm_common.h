@@ -347,7 +347,9 @@ PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind
     X(SMEntry_Type) \
     X(SMSMap_Type) \
     X(SMSyncStorage_Type) \
-    X(SMTable_Type)
+    X(SMTable_Type) \
+    X(SMCNode_Type) \
+    X(SMCache_Type)
 
 #define SM_TYPE_DECLARE_(t) extern PyTypeObject t;
 SM_TYPES(SM_TYPE_DECLARE_)
