@@ -1241,20 +1241,17 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     /* Keep the old value alive through the callback (it is fn's argument). */
-    PyObject *oldv = r == 1 ? Py_NewRef(old->value) : Py_NewRef(SM_MISSING);
-    PyObject *callargs[2] = {key, oldv};
-    PyObject *nv = PyObject_Vectorcall(fn, callargs, 2, NULL);
-    pend_bury(&p, oldv);
-    if (nv == NULL) {
+    PyObject *oldv = r == 1 ? Py_NewRef(old->value) : NULL;
+    PyObject *nv;
+    int c = sm_compute_call(SM_COMPUTE, key, oldv, fn, NULL, &nv);
+    if (oldv != NULL) {
+        pend_bury(&p, oldv);
+    }
+    if (c < 0) {
         goto done;
     }
     /* The callback may have read the cache; the lock kept every writer out,
      * so `old` is still the key's node. */
-    if (nv == SM_MISSING) {
-        sm_raise_sentinel(nv);
-        Py_DECREF(nv);
-        goto done;
-    }
     if (nv == SM_DELETE) {
         Py_DECREF(nv);
         if (old != NULL && node_remove(m, old, NULL, &p) < 0) {
@@ -1599,18 +1596,8 @@ static PyObject *
 cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    SMWrites w = {
-        SM_LOAD_SSIZE_RELAXED(&m->writes.inserts),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.updates),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.deletes),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.during_iteration),
-    };
-    SMLockStats ls = {
-        SM_LOAD_SSIZE_RELAXED(&m->lockstats.acquisitions),
-        SM_LOAD_SSIZE_RELAXED(&m->lockstats.contentions),
-        SM_LOAD_I64_RELAXED(&m->lockstats.wait_ns),
-        0,
-    };
+    SMWrites w = {0, 0, 0, 0};
+    sm_writes_add(&w, &m->writes);
     Py_ssize_t calls = 0;
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         calls += SM_LOAD_SSIZE_RELAXED(&m->rbufs[b].b.calls);
@@ -1624,7 +1611,7 @@ cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
         sm_set_n(d, "evictions_expired", SM_LOAD_SSIZE_RELAXED(&m->evicted_expired)) < 0 ||
         sm_set_n(d, "loads", SM_LOAD_SSIZE_RELAXED(&m->loads)) < 0 ||
         sm_set_n(d, "load_failures", SM_LOAD_SSIZE_RELAXED(&m->load_failures)) < 0 ||
-        sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &ls) < 0) {
+        sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &m->lockstats) < 0) {
         Py_DECREF(d);
         return NULL;
     }

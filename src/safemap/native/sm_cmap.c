@@ -1095,10 +1095,7 @@ cm_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
         total.acquisitions += acq;
         total.contentions += cont;
         total.wait_ns += wait;
-        w.inserts += SM_LOAD_SSIZE_RELAXED(&s->writes.inserts);
-        w.updates += SM_LOAD_SSIZE_RELAXED(&s->writes.updates);
-        w.deletes += SM_LOAD_SSIZE_RELAXED(&s->writes.deletes);
-        w.during_iteration += SM_LOAD_SSIZE_RELAXED(&s->writes.during_iteration);
+        sm_writes_add(&w, &s->writes);
         Py_ssize_t count = SM_LOAD_SSIZE_RELAXED(&s->count);
         entries += count;
         PyObject *row = Py_BuildValue("(nnnd)", count, acq, cont,

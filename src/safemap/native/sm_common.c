@@ -157,6 +157,15 @@ sm_lock_stats_into(PyObject *d, SMLockStats *ls)
     return 0;
 }
 
+void
+sm_writes_add(SMWrites *sum, SMWrites *w)
+{
+    sum->inserts += SM_LOAD_SSIZE_RELAXED(&w->inserts);
+    sum->updates += SM_LOAD_SSIZE_RELAXED(&w->updates);
+    sum->deletes += SM_LOAD_SSIZE_RELAXED(&w->deletes);
+    sum->during_iteration += SM_LOAD_SSIZE_RELAXED(&w->during_iteration);
+}
+
 int
 sm_stats_into(PyObject *d, const SMWrites *w, SMStats *st)
 {

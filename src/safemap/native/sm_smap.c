@@ -1344,12 +1344,8 @@ static PyObject *
 sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    SMWrites w = {
-        SM_LOAD_SSIZE_RELAXED(&m->writes.inserts),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.updates),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.deletes),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.during_iteration),
-    };
+    SMWrites w = {0, 0, 0, 0};
+    sm_writes_add(&w, &m->writes);
     PyObject *d = Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n}",
         "size", SM_LOAD_SSIZE(&m->count),
