@@ -551,32 +551,17 @@ cm_pop_impl(PyObject *op, PyObject *key, PyObject **old)
  * slot where the lookup found it); reads stay lock-free and see the old
  * value until the single table change that installs the result. */
 static PyObject *
-cm_compute_impl(PyObject *op, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+cm_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObject *mval,
+                int mode)
 {
     SMCMapObject *m = (SMCMapObject *)op;
-    if (mval != NULL && sm_check_value(mval) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
     PyObject *old = NULL;
     if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
-        /* Lock-free fast path: a present key for compute_if_absent, an absent
-         * one for compute_if_present, is the answer at the instant of the
-         * read. */
-        int r = cm_read_hashed(m, key, hash, &old);
-        if (r < 0) {
-            return NULL;
+        /* Lock-free fast path: the answer at the instant of the read. */
+        int r = sm_compute_read_answers(mode, cm_read_hashed(m, key, hash, &old), &old);
+        if (r != 0) {
+            return r > 0 ? old : NULL;
         }
-        if (r == 1 && mode == SM_IF_ABSENT) {
-            return old;
-        }
-        if (r == 0 && mode == SM_IF_PRESENT) {
-            Py_RETURN_NONE;
-        }
-        Py_CLEAR(old);
     }
     SMShard *s = cm_begin_write(m, key, hash);
     if (s == NULL) {

@@ -53,10 +53,11 @@ typedef int (*sm_compare_fn)(PyObject *map, PyObject *key, PyObject *expected, P
 /* The compute family: compute(key, fn), compute_if_absent(key, factory),
  * compute_if_present(key, fn) and merge(key, value, fn). */
 enum { SM_COMPUTE, SM_IF_ABSENT, SM_IF_PRESENT, SM_MERGE };
-/* The map's compute: fn and, for merge, mval (NULL otherwise); returns the
- * method's result (new reference) or NULL. */
-typedef PyObject *(*sm_compute_fn)(PyObject *map, PyObject *key, PyObject *fn, PyObject *mval,
-                                   int mode);
+/* The map's compute: key with its hash, fn and, for merge, mval (NULL
+ * otherwise; checked not to be a sentinel); returns the method's result (new
+ * reference) or NULL. */
+typedef PyObject *(*sm_compute_fn)(PyObject *map, PyObject *key, Py_hash_t hash, PyObject *fn,
+                                   PyObject *mval, int mode);
 
 /* Inside a map's compute, holding its write lock, with old the key's value
  * (NULL: absent): runs the callback the mode asks for.
@@ -143,10 +144,39 @@ sm_compute_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs, int mo
     if (sm_nargs(names[mode], nargs, want, want) < 0) {
         return NULL;
     }
-    if (mode == SM_MERGE) {
-        return compute(map, args[0], args[2], args[1], mode);  /* key, value, fn */
+    /* merge(key, value, fn); the others (key, fn) */
+    PyObject *fn = mode == SM_MERGE ? args[2] : args[1];
+    PyObject *mval = mode == SM_MERGE ? args[1] : NULL;
+    if (mval != NULL && sm_check_value(mval) < 0) {
+        return NULL;
     }
-    return compute(map, args[0], args[1], NULL, mode);
+    Py_hash_t hash = sm_hash(args[0]);
+    if (hash == -1) {
+        return NULL;
+    }
+    return compute(map, args[0], hash, fn, mval, mode);
+}
+
+/* compute_if_absent and compute_if_present answer from a lock-free read when
+ * it decides: a present key for the first, an absent one for the second.  r
+ * is the read's result (1: found, *v strong; 0: absent; -1: error).
+ * 1: *v is the answer (strong); 0: go on under the lock (*v cleared);
+ * -1: error. */
+static inline int
+sm_compute_read_answers(int mode, int r, PyObject **v)
+{
+    if (r < 0) {
+        return -1;
+    }
+    if (r == 1 && mode == SM_IF_ABSENT) {
+        return 1;
+    }
+    if (r == 0 && mode == SM_IF_PRESENT) {
+        *v = Py_NewRef(Py_None);
+        return 1;
+    }
+    Py_CLEAR(*v);
+    return 0;
 }
 
 static inline int

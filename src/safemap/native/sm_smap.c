@@ -905,29 +905,16 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
 /* The compute family: under mu with in-place writers frozen, so the callback
  * sees a value no one else can change until it returns. */
 static PyObject *
-sy_compute_impl(PyObject *op, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+sy_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObject *mval,
+                int mode)
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    if (mval != NULL && sm_check_value(mval) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
     PyObject *old = NULL;
     if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
-        int r = sy_load_hashed(m, key, hash, &old);
-        if (r < 0) {
-            return NULL;
+        int r = sm_compute_read_answers(mode, sy_load_hashed(m, key, hash, &old), &old);
+        if (r != 0) {
+            return r > 0 ? old : NULL;
         }
-        if (r == 1 && mode == SM_IF_ABSENT) {
-            return old;
-        }
-        if (r == 0 && mode == SM_IF_PRESENT) {
-            Py_RETURN_NONE;
-        }
-        Py_CLEAR(old);
     }
     if (sy_write_check(m) < 0) {
         return NULL;
