@@ -766,32 +766,22 @@ cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
     return r;
 }
 
+static int
+cm_load_or_store_impl(PyObject *op, PyObject *key, PyObject *value, PyObject **actual)
+{
+    return cm_setdefault_impl((SMCMapObject *)op, key, value, 0, actual);
+}
+
 static PyObject *
 cm_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("load_or_store", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    PyObject *cur;
-    int r = cm_setdefault_impl((SMCMapObject *)op, args[0], args[1], 0, &cur);
-    if (r < 0) {
-        return NULL;
-    }
-    return sm_pair(cur, r);
+    return sm_load_or_store_method(op, args, nargs, cm_load_or_store_impl);
 }
 
 static PyObject *
 cm_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("setdefault", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *cur;
-    if (cm_setdefault_impl((SMCMapObject *)op, args[0], nargs == 2 ? args[1] : Py_None, 0,
-                           &cur) < 0) {
-        return NULL;
-    }
-    return cur;
+    return sm_setdefault_method(op, args, nargs, cm_load_or_store_impl);
 }
 
 static PyObject *

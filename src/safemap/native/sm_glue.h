@@ -46,6 +46,11 @@ PyObject *sm_pair(PyObject *a, int flag);
 /* Remove key.  1: removed (*old strong), 0: absent (*old NULL), -1: error. */
 typedef int (*sm_pop_fn)(PyObject *map, PyObject *key, PyObject **old);
 
+/* Store value unless key is present.  1: present (*actual strong: its value),
+ * 0: stored (*actual strong: value), -1: error. */
+typedef int (*sm_load_or_store_fn)(PyObject *map, PyObject *key, PyObject *value,
+                                   PyObject **actual);
+
 /* compare_and_swap (new != NULL) and compare_and_delete (new == NULL).
  * 1: done, 0: not (absent, or a value not equal to expected), -1: error. */
 typedef int (*sm_compare_fn)(PyObject *map, PyObject *key, PyObject *expected, PyObject *new);
@@ -110,6 +115,32 @@ sm_delete_method(PyObject *map, PyObject *key, sm_pop_fn pop)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* load_or_store(key, value) */
+static inline PyObject *
+sm_load_or_store_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                        sm_load_or_store_fn los)
+{
+    if (sm_nargs("load_or_store", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *actual;
+    int r = los(map, args[0], args[1], &actual);
+    return r < 0 ? NULL : sm_pair(actual, r);
+}
+
+/* setdefault(key, default=None, /) */
+static inline PyObject *
+sm_setdefault_method(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                     sm_load_or_store_fn los)
+{
+    if (sm_nargs("setdefault", nargs, 1, 2) < 0) {
+        return NULL;
+    }
+    PyObject *actual;
+    int r = los(map, args[0], nargs == 2 ? args[1] : Py_None, &actual);
+    return r < 0 ? NULL : actual;
 }
 
 static inline PyObject *

@@ -757,8 +757,9 @@ sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
 
 /* load_or_store.  1: loaded (*actual existing), 0: stored (*actual value). */
 static int
-sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **actual)
+sy_load_or_store_impl(PyObject *op, PyObject *key, PyObject *value, PyObject **actual)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     *actual = NULL;
     if (sm_check_value(value) < 0) {
         return -1;
@@ -1116,24 +1117,13 @@ sy_delete(PyObject *op, PyObject *key)
 static PyObject *
 sy_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("load_or_store", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    PyObject *actual;
-    int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], args[1], &actual);
-    return r < 0 ? NULL : sm_pair(actual, r);
+    return sm_load_or_store_method(op, args, nargs, sy_load_or_store_impl);
 }
 
 static PyObject *
 sy_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sm_nargs("setdefault", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *actual;
-    int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], nargs == 2 ? args[1] : Py_None,
-                                  &actual);
-    return r < 0 ? NULL : actual;
+    return sm_setdefault_method(op, args, nargs, sy_load_or_store_impl);
 }
 
 static PyObject *
