@@ -96,6 +96,17 @@ txn_check(SMTxnStorage *t)
     return 0;
 }
 
+/* The storage checked, then key's hash.  0 or -1. */
+static int
+txn_hash(SMTxnStorage *t, PyObject *key, Py_hash_t *hash)
+{
+    if (txn_check(t) < 0) {
+        return -1;
+    }
+    *hash = sm_hash(key);
+    return *hash == -1 ? -1 : 0;
+}
+
 SMTxnStorage *
 sm_txn_new(PyTypeObject *type, PyObject *map, void **owner, const SMTxnOps *ops)
 {
@@ -149,11 +160,8 @@ static PyObject *
 txn_subscript(PyObject *op, PyObject *key)
 {
     SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
+    Py_hash_t hash;
+    if (txn_hash(t, key, &hash) < 0) {
         return NULL;
     }
     PyObject *v;
@@ -168,11 +176,8 @@ static int
 txn_contains(PyObject *op, PyObject *key)
 {
     SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
+    Py_hash_t hash;
+    if (txn_hash(t, key, &hash) < 0) {
         return -1;
     }
     PyObject *v;
@@ -221,11 +226,8 @@ static int
 txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
 {
     SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
+    Py_hash_t hash;
+    if (txn_hash(t, key, &hash) < 0) {
         return -1;
     }
     int r = t->ops->set(t, key, hash, value);
