@@ -57,6 +57,7 @@
  * method of the cache raises (use the view).
  */
 #include "sm_cache.h"
+#include "sm_glue.h"
 
 #if SM_FREE_THREADED
 #  define HELD_INC() (sm_tls_held++)
@@ -83,8 +84,6 @@ static PyObject *SMC_str_size = NULL;     /* "size" */
 static PyObject *SMC_str_expired = NULL;  /* "expired" */
 static PyObject *SMC_str_Cache = NULL;    /* contention kind */
 
-static PyTypeObject SMCNode_Type;
-static PyTypeObject SMCache_Type;
 
 /* ------------------------------------------------------------------ nodes */
 
@@ -129,7 +128,7 @@ node_dealloc(PyObject *op)
     PyObject_GC_Del(op);
 }
 
-static PyTypeObject SMCNode_Type = {
+SM_DEFINE_TYPE(SMCNode_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.CacheNode",
     .tp_basicsize = sizeof(SMCNode),
@@ -1008,8 +1007,9 @@ cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
 
 /* Remove key.  1: removed (*out strong), 0: absent, -1: error. */
 static int
-cache_pop_impl(SMCacheObject *m, PyObject *key, PyObject **out)
+cache_pop_impl(PyObject *op, PyObject *key, PyObject **out)
 {
+    SMCacheObject *m = (SMCacheObject *)op;
     *out = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
@@ -1083,23 +1083,13 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     return 1;
 }
 
-static void
-cache_key_error(PyObject *key)
-{
-    PyObject *t = PyTuple_Pack(1, key);
-    if (t != NULL) {
-        PyErr_SetObject(PyExc_KeyError, t);
-        Py_DECREF(t);
-    }
-}
-
 static PyObject *
 cache_subscript(PyObject *op, PyObject *key)
 {
     PyObject *v;
     int r = cache_read((SMCacheObject *)op, key, &v);
     if (r == 0) {
-        cache_key_error(key);
+        sm_key_error(key);
     }
     return v;
 }
@@ -1116,8 +1106,7 @@ cache_contains(PyObject *op, PyObject *key)
 static PyObject *
 cache_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+    if (sm_nargs("get", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *v;
@@ -1136,14 +1125,7 @@ cache_load(PyObject *op, PyObject *key)
     if (r < 0) {
         return NULL;
     }
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_XDECREF(v);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, r ? v : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(t, 1, Py_NewRef(r ? Py_True : Py_False));
-    return t;
+    return sm_pair(v, r);
 }
 
 static int
@@ -1154,9 +1136,9 @@ cache_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         return cache_store_impl(m, key, value);
     }
     PyObject *old;
-    int r = cache_pop_impl(m, key, &old);
+    int r = cache_pop_impl(op, key, &old);
     if (r == 0) {
-        cache_key_error(key);
+        sm_key_error(key);
         return -1;
     }
     Py_XDECREF(old);
@@ -1166,8 +1148,7 @@ cache_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
 static PyObject *
 cache_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "store expected 2 arguments, got %zd", nargs);
+    if (sm_nargs("store", nargs, 2, 2) < 0) {
         return NULL;
     }
     if (cache_store_impl((SMCacheObject *)op, args[0], args[1]) < 0) {
@@ -1181,24 +1162,17 @@ cache_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 cache_put_method(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int mode)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "%s expected 2 arguments, got %zd",
-                     mode == SMC_SWAP ? "swap" : "load_or_store", nargs);
+    if (sm_nargs(mode == SMC_SWAP ? "swap" : "load_or_store", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *prev;
     if (cache_put((SMCacheObject *)op, args[0], args[1], mode, &prev) < 0) {
         return NULL;
     }
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_XDECREF(prev);
-        return NULL;
+    if (prev != NULL) {
+        return sm_pair(prev, 1);
     }
-    PyObject *first = prev != NULL ? prev : Py_NewRef(mode == SMC_SWAP ? Py_None : args[1]);
-    PyTuple_SET_ITEM(t, 0, first);
-    PyTuple_SET_ITEM(t, 1, Py_NewRef(prev != NULL ? Py_True : Py_False));
-    return t;
+    return sm_pair(mode == SMC_SWAP ? NULL : Py_NewRef(args[1]), 0);
 }
 
 static PyObject *
@@ -1216,53 +1190,19 @@ cache_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 cache_load_and_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cache_pop_impl((SMCacheObject *)op, key, &old);
-    if (r < 0) {
-        return NULL;
-    }
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_XDECREF(old);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, r ? old : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(t, 1, Py_NewRef(r ? Py_True : Py_False));
-    return t;
+    return sm_load_and_delete_method(op, key, cache_pop_impl);
 }
 
 static PyObject *
 cache_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cache_pop_impl((SMCacheObject *)op, key, &old);
-    Py_XDECREF(old);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return sm_delete_method(op, key, cache_pop_impl);
 }
 
 static PyObject *
 cache_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "pop expected 1 or 2 arguments, got %zd", nargs);
-        return NULL;
-    }
-    PyObject *old;
-    int r = cache_pop_impl((SMCacheObject *)op, args[0], &old);
-    if (r < 0) {
-        return NULL;
-    }
-    if (r == 0) {
-        if (nargs == 2) {
-            return Py_NewRef(args[1]);
-        }
-        cache_key_error(args[0]);
-        return NULL;
-    }
-    return old;
+    return sm_pop_method(op, args, nargs, cache_pop_impl);
 }
 
 /* compute(key, fn): fn(key, old) runs holding the lock. */
@@ -1270,8 +1210,7 @@ static PyObject *
 cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "compute expected 2 arguments, got %zd", nargs);
+    if (sm_nargs("compute", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *key = args[0], *fn = args[1];
@@ -1302,20 +1241,17 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     /* Keep the old value alive through the callback (it is fn's argument). */
-    PyObject *oldv = r == 1 ? Py_NewRef(old->value) : Py_NewRef(SM_MISSING);
-    PyObject *callargs[2] = {key, oldv};
-    PyObject *nv = PyObject_Vectorcall(fn, callargs, 2, NULL);
-    pend_bury(&p, oldv);
-    if (nv == NULL) {
+    PyObject *oldv = r == 1 ? Py_NewRef(old->value) : NULL;
+    PyObject *nv;
+    int c = sm_compute_call(SM_COMPUTE, key, oldv, fn, NULL, &nv);
+    if (oldv != NULL) {
+        pend_bury(&p, oldv);
+    }
+    if (c < 0) {
         goto done;
     }
     /* The callback may have read the cache; the lock kept every writer out,
      * so `old` is still the key's node. */
-    if (nv == SM_MISSING) {
-        sm_raise_sentinel(nv);
-        Py_DECREF(nv);
-        goto done;
-    }
     if (nv == SM_DELETE) {
         Py_DECREF(nv);
         if (old != NULL && node_remove(m, old, NULL, &p) < 0) {
@@ -1431,11 +1367,8 @@ cache_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
 static PyObject *
 cache_iter_common(SMCacheObject *m, int kind)
 {
-    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
-        sm_raise_recursive(MSG_TXN_REENTRY);
-        return NULL;
-    }
-    return sm_iter_new((PyObject *)m, &m->stats, cache_fill, kind);
+    return sm_map_iter((PyObject *)m, &m->guard, &m->txn_owner, MSG_TXN_REENTRY, &m->stats,
+                       cache_fill, kind);
 }
 
 static PyObject *
@@ -1462,19 +1395,7 @@ cache_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
         sm_buf_clear(&buf);
         return NULL;
     }
-    PyObject *d = PyDict_New();
-    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
-        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
-            Py_CLEAR(d);
-        }
-    }
-    sm_buf_clear(&buf);
-    if (d == NULL) {
-        return NULL;
-    }
-    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
-    Py_DECREF(d);
-    return res;
+    return sm_buf_snapshot(&buf);
 }
 
 /* clear(): one dict call empties the dict (atomic for readers); the nodes are
@@ -1568,14 +1489,7 @@ cache_txn_items(PyObject *op, PyObject *Py_UNUSED(ignored))
         sm_buf_clear(&buf);
         return NULL;
     }
-    PyObject *d = PyDict_New();
-    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
-        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
-            Py_CLEAR(d);
-        }
-    }
-    sm_buf_clear(&buf);
-    return d;
+    return sm_buf_to_dict(&buf);
 }
 
 /* _txn_get(key): the key's live value for the transaction's thread, else
@@ -1602,7 +1516,7 @@ cache_txn_get(PyObject *op, PyObject *key)
     }
     if (r == 0 || node_expired(m, (SMCNode *)o, now)) {
         Py_XDECREF(o);
-        cache_key_error(key);
+        sm_key_error(key);
         return NULL;
     }
     PyObject *v = Py_NewRef(((SMCNode *)o)->value);
@@ -1619,8 +1533,7 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (cache_txn_owned(m) < 0) {
         return NULL;
     }
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "_txn_write(key[, value])");
+    if (sm_nargs("_txn_write", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *key = args[0];
@@ -1654,7 +1567,7 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
                 rc = node_remove(m, old, NULL, &p);
             }
             else {
-                cache_key_error(key);
+                sm_key_error(key);
                 rc = -1;
             }
         }
@@ -1679,34 +1592,12 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------ statistics */
 
-static int
-set_n(PyObject *d, const char *name, Py_ssize_t v)
-{
-    PyObject *o = PyLong_FromSsize_t(v);
-    if (o == NULL) {
-        return -1;
-    }
-    int rc = PyDict_SetItemString(d, name, o);
-    Py_DECREF(o);
-    return rc;
-}
-
 static PyObject *
 cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    SMWrites w = {
-        SM_LOAD_SSIZE_RELAXED(&m->writes.inserts),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.updates),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.deletes),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.during_iteration),
-    };
-    SMLockStats ls = {
-        SM_LOAD_SSIZE_RELAXED(&m->lockstats.acquisitions),
-        SM_LOAD_SSIZE_RELAXED(&m->lockstats.contentions),
-        SM_LOAD_I64_RELAXED(&m->lockstats.wait_ns),
-        0,
-    };
+    SMWrites w = {0, 0, 0, 0};
+    sm_writes_add(&w, &m->writes);
     Py_ssize_t calls = 0;
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         calls += SM_LOAD_SSIZE_RELAXED(&m->rbufs[b].b.calls);
@@ -1715,12 +1606,12 @@ cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (d == NULL) {
         return NULL;
     }
-    if (set_n(d, "calls", calls) < 0 || set_n(d, "size", SM_LOAD_SSIZE(&m->count)) < 0 ||
-        set_n(d, "evictions_size", SM_LOAD_SSIZE_RELAXED(&m->evicted_size)) < 0 ||
-        set_n(d, "evictions_expired", SM_LOAD_SSIZE_RELAXED(&m->evicted_expired)) < 0 ||
-        set_n(d, "loads", SM_LOAD_SSIZE_RELAXED(&m->loads)) < 0 ||
-        set_n(d, "load_failures", SM_LOAD_SSIZE_RELAXED(&m->load_failures)) < 0 ||
-        sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &ls) < 0) {
+    if (sm_set_n(d, "calls", calls) < 0 || sm_set_n(d, "size", SM_LOAD_SSIZE(&m->count)) < 0 ||
+        sm_set_n(d, "evictions_size", SM_LOAD_SSIZE_RELAXED(&m->evicted_size)) < 0 ||
+        sm_set_n(d, "evictions_expired", SM_LOAD_SSIZE_RELAXED(&m->evicted_expired)) < 0 ||
+        sm_set_n(d, "loads", SM_LOAD_SSIZE_RELAXED(&m->loads)) < 0 ||
+        sm_set_n(d, "load_failures", SM_LOAD_SSIZE_RELAXED(&m->load_failures)) < 0 ||
+        sm_stats_into(d, &w, &m->stats) < 0 || sm_lock_stats_into(d, &m->lockstats) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -2147,34 +2038,25 @@ static PySequenceMethods cache_as_sequence = {
     .sq_contains = cache_contains,
 };
 
-#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
-
 static PyMethodDef cache_methods[] = {
-    FASTCALL("get", cache_get, "get(key, default=None, /): the value for key, else default."),
-    {"load", cache_load, METH_O, "load(key): (value, True) if present, else (None, False)."},
-    FASTCALL("store", cache_store, "store(key, value): set key to value (evicting first)."),
-    FASTCALL("pop", cache_pop, "pop(key[, default]): remove key and return its value."),
-    FASTCALL("load_or_store", cache_load_or_store,
-             "load_or_store(key, value): (existing, True), or store value and return "
-             "(value, False)."),
-    FASTCALL("swap", cache_swap,
-             "swap(key, value): store value; (previous, True), or (None, False) if absent."),
-    {"load_and_delete", cache_load_and_delete, METH_O,
-     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
-    {"delete", cache_delete, METH_O, "delete(key): remove key if present."},
-    FASTCALL("compute", cache_compute,
-             "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
-             "MISSING when absent; return DELETE to remove). fn runs holding the cache's "
-             "lock: it may read the cache, writing to it raises RecursiveUpdateError."),
-    {"clear", cache_clear_impl, METH_NOARGS, "clear(): remove every entry, atomically."},
-    {"snapshot", cache_snapshot, METH_NOARGS,
-     "snapshot(): a FrozenMap equal to the cache's contents at one instant."},
-    {"_iter_items", cache_iter_items, METH_NOARGS,
-     "Weakly consistent (key, value) iterator; holds no lock while the consumer runs."},
-    {"_options", cache_options, METH_NOARGS, "The options that rebuild a cache like this one."},
+    SM_FASTCALL("get", cache_get, SM_DOC_GET),
+    {"load", cache_load, METH_O, SM_DOC_LOAD},
+    SM_FASTCALL("store", cache_store, "store(key, value): set key to value (evicting first)."),
+    SM_FASTCALL("pop", cache_pop, SM_DOC_POP),
+    SM_FASTCALL("load_or_store", cache_load_or_store, SM_DOC_LOAD_OR_STORE),
+    SM_FASTCALL("swap", cache_swap, SM_DOC_SWAP),
+    {"load_and_delete", cache_load_and_delete, METH_O, SM_DOC_LOAD_AND_DELETE},
+    {"delete", cache_delete, METH_O, SM_DOC_DELETE},
+    SM_FASTCALL("compute", cache_compute,
+                "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
+                "MISSING when absent; return DELETE to remove). fn runs holding the cache's "
+                "lock: it may read the cache, writing to it raises RecursiveUpdateError."),
+    {"clear", cache_clear_impl, METH_NOARGS, SM_DOC_CLEAR},
+    {"snapshot", cache_snapshot, METH_NOARGS, SM_DOC_SNAPSHOT},
+    {"_iter_items", cache_iter_items, METH_NOARGS, SM_DOC_ITER_ITEMS},
+    {"_options", cache_options, METH_NOARGS, SM_DOC_OPTIONS},
     {"__sizeof__", cache_sizeof, METH_NOARGS, "Size in memory, in bytes."},
-    {"_stats_raw", cache_stats_raw, METH_NOARGS,
-     "The statistics counters as a dict of MapStats field names (see stats())."},
+    {"_stats_raw", cache_stats_raw, METH_NOARGS, SM_DOC_STATS_RAW},
     {"_count_load", cache_count_load, METH_O, "Count one load (True) or load failure (False)."},
     {"_frequency", cache_frequency, METH_O, "The frequency sketch's estimate for a key."},
     {"_count_call", cache_count_call, METH_NOARGS, "Count one call of a @cached function."},
@@ -2183,13 +2065,13 @@ static PyMethodDef cache_methods[] = {
     {"_txn_begin", cache_txn_begin, METH_NOARGS, "Take the lock for transaction()."},
     {"_txn_items", cache_txn_items, METH_NOARGS, "The live contents, inside transaction()."},
     {"_txn_get", cache_txn_get, METH_O, "A key's value, inside transaction() (KeyError)."},
-    FASTCALL("_txn_write", cache_txn_write,
-             "_txn_write(key[, value]): one change of a transaction's commit."),
-    {"_txn_end", cache_txn_end, METH_NOARGS, "Release what _txn_begin took."},
+    SM_FASTCALL("_txn_write", cache_txn_write,
+                "_txn_write(key[, value]): one change of a transaction's commit."),
+    {"_txn_end", cache_txn_end, METH_NOARGS, SM_DOC_TXN_END},
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject SMCache_Type = {
+SM_DEFINE_TYPE(SMCache_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.CacheBase",
     .tp_basicsize = sizeof(SMCacheObject),
@@ -2224,25 +2106,6 @@ sm_cache_exec(PyObject *module)
     if (SMC_str_Cache == NULL && (SMC_str_Cache = PyUnicode_InternFromString("Cache")) == NULL) {
         return -1;
     }
-    if (PyType_Ready(&SMCNode_Type) < 0 || PyType_Ready(&SMCache_Type) < 0) {
-        return -1;
-    }
-    /* Join the module's list of every C type (_types). */
-    PyObject *types = PyObject_GetAttrString(module, "_types");
-    if (types == NULL) {
-        return -1;
-    }
-    PyObject *mine = PyTuple_Pack(2, (PyObject *)&SMCNode_Type, (PyObject *)&SMCache_Type);
-    PyObject *all = mine ? PySequence_Concat(types, mine) : NULL;
-    Py_DECREF(types);
-    Py_XDECREF(mine);
-    if (all == NULL) {
-        return -1;
-    }
-    int rc = PyModule_AddObjectRef(module, "_types", all);
-    Py_DECREF(all);
-    if (rc < 0 || PyModule_AddObjectRef(module, "CacheBase", (PyObject *)&SMCache_Type) < 0) {
-        return -1;
-    }
-    return 0;
+    /* The module readies the cache's types with every other (SM_TYPES). */
+    return PyModule_AddObjectRef(module, "CacheBase", (PyObject *)&SMCache_Type);
 }

@@ -81,8 +81,8 @@ typedef struct {
     PyObject *weakreflist;
 } SMCacheObject;
 
-/* Ready the cache's types and add CacheBase to the module (called by the
- * module's exec slot).  0 or -1. */
+/* Add CacheBase to the module (called by the module's exec slot, which has
+ * readied the cache's types with every other: SM_TYPES).  0 or -1. */
 int sm_cache_exec(PyObject *module);
 
 #endif /* SAFEMAP_SM_CACHE_H */

@@ -73,6 +73,7 @@
  *    re-entry rule exists to prevent).
  */
 #include "sm_cmap.h"
+#include "sm_glue.h"
 
 /* ---------------------------------------------------------- bookkeeping */
 
@@ -420,30 +421,6 @@ cm_count(SMCMapObject *m)
 #endif
 }
 
-static PyObject *
-cm_pair(PyObject *a, int flag)
-{
-    /* Steals a (may be NULL for None). */
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_XDECREF(a);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, a ? a : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(t, 1, Py_NewRef(flag ? Py_True : Py_False));
-    return t;
-}
-
-static void
-cm_key_error(PyObject *key)
-{
-    PyObject *t = PyTuple_Pack(1, key);
-    if (t != NULL) {
-        PyErr_SetObject(PyExc_KeyError, t);
-        Py_DECREF(t);
-    }
-}
-
 /* ------------------------------------------------------------ primitives */
 
 /* The lock-free read kept losing races with writers of its slot (free-
@@ -545,8 +522,9 @@ cm_store_impl(SMCMapObject *m, PyObject *key, PyObject *value)
 /* Remove key.  1: removed (*old strong, release it after this returns),
  * 0: absent, -1: error. */
 static int
-cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
+cm_pop_impl(PyObject *op, PyObject *key, PyObject **old)
 {
+    SMCMapObject *m = (SMCMapObject *)op;
     *old = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1) {
@@ -568,38 +546,22 @@ cm_pop_impl(SMCMapObject *m, PyObject *key, PyObject **old)
     return r;
 }
 
-enum { CM_COMPUTE, CM_IF_ABSENT, CM_IF_PRESENT, CM_MERGE };
-
 /* The compute family.  The callback runs holding the shard lock, so it is
  * atomic with every other write to the shard (which also keeps the key's
  * slot where the lookup found it); reads stay lock-free and see the old
  * value until the single table change that installs the result. */
 static PyObject *
-cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+cm_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObject *mval,
+                int mode)
 {
-    if (mval != NULL && sm_check_value(mval) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
+    SMCMapObject *m = (SMCMapObject *)op;
     PyObject *old = NULL;
-    if (mode == CM_IF_ABSENT || mode == CM_IF_PRESENT) {
-        /* Lock-free fast path: a present key for compute_if_absent, an absent
-         * one for compute_if_present, is the answer at the instant of the
-         * read. */
-        int r = cm_read_hashed(m, key, hash, &old);
-        if (r < 0) {
-            return NULL;
+    if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
+        /* Lock-free fast path: the answer at the instant of the read. */
+        int r = sm_compute_read_answers(mode, cm_read_hashed(m, key, hash, &old), &old);
+        if (r != 0) {
+            return r > 0 ? old : NULL;
         }
-        if (r == 1 && mode == CM_IF_ABSENT) {
-            return old;
-        }
-        if (r == 0 && mode == CM_IF_PRESENT) {
-            Py_RETURN_NONE;
-        }
-        Py_CLEAR(old);
     }
     SMShard *s = cm_begin_write(m, key, hash);
     if (s == NULL) {
@@ -618,46 +580,10 @@ cm_compute_impl(SMCMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     if (r == 1) {
         old = Py_NewRef(sm_tb_value_at(&pos));
     }
-    PyObject *args[2];
-    switch (mode) {
-    case CM_COMPUTE:
-        args[0] = key;
-        args[1] = old ? old : SM_MISSING;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    case CM_IF_ABSENT:
-        if (old != NULL) {
-            result = Py_NewRef(old);  /* another thread won the race */
-            goto unlock;
-        }
-        args[0] = key;
-        res = PyObject_Vectorcall(fn, args, 1, NULL);
-        break;
-    case CM_IF_PRESENT:
-        if (old == NULL) {
-            result = Py_NewRef(Py_None);
-            goto unlock;
-        }
-        args[0] = key;
-        args[1] = old;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    default: /* CM_MERGE */
-        if (old == NULL) {
-            res = Py_NewRef(mval);
-        }
-        else {
-            args[0] = old;
-            args[1] = mval;
-            res = PyObject_Vectorcall(fn, args, 2, NULL);
-        }
-        break;
-    }
-    if (res == NULL) {
-        goto unlock;
-    }
-    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
-        sm_raise_sentinel(res);
+    int c = sm_compute_call(mode, key, old, fn, mval, &res);
+    if (c <= 0) {
+        result = res;  /* no change: the answer, or NULL on error */
+        res = NULL;
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -707,7 +633,7 @@ cm_subscript(PyObject *op, PyObject *key)
         return v;
     }
     if (r == 0) {
-        cm_key_error(key);
+        sm_key_error(key);
     }
     return NULL;
 }
@@ -720,9 +646,9 @@ cm_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         return cm_store_impl(m, key, value);
     }
     PyObject *old;
-    int r = cm_pop_impl(m, key, &old);
+    int r = cm_pop_impl(op, key, &old);
     if (r == 0) {
-        cm_key_error(key);
+        sm_key_error(key);
         return -1;
     }
     Py_XDECREF(old);
@@ -740,27 +666,10 @@ cm_contains(PyObject *op, PyObject *key)
 
 /* ------------------------------------------------------------ methods */
 
-static int
-cm_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs < lo || nargs > hi) {
-        if (lo == hi) {
-            PyErr_Format(PyExc_TypeError, "%s expected %zd argument%s, got %zd",
-                         name, lo, lo == 1 ? "" : "s", nargs);
-        }
-        else {
-            PyErr_Format(PyExc_TypeError, "%s expected %zd to %zd arguments, got %zd",
-                         name, lo, hi, nargs);
-        }
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 cm_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("get", nargs, 1, 2) < 0) {
+    if (sm_nargs("get", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *v;
@@ -782,13 +691,13 @@ cm_load(PyObject *op, PyObject *key)
     if (r < 0) {
         return NULL;
     }
-    return cm_pair(v, r);
+    return sm_pair(v, r);
 }
 
 static PyObject *
 cm_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("store", nargs, 2, 2) < 0) {
+    if (sm_nargs("store", nargs, 2, 2) < 0) {
         return NULL;
     }
     if (cm_store_impl((SMCMapObject *)op, args[0], args[1]) < 0) {
@@ -800,45 +709,19 @@ cm_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 cm_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("pop", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *old;
-    int r = cm_pop_impl((SMCMapObject *)op, args[0], &old);
-    if (r > 0) {
-        return old;
-    }
-    if (r < 0) {
-        return NULL;
-    }
-    if (nargs == 2) {
-        return Py_NewRef(args[1]);
-    }
-    cm_key_error(args[0]);
-    return NULL;
+    return sm_pop_method(op, args, nargs, cm_pop_impl);
 }
 
 static PyObject *
 cm_load_and_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cm_pop_impl((SMCMapObject *)op, key, &old);
-    if (r < 0) {
-        return NULL;
-    }
-    return cm_pair(old, r);
+    return sm_load_and_delete_method(op, key, cm_pop_impl);
 }
 
 static PyObject *
 cm_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = cm_pop_impl((SMCMapObject *)op, key, &old);
-    Py_XDECREF(old);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return sm_delete_method(op, key, cm_pop_impl);
 }
 
 /* load_or_store / setdefault / swap share one locked setdefault.  1: key was
@@ -883,38 +766,28 @@ cm_setdefault_impl(SMCMapObject *m, PyObject *key, PyObject *value, int replace,
     return r;
 }
 
+static int
+cm_load_or_store_impl(PyObject *op, PyObject *key, PyObject *value, PyObject **actual)
+{
+    return cm_setdefault_impl((SMCMapObject *)op, key, value, 0, actual);
+}
+
 static PyObject *
 cm_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("load_or_store", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    PyObject *cur;
-    int r = cm_setdefault_impl((SMCMapObject *)op, args[0], args[1], 0, &cur);
-    if (r < 0) {
-        return NULL;
-    }
-    return cm_pair(cur, r);
+    return sm_load_or_store_method(op, args, nargs, cm_load_or_store_impl);
 }
 
 static PyObject *
 cm_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("setdefault", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *cur;
-    if (cm_setdefault_impl((SMCMapObject *)op, args[0], nargs == 2 ? args[1] : Py_None, 0,
-                           &cur) < 0) {
-        return NULL;
-    }
-    return cur;
+    return sm_setdefault_method(op, args, nargs, cm_load_or_store_impl);
 }
 
 static PyObject *
 cm_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("swap", nargs, 2, 2) < 0) {
+    if (sm_nargs("swap", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *cur;
@@ -924,17 +797,18 @@ cm_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     if (r == 0) {
         Py_DECREF(cur);  /* that is the value we just stored */
-        return cm_pair(NULL, 0);
+        return sm_pair(NULL, 0);
     }
-    return cm_pair(cur, 1);
+    return sm_pair(cur, 1);
 }
 
 /* compare_and_swap (new != NULL) and compare_and_delete (new == NULL).  The
  * value comparison (identity first, then ==) runs under the shard lock, so the
  * compare and the swap are one atomic step. */
 static int
-cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
+cm_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *new)
 {
+    SMCMapObject *m = (SMCMapObject *)op;
     if (new != NULL && sm_check_value(new) < 0) {
         return -1;
     }
@@ -976,63 +850,37 @@ cm_compare_and_impl(SMCMapObject *m, PyObject *key, PyObject *expected, PyObject
 static PyObject *
 cm_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("compare_and_swap", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    int r = cm_compare_and_impl((SMCMapObject *)op, args[0], args[1], args[2]);
-    if (r < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(r);
+    return sm_compare_and_swap_method(op, args, nargs, cm_compare_and_impl);
 }
 
 static PyObject *
 cm_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("compare_and_delete", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    int r = cm_compare_and_impl((SMCMapObject *)op, args[0], args[1], NULL);
-    if (r < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(r);
+    return sm_compare_and_delete_method(op, args, nargs, cm_compare_and_impl);
 }
 
 static PyObject *
 cm_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("compute", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_COMPUTE);
+    return sm_compute_method(op, args, nargs, SM_COMPUTE, cm_compute_impl);
 }
 
 static PyObject *
 cm_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("compute_if_absent", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_IF_ABSENT);
+    return sm_compute_method(op, args, nargs, SM_IF_ABSENT, cm_compute_impl);
 }
 
 static PyObject *
 cm_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("compute_if_present", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[1], NULL, CM_IF_PRESENT);
+    return sm_compute_method(op, args, nargs, SM_IF_PRESENT, cm_compute_impl);
 }
 
 static PyObject *
 cm_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (cm_nargs("merge", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    return cm_compute_impl((SMCMapObject *)op, args[0], args[2], args[1], CM_MERGE);
+    return sm_compute_method(op, args, nargs, SM_MERGE, cm_compute_impl);
 }
 
 /* clear(): atomic for every observer.  Under every shard lock, with readers
@@ -1136,26 +984,6 @@ done:
 }
 
 static PyObject *
-cm_buf_to_dict(SMBuf *buf)
-{
-#if SM_PRIVATE_DICT_API
-    PyObject *d = _PyDict_NewPresized(buf->n / 2);
-#else
-    PyObject *d = PyDict_New();
-#endif
-    if (d == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < buf->n; i += 2) {
-        if (PyDict_SetItem(d, buf->items[i], buf->items[i + 1]) < 0) {
-            Py_DECREF(d);
-            return NULL;
-        }
-    }
-    return d;
-}
-
-static PyObject *
 cm_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMBuf buf = {NULL, 0, 0};
@@ -1163,14 +991,7 @@ cm_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
         sm_buf_clear(&buf);
         return NULL;
     }
-    PyObject *d = cm_buf_to_dict(&buf);
-    sm_buf_clear(&buf);
-    if (d == NULL) {
-        return NULL;
-    }
-    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
-    Py_DECREF(d);
-    return res;
+    return sm_buf_snapshot(&buf);
 }
 
 static int
@@ -1190,11 +1011,8 @@ cm_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
 static PyObject *
 cm_iter_common(SMCMapObject *m, int kind)
 {
-    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
-        sm_raise_recursive(MSG_TXN_REENTRY);
-        return NULL;
-    }
-    return sm_iter_new((PyObject *)m, &m->stats, cm_fill, kind);
+    return sm_map_iter((PyObject *)m, &m->guard, &m->txn_owner, MSG_TXN_REENTRY, &m->stats,
+                       cm_fill, kind);
 }
 
 static PyObject *
@@ -1252,10 +1070,7 @@ cm_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
         total.acquisitions += acq;
         total.contentions += cont;
         total.wait_ns += wait;
-        w.inserts += SM_LOAD_SSIZE_RELAXED(&s->writes.inserts);
-        w.updates += SM_LOAD_SSIZE_RELAXED(&s->writes.updates);
-        w.deletes += SM_LOAD_SSIZE_RELAXED(&s->writes.deletes);
-        w.during_iteration += SM_LOAD_SSIZE_RELAXED(&s->writes.during_iteration);
+        sm_writes_add(&w, &s->writes);
         Py_ssize_t count = SM_LOAD_SSIZE_RELAXED(&s->count);
         entries += count;
         PyObject *row = Py_BuildValue("(nnnd)", count, acq, cont,
@@ -1285,195 +1100,38 @@ fail:
 
 /* ------------------------------------------------------------ transaction */
 
-/* The storage a transaction's view reads and commits into: the shards
- * themselves, reachable only while the owning thread holds every lock. */
-typedef struct {
-    PyObject_HEAD
-    SMCMapObject *map;
-    int open;
-    SMGrave grave;    /* values, keys and tables dropped by the commit:
-                         released after the locks */
-} SMTxnStorage;
+/* The transaction's storage (sm_glue.h) reads and writes the shards
+ * themselves: the thread that runs the transaction holds every shard lock. */
 
 static int
-txn_check(SMTxnStorage *t)
+cm_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
 {
-    if (!t->open || t->map == NULL || SM_LOAD_PTR(&t->map->txn_owner) != sm_me()) {
-        PyErr_SetString(PyExc_RuntimeError, "transaction storage used outside its transaction");
-        return -1;
-    }
-    return 0;
-}
-
-/* First write of the commit: hold readers off and invalidate snapshots. */
-static void
-txn_begin_commit(SMTxnStorage *t)
-{
-    if (!SM_LOAD_INT(&t->map->committing)) {
-        cm_begin_multi(t->map);
-    }
-}
-
-static PyObject *
-cm_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    SMCMapObject *m = (SMCMapObject *)op;
-    SMTxnStorage *t = PyObject_GC_New(SMTxnStorage, &SMTxnStorage_Type);
-    if (t == NULL) {
-        return NULL;
-    }
-    t->map = NULL;
-    t->open = 0;
-    SM_GRAVE_INIT(&t->grave);
-    PyObject_GC_Track(t);
-    if (cm_lock_all(m) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    t->map = (SMCMapObject *)Py_NewRef(op);
-    t->open = 1;
-    SM_STORE_PTR(&m->txn_owner, sm_me());
-    SM_STORE_INT(&m->guard, 1);
-    return (PyObject *)t;
-}
-
-static PyObject *
-cm_txn_end(PyObject *op, PyObject *arg)
-{
-    SMCMapObject *m = (SMCMapObject *)op;
-    if (!PyObject_TypeCheck(arg, &SMTxnStorage_Type)) {
-        PyErr_SetString(PyExc_TypeError, "expected a transaction storage");
-        return NULL;
-    }
-    SMTxnStorage *t = (SMTxnStorage *)arg;
-    if (txn_check(t) < 0 || t->map != m) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_RuntimeError, "transaction storage of another map");
-        }
-        return NULL;
-    }
-    t->open = 0;
-    if (SM_LOAD_INT(&m->committing)) {
-        cm_end_multi(m);
-    }
-    SM_STORE_PTR(&m->txn_owner, NULL);
-    SM_STORE_INT(&m->guard, 0);
-    cm_unlock_all(m);
-    /* Release what the commit replaced, with no lock held. */
-    sm_grave_release(&t->grave);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-txn_subscript(PyObject *op, PyObject *key)
-{
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
-    SMShard *s = cm_shard(t->map, hash);
+    SMShard *s = cm_shard((SMCMapObject *)map, hash);
     SMPos pos;
     int r = sm_tb_find(&s->tab, key, hash, &pos);
-    if (r == 0) {
-        cm_key_error(key);
-    }
-    return r > 0 ? Py_NewRef(sm_tb_value_at(&pos)) : NULL;
+    *v = r > 0 ? Py_NewRef(sm_tb_value_at(&pos)) : NULL;
+    return r;
 }
 
 static int
-txn_contains(PyObject *op, PyObject *key)
+cm_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
 {
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return -1;
-    }
-    SMPos pos;
-    return sm_tb_find(&cm_shard(t->map, hash)->tab, key, hash, &pos);
-}
-
-static Py_ssize_t
-txn_length(PyObject *op)
-{
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return -1;
-    }
-    /* This thread holds every shard lock: the counts cannot move. */
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < t->map->nshards; i++) {
-        n += cm_shard_at(t->map, i)->count;
-    }
-    return n;
-}
-
-static PyObject *
-txn_iter(PyObject *op)
-{
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return NULL;
-    }
-    SMBuf buf = {NULL, 0, 0};
-    PyObject *keys = NULL;
-    for (Py_ssize_t i = 0; i < t->map->nshards; i++) {
-        if (sm_tb_collect(&cm_shard_at(t->map, i)->tab, &buf) < 0) {
-            goto done;
-        }
-    }
-    keys = PyList_New(buf.n / 2);
-    if (keys == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < buf.n; i += 2) {
-        PyList_SET_ITEM(keys, i / 2, buf.items[i]);
-        buf.items[i] = NULL;
-    }
-done:
-    sm_buf_clear(&buf);
-    if (keys == NULL) {
-        return NULL;
-    }
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
-}
-
-static int
-txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
-{
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    if (txn_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return -1;
-    }
-    SMCMapObject *m = t->map;
+    SMCMapObject *m = (SMCMapObject *)t->map;
     SMShard *s = cm_shard(m, hash);
     SMPos pos;
     int r = sm_tb_find(&s->tab, key, hash, &pos);
-    if (r < 0) {
-        return -1;
-    }
-    if (value == NULL && r == 0) {
-        cm_key_error(key);
-        return -1;
+    if (r < 0 || (value == NULL && r == 0)) {
+        return r;
     }
     /* Room for what this change can drop (key, value, table), so that
      * nothing fails once the shard has changed. */
     if (sm_grave_reserve(&t->grave, 3) < 0) {
         return -1;
     }
-    txn_begin_commit(t);
+    /* First write of the commit: hold readers off and invalidate snapshots. */
+    if (!SM_LOAD_INT(&m->committing)) {
+        cm_begin_multi(m);
+    }
     if (value == NULL) {
         PyObject *old;
         cm_remove(m, s, &pos, &old, &t->grave);
@@ -1487,86 +1145,69 @@ txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
     else if (cm_insert(m, s, &pos, key, hash, value, &t->grave) < 0) {
         return -1;
     }
+    return 1;
+}
+
+static Py_ssize_t
+cm_txn_length(PyObject *map)
+{
+    /* This thread holds every shard lock: the counts cannot move. */
+    SMCMapObject *m = (SMCMapObject *)map;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        n += cm_shard_at(m, i)->count;
+    }
+    return n;
+}
+
+static int
+cm_txn_collect(PyObject *map, SMBuf *buf)
+{
+    SMCMapObject *m = (SMCMapObject *)map;
+    for (Py_ssize_t i = 0; i < m->nshards; i++) {
+        if (sm_tb_collect(&cm_shard_at(m, i)->tab, buf) < 0) {
+            return -1;
+        }
+    }
     return 0;
+}
+
+static const SMTxnOps cm_txn_ops = {cm_txn_get, cm_txn_set, cm_txn_length, cm_txn_collect};
+
+static PyObject *
+cm_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCMapObject *m = (SMCMapObject *)op;
+    SMTxnStorage *t = sm_txn_new(&SMTxnStorage_Type, op, &m->txn_owner, &cm_txn_ops);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (cm_lock_all(m) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    sm_txn_open(t);
+    SM_STORE_INT(&m->guard, 1);
+    return (PyObject *)t;
 }
 
 static PyObject *
-txn_update(PyObject *op, PyObject *other)
+cm_txn_end(PyObject *op, PyObject *arg)
 {
-    if (!PyDict_Check(other)) {
-        PyErr_SetString(PyExc_TypeError, "transaction storage update() takes a dict");
+    SMCMapObject *m = (SMCMapObject *)op;
+    SMTxnStorage *t = sm_txn_close(&SMTxnStorage_Type, op, arg);
+    if (t == NULL) {
         return NULL;
     }
-    PyObject *items = PyDict_Items(other);
-    if (items == NULL) {
-        return NULL;
+    if (SM_LOAD_INT(&m->committing)) {
+        cm_end_multi(m);
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-        PyObject *kv = PyList_GET_ITEM(items, i);
-        if (txn_ass_subscript(op, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)) < 0) {
-            Py_DECREF(items);
-            return NULL;
-        }
-    }
-    Py_DECREF(items);
+    SM_STORE_INT(&m->guard, 0);
+    cm_unlock_all(m);
+    /* Release what the commit replaced, with no lock held. */
+    sm_txn_release(t);
     Py_RETURN_NONE;
 }
-
-static int
-txn_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    Py_VISIT(t->map);
-    return sm_grave_traverse(&t->grave, visit, arg);
-}
-
-static int
-txn_clear(PyObject *op)
-{
-    SMTxnStorage *t = (SMTxnStorage *)op;
-    Py_CLEAR(t->map);
-    sm_grave_release(&t->grave);
-    return 0;
-}
-
-static void
-txn_dealloc(PyObject *op)
-{
-    PyObject_GC_UnTrack(op);
-    txn_clear(op);
-    PyObject_GC_Del(op);
-}
-
-static PyMappingMethods txn_as_mapping = {
-    .mp_length = txn_length,
-    .mp_subscript = txn_subscript,
-    .mp_ass_subscript = txn_ass_subscript,
-};
-
-static PySequenceMethods txn_as_sequence = {
-    .sq_contains = txn_contains,
-};
-
-static PyMethodDef txn_methods[] = {
-    {"update", txn_update, METH_O, "Store every item of a dict (commit only)."},
-    {NULL, NULL, 0, NULL},
-};
-
-SM_DEFINE_TYPE(SMTxnStorage_Type) = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.TransactionStorage",
-    .tp_basicsize = sizeof(SMTxnStorage),
-    .tp_dealloc = txn_dealloc,
-    .tp_as_sequence = &txn_as_sequence,
-    .tp_as_mapping = &txn_as_mapping,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The shards of a ConcurrentMap, as seen by the thread that holds every "
-              "shard lock during transaction(); unusable anywhere else.",
-    .tp_traverse = txn_traverse,
-    .tp_clear = txn_clear,
-    .tp_iter = txn_iter,
-    .tp_methods = txn_methods,
-};
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -1791,54 +1432,34 @@ static PySequenceMethods cm_as_sequence = {
     .sq_contains = cm_contains,
 };
 
-#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
-
 static PyMethodDef cm_methods[] = {
-    FASTCALL("get", cm_get, "get(key, default=None, /): the value for key, else default."),
-    {"load", cm_load, METH_O, "load(key): (value, True) if present, else (None, False)."},
-    FASTCALL("store", cm_store, "store(key, value): set key to value."),
-    FASTCALL("pop", cm_pop, "pop(key[, default]): remove key and return its value."),
-    FASTCALL("setdefault", cm_setdefault,
-             "setdefault(key, default=None, /): the value for key, storing default first "
-             "if absent (atomic)."),
-    FASTCALL("load_or_store", cm_load_or_store,
-             "load_or_store(key, value): (existing, True), or store value and return "
-             "(value, False)."),
-    {"load_and_delete", cm_load_and_delete, METH_O,
-     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
-    {"delete", cm_delete, METH_O, "delete(key): remove key if present."},
-    FASTCALL("swap", cm_swap,
-             "swap(key, value): store value; (previous, True), or (None, False) if absent."),
-    FASTCALL("compare_and_swap", cm_compare_and_swap,
-             "compare_and_swap(key, old, new): store new only if key holds a value equal "
-             "to old (identity, then ==); returns whether it did."),
-    FASTCALL("compare_and_delete", cm_compare_and_delete,
-             "compare_and_delete(key, old): remove key only if it holds a value equal to "
-             "old; returns whether it did."),
-    FASTCALL("compute", cm_compute,
-             "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
-             "MISSING when absent; return DELETE to remove). fn runs holding the key's "
-             "shard lock: it may read the map, writing to it raises RecursiveUpdateError."),
-    FASTCALL("compute_if_absent", cm_compute_if_absent,
-             "compute_if_absent(key, factory): the value for key, storing factory(key) "
-             "first if absent; factory runs at most once per absent key."),
-    FASTCALL("compute_if_present", cm_compute_if_present,
-             "compute_if_present(key, fn): if present, replace the value with fn(key, old)."),
-    FASTCALL("merge", cm_merge,
-             "merge(key, value, fn): store value if absent, else fn(old, value) "
-             "(DELETE removes); returns the new value or None."),
-    {"clear", cm_clear, METH_NOARGS, "clear(): remove every entry, atomically."},
-    {"snapshot", cm_snapshot, METH_NOARGS,
-     "snapshot(): a FrozenMap equal to the map's contents at one instant."},
-    {"_iter_items", cm_iter_items, METH_NOARGS,
-     "Weakly consistent (key, value) iterator; holds no lock while the consumer runs."},
-    {"_options", cm_options, METH_NOARGS, "The options that rebuild a map like this one."},
+    SM_FASTCALL("get", cm_get, SM_DOC_GET),
+    {"load", cm_load, METH_O, SM_DOC_LOAD},
+    SM_FASTCALL("store", cm_store, SM_DOC_STORE),
+    SM_FASTCALL("pop", cm_pop, SM_DOC_POP),
+    SM_FASTCALL("setdefault", cm_setdefault, SM_DOC_SETDEFAULT),
+    SM_FASTCALL("load_or_store", cm_load_or_store, SM_DOC_LOAD_OR_STORE),
+    {"load_and_delete", cm_load_and_delete, METH_O, SM_DOC_LOAD_AND_DELETE},
+    {"delete", cm_delete, METH_O, SM_DOC_DELETE},
+    SM_FASTCALL("swap", cm_swap, SM_DOC_SWAP),
+    SM_FASTCALL("compare_and_swap", cm_compare_and_swap, SM_DOC_COMPARE_AND_SWAP),
+    SM_FASTCALL("compare_and_delete", cm_compare_and_delete, SM_DOC_COMPARE_AND_DELETE),
+    SM_FASTCALL("compute", cm_compute,
+                "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
+                "MISSING when absent; return DELETE to remove). fn runs holding the key's "
+                "shard lock: it may read the map, writing to it raises RecursiveUpdateError."),
+    SM_FASTCALL("compute_if_absent", cm_compute_if_absent, SM_DOC_COMPUTE_IF_ABSENT),
+    SM_FASTCALL("compute_if_present", cm_compute_if_present, SM_DOC_COMPUTE_IF_PRESENT),
+    SM_FASTCALL("merge", cm_merge, SM_DOC_MERGE),
+    {"clear", cm_clear, METH_NOARGS, SM_DOC_CLEAR},
+    {"snapshot", cm_snapshot, METH_NOARGS, SM_DOC_SNAPSHOT},
+    {"_iter_items", cm_iter_items, METH_NOARGS, SM_DOC_ITER_ITEMS},
+    {"_options", cm_options, METH_NOARGS, SM_DOC_OPTIONS},
     {"__sizeof__", cm_sizeof, METH_NOARGS, "Size in memory, in bytes, shards included."},
-    {"_stats_raw", cm_stats_raw, METH_NOARGS,
-     "The statistics counters as a dict of MapStats field names (see stats())."},
+    {"_stats_raw", cm_stats_raw, METH_NOARGS, SM_DOC_STATS_RAW},
     {"_txn_begin", cm_txn_begin, METH_NOARGS,
      "Lock every shard (index order) for transaction(); returns the storage."},
-    {"_txn_end", cm_txn_end, METH_O, "Release what _txn_begin took."},
+    {"_txn_end", cm_txn_end, METH_O, SM_DOC_TXN_END},
     {NULL, NULL, 0, NULL},
 };
 

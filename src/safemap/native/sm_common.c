@@ -122,7 +122,7 @@ sm_lock_wait(SMLock *lock, SMLockStats *ls, void *me)
     return 0;
 }
 
-static int
+int
 sm_set_n(PyObject *d, const char *key, Py_ssize_t v)
 {
     PyObject *o = PyLong_FromSsize_t(v);
@@ -155,6 +155,15 @@ sm_lock_stats_into(PyObject *d, SMLockStats *ls)
         return -1;
     }
     return 0;
+}
+
+void
+sm_writes_add(SMWrites *sum, SMWrites *w)
+{
+    sum->inserts += SM_LOAD_SSIZE_RELAXED(&w->inserts);
+    sum->updates += SM_LOAD_SSIZE_RELAXED(&w->updates);
+    sum->deletes += SM_LOAD_SSIZE_RELAXED(&w->deletes);
+    sum->during_iteration += SM_LOAD_SSIZE_RELAXED(&w->during_iteration);
 }
 
 int

@@ -287,9 +287,14 @@ sm_report_wait(PyObject *kind, int64_t sampled)
 extern PyObject *SM_str_ConcurrentMap;
 extern PyObject *SM_str_SyncMap;
 
+/* d[key] = v (an int).  0 or -1. */
+int sm_set_n(PyObject *d, const char *key, Py_ssize_t v);
 /* A dict of a lock's counters for _stats_raw: adds lock_acquisitions,
  * lock_contentions and lock_wait_seconds to d.  0 or -1. */
 int sm_lock_stats_into(PyObject *d, SMLockStats *ls);
+/* sum += w, each counter of w read relaxed (its lock's holder may be writing
+ * it): a map's write counters, or a sum over its locks. */
+void sm_writes_add(SMWrites *sum, SMWrites *w);
 /* Adds the write counters (a sum over locks) and the cells to d.  0 or -1. */
 int sm_stats_into(PyObject *d, const SMWrites *w, SMStats *st);
 
@@ -345,7 +350,9 @@ PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind
     X(SMEntry_Type) \
     X(SMSMap_Type) \
     X(SMSyncStorage_Type) \
-    X(SMTable_Type)
+    X(SMTable_Type) \
+    X(SMCNode_Type) \
+    X(SMCache_Type)
 
 #define SM_TYPE_DECLARE_(t) extern PyTypeObject t;
 SM_TYPES(SM_TYPE_DECLARE_)

@@ -52,6 +52,7 @@
  * section for a few instructions.
  */
 #include "sm_smap.h"
+#include "sm_glue.h"
 
 /* Never dereferenced: its address marks an expunged entry. */
 static char sm_expunged_marker;
@@ -731,8 +732,9 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
  * the key must leave read within the call (see sy_del_locked).  A key that is
  * in neither map is answered without it. */
 static int
-sy_pop_impl(SMSMapObject *m, PyObject *key, PyObject **old)
+sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     *old = NULL;
     Py_hash_t hash = sm_hash(key);
     if (hash == -1 || sy_write_check(m) < 0) {
@@ -755,8 +757,9 @@ sy_pop_impl(SMSMapObject *m, PyObject *key, PyObject **old)
 
 /* load_or_store.  1: loaded (*actual existing), 0: stored (*actual value). */
 static int
-sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **actual)
+sy_load_or_store_impl(PyObject *op, PyObject *key, PyObject *value, PyObject **actual)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     *actual = NULL;
     if (sm_check_value(value) < 0) {
         return -1;
@@ -805,8 +808,9 @@ sy_load_or_store_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject 
 
 /* compare_and_swap (new != NULL) / compare_and_delete (new == NULL). */
 static int
-sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject *new)
+sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *new)
 {
+    SMSMapObject *m = (SMSMapObject *)op;
     if (new != NULL && sm_check_value(new) < 0) {
         return -1;
     }
@@ -899,33 +903,19 @@ sy_compare_and_impl(SMSMapObject *m, PyObject *key, PyObject *expected, PyObject
     return r;
 }
 
-enum { SY_COMPUTE, SY_IF_ABSENT, SY_IF_PRESENT, SY_MERGE };
-
 /* The compute family: under mu with in-place writers frozen, so the callback
  * sees a value no one else can change until it returns. */
 static PyObject *
-sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, int mode)
+sy_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObject *mval,
+                int mode)
 {
-    if (mval != NULL && sm_check_value(mval) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
+    SMSMapObject *m = (SMSMapObject *)op;
     PyObject *old = NULL;
-    if (mode == SY_IF_ABSENT || mode == SY_IF_PRESENT) {
-        int r = sy_load_hashed(m, key, hash, &old);
-        if (r < 0) {
-            return NULL;
+    if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
+        int r = sm_compute_read_answers(mode, sy_load_hashed(m, key, hash, &old), &old);
+        if (r != 0) {
+            return r > 0 ? old : NULL;
         }
-        if (r == 1 && mode == SY_IF_ABSENT) {
-            return old;
-        }
-        if (r == 0 && mode == SY_IF_PRESENT) {
-            Py_RETURN_NONE;
-        }
-        Py_CLEAR(old);
     }
     if (sy_write_check(m) < 0) {
         return NULL;
@@ -939,46 +929,10 @@ sy_compute_impl(SMSMapObject *m, PyObject *key, PyObject *fn, PyObject *mval, in
     if (r < 0) {
         goto unlock;
     }
-    PyObject *args[2];
-    switch (mode) {
-    case SY_COMPUTE:
-        args[0] = key;
-        args[1] = old ? old : SM_MISSING;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    case SY_IF_ABSENT:
-        if (old != NULL) {
-            result = Py_NewRef(old);
-            goto unlock;
-        }
-        args[0] = key;
-        res = PyObject_Vectorcall(fn, args, 1, NULL);
-        break;
-    case SY_IF_PRESENT:
-        if (old == NULL) {
-            result = Py_NewRef(Py_None);
-            goto unlock;
-        }
-        args[0] = key;
-        args[1] = old;
-        res = PyObject_Vectorcall(fn, args, 2, NULL);
-        break;
-    default:
-        if (old == NULL) {
-            res = Py_NewRef(mval);
-        }
-        else {
-            args[0] = old;
-            args[1] = mval;
-            res = PyObject_Vectorcall(fn, args, 2, NULL);
-        }
-        break;
-    }
-    if (res == NULL) {
-        goto unlock;
-    }
-    if (SM_UNLIKELY(res == SM_MISSING)) {  /* DELETE means "remove" */
-        sm_raise_sentinel(res);
+    int c = sm_compute_call(mode, key, old, fn, mval, &res);
+    if (c <= 0) {
+        result = res;  /* no change: the answer, or NULL on error */
+        res = NULL;
         goto unlock;
     }
     if (res == SM_DELETE) {
@@ -1042,40 +996,6 @@ sy_collect_consistent(SMSMapObject *m, SMBuf *out, int from_storage)
 
 /* ------------------------------------------------------------- slots */
 
-static void
-sy_key_error(PyObject *key)
-{
-    PyObject *t = PyTuple_Pack(1, key);
-    if (t != NULL) {
-        PyErr_SetObject(PyExc_KeyError, t);
-        Py_DECREF(t);
-    }
-}
-
-static PyObject *
-sy_pair(PyObject *a, int flag)
-{
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_XDECREF(a);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, a ? a : Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(t, 1, Py_NewRef(flag ? Py_True : Py_False));
-    return t;
-}
-
-static int
-sy_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs < lo || nargs > hi) {
-        PyErr_Format(PyExc_TypeError, "%s expected %zd to %zd arguments, got %zd", name, lo,
-                     hi, nargs);
-        return -1;
-    }
-    return 0;
-}
-
 static Py_ssize_t
 sy_length(PyObject *op)
 {
@@ -1092,7 +1012,7 @@ sy_subscript(PyObject *op, PyObject *key)
     PyObject *v;
     int r = sy_load((SMSMapObject *)op, key, &v);
     if (r == 0) {
-        sy_key_error(key);
+        sm_key_error(key);
     }
     return r > 0 ? v : NULL;
 }
@@ -1107,9 +1027,9 @@ sy_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
         r = sy_swap_impl(m, key, value, &old);
     }
     else {
-        r = sy_pop_impl(m, key, &old);
+        r = sy_pop_impl(op, key, &old);
         if (r == 0) {
-            sy_key_error(key);
+            sm_key_error(key);
             r = -1;
         }
     }
@@ -1129,7 +1049,7 @@ sy_contains(PyObject *op, PyObject *key)
 static PyObject *
 sy_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("get", nargs, 1, 2) < 0) {
+    if (sm_nargs("get", nargs, 1, 2) < 0) {
         return NULL;
     }
     PyObject *v;
@@ -1145,13 +1065,13 @@ sy_load_m(PyObject *op, PyObject *key)
 {
     PyObject *v;
     int r = sy_load((SMSMapObject *)op, key, &v);
-    return r < 0 ? NULL : sy_pair(v, r);
+    return r < 0 ? NULL : sm_pair(v, r);
 }
 
 static PyObject *
 sy_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("store", nargs, 2, 2) < 0) {
+    if (sm_nargs("store", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *old;
@@ -1166,134 +1086,80 @@ sy_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sy_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("swap", nargs, 2, 2) < 0) {
+    if (sm_nargs("swap", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *old;
     if (sy_swap_impl((SMSMapObject *)op, args[0], args[1], &old) < 0) {
         return NULL;
     }
-    return sy_pair(old, old != NULL);
+    return sm_pair(old, old != NULL);
 }
 
 static PyObject *
 sy_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("pop", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *old;
-    int r = sy_pop_impl((SMSMapObject *)op, args[0], &old);
-    if (r > 0) {
-        return old;
-    }
-    if (r < 0) {
-        return NULL;
-    }
-    if (nargs == 2) {
-        return Py_NewRef(args[1]);
-    }
-    sy_key_error(args[0]);
-    return NULL;
+    return sm_pop_method(op, args, nargs, sy_pop_impl);
 }
 
 static PyObject *
 sy_load_and_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = sy_pop_impl((SMSMapObject *)op, key, &old);
-    return r < 0 ? NULL : sy_pair(old, r);
+    return sm_load_and_delete_method(op, key, sy_pop_impl);
 }
 
 static PyObject *
 sy_delete(PyObject *op, PyObject *key)
 {
-    PyObject *old;
-    int r = sy_pop_impl((SMSMapObject *)op, key, &old);
-    Py_XDECREF(old);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return sm_delete_method(op, key, sy_pop_impl);
 }
 
 static PyObject *
 sy_load_or_store(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("load_or_store", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    PyObject *actual;
-    int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], args[1], &actual);
-    return r < 0 ? NULL : sy_pair(actual, r);
+    return sm_load_or_store_method(op, args, nargs, sy_load_or_store_impl);
 }
 
 static PyObject *
 sy_setdefault(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("setdefault", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *actual;
-    int r = sy_load_or_store_impl((SMSMapObject *)op, args[0], nargs == 2 ? args[1] : Py_None,
-                                  &actual);
-    return r < 0 ? NULL : actual;
+    return sm_setdefault_method(op, args, nargs, sy_load_or_store_impl);
 }
 
 static PyObject *
 sy_compare_and_swap(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compare_and_swap", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], args[2]);
-    return r < 0 ? NULL : PyBool_FromLong(r);
+    return sm_compare_and_swap_method(op, args, nargs, sy_compare_and_impl);
 }
 
 static PyObject *
 sy_compare_and_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compare_and_delete", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    int r = sy_compare_and_impl((SMSMapObject *)op, args[0], args[1], NULL);
-    return r < 0 ? NULL : PyBool_FromLong(r);
+    return sm_compare_and_delete_method(op, args, nargs, sy_compare_and_impl);
 }
 
 static PyObject *
 sy_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compute", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_COMPUTE);
+    return sm_compute_method(op, args, nargs, SM_COMPUTE, sy_compute_impl);
 }
 
 static PyObject *
 sy_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compute_if_absent", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_ABSENT);
+    return sm_compute_method(op, args, nargs, SM_IF_ABSENT, sy_compute_impl);
 }
 
 static PyObject *
 sy_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("compute_if_present", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[1], NULL, SY_IF_PRESENT);
+    return sm_compute_method(op, args, nargs, SM_IF_PRESENT, sy_compute_impl);
 }
 
 static PyObject *
 sy_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (sy_nargs("merge", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    return sy_compute_impl((SMSMapObject *)op, args[0], args[2], args[1], SY_MERGE);
+    return sm_compute_method(op, args, nargs, SM_MERGE, sy_compute_impl);
 }
 
 /* clear(): under mu, frozen, readers held off; every entry of read is
@@ -1356,19 +1222,7 @@ sy_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
         sm_buf_clear(&buf);
         return NULL;
     }
-    PyObject *d = PyDict_New();
-    for (Py_ssize_t i = 0; d != NULL && i < buf.n; i += 2) {
-        if (PyDict_SetItem(d, buf.items[i], buf.items[i + 1]) < 0) {
-            Py_CLEAR(d);
-        }
-    }
-    sm_buf_clear(&buf);
-    if (d == NULL) {
-        return NULL;
-    }
-    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
-    Py_DECREF(d);
-    return res;
+    return sm_buf_snapshot(&buf);
 }
 
 /* Iteration, as Go's Range: promote dirty first (so read has every key), copy
@@ -1420,11 +1274,8 @@ sy_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
 static PyObject *
 sy_iter_common(SMSMapObject *m, int kind)
 {
-    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && SM_LOAD_PTR(&m->txn_owner) == sm_me()) {
-        sm_raise_recursive(MSG_TXN_REENTRY);
-        return NULL;
-    }
-    return sm_iter_new((PyObject *)m, &m->stats, sy_fill, kind);
+    return sm_map_iter((PyObject *)m, &m->guard, &m->txn_owner, MSG_TXN_REENTRY, &m->stats,
+                       sy_fill, kind);
 }
 
 static PyObject *
@@ -1470,12 +1321,8 @@ static PyObject *
 sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    SMWrites w = {
-        SM_LOAD_SSIZE_RELAXED(&m->writes.inserts),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.updates),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.deletes),
-        SM_LOAD_SSIZE_RELAXED(&m->writes.during_iteration),
-    };
+    SMWrites w = {0, 0, 0, 0};
+    sm_writes_add(&w, &m->writes);
     PyObject *d = Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n}",
         "size", SM_LOAD_SSIZE(&m->count),
@@ -1495,22 +1342,53 @@ sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 
 /* ------------------------------------------------------------ transaction */
 
-typedef struct {
-    PyObject_HEAD
-    SMSMapObject *map;
-    int open;
-    PyObject *grave;
-} SMSyncStorage;
+/* The transaction's storage (sm_glue.h) reads and writes the map under mu,
+ * which the thread running the transaction holds, with every value frozen. */
 
 static int
-st_check(SMSyncStorage *t)
+sy_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
 {
-    if (!t->open || t->map == NULL || SM_LOAD_PTR(&t->map->txn_owner) != sm_me()) {
-        PyErr_SetString(PyExc_RuntimeError, "transaction storage used outside its transaction");
+    return sy_get_locked((SMSMapObject *)map, key, hash, v);
+}
+
+static int
+sy_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
+{
+    SMSMapObject *m = (SMSMapObject *)t->map;
+    /* Room for the value this write can drop, so that nothing fails once the
+     * map has changed. */
+    if (sm_grave_reserve(&t->grave, 1) < 0) {
         return -1;
     }
-    return 0;
+    SM_STORE_INT(&m->committing, 1);
+    PyObject *old = NULL;
+    int r;
+    if (value == NULL) {
+        r = sy_del_locked(m, key, hash, &old, 0);
+    }
+    else {
+        r = sy_set_locked(m, key, hash, value, &old, NULL);
+        r = r < 0 ? -1 : 1;
+    }
+    if (old != NULL) {
+        sm_grave_push(&t->grave, old);
+    }
+    return r;
 }
+
+static Py_ssize_t
+sy_txn_length(PyObject *map)
+{
+    return SM_LOAD_SSIZE(&((SMSMapObject *)map)->count);
+}
+
+static int
+sy_txn_collect(PyObject *map, SMBuf *buf)
+{
+    return sy_collect_consistent((SMSMapObject *)map, buf, 1);
+}
+
+static const SMTxnOps sy_txn_ops = {sy_txn_get, sy_txn_set, sy_txn_length, sy_txn_collect};
 
 static PyObject *
 sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -1519,22 +1397,16 @@ sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (sy_write_check(m) < 0) {
         return NULL;
     }
-    SMSyncStorage *t = PyObject_GC_New(SMSyncStorage, &SMSyncStorage_Type);
+    SMTxnStorage *t = sm_txn_new(&SMSyncStorage_Type, op, &m->txn_owner, &sy_txn_ops);
     if (t == NULL) {
         return NULL;
     }
-    t->map = NULL;
-    t->open = 0;
-    t->grave = PyList_New(0);
-    PyObject_GC_Track(t);
-    if (t->grave == NULL || sy_lock(m, sm_me()) < 0) {
+    if (sy_lock(m, sm_me()) < 0) {
         Py_DECREF(t);
         return NULL;
     }
     SM_STORE_INT(&m->frozen, 1);
-    t->map = (SMSMapObject *)Py_NewRef(op);
-    t->open = 1;
-    SM_STORE_PTR(&m->txn_owner, sm_me());
+    sm_txn_open(t);
     SM_STORE_INT(&m->guard, 1);
     return (PyObject *)t;
 }
@@ -1543,213 +1415,17 @@ static PyObject *
 sy_txn_end(PyObject *op, PyObject *arg)
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    if (!PyObject_TypeCheck(arg, &SMSyncStorage_Type)) {
-        PyErr_SetString(PyExc_TypeError, "expected a transaction storage");
+    SMTxnStorage *t = sm_txn_close(&SMSyncStorage_Type, op, arg);
+    if (t == NULL) {
         return NULL;
     }
-    SMSyncStorage *t = (SMSyncStorage *)arg;
-    if (st_check(t) < 0) {
-        return NULL;
-    }
-    if (t->map != m) {
-        PyErr_SetString(PyExc_RuntimeError, "transaction storage of another map");
-        return NULL;
-    }
-    t->open = 0;
     SM_STORE_INT(&m->committing, 0);
-    SM_STORE_PTR(&m->txn_owner, NULL);
     SM_STORE_INT(&m->guard, 0);
     SM_STORE_INT(&m->frozen, 0);
     sy_unlock(m);
-    PyObject *grave = t->grave;
-    t->grave = PyList_New(0);
-    Py_XDECREF(grave);
+    sm_txn_release(t);
     Py_RETURN_NONE;
 }
-
-static PyObject *
-st_subscript(PyObject *op, PyObject *key)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
-    PyObject *v;
-    int r = sy_get_locked(t->map, key, hash, &v);
-    if (r == 0) {
-        sy_key_error(key);
-    }
-    return r > 0 ? v : NULL;
-}
-
-static int
-st_contains(PyObject *op, PyObject *key)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return -1;
-    }
-    PyObject *v;
-    int r = sy_get_locked(t->map, key, hash, &v);
-    Py_XDECREF(v);
-    return r;
-}
-
-static Py_ssize_t
-st_length(PyObject *op)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return -1;
-    }
-    return SM_LOAD_SSIZE(&t->map->count);
-}
-
-static PyObject *
-st_iter(PyObject *op)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return NULL;
-    }
-    SMBuf buf = {NULL, 0, 0};
-    PyObject *keys = NULL;
-    if (sy_collect_consistent(t->map, &buf, 1) == 0) {
-        keys = PyList_New(buf.n / 2);
-        for (Py_ssize_t i = 0; keys != NULL && i < buf.n; i += 2) {
-            PyList_SET_ITEM(keys, i / 2, buf.items[i]);
-            buf.items[i] = NULL;
-        }
-    }
-    sm_buf_clear(&buf);
-    if (keys == NULL) {
-        return NULL;
-    }
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
-}
-
-static int
-st_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    if (st_check(t) < 0) {
-        return -1;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return -1;
-    }
-    SMSMapObject *m = t->map;
-    SM_STORE_INT(&m->committing, 1);
-    PyObject *old = NULL;
-    int r;
-    if (value == NULL) {
-        r = sy_del_locked(m, key, hash, &old, 0);
-        if (r == 0) {
-            sy_key_error(key);
-            r = -1;
-        }
-    }
-    else {
-        r = sy_set_locked(m, key, hash, value, &old, NULL);
-    }
-    if (old != NULL) {
-        if (PyList_Append(t->grave, old) < 0) {
-            r = -1;
-        }
-        Py_DECREF(old);
-    }
-    return r < 0 ? -1 : 0;
-}
-
-static PyObject *
-st_update(PyObject *op, PyObject *other)
-{
-    if (!PyDict_Check(other)) {
-        PyErr_SetString(PyExc_TypeError, "transaction storage update() takes a dict");
-        return NULL;
-    }
-    PyObject *items = PyDict_Items(other);
-    if (items == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-        PyObject *kv = PyList_GET_ITEM(items, i);
-        if (st_ass_subscript(op, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)) < 0) {
-            Py_DECREF(items);
-            return NULL;
-        }
-    }
-    Py_DECREF(items);
-    Py_RETURN_NONE;
-}
-
-static int
-st_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    Py_VISIT(t->map);
-    Py_VISIT(t->grave);
-    return 0;
-}
-
-static int
-st_clear(PyObject *op)
-{
-    SMSyncStorage *t = (SMSyncStorage *)op;
-    Py_CLEAR(t->map);
-    Py_CLEAR(t->grave);
-    return 0;
-}
-
-static void
-st_dealloc(PyObject *op)
-{
-    PyObject_GC_UnTrack(op);
-    st_clear(op);
-    PyObject_GC_Del(op);
-}
-
-static PyMappingMethods st_as_mapping = {
-    .mp_length = st_length,
-    .mp_subscript = st_subscript,
-    .mp_ass_subscript = st_ass_subscript,
-};
-
-static PySequenceMethods st_as_sequence = {
-    .sq_contains = st_contains,
-};
-
-static PyMethodDef st_methods[] = {
-    {"update", st_update, METH_O, "Store every item of a dict (commit only)."},
-    {NULL, NULL, 0, NULL},
-};
-
-SM_DEFINE_TYPE(SMSyncStorage_Type) = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.SyncMapTransactionStorage",
-    .tp_basicsize = sizeof(SMSyncStorage),
-    .tp_dealloc = st_dealloc,
-    .tp_as_sequence = &st_as_sequence,
-    .tp_as_mapping = &st_as_mapping,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "A SyncMap's contents as seen by the thread running transaction(); "
-              "unusable anywhere else.",
-    .tp_traverse = st_traverse,
-    .tp_clear = st_clear,
-    .tp_iter = st_iter,
-    .tp_methods = st_methods,
-};
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -1879,45 +1555,33 @@ static PySequenceMethods sy_as_sequence = {
     .sq_contains = sy_contains,
 };
 
-#define FASTCALL(name, fn, doc) {name, (PyCFunction)(void (*)(void))fn, METH_FASTCALL, doc}
-
 static PyMethodDef sy_methods[] = {
-    FASTCALL("get", sy_get, "get(key, default=None, /): the value for key, else default."),
-    {"load", sy_load_m, METH_O, "load(key): (value, True) if present, else (None, False)."},
-    FASTCALL("store", sy_store, "store(key, value): set key to value."),
-    FASTCALL("pop", sy_pop, "pop(key[, default]): remove key and return its value."),
-    FASTCALL("setdefault", sy_setdefault,
-             "setdefault(key, default=None, /): the value for key, storing default first."),
-    FASTCALL("load_or_store", sy_load_or_store,
-             "load_or_store(key, value): (existing, True), or store and return (value, False)."),
-    {"load_and_delete", sy_load_and_delete, METH_O,
-     "load_and_delete(key): remove key; (value, True), or (None, False) if absent."},
-    {"delete", sy_delete, METH_O, "delete(key): remove key if present."},
-    FASTCALL("swap", sy_swap, "swap(key, value): store; (previous, True) or (None, False)."),
-    FASTCALL("compare_and_swap", sy_compare_and_swap,
-             "compare_and_swap(key, old, new): store new only if key holds a value equal to "
-             "old (identity, then ==)."),
-    FASTCALL("compare_and_delete", sy_compare_and_delete,
-             "compare_and_delete(key, old): remove key only if it holds a value equal to old."),
-    FASTCALL("compute", sy_compute,
-             "compute(key, fn): atomically replace the entry with fn(key, old); runs under "
-             "the map's mutex."),
-    FASTCALL("compute_if_absent", sy_compute_if_absent,
-             "compute_if_absent(key, factory): the value, storing factory(key) first if absent."),
-    FASTCALL("compute_if_present", sy_compute_if_present,
-             "compute_if_present(key, fn): if present, replace the value with fn(key, old)."),
-    FASTCALL("merge", sy_merge,
-             "merge(key, value, fn): store value if absent, else fn(old, value)."),
-    {"clear", sy_clear, METH_NOARGS, "clear(): remove every entry, atomically."},
-    {"snapshot", sy_snapshot, METH_NOARGS,
-     "snapshot(): a FrozenMap equal to the contents at one instant."},
-    {"_iter_items", sy_iter_items, METH_NOARGS, "Weakly consistent (key, value) iterator."},
+    SM_FASTCALL("get", sy_get, SM_DOC_GET),
+    {"load", sy_load_m, METH_O, SM_DOC_LOAD},
+    SM_FASTCALL("store", sy_store, SM_DOC_STORE),
+    SM_FASTCALL("pop", sy_pop, SM_DOC_POP),
+    SM_FASTCALL("setdefault", sy_setdefault, SM_DOC_SETDEFAULT),
+    SM_FASTCALL("load_or_store", sy_load_or_store, SM_DOC_LOAD_OR_STORE),
+    {"load_and_delete", sy_load_and_delete, METH_O, SM_DOC_LOAD_AND_DELETE},
+    {"delete", sy_delete, METH_O, SM_DOC_DELETE},
+    SM_FASTCALL("swap", sy_swap, SM_DOC_SWAP),
+    SM_FASTCALL("compare_and_swap", sy_compare_and_swap, SM_DOC_COMPARE_AND_SWAP),
+    SM_FASTCALL("compare_and_delete", sy_compare_and_delete, SM_DOC_COMPARE_AND_DELETE),
+    SM_FASTCALL("compute", sy_compute,
+                "compute(key, fn): atomically replace the entry with fn(key, old); runs under "
+                "the map's mutex."),
+    SM_FASTCALL("compute_if_absent", sy_compute_if_absent, SM_DOC_COMPUTE_IF_ABSENT),
+    SM_FASTCALL("compute_if_present", sy_compute_if_present, SM_DOC_COMPUTE_IF_PRESENT),
+    SM_FASTCALL("merge", sy_merge, SM_DOC_MERGE),
+    {"clear", sy_clear, METH_NOARGS, SM_DOC_CLEAR},
+    {"snapshot", sy_snapshot, METH_NOARGS, SM_DOC_SNAPSHOT},
+    {"_iter_items", sy_iter_items, METH_NOARGS, SM_DOC_ITER_ITEMS},
     {"__sizeof__", sy_sizeof, METH_NOARGS, "Size in memory, in bytes, entries included."},
     {"_stats_raw", sy_stats_raw, METH_NOARGS,
      "The statistics counters as a dict of MapStats field names, plus read_size, "
      "dirty_size, locked_reads and promotions (see stats())."},
     {"_txn_begin", sy_txn_begin, METH_NOARGS, "Exclude every writer for transaction()."},
-    {"_txn_end", sy_txn_end, METH_O, "Release what _txn_begin took."},
+    {"_txn_end", sy_txn_end, METH_O, SM_DOC_TXN_END},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,0 +1,330 @@
+/*
+ * sm_glue.c -- the Python-facing glue the native maps share (see sm_glue.h).
+ */
+#include "sm_glue.h"
+
+/* ------------------------------------------------------------ arguments */
+
+int
+sm_nargs_error(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (lo == hi) {
+        PyErr_Format(PyExc_TypeError, "%s expected %zd argument%s, got %zd", name, lo,
+                     lo == 1 ? "" : "s", nargs);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "%s expected %zd to %zd arguments, got %zd", name, lo,
+                     hi, nargs);
+    }
+    return -1;
+}
+
+void
+sm_key_error(PyObject *key)
+{
+    PyObject *t = PyTuple_Pack(1, key);
+    if (t != NULL) {
+        PyErr_SetObject(PyExc_KeyError, t);
+        Py_DECREF(t);
+    }
+}
+
+PyObject *
+sm_pair(PyObject *a, int flag)
+{
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_XDECREF(a);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a ? a : Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(t, 1, Py_NewRef(flag ? Py_True : Py_False));
+    return t;
+}
+
+/* ------------------------------------------------------ snapshot, iterator */
+
+PyObject *
+sm_buf_to_dict(SMBuf *buf)
+{
+#if SM_PRIVATE_DICT_API
+    PyObject *d = _PyDict_NewPresized(buf->n / 2);
+#else
+    PyObject *d = PyDict_New();
+#endif
+    for (Py_ssize_t i = 0; d != NULL && i < buf->n; i += 2) {
+        if (PyDict_SetItem(d, buf->items[i], buf->items[i + 1]) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+    sm_buf_clear(buf);
+    return d;
+}
+
+PyObject *
+sm_buf_snapshot(SMBuf *buf)
+{
+    PyObject *d = sm_buf_to_dict(buf);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(SM_FrozenMap_adopt, d);
+    Py_DECREF(d);
+    return res;
+}
+
+PyObject *
+sm_map_iter(PyObject *m, int *guard, void **txn_owner, const char *txn_msg, SMStats *stats,
+            sm_fill_fn fill, int kind)
+{
+    if (SM_UNLIKELY(SM_LOAD_INT(guard)) && SM_LOAD_PTR(txn_owner) == sm_me()) {
+        sm_raise_recursive(txn_msg);
+        return NULL;
+    }
+    return sm_iter_new(m, stats, fill, kind);
+}
+
+/* ------------------------------------------------------------ transaction */
+
+static int
+txn_check(SMTxnStorage *t)
+{
+    if (!t->open || t->map == NULL || SM_LOAD_PTR(t->owner) != sm_me()) {
+        PyErr_SetString(PyExc_RuntimeError, "transaction storage used outside its transaction");
+        return -1;
+    }
+    return 0;
+}
+
+/* The storage checked, then key's hash.  0 or -1. */
+static int
+txn_hash(SMTxnStorage *t, PyObject *key, Py_hash_t *hash)
+{
+    if (txn_check(t) < 0) {
+        return -1;
+    }
+    *hash = sm_hash(key);
+    return *hash == -1 ? -1 : 0;
+}
+
+SMTxnStorage *
+sm_txn_new(PyTypeObject *type, PyObject *map, void **owner, const SMTxnOps *ops)
+{
+    SMTxnStorage *t = PyObject_GC_New(SMTxnStorage, type);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->map = Py_NewRef(map);
+    t->owner = owner;
+    t->ops = ops;
+    t->open = 0;
+    SM_GRAVE_INIT(&t->grave);
+    PyObject_GC_Track(t);
+    return t;
+}
+
+void
+sm_txn_open(SMTxnStorage *t)
+{
+    t->open = 1;
+    SM_STORE_PTR(t->owner, sm_me());
+}
+
+SMTxnStorage *
+sm_txn_close(PyTypeObject *type, PyObject *map, PyObject *arg)
+{
+    if (!PyObject_TypeCheck(arg, type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a transaction storage");
+        return NULL;
+    }
+    SMTxnStorage *t = (SMTxnStorage *)arg;
+    if (txn_check(t) < 0) {
+        return NULL;
+    }
+    if (t->map != map) {
+        PyErr_SetString(PyExc_RuntimeError, "transaction storage of another map");
+        return NULL;
+    }
+    t->open = 0;
+    SM_STORE_PTR(t->owner, NULL);
+    return t;
+}
+
+void
+sm_txn_release(SMTxnStorage *t)
+{
+    sm_grave_release(&t->grave);
+}
+
+static PyObject *
+txn_subscript(PyObject *op, PyObject *key)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_hash_t hash;
+    if (txn_hash(t, key, &hash) < 0) {
+        return NULL;
+    }
+    PyObject *v;
+    int r = t->ops->get(t->map, key, hash, &v);
+    if (r == 0) {
+        sm_key_error(key);
+    }
+    return r > 0 ? v : NULL;
+}
+
+static int
+txn_contains(PyObject *op, PyObject *key)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_hash_t hash;
+    if (txn_hash(t, key, &hash) < 0) {
+        return -1;
+    }
+    PyObject *v;
+    int r = t->ops->get(t->map, key, hash, &v);
+    Py_XDECREF(v);
+    return r;
+}
+
+static Py_ssize_t
+txn_length(PyObject *op)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return -1;
+    }
+    return t->ops->length(t->map);
+}
+
+/* iter(storage): a list of the keys, copied under the transaction's locks. */
+static PyObject *
+txn_iter(PyObject *op)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    if (txn_check(t) < 0) {
+        return NULL;
+    }
+    SMBuf buf = {NULL, 0, 0};
+    PyObject *keys = NULL;
+    if (t->ops->collect(t->map, &buf) == 0) {
+        keys = PyList_New(buf.n / 2);
+        for (Py_ssize_t i = 0; keys != NULL && i < buf.n; i += 2) {
+            PyList_SET_ITEM(keys, i / 2, buf.items[i]);
+            buf.items[i] = NULL;
+        }
+    }
+    sm_buf_clear(&buf);
+    if (keys == NULL) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static int
+txn_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_hash_t hash;
+    if (txn_hash(t, key, &hash) < 0) {
+        return -1;
+    }
+    int r = t->ops->set(t, key, hash, value);
+    if (r == 0) {
+        sm_key_error(key);
+        return -1;
+    }
+    return r < 0 ? -1 : 0;
+}
+
+static PyObject *
+txn_update(PyObject *op, PyObject *other)
+{
+    if (!PyDict_Check(other)) {
+        PyErr_SetString(PyExc_TypeError, "transaction storage update() takes a dict");
+        return NULL;
+    }
+    PyObject *items = PyDict_Items(other);
+    if (items == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        if (txn_ass_subscript(op, PyTuple_GET_ITEM(kv, 0), PyTuple_GET_ITEM(kv, 1)) < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static int
+txn_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_VISIT(t->map);
+    return sm_grave_traverse(&t->grave, visit, arg);
+}
+
+static int
+txn_clear(PyObject *op)
+{
+    SMTxnStorage *t = (SMTxnStorage *)op;
+    Py_CLEAR(t->map);
+    sm_grave_release(&t->grave);
+    return 0;
+}
+
+static void
+txn_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    txn_clear(op);
+    PyObject_GC_Del(op);
+}
+
+static PyMappingMethods txn_as_mapping = {
+    .mp_length = txn_length,
+    .mp_subscript = txn_subscript,
+    .mp_ass_subscript = txn_ass_subscript,
+};
+
+static PySequenceMethods txn_as_sequence = {
+    .sq_contains = txn_contains,
+};
+
+static PyMethodDef txn_methods[] = {
+    {"update", txn_update, METH_O, "Store every item of a dict (commit only)."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* The two storage types differ in name and docstring only (each map's
+ * storage keeps the name it has always had); the slots are these. */
+#define SM_TXN_SLOTS \
+    .tp_basicsize = sizeof(SMTxnStorage), \
+    .tp_dealloc = txn_dealloc, \
+    .tp_as_sequence = &txn_as_sequence, \
+    .tp_as_mapping = &txn_as_mapping, \
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, \
+    .tp_traverse = txn_traverse, \
+    .tp_clear = txn_clear, \
+    .tp_iter = txn_iter, \
+    .tp_methods = txn_methods
+
+SM_DEFINE_TYPE(SMTxnStorage_Type) = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.TransactionStorage",
+    .tp_doc = "The shards of a ConcurrentMap, as seen by the thread that holds every "
+              "shard lock during transaction(); unusable anywhere else.",
+    SM_TXN_SLOTS,
+};
+
+SM_DEFINE_TYPE(SMSyncStorage_Type) = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.SyncMapTransactionStorage",
+    .tp_doc = "A SyncMap's contents as seen by the thread running transaction(); "
+              "unusable anywhere else.",
+    SM_TXN_SLOTS,
+};
