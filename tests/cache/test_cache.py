@@ -17,6 +17,53 @@ from safemap.protocol.expiry import ManualClock
 POLICIES = ["tinylfu", "lru"]
 
 
+# ------------------------------------------------------------ whole-cache reads
+
+
+def test_snapshots_and_iterations_never_see_half_a_transaction(
+    run_threads: Any, fast_switch: None
+) -> None:
+    """Movers shift one unit between accounts per transaction (several dict writes at
+    commit); observers' snapshots and iterations must always see the total. On
+    free-threaded builds a copy taken between two commit writes broke it."""
+    accounts, total = 6, 6000
+    m: safemap.Cache[int, int] = safemap.Cache({a: 1000 for a in range(accounts)}, maxsize=64)
+    movers, observers, moves = 2, 2, 20_000
+    done = threading.Event()
+    torn: list[object] = []
+
+    def work(i: int) -> None:
+        if i < movers:
+            for n in range(moves):
+
+                def move(view: Any, n: int = n + i) -> None:
+                    view[n % accounts] -= 1
+                    view[(n + 1) % accounts] += 1
+
+                m.transaction(move)
+            return
+        while not done.is_set():
+            snap = m.snapshot()
+            if sum(snap.values()) != total:
+                torn.append(dict(snap))
+            if sum(v for _, v in m.items()) != total:
+                torn.append("iteration")
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        finally:
+            if i < movers:  # observers stop once every mover is done
+                finished.append(i)
+                if len(finished) == movers:
+                    done.set()
+
+    finished: list[int] = []
+    run_threads(run, movers + observers, timeout=120)
+    assert torn == []
+    assert sum(m.snapshot().values()) == total
+
+
 # ------------------------------------------------------------------------ the bound
 
 

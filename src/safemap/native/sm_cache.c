@@ -1330,10 +1330,34 @@ cache_collect(SMCacheObject *m, SMBuf *buf)
     if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
         return -1;
     }
+    /* A transaction's commit is several dict writes: one dict copy could fall
+     * between two of them.  The copy is kept only if `version` was even before it
+     * and unchanged after it; otherwise wait for the commit (its thread holds the
+     * lock until the end) and copy again.  A thread holding the lock itself (a
+     * compute callback, the transaction's own reads) excludes every writer. */
+    void *me = sm_me();
+    int exclusive = sm_lock_held_by(&m->lock, me);
     SMBuf raw = {NULL, 0, 0};
-    if (sm_buf_collect_dict(&raw, m->dict) < 0) {
+    for (;;) {
+        Py_ssize_t v = exclusive ? 0 : SM_LOAD_SSIZE(&m->version);
+        if (v & 1) {
+            if (sm_lock_counted(&m->lock, &m->lockstats, me) < 0) {
+                return -1;
+            }
+            int64_t sampled = sm_unlock_counted(&m->lock, &m->lockstats);
+            if (SM_UNLIKELY(sampled)) {
+                sm_report_wait(SMC_str_Cache, sampled);
+            }
+            continue;
+        }
+        if (sm_buf_collect_dict(&raw, m->dict) < 0) {
+            sm_buf_clear(&raw);
+            return -1;
+        }
+        if (exclusive || SM_LOAD_SSIZE(&m->version) == v) {
+            break;
+        }
         sm_buf_clear(&raw);
-        return -1;
     }
     if (sm_buf_reserve(buf, buf->n + raw.n) < 0) {
         sm_buf_clear(&raw);
@@ -1466,7 +1490,10 @@ cache_txn_end(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (cache_txn_owned(m) < 0) {
         return NULL;
     }
-    SM_STORE_INT(&m->committing, 0);
+    if (m->committing) {
+        SM_ADD_SSIZE(&m->version, 1);  /* even: every commit write is done */
+        SM_STORE_INT(&m->committing, 0);
+    }
     SM_STORE_INT(&m->guard, 0);
     SM_STORE_PTR(&m->txn_owner, NULL);
     SMCPend p = {m->txn_grave, m->txn_evicted, 1};
@@ -1556,7 +1583,10 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (nargs == 2 && n == NULL) {
         return NULL;
     }
-    SM_STORE_INT(&m->committing, 1);
+    if (!m->committing) {
+        SM_ADD_SSIZE(&m->version, 1);  /* odd: the commit's first write follows */
+        SM_STORE_INT(&m->committing, 1);
+    }
     SMCPend p = {m->txn_grave, m->txn_evicted, 0};
     SMCNode *old;
     int r = cache_find_locked(m, key, hash, now, &old, &p);
@@ -1737,6 +1767,7 @@ cache_after_fork(SMNode *node, void *me)
         m->txn_owner = NULL;
         m->guard = 0;
         m->committing = 0;
+        m->version += m->version & 1;  /* a commit cut short by fork: no one waits */
     }
 }
 

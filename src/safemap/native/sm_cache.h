@@ -61,6 +61,9 @@ typedef struct {
     int configured;            /* options set (by __init__) */
     int guard;                 /* != 0 during a transaction: reads take the slow path */
     int committing;            /* != 0 while a transaction commits: readers wait */
+    Py_ssize_t version;        /* odd from a transaction's first commit write to its end:
+                                  whole-cache reads (snapshot, iteration) that saw it
+                                  even and unchanged around their copy saw no commit */
     int shared;                /* see sm_note_thread */
     void *txn_owner;           /* thread running transaction(fn), or NULL */
     SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
