@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 
 from .._typing import TYPE_CHECKING, Any, TypeVar
+from ..native import _COUNTERS as _NATIVE_COUNTERS
 from ..native import _core
 from ..native import _run_transaction as _run_native_transaction
 from ..protocol import ConcurrentMapping
@@ -27,18 +28,9 @@ T = TypeVar("T")
 
 _ABSENT: Any = object()
 
+# The native maps' counters, plus what only a cache counts.
 _COUNTERS = (
-    "hits",
-    "misses",
-    "inserts",
-    "updates",
-    "deletes",
-    "size",
-    "iterations",
-    "writes_during_iteration",
-    "lock_acquisitions",
-    "lock_contentions",
-    "lock_wait_seconds",
+    *_NATIVE_COUNTERS,
     "loads",
     "load_failures",
     "evictions_size",
