@@ -177,6 +177,58 @@ def test_interrupted_wait_withdraws_a_queued_request() -> None:
         assert m.stats().mailbox.cancelled == 1
 
 
+@pytest.mark.parametrize("where", ["admission", "before-wait"])
+def test_interrupt_between_admission_and_wait_withdraws_the_request(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``KeyboardInterrupt`` can arrive at any bytecode: also after ``put`` queued the
+    request but before the caller started waiting. The caller sees the interrupt, so the
+    request must be withdrawn, not applied later behind its back."""
+    with ActorMap() as m:
+        gate, holder = held(m)
+        mailbox = m._mailbox
+        if where == "admission":  # the signal lands inside put(), after the append
+            real = type(mailbox)._admitted
+
+            def admitted(self: Any, depth: int) -> None:
+                real(self, depth)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(type(mailbox), "_admitted", admitted)
+        else:  # ... or right after put() returned
+            real_put = type(mailbox).put
+
+            def put(self: Any, req: Any, block: bool) -> None:
+                real_put(self, req, block)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(type(mailbox), "put", put)
+        with pytest.raises(KeyboardInterrupt):
+            m.store("interrupted", 1)
+        monkeypatch.undo()
+        gate.open()
+        holder.value()
+        assert "interrupted" not in m
+        stats = m.stats().mailbox
+        assert (stats.cancelled, stats.depth) == (1, 0)
+
+
+def test_refused_call_is_not_withdrawn_twice() -> None:
+    """A call ``put`` refused (full queue) was never admitted: nothing to withdraw."""
+    with ActorMap(maxsize=1) as m:
+        gate, holder = held(m)
+        waiting = Background(m.store, "q", 1)
+        queued(m, 1)
+        with pytest.raises(MapBusyError):
+            m.execute(len, block=False)
+        gate.open()
+        holder.value()
+        waiting.value()
+        assert m["q"] == 1
+        stats = m.stats().mailbox
+        assert (stats.cancelled, stats.rejected) == (0, 1)
+
+
 class _InterruptingLock:
     """The mailbox's lock, except that the next ``acquire()`` raises ``KeyboardInterrupt``
     as a signal handler would: right after taking the lock (before the code that took it

@@ -238,7 +238,8 @@ class Mailbox(MailboxCounters):
         A PENDING request is withdrawn and will never run; on a timeout its outcome becomes
         ``MapBusyError``. A request that finished or was cancelled meanwhile keeps its
         outcome. A RUNNING one runs to completion and its result is dropped: on a timeout
-        this raises ``TimeoutError`` to say so.
+        this raises ``TimeoutError`` to say so. A request that ``put`` never admitted is
+        left as it is.
         """
         lock: Any = self._lock
         nested = lock._is_owned()
@@ -246,7 +247,10 @@ class Mailbox(MailboxCounters):
             lock.acquire()
             state = req.state
             if state == PENDING:
-                self._items.remove(req)
+                try:
+                    self._items.remove(req)
+                except ValueError:
+                    return  # put() refused it (or was interrupted before admitting it)
                 req.state = CANCELLED
                 self.cancelled += 1
                 if self._putters:

@@ -225,16 +225,17 @@ class ActorMap(OwnedMap[K, V]):
         timeout = self._options_["timeout"] if timeout is None else normalize_timeout(timeout)
         req = Request(op, args, kind, None if timeout is None else monotonic() + timeout)
         mailbox = self._mailbox
-        mailbox.put(req, block)
         done = req.done
         try:
+            mailbox.put(req, block)
             if req.deadline is None:
                 finished = done.acquire()
             else:
                 finished = done.acquire(True, max(0.0, req.deadline - monotonic()))
         except BaseException:
-            # Interrupted while waiting (KeyboardInterrupt on the main thread): withdraw the
-            # request if the owner has not started it, so it is never applied.
+            # Refused, or interrupted (KeyboardInterrupt on the main thread) anywhere from
+            # admission to the end of the wait: withdraw the request if it was admitted and
+            # the owner has not started it, so a call that raised is never applied later.
             mailbox.abandon(req, timed_out=False)
             raise
         if not finished:
