@@ -543,6 +543,9 @@ class LoopThread:
         self.loop.close()
 
 
+# "error": a thread's call reaching the loop as asyncio.run shuts down once left a task
+# whose coroutine never started ("coroutine 'AsyncMailbox.put' was never awaited").
+@pytest.mark.filterwarnings("error")
 def test_view_call_racing_asyncio_run_shutdown_reports_its_real_outcome() -> None:
     # Issue 18.5: a view call applied in the loop's last turns must not report
     # MapClosedError ("not applied"); one that did not run must not be applied.

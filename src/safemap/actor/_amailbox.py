@@ -166,42 +166,24 @@ class AsyncMailbox(MailboxCounters):
     async def put(self, req: AsyncRequest, block: bool) -> None:
         """Admit ``req``, waiting for a free slot until its deadline if ``block``. Raises
         like the thread mailbox's ``put``; a cancelled caller leaves nothing behind."""
+        if not self._admit_now(req, block):
+            await self._admit_when_room(req, block)
+
+    def _admit_now(self, req: AsyncRequest, block: bool) -> bool:
+        """Admit ``req`` if the queue has room: True. False if it must wait for a slot
+        (``block`` only); raises like ``put`` if it is refused."""
         if self.closed:
             raise MapClosedError("the map is closed")
         error = self._breaker_verdict()
         if error is not None:
             raise error
-        items = self._items
-        waited = False
-        started: float | None = None  # loop time when the call began to wait for room
+        return self._admit_if_room(req, block, None, False)
+
+    async def _admit_when_room(self, req: AsyncRequest, block: bool) -> None:
+        """Wait for a free slot (the queue was full), then admit ``req``."""
+        assert self.loop is not None
+        started = self.loop.time()  # when the call began to wait for room
         while True:
-            if req.withdrawn():  # its thread stopped waiting (deadline or interrupt)
-                if started is not None:
-                    self._stop_waiting(started)
-                if self._expired(req):
-                    self.timeouts += 1
-                    self.rejected += 1  # the queue stayed full until the deadline
-                    self._overloaded()
-                if waited:
-                    self._wake_putter()  # pass on the slot we may have been handed
-                raise MapBusyError(_WITHDRAWN)
-            if len(items) < self._maxsize:
-                break
-            if not block or self._expired(req):
-                if started is not None:
-                    self._stop_waiting(started)
-                if block:
-                    self.timeouts += 1
-                self.rejected += 1
-                self._overloaded()
-                how = "" if block else " (non-blocking call)"
-                raise MapBusyError(
-                    f"the map's queue is full ({self._maxsize} requests waiting){how}; "
-                    "the call was not applied"
-                )
-            assert self.loop is not None
-            if started is None:
-                started = self.loop.time()
             waiter: asyncio.Future[None] = self.loop.create_future()
             self._putters.append(waiter)
             req.waiter = waiter
@@ -214,16 +196,50 @@ class AsyncMailbox(MailboxCounters):
                 raise
             finally:
                 req.waiter = None
-            waited = True
             if self.closed:
                 self._stop_waiting(started)
                 raise MapClosedError("the map is closed")
-        if started is not None:
-            self._stop_waiting(started)
-        items.append(req)
-        req.state = PENDING
-        self._admitted(len(items))
-        self._schedule()
+            if self._admit_if_room(req, block, started, True):
+                return
+
+    def _admit_if_room(
+        self, req: AsyncRequest, block: bool, started: float | None, waited: bool
+    ) -> bool:
+        """One admission attempt: True if admitted, False to wait for a slot; raises
+        ``MapBusyError`` if the caller withdrew or the call is refused. ``started`` is
+        when it began to wait (loop time), ``waited`` whether it was woken for a slot."""
+        if req.withdrawn():  # its thread stopped waiting (deadline or interrupt)
+            if started is not None:
+                self._stop_waiting(started)
+            if self._expired(req):
+                self.timeouts += 1
+                self.rejected += 1  # the queue stayed full until the deadline
+                self._overloaded()
+            if waited:
+                self._wake_putter()  # pass on the slot we may have been handed
+            raise MapBusyError(_WITHDRAWN)
+        items = self._items
+        if len(items) < self._maxsize:
+            if started is not None:
+                self._stop_waiting(started)
+            items.append(req)
+            req.state = PENDING
+            self._admitted(len(items))
+            self._schedule()
+            return True
+        if not block or self._expired(req):
+            if started is not None:
+                self._stop_waiting(started)
+            if block:
+                self.timeouts += 1
+            self.rejected += 1
+            self._overloaded()
+            how = "" if block else " (non-blocking call)"
+            raise MapBusyError(
+                f"the map's queue is full ({self._maxsize} requests waiting){how}; "
+                "the call was not applied"
+            )
+        return False
 
     def _stop_waiting(self, started: float) -> None:
         """A call that waited for room since ``started`` (loop time) stops waiting."""
@@ -268,11 +284,18 @@ class AsyncMailbox(MailboxCounters):
         req = AsyncRequest(op, args, kind, caller, deadline)
         caller.request = req
         self._arm(req)
-        task = loop.create_task(self.put(req, block))
+        # Admitted here when the queue has room: no task, so a loop shutting down cannot
+        # drop a never-started coroutine. Only a call that must wait for a slot gets one.
+        try:
+            if self._admit_now(req, block):
+                return
+        except Exception as error:
+            self._refused(req, error)
+            return
+        task = loop.create_task(self._admit_when_room(req, block))
         task.add_done_callback(lambda task: self._admission_done(req, task))
 
-    @staticmethod
-    def _admission_done(req: AsyncRequest, task: asyncio.Task[None]) -> None:
+    def _admission_done(self, req: AsyncRequest, task: asyncio.Task[None]) -> None:
         # Not admitted (refused, or the task was cancelled by a loop shutdown): tell the
         # thread. Admitted: the owner will settle the caller; the task has nothing to say.
         if task.cancelled():
@@ -280,8 +303,13 @@ class AsyncMailbox(MailboxCounters):
         else:
             error = task.exception()  # also marks it retrieved, so asyncio does not log it
         if error is not None:
-            req.disarm()
-            req.future.set_exception(error)
+            self._refused(req, error)
+
+    @staticmethod
+    def _refused(req: AsyncRequest, error: BaseException) -> None:
+        """``req`` (a thread's call) was not admitted: tell its thread why."""
+        req.disarm()
+        req.future.set_exception(error)
 
     def withdraw(self, caller: ThreadCaller, timed_out: bool) -> None:
         """On the loop: the thread of ``caller`` stopped waiting (its deadline passed, it was
