@@ -124,6 +124,47 @@ enum { SM_TB_CONTENDED = -2 };
  * Python code (a non-plain key's __eq__). */
 int sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out);
 
+/* ------------------------------------------------------------ locations */
+
+/* Where a lock-free lookup found a key, for a writer that changes the value
+ * in place without the table's writer lock (SyncMap's `read` table).  Holds
+ * a strong reference to `table`: it cannot be freed, so `table` and `tkey`
+ * identify the entry without ABA (entries are never reused in a table). */
+typedef struct {
+    SMTable *table;
+    Py_ssize_t entry;
+    PyObject *tkey;   /* the entry's tagged key when found */
+} SMLoc;
+
+/* Lock-free lookup.  1: found (loc filled; release with sm_tb_loc_release);
+ * 0: absent; -1: error; SM_TB_CONTENDED: kept restarting (free-threaded).
+ * May run Python code. */
+int sm_tb_locate(SMTableRef *r, PyObject *key, Py_hash_t hash, SMLoc *loc);
+
+static inline void
+sm_tb_loc_release(SMLoc *loc)
+{
+    Py_CLEAR(loc->table);
+}
+
+/* The two below are called by a writer that excludes every other writer of
+ * the entry's value and of r's table (SyncMap: its `wmu`, or the GIL with
+ * no Python code in between), but not lock-free readers. */
+
+/* The entry is still r's, still holding the key found. */
+int sm_tb_loc_valid(SMTableRef *r, SMLoc *loc);
+
+/* The entry's value (borrowed), for a valid loc. */
+static inline PyObject *
+sm_tb_loc_value(SMLoc *loc)
+{
+    return loc->table->entries[loc->entry].value;
+}
+
+/* Store value (a new reference is taken) in a valid loc; returns the old
+ * value, the table's reference, now the caller's. */
+PyObject *sm_tb_loc_exchange(SMTableRef *r, SMLoc *loc, PyObject *value);
+
 /* ------------------------------------------------------------ writes */
 /* Every function below is called holding the shard lock. */
 
@@ -157,6 +198,15 @@ void sm_tb_replace(SMTableRef *r, SMPos *p, PyObject *value, SMGrave *g);
 /* Remove the entry found at p: the key goes to g (room for 1), the value
  * reference is handed to the caller (*old, strong). */
 void sm_tb_remove(SMTableRef *r, SMPos *p, PyObject **old, SMGrave *g);
+
+/* Move every entry of src to the end of dst, in src's order, without
+ * comparing keys (none of src's keys may be in dst); src is left empty.  At
+ * most one rebuild of dst, before the first move.  Dropped tables go to g
+ * (reserved here).  0, or -1 with MemoryError set (nothing changed). */
+int sm_tb_move_all(SMTableRef *dst, SMTableRef *src, SMGrave *g);
+
+/* Live entries (a relaxed read: exact while no writer runs). */
+Py_ssize_t sm_tb_used(SMTableRef *r);
 
 /* Empty the shard: every key, value and the table go to g (reserved here:
  * -1 with MemoryError set, nothing changed). */
