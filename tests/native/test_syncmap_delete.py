@@ -4,9 +4,9 @@ no in-place writer writes to a removed entry (it finds the entry's key gone and 
 mutex).
 
 Checked with a key whose ``__eq__`` raises or blocks at each comparison the delete makes
-(the lock-free lookup, the locked lookup that also finds the entry to remove), alone and against a concurrent
-in-place writer of the same key: the result is always one of the linearizable outcomes,
-and ``read``/``dirty`` never keep a dead entry.
+(the lock-free lookup, the locked lookup that also finds the entry to remove), alone and
+against a concurrent in-place writer of the same key: the result is always one of the
+linearizable outcomes, and ``read``/``dirty`` never keep a dead entry.
 """
 
 from __future__ import annotations
