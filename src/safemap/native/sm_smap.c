@@ -74,14 +74,44 @@
 #  define SY_HELD_INC(m) (sm_tls_held++)
 #  define SY_HELD_DEC(m) (sm_tls_held--)
 #  define SY_REENTRY_POSSIBLE(m) (sm_tls_held != 0)
-#  define SY_WLOCK(m) PyMutex_Lock(&(m)->wmu)
-#  define SY_WUNLOCK(m) PyMutex_Unlock(&(m)->wmu)
+#  define SY_WLOCK(m) sy_wlock(m)
+#  define SY_WUNLOCK(m) _Py_atomic_store_int_release(&(m)->wmu, 0)
 #else
 #  define SY_HELD_INC(m) ((m)->held++)
 #  define SY_HELD_DEC(m) ((m)->held--)
 #  define SY_REENTRY_POSSIBLE(m) ((m)->held != 0)
 #  define SY_WLOCK(m) ((void)(m))
 #  define SY_WUNLOCK(m) ((void)(m))
+#endif
+
+#if SM_FREE_THREADED
+#  ifdef _WIN32
+#    include <windows.h>
+#  else
+#    include <sched.h>
+#  endif
+/* wmu: a spin lock that never detaches the thread state while it waits, so
+ * a writer passes no quiescent state between its lock-free lookup and its
+ * swap (the table it found stays alive: see SMLoc).  Held for a few
+ * instructions (or a promotion's copy), never while Python code runs or
+ * another lock is awaited, so spinning ends. */
+static inline void
+sy_wlock(SMSMapObject *m)
+{
+    for (;;) {
+        int expected = 0;
+        if (_Py_atomic_compare_exchange_int(&m->wmu, &expected, 1)) {
+            return;
+        }
+        while (_Py_atomic_load_int_relaxed(&m->wmu) != 0) {
+#  ifdef _WIN32
+            SwitchToThread();
+#  else
+            sched_yield();
+#  endif
+        }
+    }
+}
 #endif
 
 #define MSG_WRITE_REENTRY \
@@ -581,6 +611,7 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
     else if (r == 1) {
         /* Go's loop: compare outside any lock, then swap only if the slot
          * still holds the object compared. */
+        sm_tb_loc_hold(&loc);  /* == runs Python code */
         for (;;) {
             PyObject *cur = NULL;
             SY_WLOCK(m);
@@ -1157,7 +1188,7 @@ sy_after_fork(SMNode *node, void *me)
     /* wmu is never held across a fork's preparation by this thread (it is
      * held for a few instructions), and no other thread survives. */
 #if SM_FREE_THREADED
-    memset(&m->wmu, 0, sizeof(m->wmu));
+    m->wmu = 0;
 #endif
     sm_tb_after_fork(&m->read);
     sm_tb_after_fork(&m->dirty);

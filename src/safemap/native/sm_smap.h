@@ -23,7 +23,7 @@ typedef struct {
     SMTableRef dirty;      /* keys stored since the last promotion, none of
                               them in read; only touched under `mu` */
 #if SM_FREE_THREADED
-    PyMutex wmu;           /* serializes every change to read's values, keys
+    int wmu;               /* spin lock (sy_wlock); serializes every change to read's values, keys
                               or table: in-place writers hold it alone, the
                               holder of mu takes it around its changes */
 #endif

@@ -483,13 +483,25 @@ sm_tb_locate(SMTableRef *r, PyObject *key, Py_hash_t hash, SMLoc *loc)
             continue;
         }
         if (rc == TB_EQ) {
-            /* No quiescent state since t was loaded or re-checked (or held
-             * holds it): t is alive, a plain increment is safe. */
-            Py_INCREF(t);
-            TB_RUNLOCK(r);
             loc->table = t;
             loc->entry = ep - t->entries;
             loc->tkey = tk;
+            if (held.table != NULL) {
+                /* the last comparison's reference to t (held.table == t) */
+                loc->strong = 1;
+                held.table = NULL;
+            }
+            else {
+#if SM_TB_LOCKFREE
+                /* t stays alive until this thread's next quiescent state
+                 * (its release is delayed): see sm_tb_loc_hold. */
+                loc->strong = 0;
+#else
+                Py_INCREF(t);  /* 3.13t: released at once; GIL: cheap */
+                loc->strong = 1;
+#endif
+            }
+            TB_RUNLOCK(r);
         }
         break;
     }

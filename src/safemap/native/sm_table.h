@@ -127,13 +127,18 @@ int sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out);
 /* ------------------------------------------------------------ locations */
 
 /* Where a lock-free lookup found a key, for a writer that changes the value
- * in place without the table's writer lock (SyncMap's `read` table).  Holds
- * a strong reference to `table`: it cannot be freed, so `table` and `tkey`
- * identify the entry without ABA (entries are never reused in a table). */
+ * in place without the table's writer lock (SyncMap's `read` table).  While
+ * `table` cannot be freed, `table` and `tkey` identify the entry without ABA
+ * (entries are never reused in a table).  It cannot be freed while `strong`
+ * (a reference is held), or, on free-threaded 3.14+ where replaced tables are
+ * released through QSBR, until the thread's next quiescent state: a caller
+ * that may pass one (Python code, a wait that detaches) first calls
+ * sm_tb_loc_hold.  So the common in-place write touches no reference count. */
 typedef struct {
     SMTable *table;
     Py_ssize_t entry;
     PyObject *tkey;   /* the entry's tagged key when found */
+    int strong;
 } SMLoc;
 
 /* Lock-free lookup.  1: found (loc filled; release with sm_tb_loc_release);
@@ -141,10 +146,25 @@ typedef struct {
  * May run Python code. */
 int sm_tb_locate(SMTableRef *r, PyObject *key, Py_hash_t hash, SMLoc *loc);
 
+/* Make loc's table reference strong (before anything that may pass a
+ * quiescent state). */
+static inline void
+sm_tb_loc_hold(SMLoc *loc)
+{
+    if (!loc->strong) {
+        Py_INCREF(loc->table);
+        loc->strong = 1;
+    }
+}
+
 static inline void
 sm_tb_loc_release(SMLoc *loc)
 {
-    Py_CLEAR(loc->table);
+    if (loc->strong) {
+        Py_DECREF(loc->table);
+    }
+    loc->table = NULL;
+    loc->strong = 0;
 }
 
 /* The two below are called by a writer that excludes every other writer of
