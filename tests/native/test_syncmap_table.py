@@ -342,7 +342,9 @@ def test_cas_increments_are_exact_while_keys_move() -> None:
             errors.append(exc)
 
     incs = [threading.Thread(target=incrementer, args=(t,)) for t in range(2)]
-    others = [threading.Thread(target=churner)] + [threading.Thread(target=reader) for _ in range(2)]
+    others = [threading.Thread(target=churner)] + [
+        threading.Thread(target=reader) for _ in range(2)
+    ]
     for t in others:
         t.start()
     _run(incs)
