@@ -22,8 +22,10 @@
  * change of read's keys or table is made holding `wmu` too, so a failed
  * check means the key was deleted or moved (a removed entry's key is NULL
  * and entries are never reused: Go's `expunged` state needs no marker), and
- * the writer takes `mu`.  `wmu` is held for a few instructions, never while
- * Python code runs or another lock is awaited, and readers never take it.
+ * the writer takes `mu`.  `wmu` is held for a few instructions (or a
+ * promotion's copy), never while Python code runs or another lock is
+ * awaited (3.13t: except the table's read mutex, which readers hold for a
+ * few instructions), and readers never take it.
  *
  * A read that misses read while dirty has keys takes `mu`, looks in dirty,
  * and counts a miss; once misses reach len(dirty), dirty's entries are
@@ -74,8 +76,13 @@
 #  define SY_HELD_INC(m) (sm_tls_held++)
 #  define SY_HELD_DEC(m) (sm_tls_held--)
 #  define SY_REENTRY_POSSIBLE(m) (sm_tls_held != 0)
-#  define SY_WLOCK(m) sy_wlock(m)
-#  define SY_WUNLOCK(m) _Py_atomic_store_int_release(&(m)->wmu, 0)
+#  if SM_TB_LOCKFREE
+#    define SY_WLOCK(m) sy_wlock(m)
+#    define SY_WUNLOCK(m) _Py_atomic_store_int_release(&(m)->wmu, 0)
+#  else
+#    define SY_WLOCK(m) PyMutex_Lock(&(m)->wmu)
+#    define SY_WUNLOCK(m) PyMutex_Unlock(&(m)->wmu)
+#  endif
 #else
 #  define SY_HELD_INC(m) ((m)->held++)
 #  define SY_HELD_DEC(m) ((m)->held--)
@@ -84,17 +91,20 @@
 #  define SY_WUNLOCK(m) ((void)(m))
 #endif
 
-#if SM_FREE_THREADED
+#if SM_TB_LOCKFREE
 #  ifdef _WIN32
 #    include <windows.h>
 #  else
 #    include <sched.h>
 #  endif
-/* wmu: a spin lock that never detaches the thread state while it waits, so
- * a writer passes no quiescent state between its lock-free lookup and its
- * swap (the table it found stays alive: see SMLoc).  Held for a few
- * instructions (or a promotion's copy), never while Python code runs or
- * another lock is awaited, so spinning ends. */
+/* wmu (3.14t): a spin lock that never detaches the thread state while it
+ * waits, so a writer passes no quiescent state between its lock-free lookup
+ * and its swap (the table it found stays alive: see SMLoc).  Its holder
+ * never detaches either (a few instructions, or a promotion's allocation and
+ * copy; never Python code or a wait for another lock), so spinning ends and
+ * a stop-the-world pause is never held up for long.  3.13t, where a reader
+ * holds the table's mutex that a holder of wmu may wait for, uses a PyMutex
+ * (SMLoc then holds a reference to its table). */
 static inline void
 sy_wlock(SMSMapObject *m)
 {
@@ -1006,18 +1016,19 @@ sy_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
     }
     SMGrave g;
     SM_GRAVE_INIT(&g);
-    int took = 0;
+    int took = 0, nested = 0;
     int rc = 0;
     if (SM_LOAD_INT(&m->amended)) {
         if (sy_lock_for_read(m, &took) < 0) {
             return -1;
         }
+        nested = !took;  /* our own callback: this thread holds mu */
         if (took) {
             sy_promote_locked(m, &g);
         }
     }
-    if (!took && m->amended) {
-        rc = sm_tb_collect(&m->dirty, buf);  /* our own callback: mu held */
+    if (nested && m->amended) {
+        rc = sm_tb_collect(&m->dirty, buf);
     }
     if (rc == 0) {
         rc = sm_tb_collect(&m->read, buf);
@@ -1188,7 +1199,7 @@ sy_after_fork(SMNode *node, void *me)
     /* wmu is never held across a fork's preparation by this thread (it is
      * held for a few instructions), and no other thread survives. */
 #if SM_FREE_THREADED
-    m->wmu = 0;
+    memset(&m->wmu, 0, sizeof(m->wmu));
 #endif
     sm_tb_after_fork(&m->read);
     sm_tb_after_fork(&m->dirty);

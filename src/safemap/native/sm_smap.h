@@ -22,10 +22,14 @@ typedef struct {
                               in place under `wmu` alone */
     SMTableRef dirty;      /* keys stored since the last promotion, none of
                               them in read; only touched under `mu` */
-#if SM_FREE_THREADED
-    int wmu;               /* spin lock (sy_wlock); serializes every change to read's values, keys
-                              or table: in-place writers hold it alone, the
-                              holder of mu takes it around its changes */
+#if SM_TB_LOCKFREE
+    int wmu;               /* spin lock (sy_wlock); serializes every change to
+                              read's values, keys or table: in-place writers
+                              hold it alone, the holder of mu takes it around
+                              its changes */
+#elif SM_FREE_THREADED
+    PyMutex wmu;           /* the same role (3.13t: readers hold the table's
+                              mutex, which a holder of wmu may wait for) */
 #endif
     SMLock mu;
     int amended;           /* dirty is non-empty: a read miss must look there */
