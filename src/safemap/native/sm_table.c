@@ -1,5 +1,6 @@
 /*
- * sm_table.c -- the hash table of a ConcurrentMap shard (design: sm_table.h).
+ * sm_table.c -- the hash table of a ConcurrentMap shard or of SyncMap's read
+ * and dirty (design: sm_table.h).
  *
  * Invariants:
  *   - Only the shard lock's holder writes a table or the shard's `table`
@@ -9,7 +10,10 @@
  *     are never reused within a table, so a reader that still sees an
  *     entry's key sees that key's current value or restarts.  Keys never
  *     move within a table: a key present throughout a scan of one table is
- *     met exactly once.
+ *     met exactly once.  (SyncMap's read: a value is also swapped in place,
+ *     sm_tb_loc_exchange, by a writer holding the map's `wmu` instead of its
+ *     mutex; the mutex holder takes `wmu` around its own changes, so the
+ *     two never write the table at once.)
  *   - A table that has been replaced (grown, rebuilt, cleared) is never
  *     written again; its entries still point at objects that the current
  *     table (or nobody) owns, so readers re-check the shard's table pointer
@@ -87,7 +91,7 @@ SM_DEFINE_TYPE(SMTable_Type) = {
     .tp_itemsize = 1,
     .tp_dealloc = tb_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Storage of one ConcurrentMap shard (internal).",
+    .tp_doc = "Storage of a ConcurrentMap shard or a SyncMap table (internal).",
 };
 
 /* A table of cap index slots (a power of two) and 2/3 as many entries, all

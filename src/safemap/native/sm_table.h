@@ -1,5 +1,6 @@
 /*
- * sm_table.h -- the hash table each ConcurrentMap shard owns (see sm_table.c).
+ * sm_table.h -- the hash table each ConcurrentMap shard owns, and SyncMap's
+ * `read` and `dirty` (see sm_table.c, sm_smap.c).
  *
  * The layout of CPython's dict: an index array (int32 slots, power-of-two
  * count, probed in dict's order: i = 5*i + perturb + 1, perturb shifted 5
