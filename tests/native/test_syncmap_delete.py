@@ -1,11 +1,12 @@
 """SyncMap's delete path: a delete removes the key from ``read`` within the call (Go leaves
-it there for a later sweep; safemap releases removed keys when the call returns), then
-expunges the entry so that no in-place writer writes to a detached entry.
+it there for a later sweep; safemap releases removed keys when the call returns), so that
+no in-place writer writes to a removed entry (it finds the entry's key gone and takes the
+mutex).
 
 Checked with a key whose ``__eq__`` raises or blocks at each comparison the delete makes
-(the lock-free lookup, the locked lookup, the removal), alone and against a concurrent
-in-place writer of the same key: the result is always one of the linearizable outcomes,
-and ``read``/``dirty`` never keep a dead entry.
+(the lock-free lookup, the locked lookup that also finds the entry to remove), alone and
+against a concurrent in-place writer of the same key: the result is always one of the
+linearizable outcomes, and ``read``/``dirty`` never keep a dead entry.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def test_hash_raising_changes_nothing() -> None:
     no_dead_entries(m)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 2])
 def test_delete_blocked_in_eq_against_in_place_writer(n: int) -> None:
     """While the delete of `b` is blocked in a comparison, another thread stores to `b`
     (in place when it finds the entry) and reads `a` (lock-free, must not wait).  The

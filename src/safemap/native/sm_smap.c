@@ -1,72 +1,127 @@
 /*
  * sm_smap.c -- SyncMapBase, the native core of safemap.SyncMap.
  *
- * Go's sync.Map, adapted to CPython.  Two dicts map keys to entries:
+ * Go's sync.Map (sync/map.go), adapted to CPython.  Keys and values live in
+ * two hash tables of the kind ConcurrentMap's shards own (sm_table.h: dict's
+ * layout; entries hold hash, key and value; no object per key):
  *
- *   read   keys that have been promoted.  Looked up with no lock.  The dict
- *          object is fixed for the map's life (a reader never needs a
- *          reference to "the current read map", which on free-threaded builds
- *          could be freed under it); its key set changes only under `mu`,
- *          by promotion (keys added) and deletes (keys removed).
- *   dirty  keys stored since the last promotion; only touched under `mu`.
+ *   read   keys that have been promoted.  Looked up with no lock.  Its key
+ *          set and its table pointer change only under `mu` (promotion adds
+ *          keys, a delete removes one, growth replaces the table); its
+ *          values also change in place (below).
+ *   dirty  keys stored since the last promotion, none of them in read; only
+ *          touched under `mu`.  `amended` says it is non-empty.
  *
- * An entry (SMEntry) holds the value pointer.  For a key already in `read`,
- * store / delete / swap / compare-and-swap change the entry in place without
- * the mutex: this is what makes the design read- and update-friendly.  A read
- * that misses `read` while `dirty` has keys takes the mutex, looks in `dirty`,
- * and counts a miss; once misses reach len(dirty), dirty's entries are moved
- * into `read` (promotion), so a key written once and then read often stops
- * costing the mutex -- Go's amortization.  Unlike Go, a delete removes the key
- * from `read` at once (a removed key must not stay referenced after the call),
- * then marks the entry SM_EXPUNGED so that an in-place writer that found it
- * earlier takes the mutex instead of writing to a detached entry.  So every
- * entry in `read` or `dirty` holds a live value whenever `mu` is free, and
- * Go's deleted-entry sweep has nothing to do here.
+ * The value slot of a key's entry in read plays the role of Go's entry
+ * pointer.  For a key already in read, store / swap / compare-and-swap
+ * replace that slot in place without `mu`: the writer finds the entry with a
+ * lock-free lookup (sm_tb_locate, which keeps the table alive), then, holding
+ * only `wmu` (free-threaded builds; on GIL builds no Python code runs in
+ * between), checks that `frozen` is clear, that the table is still read's
+ * and that the entry still holds the key found, and swaps the value.  Every
+ * change of read's keys or table is made holding `wmu` too, so a failed
+ * check means the key was deleted or moved (a removed entry's key is NULL
+ * and entries are never reused: Go's `expunged` state needs no marker), and
+ * the writer takes `mu`.  `wmu` is held for a few instructions (or a
+ * promotion's copy), never while Python code runs or another lock is
+ * awaited (3.13t: except the table's read mutex, which readers hold for a
+ * few instructions), and readers never take it.
+ *
+ * A read that misses read while dirty has keys takes `mu`, looks in dirty,
+ * and counts a miss; once misses reach len(dirty), dirty's entries are
+ * appended to read (promotion), so a key written once and then read often
+ * stops costing the mutex -- Go's amortization.  Unlike Go, a delete removes
+ * the key from read at once (a removed key must not stay referenced after
+ * the call), so every entry of read or dirty holds a live value and Go's
+ * deleted-entry sweep has nothing to do here.
  *
  * Deviation from Go: Go's dirty map is a full copy of read plus new keys, and
- * promotion swaps the two maps.  Swapping dicts would force readers to hold a
- * reference to the current read dict (a contended reference count on
- * free-threaded builds); instead dirty holds only new keys and promotion adds
- * them to the one read dict, which is cheaper too (O(new keys)).
+ * promotion swaps the two maps.  Here dirty holds only new keys and
+ * promotion moves them into read's table (sm_tb_move_all: O(new keys), one
+ * rebuild at most); readers keep probing read lock-free throughout, and a
+ * key is findable through one table or the other at every instant.
  *
  * Atomicity, also when Python code runs:
- *  - an entry's value changes only by a pointer swap inside the entry's
- *    critical section (free-threaded builds; on GIL builds the swap runs no
- *    Python code, so the GIL makes it atomic).  Each op's linearization point
- *    is that swap, or its read of the pointer;
+ *  - a value in read changes only by a swap of its slot under `wmu` (or, on
+ *    GIL builds, with no Python code between the check and the swap); a
+ *    value in dirty only under `mu`.  Each op's linearization point is that
+ *    swap, or its read of the slot;
  *  - compare_and_swap compares (identity, then ==, which may run Python code)
- *    with no lock, then swaps only if the entry still holds the very object
+ *    with no lock, then swaps only if the slot still holds the very object
  *    compared -- retrying otherwise, like Go's CompareAndSwap loop;
  *  - operations that need a value to stay put across Python code (the compute
  *    family, snapshot, transaction, clear, and the locked slow paths) hold
- *    `mu` and set `frozen`: in-place writers check `frozen` inside the same
- *    critical section as their swap and take `mu` instead, so they wait;
+ *    `mu` and set `frozen` under `wmu`: an in-place writer checks `frozen`
+ *    under `wmu` before its swap, so once the freezer has set it no in-place
+ *    swap happens until it is cleared; writers take `mu` instead and wait;
  *  - re-entry: a thread holding `mu` (in a callback, a key's __eq__ during a
  *    locked write) that asks for any write gets RecursiveUpdateError; its reads
  *    take `mu` re-entrantly.  Inside transaction(fn) every method raises;
- *  - replaced values are released after `mu` is released.
+ *  - nothing is released under a lock: replaced values, removed keys and
+ *    replaced tables go to an SMGrave released after `mu` is.
  *
- * Free-threaded builds: on 3.14+ a read takes its reference to an entry's
- * value with no lock (a try-incref re-checked against the entry; see
- * "Lock-free value reads" below); on 3.13t it takes the entry's critical
- * section for a few instructions.
+ * Reads.  GIL builds: a lookup in read, plain loads.  Free-threaded 3.14+:
+ * sm_tb_get writes no shared memory but the returned value's reference count
+ * (plain keys compared in C without a reference, the value taken with a
+ * re-checked PyUnstable_TryIncRef; in-place writers mark every value they
+ * store with PyUnstable_EnableTryIncRef and publish it with a release store;
+ * removed plain keys and replaced tables are released through QSBR).
+ * Free-threaded 3.13: the table's short read mutex.  A read that keeps
+ * losing races with writers (SM_TB_CONTENDED) reads under `mu`.
  */
 #include "sm_smap.h"
 #include "sm_glue.h"
-
-/* Never dereferenced: its address marks an expunged entry. */
-static char sm_expunged_marker;
-#define SM_EXPUNGED ((PyObject *)&sm_expunged_marker)
-#define LIVE(v) ((v) != NULL && (v) != SM_EXPUNGED)
 
 #if SM_FREE_THREADED
 #  define SY_HELD_INC(m) (sm_tls_held++)
 #  define SY_HELD_DEC(m) (sm_tls_held--)
 #  define SY_REENTRY_POSSIBLE(m) (sm_tls_held != 0)
+#  if SM_TB_LOCKFREE
+#    define SY_WLOCK(m) sy_wlock(m)
+#    define SY_WUNLOCK(m) _Py_atomic_store_int_release(&(m)->wmu, 0)
+#  else
+#    define SY_WLOCK(m) PyMutex_Lock(&(m)->wmu)
+#    define SY_WUNLOCK(m) PyMutex_Unlock(&(m)->wmu)
+#  endif
 #else
 #  define SY_HELD_INC(m) ((m)->held++)
 #  define SY_HELD_DEC(m) ((m)->held--)
 #  define SY_REENTRY_POSSIBLE(m) ((m)->held != 0)
+#  define SY_WLOCK(m) ((void)(m))
+#  define SY_WUNLOCK(m) ((void)(m))
+#endif
+
+#if SM_TB_LOCKFREE
+#  ifdef _WIN32
+#    include <windows.h>
+#  else
+#    include <sched.h>
+#  endif
+/* wmu (3.14t): a spin lock that never detaches the thread state while it
+ * waits, so a writer passes no quiescent state between its lock-free lookup
+ * and its swap (the table it found stays alive: see SMLoc).  Its holder
+ * never detaches either (a few instructions, or a promotion's allocation and
+ * copy; never Python code or a wait for another lock), so spinning ends and
+ * a stop-the-world pause is never held up for long.  3.13t, where a reader
+ * holds the table's mutex that a holder of wmu may wait for, uses a PyMutex
+ * (SMLoc then holds a reference to its table). */
+static inline void
+sy_wlock(SMSMapObject *m)
+{
+    for (;;) {
+        int expected = 0;
+        if (_Py_atomic_compare_exchange_int(&m->wmu, &expected, 1)) {
+            return;
+        }
+        while (_Py_atomic_load_int_relaxed(&m->wmu) != 0) {
+#  ifdef _WIN32
+            SwitchToThread();
+#  else
+            sched_yield();
+#  endif
+        }
+    }
+}
 #endif
 
 #define MSG_WRITE_REENTRY \
@@ -76,137 +131,12 @@ static char sm_expunged_marker;
     "cannot call a SyncMap's methods inside its own transaction(); use the view " \
     "passed to the function"
 
-/* ------------------------------------------------------------------ entries */
-
-/* Lock-free value reads (free-threaded CPython 3.14+).  A reader loads the
- * value pointer, takes a reference with PyUnstable_TryIncRef and re-loads the
- * pointer: if the entry still holds the same object, the reference is good;
- * otherwise (a writer replaced it meanwhile) it drops the reference and takes
- * the entry's critical section instead.  This is the protocol of CPython's own
- * dict reads, and it rests on the same two facts: (1) an object freed by
- * another thread stays readable memory (its refcount fields included) until
- * the reading thread reports a quiescent state, which it cannot do between
- * the load and the increment -- nothing there runs Python code, blocks or
- * detaches; a recycled block is caught by the re-load; (2) writers mark each
- * stored object with PyUnstable_EnableTryIncRef (holding a strong reference),
- * without which TryIncRef may fail spuriously -- a failure just takes the
- * locked path.  Writers still serialize in the entry's critical section and
- * publish with a release store.  3.13t has no TryIncRef: it keeps the locked
- * read; GIL builds need neither. */
-#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
-#  define SY_LOCKFREE_READ 1
-#else
-#  define SY_LOCKFREE_READ 0
-#endif
-
-/* Store v (a strong reference the entry takes over, or SM_EXPUNGED) as e's
- * value: in e's critical section, or before e is shared. */
-static inline void
-entry_publish(SMEntry *e, PyObject *v)
-{
-#if SY_LOCKFREE_READ
-    if (LIVE(v)) {
-        PyUnstable_EnableTryIncRef(v);
-    }
-    _Py_atomic_store_ptr_release(&e->value, v);
-#else
-    e->value = v;
-#endif
-}
-
-static SMEntry *
-entry_new(PyObject *value)
-{
-    SMEntry *e = PyObject_GC_New(SMEntry, &SMEntry_Type);
-    if (e == NULL) {
-        return NULL;
-    }
-    e->value = NULL;
-    entry_publish(e, Py_NewRef(value));
-    PyObject_GC_Track(e);
-    return e;
-}
-
-/* The entry's value (strong) or NULL if deleted/expunged. */
-static PyObject *
-entry_load(SMEntry *e)
-{
-    PyObject *v;
-#if SY_LOCKFREE_READ
-    v = _Py_atomic_load_ptr_acquire(&e->value);
-    if (!LIVE(v)) {
-        return NULL;
-    }
-    if (PyUnstable_TryIncRef(v)) {
-        if (_Py_atomic_load_ptr_acquire(&e->value) == v) {
-            return v;
-        }
-        Py_DECREF(v);  /* replaced meanwhile: read it under the lock */
-    }
-#endif
-    Py_BEGIN_CRITICAL_SECTION(e);
-    v = e->value;
-    if (LIVE(v)) {
-        Py_INCREF(v);
-    }
-    else {
-        v = NULL;
-    }
-    Py_END_CRITICAL_SECTION();
-    return v;
-}
-
-/* Replace the value; returns the previous one (strong; NULL if it was
- * expunged).  v == NULL expunges.  Caller holds mu or has checked frozen. */
-static PyObject *
-entry_exchange(SMEntry *e, PyObject *v)
-{
-    PyObject *old;
-    Py_BEGIN_CRITICAL_SECTION(e);
-    old = e->value;
-    entry_publish(e, v ? Py_NewRef(v) : SM_EXPUNGED);
-    Py_END_CRITICAL_SECTION();
-    return LIVE(old) ? old : NULL;
-}
-
-static int
-entry_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    SMEntry *e = (SMEntry *)op;
-    if (LIVE(e->value)) {
-        Py_VISIT(e->value);
-    }
-    return 0;
-}
-
-static int
-entry_clear(PyObject *op)
-{
-    SMEntry *e = (SMEntry *)op;
-    PyObject *v = e->value;
-    e->value = NULL;
-    if (LIVE(v)) {
-        Py_DECREF(v);
-    }
-    return 0;
-}
-
-static void
-entry_dealloc(PyObject *op)
-{
-    PyObject_GC_UnTrack(op);
-    entry_clear(op);
-    PyObject_GC_Del(op);
-}
-
+/* The former per-key entry type: unused, kept while sm_common.h lists it. */
 SM_DEFINE_TYPE(SMEntry_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.SyncMapEntry",
     .tp_basicsize = sizeof(SMEntry),
-    .tp_dealloc = entry_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_traverse = entry_traverse,
-    .tp_clear = entry_clear,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
 };
 
 /* ------------------------------------------------------------- bookkeeping */
@@ -250,18 +180,6 @@ sy_lock_for_read(SMSMapObject *m, int *took)
     return sy_lock(m, me);
 }
 
-/* A plain pop's last dict call (see sy_pop_locked). */
-typedef struct {
-    PyObject *dict;   /* read or dirty: where the key is deleted */
-    Py_ssize_t size;  /* its size before the call */
-    SMEntry *e;       /* the key's entry (strong; NULL once completed) */
-    int in_read;
-    int done;         /* completed: bookkeeping done, mu released */
-    PyObject *old;    /* the value removed (strong), or NULL */
-} SYFinal;
-
-static void sy_final_complete(SMSMapObject *m, SYFinal *f);
-
 static int
 sy_write_reentry_slow(SMSMapObject *m)
 {
@@ -270,14 +188,6 @@ sy_write_reentry_slow(SMSMapObject *m)
         return sm_raise_recursive(MSG_TXN_REENTRY);
     }
     if (sm_lock_held_by(&m->mu, me)) {
-        SYFinal *f = (SYFinal *)m->final;
-        if (f != NULL && PyDict_GET_SIZE(f->dict) != f->size) {
-            /* This thread is in a plain pop whose dict call has removed the
-             * key and is now dropping the stored key (whose __del__ asks for
-             * this write): finish that pop here, then let the write go on. */
-            sy_final_complete(m, f);
-            return 0;
-        }
         return sm_raise_recursive(MSG_WRITE_REENTRY);
     }
     return 0;
@@ -323,36 +233,24 @@ sy_read_check(SMSMapObject *m)
     return sy_read_slow(m);
 }
 
-/* Look key up in d; *e is a strong reference to its entry or NULL. */
-static inline int
-sy_find(PyObject *d, PyObject *key, Py_hash_t hash, SMEntry **e)
-{
-    return sm_dict_get(d, key, hash, (PyObject **)e);
-}
-
-/* Promote dirty into read (under mu). */
+/* Promote dirty into read (under mu).  Its drops go to g. */
 static void
-sy_promote_locked(SMSMapObject *m)
+sy_promote_locked(SMSMapObject *m, SMGrave *g)
 {
-    if (PyDict_GET_SIZE(m->dirty) == 0) {
-        SM_STORE_INT(&m->amended, 0);
-        m->misses = 0;
-        return;
+    if (m->dirty.table != NULL && sm_tb_used(&m->dirty) > 0) {
+        SY_WLOCK(m);  /* a rebuild of read copies its values */
+        int rc = sm_tb_move_all(&m->read, &m->dirty, g);
+        SY_WUNLOCK(m);
+        if (rc < 0) {
+            /* Out of memory: nothing moved; the read that triggered us still
+             * succeeded, so do not fail it. */
+            PyErr_Clear();
+            return;
+        }
+        SM_BUMP(&m->promotions, 1);
     }
-    /* dirty's keys are not in read, so the update only adds; the entries are
-     * shared, so a key is findable through one dict or the other throughout. */
-    if (PyDict_Update(m->read, m->dirty) < 0) {
-        /* Out of memory or a key's __eq__ raised: keep dirty as it is; the
-         * keys that made it into read are in both, with the same entries,
-         * which every path tolerates.  The read that triggered us still
-         * succeeded, so do not fail it. */
-        PyErr_Clear();
-        return;
-    }
-    PyDict_Clear(m->dirty);  /* read holds every entry: nothing is freed */
     SM_STORE_INT(&m->amended, 0);
     m->misses = 0;
-    SM_BUMP(&m->promotions, 1);
 }
 
 /* Count a read that had to consult dirty; promote once misses reach
@@ -365,237 +263,127 @@ sy_promote_locked(SMSMapObject *m)
  * steps, whatever a key's __eq__ or a callback does (its writes are refused).
  * The miss still counts: the next top-level miss promotes. */
 static void
-sy_miss_locked(SMSMapObject *m, int nested)
+sy_miss_locked(SMSMapObject *m, int nested, SMGrave *g)
 {
     SM_BUMP(&m->locked_reads, 1);
-    if (++m->misses >= PyDict_GET_SIZE(m->dirty) && !nested) {
-        sy_promote_locked(m);
+    if (++m->misses >= sm_tb_used(&m->dirty) && !nested) {
+        sy_promote_locked(m, g);
     }
 }
 
-/* Locate key under mu.  *e: strong ref or NULL; *in_read: where it was
- * (0 also when absent: the lookup went on to dirty, a "miss" in Go's terms).
- * Callers that count misses do so after finishing with dirty, because a miss
- * may promote dirty into read. */
+/* Value for key under mu (no miss counted).  1/0/-1, *v strong; *in_read:
+ * found in read (0 also when absent). */
 static int
-sy_find_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, SMEntry **e, int *in_read,
-               int count_miss)
+sy_get_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v, int *in_read)
 {
-    int r = sy_find(m->read, key, hash, e);
-    if (r != 0) {
+    SMPos p;
+    *v = NULL;
+    *in_read = 0;
+    int r = sm_tb_find(&m->read, key, hash, &p);
+    if (r > 0) {
         *in_read = 1;
+        SY_WLOCK(m);  /* in-place writers may be swapping it */
+        *v = Py_NewRef(sm_tb_value_at(&p));
+        SY_WUNLOCK(m);
+        return 1;
+    }
+    if (r < 0 || !m->amended) {
         return r;
     }
-    *in_read = 0;
-    if (!m->amended) {
-        return 0;
+    r = sm_tb_find(&m->dirty, key, hash, &p);
+    if (r > 0) {
+        *v = Py_NewRef(sm_tb_value_at(&p));
     }
-    (void)count_miss;  /* the caller counts the miss once it is done */
-    return sy_find(m->dirty, key, hash, e);
+    return r;
 }
 
 /* Set key to value under mu; *old gets the previous value (strong) or NULL.
- * fresh: NULL, or an entry made by entry_new(value) before taking mu, which a
- * new key consumes (*fresh set to NULL); the caller drops a leftover after
- * unlocking.  Plain writes pass one: allocating a GC object can run a
- * collection on the spot (3.11), whose finalizers may write to this map, and
- * such a write must land -- it could not while this thread holds mu. */
+ * Drops go to g (room for 2). */
 static int
 sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
-              PyObject **old, SMEntry **fresh)
+              PyObject **old, SMGrave *g)
 {
-    SMEntry *e;
-    int in_read;
+    SMPos p;
     *old = NULL;
-    int r = sy_find_locked(m, key, hash, &e, &in_read, 0);
+    int r = sm_tb_find(&m->read, key, hash, &p);
     if (r < 0) {
         return -1;
     }
     if (r > 0) {
-        /* Under mu, an entry found in read or dirty is live (see the top). */
-        *old = entry_exchange(e, value);
-        Py_DECREF(e);
-        if (*old != value) {
-            SY_WROTE(m, updates, 1);
-        }
-        return 0;
-    }
-    if (fresh != NULL && *fresh != NULL) {
-        e = *fresh;
-        *fresh = NULL;
+        SY_WLOCK(m);
+        *old = Py_NewRef(sm_tb_value_at(&p));
+        sm_tb_replace(&m->read, &p, value, g);
+        SY_WUNLOCK(m);
     }
     else {
-        e = entry_new(value);
-        if (e == NULL) {
+        r = sm_tb_find(&m->dirty, key, hash, &p);
+        if (r < 0) {
             return -1;
         }
+        if (r > 0) {
+            *old = Py_NewRef(sm_tb_value_at(&p));
+            sm_tb_replace(&m->dirty, &p, value, g);
+        }
+        else {
+            if (sm_tb_insert(&m->dirty, &p, key, hash, value, g) < 0) {
+                return -1;
+            }
+            SM_STORE_INT(&m->amended, 1);
+            SM_ADD_SSIZE(&m->count, 1);
+            SY_WROTE(m, inserts, 1);
+            return 0;
+        }
     }
-    r = sm_dict_set(m->dirty, key, (PyObject *)e, hash);
-    Py_DECREF(e);
-    if (r < 0) {
-        return -1;
+    if (*old != value) {
+        SY_WROTE(m, updates, 1);
     }
-    SM_STORE_INT(&m->amended, 1);
-    SM_ADD_SSIZE(&m->count, 1);
-    SY_WROTE(m, inserts, 1);
     return 0;
 }
 
-/* Delete key under mu.  1: removed (*old strong), 0: absent, -1: error. */
+/* Delete key under mu.  1: removed (*old strong), 0: absent, -1: error.
+ * count_miss: a plain delete, which counts a miss when the key was not in
+ * read (Go's LoadAndDelete).  Drops go to g (room for 3). */
 static int
-sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old,
+sy_del_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old, SMGrave *g,
               int count_miss)
 {
-    SMEntry *e;
-    int in_read;
+    SMPos p;
     *old = NULL;
-    int r = sy_find_locked(m, key, hash, &e, &in_read, count_miss);
-    if (r >= 0 && !in_read && count_miss) {
-        if (r > 0 && sm_dict_del(m->dirty, key, hash) < 0) {
-            Py_DECREF(e);
-            return -1;
-        }
-        sy_miss_locked(m, 0);  /* a delete: never nested (writes are refused) */
-    }
-    if (r <= 0) {
-        return r;
-    }
-    if (!in_read && !count_miss) {
-        if (sm_dict_del(m->dirty, key, hash) < 0) {
-            Py_DECREF(e);
-            return -1;
-        }
-    }
-    if (!in_read) {
-        *old = entry_exchange(e, NULL);
-        Py_DECREF(e);
-        if (*old == NULL) {
-            return 0;
-        }
-        SM_ADD_SSIZE(&m->count, -1);
-        SY_WROTE(m, deletes, 1);
-        return 1;
-    }
-    /* A key of read: it leaves read now (a removed key must be released by
-     * the time the call returns; Go would leave it there).  Remove first: if
-     * a colliding key's __eq__ raises, nothing has changed and the exception
-     * propagates.  Then expunge: an in-place writer that found the entry
-     * before the removal takes the mutex (and finds the key absent) instead of
-     * writing to a detached entry; one that wrote before the expunge is
-     * ordered before this delete, whose result is the value it expunges. */
-    if (sm_dict_del(m->read, key, hash) < 0) {
-        Py_DECREF(e);
+    int r = sm_tb_find(&m->read, key, hash, &p);
+    int in_read = r > 0;
+    if (r < 0) {
         return -1;
     }
-    PyObject *prev;
-    Py_BEGIN_CRITICAL_SECTION(e);
-    prev = e->value;
-    entry_publish(e, SM_EXPUNGED);
-    Py_END_CRITICAL_SECTION();
-    Py_DECREF(e);
-    if (!LIVE(prev)) {
-        return 0;
+    if (r > 0) {
+        /* A key of read leaves it now (Go would leave it there); an in-place
+         * writer that found the entry before sees its key gone under wmu
+         * and takes mu. */
+        SY_WLOCK(m);
+        sm_tb_remove(&m->read, &p, old, g);
+        SY_WUNLOCK(m);
     }
-    *old = prev;
-    SM_ADD_SSIZE(&m->count, -1);
-    SY_WROTE(m, deletes, 1);
-    return 1;
-}
-
-/* Finish a plain pop after its dict call removed the key: expunge the entry,
- * count, release mu.  Exactly once per f: by sy_pop_locked, or earlier by a
- * write from a __del__ that the dict call runs (sy_write_reentry_slow). */
-static void
-sy_final_complete(SMSMapObject *m, SYFinal *f)
-{
-    PyObject *prev;
-    f->done = 1;
-    m->final = NULL;
-    if (f->in_read) {
-        /* Expunge: see sy_del_locked. */
-        Py_BEGIN_CRITICAL_SECTION(f->e);
-        prev = f->e->value;
-        entry_publish(f->e, SM_EXPUNGED);
-        Py_END_CRITICAL_SECTION();
-        if (!LIVE(prev)) {
-            prev = NULL;
+    else if (m->amended) {
+        r = sm_tb_find(&m->dirty, key, hash, &p);
+        if (r < 0) {
+            return -1;
+        }
+        if (r > 0) {
+            sm_tb_remove(&m->dirty, &p, old, g);
         }
     }
-    else {
-        prev = entry_exchange(f->e, NULL);
-        sy_miss_locked(m, 0);  /* a dirty hit counts as a miss, after the delete */
-    }
-    if (prev != NULL) {
+    if (r > 0) {
         SM_ADD_SSIZE(&m->count, -1);
         SY_WROTE(m, deletes, 1);
     }
-    f->old = prev;
-    Py_CLEAR(f->e);  /* detached and expunged: freeing it runs no Python code */
-    sy_unlock(m);
-}
-
-/* The locked part of a plain pop: called holding mu, returns with mu
- * released.  1: removed (*old strong), 0: absent, -1: error.
- *
- * The dict call that removes the key is the write's last step, and it drops
- * the dict's reference to the stored key, whose __del__ may write to this
- * map.  Such a write must land (it is not inside a compute callback), but mu
- * is still held.  So the call is marked (m->final): a write from this thread
- * that finds the dict's size changed (the removal is done; what runs is the
- * release) completes the pop on the spot and proceeds, the same observable
- * order as releasing the key after unlocking.  Before the removal (a key's
- * __eq__ in the lookup) the size is unchanged and re-entry is refused as
- * usual.  Holding mu, nothing else changes read's or dirty's size (nested
- * reads never promote). */
-static int
-sy_pop_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **old)
-{
-    SMEntry *e;
-    int in_read;
-    *old = NULL;
-    int r = sy_find_locked(m, key, hash, &e, &in_read, 1);
-    if (r <= 0) {
-        if (r == 0) {
-            sy_miss_locked(m, 0);  /* absent from read and dirty: a miss */
-        }
-        sy_unlock(m);
-        return r;
+    if (count_miss && !in_read) {
+        /* not found in read: a miss, counted once dirty is done with */
+        sy_miss_locked(m, 0, g);  /* a delete: never nested (writes are refused) */
     }
-    SYFinal f = {in_read ? m->read : m->dirty, 0, e, in_read, 0, NULL};
-    f.size = PyDict_GET_SIZE(f.dict);
-    m->final = &f;
-    int rc = sm_dict_del(f.dict, key, hash);
-    if (!f.done) {
-        if (rc < 0) {  /* an __eq__ raised in the lookup: nothing changed */
-            m->final = NULL;
-            Py_DECREF(e);
-            sy_unlock(m);
-            return -1;
-        }
-        sy_final_complete(m, &f);
-    }
-    *old = f.old;
-    return f.old != NULL;
-}
-
-/* Value for key under mu (no miss counted).  1/0/-1, *v strong. */
-static int
-sy_get_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
-{
-    SMEntry *e;
-    int in_read;
-    *v = NULL;
-    int r = sy_find_locked(m, key, hash, &e, &in_read, 0);
-    if (r <= 0) {
-        return r;
-    }
-    *v = entry_load(e);
-    Py_DECREF(e);
-    return *v != NULL;
+    return r;
 }
 
 /* Begin a section that needs every value stable: take mu, freeze in-place
- * writers.  Returns the previous frozen state for sy_thaw. */
+ * writers.  Returns the previous frozen state for sy_thaw_unlock. */
 static int
 sy_freeze_lock(SMSMapObject *m, int *prev)
 {
@@ -603,7 +391,9 @@ sy_freeze_lock(SMSMapObject *m, int *prev)
         return -1;
     }
     *prev = m->frozen;
+    SY_WLOCK(m);  /* an in-place writer past its check has swapped by now */
     SM_STORE_INT(&m->frozen, 1);
+    SY_WUNLOCK(m);
     return 0;
 }
 
@@ -624,36 +414,28 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     if (sy_read_check(m) < 0) {
         return -1;
     }
-    SMEntry *e;
-    int r = sy_find(m->read, key, hash, &e);
-    if (r < 0) {
-        return -1;
+    int r = sm_tb_get(&m->read, key, hash, v);
+    if (SM_LIKELY(r != 0 && r != SM_TB_CONTENDED)) {
+        return r;
     }
-    if (r > 0) {
-        *v = entry_load(e);
-        Py_DECREF(e);
-        return *v != NULL;
-    }
-    if (!SM_LOAD_INT(&m->amended)) {
+    if (r == 0 && !SM_LOAD_INT(&m->amended)) {
         return 0;
     }
     int took, in_read;
     if (sy_lock_for_read(m, &took) < 0) {
         return -1;
     }
-    r = sy_find_locked(m, key, hash, &e, &in_read, 1);
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    r = sy_get_locked(m, key, hash, v, &in_read);
     if (r >= 0 && !in_read) {
-        sy_miss_locked(m, !took);
+        sy_miss_locked(m, !took, &g);
     }
     if (took) {
         sy_unlock(m);
     }
-    if (r <= 0) {
-        return r;
-    }
-    *v = entry_load(e);
-    Py_DECREF(e);
-    return *v != NULL;
+    sm_grave_release(&g);
+    return r;
 }
 
 /* A point read (m[k], get, in, load): counted as a hit or a miss.  Inlined
@@ -676,6 +458,16 @@ sy_load(SMSMapObject *m, PyObject *key, PyObject **v)
     return r;
 }
 
+/* Count an in-place update (no lock: a lock-free counter). */
+static inline void
+sy_count_inplace(SMSMapObject *m)
+{
+    SM_CELL_ADD(m, &m->stats, updates, 1);
+    if (SM_ITERATING(&m->stats)) {
+        SM_CELL_ADD(m, &m->stats, during_iteration, 1);
+    }
+}
+
 /* Swap in value (store/swap).  *old: previous value (strong) or NULL. */
 static int
 sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
@@ -688,49 +480,42 @@ sy_swap_impl(SMSMapObject *m, PyObject *key, PyObject *value, PyObject **old)
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
     }
-    SMEntry *e;
-    int r = sy_find(m->read, key, hash, &e);
-    if (r < 0) {
+    SMLoc loc;
+    int r = sm_tb_locate(&m->read, key, hash, &loc);
+    if (r < 0 && r != SM_TB_CONTENDED) {
         return -1;
     }
     if (r > 0) {
-        /* In place, no mutex -- unless frozen or expunged. */
-        int done = 0;
+        /* In place, no mutex -- unless frozen, deleted or moved. */
         PyObject *prev = NULL;
-        Py_BEGIN_CRITICAL_SECTION(e);
-        if (!SM_LOAD_INT(&m->frozen) && e->value != SM_EXPUNGED) {
-            prev = e->value;
-            entry_publish(e, Py_NewRef(value));
-            done = 1;
+        SY_WLOCK(m);
+        if (!SM_LOAD_INT(&m->frozen) && sm_tb_loc_valid(&m->read, &loc)) {
+            prev = sm_tb_loc_exchange(&m->read, &loc, value);
         }
-        Py_END_CRITICAL_SECTION();
-        Py_DECREF(e);
-        if (done) {
+        SY_WUNLOCK(m);
+        sm_tb_loc_release(&loc);
+        if (prev != NULL) {
             if (prev != value) {
-                /* In place, with no lock: a lock-free counter. */
-                SM_CELL_ADD(m, &m->stats, updates, 1);
-                if (SM_ITERATING(&m->stats)) {
-                    SM_CELL_ADD(m, &m->stats, during_iteration, 1);
-                }
+                sy_count_inplace(m);
             }
-            *old = prev;  /* live: an entry is live until expunged */
+            *old = prev;
             return 0;
         }
     }
-    SMEntry *fresh = entry_new(value);  /* before mu: see sy_set_locked */
-    if (fresh == NULL || sy_lock(m, sm_me()) < 0) {
-        Py_XDECREF(fresh);
+    if (sy_lock(m, sm_me()) < 0) {
         return -1;
     }
-    r = sy_set_locked(m, key, hash, value, old, &fresh);
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    r = sy_set_locked(m, key, hash, value, old, &g);
     sy_unlock(m);
-    Py_XDECREF(fresh);
+    sm_grave_release(&g);
     return r;
 }
 
 /* Delete.  1 removed (*old strong), 0 absent, -1 error.  Takes the mutex:
  * the key must leave read within the call (see sy_del_locked).  A key that is
- * in neither map is answered without it. */
+ * in neither table is answered without it. */
 static int
 sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
 {
@@ -740,19 +525,26 @@ sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
     }
-    SMEntry *e;
-    int r = sy_find(m->read, key, hash, &e);
-    if (r < 0) {
-        return -1;
+    if (!SM_LOAD_INT(&m->amended)) {
+        PyObject *v;
+        int r = sm_tb_get(&m->read, key, hash, &v);
+        if (r == -1) {
+            return -1;
+        }
+        if (r == 0 && !SM_LOAD_INT(&m->amended)) {
+            return 0;  /* linearizes at the lookup: absent */
+        }
+        Py_XDECREF(v);
     }
-    if (r == 0 && !SM_LOAD_INT(&m->amended)) {
-        return 0;  /* linearizes at the lookup: absent */
-    }
-    Py_XDECREF(e);
     if (sy_lock(m, sm_me()) < 0) {
         return -1;
     }
-    return sy_pop_locked(m, key, hash, old);
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    int r = sy_del_locked(m, key, hash, old, &g, 1);
+    sy_unlock(m);
+    sm_grave_release(&g);  /* the stored key, released with no lock held */
+    return r;
 }
 
 /* load_or_store.  1: loaded (*actual existing), 0: stored (*actual value). */
@@ -768,32 +560,28 @@ sy_load_or_store_impl(PyObject *op, PyObject *key, PyObject *value, PyObject **a
     if (hash == -1 || sy_write_check(m) < 0) {
         return -1;
     }
-    SMEntry *e;
-    int r = sy_find(m->read, key, hash, &e);
-    if (r < 0) {
-        return -1;
-    }
-    if (r > 0) {
-        PyObject *cur = entry_load(e);  /* NULL: expunged, take mu */
-        Py_DECREF(e);
-        if (cur != NULL) {
-            *actual = cur;
-            return 1;
-        }
-    }
-    SMEntry *fresh = entry_new(value);  /* before mu: see sy_set_locked */
-    if (fresh == NULL || sy_lock(m, sm_me()) < 0) {
-        Py_XDECREF(fresh);
-        return -1;
-    }
     PyObject *cur;
-    r = sy_get_locked(m, key, hash, &cur);
+    int r = sm_tb_get(&m->read, key, hash, &cur);
+    if (r == -1) {
+        return -1;
+    }
+    if (r == 1) {
+        *actual = cur;
+        return 1;
+    }
+    if (sy_lock(m, sm_me()) < 0) {
+        return -1;
+    }
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    int in_read;
+    r = sy_get_locked(m, key, hash, &cur, &in_read);
     if (r > 0) {
         *actual = cur;
     }
     else if (r == 0) {
         PyObject *old;
-        if (sy_set_locked(m, key, hash, value, &old, &fresh) < 0) {
+        if (sy_set_locked(m, key, hash, value, &old, &g) < 0) {
             r = -1;
         }
         else {
@@ -802,7 +590,7 @@ sy_load_or_store_impl(PyObject *op, PyObject *key, PyObject *value, PyObject **a
         }
     }
     sy_unlock(m);
-    Py_XDECREF(fresh);
+    sm_grave_release(&g);
     return r;
 }
 
@@ -821,52 +609,55 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
     if (sm_is_sentinel(expected)) {
         return 0;  /* never stored, so never equal to a stored value */
     }
-    SMEntry *e;
-    int r = sy_find(m->read, key, hash, &e);
-    if (r < 0) {
+    SMLoc loc;
+    int r = sm_tb_locate(&m->read, key, hash, &loc);
+    if (r == -1) {
         return -1;
     }
-    if (r > 0 && new == NULL) {
+    if (r == 1 && new == NULL) {
         /* compare_and_delete removes the key from read: locked path. */
-        Py_CLEAR(e);
-        r = 0;
+        sm_tb_loc_release(&loc);
     }
-    else if (r > 0) {
-        /* Go's loop: compare outside any lock, then swap only if the entry
+    else if (r == 1) {
+        /* Go's loop: compare outside any lock, then swap only if the slot
          * still holds the object compared. */
+        sm_tb_loc_hold(&loc);  /* == runs Python code */
         for (;;) {
-            PyObject *cur = entry_load(e);
+            PyObject *cur = NULL;
+            SY_WLOCK(m);
+            if (sm_tb_loc_valid(&m->read, &loc)) {
+                cur = Py_NewRef(sm_tb_loc_value(&loc));
+            }
+            SY_WUNLOCK(m);
             if (cur == NULL) {
-                break;  /* expunged by a delete: go through mu */
+                break;  /* deleted or moved: go through mu */
             }
             int eq = PyObject_RichCompareBool(cur, expected, Py_EQ);
             if (eq <= 0) {
                 Py_DECREF(cur);
-                Py_DECREF(e);
+                sm_tb_loc_release(&loc);
                 return eq;
             }
-            int res = -1;  /* -1: frozen or expunged, take mu */
-            Py_BEGIN_CRITICAL_SECTION(e);
-            if (!SM_LOAD_INT(&m->frozen) && e->value != SM_EXPUNGED) {
-                if (e->value != cur) {
+            int res = -1;  /* -1: frozen, deleted or moved: take mu */
+            PyObject *prev = NULL;
+            SY_WLOCK(m);
+            if (!SM_LOAD_INT(&m->frozen) && sm_tb_loc_valid(&m->read, &loc)) {
+                if (sm_tb_loc_value(&loc) != cur) {
                     res = 0;  /* changed meanwhile: compare again */
                 }
                 else {
-                    entry_publish(e, Py_NewRef(new));  /* new != NULL: see above */
+                    prev = sm_tb_loc_exchange(&m->read, &loc, new);
                     res = 1;
                 }
             }
-            Py_END_CRITICAL_SECTION();
+            SY_WUNLOCK(m);
             if (res == 1) {
                 if (cur != new) {
-                    SM_CELL_ADD(m, &m->stats, updates, 1);
-                    if (SM_ITERATING(&m->stats)) {
-                        SM_CELL_ADD(m, &m->stats, during_iteration, 1);
-                    }
+                    sy_count_inplace(m);
                 }
-                Py_DECREF(cur);  /* the entry's reference */
-                Py_DECREF(cur);  /* ours */
-                Py_DECREF(e);
+                Py_DECREF(prev);  /* the table's reference (prev == cur) */
+                Py_DECREF(cur);   /* ours */
+                sm_tb_loc_release(&loc);
                 return 1;
             }
             Py_DECREF(cur);
@@ -874,9 +665,9 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
                 break;
             }
         }
-        Py_DECREF(e);
+        sm_tb_loc_release(&loc);
     }
-    else if (!SM_LOAD_INT(&m->amended)) {
+    else if (r == 0 && !SM_LOAD_INT(&m->amended)) {
         return 0;
     }
     /* Locked path: values frozen while == runs. */
@@ -884,22 +675,26 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
     if (sy_freeze_lock(m, &prev) < 0) {
         return -1;
     }
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
     PyObject *cur, *old = NULL;
-    r = sy_get_locked(m, key, hash, &cur);
+    int in_read;
+    r = sy_get_locked(m, key, hash, &cur, &in_read);
     if (r > 0) {
         r = PyObject_RichCompareBool(cur, expected, Py_EQ);
         if (r > 0) {
             if (new != NULL) {
-                r = sy_set_locked(m, key, hash, new, &old, NULL) < 0 ? -1 : 1;
+                r = sy_set_locked(m, key, hash, new, &old, &g) < 0 ? -1 : 1;
             }
             else {
-                r = sy_del_locked(m, key, hash, &old, 0) < 0 ? -1 : 1;
+                r = sy_del_locked(m, key, hash, &old, &g, 0) < 0 ? -1 : 1;
             }
         }
     }
     sy_thaw_unlock(m, prev);
     Py_XDECREF(cur);
     Py_XDECREF(old);
+    sm_grave_release(&g);
     return r;
 }
 
@@ -924,8 +719,11 @@ sy_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObj
     if (sy_freeze_lock(m, &prev) < 0) {
         return NULL;
     }
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
     PyObject *res = NULL, *result = NULL, *replaced = NULL;
-    int r = sy_get_locked(m, key, hash, &old);
+    int in_read;
+    int r = sy_get_locked(m, key, hash, &old, &in_read);
     if (r < 0) {
         goto unlock;
     }
@@ -936,13 +734,13 @@ sy_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObj
         goto unlock;
     }
     if (res == SM_DELETE) {
-        if (old != NULL && sy_del_locked(m, key, hash, &replaced, 0) < 0) {
+        if (old != NULL && sy_del_locked(m, key, hash, &replaced, &g, 0) < 0) {
             goto unlock;
         }
         result = Py_NewRef(Py_None);
     }
     else {
-        if (old != res && sy_set_locked(m, key, hash, res, &replaced, NULL) < 0) {
+        if (old != res && sy_set_locked(m, key, hash, res, &replaced, &g) < 0) {
             goto unlock;
         }
         result = Py_NewRef(res);
@@ -952,11 +750,12 @@ unlock:
     Py_XDECREF(old);
     Py_XDECREF(res);
     Py_XDECREF(replaced);
+    sm_grave_release(&g);
     return result;
 }
 
-/* Copy (key, value) of every live entry into out, with values frozen (under
- * mu, re-entrant for a callback's own thread).  Consistent: one instant. */
+/* Copy (key, value) of every entry into out, with values frozen (under mu,
+ * re-entrant for a callback's own thread).  Consistent: one instant. */
 static int
 sy_collect_consistent(SMSMapObject *m, SMBuf *out, int from_storage)
 {
@@ -970,27 +769,17 @@ sy_collect_consistent(SMSMapObject *m, SMBuf *out, int from_storage)
         return -1;
     }
     int prev = m->frozen;
+    SY_WLOCK(m);
     SM_STORE_INT(&m->frozen, 1);
-    SMBuf raw = {NULL, 0, 0};
+    SY_WUNLOCK(m);
     int rc = 0;
-    if (sm_buf_collect_dict(&raw, m->read) < 0 || sm_buf_collect_dict(&raw, m->dirty) < 0 ||
-        sm_buf_reserve(out, raw.n) < 0) {
+    if (sm_tb_collect(&m->read, out) < 0 || sm_tb_collect(&m->dirty, out) < 0) {
         rc = -1;
-    }
-    else {
-        for (Py_ssize_t i = 0; i < raw.n; i += 2) {
-            PyObject *v = entry_load((SMEntry *)raw.items[i + 1]);
-            if (v != NULL) {
-                out->items[out->n++] = Py_NewRef(raw.items[i]);
-                out->items[out->n++] = v;
-            }
-        }
     }
     SM_STORE_INT(&m->frozen, prev);
     if (took) {
         sy_unlock(m);
     }
-    sm_buf_clear(&raw);
     return rc;
 }
 
@@ -1162,9 +951,9 @@ sy_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return sm_compute_method(op, args, nargs, SM_MERGE, sy_compute_impl);
 }
 
-/* clear(): under mu, frozen, readers held off; every entry of read is
- * expunged (a stale in-place writer cannot revive it), both dicts emptied;
- * everything released after the unlock. */
+/* clear(): under mu, frozen, readers held off; both tables emptied (read's
+ * under wmu: an in-place writer that found an entry before sees the table
+ * gone and takes mu); everything released after the unlock. */
 static PyObject *
 sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -1176,30 +965,18 @@ sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (sy_freeze_lock(m, &prev) < 0) {
         return NULL;
     }
-    SMBuf grave = {NULL, 0, 0};
-    Py_ssize_t nread = PyDict_GET_SIZE(m->read);
-    if (sm_buf_reserve(&grave, 3 * (nread + PyDict_GET_SIZE(m->dirty))) < 0) {
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    if (sm_grave_reserve(&g, 2 * (sm_tb_used(&m->read) + sm_tb_used(&m->dirty)) + 2) < 0) {
         sy_thaw_unlock(m, prev);
         return NULL;
     }
     SM_STORE_INT(&m->committing, 1);
     SM_STORE_INT(&m->guard, 1);
-    (void)sm_buf_collect_dict(&grave, m->read);   /* space reserved: cannot fail */
-    Py_ssize_t end_read = grave.n;
-    (void)sm_buf_collect_dict(&grave, m->dirty);
-    for (Py_ssize_t i = 0; i < end_read; i += 2) {
-        SMEntry *e = (SMEntry *)grave.items[i + 1];
-        PyObject *v;
-        Py_BEGIN_CRITICAL_SECTION(e);
-        v = e->value;
-        entry_publish(e, SM_EXPUNGED);
-        Py_END_CRITICAL_SECTION();
-        if (LIVE(v)) {
-            grave.items[grave.n++] = v;  /* the entry's reference, moved */
-        }
-    }
-    PyDict_Clear(m->read);
-    PyDict_Clear(m->dirty);
+    SY_WLOCK(m);
+    (void)sm_tb_clear(&m->read, &g);  /* space reserved: cannot fail */
+    SY_WUNLOCK(m);
+    (void)sm_tb_clear(&m->dirty, &g);
     Py_ssize_t removed = SM_LOAD_SSIZE(&m->count);
     if (removed > 0) {
         SY_WROTE(m, deletes, removed);
@@ -1210,7 +987,7 @@ sy_clear(PyObject *op, PyObject *Py_UNUSED(ignored))
     SM_STORE_INT(&m->committing, 0);
     SM_STORE_INT(&m->guard, 0);
     sy_thaw_unlock(m, prev);
-    sm_buf_clear(&grave);
+    sm_grave_release(&g);
     Py_RETURN_NONE;
 }
 
@@ -1225,8 +1002,8 @@ sy_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
     return sm_buf_snapshot(&buf);
 }
 
-/* Iteration, as Go's Range: promote dirty first (so read has every key), copy
- * read's (key, entry) pairs, then load each value with no lock held. */
+/* Iteration, as Go's Range: promote dirty first (so read has every key),
+ * then copy read's pairs lock-free (sm_tb_collect). */
 static int
 sy_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
 {
@@ -1237,37 +1014,32 @@ sy_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
     if (sy_read_check(m) < 0) {
         return -1;
     }
-    SMBuf raw = {NULL, 0, 0};
-    int took = 0;
+    SMGrave g;
+    SM_GRAVE_INIT(&g);
+    int took = 0, nested = 0;
+    int rc = 0;
     if (SM_LOAD_INT(&m->amended)) {
         if (sy_lock_for_read(m, &took) < 0) {
             return -1;
         }
+        nested = !took;  /* our own callback: this thread holds mu */
         if (took) {
-            sy_promote_locked(m);
-        }
-        else if (sm_buf_collect_dict(&raw, m->dirty) < 0) {  /* our own callback */
-            return -1;
+            sy_promote_locked(m, &g);
         }
     }
-    int rc = sm_buf_collect_dict(&raw, m->read);
+    if (nested && m->amended) {
+        rc = sm_tb_collect(&m->dirty, buf);
+    }
+    if (rc == 0) {
+        rc = sm_tb_collect(&m->read, buf);
+    }
     if (took) {
-        if (rc == 0 && PyDict_GET_SIZE(m->dirty) > 0) {
-            rc = sm_buf_collect_dict(&raw, m->dirty);  /* promotion failed */
+        if (rc == 0 && m->amended) {
+            rc = sm_tb_collect(&m->dirty, buf);  /* promotion failed */
         }
         sy_unlock(m);
     }
-    if (rc == 0 && sm_buf_reserve(buf, buf->n + raw.n) < 0) {
-        rc = -1;
-    }
-    for (Py_ssize_t i = 0; rc == 0 && i < raw.n; i += 2) {
-        PyObject *v = entry_load((SMEntry *)raw.items[i + 1]);
-        if (v != NULL) {
-            buf->items[buf->n++] = Py_NewRef(raw.items[i]);
-            buf->items[buf->n++] = v;
-        }
-    }
-    sm_buf_clear(&raw);
+    sm_grave_release(&g);
     return rc < 0 ? -1 : 1;
 }
 
@@ -1295,20 +1067,7 @@ sy_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMSMapObject *m = (SMSMapObject *)op;
     Py_ssize_t size = Py_TYPE(op)->tp_basicsize;
-    PyObject *dicts[2] = {m->read, m->dirty};
-    for (int i = 0; i < 2; i++) {
-        PyObject *r = PyObject_CallMethod(dicts[i], "__sizeof__", NULL);
-        if (r == NULL) {
-            return NULL;
-        }
-        size += PyLong_AsSsize_t(r);
-        Py_DECREF(r);
-        /* entries, with their GC header */
-        size += (PyDict_Size(dicts[i])) * (Py_ssize_t)(sizeof(SMEntry) + 2 * sizeof(void *));
-    }
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
+    size += sm_tb_sizeof(&m->read) + sm_tb_sizeof(&m->dirty);
     return PyLong_FromSsize_t(size);
 }
 
@@ -1326,8 +1085,8 @@ sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
     PyObject *d = Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n}",
         "size", SM_LOAD_SSIZE(&m->count),
-        "read_size", PyDict_Size(m->read),
-        "dirty_size", PyDict_Size(m->dirty),
+        "read_size", sm_tb_used(&m->read),
+        "dirty_size", sm_tb_used(&m->dirty),
         "locked_reads", SM_LOAD_SSIZE_RELAXED(&m->locked_reads),
         "promotions", SM_LOAD_SSIZE_RELAXED(&m->promotions));
     if (d == NULL) {
@@ -1348,26 +1107,27 @@ sy_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 static int
 sy_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
 {
-    return sy_get_locked((SMSMapObject *)map, key, hash, v);
+    int in_read;
+    return sy_get_locked((SMSMapObject *)map, key, hash, v, &in_read);
 }
 
 static int
 sy_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
 {
     SMSMapObject *m = (SMSMapObject *)t->map;
-    /* Room for the value this write can drop, so that nothing fails once the
-     * map has changed. */
-    if (sm_grave_reserve(&t->grave, 1) < 0) {
+    /* Room for what this write can drop (old value, key or value, a table),
+     * so that nothing fails once the map has changed. */
+    if (sm_grave_reserve(&t->grave, 4) < 0) {
         return -1;
     }
     SM_STORE_INT(&m->committing, 1);
     PyObject *old = NULL;
     int r;
     if (value == NULL) {
-        r = sy_del_locked(m, key, hash, &old, 0);
+        r = sy_del_locked(m, key, hash, &old, &t->grave, 0);
     }
     else {
-        r = sy_set_locked(m, key, hash, value, &old, NULL);
+        r = sy_set_locked(m, key, hash, value, &old, &t->grave);
         r = r < 0 ? -1 : 1;
     }
     if (old != NULL) {
@@ -1405,7 +1165,9 @@ sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
         Py_DECREF(t);
         return NULL;
     }
+    SY_WLOCK(m);
     SM_STORE_INT(&m->frozen, 1);
+    SY_WUNLOCK(m);
     sm_txn_open(t);
     SM_STORE_INT(&m->guard, 1);
     return (PyObject *)t;
@@ -1434,6 +1196,13 @@ sy_after_fork(SMNode *node, void *me)
 {
     SMSMapObject *m = (SMSMapObject *)((char *)node - offsetof(SMSMapObject, node));
     int mine = sm_lock_after_fork(&m->mu, me);
+    /* wmu is never held across a fork's preparation by this thread (it is
+     * held for a few instructions), and no other thread survives. */
+#if SM_FREE_THREADED
+    memset(&m->wmu, 0, sizeof(m->wmu));
+#endif
+    sm_tb_after_fork(&m->read);
+    sm_tb_after_fork(&m->dirty);
 #if !SM_FREE_THREADED
     m->held = mine;
 #endif
@@ -1454,9 +1223,7 @@ sy_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (m == NULL) {
         return NULL;
     }
-    m->read = PyDict_New();
-    m->dirty = PyDict_New();
-    if (m->read == NULL || m->dirty == NULL || sm_stats_init(&m->stats) < 0) {
+    if (sm_stats_init(&m->stats) < 0) {
         Py_DECREF(m);
         return NULL;
     }
@@ -1509,23 +1276,19 @@ static int
 sy_traverse(PyObject *op, visitproc visit, void *arg)
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    Py_VISIT(m->read);
-    Py_VISIT(m->dirty);
-    return 0;
+    int rc = sm_tb_traverse(&m->read, visit, arg);
+    return rc ? rc : sm_tb_traverse(&m->dirty, visit, arg);
 }
 
 static int
 sy_tp_clear(PyObject *op)
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    if (m->read != NULL) {
-        PyDict_Clear(m->read);
-    }
-    if (m->dirty != NULL) {
-        PyDict_Clear(m->dirty);
-    }
     m->count = 0;
     m->amended = 0;
+    m->misses = 0;
+    sm_tb_fini(&m->read);
+    sm_tb_fini(&m->dirty);
     return 0;
 }
 
@@ -1534,15 +1297,18 @@ sy_dealloc(PyObject *op)
 {
     SMSMapObject *m = (SMSMapObject *)op;
     PyObject_GC_UnTrack(op);
+    Py_TRASHCAN_BEGIN(op, sy_dealloc)
     sm_unregister(&m->node);
     if (m->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }
-    Py_CLEAR(m->read);
-    Py_CLEAR(m->dirty);
+    m->count = 0;
+    sm_tb_fini(&m->read);
+    sm_tb_fini(&m->dirty);
     sm_lock_fini(&m->mu);
     sm_stats_fini(&m->stats);
     Py_TYPE(op)->tp_free(op);
+    Py_TRASHCAN_END
 }
 
 static PyMappingMethods sy_as_mapping = {

@@ -5,11 +5,10 @@
 #define SAFEMAP_SM_SMAP_H
 
 #include "sm_common.h"
+#include "sm_table.h"
 
-/* One key's slot: the value pointer that in-place writers swap.  Live (a
- * value) while its key is in `read` or `dirty`; value == SM_EXPUNGED once a
- * delete or clear has cut it out of the map: it is never revived, and an
- * in-place writer that finds it takes the mutex instead. */
+/* No longer used by SyncMap (its values live in its tables' entries); the
+ * type stays defined while the module's type list (sm_common.h) names it. */
 typedef struct {
     PyObject_HEAD
     PyObject *value;
@@ -18,20 +17,29 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     SMNode node;
-    PyObject *read;        /* dict key -> SMEntry.  The object never changes; its
-                              key set changes only under `mu`.  Read lock-free. */
-    PyObject *dirty;       /* dict key -> SMEntry for keys not (yet) in read;
-                              only touched under `mu` */
+    SMTableRef read;       /* promoted keys: read lock-free; keys and table
+                              change only under `mu` (and `wmu`), values also
+                              in place under `wmu` alone */
+    SMTableRef dirty;      /* keys stored since the last promotion, none of
+                              them in read; only touched under `mu` */
+#if SM_TB_LOCKFREE
+    int wmu;               /* spin lock (sy_wlock); serializes every change to
+                              read's values, keys or table: in-place writers
+                              hold it alone, the holder of mu takes it around
+                              its changes */
+#elif SM_FREE_THREADED
+    PyMutex wmu;           /* the same role (3.13t: readers hold the table's
+                              mutex, which a holder of wmu may wait for) */
+#endif
     SMLock mu;
     int amended;           /* dirty is non-empty: a read miss must look there */
     int frozen;            /* != 0: a mutex holder needs every value stable;
-                              in-place writers take the mutex instead */
+                              in-place writers take the mutex instead (set
+                              under wmu, read under wmu by in-place writers) */
     int guard;             /* != 0 during a transaction or clear: reads take
                               the slow path */
     int committing;        /* != 0 while several entries change together */
     int shared;            /* a second thread has used the map (sm_note_thread) */
-    void *final;           /* SYFinal of the plain pop in its last dict call, or
-                              NULL; only the holder of mu reads or writes it */
     void *txn_owner;
     Py_ssize_t misses;     /* reads that had to take the mutex since the last
                               promotion (under mu) */

@@ -1,5 +1,6 @@
 /*
- * sm_table.c -- the hash table of a ConcurrentMap shard (design: sm_table.h).
+ * sm_table.c -- the hash table of a ConcurrentMap shard or of SyncMap's read
+ * and dirty (design: sm_table.h).
  *
  * Invariants:
  *   - Only the shard lock's holder writes a table or the shard's `table`
@@ -9,7 +10,10 @@
  *     are never reused within a table, so a reader that still sees an
  *     entry's key sees that key's current value or restarts.  Keys never
  *     move within a table: a key present throughout a scan of one table is
- *     met exactly once.
+ *     met exactly once.  (SyncMap's read: a value is also swapped in place,
+ *     sm_tb_loc_exchange, by a writer holding the map's `wmu` instead of its
+ *     mutex; the mutex holder takes `wmu` around its own changes, so the
+ *     two never write the table at once.)
  *   - A table that has been replaced (grown, rebuilt, cleared) is never
  *     written again; its entries still point at objects that the current
  *     table (or nobody) owns, so readers re-check the shard's table pointer
@@ -87,7 +91,7 @@ SM_DEFINE_TYPE(SMTable_Type) = {
     .tp_itemsize = 1,
     .tp_dealloc = tb_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Storage of one ConcurrentMap shard (internal).",
+    .tp_doc = "Storage of a ConcurrentMap shard or a SyncMap table (internal).",
 };
 
 /* A table of cap index slots (a power of two) and 2/3 as many entries, all
@@ -346,6 +350,68 @@ tb_compare_slow(SMTableRef *r, SMTable *t, SMSlot *ep, PyObject *tk, PyObject *k
 #endif
 }
 
+/* One probe of r's current table for key.  TB_EQ: found, tp, epp and tkp say
+ * where (3.13t: rmu still held); TB_NE: absent; TB_ERR: a key's __eq__
+ * raised; TB_RESTART: the table or an entry changed under a comparison
+ * (rmu not held in these three cases). */
+SM_ALWAYS_INLINE int
+tb_probe(SMTableRef *r, PyObject *key, Py_hash_t hash, int *key_plain, TBHeld *held,
+         SMTable **tp, SMSlot **epp, PyObject **tkp)
+{
+    TB_RLOCK(r);
+    SMTable *t = TB_LOAD(&r->table);
+    if (t == NULL) {
+        TB_RUNLOCK(r);
+        return TB_NE;
+    }
+    size_t mask = (size_t)t->mask;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    for (;;) {
+        int32_t ix = IX_LOAD(&t->indices[i]);
+        if (ix == IX_EMPTY) {
+            TB_RUNLOCK(r);
+            return TB_NE;
+        }
+        if (ix >= 0) {
+            SMSlot *ep = &t->entries[ix];
+            PyObject *tk = TB_LOAD(&ep->key);
+            int eq = sm_tb_untag(tk) == key;
+            /* tk == NULL: removed since the index was read; the key, if
+             * it is back, was absent at that instant */
+            if (!eq && tk != NULL && TB_LOAD_HASH(&ep->hash) == hash) {
+                if ((uintptr_t)tk & SM_TB_PLAIN) {
+                    if (*key_plain < 0) {
+                        *key_plain = tb_plain(key, 0);
+                    }
+                }
+                if (((uintptr_t)tk & SM_TB_PLAIN) && *key_plain) {
+                    eq = tb_plain_eq(sm_tb_untag(tk), key);
+                    if (eq < 0) {
+                        TB_RUNLOCK(r);
+                        return TB_ERR;
+                    }
+                }
+                else {
+                    int rc = tb_compare_slow(r, t, ep, tk, key, held);
+                    if (rc != TB_EQ && rc != TB_NE) {
+                        return rc;
+                    }
+                    eq = rc == TB_EQ;
+                }
+            }
+            if (eq) {
+                *tp = t;
+                *epp = ep;
+                *tkp = tk;
+                return TB_EQ;
+            }
+        }
+        perturb >>= TB_PERTURB_SHIFT;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
 static int
 tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out, TBHeld *held)
 {
@@ -360,69 +426,17 @@ tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out, TBHeld *hel
             return SM_TB_CONTENDED;
         }
 #endif
-        TB_RLOCK(r);
-        SMTable *t = TB_LOAD(&r->table);
-        if (t == NULL) {
-            TB_RUNLOCK(r);
-            *out = NULL;
-            return 0;
-        }
-        size_t mask = (size_t)t->mask;
-        size_t perturb = (size_t)hash;
-        size_t i = (size_t)hash & mask;
+        SMTable *t;
         SMSlot *ep;
         PyObject *tk;
-        for (;;) {
-            int32_t ix = IX_LOAD(&t->indices[i]);
-            if (ix == IX_EMPTY) {
-                TB_RUNLOCK(r);
-                *out = NULL;
-                return 0;
-            }
-            if (ix >= 0) {
-                ep = &t->entries[ix];
-                tk = TB_LOAD(&ep->key);
-                if (sm_tb_untag(tk) == key) {
-                    goto found;
-                }
-                /* tk == NULL: removed since the index was read; the key, if
-                 * it is back, was absent at that instant */
-                if (tk != NULL && TB_LOAD_HASH(&ep->hash) == hash) {
-                    if ((uintptr_t)tk & SM_TB_PLAIN) {
-                        if (key_plain < 0) {
-                            key_plain = tb_plain(key, 0);
-                        }
-                        if (key_plain) {
-                            int eq = tb_plain_eq(sm_tb_untag(tk), key);
-                            if (eq > 0) {
-                                goto found;
-                            }
-                            if (eq < 0) {
-                                TB_RUNLOCK(r);
-                                *out = NULL;
-                                return -1;
-                            }
-                            goto next;
-                        }
-                    }
-                    int rc = tb_compare_slow(r, t, ep, tk, key, held);
-                    if (rc == TB_EQ) {
-                        goto found;
-                    }
-                    if (rc == TB_ERR) {
-                        *out = NULL;
-                        return -1;
-                    }
-                    if (rc == TB_RESTART) {
-                        goto restart;
-                    }
-                }
-            }
-        next:
-            perturb >>= TB_PERTURB_SHIFT;
-            i = (i * 5 + perturb + 1) & mask;
+        int rc = tb_probe(r, key, hash, &key_plain, held, &t, &ep, &tk);
+        if (rc == TB_RESTART) {
+            continue;
         }
-    found:;
+        if (rc != TB_EQ) {
+            *out = NULL;
+            return rc;  /* TB_NE (0) or TB_ERR (-1) */
+        }
         PyObject *v = TB_LOAD(&ep->value);
 #if SM_TB_LOCKFREE
         if (v != NULL && PyUnstable_TryIncRef(v)) {
@@ -433,14 +447,14 @@ tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out, TBHeld *hel
             }
             Py_DECREF(v);  /* replaced meanwhile */
         }
-        continue;
 #else
+        (void)tk;
+        (void)t;
         Py_INCREF(v);
         TB_RUNLOCK(r);
         *out = v;
         return 1;
 #endif
-    restart:;
     }
 }
 
@@ -451,6 +465,74 @@ sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out)
     int rc = tb_get(r, key, hash, out, &held);
     tb_held_drop(&held);  /* the read is complete: nothing of it is used again */
     return rc;
+}
+
+/* ------------------------------------------------------------ locations */
+
+int
+sm_tb_locate(SMTableRef *r, PyObject *key, Py_hash_t hash, SMLoc *loc)
+{
+    TBHeld held = {NULL, NULL};
+    int key_plain = -1;
+    int rc = SM_TB_CONTENDED;
+    loc->table = NULL;
+    for (int attempt = 0; attempt < TB_MAX_RESTARTS; attempt++) {
+        tb_held_drop(&held);
+        SMTable *t;
+        SMSlot *ep;
+        PyObject *tk;
+        rc = tb_probe(r, key, hash, &key_plain, &held, &t, &ep, &tk);
+        if (rc == TB_RESTART) {
+            rc = SM_TB_CONTENDED;
+            continue;
+        }
+        if (rc == TB_EQ) {
+            loc->table = t;
+            loc->entry = ep - t->entries;
+            loc->tkey = tk;
+            if (held.table != NULL) {
+                /* the last comparison's reference to t (held.table == t) */
+                loc->strong = 1;
+                held.table = NULL;
+            }
+            else {
+#if SM_TB_LOCKFREE
+                /* t stays alive until this thread's next quiescent state
+                 * (its release is delayed): see sm_tb_loc_hold. */
+                loc->strong = 0;
+#else
+                Py_INCREF(t);  /* 3.13t: released at once; GIL: cheap */
+                loc->strong = 1;
+#endif
+            }
+            TB_RUNLOCK(r);
+        }
+        break;
+    }
+    tb_held_drop(&held);
+    return rc;
+}
+
+int
+sm_tb_loc_valid(SMTableRef *r, SMLoc *loc)
+{
+    SMTable *t = loc->table;
+    return r->table == t && t->entries[loc->entry].key == loc->tkey;
+}
+
+PyObject *
+sm_tb_loc_exchange(SMTableRef *r, SMLoc *loc, PyObject *value)
+{
+    SMSlot *ep = &loc->table->entries[loc->entry];
+    PyObject *old = ep->value;
+    Py_INCREF(value);
+#if SM_TB_LOCKFREE
+    PyUnstable_EnableTryIncRef(value);
+#endif
+    TB_WLOCK(r);
+    TB_STORE(&ep->value, value);
+    TB_WUNLOCK(r);
+    return old;
 }
 
 /* ------------------------------------------------------------ writes */
@@ -528,16 +610,16 @@ tb_free_index(SMTable *t, Py_hash_t hash)
 
 /* Replace r's table by a fresh one sized as dict sizes itself when it grows
  * (index slots: the smallest power of two >= 3 x the live entries, at least
- * 8), holding the live entries in their order and nothing removed; the old
+ * 8, and with room for `extra` more entries), holding the live entries in their order and nothing removed; the old
  * table goes to g (delayed release).  0 or -1 (MemoryError, nothing
  * changed). */
 static int
-tb_rebuild(SMTableRef *r, SMGrave *g)
+tb_rebuild(SMTableRef *r, SMGrave *g, Py_ssize_t extra)
 {
     SMTable *old = r->table;
     Py_ssize_t used = old != NULL ? old->used : 0;
     Py_ssize_t cap = TB_MINSIZE;
-    while (cap < 3 * used) {
+    while (cap < 3 * used || ((cap << 1) / 3) < used + extra) {
         cap *= 2;
     }
     SMTable *nt = tb_new(cap);
@@ -574,7 +656,7 @@ sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *v
     /* Out of entries: rebuild (which also drops removed entries, so they
      * never accumulate beyond 2/3 of the index). */
     if (t == NULL || t->nentries >= t->usable) {
-        if (tb_rebuild(r, g) < 0) {
+        if (tb_rebuild(r, g, 0) < 0) {
             return -1;
         }
         t = r->table;
@@ -602,7 +684,7 @@ sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *v
     IX_STORE(slot, (int32_t)e);  /* last: a reader that finds e sees it filled */
     TB_WUNLOCK(r);
     t->nentries = e + 1;
-    t->used++;
+    TB_STORE_HASH(&t->used, t->used + 1);
     return 0;
 }
 
@@ -634,8 +716,60 @@ sm_tb_remove(SMTableRef *r, SMPos *p, PyObject **old, SMGrave *g)
     TB_STORE(&ep->key, NULL);  /* a reader still at the entry restarts or moves on */
     TB_STORE(&ep->value, NULL);
     TB_WUNLOCK(r);
-    t->used--;
+    TB_STORE_HASH(&t->used, t->used - 1);
     sm_grave_push(g, tk);
+}
+
+int
+sm_tb_move_all(SMTableRef *dst, SMTableRef *src, SMGrave *g)
+{
+    SMTable *st = src->table;
+    if (st == NULL || st->used == 0) {
+        return 0;
+    }
+    if (sm_grave_reserve(g, 2) < 0) {
+        return -1;
+    }
+    SMTable *t = dst->table;
+    if (t == NULL || t->usable - t->nentries < st->used) {
+        if (tb_rebuild(dst, g, st->used) < 0) {
+            return -1;
+        }
+        t = dst->table;
+    }
+    /* Append in src's order; each entry is filled before the index slot
+     * that publishes it (as sm_tb_insert does). */
+    Py_ssize_t e = t->nentries;
+    for (Py_ssize_t i = 0; i < st->nentries; i++) {
+        SMSlot *sp = &st->entries[i];
+        if (sp->key == NULL) {
+            continue;
+        }
+        SMSlot *ep = &t->entries[e];
+        int32_t *slot = tb_free_index(t, sp->hash);
+        TB_WLOCK(dst);
+        TB_STORE_HASH(&ep->hash, sp->hash);
+        TB_STORE(&ep->value, sp->value);
+        TB_STORE(&ep->key, sp->key);
+        IX_STORE(slot, (int32_t)e);
+        TB_WUNLOCK(dst);
+        e++;
+    }
+    t->nentries = e;
+    TB_STORE_HASH(&t->used, t->used + st->used);
+    /* src's references now belong to dst: only its table goes. */
+    TB_WLOCK(src);
+    TB_STORE(&src->table, NULL);
+    TB_WUNLOCK(src);
+    sm_grave_push(g, (PyObject *)((uintptr_t)st | SM_TB_PLAIN));
+    return 0;
+}
+
+Py_ssize_t
+sm_tb_used(SMTableRef *r)
+{
+    SMTable *t = TB_LOAD(&r->table);
+    return t == NULL ? 0 : TB_LOAD_HASH(&t->used);
 }
 
 int

@@ -1,5 +1,6 @@
 /*
- * sm_table.h -- the hash table each ConcurrentMap shard owns (see sm_table.c).
+ * sm_table.h -- the hash table each ConcurrentMap shard owns, and SyncMap's
+ * `read` and `dirty` (see sm_table.c, sm_smap.c).
  *
  * The layout of CPython's dict: an index array (int32 slots, power-of-two
  * count, probed in dict's order: i = 5*i + perturb + 1, perturb shifted 5
@@ -124,6 +125,67 @@ enum { SM_TB_CONTENDED = -2 };
  * Python code (a non-plain key's __eq__). */
 int sm_tb_get(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out);
 
+/* ------------------------------------------------------------ locations */
+
+/* Where a lock-free lookup found a key, for a writer that changes the value
+ * in place without the table's writer lock (SyncMap's `read` table).  While
+ * `table` cannot be freed, `table` and `tkey` identify the entry without ABA
+ * (entries are never reused in a table).  It cannot be freed while `strong`
+ * (a reference is held), or, on free-threaded 3.14+ where replaced tables are
+ * released through QSBR, until the thread's next quiescent state: a caller
+ * that may pass one (Python code, a wait that detaches) first calls
+ * sm_tb_loc_hold.  So the common in-place write touches no reference count. */
+typedef struct {
+    SMTable *table;
+    Py_ssize_t entry;
+    PyObject *tkey;   /* the entry's tagged key when found */
+    int strong;
+} SMLoc;
+
+/* Lock-free lookup.  1: found (loc filled; release with sm_tb_loc_release);
+ * 0: absent; -1: error; SM_TB_CONTENDED: kept restarting (free-threaded).
+ * May run Python code. */
+int sm_tb_locate(SMTableRef *r, PyObject *key, Py_hash_t hash, SMLoc *loc);
+
+/* Make loc's table reference strong (before anything that may pass a
+ * quiescent state). */
+static inline void
+sm_tb_loc_hold(SMLoc *loc)
+{
+    if (!loc->strong) {
+        Py_INCREF(loc->table);
+        loc->strong = 1;
+    }
+}
+
+static inline void
+sm_tb_loc_release(SMLoc *loc)
+{
+    if (loc->strong) {
+        Py_DECREF(loc->table);
+    }
+    loc->table = NULL;
+    loc->strong = 0;
+}
+
+/* The two below are called by a writer that excludes every other writer of
+ * the entry's value and of r's table (SyncMap: its `wmu`, or the GIL with
+ * no Python code in between), but not lock-free readers. */
+
+/* The entry is still r's, still holding the key found. */
+int sm_tb_loc_valid(SMTableRef *r, SMLoc *loc);
+
+/* The entry's value (borrowed), for a valid loc. */
+static inline PyObject *
+sm_tb_loc_value(SMLoc *loc)
+{
+    return loc->table->entries[loc->entry].value;
+}
+
+/* Store value (a new reference is taken) in a valid loc; returns the old
+ * value, the table's reference, now the caller's. */
+PyObject *sm_tb_loc_exchange(SMTableRef *r, SMLoc *loc, PyObject *value);
+
 /* ------------------------------------------------------------ writes */
 /* Every function below is called holding the shard lock. */
 
@@ -157,6 +219,15 @@ void sm_tb_replace(SMTableRef *r, SMPos *p, PyObject *value, SMGrave *g);
 /* Remove the entry found at p: the key goes to g (room for 1), the value
  * reference is handed to the caller (*old, strong). */
 void sm_tb_remove(SMTableRef *r, SMPos *p, PyObject **old, SMGrave *g);
+
+/* Move every entry of src to the end of dst, in src's order, without
+ * comparing keys (none of src's keys may be in dst); src is left empty.  At
+ * most one rebuild of dst, before the first move.  Dropped tables go to g
+ * (reserved here).  0, or -1 with MemoryError set (nothing changed). */
+int sm_tb_move_all(SMTableRef *dst, SMTableRef *src, SMGrave *g);
+
+/* Live entries (a relaxed read: exact while no writer runs). */
+Py_ssize_t sm_tb_used(SMTableRef *r);
 
 /* Empty the shard: every key, value and the table go to g (reserved here:
  * -1 with MemoryError set, nothing changed). */
