@@ -347,7 +347,6 @@ PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind
     X(SMIter_Type) \
     X(SMTxnStorage_Type) \
     X(SMCMap_Type) \
-    X(SMEntry_Type) \
     X(SMSMap_Type) \
     X(SMSyncStorage_Type) \
     X(SMTable_Type) \

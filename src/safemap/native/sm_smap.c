@@ -131,14 +131,6 @@ sy_wlock(SMSMapObject *m)
     "cannot call a SyncMap's methods inside its own transaction(); use the view " \
     "passed to the function"
 
-/* The former per-key entry type: unused, kept while sm_common.h lists it. */
-SM_DEFINE_TYPE(SMEntry_Type) = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.SyncMapEntry",
-    .tp_basicsize = sizeof(SMEntry),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-};
-
 /* ------------------------------------------------------------- bookkeeping */
 
 static inline int

@@ -7,13 +7,6 @@
 #include "sm_common.h"
 #include "sm_table.h"
 
-/* No longer used by SyncMap (its values live in its tables' entries); the
- * type stays defined while the module's type list (sm_common.h) names it. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *value;
-} SMEntry;
-
 typedef struct {
     PyObject_HEAD
     SMNode node;
