@@ -47,6 +47,7 @@
  */
 #include "../native/sm_compat.h"
 #include "../native/sm_lock.h"
+#include "../protocol/_frozen_api.h"
 #include <string.h>
 
 #define HAMT_BITS 5
@@ -3048,6 +3049,39 @@ static PyTypeObject PMap_Type = {
 
 /* ==================================================================== module */
 
+/* FrozenMap's C base reads trie-backed FrozenMaps through these
+ * (src/safemap/protocol/_frozen_api.h): a version a FrozenMap holds is shared,
+ * so nothing ever writes it in place and a plain walk is safe. */
+static int
+frozen_trie_find(PyObject *trie, PyObject *key, PyObject **out)
+{
+    return trie_find((Trie *)trie, key, out);
+}
+
+static Py_ssize_t
+frozen_trie_length(PyObject *trie)
+{
+    return ((Trie *)trie)->count;
+}
+
+static const FrozenTrieAPI frozen_trie_api = {&Trie_Type, frozen_trie_find, frozen_trie_length};
+
+static int
+register_frozen_api(void)
+{
+    PyObject *frozen = PyImport_ImportModule("safemap.protocol._frozen");
+    if (frozen == NULL) {
+        return -1;
+    }
+    PyObject *capsule = PyCapsule_New((void *)&frozen_trie_api, FROZEN_TRIE_API_CAPSULE, NULL);
+    PyObject *r = capsule == NULL ? NULL
+                                  : PyObject_CallMethod(frozen, "_register_trie_api", "O", capsule);
+    Py_XDECREF(capsule);
+    Py_DECREF(frozen);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 static int
 hamt_exec(PyObject *module)
 {
@@ -3082,6 +3116,9 @@ hamt_exec(PyObject *module)
             return -1;
         }
         node_ready(empty_node);
+    }
+    if (register_frozen_api() < 0) {
+        return -1;
     }
     /* The one list every type is readied from, exposed for the readiness tests. */
     PyObject *all = PyTuple_Pack(5, (PyObject *)&Node_Type, (PyObject *)&Trie_Type,
