@@ -282,7 +282,8 @@ fb_length(FrozenBase *self)
     if (d != NULL) {
         return PyObject_Size(d);
     }
-    return SM_LOAD_PTR_RELAXED(&trie_api)->length(t);
+    const FrozenTrieAPI *api = SM_LOAD_PTR_RELAXED(&trie_api); /* set before any trie */
+    return api->length(t);
 }
 
 static PyObject *
