@@ -2648,6 +2648,98 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
     return r < 0 ? -1 : 0;
 }
 
+/* _store_items(items): update()'s last step.  Stores a list of (key, value)
+ * pairs (no sentinel among them: update() checked) as one batch built on the
+ * current version (Trie.mutate(): each node copied at most once, not a path per
+ * key) and published as one version, so all the keys take effect at the same
+ * instant and a later pair of the same key wins.  A plain write: a nested
+ * write (a key's __eq__/__hash__, a finalizer) lands at once and the batch is
+ * built again on top of it, as in pm_store_impl. */
+static PyObject *
+pm_store_items(PMap *self, PyObject *items)
+{
+    if (!PyList_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "_store_items() needs a list of (key, value) pairs");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "_store_items() needs a list of (key, value) pairs");
+            return NULL;
+        }
+        if (pm_refuse_sentinel(PyTuple_GET_ITEM(pair, 1)) < 0) {
+            return NULL;
+        }
+    }
+    /* Our own reference: a nested write could not change the list (update()'s
+     * private one), but keep it alive across the Python code keys run. */
+    Py_INCREF(items);
+    int nested;
+    if (pm_write_begin(self, &nested) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    Trie *old = NULL;
+    int r = 0;
+    for (int attempt = 0; r == 0; attempt++) {
+        if (attempt == PM_MAX_REBUILDS) {
+            r = pm_rebuild_refused();
+            break;
+        }
+        Trie *cur = pm_load(self);
+        if (cur == NULL) {
+            r = -1;
+            break;
+        }
+        Batch b = {(Node *)Py_NewRef(cur->root != NULL ? cur->root : empty_node),
+                   cur->root != NULL ? cur->count : 0, mutid_new()};
+        Py_ssize_t inserts = 0, updates = 0;
+        for (Py_ssize_t i = 0; i < n && r == 0; i++) {
+            PyObject *pair = PyList_GET_ITEM(items, i);
+            int added = batch_set(&b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+            if (added < 0) {
+                r = -1;
+            }
+            else if (added) {
+                inserts++;
+            }
+            else {
+                updates++;
+            }
+        }
+        if (r < 0 || self->root != cur) {
+            /* An error, or a nested write published meanwhile: drop the batch
+             * (and, for the latter, build it again on top). */
+            Py_DECREF(b.root);
+            Py_DECREF(cur);
+            continue;
+        }
+        Trie *next = trie_make(b.root, b.count);
+        Py_DECREF(cur);
+        if (next == NULL) {
+            r = -1;
+            break;
+        }
+        old = pm_swap(self, next);
+        if (inserts > 0) {
+            pm_count_write(self, &self->inserts, inserts);
+        }
+        if (updates > 0) {
+            pm_count_write(self, &self->updates, updates);
+        }
+        r = 1;
+    }
+    pm_write_end(self, nested);
+    pm_release(self, old);
+    Py_DECREF(items);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* 1: removed, *out the value (strong); 0: absent; -1: error. */
 static int
 pm_pop_impl(PMap *self, PyObject *key, PyObject **out)
@@ -3005,6 +3097,8 @@ static PyMethodDef pm_methods[] = {
     {"compute", (PyCFunction)(void (*)(void))pm_compute, METH_FASTCALL,
      "compute(key, fn): atomically replace the entry with fn(key, old) (see ConcurrentMapping)."},
     {"clear", (PyCFunction)pm_clear_method, METH_NOARGS, "clear(): remove every entry, atomically."},
+    {"_store_items", (PyCFunction)pm_store_items, METH_O,
+     "_store_items(items): store a list of (key, value) pairs as one new version."},
     {"_items", (PyCFunction)pm_items, METH_NOARGS,
      "An iterator over the (key, value) pairs of the current version (counted)."},
     {"_stats", (PyCFunction)pm_stats, METH_NOARGS,
