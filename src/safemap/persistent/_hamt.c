@@ -2673,6 +2673,9 @@ pm_store_items(PMap *self, PyObject *items)
             return NULL;
         }
     }
+    if (n == 0) {
+        Py_RETURN_NONE; /* nothing to store: no write, no lock (as n stores) */
+    }
     /* Our own reference: a nested write could not change the list (update()'s
      * private one), but keep it alive across the Python code keys run. */
     Py_INCREF(items);

@@ -200,7 +200,17 @@ fb_backing(FrozenBase *self, PyObject **dict, PyObject **trie)
     return 0;
 }
 
-/* 1: found (*out a new reference), 0: absent, -1: error. */
+/* A dict subclass given to _adopt: the reads call its own methods (its
+ * __missing__, __contains__, get), as dict's would; NULL for an exact dict or a
+ * trie. */
+static inline PyObject *
+fb_dict_subclass(FrozenBase *self)
+{
+    PyObject *d = FB_LOAD(&self->data);
+    return d != NULL && d != Py_None && SM_UNLIKELY(!PyDict_CheckExact(d)) ? d : NULL;
+}
+
+/* 1: found (*out a new reference), 0: absent, -1: error.  Exact dict or trie. */
 static inline int
 fb_find(FrozenBase *self, PyObject *key, PyObject **out)
 {
@@ -209,14 +219,6 @@ fb_find(FrozenBase *self, PyObject *key, PyObject **out)
         return -1;
     }
     if (d != NULL) {
-        if (SM_UNLIKELY(!PyDict_CheckExact(d))) { /* a dict subclass given to _adopt */
-            *out = PyObject_GetItem(d, key); /* its __missing__, as before */
-            if (*out == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
-                PyErr_Clear();
-                return 0;
-            }
-            return *out == NULL ? -1 : 1;
-        }
 #if PY_VERSION_HEX >= 0x030D0000
         return PyDict_GetItemRef(d, key, out);
 #else
@@ -240,6 +242,10 @@ fb_find(FrozenBase *self, PyObject *key, PyObject **out)
 static PyObject *
 fb_subscript(FrozenBase *self, PyObject *key)
 {
+    PyObject *sub = fb_dict_subclass(self);
+    if (sub != NULL) {
+        return PyObject_GetItem(sub, key);
+    }
     PyObject *v = NULL;
     int r = fb_find(self, key, &v);
     if (r == 0) {
@@ -251,6 +257,10 @@ fb_subscript(FrozenBase *self, PyObject *key)
 static int
 fb_contains(FrozenBase *self, PyObject *key)
 {
+    PyObject *sub = fb_dict_subclass(self);
+    if (sub != NULL) {
+        return PySequence_Contains(sub, key);
+    }
     PyObject *v = NULL;
     int r = fb_find(self, key, &v);
     Py_XDECREF(v);
@@ -263,6 +273,10 @@ fb_get(FrozenBase *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 1 || nargs > 2) {
         PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
         return NULL;
+    }
+    PyObject *sub = fb_dict_subclass(self);
+    if (sub != NULL) {
+        return PyObject_CallMethod(sub, "get", "OO", args[0], nargs == 2 ? args[1] : Py_None);
     }
     PyObject *v = NULL;
     int r = fb_find(self, args[0], &v);

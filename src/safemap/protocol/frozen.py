@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copyreg
 import reprlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 from .._typing import Any, Generic, NoReturn, TypeVar
 from ._frozen import FrozenBase, _get, _set
@@ -263,13 +263,11 @@ def _data_dict(self: FrozenMap[Any, Any]) -> dict[Any, Any]:
     data: dict[Any, Any] | None = _get_data(self)
     if data is None:
         data = _set_data(self, _get_trie(self).to_dict())
-    return data  # type: ignore[return-value]
+    return data
 
 
 def _sealed(name: str, getter: Any) -> property:
-    return property(
-        getter, lambda self, _v: _refuse(self, name), lambda self: _refuse(self, name)
-    )
+    return property(getter, lambda self, _v: _refuse(self, name), lambda self: _refuse(self, name))
 
 
 # (declared as a dict for mypy)
