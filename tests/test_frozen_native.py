@@ -232,3 +232,19 @@ def test_deeply_nested_frozen_maps_are_freed_without_recursion_error() -> None:
     for _ in range(100_000):
         fm = FrozenMap({"inner": fm})
     del fm  # the trashcan bounds the C recursion of the deallocations
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.integers(-3, 3) | st.floats(-3, 3) | st.booleans() | st.text(max_size=1), st.integers()
+    ),
+    st.lists(st.integers(-3, 3) | st.floats(-3, 3) | st.booleans(), max_size=6),
+)
+def test_equal_keys_of_other_types_are_found(contents: dict[Any, int], probes: list[Any]) -> None:
+    """A trie walk compares exact str/int keys without a call and falls back to ``==``
+    for any other pair (1 == 1.0 == True): the fallback finds what a dict finds."""
+    for name, fm in _backings(contents):
+        for key in probes:
+            assert fm.get(key, "absent") == contents.get(key, "absent"), name
+            assert (key in fm) == (key in contents), name
