@@ -121,3 +121,10 @@ def test_update_matches_dict(start: dict[Any, int], pairs: list[tuple[Any, int]]
     s = m.stats()
     assert s.inserts == len(expected)
     assert s.updates == len(start) + len(pairs) - len(expected)
+
+
+def test_construction_from_a_dict_refuses_a_sentinel_before_storing() -> None:
+    with pytest.raises(TypeError):
+        PersistentMap({"a": 1, "b": MISSING})
+    m = PersistentMap({"a": 1}, b=2)  # keywords take update()'s path
+    assert dict(m.items()) == {"a": 1, "b": 2} and m.stats().lock_acquisitions == 1

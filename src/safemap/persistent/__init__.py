@@ -101,7 +101,12 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
 
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
         track_for_fork(self)
-        self.update(other, **kwargs)
+        if type(other) is dict and not kwargs:
+            # update()'s own path, minus its Python loops: _store_items refuses a
+            # sentinel value before storing anything, as update() does.
+            self._store_items(list(other.items()))
+        else:
+            self.update(other, **kwargs)
 
     def _after_fork_in_child(self) -> None:
         self._after_fork()
