@@ -94,6 +94,8 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
       at once, or not at all if ``fn`` raises;
     - an exception from a key or a callback leaves the map unchanged; overwritten and
       removed values are released after the writer lock is released;
+    - ``update()`` (and the constructor) stores all its items as one batch published as
+      one version: readers see none or all of them; a key that raises stores nothing;
     - ``copy()`` is O(1): the copy starts from the same (immutable) version.
     """
 

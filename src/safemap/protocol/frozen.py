@@ -42,6 +42,9 @@ class FrozenMap(FrozenBase, Mapping[K, V]):
       with this one, which never changes; ``mutate()`` gives a short-lived builder for a
       batch of changes. A ``PersistentMap``'s ``snapshot()`` is O(1): it shares the map's
       current version.
+    - Reads (``m[k]``, ``get``, ``in``, ``len``, iteration) run in C and take no lock,
+      whichever representation it holds; its internal dict, trie and hash are each made at
+      most once, so threads racing to make one all use the same object.
 
     Subclasses inherit every guarantee: a subclass may add methods and instance
     attributes, and takes its extra constructor arguments in its own ``__init__`` before
