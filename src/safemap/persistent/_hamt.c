@@ -1902,13 +1902,17 @@ static PyTypeObject Trie_Type = {
 #  define PM_STRIPES 1
 #endif
 typedef struct {
-    Py_ssize_t hits, misses, iterations;
+    /* Borrowed accesses to a version (rule 1): each increments `enter` before
+     * it loads the root and, when it is done, exactly one of `leave`, `bhits`
+     * and `bmisses`: a borrowed point read's hit or miss count is its leave,
+     * so the read pays one atomic addition for both.  While `enter` differs
+     * from the sum of the three, a reader of this stripe may hold a version
+     * without a reference. */
+    Py_ssize_t enter, leave, bhits, bmisses;
+    Py_ssize_t hits, misses; /* point reads that held a reference to the version */
+    Py_ssize_t iterations;
     Py_ssize_t active; /* iterations started and not yet finished */
-    /* Borrowed accesses to a version begun and ended (rule 1): while they
-     * differ, a reader of this stripe may hold a version without a reference. */
-    Py_ssize_t enter, leave;
-    char pad[64 - 6 * sizeof(Py_ssize_t)];
-} PMStripe;
+} PMStripe;             /* one cache line (64 bytes) on 64-bit builds */
 
 typedef struct {
     PyObject_HEAD
@@ -1997,8 +2001,15 @@ pm_release(PMap *self, Trie *old)
 #if HAMT_LOCKFREE
     _Py_atomic_fence_seq_cst();
     for (int i = 0; i < PM_STRIPES; i++) {
-        Py_ssize_t left = _Py_atomic_load_ssize(&self->stripes[i].leave);
-        if (_Py_atomic_load_ssize(&self->stripes[i].enter) != left) {
+        /* The three ends first, then `enter`: each counter only grows and no
+         * end is counted before its `enter`, so the ends' sum, read before
+         * `enter`, equals it only if every access that had begun by the last
+         * of these loads had ended by then. */
+        PMStripe *st = &self->stripes[i];
+        Py_ssize_t left = _Py_atomic_load_ssize(&st->leave);
+        left += _Py_atomic_load_ssize(&st->bhits);
+        left += _Py_atomic_load_ssize(&st->bmisses);
+        if (_Py_atomic_load_ssize(&st->enter) != left) {
             _PyObject_XDecRefDelayed((PyObject *)old);
             return;
         }
@@ -2325,7 +2336,19 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         break;
 #  endif
     }
-    PM_LEAVE(st);
+    /* The hit or miss count ends the borrowed access (see PMStripe). */
+    if (r == 1) {
+        PM_ADD(&st->bhits);
+    }
+    else if (r == 0) {
+        PM_ADD(&st->bmisses);
+    }
+    else {
+        PM_LEAVE(st);
+    }
+    if (r != -2) {
+        return r;
+    }
 #endif
     if (r == -2) {
         /* A key whose comparison may run Python code: hold the version. */
@@ -2450,8 +2473,10 @@ pm_stats(PMap *self, PyObject *Py_UNUSED(ignored))
 {
     Py_ssize_t hits = 0, misses = 0, iterations = 0;
     for (int i = 0; i < PM_STRIPES; i++) {
-        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits);
-        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses);
+        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits) +
+                SM_LOAD_SSIZE_RELAXED(&self->stripes[i].bhits);
+        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses) +
+                  SM_LOAD_SSIZE_RELAXED(&self->stripes[i].bmisses);
         iterations += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].iterations);
     }
 #if SM_FREE_THREADED
