@@ -128,3 +128,28 @@ def test_construction_from_a_dict_refuses_a_sentinel_before_storing() -> None:
         PersistentMap({"a": 1, "b": MISSING})
     m = PersistentMap({"a": 1}, b=2)  # keywords take update()'s path
     assert dict(m.items()) == {"a": 1, "b": 2} and m.stats().lock_acquisitions == 1
+
+
+def test_a_dict_is_stored_from_a_private_copy() -> None:
+    source: dict[Any, Any] = {}
+
+    class Grows:
+        def __hash__(self) -> int:
+            source[object()] = 0  # changes the caller's dict while the batch is built
+            return 1
+
+        def __eq__(self, other: object) -> bool:
+            return other is self
+
+    g = Grows()
+    source.update({"a": 1, g: 2, "b": 3})
+    size = len(source)  # (g's hash ran once already: one extra key)
+    m = PersistentMap(source)  # the dict's items at the call, whatever its keys do
+    assert len(source) > size and len(m) == size and m["a"] == 1 and m["b"] == 3
+    with pytest.raises(TypeError):
+        m._store_items({"c": 1, "d": MISSING})
+    with pytest.raises(ValueError, match="boom"):
+        m._store_items({"c": 1, Boom(): 2})
+    assert len(m) == size and "c" not in m
+    m._store_items({})
+    assert m.stats().lock_acquisitions == 1  # the construction only

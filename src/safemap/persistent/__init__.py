@@ -104,9 +104,10 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
         track_for_fork(self)
         if type(other) is dict and not kwargs:
-            # update()'s own path, minus its Python loops: _store_items refuses a
-            # sentinel value before storing anything, as update() does.
-            self._store_items(list(other.items()))
+            # update()'s own path, minus its Python loops: _store_items takes a dict as
+            # is (it reads a private copy) and refuses a sentinel value before storing
+            # anything, as update() does.
+            self._store_items(other)
         else:
             self.update(other, **kwargs)
 

@@ -1556,6 +1556,39 @@ batch_delete(Batch *b, PyObject *key, PyObject **removed)
     return 1;
 }
 
+/* Store every pair of src in batch b, in order, counting inserts and updates:
+ * src is a dict or a list of (key, value) tuples, private to the caller (no
+ * one else can change it while keys run Python code).  A dict is read in
+ * place, without a tuple per pair.  0, or -1 (the batch still holds what it
+ * stored before the failing pair). */
+static int
+batch_set_all(Batch *b, PyObject *src, Py_ssize_t *inserts, Py_ssize_t *updates)
+{
+    int is_dict = PyDict_Check(src);
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    for (;;) {
+        if (is_dict) {
+            if (!PyDict_Next(src, &pos, &key, &value)) {
+                return 0;
+            }
+        }
+        else {
+            if (i >= PyList_GET_SIZE(src)) {
+                return 0;
+            }
+            PyObject *pair = PyList_GET_ITEM(src, i++);
+            key = PyTuple_GET_ITEM(pair, 0);
+            value = PyTuple_GET_ITEM(pair, 1);
+        }
+        int added = batch_set(b, key, value);
+        if (added < 0) {
+            return -1;
+        }
+        ++*(added ? inserts : updates);
+    }
+}
+
 typedef struct {
     PyObject_HEAD
     Batch b;   /* b.root NULL once finished */
@@ -1785,20 +1818,18 @@ trie_from_dict(PyObject *Py_UNUSED(cls), PyObject *d)
         PyErr_SetString(PyExc_TypeError, "from_dict() needs a dict");
         return NULL;
     }
-    PyObject *items = PyDict_Items(d); /* one consistent read of d */
-    if (items == NULL) {
+    PyObject *copy = PyDict_Copy(d); /* one consistent read of d, private */
+    if (copy == NULL) {
         return NULL;
     }
     Batch b = {(Node *)Py_NewRef(empty_node), 0, mutid_new()};
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-        PyObject *pair = PyList_GET_ITEM(items, i);
-        if (batch_set(&b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) < 0) {
-            Py_DECREF(items);
-            Py_DECREF(b.root);
-            return NULL;
-        }
+    Py_ssize_t inserts = 0, updates = 0;
+    int r = batch_set_all(&b, copy, &inserts, &updates);
+    Py_DECREF(copy);
+    if (r < 0) {
+        Py_DECREF(b.root);
+        return NULL;
     }
-    Py_DECREF(items);
     return (PyObject *)trie_make(b.root, b.count);
 }
 
@@ -2693,29 +2724,51 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
  * write (a key's __eq__/__hash__, a finalizer) lands at once and the batch is
  * built again on top of it, as in pm_store_impl. */
 static PyObject *
-pm_store_items(PMap *self, PyObject *items)
+pm_store_items(PMap *self, PyObject *arg)
 {
-    if (!PyList_Check(items)) {
-        PyErr_SetString(PyExc_TypeError, "_store_items() needs a list of (key, value) pairs");
+    /* items: a private copy of a dict (the constructor's), or the list of
+     * pairs update() built for this call (its own: no one else changes it),
+     * with our reference kept across the Python code keys run. */
+    PyObject *items;
+    Py_ssize_t n;
+    if (PyDict_CheckExact(arg)) {
+        if ((items = PyDict_Copy(arg)) == NULL) {
+            return NULL;
+        }
+        n = PyDict_GET_SIZE(items);
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(items, &pos, &key, &value)) {
+            if (pm_refuse_sentinel(value) < 0) {
+                Py_DECREF(items);
+                return NULL;
+            }
+        }
+    }
+    else if (PyList_Check(arg)) {
+        n = PyList_GET_SIZE(arg);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *pair = PyList_GET_ITEM(arg, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError,
+                                "_store_items() needs a list of (key, value) pairs or a dict");
+                return NULL;
+            }
+            if (pm_refuse_sentinel(PyTuple_GET_ITEM(pair, 1)) < 0) {
+                return NULL;
+            }
+        }
+        items = Py_NewRef(arg);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "_store_items() needs a list of (key, value) pairs or a dict");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PyList_GET_ITEM(items, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "_store_items() needs a list of (key, value) pairs");
-            return NULL;
-        }
-        if (pm_refuse_sentinel(PyTuple_GET_ITEM(pair, 1)) < 0) {
-            return NULL;
-        }
-    }
     if (n == 0) {
+        Py_DECREF(items);
         Py_RETURN_NONE; /* nothing to store: no write, no lock (as n stores) */
     }
-    /* Our own reference: a nested write could not change the list (update()'s
-     * private one), but keep it alive across the Python code keys run. */
-    Py_INCREF(items);
     int nested;
     if (pm_write_begin(self, &nested) < 0) {
         Py_DECREF(items);
@@ -2736,19 +2789,7 @@ pm_store_items(PMap *self, PyObject *items)
         Batch b = {(Node *)Py_NewRef(cur->root != NULL ? cur->root : empty_node),
                    cur->root != NULL ? cur->count : 0, mutid_new()};
         Py_ssize_t inserts = 0, updates = 0;
-        for (Py_ssize_t i = 0; i < n && r == 0; i++) {
-            PyObject *pair = PyList_GET_ITEM(items, i);
-            int added = batch_set(&b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-            if (added < 0) {
-                r = -1;
-            }
-            else if (added) {
-                inserts++;
-            }
-            else {
-                updates++;
-            }
-        }
+        r = batch_set_all(&b, items, &inserts, &updates);
         if (r < 0 || self->root != cur) {
             /* An error, or a nested write published meanwhile: drop the batch
              * (and, for the latter, build it again on top). */
