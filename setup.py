@@ -133,6 +133,17 @@ setup(
             undef_macros=undef,
         ),
         Extension(
+            "safemap.protocol._frozen",
+            sources=[os.path.join("src", "safemap", "protocol", "_frozen.c")],
+            depends=[
+                os.path.join("src", "safemap", "native", "sm_compat.h"),
+                os.path.join("src", "safemap", "protocol", "_frozen_api.h"),
+            ],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            undef_macros=undef,
+        ),
+        Extension(
             "safemap.race._fastiter",
             sources=[os.path.join("src", "safemap", "race", "_fastiter.c")],
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],

@@ -18,6 +18,10 @@ same run:
 5. Writers at 1, 2 and 4 threads (one writer lock): total stores per second; and readers at
    1, 2 and 4 threads (lock-free on free-threaded 3.14+): total reads per second, and the
    ratio to one thread (the read scaling).
+7. FrozenMap reads (``m[k]`` in order and random, ``get``, ``in``, iteration): trie-backed
+   and dict-backed, against ``dict`` and ``immutables.Map``.
+8. Construction from a dict: ``PersistentMap(d)`` (one batch), ``Trie.from_dict``,
+   ``dict(d)``, ``immutables.Map(d)``; ns per key.
 6. Batches: 10,000 keys of a 100,000-entry FrozenMap changed through one ``mutate()`` batch
    (built in place with a mutation id) against 10,000 repeated ``set()`` calls (each a new
    version); ``immutables.Map`` the same two ways.
@@ -375,6 +379,95 @@ def batch_table(n: int, changed: int, repeat: int) -> list[str]:
     return rows
 
 
+def frozen_table(n: int, repeat: int) -> list[str]:
+    """``FrozenMap`` reads (answered in C from either backing): a trie-backed one (what
+    ``PersistentMap.snapshot()`` returns) and a dict-backed one (the dict-based maps'
+    snapshots), against ``dict`` and ``immutables.Map``; best of interleaved runs."""
+    from safemap import FrozenMap
+
+    d = {i: i for i in range(n)}
+    keys = list(range(n))
+    shuffled = keys[:]
+    random.Random(2).shuffle(shuffled)
+    objs: list[tuple[str, Any]] = [
+        ("dict", d),
+        ("FrozenMap, trie-backed (snapshot())", PersistentMap(d).snapshot()),
+        ("FrozenMap, dict-backed", FrozenMap(d)),
+    ]
+    if immutables is not None:
+        objs.append(("immutables.Map", immutables.Map(d)))
+
+    def subscript(obj: Any, order: list[int]) -> Callable[[], None]:
+        def run() -> None:
+            for k in order:
+                obj[k]
+
+        return run
+
+    def get(obj: Any) -> Callable[[], None]:
+        def run() -> None:
+            g = obj.get
+            for k in keys:
+                g(k)
+
+        return run
+
+    def contains(obj: Any) -> Callable[[], None]:
+        def run() -> None:
+            for k in keys:
+                k in obj  # noqa: B015
+
+        return run
+
+    def iterate(obj: Any) -> Callable[[], None]:
+        def run() -> None:
+            for _ in obj:
+                pass
+
+        return run
+
+    columns = [
+        ("m[k], keys in order", lambda o: subscript(o, keys)),
+        ("m[k], random order", lambda o: subscript(o, shuffled)),
+        ("m.get(k)", get),
+        ("k in m", contains),
+        ("iteration, per key", iterate),
+    ]
+    results = [interleaved_min([make(o) for _, o in objs], n, repeat) for _, make in columns]
+    rows = [
+        f"| map ({n:,} int keys) | " + " | ".join(name for name, _ in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for i, (name, _) in enumerate(objs):
+        cells = [ratio(col[i], col[0]) for col in results]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def build_table(n: int, repeat: int) -> list[str]:
+    """Construction from a dict, ns per key: ``PersistentMap(d)`` (one batch published as
+    one version), ``FrozenMap(d).set(...)``'s first trie (``Trie.from_dict``), ``dict(d)``
+    and ``immutables.Map(d)``."""
+    from safemap.persistent import Trie
+
+    d = {i: i for i in range(n)}
+    fns: list[tuple[str, Callable[[], Any]]] = [
+        ("dict(d)", lambda: dict(d)),
+        ("PersistentMap(d)", lambda: PersistentMap(d)),
+        ("Trie.from_dict(d)", lambda: Trie.from_dict(d)),
+    ]
+    if immutables is not None:
+        fns.append(("immutables.Map(d)", lambda: immutables.Map(d)))
+    best = interleaved_min([f for _, f in fns], n, repeat)
+    rows = [
+        f"| construction ({n:,} int keys) | ns per key | ratio to dict |",
+        "| --- | ---: | ---: |",
+    ]
+    for (name, _), ns in zip(fns, best, strict=True):
+        rows.append(f"| {name} | {ns:,.1f} | {ns / best[0]:.2f}x |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (under a minute)")
@@ -394,6 +487,11 @@ def main() -> None:
             "Single thread, ns/op (ratio to dict)",
             single_thread_table(1_000 if quick else 100_000, 5 if quick else 9),
         ),
+        (
+            "FrozenMap reads, ns/op (ratio to dict)",
+            frozen_table(1_000 if quick else 100_000, 5 if quick else 9),
+        ),
+        ("Construction", build_table(10_000 if quick else 100_000, 3 if quick else 7)),
         ("Memory", memory_table(200_000 if quick else 1_000_000)),
         ("Snapshot per request", snapshot_per_request_table(10_000, 5_000 if quick else 30_000)),
         ("Contention and read scaling", contention_table(100_000 if quick else 400_000)),

@@ -94,6 +94,8 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
       at once, or not at all if ``fn`` raises;
     - an exception from a key or a callback leaves the map unchanged; overwritten and
       removed values are released after the writer lock is released;
+    - ``update()`` (and the constructor) stores all its items as one batch published as
+      one version: readers see none or all of them; a key that raises stores nothing;
     - ``copy()`` is O(1): the copy starts from the same (immutable) version.
     """
 
@@ -101,7 +103,13 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
 
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
         track_for_fork(self)
-        self.update(other, **kwargs)
+        if type(other) is dict and not kwargs:
+            # update()'s own path, minus its Python loops: _store_items takes a dict as
+            # is (it reads a private copy) and refuses a sentinel value before storing
+            # anything, as update() does.
+            self._store_items(other)
+        else:
+            self.update(other, **kwargs)
 
     def _after_fork_in_child(self) -> None:
         self._after_fork()

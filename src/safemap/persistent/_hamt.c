@@ -47,6 +47,7 @@
  */
 #include "../native/sm_compat.h"
 #include "../native/sm_lock.h"
+#include "../protocol/_frozen_api.h"
 #include <string.h>
 
 #define HAMT_BITS 5
@@ -916,6 +917,112 @@ trie_empty(void)
     return trie_make((Node *)Py_NewRef(empty_node), 0);
 }
 
+/* Key equality that runs no Python code: 1 equal, 0 not, -2 undecidable here
+ * (a key type whose __eq__ could run Python code).  Exact str and int only. */
+static inline int
+keys_equal_nocode(PyObject *stored, PyObject *key)
+{
+    if (stored == key) {
+        return 1;
+    }
+    PyTypeObject *ts = Py_TYPE(stored), *tk = Py_TYPE(key);
+    int s_ok = ts == &PyUnicode_Type || ts == &PyLong_Type;
+    int k_ok = tk == &PyUnicode_Type || tk == &PyLong_Type;
+    if (!s_ok || !k_ok) {
+        return -2;
+    }
+    if (ts != tk) {
+        return 0; /* str vs int: never equal */
+    }
+    if (tk == &PyUnicode_Type) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (!PyUnicode_IS_READY(key) || !PyUnicode_IS_READY(stored)) {
+            return -2;
+        }
+#endif
+        Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+        int kind = PyUnicode_KIND(key);
+        return n == PyUnicode_GET_LENGTH(stored) && kind == (int)PyUnicode_KIND(stored) &&
+               memcmp(PyUnicode_DATA(key), PyUnicode_DATA(stored), (size_t)n * (size_t)kind) == 0;
+    }
+    /* int == int, without a call for the ints that fit a machine word. */
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)stored) &&
+        PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+        return PyUnstable_Long_CompactValue((PyLongObject *)stored) ==
+               PyUnstable_Long_CompactValue((PyLongObject *)key);
+    }
+#else
+    Py_ssize_t size = Py_SIZE(stored);
+    if (size >= -1 && size <= 1) {
+        return size == Py_SIZE(key) &&
+               (size == 0 || ((PyLongObject *)stored)->ob_digit[0] ==
+                                 ((PyLongObject *)key)->ob_digit[0]);
+    }
+#endif
+    /* long_richcompare allocates nothing and runs no Python code. */
+    return PyObject_RichCompareBool(stored, key, Py_EQ);
+}
+
+/* node_find for a walk that must run no Python code (rule 1).  1: found, *slot
+ * is the address of the value's slot; 0: absent; -2: a comparison would need
+ * Python code. */
+SM_ALWAYS_INLINE int
+node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
+{
+    int shift = 0;
+    Node *delta = NULL; /* the delta `node` is the base of, if any */
+    for (;;) {
+        unsigned pos = hash_pos(h, shift);
+        uint32_t bit = 1u << pos;
+        if (node->nodemap & bit) {
+            node = (Node *)node->slots[node_child_index(node, pos)];
+            if (node == NULL) {
+                return 0; /* cleared by the GC */
+            }
+            delta = NULL;
+            shift += HAMT_BITS;
+            continue;
+        }
+        if (node->datamap & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            PyObject *k = node->slots[idx];
+            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : NULL;
+            if (vs == NULL) {
+                vs = &node->slots[idx + 1];
+            }
+            if (k == NULL || HAMT_LOAD_RLX(vs) == NULL) {
+                return 0;
+            }
+            *slot = vs;
+            return keys_equal_nocode(k, key);
+        }
+        if (NODE_IS_DELTA(node)) {
+            delta = node;
+            node = (Node *)node->slots[0];
+            if (node == NULL) {
+                return 0;
+            }
+            continue;
+        }
+        if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
+            PyObject *k = node->slots[i];
+            if (k == NULL || HAMT_LOAD_RLX(&node->slots[i + 1]) == NULL) {
+                continue;
+            }
+            int eq = keys_equal_nocode(k, key);
+            if (eq != 0) {
+                *slot = &node->slots[i + 1];
+                return eq;
+            }
+        }
+        return 0;
+    }
+}
+
 /* 1 found (*out borrowed), 0 absent, -1 error. */
 static int
 trie_find(Trie *t, PyObject *key, PyObject **out)
@@ -927,7 +1034,17 @@ trie_find(Trie *t, PyObject *key, PyObject **out)
     if (t->root == NULL) {
         return 0;
     }
-    return node_find(t->root, (uint64_t)h, key, out);
+    /* Exact str/int keys compare without a call (the walk of a point read);
+     * other keys take the walk that may run their __eq__. */
+    PyObject **slot = NULL;
+    int r = node_find_nocode(t->root, (uint64_t)h, key, &slot);
+    if (r == -2) {
+        return node_find(t->root, (uint64_t)h, key, out);
+    }
+    if (r > 0) {
+        *out = *slot;
+    }
+    return r;
 }
 
 /* A value about to enter a version.  Free-threaded 3.14+: lock-free readers
@@ -1439,6 +1556,39 @@ batch_delete(Batch *b, PyObject *key, PyObject **removed)
     return 1;
 }
 
+/* Store every pair of src in batch b, in order, counting inserts and updates:
+ * src is a dict or a list of (key, value) tuples, private to the caller (no
+ * one else can change it while keys run Python code).  A dict is read in
+ * place, without a tuple per pair.  0, or -1 (the batch still holds what it
+ * stored before the failing pair). */
+static int
+batch_set_all(Batch *b, PyObject *src, Py_ssize_t *inserts, Py_ssize_t *updates)
+{
+    int is_dict = PyDict_Check(src);
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    for (;;) {
+        if (is_dict) {
+            if (!PyDict_Next(src, &pos, &key, &value)) {
+                return 0;
+            }
+        }
+        else {
+            if (i >= PyList_GET_SIZE(src)) {
+                return 0;
+            }
+            PyObject *pair = PyList_GET_ITEM(src, i++);
+            key = PyTuple_GET_ITEM(pair, 0);
+            value = PyTuple_GET_ITEM(pair, 1);
+        }
+        int added = batch_set(b, key, value);
+        if (added < 0) {
+            return -1;
+        }
+        ++*(added ? inserts : updates);
+    }
+}
+
 typedef struct {
     PyObject_HEAD
     Batch b;   /* b.root NULL once finished */
@@ -1668,20 +1818,18 @@ trie_from_dict(PyObject *Py_UNUSED(cls), PyObject *d)
         PyErr_SetString(PyExc_TypeError, "from_dict() needs a dict");
         return NULL;
     }
-    PyObject *items = PyDict_Items(d); /* one consistent read of d */
-    if (items == NULL) {
+    PyObject *copy = PyDict_Copy(d); /* one consistent read of d, private */
+    if (copy == NULL) {
         return NULL;
     }
     Batch b = {(Node *)Py_NewRef(empty_node), 0, mutid_new()};
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-        PyObject *pair = PyList_GET_ITEM(items, i);
-        if (batch_set(&b, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1)) < 0) {
-            Py_DECREF(items);
-            Py_DECREF(b.root);
-            return NULL;
-        }
+    Py_ssize_t inserts = 0, updates = 0;
+    int r = batch_set_all(&b, copy, &inserts, &updates);
+    Py_DECREF(copy);
+    if (r < 0) {
+        Py_DECREF(b.root);
+        return NULL;
     }
-    Py_DECREF(items);
     return (PyObject *)trie_make(b.root, b.count);
 }
 
@@ -1785,13 +1933,17 @@ static PyTypeObject Trie_Type = {
 #  define PM_STRIPES 1
 #endif
 typedef struct {
-    Py_ssize_t hits, misses, iterations;
+    /* Borrowed accesses to a version (rule 1): each increments `enter` before
+     * it loads the root and, when it is done, exactly one of `leave`, `bhits`
+     * and `bmisses`: a borrowed point read's hit or miss count is its leave,
+     * so the read pays one atomic addition for both.  While `enter` differs
+     * from the sum of the three, a reader of this stripe may hold a version
+     * without a reference. */
+    Py_ssize_t enter, leave, bhits, bmisses;
+    Py_ssize_t hits, misses; /* point reads that held a reference to the version */
+    Py_ssize_t iterations;
     Py_ssize_t active; /* iterations started and not yet finished */
-    /* Borrowed accesses to a version begun and ended (rule 1): while they
-     * differ, a reader of this stripe may hold a version without a reference. */
-    Py_ssize_t enter, leave;
-    char pad[64 - 6 * sizeof(Py_ssize_t)];
-} PMStripe;
+} PMStripe;             /* one cache line (64 bytes) on 64-bit builds */
 
 typedef struct {
     PyObject_HEAD
@@ -1880,8 +2032,15 @@ pm_release(PMap *self, Trie *old)
 #if HAMT_LOCKFREE
     _Py_atomic_fence_seq_cst();
     for (int i = 0; i < PM_STRIPES; i++) {
-        Py_ssize_t left = _Py_atomic_load_ssize(&self->stripes[i].leave);
-        if (_Py_atomic_load_ssize(&self->stripes[i].enter) != left) {
+        /* The three ends first, then `enter`: each counter only grows and no
+         * end is counted before its `enter`, so the ends' sum, read before
+         * `enter`, equals it only if every access that had begun by the last
+         * of these loads had ended by then. */
+        PMStripe *st = &self->stripes[i];
+        Py_ssize_t left = _Py_atomic_load_ssize(&st->leave);
+        left += _Py_atomic_load_ssize(&st->bhits);
+        left += _Py_atomic_load_ssize(&st->bmisses);
+        if (_Py_atomic_load_ssize(&st->enter) != left) {
             _PyObject_XDecRefDelayed((PyObject *)old);
             return;
         }
@@ -2162,114 +2321,10 @@ pm_length(PMap *self)
 #endif
 }
 
-/* Key equality that runs no Python code: 1 equal, 0 not, -2 undecidable here
- * (a key type whose __eq__ could run Python code).  Exact str and int only. */
-static inline int
-keys_equal_nocode(PyObject *stored, PyObject *key)
-{
-    if (stored == key) {
-        return 1;
-    }
-    PyTypeObject *ts = Py_TYPE(stored), *tk = Py_TYPE(key);
-    int s_ok = ts == &PyUnicode_Type || ts == &PyLong_Type;
-    int k_ok = tk == &PyUnicode_Type || tk == &PyLong_Type;
-    if (!s_ok || !k_ok) {
-        return -2;
-    }
-    if (ts != tk) {
-        return 0; /* str vs int: never equal */
-    }
-    if (tk == &PyUnicode_Type) {
-#if PY_VERSION_HEX < 0x030C0000
-        if (!PyUnicode_IS_READY(key) || !PyUnicode_IS_READY(stored)) {
-            return -2;
-        }
-#endif
-        Py_ssize_t n = PyUnicode_GET_LENGTH(key);
-        int kind = PyUnicode_KIND(key);
-        return n == PyUnicode_GET_LENGTH(stored) && kind == (int)PyUnicode_KIND(stored) &&
-               memcmp(PyUnicode_DATA(key), PyUnicode_DATA(stored), (size_t)n * (size_t)kind) == 0;
-    }
-    /* int == int, without a call for the ints that fit a machine word. */
-#if PY_VERSION_HEX >= 0x030C0000
-    if (PyUnstable_Long_IsCompact((PyLongObject *)stored) &&
-        PyUnstable_Long_IsCompact((PyLongObject *)key)) {
-        return PyUnstable_Long_CompactValue((PyLongObject *)stored) ==
-               PyUnstable_Long_CompactValue((PyLongObject *)key);
-    }
-#else
-    Py_ssize_t size = Py_SIZE(stored);
-    if (size >= -1 && size <= 1) {
-        return size == Py_SIZE(key) &&
-               (size == 0 || ((PyLongObject *)stored)->ob_digit[0] ==
-                                 ((PyLongObject *)key)->ob_digit[0]);
-    }
-#endif
-    /* long_richcompare allocates nothing and runs no Python code. */
-    return PyObject_RichCompareBool(stored, key, Py_EQ);
-}
-
-/* node_find for a walk that must run no Python code (rule 1).  1: found, *slot
- * is the address of the value's slot; 0: absent; -2: a comparison would need
- * Python code. */
-static int
-node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
-{
-    int shift = 0;
-    Node *delta = NULL; /* the delta `node` is the base of, if any */
-    for (;;) {
-        unsigned pos = hash_pos(h, shift);
-        uint32_t bit = 1u << pos;
-        if (node->nodemap & bit) {
-            node = (Node *)node->slots[node_child_index(node, pos)];
-            if (node == NULL) {
-                return 0; /* cleared by the GC */
-            }
-            delta = NULL;
-            shift += HAMT_BITS;
-            continue;
-        }
-        if (node->datamap & bit) {
-            Py_ssize_t idx = node_entry_index(node, bit);
-            PyObject *k = node->slots[idx];
-            PyObject **vs = delta != NULL ? delta_slot(delta, bit) : NULL;
-            if (vs == NULL) {
-                vs = &node->slots[idx + 1];
-            }
-            if (k == NULL || HAMT_LOAD_RLX(vs) == NULL) {
-                return 0;
-            }
-            *slot = vs;
-            return keys_equal_nocode(k, key);
-        }
-        if (NODE_IS_DELTA(node)) {
-            delta = node;
-            node = (Node *)node->slots[0];
-            if (node == NULL) {
-                return 0;
-            }
-            continue;
-        }
-        if (!NODE_IS_COLLISION(node) || (uint64_t)node->hash != h) {
-            return 0;
-        }
-        for (Py_ssize_t i = 0; i + 1 < Py_SIZE(node); i += 2) {
-            PyObject *k = node->slots[i];
-            if (k == NULL || HAMT_LOAD_RLX(&node->slots[i + 1]) == NULL) {
-                continue;
-            }
-            int eq = keys_equal_nocode(k, key);
-            if (eq != 0) {
-                *slot = &node->slots[i + 1];
-                return eq;
-            }
-        }
-        return 0;
-    }
-}
-
-/* A point read.  1 found (*out strong), 0 absent, -1 error.  Counted. */
-static int
+/* A point read.  1 found (*out strong), 0 absent, -1 error.  Counted.
+ * Inlined into each read (m[k], get, in, load), with the walk: the calls
+ * showed as a tenth of a lookup's instructions. */
+SM_ALWAYS_INLINE int
 pm_find(PMap *self, PyObject *key, PyObject **out)
 {
     if (pm_check_txn(self) < 0) {
@@ -2312,7 +2367,19 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         break;
 #  endif
     }
-    PM_LEAVE(st);
+    /* The hit or miss count ends the borrowed access (see PMStripe). */
+    if (r == 1) {
+        PM_ADD(&st->bhits);
+    }
+    else if (r == 0) {
+        PM_ADD(&st->bmisses);
+    }
+    else {
+        PM_LEAVE(st);
+    }
+    if (r != -2) {
+        return r;
+    }
 #endif
     if (r == -2) {
         /* A key whose comparison may run Python code: hold the version. */
@@ -2437,8 +2504,10 @@ pm_stats(PMap *self, PyObject *Py_UNUSED(ignored))
 {
     Py_ssize_t hits = 0, misses = 0, iterations = 0;
     for (int i = 0; i < PM_STRIPES; i++) {
-        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits);
-        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses);
+        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits) +
+                SM_LOAD_SSIZE_RELAXED(&self->stripes[i].bhits);
+        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses) +
+                  SM_LOAD_SSIZE_RELAXED(&self->stripes[i].bmisses);
         iterations += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].iterations);
     }
 #if SM_FREE_THREADED
@@ -2645,6 +2714,111 @@ pm_store_impl(PMap *self, PyObject *key, PyObject *value)
     pm_release(self, old);
     Py_XDECREF(replaced);
     return r < 0 ? -1 : 0;
+}
+
+/* _store_items(items): update()'s last step.  Stores a list of (key, value)
+ * pairs (no sentinel among them: update() checked) as one batch built on the
+ * current version (Trie.mutate(): each node copied at most once, not a path per
+ * key) and published as one version, so all the keys take effect at the same
+ * instant and a later pair of the same key wins.  A plain write: a nested
+ * write (a key's __eq__/__hash__, a finalizer) lands at once and the batch is
+ * built again on top of it, as in pm_store_impl. */
+static PyObject *
+pm_store_items(PMap *self, PyObject *arg)
+{
+    /* items: a private copy of a dict (the constructor's), or the list of
+     * pairs update() built for this call (its own: no one else changes it),
+     * with our reference kept across the Python code keys run. */
+    PyObject *items;
+    Py_ssize_t n;
+    if (PyDict_CheckExact(arg)) {
+        if ((items = PyDict_Copy(arg)) == NULL) {
+            return NULL;
+        }
+        n = PyDict_GET_SIZE(items);
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(items, &pos, &key, &value)) {
+            if (pm_refuse_sentinel(value) < 0) {
+                Py_DECREF(items);
+                return NULL;
+            }
+        }
+    }
+    else if (PyList_Check(arg)) {
+        n = PyList_GET_SIZE(arg);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *pair = PyList_GET_ITEM(arg, i);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError,
+                                "_store_items() needs a list of (key, value) pairs or a dict");
+                return NULL;
+            }
+            if (pm_refuse_sentinel(PyTuple_GET_ITEM(pair, 1)) < 0) {
+                return NULL;
+            }
+        }
+        items = Py_NewRef(arg);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "_store_items() needs a list of (key, value) pairs or a dict");
+        return NULL;
+    }
+    if (n == 0) {
+        Py_DECREF(items);
+        Py_RETURN_NONE; /* nothing to store: no write, no lock (as n stores) */
+    }
+    int nested;
+    if (pm_write_begin(self, &nested) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    Trie *old = NULL;
+    int r = 0;
+    for (int attempt = 0; r == 0; attempt++) {
+        if (attempt == PM_MAX_REBUILDS) {
+            r = pm_rebuild_refused();
+            break;
+        }
+        Trie *cur = pm_load(self);
+        if (cur == NULL) {
+            r = -1;
+            break;
+        }
+        Batch b = {(Node *)Py_NewRef(cur->root != NULL ? cur->root : empty_node),
+                   cur->root != NULL ? cur->count : 0, mutid_new()};
+        Py_ssize_t inserts = 0, updates = 0;
+        r = batch_set_all(&b, items, &inserts, &updates);
+        if (r < 0 || self->root != cur) {
+            /* An error, or a nested write published meanwhile: drop the batch
+             * (and, for the latter, build it again on top). */
+            Py_DECREF(b.root);
+            Py_DECREF(cur);
+            continue;
+        }
+        Trie *next = trie_make(b.root, b.count);
+        Py_DECREF(cur);
+        if (next == NULL) {
+            r = -1;
+            break;
+        }
+        old = pm_swap(self, next);
+        if (inserts > 0) {
+            pm_count_write(self, &self->inserts, inserts);
+        }
+        if (updates > 0) {
+            pm_count_write(self, &self->updates, updates);
+        }
+        r = 1;
+    }
+    pm_write_end(self, nested);
+    pm_release(self, old);
+    Py_DECREF(items);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* 1: removed, *out the value (strong); 0: absent; -1: error. */
@@ -3004,6 +3178,8 @@ static PyMethodDef pm_methods[] = {
     {"compute", (PyCFunction)(void (*)(void))pm_compute, METH_FASTCALL,
      "compute(key, fn): atomically replace the entry with fn(key, old) (see ConcurrentMapping)."},
     {"clear", (PyCFunction)pm_clear_method, METH_NOARGS, "clear(): remove every entry, atomically."},
+    {"_store_items", (PyCFunction)pm_store_items, METH_O,
+     "_store_items(items): store a list of (key, value) pairs as one new version."},
     {"_items", (PyCFunction)pm_items, METH_NOARGS,
      "An iterator over the (key, value) pairs of the current version (counted)."},
     {"_stats", (PyCFunction)pm_stats, METH_NOARGS,
@@ -3048,6 +3224,39 @@ static PyTypeObject PMap_Type = {
 
 /* ==================================================================== module */
 
+/* FrozenMap's C base reads trie-backed FrozenMaps through these
+ * (src/safemap/protocol/_frozen_api.h): a version a FrozenMap holds is shared,
+ * so nothing ever writes it in place and a plain walk is safe. */
+static int
+frozen_trie_find(PyObject *trie, PyObject *key, PyObject **out)
+{
+    return trie_find((Trie *)trie, key, out);
+}
+
+static Py_ssize_t
+frozen_trie_length(PyObject *trie)
+{
+    return ((Trie *)trie)->count;
+}
+
+static const FrozenTrieAPI frozen_trie_api = {&Trie_Type, frozen_trie_find, frozen_trie_length};
+
+static int
+register_frozen_api(void)
+{
+    PyObject *frozen = PyImport_ImportModule("safemap.protocol._frozen");
+    if (frozen == NULL) {
+        return -1;
+    }
+    PyObject *capsule = PyCapsule_New((void *)&frozen_trie_api, FROZEN_TRIE_API_CAPSULE, NULL);
+    PyObject *r = capsule == NULL ? NULL
+                                  : PyObject_CallMethod(frozen, "_register_trie_api", "O", capsule);
+    Py_XDECREF(capsule);
+    Py_DECREF(frozen);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 static int
 hamt_exec(PyObject *module)
 {
@@ -3082,6 +3291,9 @@ hamt_exec(PyObject *module)
             return -1;
         }
         node_ready(empty_node);
+    }
+    if (register_frozen_api() < 0) {
+        return -1;
     }
     /* The one list every type is readied from, exposed for the readiness tests. */
     PyObject *all = PyTuple_Pack(5, (PyObject *)&Node_Type, (PyObject *)&Trie_Type,

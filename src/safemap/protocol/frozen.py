@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copyreg
 import reprlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 from .._typing import Any, Generic, NoReturn, TypeVar
+from ._frozen import FrozenBase, _get, _set
 
 __all__ = ["FrozenMap", "FrozenMapMutation"]
 
@@ -16,7 +17,7 @@ V = TypeVar("V")
 _MISSING_DEFAULT: Any = object()  # FrozenMapMutation.pop's "no default"
 
 
-class FrozenMap(Mapping[K, V]):
+class FrozenMap(FrozenBase, Mapping[K, V]):
     """An immutable mapping, built like ``dict`` (a mapping, an iterable of pairs, keywords).
 
     Guarantees:
@@ -41,6 +42,9 @@ class FrozenMap(Mapping[K, V]):
       with this one, which never changes; ``mutate()`` gives a short-lived builder for a
       batch of changes. A ``PersistentMap``'s ``snapshot()`` is O(1): it shares the map's
       current version.
+    - Reads (``m[k]``, ``get``, ``in``, ``len``, iteration) run in C and take no lock,
+      whichever representation it holds; its internal dict, trie and hash are each made at
+      most once, so threads racing to make one all use the same object.
 
     Subclasses inherit every guarantee: a subclass may add methods and instance
     attributes, and takes its extra constructor arguments in its own ``__init__`` before
@@ -48,22 +52,25 @@ class FrozenMap(Mapping[K, V]):
     ``copy.deepcopy`` return the subclass.
     """
 
-    __slots__ = ("__weakref__", "_data", "_hash", "_trie")
+    __slots__ = ()
 
-    # Both slots are sealed after the class is built (see ``_seal`` below): ``_data`` reads
-    # as the contents dict (the package's maps read it to avoid a copy) and ``_hash`` as the
-    # cached hash, but neither can be set or deleted from outside. This module writes them
-    # through the slot descriptors: ``_data`` once, when the instance is built (an unset
-    # ``_data`` means "not built yet"); ``_hash`` on the first ``hash()``.
+    # Storage and reads are the C base's (``_frozen.FrozenBase``): it holds the contents
+    # (``_data``: a dict, or None while a trie-backed map has not made one), the trie
+    # version (``_trie``) and the cached hash (``_hash``), and answers ``m[k]``, ``get``,
+    # ``in``, ``len`` and iteration from whichever backing is there. Each field is written
+    # once (``_data``: unset -> None -> dict at most) through this module's private
+    # ``_set_*`` functions, which never replace a set field, so threads racing to build
+    # the same dict or trie all end up using the first one published. The names are
+    # sealed by read-only properties below: nothing outside this module can set them.
     _data: dict[K, V]
 
     # Persistence: a FrozenMap made by ``set``/``delete``/``update``/``mutate`` or by a
     # ``PersistentMap``'s ``snapshot()`` holds a version of a persistent hash trie
-    # (``safemap.persistent._hamt.Trie``) in the ``_trie`` slot, and its raw ``_data``
-    # slot holds ``None`` until something asks for the dict (``_data`` then builds it once
-    # from the trie). A FrozenMap built from a dict builds its trie on its first
-    # ``set``/``delete``/``update``/``mutate`` (once, O(n)). Both representations hold the
-    # same contents, which never change; reads use whichever is there.
+    # (``safemap.persistent._hamt.Trie``) and no dict until something asks for one
+    # (``_data`` then builds it once from the trie). A FrozenMap built from a dict builds
+    # its trie on its first ``set``/``delete``/``update``/``mutate`` (once, O(n)). Both
+    # representations hold the same contents, which never change; reads use the dict when
+    # there is one.
 
     # ``__class__`` is a data descriptor here, so ``obj.__class__ = X`` and
     # ``object.__setattr__(obj, "__class__", X)`` both stop at it: swapping in a
@@ -96,26 +103,6 @@ class FrozenMap(Mapping[K, V]):
     def fromkeys(cls, iterable: Iterable[Any], value: Any = None) -> FrozenMap[Any, Any]:
         """A FrozenMap mapping every key of ``iterable`` to ``value``."""
         return cls._adopt(dict.fromkeys(iterable, value))
-
-    def __getitem__(self, key: K) -> V:
-        data = _get_data(self)
-        return (_get_trie(self) if data is None else data)[key]  # type: ignore[no-any-return]
-
-    def get(self, key: K, default: Any = None) -> Any:
-        data = _get_data(self)
-        return (_get_trie(self) if data is None else data).get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        data = _get_data(self)
-        return key in (_get_trie(self) if data is None else data)
-
-    def __iter__(self) -> Iterator[K]:
-        data = _get_data(self)
-        return iter(_get_trie(self) if data is None else data)
-
-    def __len__(self) -> int:
-        data = _get_data(self)
-        return len(_get_trie(self) if data is None else data)
 
     # ------------------------------------------------------------------ persistence
 
@@ -243,40 +230,53 @@ def _refuse(self: object, name: str, error: type[Exception] = AttributeError) ->
     raise error(f"{type(self).__name__} is immutable: {name!r} cannot be changed")
 
 
-def _seal(name: str) -> Any:
-    """Replace slot ``name``'s descriptor on FrozenMap by a read-only one; return the slot's
-    own descriptor (its ``__set__`` is this module's private write access)."""
-    slot = FrozenMap.__dict__[name]
-    sealed = property(
-        slot.__get__,
-        lambda self, _value: _refuse(self, name),
-        lambda self: _refuse(self, name),
-    )
-    setattr(FrozenMap, name, sealed)
-    return slot
+_F_DATA, _F_TRIE, _F_HASH = 0, 1, 2  # the C base's fields (see _frozen.c)
 
 
-_DATA = FrozenMap.__dict__["_data"]
-_get_data, _set_data = _DATA.__get__, _DATA.__set__  # set once, by the constructors
-_HASH = _seal("_hash")
-_TRIE = _seal("_trie")
-_get_trie, _set_trie = _TRIE.__get__, _TRIE.__set__  # set once: constructor or first _as_trie
+def _get_data(self: FrozenMap[Any, Any]) -> dict[Any, Any] | None:
+    """The raw contents: a dict, or None (trie-backed, no dict yet); ``AttributeError``
+    while the instance is not built."""
+    return _get(self, _F_DATA)  # type: ignore[no-any-return]
+
+
+def _set_data(self: FrozenMap[Any, Any], data: dict[Any, Any] | None) -> Any:
+    return _set(self, _F_DATA, data)
+
+
+def _get_trie(self: FrozenMap[Any, Any]) -> Any:
+    return _get(self, _F_TRIE)
+
+
+def _set_trie(self: FrozenMap[Any, Any], trie: Any) -> Any:
+    return _set(self, _F_TRIE, trie)
+
+
+def _get_hash(self: FrozenMap[Any, Any]) -> int:
+    return _get(self, _F_HASH)  # type: ignore[no-any-return]
+
+
+def _set_hash(self: FrozenMap[Any, Any], value: int) -> Any:
+    return _set(self, _F_HASH, value)
 
 
 def _data_dict(self: FrozenMap[Any, Any]) -> dict[Any, Any]:
-    """The contents as a dict: the raw slot, or (trie-backed) a dict built once from the
-    trie and kept. Threads racing here each build an equal dict: benign."""
+    """The contents as a dict: the raw field, or (trie-backed) a dict built once from the
+    trie and kept (threads racing here each build an equal dict; the first one published
+    is the one every thread returns)."""
     data: dict[Any, Any] | None = _get_data(self)
     if data is None:
-        data = _get_trie(self).to_dict()
-        _set_data(self, data)
+        data = _set_data(self, _get_trie(self).to_dict())
     return data
 
 
-_SEALED_DATA = property(
-    _data_dict, lambda self, _v: _refuse(self, "_data"), lambda self: _refuse(self, "_data")
-)
-setattr(FrozenMap, "_data", _SEALED_DATA)  # noqa: B010  # (declared as a dict for mypy)
+def _sealed(name: str, getter: Any) -> property:
+    return property(getter, lambda self, _v: _refuse(self, name), lambda self: _refuse(self, name))
+
+
+# (declared as a dict for mypy)
+setattr(FrozenMap, "_data", _sealed("_data", _data_dict))  # noqa: B010
+FrozenMap._hash = _sealed("_hash", _get_hash)  # type: ignore[attr-defined]
+FrozenMap._trie = _sealed("_trie", _get_trie)  # type: ignore[attr-defined]
 
 _Trie: Any = None  # safemap.persistent._hamt.Trie, imported on first use (import cycle)
 
@@ -293,9 +293,8 @@ def _as_trie(self: FrozenMap[Any, Any]) -> Any:
         from ..persistent._hamt import Trie
 
         _Trie = Trie
-    trie = _Trie.from_dict(self._data)
-    _set_trie(self, trie)  # threads racing here each store an equal version: benign
-    return trie
+    # Threads racing here each build an equal version; all use the first one published.
+    return _set_trie(self, _Trie.from_dict(self._data))
 
 
 class FrozenMapMutation(Generic[K, V]):
@@ -371,9 +370,6 @@ class FrozenMapMutation(Generic[K, V]):
 
     def __exit__(self, *exc_info: object) -> None:
         self._open = False
-
-
-_get_hash, _set_hash = _HASH.__get__, _HASH.__set__  # unset until the first hash()
 
 
 def _unbuilt(self: FrozenMap[Any, Any], method: str) -> None:
