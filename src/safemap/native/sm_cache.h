@@ -69,7 +69,11 @@ typedef struct {
     SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
     SMCNode *whead, *wtail;    /* write order, for ttl */
     Py_ssize_t window_max, protected_max;
+    Py_ssize_t climb_hits, climb_misses;  /* the climber's current sample */
+    double climb_rate;         /* hit rate of its previous sample */
+    double climb_step;         /* its next window adjustment (weight units, signed) */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
+    uint64_t *door;            /* doorkeeper: 4 x `width` bits */
     Py_ssize_t width;          /* counters per row, a power of two */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
