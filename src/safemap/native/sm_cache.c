@@ -266,9 +266,8 @@ static const uint64_t smc_row_mult[4] = {
     UINT64_C(0x94d049bb133111eb), UINT64_C(0xd6e8feb86659fd93)};
 
 static inline void
-sketch_indexes(SMCacheObject *m, Py_hash_t hash, Py_ssize_t idx[4])
+sketch_indexes(SMCacheObject *m, uint64_t h, Py_ssize_t idx[4])
 {
-    uint64_t h = smc_mix((uint64_t)hash);
     for (int row = 0; row < 4; row++) {
         idx[row] = (Py_ssize_t)(((h * smc_row_mult[row]) >> 32) & (uint64_t)(m->width - 1));
     }
@@ -308,7 +307,8 @@ sketch_frequency(SMCacheObject *m, Py_hash_t hash)
 {
     int f = 15;
     Py_ssize_t words = m->width / 16, idx[4];
-    sketch_indexes(m, hash, idx);
+    uint64_t h = smc_mix((uint64_t)hash);
+    sketch_indexes(m, h, idx);
     for (int row = 0; row < 4; row++) {
         Py_ssize_t i = idx[row];
         uint64_t w = m->sketch[row * words + (i >> 4)];
@@ -317,7 +317,7 @@ sketch_frequency(SMCacheObject *m, Py_hash_t hash)
             f = c;
         }
     }
-    return f + door_probe(m, smc_mix((uint64_t)hash), 0);
+    return f + door_probe(m, h, 0);
 }
 
 static void
@@ -325,12 +325,13 @@ sketch_increment(SMCacheObject *m, Py_hash_t hash)
 {
     Py_ssize_t words = m->width / 16;
     int added = 0;
-    if (!door_probe(m, smc_mix((uint64_t)hash), 1)) {
+    uint64_t h = smc_mix((uint64_t)hash);
+    if (!door_probe(m, h, 1)) {
         added = 1;  /* first sight in this period: the doorkeeper counts it */
     }
     else {
         Py_ssize_t idx[4];
-        sketch_indexes(m, hash, idx);
+        sketch_indexes(m, h, idx);
         for (int row = 0; row < 4; row++) {
             Py_ssize_t i = idx[row];
             uint64_t *w = &m->sketch[row * words + (i >> 4)];
