@@ -589,9 +589,22 @@ rings_drain(SMCacheObject *m, SMCPend *p)
 {
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
-        /* Oldest first: the slot the next record goes to holds the oldest. */
-        Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail);
-        for (int j = 0; j < SMC_RB_SIZE; j++) {
+#if SM_FREE_THREADED
+        /* Every slot: a reader may have taken its position before the last
+         * drain and filled it after (its record is still to be applied, or
+         * taken back if the node died: see ring_record). */
+        Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail), count = SMC_RB_SIZE;
+#else
+        /* Only the slots filled since the last drain: with the GIL held
+         * throughout ring_record, those are the only ones that can hold a
+         * record (each is at most SMC_RB_SIZE positions old). */
+        Py_ssize_t count = rb->tail - rb->drained;
+        count = count < SMC_RB_SIZE ? count : SMC_RB_SIZE;
+        Py_ssize_t start = rb->tail - count;
+        rb->drained = rb->tail;
+#endif
+        /* Oldest first. */
+        for (Py_ssize_t j = 0; j < count; j++) {
             Py_ssize_t i = (start + j) & (SMC_RB_SIZE - 1);
 #if SM_FREE_THREADED
             if (_Py_atomic_load_ptr_relaxed(&rb->slots[i]) == NULL) {
@@ -1885,7 +1898,7 @@ cache_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     Py_ssize_t n = Py_TYPE(op)->tp_basicsize + dsize +
                    m->nbufs * (Py_ssize_t)sizeof(SMCReadBufSlot) +
-                   4 * (m->width / 16) * (Py_ssize_t)sizeof(uint64_t) +
+                   5 * (m->width / 16) * (Py_ssize_t)sizeof(uint64_t) +  /* sketch, doorkeeper */
                    SM_LOAD_SSIZE(&m->count) * (Py_ssize_t)sizeof(SMCNode);
     return PyLong_FromSsize_t(n);
 }

@@ -37,6 +37,7 @@ typedef struct {
 #define SMC_RB_SIZE 16
 typedef struct {
     Py_ssize_t tail;
+    Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
     PyObject *slots[SMC_RB_SIZE];
 } SMCReadBuf;
