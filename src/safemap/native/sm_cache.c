@@ -260,18 +260,11 @@ smc_mix(uint64_t x)
  * of the other rows' (two keys meeting in one row rarely meet in all four,
  * which double hashing cannot give: a key pair colliding in two rows there
  * collides in every row).  The index is the low bits of that high half, so
- * a wider row keeps each key's old index as its low bits (sketch_ensure). */
+ * a wider row keeps each key's old index as its low bits (sketch_ensure);
+ * SMC_COUNTER below computes it. */
 static const uint64_t smc_row_mult[4] = {
     UINT64_C(0x9e3779b97f4a7c15), UINT64_C(0xbf58476d1ce4e5b9),
     UINT64_C(0x94d049bb133111eb), UINT64_C(0xd6e8feb86659fd93)};
-
-static inline void
-sketch_indexes(SMCacheObject *m, uint64_t h, Py_ssize_t idx[4])
-{
-    for (int row = 0; row < 4; row++) {
-        idx[row] = (Py_ssize_t)(((h * smc_row_mult[row]) >> 32) & (uint64_t)(m->width - 1));
-    }
-}
 
 /* The doorkeeper: a Bloom filter (4 x `width` bits, 2 probes) in front of
  * the sketch.  A key's first addition in an aging period only sets its bits;
@@ -288,34 +281,37 @@ static inline int
 door_probe(SMCacheObject *m, uint64_t h, int set)
 {
     uint64_t mask = (uint64_t)(4 * m->width - 1);
-    int all = 1;
-    for (int k = 0; k < 2; k++) {
-        uint64_t i = ((h * smc_door_mult[k]) >> 32) & mask;
-        uint64_t bit = UINT64_C(1) << (i & 63);
-        if (!(m->door[i >> 6] & bit)) {
-            all = 0;
-            if (set) {
-                m->door[i >> 6] |= bit;
-            }
-        }
+    uint64_t i = ((h * smc_door_mult[0]) >> 32) & mask;
+    uint64_t j = ((h * smc_door_mult[1]) >> 32) & mask;
+    uint64_t bi = UINT64_C(1) << (i & 63), bj = UINT64_C(1) << (j & 63);
+    int all = (m->door[i >> 6] & bi) && (m->door[j >> 6] & bj);
+    if (set && !all) {
+        m->door[i >> 6] |= bi;
+        m->door[j >> 6] |= bj;
     }
     return all;
 }
 
+/* Counter r of the key whose mixed hash is h: its word and its shift. */
+#define SMC_COUNTER(m, h, r, words, word, shift)                                      \
+    do {                                                                              \
+        size_t i_ = (size_t)(((h) * smc_row_mult[r]) >> 32) & ((size_t)(m)->width - 1); \
+        (word) = &(m)->sketch[(size_t)(r) * (words) + (i_ >> 4)];                     \
+        (shift) = (int)((i_ & 15) << 2);                                              \
+    } while (0)
+
 static int
 sketch_frequency(SMCacheObject *m, Py_hash_t hash)
 {
-    int f = 15;
-    Py_ssize_t words = m->width / 16, idx[4];
     uint64_t h = smc_mix((uint64_t)hash);
-    sketch_indexes(m, h, idx);
-    for (int row = 0; row < 4; row++) {
-        Py_ssize_t i = idx[row];
-        uint64_t w = m->sketch[row * words + (i >> 4)];
-        int c = (int)((w >> ((i & 15) * 4)) & 0xF);
-        if (c < f) {
-            f = c;
-        }
+    size_t words = (size_t)m->width / 16;
+    int f = 15;
+    for (int r = 0; r < 4; r++) {
+        uint64_t *w;
+        int shift;
+        SMC_COUNTER(m, h, r, words, w, shift);
+        int c = (int)((*w >> shift) & 0xF);
+        f = c < f ? c : f;
     }
     return f + door_probe(m, h, 0);
 }
@@ -323,20 +319,18 @@ sketch_frequency(SMCacheObject *m, Py_hash_t hash)
 static void
 sketch_increment(SMCacheObject *m, Py_hash_t hash)
 {
-    Py_ssize_t words = m->width / 16;
-    int added = 0;
     uint64_t h = smc_mix((uint64_t)hash);
+    size_t words = (size_t)m->width / 16;
+    int added = 0;
     if (!door_probe(m, h, 1)) {
         added = 1;  /* first sight in this period: the doorkeeper counts it */
     }
     else {
-        Py_ssize_t idx[4];
-        sketch_indexes(m, h, idx);
-        for (int row = 0; row < 4; row++) {
-            Py_ssize_t i = idx[row];
-            uint64_t *w = &m->sketch[row * words + (i >> 4)];
-            int shift = (int)((i & 15) * 4);
-            if (((*w >> shift) & 0xF) < 15) {
+        for (int r = 0; r < 4; r++) {
+            uint64_t *w;
+            int shift;
+            SMC_COUNTER(m, h, r, words, w, shift);
+            if (((*w >> shift) & 0xF) != 0xF) {
                 *w += UINT64_C(1) << shift;
                 added = 1;
             }
@@ -344,10 +338,10 @@ sketch_increment(SMCacheObject *m, Py_hash_t hash)
     }
     if (added && ++m->sample >= m->sample_max) {
         /* Aging: halve every counter, so that past popularity fades. */
-        for (Py_ssize_t j = 0; j < 4 * words; j++) {
+        for (size_t j = 0; j < 4 * words; j++) {
             m->sketch[j] = (m->sketch[j] >> 1) & UINT64_C(0x7777777777777777);
         }
-        memset(m->door, 0, (size_t)words * sizeof(uint64_t));
+        memset(m->door, 0, words * sizeof(uint64_t));
         m->sample /= 2;
     }
 }
