@@ -141,14 +141,25 @@ SM_DEFINE_TYPE(SMCNode_Type) = {
 /* ----------------------------------------------------- deferred releases */
 
 /* What one write drops: nodes (released after the unlock) and evicted
- * entries (key, value, cause: on_evict is called after the unlock). */
+ * entries (key, value, cause: on_evict is called after the unlock).  The
+ * grave is `own` (its inline slots hold what a write usually drops, with no
+ * allocation), or a transaction's, kept in the cache until its end.  Never
+ * copied: `grave` may point into it. */
 typedef struct {
-    SMBuf grave;
+    SMGrave *grave;
+    SMGrave own;
     SMBuf evicted;   /* triples */
     int removed;     /* a node left the cache: drain the rings before unlock */
 } SMCPend;
 
-#define SMC_PEND_INIT {{NULL, 0, 0}, {NULL, 0, 0}, 0}
+static inline void
+pend_init(SMCPend *p)
+{
+    SM_GRAVE_INIT(&p->own);
+    p->grave = &p->own;
+    p->evicted = (SMBuf){NULL, 0, 0};
+    p->removed = 0;
+}
 
 /* Keep a reference for release after the unlock (steals ref).  PyMem runs no
  * Python code; out of memory, the reference is dropped here -- which can only
@@ -156,12 +167,12 @@ typedef struct {
 static void
 pend_bury(SMCPend *p, PyObject *ref)
 {
-    if (sm_buf_reserve(&p->grave, p->grave.n + 1) < 0) {
+    if (sm_grave_reserve(p->grave, 1) < 0) {
         PyErr_Clear();
         Py_DECREF(ref);
         return;
     }
-    p->grave.items[p->grave.n++] = ref;
+    sm_grave_push(p->grave, ref);
 }
 
 static void
@@ -209,7 +220,7 @@ pend_finish(SMCacheObject *m, SMCPend *p)
 #endif
     }
     sm_buf_clear(&p->evicted);
-    sm_buf_clear(&p->grave);
+    sm_grave_release(p->grave);
 }
 
 /* ------------------------------------------------------------------ clock */
@@ -655,7 +666,8 @@ rings_try_drain(SMCacheObject *m)
     }
     SM_BUMP(&m->lockstats.acquisitions, 1);
     HELD_INC();
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     rings_drain(m, &p);
     if (m->ttl_ns != 0 && m->timer == NULL) {
         /* Expired entries leave on drains too (a Python timer is not called
@@ -1100,7 +1112,8 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
         Py_DECREF(n);
         return -1;
     }
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     SMCNode *old;
     int rc = cache_expire(m, now, &p);
     int r = rc < 0 ? -1 : cache_find_locked(m, key, hash, now, &old, &p);
@@ -1149,7 +1162,8 @@ cache_pop_impl(PyObject *op, PyObject *key, PyObject **out)
     if (cache_lock(m) < 0) {
         return -1;
     }
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     SMCNode *n;
     int r = cache_find_locked(m, key, hash, now, &n, &p);
     if (r == 1) {
@@ -1357,7 +1371,8 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(n);
         return NULL;
     }
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     PyObject *result = NULL;
     SMCNode *old = NULL;
     int r = cache_expire(m, now, &p);
@@ -1441,7 +1456,8 @@ cache_length(PyObject *op)
     if (cache_lock(m) < 0) {
         return -1;
     }
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     int rc = cache_expire(m, now, &p);
     Py_ssize_t n = m->count;
     cache_unlock(m, &p);
@@ -1558,7 +1574,8 @@ cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (cache_lock(m) < 0) {
         return NULL;
     }
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     SMBuf all = {NULL, 0, 0};
     if (sm_buf_collect_dict(&all, m->dict) < 0) {
         cache_unlock(m, &p);
@@ -1623,8 +1640,11 @@ cache_txn_end(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     SM_STORE_INT(&m->guard, 0);
     SM_STORE_PTR(&m->txn_owner, NULL);
-    SMCPend p = {m->txn_grave, m->txn_evicted, 1};
-    m->txn_grave = (SMBuf){NULL, 0, 0};
+    SMCPend p;
+    pend_init(&p);
+    p.grave = &m->txn_grave;  /* emptied by pend_finish, after the unlock */
+    p.evicted = m->txn_evicted;
+    p.removed = 1;
     m->txn_evicted = (SMBuf){NULL, 0, 0};
     cache_unlock(m, &p);
     Py_RETURN_NONE;
@@ -1714,7 +1734,10 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         SM_ADD_SSIZE(&m->version, 1);  /* odd: the commit's first write follows */
         SM_STORE_INT(&m->committing, 1);
     }
-    SMCPend p = {m->txn_grave, m->txn_evicted, 0};
+    SMCPend p;
+    pend_init(&p);
+    p.grave = &m->txn_grave;
+    p.evicted = m->txn_evicted;
     SMCNode *old;
     int r = cache_find_locked(m, key, hash, now, &old, &p);
     int rc = r < 0 ? -1 : 0;
@@ -1739,7 +1762,6 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (n != NULL) {
         pend_bury(&p, (PyObject *)n);
     }
-    m->txn_grave = p.grave;
     m->txn_evicted = p.evicted;
     if (rc < 0) {
         return NULL;
@@ -1810,7 +1832,8 @@ cache_frequency(PyObject *op, PyObject *key)
         return NULL;
     }
     int f = m->sketch != NULL ? sketch_frequency(m, hash) : 0;
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     cache_unlock(m, &p);
     return PyLong_FromLong(f);
 }
@@ -1824,7 +1847,8 @@ cache_window(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Py_ssize_t w = m->window_max;
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     cache_unlock(m, &p);
     return PyLong_FromSsize_t(w);
 }
@@ -1855,7 +1879,8 @@ cache_maintain(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (cache_lock(m) < 0) {
         return NULL;
     }
-    SMCPend p = SMC_PEND_INIT;
+    SMCPend p;
+    pend_init(&p);
     rings_drain(m, &p);
     int rc = cache_expire(m, now, &p);
     cache_unlock(m, &p);
@@ -1922,6 +1947,7 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     m->maxsize = -1;
+    SM_GRAVE_INIT(&m->txn_grave);
     m->dict = PyDict_New();
     if (m->dict == NULL || sm_stats_init(&m->stats) < 0) {
         Py_DECREF(m);
@@ -2191,7 +2217,7 @@ cache_dealloc(PyObject *op)
     Py_CLEAR(m->ttl_obj);
     Py_CLEAR(m->maxsize_obj);
     Py_CLEAR(m->policy_obj);
-    sm_buf_clear(&m->txn_grave);
+    sm_grave_release(&m->txn_grave);
     sm_buf_clear(&m->txn_evicted);
     sm_lock_fini(&m->lock);
     PyMem_Free(m->rbufs_alloc);

@@ -5,6 +5,7 @@
 #define SAFEMAP_SM_CACHE_H
 
 #include "sm_common.h"
+#include "sm_table.h"
 
 /* One entry.  `key`, `value`, `hash`, `weight` and `expires` are set before
  * the node is published in the cache's dict and never change afterwards, so a
@@ -85,7 +86,8 @@ typedef struct {
     Py_ssize_t nbufs;          /* a power of two */
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
     Py_ssize_t loads, load_failures;            /* atomic adds */
-    SMBuf txn_grave, txn_evicted;  /* a transaction's deferred releases */
+    SMGrave txn_grave;         /* a transaction's deferred releases (never moved: */
+    SMBuf txn_evicted;         /* its inline slots point into this struct) */
     PyObject *weakreflist;
 } SMCacheObject;
 
