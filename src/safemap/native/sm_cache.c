@@ -30,14 +30,16 @@
  * A node heavier than maxsize alone is never stored (it is evicted at once).
  *
  * Policy (W-TinyLFU, Einziger, Friedman & Manes; the layout of Caffeine):
- * a window LRU of ~1% of maxsize takes new entries; what leaves the window is
+ * a window LRU (1% of maxsize to start with, then sized by hill climbing on
+ * the hit rate: policy_climb) takes new entries; what leaves the window is
  * a candidate for the main space, a segmented LRU (probation ~20%, protected
  * ~80%); when the cache is over its bound the candidate is admitted only if
- * the frequency sketch (count-min, 4 rows of 4-bit counters, all halved every
- * 10 x width additions so that old popularity fades) says it is used more
- * often than the probation queue's least recently used entry, which is
- * evicted instead.  An access in probation promotes to protected; protected
- * overflow is demoted to probation.  policy="lru" keeps one LRU queue.
+ * the frequency sketch (count-min, 4 rows of 4-bit counters behind a
+ * doorkeeper Bloom filter, all halved every 40 x maxsize additions so that
+ * old popularity fades) says it is used more often than the probation
+ * queue's least recently used entry, which is evicted instead.  An access in
+ * probation promotes to protected; protected overflow is demoted to
+ * probation.  policy="lru" keeps one LRU queue.
  *
  * Lifetimes.  A ring holds strong references, so a node in it is valid when
  * drained.  A removed node is marked dead, and every removal drains the rings
