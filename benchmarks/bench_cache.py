@@ -4,7 +4,8 @@ and the cost of one call, side by side with its peers, in one run.
 (a) Hit ratio. Traces are generated from a seed (``--seed``, default 1), so every run
 and every machine sees the same requests: Zipf 0.8 and Zipf 1.0 over 100,000 keys; Zipf
 1.0 with one-time scans mixed in (a fifth of the requests are runs of 1,000 never-seen
-keys); and a loop over 1.1 x the cache size. Cache sizes are 1%, 5% and 10% of the keys.
+keys); Zipf 1.0 whose popular keys are replaced by new ones 4 times (5 phases); and a
+loop over 1.1 x the cache size. Cache sizes are 1%, 5% and 10% of the keys.
 Compared: ``Cache`` (W-TinyLFU and LRU), the best static cache (the ``maxsize`` most
 frequent keys of the trace, loaded up front: the optimum when requests are independent),
 Belady's offline optimum (OPT: evict the key used furthest in the future), and, where they
@@ -77,6 +78,15 @@ def scan_trace(n: int, nkeys: int, rng: random.Random) -> list[int]:
         else:
             out.extend(itertools.islice(base, 5))
     return out[:n]
+
+
+def reshuffled_trace(n: int, nkeys: int, rng: random.Random, phases: int = 5) -> list[int]:
+    """Zipf 1.0 whose popular keys are replaced by new ones ``phases`` times (each phase
+    over ``nkeys`` keys never used before): learned frequencies go stale at each change."""
+    out: list[int] = []
+    for p in range(phases):
+        out += [k + p * nkeys for k in zipf_trace(1.0, n // phases, nkeys, rng)]
+    return out
 
 
 def loop_trace(n: int, size: int) -> list[int]:
@@ -201,6 +211,7 @@ def hit_ratios(n: int, seed: int) -> None:
         ("Zipf 0.8", lambda rng, size: zipf_trace(0.8, n, NKEYS, rng)),
         ("Zipf 1.0", lambda rng, size: zipf_trace(1.0, n, NKEYS, rng)),
         ("Zipf 1.0 + scans", lambda rng, size: scan_trace(n, NKEYS, rng)),
+        ("Zipf 1.0, 5 popularity changes", lambda rng, size: reshuffled_trace(n, NKEYS, rng)),
         ("loop 1.1 x size", lambda rng, size: loop_trace(n, size)),
     ):
         traces: dict[int, list[int]] = {}

@@ -46,10 +46,10 @@ def hits(c: safemap.Cache[int, int], trace: list[int], maxsize: int) -> int:
 def test_zipf_hits_with_doorkeeper_longer_aging_wider_sketch() -> None:
     """Zipf 0.8, 1,500 of 30,000 keys: the doorkeeper (one-time keys stay out of the
     counters), the longer aging period and the wider sketch tell rarely used keys apart
-    better. Before them: 137,197 hits (LRU: 105,210); now 140,766."""
+    better. Before them: 137,197 hits (LRU: 105,210); now 138,430."""
     trace = zipf(0.8, 300_000, 30_000)
     c: safemap.Cache[int, int] = safemap.Cache(1500)
-    assert hits(c, trace, 1500) >= 140_000
+    assert hits(c, trace, 1500) >= 138_000
 
 
 def test_window_grows_where_recency_pays() -> None:
@@ -67,16 +67,17 @@ def test_window_grows_where_recency_pays() -> None:
 
 
 def test_window_stays_small_where_frequency_pays() -> None:
-    """On a steady Zipf workload the window stays a small part of the cache (the
-    climber's steps decay, so the window settles where the hit rate is best)."""
+    """On a steady Zipf workload the window stays a small part of the cache (it moves
+    by steps that shrink, and each step back when the hit rate dropped): here at most an
+    eighth, and a twentieth on average, against half or more where recency pays."""
     trace = zipf(1.0, 200_000, 20_000)
-    c: safemap.Cache[int, int] = safemap.Cache(200)
+    c: safemap.Cache[int, int] = safemap.Cache(500)
     sizes = []
     for i in range(0, len(trace), 4000):
-        hits(c, trace[i : i + 4000], 200)
+        hits(c, trace[i : i + 4000], 500)
         sizes.append(c._window())
-    assert 1 <= c._window() <= 200 // 8
-    assert sum(sizes) / len(sizes) <= 200 // 8, sizes
+    assert min(sizes) >= 1 and max(sizes) <= 500 // 8, sizes
+    assert sum(sizes) / len(sizes) <= 500 // 20, sizes
 
 
 def test_window_keeps_its_bounds_and_the_cache_its_bound() -> None:
@@ -88,3 +89,27 @@ def test_window_keeps_its_bounds_and_the_cache_its_bound() -> None:
         hits(c, [k + 10**6 * seed for k in trace], 50)
         assert 1 <= c._window() <= 49
         assert len(c) <= 50
+
+
+def reshuffled_zipf(n: int, nkeys: int, phases: int, seed: int = 1) -> list[int]:
+    """Zipf 1.0 whose popular keys are replaced by new ones ``phases`` times: the
+    frequencies the sketch has learned go stale at each change."""
+    rng = random.Random(seed)
+    cdf = list(itertools.accumulate(1.0 / r for r in range(1, nkeys + 1)))
+    out: list[int] = []
+    for p in range(phases):
+        ids = list(range(p * nkeys, (p + 1) * nkeys))
+        rng.shuffle(ids)
+        out += [ids[bisect.bisect_left(cdf, rng.random() * cdf[-1])] for _ in range(n // phases)]
+    return out
+
+
+def test_popularity_that_moves_on_is_followed_at_least_as_well_as_by_lru() -> None:
+    """Each phase is 40 x maxsize requests: with the counters halved only every 40 x
+    maxsize additions, the last phase's keys kept winning admission and W-TinyLFU fell
+    below LRU (118,239 against 122,224 hits); halved every 20 x, it stays above
+    (124,086)."""
+    trace = reshuffled_zipf(200_000, 20_000, 5)
+    tiny: safemap.Cache[int, int] = safemap.Cache(1000)
+    lru: safemap.Cache[int, int] = safemap.Cache(1000, policy="lru")
+    assert hits(tiny, trace, 1000) >= hits(lru, trace, 1000)

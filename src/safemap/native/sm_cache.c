@@ -35,7 +35,7 @@
  * a candidate for the main space, a segmented LRU (probation ~20%, protected
  * ~80%); when the cache is over its bound the candidate is admitted only if
  * the frequency sketch (count-min, 4 rows of 4-bit counters behind a
- * doorkeeper Bloom filter, all halved every 40 x maxsize additions so that
+ * doorkeeper Bloom filter, all halved every 20 x maxsize additions so that
  * old popularity fades) says it is used more often than the probation
  * queue's least recently used entry, which is evicted instead.  An access in
  * probation promotes to protected; protected overflow is demoted to
@@ -367,12 +367,15 @@ sketch_increment(SMCacheObject *m, Py_hash_t hash)
 }
 
 /* Additions between two agings: SMC_AGING x the entries the sketch serves
- * (maxsize once it is full-sized).  Longer than Caffeine's 10 x: with the
+ * (maxsize once it is full-sized).  Twice Caffeine's 10 x: with the
  * doorkeeper taking each key's first sight, a key near the admission
  * boundary of a long-tailed workload must be seen again within one period to
- * be told from the one-time keys; 40 x measured best on the Zipf traces of
- * benchmarks/bench_cache.py, with no loss on the scan and loop traces. */
-#define SMC_AGING 40
+ * be told from the one-time keys.  Longer periods score higher still on a
+ * steady workload (40 x: +0.4 to +1.3 points on the Zipf traces of
+ * benchmarks/bench_cache.py) but hold on to stale popularity when it moves:
+ * at 40 x, W-TinyLFU fell below LRU on Zipf traces reshuffled every
+ * 40 x maxsize requests (tests/cache/test_cache_policy.py). */
+#define SMC_AGING 20
 
 static void
 sketch_set_period(SMCacheObject *m)
