@@ -127,6 +127,7 @@ setup(
             depends=[
                 os.path.join("src", "safemap", "native", "sm_compat.h"),
                 os.path.join("src", "safemap", "native", "sm_lock.h"),
+                os.path.join("src", "safemap", "protocol", "_frozen_api.h"),
             ],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
