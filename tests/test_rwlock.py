@@ -416,13 +416,17 @@ def test_context_managers_release_on_exception(lock: RWLock) -> None:
 def sigint_to_main() -> Iterator[Callable[[Callable[[], None]], KeyboardInterrupt]]:
     """``interrupt(wait)`` runs ``wait()`` in the main thread while another thread sends
     SIGINT to the process until the main thread is interrupted; returns the interrupt.
-    The KeyboardInterrupt is raised only while ``wait()`` runs (never into pytest)."""
+    The KeyboardInterrupt is raised only while ``wait()`` runs (never into pytest).
+
+    ``armed`` is a list item, not an ``Event``: disarming must not be a Python call, whose
+    entry is itself a point where a pending signal's handler runs (and would raise again,
+    out of the ``except`` below and into pytest)."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread only")
-    armed = threading.Event()
+    armed = [False]
 
     def handler(signum: int, frame: Any) -> None:
-        if armed.is_set():
+        if armed[0]:
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, handler)
@@ -435,16 +439,17 @@ def sigint_to_main() -> Iterator[Callable[[Callable[[], None]], KeyboardInterrup
                 os.kill(os.getpid(), signal.SIGINT)
 
         t = threading.Thread(target=sender, daemon=True)
-        armed.set()
+        armed[0] = True
         t.start()
         try:
             wait()
         except KeyboardInterrupt as exc:
+            armed[0] = False  # first: no call (so no signal check) before it
             caught = exc
         else:
             pytest.fail("wait() returned without being interrupted")
         finally:
-            armed.clear()
+            armed[0] = False
             done.set()
             t.join(WAIT)
         return caught
