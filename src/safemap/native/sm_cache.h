@@ -5,6 +5,7 @@
 #define SAFEMAP_SM_CACHE_H
 
 #include "sm_common.h"
+#include "sm_table.h"
 
 /* One entry.  `key`, `value`, `hash`, `weight` and `expires` are set before
  * the node is published in the cache's dict and never change afterwards, so a
@@ -37,6 +38,7 @@ typedef struct {
 #define SMC_RB_SIZE 16
 typedef struct {
     Py_ssize_t tail;
+    Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
     PyObject *slots[SMC_RB_SIZE];
 } SMCReadBuf;
@@ -69,7 +71,11 @@ typedef struct {
     SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
     SMCNode *whead, *wtail;    /* write order, for ttl */
     Py_ssize_t window_max, protected_max;
+    Py_ssize_t climb_hits, climb_misses;  /* the climber's current sample */
+    double climb_rate;         /* hit rate of its previous sample */
+    double climb_step;         /* its next window adjustment (weight units, signed) */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
+    uint64_t *door;            /* doorkeeper: 4 x `width` bits */
     Py_ssize_t width;          /* counters per row, a power of two */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
@@ -80,7 +86,8 @@ typedef struct {
     Py_ssize_t nbufs;          /* a power of two */
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
     Py_ssize_t loads, load_failures;            /* atomic adds */
-    SMBuf txn_grave, txn_evicted;  /* a transaction's deferred releases */
+    SMGrave txn_grave;         /* a transaction's deferred releases (never moved: */
+    SMBuf txn_evicted;         /* its inline slots point into this struct) */
     PyObject *weakreflist;
 } SMCacheObject;
 
