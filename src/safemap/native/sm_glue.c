@@ -300,7 +300,7 @@ static PyMethodDef txn_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* The two storage types differ in name and docstring only (each map's
+/* The storage types differ in name and docstring only (each map's
  * storage keeps the name it has always had); the slots are these. */
 #define SM_TXN_SLOTS \
     .tp_basicsize = sizeof(SMTxnStorage), \
@@ -326,5 +326,13 @@ SM_DEFINE_TYPE(SMSyncStorage_Type) = {
     .tp_name = "safemap.native._core.SyncMapTransactionStorage",
     .tp_doc = "A SyncMap's contents as seen by the thread running transaction(); "
               "unusable anywhere else.",
+    SM_TXN_SLOTS,
+};
+
+SM_DEFINE_TYPE(SMCacheStorage_Type) = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "safemap.native._core.CacheTransactionStorage",
+    .tp_doc = "A Cache's live contents as seen by the thread holding its lock during "
+              "transaction(); unusable anywhere else.",
     SM_TXN_SLOTS,
 };
