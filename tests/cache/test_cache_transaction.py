@@ -212,6 +212,27 @@ def test_the_view_behaves_like_a_dict(
         assert len(m) == len(model)
 
 
+def test_statistics_count_the_commit_not_the_view_reads() -> None:
+    m: safemap.Cache[str, int] = safemap.Cache({"a": 1, "b": 2, "c": 3}, maxsize=8)
+    before = m.stats()
+
+    def fn(view: Any) -> None:
+        assert view["a"] == 1 and "zz" not in view and view.get("yy") is None
+        assert sorted(view) == ["a", "b", "c"] and len(view) == 3
+        view["a"] = 10  # update
+        view["d"] = 4  # insert
+        del view["b"]  # delete
+        view["c"] = view["c"]  # the same value: no write
+
+    m.transaction(fn)
+    after = m.stats()
+    assert (after.hits, after.misses) == (before.hits, before.misses)
+    assert after.inserts - before.inserts == 1
+    assert after.updates - before.updates == 1
+    assert after.deletes - before.deletes == 1
+    assert after.evictions == 0 and after.size == 3
+
+
 # ------------------------------------------------------------ bound, on_evict
 
 
