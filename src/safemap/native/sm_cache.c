@@ -1730,21 +1730,18 @@ cache_txn_collect(PyObject *map, SMBuf *buf)
 static const SMTxnOps cache_txn_ops = {cache_txn_get, cache_txn_set, cache_txn_length,
                                        cache_txn_collect};
 
+static int
+cache_txn_lock(PyObject *op)
+{
+    return cache_lock((SMCacheObject *)op);
+}
+
 static PyObject *
 cache_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    SMTxnStorage *t = sm_txn_new(&SMCacheStorage_Type, op, &m->txn_owner, &cache_txn_ops);
-    if (t == NULL) {
-        return NULL;
-    }
-    if (cache_lock(m) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    sm_txn_open(t);
-    SM_STORE_INT(&m->guard, 1);
-    return (PyObject *)t;
+    return sm_txn_begin(&SMCacheStorage_Type, op, &m->txn_owner, &m->guard, &cache_txn_ops,
+                        cache_txn_lock);
 }
 
 static PyObject *
