@@ -145,8 +145,8 @@ SM_DEFINE_TYPE(SMCNode_Type) = {
 /* What one write drops: nodes (released after the unlock) and evicted
  * entries (key, value, cause: on_evict is called after the unlock).  The
  * grave is `own` (its inline slots hold what a write usually drops, with no
- * allocation), or a transaction's, kept in the cache until its end.  Never
- * copied: `grave` may point into it. */
+ * allocation), or a transaction's storage's (sm_glue.h), kept until the
+ * transaction ends.  Never copied: `grave` may point into it. */
 typedef struct {
     SMGrave *grave;
     SMGrave own;
