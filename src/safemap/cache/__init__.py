@@ -8,7 +8,7 @@ guarantees are in ``docs/cache.md``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 
 from .._typing import TYPE_CHECKING, Any, TypeVar
 from ..native import _COUNTERS as _NATIVE_COUNTERS
@@ -36,38 +36,6 @@ _COUNTERS = (
     "evictions_size",
     "evictions_expired",
 )
-
-
-class _TxnStorage(MutableMapping[Any, Any]):
-    """The cache as seen by the thread running ``transaction(fn)`` (it holds the lock):
-    reads and writes go straight to the cache."""
-
-    __slots__ = ("_cache",)
-
-    def __init__(self, cache: Cache[Any, Any]) -> None:
-        self._cache = cache
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._cache._txn_get(key)
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self._cache._txn_get(key)
-        except KeyError:
-            return False
-        return True
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._cache._txn_items())
-
-    def __len__(self) -> int:
-        return len(self._cache._txn_items())
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._cache._txn_write(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._cache._txn_write(key)
 
 
 class _Counted:
@@ -157,11 +125,11 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         """Run ``fn(view)`` holding the cache's lock and return its result; the view's
         changes land all at once when ``fn`` returns (readers wait for the commit), or
         not at all if it raises. Entries the commit adds are subject to the bound."""
-        self._txn_begin()
+        storage = self._txn_begin()
         try:
-            return _run_native_transaction(_TxnStorage(self), fn)
+            return _run_native_transaction(storage, fn)
         finally:
-            self._txn_end()
+            self._txn_end(storage)
 
     def _collect_stats(self) -> MapStats:
         """Exact counters since the cache was made: the map's, plus ``loads``,

@@ -145,8 +145,8 @@ SM_DEFINE_TYPE(SMCNode_Type) = {
 /* What one write drops: nodes (released after the unlock) and evicted
  * entries (key, value, cause: on_evict is called after the unlock).  The
  * grave is `own` (its inline slots hold what a write usually drops, with no
- * allocation), or a transaction's, kept in the cache until its end.  Never
- * copied: `grave` may point into it. */
+ * allocation), or a transaction's storage's (sm_glue.h), kept until the
+ * transaction ends.  Never copied: `grave` may point into it. */
 typedef struct {
     SMGrave *grave;
     SMGrave own;
@@ -1440,6 +1440,19 @@ done:
 
 /* ------------------------------------------------------- whole-map reads */
 
+/* The entries live at `now`, counted under the lock without removing the
+ * expired ones (a compute callback, a transaction: removal would change the
+ * cache under them). */
+static Py_ssize_t
+cache_count_live(SMCacheObject *m, int64_t now)
+{
+    Py_ssize_t n = m->count;
+    for (SMCNode *w = m->whead; w != NULL && now >= w->expires; w = w->wnext) {
+        n -= !w->pending;
+    }
+    return n;
+}
+
 static Py_ssize_t
 cache_length(PyObject *op)
 {
@@ -1456,14 +1469,8 @@ cache_length(PyObject *op)
     if (cache_now(m, &now) < 0) {
         return -1;
     }
-    void *me = sm_me();
-    if (sm_lock_held_by(&m->lock, me)) {
-        /* Inside a compute callback: count without removing. */
-        Py_ssize_t n = m->count;
-        for (SMCNode *w = m->whead; w != NULL && now >= w->expires; w = w->wnext) {
-            n -= !w->pending;
-        }
-        return n;
+    if (sm_lock_held_by(&m->lock, sm_me())) {
+        return cache_count_live(m, now);  /* inside a compute callback */
     }
     if (cache_lock(m) < 0) {
         return -1;
@@ -1617,130 +1624,56 @@ cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
 
 /* ---------------------------------------------------------- transactions */
 
+/* The transaction's storage (sm_glue.h) reads and writes the cache under its
+ * lock, which the thread running the transaction holds.  Readers of single
+ * keys wait while `committing`; whole-cache reads see `version` odd from the
+ * commit's first write to _txn_end (cache_collect). */
+
+/* The key's live value (an expired entry is absent). */
 static int
-cache_txn_owned(SMCacheObject *m)
+cache_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
 {
-    if (SM_LOAD_PTR(&m->txn_owner) != sm_me()) {
-        PyErr_SetString(PyExc_RuntimeError, "the transaction is over");
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *
-cache_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    SMCacheObject *m = (SMCacheObject *)op;
-    if (cache_lock(m) < 0) {
-        return NULL;
-    }
-    SM_STORE_PTR(&m->txn_owner, sm_me());
-    SM_STORE_INT(&m->guard, 1);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-cache_txn_end(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    SMCacheObject *m = (SMCacheObject *)op;
-    if (cache_txn_owned(m) < 0) {
-        return NULL;
-    }
-    if (m->committing) {
-        SM_ADD_SSIZE(&m->version, 1);  /* even: every commit write is done */
-        SM_STORE_INT(&m->committing, 0);
-    }
-    SM_STORE_INT(&m->guard, 0);
-    SM_STORE_PTR(&m->txn_owner, NULL);
-    SMCPend p;
-    pend_init(&p);
-    p.grave = &m->txn_grave;  /* emptied by pend_finish, after the unlock */
-    p.evicted = m->txn_evicted;
-    p.removed = 1;
-    m->txn_evicted = (SMBuf){NULL, 0, 0};
-    cache_unlock(m, &p);
-    Py_RETURN_NONE;
-}
-
-/* The transaction's thread reads the live contents: a dict of key -> value. */
-static PyObject *
-cache_txn_items(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    SMCacheObject *m = (SMCacheObject *)op;
-    if (cache_txn_owned(m) < 0) {
-        return NULL;
-    }
-    SMBuf buf = {NULL, 0, 0};
-    if (cache_collect(m, &buf) < 0) {
-        sm_buf_clear(&buf);
-        return NULL;
-    }
-    return sm_buf_to_dict(&buf);
-}
-
-/* _txn_get(key): the key's live value for the transaction's thread, else
- * KeyError. */
-static PyObject *
-cache_txn_get(PyObject *op, PyObject *key)
-{
-    SMCacheObject *m = (SMCacheObject *)op;
-    if (cache_txn_owned(m) < 0) {
-        return NULL;
-    }
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
+    SMCacheObject *m = (SMCacheObject *)map;
+    *v = NULL;
     int64_t now = 0;
     if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
-        return NULL;
+        return -1;
     }
     PyObject *o;
     int r = sm_dict_get(m->dict, key, hash, &o);
-    if (r < 0) {
-        return NULL;
+    if (r <= 0) {
+        return r;
     }
-    if (r == 0 || node_expired(m, (SMCNode *)o, now)) {
-        Py_XDECREF(o);
-        sm_key_error(key);
-        return NULL;
+    if (node_expired(m, (SMCNode *)o, now)) {
+        Py_DECREF(o);
+        return 0;
     }
-    PyObject *v = Py_NewRef(((SMCNode *)o)->value);
+    *v = Py_NewRef(((SMCNode *)o)->value);
     Py_DECREF(o);
-    return v;
+    return 1;
 }
 
-/* _txn_write(key, value) / _txn_write(key) (delete): one change of the
- * commit, made by the lock holder; readers wait until _txn_end. */
-static PyObject *
-cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+/* One change of the commit.  Its evictions (the bound holds after each write)
+ * are kept in m->txn_evicted for on_evict after the unlock; what it drops goes
+ * to the storage's grave, released by _txn_end after the unlock. */
+static int
+cache_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
 {
-    SMCacheObject *m = (SMCacheObject *)op;
-    if (cache_txn_owned(m) < 0) {
-        return NULL;
-    }
-    if (sm_nargs("_txn_write", nargs, 1, 2) < 0) {
-        return NULL;
-    }
-    PyObject *key = args[0];
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
+    SMCacheObject *m = (SMCacheObject *)t->map;
     int64_t now = 0;
     if (m->ttl_ns != 0 && m->timer == NULL) {
         now = sm_now_ns();
     }
     else if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
-        return NULL;
+        return -1;
     }
     Py_ssize_t weight = 1;
-    if (nargs == 2 && (sm_check_value(args[1]) < 0 || cache_weigh(m, key, args[1], &weight) < 0)) {
-        return NULL;
+    if (value != NULL && (sm_check_value(value) < 0 || cache_weigh(m, key, value, &weight) < 0)) {
+        return -1;
     }
-    SMCNode *n = nargs == 2 ? node_new() : NULL;
-    if (nargs == 2 && n == NULL) {
-        return NULL;
+    SMCNode *n = value != NULL ? node_new() : NULL;
+    if (value != NULL && n == NULL) {
+        return -1;
     }
     if (!m->committing) {
         SM_ADD_SSIZE(&m->version, 1);  /* odd: the commit's first write follows */
@@ -1748,26 +1681,22 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     SMCPend p;
     pend_init(&p);
-    p.grave = &m->txn_grave;
+    p.grave = &t->grave;
     p.evicted = m->txn_evicted;
     SMCNode *old;
     int r = cache_find_locked(m, key, hash, now, &old, &p);
-    int rc = r < 0 ? -1 : 0;
-    if (r >= 0) {
-        if (nargs == 1) {
-            if (r == 1) {
-                rc = node_remove(m, old, NULL, &p);
-            }
-            else {
-                sm_key_error(key);
+    int rc = r;  /* -1: error; 0: a delete of an absent key; else 1 */
+    if (r >= 0 && value == NULL) {
+        if (r == 1 && node_remove(m, old, NULL, &p) < 0) {
+            rc = -1;
+        }
+    }
+    else if (r >= 0) {
+        rc = 1;
+        if (r == 0 || old->value != value) {
+            if (cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, n, &p) < 0) {
                 rc = -1;
             }
-        }
-        else if (r == 1 && old->value == args[1]) {
-            rc = 0;
-        }
-        else {
-            rc = cache_install(m, key, hash, args[1], weight, now, r == 1 ? old : NULL, n, &p);
             n = NULL;
         }
     }
@@ -1775,9 +1704,66 @@ cache_txn_write(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         pend_bury(&p, (PyObject *)n);
     }
     m->txn_evicted = p.evicted;
-    if (rc < 0) {
+    return rc;
+}
+
+static Py_ssize_t
+cache_txn_length(PyObject *map)
+{
+    SMCacheObject *m = (SMCacheObject *)map;
+    if (m->ttl_ns == 0) {
+        return m->count;
+    }
+    int64_t now;
+    if (cache_now(m, &now) < 0) {
+        return -1;
+    }
+    return cache_count_live(m, now);
+}
+
+static int
+cache_txn_collect(PyObject *map, SMBuf *buf)
+{
+    return cache_collect((SMCacheObject *)map, buf);
+}
+
+static const SMTxnOps cache_txn_ops = {cache_txn_get, cache_txn_set, cache_txn_length,
+                                       cache_txn_collect};
+
+static int
+cache_txn_lock(PyObject *op)
+{
+    return cache_lock((SMCacheObject *)op);
+}
+
+static PyObject *
+cache_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    return sm_txn_begin(&SMCacheStorage_Type, op, &m->txn_owner, &m->guard, &cache_txn_ops,
+                        cache_txn_lock);
+}
+
+static PyObject *
+cache_txn_end(PyObject *op, PyObject *arg)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    SMTxnStorage *t = sm_txn_close(&SMCacheStorage_Type, op, arg);
+    if (t == NULL) {
         return NULL;
     }
+    if (m->committing) {
+        SM_ADD_SSIZE(&m->version, 1);  /* even: every commit write is done */
+        SM_STORE_INT(&m->committing, 0);
+    }
+    SM_STORE_INT(&m->guard, 0);
+    SMCPend p;
+    pend_init(&p);
+    p.evicted = m->txn_evicted;  /* on_evict runs in cache_unlock, after the unlock */
+    p.removed = 1;
+    m->txn_evicted = (SMBuf){NULL, 0, 0};
+    cache_unlock(m, &p);
+    sm_txn_release(t);
     Py_RETURN_NONE;
 }
 
@@ -1959,7 +1945,6 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     m->maxsize = -1;
-    SM_GRAVE_INIT(&m->txn_grave);
     m->dict = PyDict_New();
     if (m->dict == NULL || sm_stats_init(&m->stats) < 0) {
         Py_DECREF(m);
@@ -2228,7 +2213,6 @@ cache_dealloc(PyObject *op)
     Py_CLEAR(m->ttl_obj);
     Py_CLEAR(m->maxsize_obj);
     Py_CLEAR(m->policy_obj);
-    sm_grave_release(&m->txn_grave);
     sm_buf_clear(&m->txn_evicted);
     sm_lock_fini(&m->lock);
     PyMem_Free(m->rbufs_alloc);
@@ -2281,11 +2265,7 @@ static PyMethodDef cache_methods[] = {
     {"_maintain", cache_maintain, METH_NOARGS,
      "Apply the recorded accesses to the policy and remove expired entries now."},
     {"_txn_begin", cache_txn_begin, METH_NOARGS, "Take the lock for transaction()."},
-    {"_txn_items", cache_txn_items, METH_NOARGS, "The live contents, inside transaction()."},
-    {"_txn_get", cache_txn_get, METH_O, "A key's value, inside transaction() (KeyError)."},
-    SM_FASTCALL("_txn_write", cache_txn_write,
-                "_txn_write(key[, value]): one change of a transaction's commit."),
-    {"_txn_end", cache_txn_end, METH_NOARGS, SM_DOC_TXN_END},
+    {"_txn_end", cache_txn_end, METH_O, SM_DOC_TXN_END},
     {NULL, NULL, 0, NULL},
 };
 

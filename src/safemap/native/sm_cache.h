@@ -86,8 +86,8 @@ typedef struct {
     Py_ssize_t nbufs;          /* a power of two */
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
     Py_ssize_t loads, load_failures;            /* atomic adds */
-    SMGrave txn_grave;         /* a transaction's deferred releases (never moved: */
-    SMBuf txn_evicted;         /* its inline slots point into this struct) */
+    SMBuf txn_evicted;         /* a transaction's evictions (triples), for on_evict
+                                  after its end releases the lock */
     PyObject *weakreflist;
 } SMCacheObject;
 

@@ -349,6 +349,7 @@ PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind
     X(SMCMap_Type) \
     X(SMSMap_Type) \
     X(SMSyncStorage_Type) \
+    X(SMCacheStorage_Type) \
     X(SMTable_Type) \
     X(SMCNode_Type) \
     X(SMCache_Type)

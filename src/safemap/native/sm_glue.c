@@ -130,6 +130,23 @@ sm_txn_open(SMTxnStorage *t)
     SM_STORE_PTR(t->owner, sm_me());
 }
 
+PyObject *
+sm_txn_begin(PyTypeObject *type, PyObject *map, void **owner, int *guard, const SMTxnOps *ops,
+             int (*lock)(PyObject *map))
+{
+    SMTxnStorage *t = sm_txn_new(type, map, owner, ops);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (lock(map) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    sm_txn_open(t);
+    SM_STORE_INT(guard, 1);
+    return (PyObject *)t;
+}
+
 SMTxnStorage *
 sm_txn_close(PyTypeObject *type, PyObject *map, PyObject *arg)
 {
@@ -300,31 +317,33 @@ static PyMethodDef txn_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* The two storage types differ in name and docstring only (each map's
- * storage keeps the name it has always had); the slots are these. */
-#define SM_TXN_SLOTS \
-    .tp_basicsize = sizeof(SMTxnStorage), \
-    .tp_dealloc = txn_dealloc, \
-    .tp_as_sequence = &txn_as_sequence, \
-    .tp_as_mapping = &txn_as_mapping, \
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, \
-    .tp_traverse = txn_traverse, \
-    .tp_clear = txn_clear, \
-    .tp_iter = txn_iter, \
-    .tp_methods = txn_methods
+/* The storage types differ in name and docstring only (each map's storage
+ * keeps the name it has always had: a static type's name is fixed, so one
+ * type cannot carry each map's); the slots are these. */
+#define SM_TXN_STORAGE_TYPE(t, name, doc) \
+    SM_DEFINE_TYPE(t) = { \
+        PyVarObject_HEAD_INIT(NULL, 0) \
+        .tp_name = "safemap.native._core." name, \
+        .tp_doc = doc, \
+        .tp_basicsize = sizeof(SMTxnStorage), \
+        .tp_dealloc = txn_dealloc, \
+        .tp_as_sequence = &txn_as_sequence, \
+        .tp_as_mapping = &txn_as_mapping, \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, \
+        .tp_traverse = txn_traverse, \
+        .tp_clear = txn_clear, \
+        .tp_iter = txn_iter, \
+        .tp_methods = txn_methods, \
+    }
 
-SM_DEFINE_TYPE(SMTxnStorage_Type) = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.TransactionStorage",
-    .tp_doc = "The shards of a ConcurrentMap, as seen by the thread that holds every "
-              "shard lock during transaction(); unusable anywhere else.",
-    SM_TXN_SLOTS,
-};
+SM_TXN_STORAGE_TYPE(SMTxnStorage_Type, "TransactionStorage",
+                    "The shards of a ConcurrentMap, as seen by the thread that holds every "
+                    "shard lock during transaction(); unusable anywhere else.");
 
-SM_DEFINE_TYPE(SMSyncStorage_Type) = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "safemap.native._core.SyncMapTransactionStorage",
-    .tp_doc = "A SyncMap's contents as seen by the thread running transaction(); "
-              "unusable anywhere else.",
-    SM_TXN_SLOTS,
-};
+SM_TXN_STORAGE_TYPE(SMSyncStorage_Type, "SyncMapTransactionStorage",
+                    "A SyncMap's contents as seen by the thread running transaction(); "
+                    "unusable anywhere else.");
+
+SM_TXN_STORAGE_TYPE(SMCacheStorage_Type, "CacheTransactionStorage",
+                    "A Cache's live contents as seen by the thread holding its lock during "
+                    "transaction(); unusable anywhere else.");

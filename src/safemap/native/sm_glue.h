@@ -360,6 +360,13 @@ SMTxnStorage *sm_txn_new(PyTypeObject *type, PyObject *map, void **owner,
                          const SMTxnOps *ops);
 /* The calling thread now runs the transaction on t->map. */
 void sm_txn_open(SMTxnStorage *t);
+/* _txn_begin(): sm_txn_new, then lock(map) (the map's write locks: 0, or -1
+ * with an exception set and nothing held), then sm_txn_open, and *guard set
+ * (the map's methods check it).  The storage is allocated before the locks
+ * are taken: an allocation can run the garbage collector, and so finalizers.
+ * The new storage, or NULL with an exception set (nothing held). */
+PyObject *sm_txn_begin(PyTypeObject *type, PyObject *map, void **owner, int *guard,
+                       const SMTxnOps *ops, int (*lock)(PyObject *map));
 /* _txn_end(storage): arg checked to be map's open storage (of type `type`),
  * owned by the calling thread; closes it and clears the owner.  NULL with an
  * exception set if not.  The map then releases its locks and calls
