@@ -146,5 +146,5 @@ def test_native_core_lists_every_type() -> None:
     types = _core._types
     names = {t.__name__ for t in types}
     assert {"ConcurrentMapBase", "SyncMapBase", "TransactionStorage"} <= names
-    assert "SyncMapTransactionStorage" in names
+    assert {"SyncMapTransactionStorage", "CacheTransactionStorage"} <= names
     assert all(t.__flags__ & (1 << 12) for t in types)

@@ -1174,21 +1174,18 @@ cm_txn_collect(PyObject *map, SMBuf *buf)
 
 static const SMTxnOps cm_txn_ops = {cm_txn_get, cm_txn_set, cm_txn_length, cm_txn_collect};
 
+static int
+cm_txn_lock(PyObject *op)
+{
+    return cm_lock_all((SMCMapObject *)op);
+}
+
 static PyObject *
 cm_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMCMapObject *m = (SMCMapObject *)op;
-    SMTxnStorage *t = sm_txn_new(&SMTxnStorage_Type, op, &m->txn_owner, &cm_txn_ops);
-    if (t == NULL) {
-        return NULL;
-    }
-    if (cm_lock_all(m) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    sm_txn_open(t);
-    SM_STORE_INT(&m->guard, 1);
-    return (PyObject *)t;
+    return sm_txn_begin(&SMTxnStorage_Type, op, &m->txn_owner, &m->guard, &cm_txn_ops,
+                        cm_txn_lock);
 }
 
 static PyObject *

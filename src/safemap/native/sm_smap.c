@@ -1142,27 +1142,26 @@ sy_txn_collect(PyObject *map, SMBuf *buf)
 
 static const SMTxnOps sy_txn_ops = {sy_txn_get, sy_txn_set, sy_txn_length, sy_txn_collect};
 
-static PyObject *
-sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+/* A transaction holds mu with `frozen` set, so in-place writers wait too. */
+static int
+sy_txn_lock(PyObject *op)
 {
     SMSMapObject *m = (SMSMapObject *)op;
-    if (sy_write_check(m) < 0) {
-        return NULL;
-    }
-    SMTxnStorage *t = sm_txn_new(&SMSyncStorage_Type, op, &m->txn_owner, &sy_txn_ops);
-    if (t == NULL) {
-        return NULL;
-    }
-    if (sy_lock(m, sm_me()) < 0) {
-        Py_DECREF(t);
-        return NULL;
+    if (sy_write_check(m) < 0 || sy_lock(m, sm_me()) < 0) {
+        return -1;
     }
     SY_WLOCK(m);
     SM_STORE_INT(&m->frozen, 1);
     SY_WUNLOCK(m);
-    sm_txn_open(t);
-    SM_STORE_INT(&m->guard, 1);
-    return (PyObject *)t;
+    return 0;
+}
+
+static PyObject *
+sy_txn_begin(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SMSMapObject *m = (SMSMapObject *)op;
+    return sm_txn_begin(&SMSyncStorage_Type, op, &m->txn_owner, &m->guard, &sy_txn_ops,
+                        sy_txn_lock);
 }
 
 static PyObject *
