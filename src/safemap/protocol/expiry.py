@@ -226,10 +226,8 @@ class _MapState:
 
         def delete_if_same(_key: Any, old: Any) -> Any:
             nonlocal removed
-            if old is MISSING:
-                return DELETE
-            if old is value:
-                removed = True
+            removed = old is value  # set on every run: a retrying compute runs it again
+            if old is MISSING or removed:
                 return DELETE
             return old
 

@@ -396,12 +396,13 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
             raise _sentinel_stored(value)
         loaded = True
 
+        # Each callback sets every result it reports, from its own ``old``: a map whose
+        # compute retries (RedisMap's optimistic commit) runs it more than once, and only
+        # the last run's view of the key is what the call did.
         def keep_or_store(_key: K, old: V | Missing) -> V:
             nonlocal loaded
-            if old is MISSING:
-                loaded = False
-                return value
-            return old
+            loaded = old is not MISSING
+            return old if loaded else value  # type: ignore[return-value]
 
         actual = self.compute(key, keep_or_store)
         return actual, loaded  # type: ignore[return-value]
@@ -452,12 +453,10 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
         def swap_if_equal(_key: K, current: V | Missing) -> V | Delete:
             nonlocal swapped
+            swapped = current is not MISSING and _same_value(current, old)
             if current is MISSING:
                 return DELETE
-            if _same_value(current, old):
-                swapped = True
-                return new
-            return current
+            return new if swapped else current
 
         self.compute(key, swap_if_equal)
         return swapped
@@ -471,10 +470,8 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
 
         def delete_if_equal(_key: K, current: V | Missing) -> V | Delete:
             nonlocal deleted
-            if current is MISSING:
-                return DELETE
-            if _same_value(current, old):
-                deleted = True
+            deleted = current is not MISSING and _same_value(current, old)
+            if current is MISSING or deleted:
                 return DELETE
             return current
 
