@@ -520,10 +520,12 @@ sm_tb_loc_valid(SMTableRef *r, SMLoc *loc)
     return r->table == t && t->entries[loc->entry].key == loc->tkey;
 }
 
-PyObject *
-sm_tb_loc_exchange(SMTableRef *r, SMLoc *loc, PyObject *value)
+/* Publish value (a new reference to it) as ep's value; return the value it
+ * replaces, for the caller to release once it holds no lock.  The one way a
+ * stored value changes in place: marked for readers' try-incref first. */
+static inline PyObject *
+tb_exchange_value(SMTableRef *r, SMSlot *ep, PyObject *value)
 {
-    SMSlot *ep = &loc->table->entries[loc->entry];
     PyObject *old = ep->value;
     Py_INCREF(value);
 #if SM_TB_LOCKFREE
@@ -533,6 +535,12 @@ sm_tb_loc_exchange(SMTableRef *r, SMLoc *loc, PyObject *value)
     TB_STORE(&ep->value, value);
     TB_WUNLOCK(r);
     return old;
+}
+
+PyObject *
+sm_tb_loc_exchange(SMTableRef *r, SMLoc *loc, PyObject *value)
+{
+    return tb_exchange_value(r, &loc->table->entries[loc->entry], value);
 }
 
 /* ------------------------------------------------------------ writes */
@@ -691,16 +699,7 @@ sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *v
 void
 sm_tb_replace(SMTableRef *r, SMPos *p, PyObject *value, SMGrave *g)
 {
-    SMSlot *ep = &p->table->entries[p->entry];
-    PyObject *old = ep->value;
-    Py_INCREF(value);
-#if SM_TB_LOCKFREE
-    PyUnstable_EnableTryIncRef(value);
-#endif
-    TB_WLOCK(r);
-    TB_STORE(&ep->value, value);
-    TB_WUNLOCK(r);
-    sm_grave_push(g, old);
+    sm_grave_push(g, tb_exchange_value(r, &p->table->entries[p->entry], value));
 }
 
 void
