@@ -232,13 +232,7 @@ class AsyncMailbox(MailboxCounters):
                 self._stop_waiting(started)
             if block:
                 self.timeouts += 1
-            self.rejected += 1
-            self._overloaded()
-            how = "" if block else " (non-blocking call)"
-            raise MapBusyError(
-                f"the map's queue is full ({self._maxsize} requests waiting){how}; "
-                "the call was not applied"
-            )
+            raise self._queue_full(block)
         return False
 
     def _stop_waiting(self, started: float) -> None:

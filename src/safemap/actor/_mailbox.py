@@ -189,13 +189,7 @@ class Mailbox(MailboxCounters):
                         waited = now - started
                         self._waited(waited)
                         self.timeouts += 1
-                    self.rejected += 1
-                    self._overloaded()
-                    how = "" if block else " (non-blocking call)"
-                    raise MapBusyError(
-                        f"the map's queue is full ({self._maxsize} requests waiting){how}; "
-                        "the call was not applied"
-                    )
+                    raise self._queue_full(block)
                 if started is None:
                     started = now
                 self._putters += 1

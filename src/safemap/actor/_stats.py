@@ -121,6 +121,17 @@ class MailboxCounters:
         if breaker is not None:
             breaker.overload()
 
+    def _queue_full(self, block: bool) -> MapBusyError:
+        """Count a call refused because the queue stayed full (at once if not ``block``,
+        else until its deadline) and return the error to raise in the caller."""
+        self.rejected += 1
+        self._overloaded()
+        how = "" if block else " (non-blocking call)"
+        return MapBusyError(
+            f"the map's queue is full ({self._maxsize} requests waiting){how}; "
+            "the call was not applied"
+        )
+
     def _started(self) -> None:
         breaker = self._breaker
         if breaker is not None and (breaker.streak or breaker.state != CLOSED):
