@@ -8,6 +8,7 @@ speed of the machine.
 
 from __future__ import annotations
 
+import _thread
 import gc
 import operator
 import os
@@ -175,6 +176,65 @@ def test_interrupted_wait_withdraws_a_queued_request() -> None:
         holder.value()
         assert "interrupted" not in m
         assert m.stats().mailbox.cancelled == 1
+
+
+def test_interrupt_that_cannot_wake_the_wait_still_withdraws_the_request() -> None:
+    """A Ctrl-C reaching the main thread after its last check for signals and before its
+    wait parks does not wake that wait (only a signal arriving *during* a wait does).
+    ``_thread.interrupt_main()`` is such a signal every time: it never wakes a waiting
+    lock. The caller must still raise while its request is queued, and withdraw it, not
+    raise only after the owner applied it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread only")
+    with ActorMap() as m:
+        gate, holder = held(m)
+        raised = threading.Event()
+
+        def interrupt() -> None:
+            queued(m, 1)
+            _thread.interrupt_main()
+            raised.wait(WAIT / 2)  # a guard: if the caller never sees it, let the owner go
+            gate.open()
+
+        helper = Background(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            m.store("interrupted", 1)
+        raised.set()
+        helper.value()
+        holder.value()
+        assert "interrupted" not in m
+        assert m.stats().mailbox.cancelled == 1
+
+
+def test_interrupt_that_cannot_wake_a_wait_for_a_slot_is_seen_while_the_queue_is_full() -> None:
+    """The same for a caller waiting for a free slot in a full queue: it raises while the
+    queue is still full (it would otherwise wait for a slot the owner may never free), and
+    its call is not admitted."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread only")
+    with ActorMap(maxsize=1) as m:
+        gate, holder = held(m)
+        waiting = Background(m.store, "queued", 1)
+        queued(m, 1)
+        raised = threading.Event()
+        guard_fired: list[bool] = []
+
+        def interrupt() -> None:
+            wait_until(lambda: m._mailbox._putters == 1, "the caller waits for a slot")
+            _thread.interrupt_main()
+            guard_fired.append(not raised.wait(WAIT / 2))  # a guard, as above
+            gate.open()
+
+        helper = Background(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            m.store("interrupted", 1)
+        raised.set()
+        helper.value()
+        holder.value()
+        waiting.value()
+        assert guard_fired == [False], "the caller saw the interrupt only once a slot freed"
+        assert "interrupted" not in m
+        assert m["queued"] == 1
 
 
 @pytest.mark.parametrize("where", ["admission", "before-wait"])

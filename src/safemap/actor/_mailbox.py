@@ -70,6 +70,22 @@ CANCELLED: Final = 2
 
 _EXPIRED = "the owner did not start the call before its deadline; it was not applied"
 
+# Python runs signal handlers on the main thread only, at its checks between bytecodes, and
+# a lock wait is woken only by a signal that arrives while it sleeps. A Ctrl-C arriving after
+# the last check and before the wait parks (or one simulated by ``_thread.interrupt_main``)
+# would be seen only when the wait ends: after the owner applied the call, or never while
+# the queue stays full. So the main thread waits in slices of this many seconds, and a
+# pending handler runs within one slice, while its request can still be withdrawn.
+_SIGNAL_SLICE: Final = 0.05
+
+
+def signal_slice(timeout: float | None) -> float | None:
+    """How long the calling thread may wait in one go, out of ``timeout`` (None: for ever),
+    and still see a Ctrl-C that arrived just before it started waiting (see above)."""
+    if threading.get_ident() != threading.main_thread().ident:
+        return timeout
+    return _SIGNAL_SLICE if timeout is None or timeout > _SIGNAL_SLICE else timeout
+
 
 class Request:
     """One call: what to run, by when, and (once done) its outcome."""
@@ -88,6 +104,19 @@ class Request:
         self.error: BaseException | None = None
         self.done = threading.Lock()
         self.done.acquire()
+
+    def wait(self) -> bool:
+        """Wait for the outcome until the deadline (for ever without one); True once it is
+        set (then take it with :meth:`outcome`). A Ctrl-C on the main thread raises within
+        one signal slice, even one that arrived just before the wait began."""
+        done, deadline = self.done, self.deadline
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - monotonic())
+            wait = signal_slice(remaining)
+            if done.acquire(True, -1 if wait is None else wait):
+                return True
+            if wait == remaining:
+                return False  # the deadline passed
 
     def outcome(self) -> Any:
         """Return the result, or re-raise the exception with the traceback it got where it
@@ -194,7 +223,7 @@ class Mailbox(MailboxCounters):
                     started = now
                 self._putters += 1
                 try:
-                    self._not_full.wait(remaining)
+                    self._not_full.wait(signal_slice(remaining))  # the loop re-checks
                 finally:
                     self._putters -= 1
                 if self.closed:

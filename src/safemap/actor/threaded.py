@@ -225,13 +225,9 @@ class ActorMap(OwnedMap[K, V]):
         timeout = self._options_["timeout"] if timeout is None else normalize_timeout(timeout)
         req = Request(op, args, kind, None if timeout is None else monotonic() + timeout)
         mailbox = self._mailbox
-        done = req.done
         try:
             mailbox.put(req, block)
-            if req.deadline is None:
-                finished = done.acquire()
-            else:
-                finished = done.acquire(True, max(0.0, req.deadline - monotonic()))
+            finished = req.wait()
         except BaseException:
             # Refused, or interrupted (KeyboardInterrupt on the main thread) anywhere from
             # admission to the end of the wait: withdraw the request if it was admitted and
