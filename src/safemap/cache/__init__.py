@@ -38,34 +38,6 @@ _COUNTERS = (
 )
 
 
-class _Counted:
-    """A loader that counts its outcome in the cache's ``loads``/``load_failures``."""
-
-    __slots__ = ("cache", "loader")
-
-    def __init__(self, cache: Cache[Any, Any], loader: Callable[[Any], Any]) -> None:
-        self.cache = cache
-        self.loader = loader
-
-    def __call__(self, key: Any) -> Any:
-        try:
-            value = self.loader(key)
-        except BaseException:
-            self.cache._count_load(False)
-            raise
-        self.cache._count_load(True)
-        return value
-
-    async def load_async(self, key: Any) -> Any:
-        try:
-            value = await self.loader(key)
-        except BaseException:
-            self.cache._count_load(False)
-            raise
-        self.cache._count_load(True)
-        return value
-
-
 class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
     """A concurrent map with a bound: W-TinyLFU (or LRU) eviction, ttl, ``on_evict``.
 
@@ -151,7 +123,7 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
             return value
         from ..protocol.singleflight import get_or_compute
 
-        return get_or_compute(self, key, _Counted(self, loader), timeout)
+        return get_or_compute(self, key, loader, timeout, self._count_load)
 
     async def aget_or_compute(
         self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None
@@ -163,7 +135,7 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
             return value
         from ..protocol.singleflight import aget_or_compute
 
-        return await aget_or_compute(self, key, _Counted(self, loader).load_async, timeout)
+        return await aget_or_compute(self, key, loader, timeout, self._count_load)
 
 
 def __getattr__(name: str) -> Any:
