@@ -121,9 +121,7 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         value = self.get(key, _ABSENT)
         if value is not _ABSENT:
             return value
-        from ..protocol.singleflight import get_or_compute
-
-        return get_or_compute(self, key, loader, timeout, self._count_load)
+        return _singleflight().get_or_compute(self, key, loader, timeout, self._count_load)  # type: ignore[no-any-return]
 
     async def aget_or_compute(
         self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None
@@ -133,9 +131,23 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         value = self.get(key, _ABSENT)
         if value is not _ABSENT:
             return value
-        from ..protocol.singleflight import aget_or_compute
+        return await _singleflight().aget_or_compute(  # type: ignore[no-any-return]
+            self, key, loader, timeout, self._count_load
+        )
 
-        return await aget_or_compute(self, key, loader, timeout, self._count_load)
+
+_SINGLEFLIGHT: Any = None
+
+
+def _singleflight() -> Any:
+    """``safemap.protocol.singleflight``, imported on the first miss (it brings
+    ``threading``; an import statement in the method would cost each miss ~0.6 us)."""
+    global _SINGLEFLIGHT
+    if _SINGLEFLIGHT is None:
+        from ..protocol import singleflight
+
+        _SINGLEFLIGHT = singleflight
+    return _SINGLEFLIGHT
 
 
 def __getattr__(name: str) -> Any:

@@ -67,6 +67,10 @@ class _Flight(list[Any]):
     waiters' wake-ups, then its outcome marker (see the module's invariants)."""
 
     __slots__ = ("loop", "outcome", "task", "thread")
+    thread: int
+    loop: asyncio.AbstractEventLoop | None
+    task: asyncio.Task[None] | None
+    outcome: Any
 
     @property
     def waiters(self) -> list[Any]:
