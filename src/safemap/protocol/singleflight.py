@@ -60,6 +60,7 @@ class _Marker:
 
 _DONE = _Marker("<done>")  # appended once flight.outcome holds the value
 _FAILED = _Marker("<failed>")  # appended once flight.outcome holds the exception
+_ABSENT = _Marker("<absent>")  # never a value: private
 
 
 class _Flight(list[Any]):
@@ -99,15 +100,21 @@ def _recursive(key: object) -> RecursiveUpdateError:
 
 
 def _land(table: dict[Any, _Flight], key: object, flight: _Flight, outcome: Any, ok: bool) -> None:
-    """End ``flight`` (its owner only): out of the table, outcome published, waiters woken."""
+    """End ``flight`` (its owner only): out of the table, outcome published, waiters woken.
+    (``call_once`` inlines the success case: keep the two the same.)"""
     del table[key]  # only the owner removes its flight, and nobody replaces it
     flight.outcome = outcome
     flight.append(_DONE if ok else _FAILED)
     if flight[0] is not _DONE and flight[0] is not _FAILED:
-        for wake in flight:
-            if wake is _DONE or wake is _FAILED:
-                break
-            wake()
+        _wake(flight)
+
+
+def _wake(flight: _Flight) -> None:
+    """Call the wake-ups appended before the outcome marker."""
+    for wake in flight:
+        if wake is _DONE or wake is _FAILED:
+            break
+        wake()
 
 
 def _outcome(flight: _Flight) -> Any:
@@ -144,8 +151,8 @@ def call_once(
     if flight is not mine:
         return _wait(flight, key, timeout)
     try:
-        value, found = m.load(key)
-        if not found:
+        value = m.get(key, _ABSENT)  # a load that just landed has stored its value
+        if value is _ABSENT:
             if count is None:
                 value = fn(*args, **kwargs) if kwargs else fn(*args)
             else:
@@ -159,7 +166,11 @@ def call_once(
     except BaseException as exc:
         _land(table, key, mine, exc, False)
         raise
-    _land(table, key, mine, value, True)
+    del table[key]  # _land(table, key, mine, value, True), inlined: this is every miss
+    mine.outcome = value
+    mine.append(_DONE)
+    if mine[0] is not _DONE:
+        _wake(mine)
     return value
 
 
