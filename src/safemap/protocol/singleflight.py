@@ -67,16 +67,19 @@ class _Flight(list[Any]):
     """One load in progress: who runs it (``thread``; ``loop``/``task`` for asyncio), its
     waiters' wake-ups, then its outcome marker (see the module's invariants)."""
 
-    __slots__ = ("loop", "outcome", "task", "thread")
+    __slots__ = ("loop", "outcome", "owner_wake", "task", "thread")
     thread: int
+    owner_wake: Callable[[], None]  # an asyncio owner's own wake-up (not a waiter)
     loop: asyncio.AbstractEventLoop | None
     task: asyncio.Task[None] | None
     outcome: Any
 
     @property
     def waiters(self) -> list[Any]:
-        """The wake-ups of the callers that waited for this load (diagnostics, tests)."""
-        return [w for w in self if w is not _DONE and w is not _FAILED]
+        """The wake-ups of the callers that waited for this load, its owner's excluded
+        (diagnostics, tests)."""
+        own = getattr(self, "owner_wake", None)
+        return [w for w in self if w is not _DONE and w is not _FAILED and w is not own]
 
 
 def flights(m: object) -> dict[Any, _Flight]:
@@ -228,7 +231,7 @@ async def aget_or_compute(
         flight.loop is None or flight.task is asyncio.current_task()
     ):
         raise _recursive(key)
-    return await _await(flight, loop, timeout)  # type: ignore[no-any-return]
+    return await _await(flight, loop, timeout, flight is mine)  # type: ignore[no-any-return]
 
 
 async def _load(
@@ -259,7 +262,9 @@ async def _load(
     _land(table, key, flight, value, True)
 
 
-async def _await(flight: _Flight, loop: asyncio.AbstractEventLoop, timeout: float | None) -> Any:
+async def _await(
+    flight: _Flight, loop: asyncio.AbstractEventLoop, timeout: float | None, owner: bool
+) -> Any:
     """Wait for ``flight`` on ``loop``; cancelling this wait leaves the load alone."""
     import asyncio
 
@@ -277,6 +282,8 @@ async def _await(flight: _Flight, loop: asyncio.AbstractEventLoop, timeout: floa
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
             loop.call_soon_threadsafe(settle)
 
+    if owner:
+        flight.owner_wake = relay
     flight.append(relay)
     if _landed(flight):
         settle()
