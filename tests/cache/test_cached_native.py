@@ -281,3 +281,26 @@ def test_a_failure_reaches_every_waiter_and_is_not_cached(run_threads: Any) -> N
     assert len(fail.cache) == 0
     info = fail.cache_info()
     assert info.misses == len(runs) and info.hits == 16 - len(runs)
+
+
+def test_a_miss_brings_in_no_futures_or_asyncio() -> None:
+    """A flight is a list of wake-ups, not a concurrent.futures.Future: loading through
+    @cached or get_or_compute imports neither concurrent.futures nor asyncio."""
+    import json
+    import subprocess
+
+    probe = (
+        "import sys, json, safemap\n"
+        "f = safemap.cached(maxsize=4)(lambda x: x)\n"
+        "assert [f(1), f(1), f(x=2)] == [1, 1, 2]\n"
+        "c = safemap.Cache(4)\n"
+        "assert c.get_or_compute('k', str.upper) == 'K'\n"
+        "m = safemap.ConcurrentMap()\n"
+        "assert m.get_or_compute('k', str.upper) == 'K'\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    loaded = json.loads(out.splitlines()[-1])
+    assert [name for name in ("concurrent.futures", "asyncio") if name in loaded] == []
