@@ -258,6 +258,13 @@ cached_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->miss = Py_NewRef(miss);
     self->prefix = Py_NewRef(prefix);
     self->typed = typed;
+#if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
+    /* Called from every thread, like a function: the interpreter's references to
+     * it (a global's load, the call) are deferred, as a function's are, instead
+     * of atomic writes to one shared reference count.  It is then freed by the
+     * cyclic collector, like a function on these builds. */
+    (void)PyUnstable_Object_EnableDeferredRefcount((PyObject *)self);
+#endif
     return (PyObject *)self;
 }
 
