@@ -304,3 +304,41 @@ def test_a_miss_brings_in_no_futures_or_asyncio() -> None:
     ).stdout
     loaded = json.loads(out.splitlines()[-1])
     assert [name for name in ("concurrent.futures", "asyncio") if name in loaded] == []
+
+
+def test_async_wrapper_keys_and_counts_like_the_sync_one() -> None:
+    import asyncio
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1,), {}),
+        ((1.0,), {}),
+        ((1,), {"x": 2}),
+        ((), {"x": 2, "y": 3}),
+        ((), {"y": 3, "x": 2}),
+        ((1,), {}),
+    ]
+
+    def sync_f(*args: Any, **kwargs: Any) -> int:
+        return 0
+
+    async def async_f(*args: Any, **kwargs: Any) -> int:
+        return 0
+
+    for typed in (False, True):
+        s = safemap.cached(maxsize=None, typed=typed)(sync_f)
+        a = safemap.cached(maxsize=None, typed=typed)(async_f)
+
+        async def main(a: Any = a) -> None:
+            for args, kwargs in calls:
+                await a(*args, **kwargs)
+            with pytest.raises(TypeError):
+                await a([1])
+
+        asyncio.run(main())
+        for args, kwargs in calls:
+            s(*args, **kwargs)
+        with pytest.raises(TypeError):
+            s([1])
+        assert set(a.cache.keys()) == set(s.cache.keys())
+        assert a.cache_info() == s.cache_info()
+        assert s.cache_info().hits == (1 if typed else 2)  # f(1.0) hits f(1) unless typed

@@ -192,16 +192,24 @@ cached_make_key(PyObject *Py_UNUSED(cls), PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     Py_ssize_t nargs_call = PyTuple_GET_SIZE(argt);
-    Py_ssize_t nkw = kwargs != Py_None ? PyDict_GET_SIZE(kwargs) : 0;
-    if (nkw == 0) {
+    if (kwargs == Py_None || PyDict_GET_SIZE(kwargs) == 0) {
         return cached_key(&PyTuple_GET_ITEM(argt, 0), nargs_call, NULL, typed);
     }
-    /* Lay the call out as a vectorcall: positional values, then keyword values. */
+    /* Lay the call out as a vectorcall: positional values, then keyword values,
+     * read from a private copy of kwargs (another thread may change the
+     * caller's dict while this runs, on free-threaded builds). */
+    PyObject *kw = PyDict_Copy(kwargs);
+    if (kw == NULL) {
+        return NULL;
+    }
+    Py_ssize_t nkw = PyDict_GET_SIZE(kw);
     PyObject *kwnames = PyTuple_New(nkw);
-    PyObject **stack = PyMem_New(PyObject *, nargs_call + nkw);
+    PyObject **stack = PyMem_New(PyObject *, nargs_call + nkw + 1);
     PyObject *key = NULL;
     if (kwnames == NULL || stack == NULL) {
-        PyErr_NoMemory();
+        if (stack == NULL) {
+            PyErr_NoMemory();
+        }
         goto done;
     }
     for (Py_ssize_t i = 0; i < nargs_call; i++) {
@@ -209,17 +217,14 @@ cached_make_key(PyObject *Py_UNUSED(cls), PyObject *const *args, Py_ssize_t narg
     }
     Py_ssize_t pos = 0, j = 0;
     PyObject *name, *value;
-    while (PyDict_Next(kwargs, &pos, &name, &value) && j < nkw) {
+    while (j < nkw && PyDict_Next(kw, &pos, &name, &value)) {
         PyTuple_SET_ITEM(kwnames, j, Py_NewRef(name));
-        stack[nargs_call + j] = value;  /* borrowed: kwargs is the caller's own dict */
+        stack[nargs_call + j] = value;  /* borrowed from kw, which lives until done */
         j++;
-    }
-    if (j != nkw) {
-        PyErr_SetString(PyExc_RuntimeError, "kwargs changed size during _make_key");
-        goto done;
     }
     key = cached_key(stack, nargs_call, kwnames, typed);
 done:
+    Py_DECREF(kw);
     Py_XDECREF(kwnames);
     PyMem_Free(stack);
     return key;
