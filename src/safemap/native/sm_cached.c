@@ -17,9 +17,9 @@
  * items.  An unhashable argument raises TypeError from the lookup, before the
  * call is counted.
  *
- * A call: build the key, then sm_cache_call_lookup (sm_cache.c) counts the
- * call and reads the cache as get() does (hit or miss counted, access
- * recorded for the policy).  A hit returns the value; a miss calls
+ * A call: build the key, then sm_cache_call_lookup (sm_cache.c) reads the
+ * cache as get() does (hit or miss counted, access recorded for the policy)
+ * and counts the call.  A hit returns the value; a miss calls
  * miss(*prefix, key, args, kwargs) -- the Python single-flight load, which
  * runs the function once per key however many threads ask.
  *
