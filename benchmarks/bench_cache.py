@@ -26,6 +26,12 @@ a cached identity function), cachebox ``LRUCache`` and moka-py, for those instal
 (c) Get-hit throughput at 1 and 2 threads, ``Cache`` against ``ConcurrentMap``: on
 free-threaded builds, whether hits scale with threads like the map's reads.
 
+(d) Decorators: ``@safemap.cached`` (W-TinyLFU and LRU) against ``functools.lru_cache``,
+``cachetools.cached`` (an ``LRUCache`` and a lock), ``cachebox.cached`` and
+``moka_py.cached`` on an identity function, 100,000 int arguments, ``maxsize`` 100,000:
+ns per hit and per miss (the call runs the function, stores, evicts), ratio to
+``lru_cache``, median of interleaved rounds (``decorator_speed``; also in ``--quick``).
+
 ``python benchmarks/bench_cache.py`` (about 3 minutes); ``--quick``: a shorter trace,
 under a minute.
 """
@@ -364,6 +370,95 @@ def speed(rounds: int, nkeys: int) -> None:
         print(f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {miss:.0f} ({miss / base:.2f}x) |")
 
 
+def decorator_cases(nkeys: int) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """name -> (hit pass, miss pass) of a memoized identity function; each pass makes
+    ``nkeys`` calls. The hit pass calls the ``nkeys`` arguments its (``maxsize=nkeys``)
+    wrapper holds; the miss pass calls a second wrapper, full, with arguments never seen,
+    so that each call runs the function, stores the result and evicts."""
+    import safemap
+
+    keys = list(range(nkeys))
+    fresh = itertools.count(10 * nkeys)
+
+    def case(decorate: Callable[[Callable[[int], int]], Callable[[int], int]]) -> Any:
+        def ident(k: int) -> int:
+            return k
+
+        hot, cold = decorate(ident), decorate(ident)
+        for k in keys:
+            hot(k)
+            cold(k)
+
+        def hit() -> None:
+            for k in keys:
+                hot(k)
+
+        def miss() -> None:
+            for _ in keys:
+                cold(next(fresh))
+
+        return hit, miss
+
+    cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        "functools.lru_cache": case(functools.lru_cache(maxsize=nkeys)),
+        "@safemap.cached": case(safemap.cached(maxsize=nkeys)),
+        "@safemap.cached lru": case(safemap.cached(maxsize=nkeys, policy="lru")),
+    }
+    try:
+        import cachetools
+
+        cases["cachetools.cached LRU+Lock"] = case(
+            lambda f: cachetools.cached(cachetools.LRUCache(nkeys), lock=threading.Lock())(f)
+        )
+    except ImportError:
+        pass
+    try:
+        import cachebox
+
+        cases["cachebox.cached LRU"] = case(lambda f: cachebox.cached(cachebox.LRUCache(nkeys))(f))
+    except ImportError:
+        pass
+    try:
+        import moka_py
+
+        cases["moka_py.cached"] = case(moka_py.cached(maxsize=nkeys))
+    except ImportError:
+        pass
+    return cases
+
+
+def decorator_speed(rounds: int, nkeys: int) -> None:
+    """(d) @safemap.cached against functools.lru_cache and the peers' decorators: ns per
+    call, hit and miss (+ store + evict), median of interleaved rounds, ratio to
+    lru_cache's."""
+    cases = decorator_cases(nkeys)
+    samples: dict[tuple[str, int], list[float]] = {(n, i): [] for n in cases for i in (0, 1)}
+    order = list(cases)
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for name in order[r % len(order) :] + order[: r % len(order)]:
+                for i in (0, 1):
+                    t0 = time.perf_counter_ns()
+                    cases[name][i]()
+                    samples[(name, i)].append((time.perf_counter_ns() - t0) / nkeys)
+    finally:
+        gc.enable()
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    base_hit, base_miss = med[("functools.lru_cache", 0)], med[("functools.lru_cache", 1)]
+    print(
+        f"\n### Decorators, ns per call (ratio to functools.lru_cache), single thread, "
+        f"{nkeys:,} int arguments, maxsize {nkeys:,}, median of {rounds} interleaved rounds\n"
+    )
+    print("| decorator | hit | miss (run, store, evict) |")
+    print("| --- | ---: | ---: |")
+    for name in order:
+        hit, miss = med[(name, 0)], med[(name, 1)]
+        print(
+            f"| {name} | {hit:.0f} ({hit / base_hit:.2f}x) | {miss:.0f} ({miss / base_miss:.2f}x) |"
+        )
+
+
 def scaling(passes: int, nkeys: int) -> None:
     """Total get-hit throughput at 1 and 2 threads (free-threaded builds: do hits scale
     like the map's reads?), median of 3 rounds."""
@@ -417,6 +512,7 @@ def main() -> None:
     hit_ratios(200_000 if args.quick else 1_000_000, args.seed)
     speed(7 if args.quick else 21, 1000)
     scaling(20 if args.quick else 100, 1000)
+    decorator_speed(3 if args.quick else 9, 100_000)
 
 
 if __name__ == "__main__":

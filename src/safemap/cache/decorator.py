@@ -31,31 +31,6 @@ class CacheInfo(NamedTuple):
     currsize: int
 
 
-class _KwMark:
-    """Separates positional from keyword arguments in a key (private: no argument is it)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<kwargs>"
-
-
-_KW = _KwMark()
-
-
-def _make_key(args: tuple[Any, ...], kwargs: dict[str, Any], typed: bool) -> Any:
-    """The cache key of one call: equal for calls ``lru_cache`` would treat as equal
-    (keyword order matters, as there); with ``typed`` the argument types too."""
-    key: tuple[Any, ...] = args
-    if kwargs:
-        key += (_KW, *kwargs.items())
-    if typed:
-        key += tuple(type(a) for a in args)
-        if kwargs:
-            key += tuple(type(v) for v in kwargs.values())
-    return key
-
-
 @overload
 def cached(maxsize: F, ttl: float | None = None, typed: bool = False) -> F: ...
 @overload
@@ -91,33 +66,31 @@ def cached(
         raise TypeError(f"maxsize must be an int or None, not {type(maxsize).__name__}")
 
     def decorate(fn: F) -> F:
-        cache: Cache[Any, Any] = Cache(maxsize=maxsize, ttl=ttl, policy=policy)
-        count_call = cache._count_call
-        get = cache.get
-        absent = _KW  # never a cached value: private
+        from ..native._core import CachedFunction
+        from ..protocol.singleflight import call_once, flights
 
+        cache: Cache[Any, Any] = Cache(maxsize=maxsize, ttl=ttl, policy=policy)
+        table = flights(cache)  # shared with cache.get_or_compute: one load per key
+        wrapper: Any
         if inspect.iscoroutinefunction(fn):
+            make_key = CachedFunction._make_key
+            count_call = cache._count_call
+            get = cache.get
+            absent: Any = table  # never a cached value: private
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                key = _make_key(args, kwargs, typed)
-                count_call()
+                key = make_key(args, kwargs, typed)
                 value = get(key, absent)
+                count_call()  # after the read: an unhashable key is not a call
                 if value is not absent:
                     return value
                 return await cache.aget_or_compute(key, lambda _k: fn(*args, **kwargs))
 
-            wrapper: Any = async_wrapper
+            wrapper = async_wrapper
         else:
-
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                key = _make_key(args, kwargs, typed)
-                count_call()
-                value = get(key, absent)
-                if value is not absent:
-                    return value
-                return cache.get_or_compute(key, lambda _k: fn(*args, **kwargs))
-
-            wrapper = sync_wrapper
+            # The call and the lookup in C; a miss runs
+            # call_once(cache, table, fn, count, key, args, kwargs).
+            wrapper = CachedFunction(cache, call_once, (cache, table, fn, cache._count_load), typed)
 
         since = [0, 0]  # calls, misses at the last cache_clear()
 

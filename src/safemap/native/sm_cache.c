@@ -2307,3 +2307,27 @@ sm_cache_exec(PyObject *module)
     /* The module readies the cache's types with every other (SM_TYPES). */
     return PyModule_AddObjectRef(module, "CacheBase", (PyObject *)&SMCache_Type);
 }
+
+/* entry points for sm_cached.c */
+
+/* One call of a @cached function (CachedFunction) whose key is `key`: the
+ * cache is read exactly as get() reads it (the hit or miss counted, the
+ * access recorded for the policy), then the call is counted (the `calls`
+ * of cache_info(), striped like the rings) -- after the read, so that a key
+ * that cannot be hashed raises without counting a call, and before the miss
+ * path counts the load, so that calls - loads never undercounts.  1: hit
+ * (*out strong), 0: absent, -1: error. */
+int
+sm_cache_call_lookup(PyObject *op, PyObject *key, PyObject **out)
+{
+    SMCacheObject *m = (SMCacheObject *)op;
+    int r = cache_read(m, key, out);
+    if (r >= 0) {
+#if SM_FREE_THREADED
+        (void)_Py_atomic_add_ssize(&ring_of_thread(m)->calls, 1);
+#else
+        ring_of_thread(m)->calls++;
+#endif
+    }
+    return r;
+}

@@ -11,6 +11,7 @@
 #include "sm_cmap.h"
 #include "sm_smap.h"
 #include "sm_cache.h"
+#include "sm_cached.h"
 
 static int
 sm_import_protocol(void)
@@ -155,7 +156,7 @@ sm_exec(PyObject *module)
         PyModule_AddObjectRef(module, "SyncMapBase", (PyObject *)&SMSMap_Type) < 0 ||
         PyModule_AddIntConstant(module, "DEFAULT_SHARDS", (long)SM_default_shards) < 0 ||
         PyModule_AddIntConstant(module, "FREE_THREADED", SM_FREE_THREADED) < 0 ||
-        sm_cache_exec(module) < 0) {
+        sm_cache_exec(module) < 0 || sm_cached_exec(module) < 0) {
         return -1;
     }
     return 0;

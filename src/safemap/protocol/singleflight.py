@@ -1,4 +1,5 @@
-"""Loading a missing value once: ``get_or_compute`` and ``aget_or_compute``.
+"""Loading a missing value once: ``get_or_compute``, ``aget_or_compute`` and the miss path
+of ``@safemap.cached`` (``call_once``).
 
 Written once on top of the protocol's ``load`` and ``load_or_store``, so every map type
 has them, and no map lock is ever held while a loader runs.
@@ -6,24 +7,30 @@ has them, and no map lock is ever held while a loader runs.
 Invariants:
 - A map's in-flight loads live in its sidecar (``flights``: key -> ``_Flight``). The first
   caller for a missing key puts its flight there (``dict.setdefault``: exactly one wins)
-  and runs the loader; every other caller for that key waits on the flight's
-  ``concurrent.futures.Future``, which threads, event loops and other loops all can wait
-  on. Other keys, and writers of any key, never wait for a loader.
+  and runs the loader; every other caller for that key waits for that flight. Other keys,
+  and writers of any key, never wait for a loader.
 - The loading caller checks the map again after taking the flight (a load that just
   finished has stored its value), and stores the result with ``load_or_store``: a value
   someone stored meanwhile wins and is what every waiter gets.
 - The flight leaves the table after the value is in the map and before waiters are told,
   so a caller arriving later finds the value (or, after a failure, starts a new load: a
   failure is not cached).
+- A flight costs one small object and nothing more while nobody waits for it: it is a
+  list of wake-up callables, one per waiter (a thread's lock release, an event loop's
+  relay), to which the loader appends its outcome marker (``_DONE``/``_FAILED``) once the
+  outcome is in ``flight.outcome``. Appends to a list are atomic and ordered (the GIL;
+  the list's lock on free-threaded builds), so a waiter that appended before the marker
+  is woken by the loader, which calls every entry before the marker, and a waiter that
+  appended after it sees the marker when it looks for it after its own append: no
+  waiter is missed and none waits for a flight that is over.
 - A waiter that gives up (timeout, cancellation) leaves the load running for the others;
   an asyncio load runs in a task of its own for that reason.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import threading
+from _thread import allocate_lock, get_ident
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,26 +42,48 @@ if TYPE_CHECKING:
 
     from .mapping import ConcurrentMapping
 
-__all__ = ["aget_or_compute", "get_or_compute"]
+__all__ = ["aget_or_compute", "call_once", "flights", "get_or_compute"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-class _Flight:
-    """One load in progress: who runs it, and where its outcome will be."""
+class _Marker:
+    __slots__ = ("name",)
 
-    __slots__ = ("future", "loop", "task", "thread", "waiters")
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.thread = threading.get_ident()
-        self.loop = loop
-        self.task: asyncio.Task[None] | None = None
-        self.waiters: list[None] = []  # one item per caller that waited (list.append is atomic)
+    def __repr__(self) -> str:
+        return self.name
 
 
-def _flights(m: object) -> dict[Any, _Flight]:
+_DONE = _Marker("<done>")  # appended once flight.outcome holds the value
+_FAILED = _Marker("<failed>")  # appended once flight.outcome holds the exception
+_ABSENT = _Marker("<absent>")  # never a value: private
+
+
+class _Flight(list[Any]):
+    """One load in progress: who runs it (``thread``; ``loop``/``task`` for asyncio), its
+    waiters' wake-ups, then its outcome marker (see the module's invariants)."""
+
+    __slots__ = ("loop", "outcome", "owner_wake", "task", "thread")
+    thread: int
+    owner_wake: Callable[[], None]  # an asyncio owner's own wake-up (not a waiter)
+    loop: asyncio.AbstractEventLoop | None
+    task: asyncio.Task[None] | None
+    outcome: Any
+
+    @property
+    def waiters(self) -> list[Any]:
+        """The wake-ups of the callers that waited for this load, its owner's excluded
+        (diagnostics, tests)."""
+        own = getattr(self, "owner_wake", None)
+        return [w for w in self if w is not _DONE and w is not _FAILED and w is not own]
+
+
+def flights(m: object) -> dict[Any, _Flight]:
+    """The table of ``m``'s loads in progress (in its sidecar), made on first use."""
     sc = sidecar(m)
     table: dict[Any, _Flight] | None = getattr(sc, "flights", None)
     if table is None:
@@ -73,36 +102,96 @@ def _recursive(key: object) -> RecursiveUpdateError:
     )
 
 
-def _finish(table: dict[Any, _Flight], key: object, flight: _Flight) -> None:
-    if table.get(key) is flight:
-        del table[key]
+def _land(table: dict[Any, _Flight], key: object, flight: _Flight, outcome: Any, ok: bool) -> None:
+    """End ``flight`` (its owner only): out of the table, outcome published, waiters woken.
+    (``call_once`` inlines the success case: keep the two the same.)"""
+    del table[key]  # only the owner removes its flight, and nobody replaces it
+    flight.outcome = outcome
+    flight.append(_DONE if ok else _FAILED)
+    if flight[0] is not _DONE and flight[0] is not _FAILED:
+        _wake(flight)
+
+
+def _wake(flight: _Flight) -> None:
+    """Call the wake-ups appended before the outcome marker."""
+    for wake in flight:
+        if wake is _DONE or wake is _FAILED:
+            break
+        wake()
+
+
+def _outcome(flight: _Flight) -> Any:
+    """The outcome of a landed flight: its value, or its exception raised."""
+    for entry in reversed(flight):
+        if entry is _DONE:
+            return flight.outcome
+        if entry is _FAILED:
+            raise flight.outcome
+    raise AssertionError("the flight has not landed")  # pragma: no cover
+
+
+def _landed(flight: _Flight) -> bool:
+    return _DONE in flight or _FAILED in flight
+
+
+def call_once(
+    m: ConcurrentMapping[Any, Any],
+    table: dict[Any, _Flight],
+    fn: Callable[..., Any],
+    count: Callable[[bool], object] | None,
+    key: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    timeout: float | None = None,
+) -> Any:
+    """``fn(*args, **kwargs)`` stored at ``key`` of ``m``, run once however many threads
+    ask (the others wait for it); ``count(ok)`` after each run. ``table`` is
+    ``flights(m)``. The miss path of ``get_or_compute`` and of ``@safemap.cached``."""
+    mine = _Flight()
+    mine.thread = get_ident()
+    mine.loop = None
+    flight = table.setdefault(key, mine)
+    if flight is not mine:
+        return _wait(flight, key, timeout)
+    try:
+        value = m.get(key, _ABSENT)  # a load that just landed has stored its value
+        if value is _ABSENT:
+            if count is None:
+                value = fn(*args, **kwargs) if kwargs else fn(*args)
+            else:
+                try:
+                    value = fn(*args, **kwargs) if kwargs else fn(*args)
+                except BaseException:
+                    count(False)
+                    raise
+                count(True)
+            value, _ = m.load_or_store(key, value)
+    except BaseException as exc:
+        _land(table, key, mine, exc, False)
+        raise
+    del table[key]  # _land(table, key, mine, value, True), inlined: this is every miss
+    mine.outcome = value
+    mine.append(_DONE)
+    if mine[0] is not _DONE:
+        _wake(mine)
+    return value
 
 
 def get_or_compute(
-    m: ConcurrentMapping[K, V], key: K, loader: Callable[[K], V], timeout: float | None
+    m: ConcurrentMapping[K, V],
+    key: K,
+    loader: Callable[[K], V],
+    timeout: float | None,
+    count: Callable[[bool], object] | None = None,
 ) -> V:
     """The miss path of ``ConcurrentMapping.get_or_compute``."""
-    _check_timeout(timeout)
-    table = _flights(m)
-    mine = _Flight()
-    flight = table.setdefault(key, mine)
-    if flight is not mine:
-        return _wait(flight, key, timeout)  # type: ignore[no-any-return]
-    try:
-        value, found = m.load(key)
-        if not found:
-            value, _ = m.load_or_store(key, loader(key))
-    except BaseException as exc:
-        _finish(table, key, mine)
-        mine.future.set_exception(exc)
-        raise
-    _finish(table, key, mine)
-    mine.future.set_result(value)
-    return value  # type: ignore[return-value]
+    if timeout is not None:
+        _check_timeout(timeout)
+    return call_once(m, flights(m), loader, count, key, (key,), None, timeout)  # type: ignore[no-any-return]
 
 
 def _wait(flight: _Flight, key: object, timeout: float | None) -> Any:
-    if flight.thread == threading.get_ident():
+    if flight.thread == get_ident():
         if flight.loop is None:
             raise _recursive(key)
         raise RuntimeError(
@@ -110,8 +199,12 @@ def _wait(flight: _Flight, key: object, timeout: float | None) -> Any:
             "waiting for it here would block that loop for ever; use "
             "'await m.aget_or_compute(...)'"
         )
-    flight.waiters.append(None)
-    return flight.future.result(timeout)
+    lock = allocate_lock()
+    lock.acquire()
+    flight.append(lock.release)
+    if not _landed(flight) and not lock.acquire(True, -1 if timeout is None else timeout):
+        raise TimeoutError(f"{key!r} was not loaded within {timeout} seconds")
+    return _outcome(flight)
 
 
 async def aget_or_compute(
@@ -119,24 +212,26 @@ async def aget_or_compute(
     key: K,
     loader: Callable[[K], Awaitable[V]],
     timeout: float | None,
+    count: Callable[[bool], object] | None = None,
 ) -> V:
     """The miss path of ``ConcurrentMapping.aget_or_compute``."""
     import asyncio
 
     _check_timeout(timeout)
     loop = asyncio.get_running_loop()
-    table = _flights(m)
-    mine = _Flight(loop)
+    table = flights(m)
+    mine = _Flight()
+    mine.thread = get_ident()
+    mine.loop = loop
+    mine.task = None
     flight = table.setdefault(key, mine)
     if flight is mine:
-        mine.task = loop.create_task(_load(m, table, key, loader, mine))
-    elif flight.thread == threading.get_ident() and (
+        mine.task = loop.create_task(_load(m, table, key, loader, count, mine))
+    elif flight.thread == get_ident() and (
         flight.loop is None or flight.task is asyncio.current_task()
     ):
         raise _recursive(key)
-    else:
-        flight.waiters.append(None)
-    return await _await(flight.future, loop, timeout)  # type: ignore[no-any-return]
+    return await _await(flight, loop, timeout, flight is mine)  # type: ignore[no-any-return]
 
 
 async def _load(
@@ -144,44 +239,54 @@ async def _load(
     table: dict[Any, _Flight],
     key: K,
     loader: Callable[[K], Awaitable[V]],
+    count: Callable[[bool], object] | None,
     flight: _Flight,
 ) -> None:
     try:
         value, found = m.load(key)
         if not found:
-            value, _ = m.load_or_store(key, await loader(key))
+            try:
+                loaded = await loader(key)
+            except BaseException:
+                if count is not None:
+                    count(False)
+                raise
+            if count is not None:
+                count(True)
+            value, _ = m.load_or_store(key, loaded)
     except BaseException as exc:
-        _finish(table, key, flight)
-        flight.future.set_exception(exc)
+        _land(table, key, flight, exc, False)
         if not isinstance(exc, Exception):
             raise  # cancellation of the load itself (its loop shutting down), interrupts
         return
-    _finish(table, key, flight)
-    flight.future.set_result(value)
+    _land(table, key, flight, value, True)
 
 
 async def _await(
-    future: concurrent.futures.Future[Any], loop: asyncio.AbstractEventLoop, timeout: float | None
+    flight: _Flight, loop: asyncio.AbstractEventLoop, timeout: float | None, owner: bool
 ) -> Any:
-    """Wait for ``future`` on ``loop``; cancelling this wait leaves ``future`` alone."""
+    """Wait for ``flight`` on ``loop``; cancelling this wait leaves the load alone."""
     import asyncio
 
     mine: asyncio.Future[Any] = loop.create_future()
 
     def settle() -> None:
         if mine.done():
-            return  # this waiter gave up
-        exc = future.exception()
-        if exc is not None:
+            return  # this waiter gave up, or was settled already
+        try:
+            mine.set_result(_outcome(flight))
+        except BaseException as exc:
             mine.set_exception(exc)
-        else:
-            mine.set_result(future.result())
 
-    def relay(_: object) -> None:
+    def relay() -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
             loop.call_soon_threadsafe(settle)
 
-    future.add_done_callback(relay)
+    if owner:
+        flight.owner_wake = relay
+    flight.append(relay)
+    if _landed(flight):
+        settle()
     if timeout is None:
         return await mine
     return await asyncio.wait_for(mine, timeout)
