@@ -611,8 +611,10 @@ policy_tick(SMCacheObject *m)
     m->climb_events += len;
     m->tick_hits = 0;
     m->tick_left = len;
-    double d = r - m->drop_prev;
-    m->drop_dev += SMC_DROP_EWMA * ((d < 0 ? -d : d) - m->drop_dev);
+    if (m->drop_avg > 0) {
+        double d = r - m->drop_prev;
+        m->drop_dev += SMC_DROP_EWMA * ((d < 0 ? -d : d) - m->drop_dev);
+    }
     m->drop_prev = r;
     double lim = SMC_DROP_DEVS * m->drop_dev;
     lim = lim > SMC_DROP_FLOOR ? lim : SMC_DROP_FLOOR;
