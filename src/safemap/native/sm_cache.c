@@ -617,7 +617,7 @@ policy_changed(SMCacheObject *m, double r)
     m->drop_prev = r;
     if (m->drop_ref > 0) {
         /* The tick after a suspected change: still low, it is one. */
-        int changed = r < m->drop_ref - bar / 2;
+        int changed = r < m->drop_ref;
         m->drop_ref = 0;
         if (changed) {
             /* Start over: the reset's own dip is not another change. */
@@ -626,7 +626,7 @@ policy_changed(SMCacheObject *m, double r)
         return changed;
     }
     if (m->drop_avg > 0 && r < ref - bar) {
-        m->drop_ref = ref;  /* suspected: the average waits for the next tick */
+        m->drop_ref = ref - bar / 2;  /* suspected: the average waits for the next tick */
         return 0;
     }
     m->drop_avg = m->drop_avg == 0 ? r : m->drop_avg + SMC_DROP_EWMA * (r - m->drop_avg);

@@ -79,7 +79,8 @@ typedef struct {
     double climb_rate;         /* hit rate of its previous sample */
     double climb_step;         /* its next window adjustment (weight units, signed) */
     double drop_prev, drop_prev2;  /* the last two ticks' hit rates */
-    double drop_ref;           /* > 0: the last tick dropped below this rate */
+    double drop_ref;           /* > 0: a change is suspected; the next tick confirms
+                                  it if its rate is below this */
     double drop_avg;           /* moving average of the ticks' hit rates */
     double drop_dev;           /* moving average of their tick-to-tick changes */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
