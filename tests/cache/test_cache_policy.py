@@ -68,7 +68,7 @@ def test_window_grows_where_recency_pays() -> None:
     """Each phase brings a new working set: the sketch still rates the last phase's
     keys higher, so a 1% window rejects the new ones; the climber grows the window
     towards the whole cache. Before it: 54.7% hits, with no window to speak of; 74.8%
-    with aging every 20 x maxsize additions, 66.8% every 40 x (the last phase's counts
+    with aging every 20 x maxsize additions, 67.7% every 40 x (the last phase's counts
     live longer; phases of 2,500 requests are too short for the popularity change
     detection, which needs two ticks of 2,048). LRU: 90%."""
     trace = shifting(500, 200_000)

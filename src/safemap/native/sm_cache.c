@@ -620,8 +620,10 @@ policy_changed(SMCacheObject *m, double r)
         int changed = r < m->drop_ref;
         m->drop_ref = 0;
         if (changed) {
-            /* Start over: the reset's own dip is not another change. */
-            m->drop_avg = m->drop_prev = m->drop_prev2 = 0;
+            /* Start over: the reset's own dip is not another change, and the
+             * old regime's tick-to-tick changes (this drop included) say
+             * nothing about the new one's noise. */
+            m->drop_avg = m->drop_prev = m->drop_prev2 = m->drop_dev = 0;
         }
         return changed;
     }
