@@ -46,16 +46,31 @@ def hits(c: safemap.Cache[int, int], trace: list[int], maxsize: int) -> int:
 def test_zipf_hits_with_doorkeeper_longer_aging_wider_sketch() -> None:
     """Zipf 0.8, 1,500 of 30,000 keys: the doorkeeper (one-time keys stay out of the
     counters), the longer aging period and the wider sketch tell rarely used keys apart
-    better. Before them: 137,197 hits (LRU: 105,210); now 138,430."""
+    better. Before them: 137,197 hits (LRU: 105,210); with aging every 20 x maxsize
+    additions 138,430; every 40 x (a popularity change empties the sketch instead of
+    waiting for aging): 140,569."""
     trace = zipf(0.8, 300_000, 30_000)
     c: safemap.Cache[int, int] = safemap.Cache(1500)
-    assert hits(c, trace, 1500) >= 138_000
+    assert hits(c, trace, 1500) >= 140_000
+
+
+def test_zipf_1_hits_with_aging_every_40_x_maxsize() -> None:
+    """Zipf 1.0, 500 of 50,000 keys: a key at the admission boundary is seen about
+    twice as often between agings, so its estimate rises above the noise of the
+    one-time keys. Aging every 20 x maxsize additions: 114,586 hits; every 40 x:
+    116,337 (LRU: 95,121)."""
+    trace = zipf(1.0, 200_000, 50_000, seed=3)
+    c: safemap.Cache[int, int] = safemap.Cache(500)
+    assert hits(c, trace, 500) >= 116_000
 
 
 def test_window_grows_where_recency_pays() -> None:
     """Each phase brings a new working set: the sketch still rates the last phase's
     keys higher, so a 1% window rejects the new ones; the climber grows the window
-    towards the whole cache. Before it: 54.7% hits, with no window to speak of."""
+    towards the whole cache. Before it: 54.7% hits, with no window to speak of; 74.8%
+    with aging every 20 x maxsize additions, 67.7% every 40 x (the last phase's counts
+    live longer; phases of 2,500 requests are too short for the popularity change
+    detection, which needs two ticks of 2,048). LRU: 90%."""
     trace = shifting(500, 200_000)
     c: safemap.Cache[int, int] = safemap.Cache(500)
     assert c._window() == 5  # 1% of maxsize to start with
@@ -68,16 +83,19 @@ def test_window_grows_where_recency_pays() -> None:
 
 def test_window_stays_small_where_frequency_pays() -> None:
     """On a steady Zipf workload the window stays a small part of the cache (it moves
-    by steps that shrink, and each step back when the hit rate dropped): here at most an
-    eighth, and a twentieth on average, against half or more where recency pays."""
+    by steps that shrink, and each step back when the hit rate dropped): here at most a
+    fifth, and a tenth on average, against half or more where recency pays. The path
+    is a walk driven by the samples' noise (hit rates within a point of each other):
+    with aging every 20 x maxsize additions it peaked at 56 (15 on average, 125,355
+    hits), every 40 x at 87 (43 on average, 125,961 hits)."""
     trace = zipf(1.0, 200_000, 20_000)
     c: safemap.Cache[int, int] = safemap.Cache(500)
     sizes = []
     for i in range(0, len(trace), 4000):
         hits(c, trace[i : i + 4000], 500)
         sizes.append(c._window())
-    assert min(sizes) >= 1 and max(sizes) <= 500 // 8, sizes
-    assert sum(sizes) / len(sizes) <= 500 // 20, sizes
+    assert min(sizes) >= 1 and max(sizes) <= 500 // 5, sizes
+    assert sum(sizes) / len(sizes) <= 500 // 10, sizes
 
 
 def test_window_keeps_its_bounds_and_the_cache_its_bound() -> None:
@@ -107,8 +125,9 @@ def reshuffled_zipf(n: int, nkeys: int, phases: int, seed: int = 1) -> list[int]
 def test_popularity_that_moves_on_is_followed_at_least_as_well_as_by_lru() -> None:
     """Each phase is 40 x maxsize requests: with the counters halved only every 40 x
     maxsize additions, the last phase's keys kept winning admission and W-TinyLFU fell
-    below LRU (118,239 against 122,224 hits); halved every 20 x, it stays above
-    (124,086)."""
+    below LRU (118,239 against 122,224 hits); halved every 20 x, it stayed above
+    (124,086). Halved every 40 x again, but with the sketch emptied when the hit rate
+    falls sharply (a popularity change): 130,188."""
     trace = reshuffled_zipf(200_000, 20_000, 5)
     tiny: safemap.Cache[int, int] = safemap.Cache(1000)
     lru: safemap.Cache[int, int] = safemap.Cache(1000, policy="lru")

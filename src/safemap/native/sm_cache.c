@@ -35,8 +35,9 @@
  * a candidate for the main space, a segmented LRU (probation ~20%, protected
  * ~80%); when the cache is over its bound the candidate is admitted only if
  * the frequency sketch (count-min, 4 rows of 4-bit counters behind a
- * doorkeeper Bloom filter, all halved every 20 x maxsize additions so that
- * old popularity fades) says it is used more often than the probation
+ * doorkeeper Bloom filter, all halved every 40 x maxsize additions so that
+ * old popularity fades, and emptied at once when the hit rate falls sharply:
+ * policy_tick) says it is used more often than the probation
  * queue's least recently used entry, which is evicted instead.  An access in
  * probation promotes to protected; protected overflow is demoted to
  * probation.  policy="lru" keeps one LRU queue.
@@ -336,6 +337,20 @@ sketch_frequency(SMCacheObject *m, Py_hash_t hash)
     return f + door_probe(m, h, 0);
 }
 
+/* Aging: divide every counter by 2**shift (shift 1 to 4; 4 empties the
+ * sketch) and empty the doorkeeper, so that past popularity fades. */
+static void
+sketch_age(SMCacheObject *m, int shift)
+{
+    size_t words = (size_t)m->width / 16;
+    uint64_t keep = UINT64_C(0x1111111111111111) * (uint64_t)(0xF >> shift);
+    for (size_t j = 0; j < 4 * words; j++) {
+        m->sketch[j] = (m->sketch[j] >> shift) & keep;
+    }
+    memset(m->door, 0, words * sizeof(uint64_t));
+    m->sample >>= shift;
+}
+
 static void
 sketch_increment(SMCacheObject *m, Py_hash_t hash)
 {
@@ -357,25 +372,20 @@ sketch_increment(SMCacheObject *m, Py_hash_t hash)
         }
     }
     if (added && ++m->sample >= m->sample_max) {
-        /* Aging: halve every counter, so that past popularity fades. */
-        for (size_t j = 0; j < 4 * words; j++) {
-            m->sketch[j] = (m->sketch[j] >> 1) & UINT64_C(0x7777777777777777);
-        }
-        memset(m->door, 0, words * sizeof(uint64_t));
-        m->sample /= 2;
+        sketch_age(m, 1);
     }
 }
 
 /* Additions between two agings: SMC_AGING x the entries the sketch serves
- * (maxsize once it is full-sized).  Twice Caffeine's 10 x: with the
+ * (maxsize once it is full-sized).  Four times Caffeine's 10 x: with the
  * doorkeeper taking each key's first sight, a key near the admission
  * boundary of a long-tailed workload must be seen again within one period to
- * be told from the one-time keys.  Longer periods score higher still on a
- * steady workload (40 x: +0.4 to +1.3 points on the Zipf traces of
- * benchmarks/bench_cache.py) but hold on to stale popularity when it moves:
- * at 40 x, W-TinyLFU fell below LRU on Zipf traces reshuffled every
- * 40 x maxsize requests (tests/cache/test_cache_policy.py). */
-#define SMC_AGING 20
+ * be told from the one-time keys, and on a Zipf workload its expected count
+ * in a period is only about SMC_AGING / 12 (+0.4 to +0.9 points on the Zipf
+ * traces of benchmarks/bench_cache.py against 20 x).  A long memory would
+ * hold on to stale popularity when it moves on; policy_tick forgets it at
+ * once instead when the hit rate falls sharply. */
+#define SMC_AGING 40
 
 static void
 sketch_set_period(SMCacheObject *m)
@@ -506,7 +516,8 @@ cache_bounded(SMCacheObject *m)
 
 /* The window's size adapts to the workload (Caffeine's hill climbing): the
  * policy counts hits (accesses applied) and misses (new keys inserted), and
- * after every SMC_CLIMB_SAMPLE x maxsize of them moves the window by a step,
+ * after every SMC_CLIMB_SAMPLE x maxsize of them (rounded up to whole ticks,
+ * see policy_tick) moves the window by a step,
  * (20 x rather than Caffeine's 10 x: a longer sample is less noisy, so the
  * window does not wander away from its best size on a steady workload),
  * in the same direction as the last move if the hit rate did not fall, in
@@ -527,20 +538,129 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
     m->protected_max = (m->maxsize - window) * 8 / 10;
 }
 
+/* Popularity changes.  Hits and misses are counted in ticks of
+ * max(maxsize, SMC_TICK) events (the climber's sample is the first whole
+ * number of ticks of at least SMC_CLIMB_SAMPLE x maxsize events).  A tick
+ * whose hit rate falls below the reference -- the larger of the moving
+ * average of the earlier ticks' rates and the rate two ticks back (a change
+ * straddling a tick boundary spreads its drop over two ticks) -- by more than
+ * the bar, max(SMC_DROP_FLOOR, SMC_DROP_DEVS x the moving average of the
+ * tick-to-tick changes so far), is a suspected popularity change; if the next
+ * tick is still more than half the bar below that reference, it is one.
+ * Then what the policy learned is wrong: the sketch is emptied (old counts
+ * would keep the old keys winning admission until aging had halved them
+ * several times), and the protected segment moves to probation's eviction
+ * end (its entries earned protection under the old popularity; one still in
+ * use is promoted again by its next access).  A scan does not trigger it:
+ * its dip lasts one tick (the next one is back to normal), and frequent
+ * scans raise the bar through the tick-to-tick changes.  A tick of at least
+ * SMC_TICK events keeps a small cache's rate from being noise.  Measured on
+ * benchmarks/bench_cache.py's traces: emptying beats halving the sketch once
+ * or twice, and without the demotion the stale protected entries hold out
+ * until promotions push them out. */
+#define SMC_TICK 2048
+#define SMC_DROP_FLOOR 0.12
+#define SMC_DROP_DEVS 5.0
+#define SMC_DROP_EWMA 0.125
+
 static void
+policy_tick(SMCacheObject *m);
+
+/* Count a hit (an access applied, hit = 1) or a miss (a new key, hit = 0). */
+static inline void
 policy_climb(SMCacheObject *m, int hit)
 {
-    if (hit) {
-        m->climb_hits++;
+    m->tick_hits += hit;
+    if (--m->tick_left <= 0) {
+        policy_tick(m);
     }
-    else {
-        m->climb_misses++;
-    }
-    Py_ssize_t total = m->climb_hits + m->climb_misses;
-    if (total < SMC_CLIMB_SAMPLE * m->maxsize || m->maxsize < 2) {
+}
+
+/* Move every protected entry to the eviction end of probation, in their
+ * order (O(protected entries), once per popularity change). */
+static void
+policy_demote(SMCacheObject *m)
+{
+    SMCQueue *prot = &m->q[SMC_Q_PROTECTED], *prob = &m->q[SMC_Q_PROBATION];
+    if (prot->head == NULL) {
         return;
     }
-    double rate = (double)m->climb_hits / (double)total;
+    for (SMCNode *n = prot->head; n != NULL; n = n->next) {
+        n->queue = SMC_Q_PROBATION;
+    }
+    prot->tail->next = prob->head;
+    if (prob->head != NULL) {
+        prob->head->prev = prot->tail;
+    }
+    else {
+        prob->tail = prot->tail;
+    }
+    prob->head = prot->head;
+    prob->weight += prot->weight;
+    prot->head = prot->tail = NULL;
+    prot->weight = 0;
+}
+
+/* 1 if the tick that just ended (hit rate r) confirms a popularity change;
+ * updates the detector's state. */
+static int
+policy_changed(SMCacheObject *m, double r)
+{
+    double bar = SMC_DROP_DEVS * m->drop_dev;
+    bar = bar > SMC_DROP_FLOOR ? bar : SMC_DROP_FLOOR;
+    if (m->drop_avg > 0) {
+        double d = r - m->drop_prev;
+        m->drop_dev += SMC_DROP_EWMA * ((d < 0 ? -d : d) - m->drop_dev);
+    }
+    double ref = m->drop_avg > m->drop_prev2 ? m->drop_avg : m->drop_prev2;
+    m->drop_prev2 = m->drop_prev;
+    m->drop_prev = r;
+    if (m->drop_ref > 0) {
+        /* The tick after a suspected change: still low, it is one. */
+        int changed = r < m->drop_ref;
+        m->drop_ref = 0;
+        if (changed) {
+            /* Start over: the reset's own dip is not another change, and the
+             * old regime's tick-to-tick changes (this drop included) say
+             * nothing about the new one's noise. */
+            m->drop_avg = m->drop_prev = m->drop_prev2 = m->drop_dev = 0;
+        }
+        return changed;
+    }
+    if (m->drop_avg > 0 && r < ref - bar) {
+        m->drop_ref = ref - bar / 2;  /* suspected: the average waits for the next tick */
+        return 0;
+    }
+    m->drop_avg = m->drop_avg == 0 ? r : m->drop_avg + SMC_DROP_EWMA * (r - m->drop_avg);
+    return 0;
+}
+
+/* The end of a tick: popularity change detection, then the climber. */
+static void
+policy_tick(SMCacheObject *m)
+{
+    Py_ssize_t len = m->maxsize > SMC_TICK ? m->maxsize : SMC_TICK;
+    if (m->tick_left < 0 || m->maxsize < 2) {
+        /* The first event (tick_left starts at 0): the first tick starts. */
+        m->tick_left = len;
+        m->tick_hits = 0;
+        return;
+    }
+    double r = (double)m->tick_hits / (double)len;
+    m->climb_hits += m->tick_hits;
+    m->climb_events += len;
+    m->tick_hits = 0;
+    m->tick_left = len;
+    if (policy_changed(m, r)) {
+        if (m->sketch != NULL) {
+            sketch_age(m, 4);
+        }
+        policy_demote(m);
+    }
+    if (m->climb_events < SMC_CLIMB_SAMPLE * m->maxsize) {
+        return;
+    }
+    double rate = (double)m->climb_hits / (double)m->climb_events;
     double change = rate - m->climb_rate;
     double amount = change >= 0 ? m->climb_step : -m->climb_step;
     double full = SMC_CLIMB_STEP * (double)m->maxsize;
@@ -548,7 +668,7 @@ policy_climb(SMCacheObject *m, int hit)
                         ? (amount >= 0 ? full : -full)
                         : SMC_CLIMB_DECAY * amount;
     m->climb_rate = rate;
-    m->climb_hits = m->climb_misses = 0;
+    m->climb_hits = m->climb_events = 0;
     double w = (double)m->window_max + amount;
     double hi = (double)(m->maxsize - 1);
     w = w < 1 ? 1 : w > hi ? hi : w;

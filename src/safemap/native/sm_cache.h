@@ -71,9 +71,18 @@ typedef struct {
     SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
     SMCNode *whead, *wtail;    /* write order, for ttl */
     Py_ssize_t window_max, protected_max;
-    Py_ssize_t climb_hits, climb_misses;  /* the climber's current sample */
+    /* The policy's hit-rate samples (policy_climb): events (hits and misses)
+     * are counted in ticks; the climber's sample is a whole number of ticks. */
+    Py_ssize_t tick_left;      /* events left in the current tick (0: not started) */
+    Py_ssize_t tick_hits;      /* hits in the current tick */
+    Py_ssize_t climb_hits, climb_events;  /* the climber's current sample */
     double climb_rate;         /* hit rate of its previous sample */
     double climb_step;         /* its next window adjustment (weight units, signed) */
+    double drop_prev, drop_prev2;  /* the last two ticks' hit rates */
+    double drop_ref;           /* > 0: a change is suspected; the next tick confirms
+                                  it if its rate is below this */
+    double drop_avg;           /* moving average of the ticks' hit rates */
+    double drop_dev;           /* moving average of their tick-to-tick changes */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
     uint64_t *door;            /* doorkeeper: 4 x `width` bits */
     Py_ssize_t width;          /* counters per row, a power of two */
