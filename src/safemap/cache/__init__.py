@@ -15,6 +15,7 @@ from ..native import _COUNTERS as _NATIVE_COUNTERS
 from ..native import _core
 from ..native import _run_transaction as _run_native_transaction
 from ..protocol import ConcurrentMapping
+from ..protocol.mapping import _singleflight
 
 if TYPE_CHECKING:
     from ..protocol.stats import MapStats
@@ -134,20 +135,6 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         return await _singleflight().aget_or_compute(  # type: ignore[no-any-return]
             self, key, loader, timeout, self._count_load
         )
-
-
-_SINGLEFLIGHT: Any = None
-
-
-def _singleflight() -> Any:
-    """``safemap.protocol.singleflight``, imported on the first miss (it brings
-    ``threading``; an import statement in the method would cost each miss ~0.6 us)."""
-    global _SINGLEFLIGHT
-    if _SINGLEFLIGHT is None:
-        from ..protocol import singleflight
-
-        _SINGLEFLIGHT = singleflight
-    return _SINGLEFLIGHT
 
 
 def __getattr__(name: str) -> Any:

@@ -49,7 +49,6 @@ typedef struct {
     PyObject *weakreflist;
 } SMCachedObject;
 
-static PyTypeObject SMCached_Type;
 static PyObject *cached_mark = NULL;  /* separates positional from keyword arguments */
 
 /* ------------------------------------------------------------------ keys */
@@ -354,7 +353,7 @@ static PyGetSetDef cached_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject SMCached_Type = {
+SM_DEFINE_TYPE(SMCached_Type) = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "safemap.native._core.CachedFunction",
     .tp_basicsize = sizeof(SMCachedObject),
@@ -385,8 +384,6 @@ sm_cached_exec(PyObject *module)
             return -1;
         }
     }
-    if (PyType_Ready(&SMCached_Type) < 0) {
-        return -1;
-    }
+    /* The module readies the type with every other (SM_TYPES). */
     return PyModule_AddObjectRef(module, "CachedFunction", (PyObject *)&SMCached_Type);
 }

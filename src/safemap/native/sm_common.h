@@ -352,7 +352,8 @@ PyObject *sm_iter_new(PyObject *owner, SMStats *stats, sm_fill_fn fill, int kind
     X(SMCacheStorage_Type) \
     X(SMTable_Type) \
     X(SMCNode_Type) \
-    X(SMCache_Type)
+    X(SMCache_Type) \
+    X(SMCached_Type)
 
 #define SM_TYPE_DECLARE_(t) extern PyTypeObject t;
 SM_TYPES(SM_TYPE_DECLARE_)

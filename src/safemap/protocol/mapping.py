@@ -53,6 +53,21 @@ M = TypeVar("M", bound="ConcurrentMapping[Any, Any]")
 _ABSENT: Any = object()
 
 
+_SINGLEFLIGHT: Any = None
+
+
+def _singleflight() -> Any:
+    """``safemap.protocol.singleflight``, imported on the first miss of ``get_or_compute``
+    (it brings ``threading`` and ``typing``: not at ``import safemap``) and bound here once:
+    an import statement in the method would cost every miss about 0.6 us."""
+    global _SINGLEFLIGHT
+    if _SINGLEFLIGHT is None:
+        from . import singleflight
+
+        _SINGLEFLIGHT = singleflight
+    return _SINGLEFLIGHT
+
+
 def _sentinel_stored(value: object) -> TypeError:
     """The error for storing :data:`MISSING` or :data:`DELETE` as a value (no map stores
     them: they would read back as "absent" or "remove" in the compute family)."""
@@ -594,9 +609,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         value = self.get(key, _ABSENT)  # no value is ever _ABSENT: it is private
         if value is not _ABSENT:
             return value
-        from .singleflight import get_or_compute
-
-        return get_or_compute(self, key, loader, timeout)
+        return _singleflight().get_or_compute(self, key, loader, timeout)  # type: ignore[no-any-return]
 
     async def aget_or_compute(
         self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None
@@ -612,9 +625,7 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         value = self.get(key, _ABSENT)
         if value is not _ABSENT:
             return value
-        from .singleflight import aget_or_compute
-
-        return await aget_or_compute(self, key, loader, timeout)
+        return await _singleflight().aget_or_compute(self, key, loader, timeout)  # type: ignore[no-any-return]
 
 
 class IterationGauge:
