@@ -89,12 +89,44 @@ static PyObject *SMC_str_Cache = NULL;    /* contention kind */
 
 /* ------------------------------------------------------------------ nodes */
 
+/* Free list of nodes (GIL release builds only).  Every insert into a full
+ * cache allocates one node and frees one (its victim's), so nodes are kept
+ * for reuse rather than returned to the allocator: a reused node skips the
+ * allocation, the GC's allocation accounting and the release of its memory.
+ * A node on the list is untracked, has a reference count of 0 and holds no
+ * reference; the list is bounded (SMC_FREE_MAX) and guarded by the GIL.  Not
+ * on free-threaded builds: a lock-free reader there may still try to take a
+ * reference to a node it loaded from the dict after the node left it (the
+ * dict's own read protocol relies on the allocator for that), so a node's
+ * memory must not come back as another node; and not on debug builds
+ * (Py_REF_DEBUG, Py_TRACE_REFS), whose reference bookkeeping a reused object
+ * would upset.  The nodes on the list when the interpreter exits are not
+ * freed (at most SMC_FREE_MAX, like CPython's own free lists). */
+#if !SM_FREE_THREADED && !defined(Py_REF_DEBUG) && !defined(Py_TRACE_REFS)
+#  define SMC_FREELIST 1
+#  define SMC_FREE_MAX 64
+static SMCNode *smc_free[SMC_FREE_MAX];
+static int smc_nfree = 0;
+#else
+#  define SMC_FREELIST 0
+#endif
+
 static SMCNode *
 node_new(void)
 {
-    SMCNode *n = PyObject_GC_New(SMCNode, &SMCNode_Type);
-    if (n == NULL) {
-        return NULL;
+    SMCNode *n;
+#if SMC_FREELIST
+    if (smc_nfree > 0) {
+        n = smc_free[--smc_nfree];
+        Py_SET_REFCNT(n, 1);
+    }
+    else
+#endif
+    {
+        n = PyObject_GC_New(SMCNode, &SMCNode_Type);
+        if (n == NULL) {
+            return NULL;
+        }
     }
     n->key = NULL;
     n->value = NULL;
@@ -127,6 +159,14 @@ node_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     Py_CLEAR(n->key);
     Py_CLEAR(n->value);
+#if SMC_FREELIST
+    /* The key's or value's release above may have run Python code that
+     * filled the list: check only now. */
+    if (smc_nfree < SMC_FREE_MAX) {
+        smc_free[smc_nfree++] = n;
+        return;
+    }
+#endif
     PyObject_GC_Del(op);
 }
 
@@ -166,9 +206,13 @@ pend_init(SMCPend *p)
 /* Keep a reference for release after the unlock (steals ref).  PyMem runs no
  * Python code; out of memory, the reference is dropped here -- which can only
  * run a __del__ under the lock in that case. */
-static void
+static inline void
 pend_bury(SMCPend *p, PyObject *ref)
 {
+    if (SM_LIKELY(p->grave->n < p->grave->cap)) {
+        sm_grave_push(p->grave, ref);  /* the inline slots, usually */
+        return;
+    }
     if (sm_grave_reserve(p->grave, 1) < 0) {
         PyErr_Clear();
         Py_DECREF(ref);
@@ -221,8 +265,12 @@ pend_finish(SMCacheObject *m, SMCPend *p)
         PyErr_Restore(et, ev, tb);
 #endif
     }
-    sm_buf_clear(&p->evicted);
-    sm_grave_release(p->grave);
+    if (p->evicted.items != NULL) {
+        sm_buf_clear(&p->evicted);
+    }
+    if (p->grave->n > 0 || p->grave->items != p->grave->inline_items) {
+        sm_grave_release(p->grave);
+    }
 }
 
 /* ------------------------------------------------------------------ clock */
@@ -602,7 +650,7 @@ ring_of_thread(SMCacheObject *m)
 /* Drain every ring into the policy (the lock is held).  Nodes that died
  * since they were recorded are kept in p's grave, released after unlock. */
 static void
-rings_drain(SMCacheObject *m, SMCPend *p)
+rings_drain_all(SMCacheObject *m, SMCPend *p)
 {
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
@@ -647,6 +695,20 @@ rings_drain(SMCacheObject *m, SMCPend *p)
             }
         }
     }
+}
+
+/* rings_drain_all, skipped on GIL builds when the (single) ring has no record
+ * since the last drain: every write drains once or twice, most often with
+ * nothing recorded in between. */
+static inline void
+rings_drain(SMCacheObject *m, SMCPend *p)
+{
+#if !SM_FREE_THREADED
+    if (m->rbufs[0].b.tail == m->rbufs[0].b.drained) {
+        return;
+    }
+#endif
+    rings_drain_all(m, p);
 }
 
 static int cache_expire(SMCacheObject *m, int64_t now, SMCPend *p);
@@ -901,14 +963,10 @@ cache_evict(SMCacheObject *m, SMCPend *p)
 
 /* ------------------------------------------------------------- writing */
 
-/* Weigh value with the weigher (1 without one).  0 or -1. */
+/* Weigh value with the weigher.  0 or -1. */
 static int
-cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
+cache_weigh_call(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
 {
-    if (m->weigher == NULL) {
-        *out = 1;
-        return 0;
-    }
     PyObject *r = PyObject_CallFunctionObjArgs(m->weigher, key, value, NULL);
     if (r == NULL) {
         return -1;
@@ -930,6 +988,17 @@ cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
     }
     *out = w;
     return 0;
+}
+
+/* Weigh value with the weigher (1 without one).  0 or -1. */
+static inline int
+cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
+{
+    if (m->weigher == NULL) {
+        *out = 1;
+        return 0;
+    }
+    return cache_weigh_call(m, key, value, out);
 }
 
 /* Install `value` for key (the lock is held).  old: the key's current node
