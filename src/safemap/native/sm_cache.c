@@ -107,6 +107,21 @@ static PyObject *SMC_str_Cache = NULL;    /* contention kind */
 #  define SMC_FREE_MAX 64
 static SMCNode *smc_free[SMC_FREE_MAX];
 static int smc_nfree = 0;
+/* Under AddressSanitizer a node on the list is poisoned: any use of a node
+ * after its release is still reported, as it would be without the list. */
+#  if defined(__has_feature)
+#    if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#      define __SANITIZE_ADDRESS__ 1
+#    endif
+#  endif
+#  if defined(__SANITIZE_ADDRESS__)
+#    include <sanitizer/asan_interface.h>
+#    define SMC_POISON(n) ASAN_POISON_MEMORY_REGION((n), sizeof(SMCNode))
+#    define SMC_UNPOISON(n) ASAN_UNPOISON_MEMORY_REGION((n), sizeof(SMCNode))
+#  else
+#    define SMC_POISON(n) ((void)(n))
+#    define SMC_UNPOISON(n) ((void)(n))
+#  endif
 #else
 #  define SMC_FREELIST 0
 #endif
@@ -118,6 +133,7 @@ node_new(void)
 #if SMC_FREELIST
     if (smc_nfree > 0) {
         n = smc_free[--smc_nfree];
+        SMC_UNPOISON(n);
         Py_SET_REFCNT(n, 1);
     }
     else
@@ -164,6 +180,7 @@ node_dealloc(PyObject *op)
      * filled the list: check only now. */
     if (smc_nfree < SMC_FREE_MAX) {
         smc_free[smc_nfree++] = n;
+        SMC_POISON(n);
         return;
     }
 #endif
