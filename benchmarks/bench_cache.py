@@ -364,9 +364,12 @@ def speed(rounds: int, nkeys: int) -> None:
         print(f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {miss:.0f} ({miss / base:.2f}x) |")
 
 
-def scaling(passes: int, nkeys: int) -> None:
+def scaling(passes: int, nkeys: int, rounds: int = 5) -> None:
     """Total get-hit throughput at 1 and 2 threads (free-threaded builds: do hits scale
-    like the map's reads?), median of 3 rounds."""
+    like the map's reads?). Each round runs 1 thread then 2 threads on each map, the maps
+    interleaved, so that a change of load on a shared machine hits all of them alike; the
+    table gives the medians and, for the ratio, its range over the rounds (how noisy the
+    machine was)."""
     keys = list(range(nkeys))
 
     def run(m: Any, threads: int) -> float:
@@ -393,13 +396,25 @@ def scaling(passes: int, nkeys: int) -> None:
         "Cache": Cache(((k, k) for k in keys), maxsize=nkeys),
         "Cache lru": Cache(((k, k) for k in keys), maxsize=nkeys, policy="lru"),
     }
-    print(f"\n### Get-hit throughput, Mops/s (ratio to 1 thread), {nkeys:,} int keys\n")
+    ones: dict[str, list[float]] = {name: [] for name in maps}
+    twos: dict[str, list[float]] = {name: [] for name in maps}
+    for _ in range(rounds):
+        for name, m in maps.items():
+            ones[name].append(run(m, 1))
+            twos[name].append(run(m, 2))
+    print(
+        f"\n### Get-hit throughput, Mops/s (ratio to 1 thread), {nkeys:,} int keys, "
+        f"median of {rounds} rounds (ratio range over the rounds)\n"
+    )
     print("| implementation | 1 thread | 2 threads |")
     print("| --- | ---: | ---: |")
-    for name, m in maps.items():
-        one = statistics.median(run(m, 1) for _ in range(3))
-        two = statistics.median(run(m, 2) for _ in range(3))
-        print(f"| {name} | {one:.2f} (1.00) | {two:.2f} ({two / one:.2f}) |")
+    for name in maps:
+        ratios = [two / one for one, two in zip(ones[name], twos[name], strict=True)]
+        one, two = statistics.median(ones[name]), statistics.median(twos[name])
+        print(
+            f"| {name} | {one:.2f} (1.00) | {two:.2f} ({statistics.median(ratios):.2f}; "
+            f"{min(ratios):.2f} to {max(ratios):.2f}) |"
+        )
 
 
 def main() -> None:
