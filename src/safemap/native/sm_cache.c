@@ -679,8 +679,12 @@ rings_drain_all(SMCacheObject *m, SMCPend *p)
          * twice): a first pass of the same relaxed loads the ordered pass
          * makes skips them at a fraction of its cost. */
         uintptr_t any = 0;
-        for (int i = 0; i < SMC_RB_SIZE; i++) {
-            any |= (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i]);
+        Py_BUILD_ASSERT(SMC_RB_SIZE % 4 == 0);
+        for (int i = 0; i < SMC_RB_SIZE; i += 4) {  /* 4 at a time: few branches */
+            any |= (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i])
+                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 1])
+                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 2])
+                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 3]);
         }
         if (any == 0) {
             continue;
