@@ -849,7 +849,7 @@ cache_not_configured(void)
 }
 
 /* Take the lock for a write.  0, or -1 with an exception (nothing held). */
-static int
+static inline int
 cache_lock(SMCacheObject *m)
 {
     sm_note_thread((PyObject *)m, &m->shared);
@@ -1148,7 +1148,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
 
 /* The key's live node under the lock (borrowed; an expired one is removed
  * and reported absent).  1, 0 or -1. */
-static int
+static inline int
 cache_find_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
                   SMCNode **out, SMCPend *p)
 {
@@ -1174,7 +1174,7 @@ enum { SMC_PUT, SMC_IF_ABSENT, SMC_SWAP };
  * clock run first, with no lock held; under the lock: expire, look the key
  * up, install.  0 or -1; *prev: for SMC_IF_ABSENT and SMC_SWAP, a strong
  * reference to the live value found (NULL if the key was absent). */
-static int
+SM_ALWAYS_INLINE int
 cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject **prev)
 {
     *prev = NULL;
