@@ -459,20 +459,32 @@ def decorator_speed(rounds: int, nkeys: int) -> None:
         )
 
 
-def scaling(passes: int, nkeys: int) -> None:
-    """Total get-hit throughput at 1 and 2 threads (free-threaded builds: do hits scale
-    like the map's reads?), median of 3 rounds."""
+def scaling(passes: int, nkeys: int, rounds: int = 5) -> None:
+    """Get-hit throughput at 1 and 2 threads (free-threaded builds: do hits scale like the
+    map's reads?). Each round runs 1 thread then 2 threads on each map, the maps
+    interleaved, so that a change of load on a shared machine hits all of them alike; the
+    table gives the medians and, for the ratio, its range over the rounds. Throughput
+    needs 2 idle CPUs to show scaling; the CPU time each thread spends per call (its own
+    clock, ``time.thread_time``) does not: it stays flat from 1 to 2 threads when the
+    threads share no written cache line, and grows when they contend. Each thread looks
+    up its own key objects (equal to the maps' keys) and the values are small ints
+    (immortal on 3.12+): threads sharing one key or value object would write its reference
+    count on every call, which stops any map from scaling, plain dicts included."""
     keys = list(range(nkeys))
 
-    def run(m: Any, threads: int) -> float:
+    def run(m: Any, threads: int) -> tuple[float, float]:
         barrier = threading.Barrier(threads + 1)
+        cpu: list[int] = []
 
         def body() -> None:
             get = m.get
+            mine = [int(str(k)) for k in keys]  # new objects, equal to the keys
             barrier.wait()
+            t0 = time.thread_time_ns()
             for _ in range(passes):
-                for k in keys:
+                for k in mine:
                     get(k)
+            cpu.append(time.thread_time_ns() - t0)
 
         ts = [threading.Thread(target=body) for _ in range(threads)]
         for t in ts:
@@ -481,20 +493,37 @@ def scaling(passes: int, nkeys: int) -> None:
         t0 = time.perf_counter()
         for t in ts:
             t.join()
-        return threads * passes * nkeys / (time.perf_counter() - t0) / 1e6
+        calls = threads * passes * nkeys
+        return calls / (time.perf_counter() - t0) / 1e6, sum(cpu) / calls
 
+    items = [(k, k & 255) for k in keys]
     maps: dict[str, Any] = {
-        "ConcurrentMap": ConcurrentMap((k, k) for k in keys),
-        "Cache": Cache(((k, k) for k in keys), maxsize=nkeys),
-        "Cache lru": Cache(((k, k) for k in keys), maxsize=nkeys, policy="lru"),
+        "ConcurrentMap": ConcurrentMap(items),
+        "Cache": Cache(items, maxsize=nkeys),
+        "Cache lru": Cache(items, maxsize=nkeys, policy="lru"),
     }
-    print(f"\n### Get-hit throughput, Mops/s (ratio to 1 thread), {nkeys:,} int keys\n")
-    print("| implementation | 1 thread | 2 threads |")
-    print("| --- | ---: | ---: |")
-    for name, m in maps.items():
-        one = statistics.median(run(m, 1) for _ in range(3))
-        two = statistics.median(run(m, 2) for _ in range(3))
-        print(f"| {name} | {one:.2f} (1.00) | {two:.2f} ({two / one:.2f}) |")
+    ones: dict[str, list[tuple[float, float]]] = {name: [] for name in maps}
+    twos: dict[str, list[tuple[float, float]]] = {name: [] for name in maps}
+    for _ in range(rounds):
+        for name, m in maps.items():
+            ones[name].append(run(m, 1))
+            twos[name].append(run(m, 2))
+    print(
+        f"\n### Get-hit throughput, Mops/s (ratio to 1 thread), and CPU ns per call, "
+        f"{nkeys:,} int keys, median of {rounds} rounds (ratio range over the rounds)\n"
+    )
+    print("| implementation | 1 thread | 2 threads | CPU ns per call, 1 -> 2 threads |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in maps:
+        ratios = [two[0] / one[0] for one, two in zip(ones[name], twos[name], strict=True)]
+        one = statistics.median(r[0] for r in ones[name])
+        two = statistics.median(r[0] for r in twos[name])
+        cpu1 = statistics.median(r[1] for r in ones[name])
+        cpu2 = statistics.median(r[1] for r in twos[name])
+        print(
+            f"| {name} | {one:.2f} (1.00) | {two:.2f} ({statistics.median(ratios):.2f}; "
+            f"{min(ratios):.2f} to {max(ratios):.2f}) | {cpu1:.0f} -> {cpu2:.0f} |"
+        )
 
 
 def main() -> None:

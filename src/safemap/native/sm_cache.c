@@ -90,12 +90,60 @@ static PyObject *SMC_str_Cache = NULL;    /* contention kind */
 
 /* ------------------------------------------------------------------ nodes */
 
+/* Free list of nodes (GIL release builds only).  Every insert into a full
+ * cache allocates one node and frees one (its victim's), so nodes are kept
+ * for reuse rather than returned to the allocator: a reused node skips the
+ * allocation, the GC's allocation accounting and the release of its memory.
+ * A node on the list is untracked, has a reference count of 0 and holds no
+ * reference; the list is bounded (SMC_FREE_MAX) and guarded by the GIL.  Not
+ * on free-threaded builds: a lock-free reader there may still try to take a
+ * reference to a node it loaded from the dict after the node left it (the
+ * dict's own read protocol relies on the allocator for that), so a node's
+ * memory must not come back as another node; and not on debug builds
+ * (Py_REF_DEBUG, Py_TRACE_REFS), whose reference bookkeeping a reused object
+ * would upset.  The nodes on the list when the interpreter exits are not
+ * freed (at most SMC_FREE_MAX, like CPython's own free lists). */
+#if !SM_FREE_THREADED && !defined(Py_REF_DEBUG) && !defined(Py_TRACE_REFS)
+#  define SMC_FREELIST 1
+#  define SMC_FREE_MAX 64
+static SMCNode *smc_free[SMC_FREE_MAX];
+static int smc_nfree = 0;
+/* Under AddressSanitizer a node on the list is poisoned: any use of a node
+ * after its release is still reported, as it would be without the list. */
+#  if defined(__has_feature)
+#    if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#      define __SANITIZE_ADDRESS__ 1
+#    endif
+#  endif
+#  if defined(__SANITIZE_ADDRESS__)
+#    include <sanitizer/asan_interface.h>
+#    define SMC_POISON(n) ASAN_POISON_MEMORY_REGION((n), sizeof(SMCNode))
+#    define SMC_UNPOISON(n) ASAN_UNPOISON_MEMORY_REGION((n), sizeof(SMCNode))
+#  else
+#    define SMC_POISON(n) ((void)(n))
+#    define SMC_UNPOISON(n) ((void)(n))
+#  endif
+#else
+#  define SMC_FREELIST 0
+#endif
+
 static SMCNode *
 node_new(void)
 {
-    SMCNode *n = PyObject_GC_New(SMCNode, &SMCNode_Type);
-    if (n == NULL) {
-        return NULL;
+    SMCNode *n;
+#if SMC_FREELIST
+    if (smc_nfree > 0) {
+        n = smc_free[--smc_nfree];
+        SMC_UNPOISON(n);
+        Py_SET_REFCNT(n, 1);
+    }
+    else
+#endif
+    {
+        n = PyObject_GC_New(SMCNode, &SMCNode_Type);
+        if (n == NULL) {
+            return NULL;
+        }
     }
     n->key = NULL;
     n->value = NULL;
@@ -128,6 +176,15 @@ node_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     Py_CLEAR(n->key);
     Py_CLEAR(n->value);
+#if SMC_FREELIST
+    /* The key's or value's release above may have run Python code that
+     * filled the list: check only now. */
+    if (smc_nfree < SMC_FREE_MAX) {
+        smc_free[smc_nfree++] = n;
+        SMC_POISON(n);
+        return;
+    }
+#endif
     PyObject_GC_Del(op);
 }
 
@@ -167,9 +224,13 @@ pend_init(SMCPend *p)
 /* Keep a reference for release after the unlock (steals ref).  PyMem runs no
  * Python code; out of memory, the reference is dropped here -- which can only
  * run a __del__ under the lock in that case. */
-static void
+static inline void
 pend_bury(SMCPend *p, PyObject *ref)
 {
+    if (SM_LIKELY(p->grave->n < p->grave->cap)) {
+        sm_grave_push(p->grave, ref);  /* the inline slots, usually */
+        return;
+    }
     if (sm_grave_reserve(p->grave, 1) < 0) {
         PyErr_Clear();
         Py_DECREF(ref);
@@ -222,8 +283,12 @@ pend_finish(SMCacheObject *m, SMCPend *p)
         PyErr_Restore(et, ev, tb);
 #endif
     }
-    sm_buf_clear(&p->evicted);
-    sm_grave_release(p->grave);
+    if (p->evicted.items != NULL) {
+        sm_buf_clear(&p->evicted);
+    }
+    if (p->grave->n > 0 || p->grave->items != p->grave->inline_items) {
+        sm_grave_release(p->grave);
+    }
 }
 
 /* ------------------------------------------------------------------ clock */
@@ -722,14 +787,28 @@ ring_of_thread(SMCacheObject *m)
 /* Drain every ring into the policy (the lock is held).  Nodes that died
  * since they were recorded are kept in p's grave, released after unlock. */
 static void
-rings_drain(SMCacheObject *m, SMCPend *p)
+rings_drain_all(SMCacheObject *m, SMCPend *p)
 {
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
 #if SM_FREE_THREADED
         /* Every slot: a reader may have taken its position before the last
          * drain and filled it after (its record is still to be applied, or
-         * taken back if the node died: see ring_record). */
+         * taken back if the node died: see ring_record).  Most rings are
+         * empty (one per stripe of threads, and a write drains once or
+         * twice): a first pass of the same relaxed loads the ordered pass
+         * makes skips them at a fraction of its cost. */
+        uintptr_t any = 0;
+        Py_BUILD_ASSERT(SMC_RB_SIZE % 4 == 0);
+        for (int i = 0; i < SMC_RB_SIZE; i += 4) {  /* 4 at a time: few branches */
+            any |= (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i])
+                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 1])
+                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 2])
+                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 3]);
+        }
+        if (any == 0) {
+            continue;
+        }
         Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail), count = SMC_RB_SIZE;
 #else
         /* Only the slots filled since the last drain: with the GIL held
@@ -767,6 +846,20 @@ rings_drain(SMCacheObject *m, SMCPend *p)
             }
         }
     }
+}
+
+/* rings_drain_all, skipped on GIL builds when the (single) ring has no record
+ * since the last drain: every write drains once or twice, most often with
+ * nothing recorded in between. */
+static inline void
+rings_drain(SMCacheObject *m, SMCPend *p)
+{
+#if !SM_FREE_THREADED
+    if (m->rbufs[0].b.tail == m->rbufs[0].b.drained) {
+        return;
+    }
+#endif
+    rings_drain_all(m, p);
 }
 
 static int cache_expire(SMCacheObject *m, int64_t now, SMCPend *p);
@@ -876,7 +969,7 @@ cache_not_configured(void)
 }
 
 /* Take the lock for a write.  0, or -1 with an exception (nothing held). */
-static int
+static inline int
 cache_lock(SMCacheObject *m)
 {
     sm_note_thread((PyObject *)m, &m->shared);
@@ -1021,14 +1114,10 @@ cache_evict(SMCacheObject *m, SMCPend *p)
 
 /* ------------------------------------------------------------- writing */
 
-/* Weigh value with the weigher (1 without one).  0 or -1. */
+/* Weigh value with the weigher.  0 or -1. */
 static int
-cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
+cache_weigh_call(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
 {
-    if (m->weigher == NULL) {
-        *out = 1;
-        return 0;
-    }
     PyObject *r = PyObject_CallFunctionObjArgs(m->weigher, key, value, NULL);
     if (r == NULL) {
         return -1;
@@ -1050,6 +1139,17 @@ cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
     }
     *out = w;
     return 0;
+}
+
+/* Weigh value with the weigher (1 without one).  0 or -1. */
+static inline int
+cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
+{
+    if (m->weigher == NULL) {
+        *out = 1;
+        return 0;
+    }
+    return cache_weigh_call(m, key, value, out);
 }
 
 /* Install `value` for key (the lock is held).  old: the key's current node
@@ -1168,7 +1268,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
 
 /* The key's live node under the lock (borrowed; an expired one is removed
  * and reported absent).  1, 0 or -1. */
-static int
+static inline int
 cache_find_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
                   SMCNode **out, SMCPend *p)
 {
@@ -1194,7 +1294,7 @@ enum { SMC_PUT, SMC_IF_ABSENT, SMC_SWAP };
  * clock run first, with no lock held; under the lock: expire, look the key
  * up, install.  0 or -1; *prev: for SMC_IF_ABSENT and SMC_SWAP, a strong
  * reference to the live value found (NULL if the key was absent). */
-static int
+SM_ALWAYS_INLINE int
 cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject **prev)
 {
     *prev = NULL;
