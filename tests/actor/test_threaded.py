@@ -178,51 +178,32 @@ def test_interrupted_wait_withdraws_a_queued_request() -> None:
         assert m.stats().mailbox.cancelled == 1
 
 
-def test_interrupt_that_cannot_wake_the_wait_still_withdraws_the_request() -> None:
+@pytest.mark.parametrize("waiting_for", ["outcome", "slot"])
+def test_interrupt_that_cannot_wake_the_wait_is_seen_while_the_call_waits(waiting_for: str) -> None:
     """A Ctrl-C reaching the main thread after its last check for signals and before its
     wait parks does not wake that wait (only a signal arriving *during* a wait does).
     ``_thread.interrupt_main()`` is such a signal every time: it never wakes a waiting
-    lock. The caller must still raise while its request is queued, and withdraw it, not
-    raise only after the owner applied it."""
+    lock. A caller waiting for its outcome, or for a free slot in a full queue, must still
+    raise while it waits (not once the owner applied its call, or once a slot frees), and
+    its call is never applied."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers run on the main thread only")
-    with ActorMap() as m:
+    with ActorMap(maxsize=1 if waiting_for == "slot" else 1024) as m:
         gate, holder = held(m)
-        raised = threading.Event()
-
-        def interrupt() -> None:
+        if waiting_for == "slot":
+            other = Background(m.store, "queued", 1)
             queued(m, 1)
-            _thread.interrupt_main()
-            raised.wait(WAIT / 2)  # a guard: if the caller never sees it, let the owner go
-            gate.open()
-
-        helper = Background(interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            m.store("interrupted", 1)
-        raised.set()
-        helper.value()
-        holder.value()
-        assert "interrupted" not in m
-        assert m.stats().mailbox.cancelled == 1
-
-
-def test_interrupt_that_cannot_wake_a_wait_for_a_slot_is_seen_while_the_queue_is_full() -> None:
-    """The same for a caller waiting for a free slot in a full queue: it raises while the
-    queue is still full (it would otherwise wait for a slot the owner may never free), and
-    its call is not admitted."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers run on the main thread only")
-    with ActorMap(maxsize=1) as m:
-        gate, holder = held(m)
-        waiting = Background(m.store, "queued", 1)
-        queued(m, 1)
+            waits = lambda: m._mailbox._putters == 1  # noqa: E731
+        else:
+            waits = lambda: m.stats().mailbox.depth == 1  # noqa: E731
         raised = threading.Event()
         guard_fired: list[bool] = []
 
         def interrupt() -> None:
-            wait_until(lambda: m._mailbox._putters == 1, "the caller waits for a slot")
+            wait_until(waits, f"the caller waits for its {waiting_for}")
             _thread.interrupt_main()
-            guard_fired.append(not raised.wait(WAIT / 2))  # a guard, as above
+            # A guard: if the caller never sees the interrupt, let the owner go.
+            guard_fired.append(not raised.wait(WAIT / 2))
             gate.open()
 
         helper = Background(interrupt)
@@ -231,10 +212,11 @@ def test_interrupt_that_cannot_wake_a_wait_for_a_slot_is_seen_while_the_queue_is
         raised.set()
         helper.value()
         holder.value()
-        waiting.value()
-        assert guard_fired == [False], "the caller saw the interrupt only once a slot freed"
+        if waiting_for == "slot":
+            other.value()
+            assert m["queued"] == 1
+        assert guard_fired == [False], "the interrupt was seen only once the wait ended"
         assert "interrupted" not in m
-        assert m["queued"] == 1
 
 
 @pytest.mark.parametrize("where", ["admission", "before-wait"])
