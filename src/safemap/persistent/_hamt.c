@@ -112,10 +112,10 @@ static PyObject *MSG_IN_TRANSACTION;
  * its bitmaps are 0, so lookups reach it only off their hot path. */
 typedef struct {
     PyObject_VAR_HEAD      /* ob_size: number of slots */
-    uint32_t datamap;      /* bitmap node: positions holding an entry */
-    uint32_t nodemap;      /* bitmap node: positions holding a child */
     Py_hash_t hash;        /* collision node: the common hash; delta: the replaced positions */
     uint64_t mutid;        /* 0, or the batch that owns it (node_owned); HAMT_DELTA: a delta */
+    uint32_t datamap;      /* bitmap node: positions holding an entry */
+    uint32_t nodemap;      /* bitmap node: positions holding a child */
     PyObject *slots[1];
 } Node;
 
@@ -934,7 +934,7 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
 
 typedef struct {
     PyObject_HEAD
-    Node *root;        /* a bitmap node or a delta; NULL only after tp_clear */
+    Node *root;        /* a bitmap node or a delta; never changes (see trie_traverse) */
     Py_ssize_t count;
 } Trie;
 
@@ -1166,17 +1166,14 @@ trie_without(Trie *t, PyObject *key, Trie **out, PyObject **removed)
     return 1;
 }
 
+/* A Trie has no tp_clear (as a tuple has none): its only reference is its
+ * root node, and nodes clear their slots, so every cycle through a Trie is
+ * broken by the collector at a node.  So a Trie's root never changes while the
+ * Trie lives, which PMap.rootnode relies on. */
 static int
 trie_traverse(Trie *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->root);
-    return 0;
-}
-
-static int
-trie_clear(Trie *self)
-{
-    Py_CLEAR(self->root);
     return 0;
 }
 
@@ -1912,7 +1909,6 @@ static PyTypeObject Trie_Type = {
     .tp_dealloc = (destructor)trie_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)trie_traverse,
-    .tp_clear = (inquiry)trie_clear,
     .tp_as_mapping = &trie_as_mapping,
     .tp_as_sequence = &trie_as_sequence,
     .tp_iter = (getiterfunc)trie_iter,
@@ -1993,6 +1989,12 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Trie *root;        /* the current version; replaced only under wlock (pm_swap) */
+    /* root->root, borrowed: published with root (pm_swap), so that a borrowed
+     * point read loads the root node from the map itself, one dependent load
+     * fewer.  Valid while root holds it: a Trie's root never changes
+     * (trie_traverse), and a replaced version, with its root node, stays alive
+     * until no borrowed read can still be using it (rule 1).  NULL when root is. */
+    Node *rootnode;
     SMLock wlock;      /* serializes writers; its owner field detects re-entry */
     int strict;        /* the wlock holder is in a compute or a transaction (owner only) */
     void *txn_owner;   /* thread running this map's transaction callback, or NULL */
@@ -2141,16 +2143,22 @@ pm_swap(PMap *self, Trie *t)
 {
     Trie *old;
 #if HAMT_LOCKFREE
+    /* A borrowed read may load rootnode before or after root is replaced, so
+     * it may pair the new version with the old root node: both stay alive
+     * until pm_release, which comes after both stores. */
     old = self->root;
     HAMT_STORE_REL(&self->root, t);
+    HAMT_STORE_REL(&self->rootnode, t != NULL ? t->root : NULL);
 #elif SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(self);
     old = self->root;
     self->root = t;
+    self->rootnode = t != NULL ? t->root : NULL;
     Py_END_CRITICAL_SECTION();
 #else
     old = self->root;
     self->root = t;
+    self->rootnode = t != NULL ? t->root : NULL;
 #endif
     return old;
 }
@@ -2307,11 +2315,13 @@ pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     uintptr_t at = ((uintptr_t)self->stripes_mem + 63) & ~(uintptr_t)63;
     self->stripes = (PMStripe *)at;
+    self->rootnode = NULL;
     self->root = trie_empty();
     if (self->root == NULL) {
         Py_DECREF(self);
         return NULL;
     }
+    self->rootnode = self->root->root;
     return (PyObject *)self;
 }
 
@@ -2325,6 +2335,7 @@ pm_traverse(PMap *self, visitproc visit, void *arg)
 static int
 pm_clear(PMap *self)
 {
+    HAMT_STORE_REL(&self->rootnode, NULL); /* before the version that holds it goes */
     Py_CLEAR(self->root);
     return 0;
 }
@@ -2336,6 +2347,7 @@ pm_dealloc(PMap *self)
      * and releases the type; this static base releases its own fields. */
     PyObject_GC_UnTrack(self);
     Py_TRASHCAN_BEGIN(self, pm_dealloc)
+    self->rootnode = NULL;
     Py_CLEAR(self->root);
     sm_lock_fini(&self->wlock);
     PyMem_RawFree(self->stripes_mem);
@@ -2384,10 +2396,11 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
 #if HAMT_BORROWED_READS
     PM_ENTER(st);
     for (;;) {
-        /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1). */
-        Trie *t = HAMT_LOAD_ROOT(&self->root);
+        /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1).
+         * The root node straight from the map (PMap.rootnode). */
+        Node *root = HAMT_LOAD_ROOT(&self->rootnode);
         PyObject **slot = NULL;
-        r = t == NULL || t->root == NULL ? -2 : node_find_nocode(t->root, (uint64_t)h, key, &slot);
+        r = root == NULL ? -2 : node_find_nocode(root, (uint64_t)h, key, &slot);
         if (r <= 0) {
             break;
         }
