@@ -234,10 +234,71 @@ node_copy(Node *node, Py_ssize_t n, uint64_t mutid)
     return c;
 }
 
-/* A copy of bitmap node `node` with the position `bit` changed: to the entry
- * (k, v) when k and v are given, to the child v when only v is, removed when
- * neither is (new references taken).  Every other position is shared.  A new,
- * tracked node, or NULL on error. */
+/* Mutation ids (batch building, as in immutables).  A node made by a batch
+ * (a TrieMutation) carries the batch's id; every other node carries 0.  A
+ * batch's nodes are reachable only from the batch's own private root until
+ * finish() publishes it and closes the batch, so while the batch is open it
+ * may change them in place instead of copying them: a batch of n changes
+ * copies each node at most once, not once per change.  Ids are never reused
+ * (a 64-bit counter), and mutid 0 (every persistent operation) never matches,
+ * so a published node is never changed by a batch. */
+static inline int
+node_owned(Node *node, uint64_t mutid)
+{
+    return mutid != 0 && node->mutid == mutid;
+}
+
+/* The slots of bitmap node `node` with position `bit` changed (see
+ * node_with_pos), laid out in dst[0..n) for the bitmaps dm, nm: the other
+ * positions' references are taken (take: new references) or moved; k and v
+ * are new references. */
+static void
+node_layout_with_pos(Node *node, PyObject **dst, Py_ssize_t n, uint32_t dm, uint32_t nm,
+                     uint32_t bit, PyObject *k, PyObject *v, int take)
+{
+#define HAMT_MOVE(x) (take ? Py_XNewRef(x) : (x))
+    uint32_t odm = node->datamap, onm = node->nodemap;
+    Py_ssize_t on = Py_SIZE(node), odata = 2 * (Py_ssize_t)popcount32(odm);
+    Py_ssize_t ochildren = (Py_ssize_t)popcount32(onm);
+    /* Entries in position order from slot 0. */
+    Py_ssize_t before = 2 * (Py_ssize_t)popcount32(odm & (bit - 1)), j = 0;
+    for (Py_ssize_t i = 0; i < before; i++) {
+        dst[j++] = HAMT_MOVE(node->slots[i]);
+    }
+    if (dm & bit) {
+        dst[j++] = Py_NewRef(k);
+        dst[j++] = Py_NewRef(v);
+    }
+    for (Py_ssize_t i = before + ((odm & bit) ? 2 : 0); i < odata; i++) {
+        dst[j++] = HAMT_MOVE(node->slots[i]);
+    }
+    /* Children in position order from the last slot down. */
+    before = (Py_ssize_t)popcount32(onm & (bit - 1));
+    j = 0;
+    for (Py_ssize_t i = 0; i < before; i++) {
+        dst[n - 1 - j++] = HAMT_MOVE(node->slots[on - 1 - i]);
+    }
+    if (nm & bit) {
+        dst[n - 1 - j++] = Py_NewRef(v);
+    }
+    for (Py_ssize_t i = before + ((onm & bit) ? 1 : 0); i < ochildren; i++) {
+        dst[n - 1 - j++] = HAMT_MOVE(node->slots[on - 1 - i]);
+    }
+#undef HAMT_MOVE
+}
+
+/* Bitmap node `node` with the position `bit` changed: to the entry (k, v) when
+ * k and v are given, to the child v when only v is, removed when neither is
+ * (new references taken).  Every other position is shared.  A new, tracked
+ * node, or NULL on error; or, when the batch `mutid` owns node and the change
+ * does not make it larger (an entry becomes a child: what a batch building a
+ * trie does at every upper node, 32 times each; a position goes), node itself
+ * (a new reference) with its slots rearranged in place: its block keeps the
+ * size it was allocated with, Py_SIZE shrinks.  Moving the slots instead of
+ * copying the node saves an allocation, a reference count up and down per
+ * slot, and a large young node for the collector to traverse.  The replaced
+ * position's old references are released last, once the node is whole, so a
+ * caller that still needs one (a removed value) takes its own first. */
 static Node *
 node_with_pos(Node *node, uint32_t bit, PyObject *k, PyObject *v, uint64_t mutid)
 {
@@ -251,39 +312,38 @@ node_with_pos(Node *node, uint32_t bit, PyObject *k, PyObject *v, uint64_t mutid
             nm |= bit;
         }
     }
-    Py_ssize_t on = Py_SIZE(node), odata = 2 * (Py_ssize_t)popcount32(odm);
-    Py_ssize_t ochildren = (Py_ssize_t)popcount32(onm);
+    Py_ssize_t on = Py_SIZE(node);
     Py_ssize_t n = 2 * (Py_ssize_t)popcount32(dm) + (Py_ssize_t)popcount32(nm);
+    if (node_owned(node, mutid) && n <= on) {
+        PyObject *moved[2 * (HAMT_MASK + 1)]; /* n <= on <= 64: 32 positions */
+        PyObject *gone[2] = {NULL, NULL};
+        if (odm & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            gone[0] = node->slots[idx];
+            gone[1] = node->slots[idx + 1];
+        }
+        else if (onm & bit) {
+            gone[0] = node->slots[on - 1 - (Py_ssize_t)popcount32(onm & (bit - 1))];
+        }
+        node_layout_with_pos(node, moved, n, dm, nm, bit, k, v, 0);
+        memcpy(node->slots, moved, (size_t)n * sizeof(PyObject *));
+        for (Py_ssize_t i = n; i < on; i++) {
+            node->slots[i] = NULL;
+        }
+        Py_SET_SIZE(node, n);
+        node->datamap = dm;
+        node->nodemap = nm;
+        Py_XDECREF(gone[0]);
+        Py_XDECREF(gone[1]);
+        return (Node *)Py_NewRef(node);
+    }
     Node *c = node_alloc(n, mutid);
     if (c == NULL) {
         return NULL;
     }
     c->datamap = dm;
     c->nodemap = nm;
-    /* Entries in position order from slot 0. */
-    Py_ssize_t before = 2 * (Py_ssize_t)popcount32(odm & (bit - 1)), j = 0;
-    for (Py_ssize_t i = 0; i < before; i++) {
-        c->slots[j++] = Py_XNewRef(node->slots[i]);
-    }
-    if (dm & bit) {
-        c->slots[j++] = Py_NewRef(k);
-        c->slots[j++] = Py_NewRef(v);
-    }
-    for (Py_ssize_t i = before + ((odm & bit) ? 2 : 0); i < odata; i++) {
-        c->slots[j++] = Py_XNewRef(node->slots[i]);
-    }
-    /* Children in position order from the last slot down. */
-    before = (Py_ssize_t)popcount32(onm & (bit - 1));
-    j = 0;
-    for (Py_ssize_t i = 0; i < before; i++) {
-        c->slots[n - 1 - j++] = Py_XNewRef(node->slots[on - 1 - i]);
-    }
-    if (nm & bit) {
-        c->slots[n - 1 - j++] = Py_NewRef(v);
-    }
-    for (Py_ssize_t i = before + ((onm & bit) ? 1 : 0); i < ochildren; i++) {
-        c->slots[n - 1 - j++] = Py_XNewRef(node->slots[on - 1 - i]);
-    }
+    node_layout_with_pos(node, c->slots, n, dm, nm, bit, k, v, 1);
     return node_ready(c);
 }
 
@@ -546,19 +606,6 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
     return node_ready(node);
 }
 
-/* Mutation ids (batch building, as in immutables).  A node made by a batch
- * (a TrieMutation) carries the batch's id; every other node carries 0.  A
- * batch's nodes are reachable only from the batch's own private root until
- * finish() publishes it and closes the batch, so while the batch is open it
- * may change them in place instead of copying them: a batch of n changes
- * copies each node at most once, not once per change.  Ids are never reused
- * (a 64-bit counter), and mutid 0 (every persistent operation) never matches,
- * so a published node is never changed by a batch. */
-static inline int
-node_owned(Node *node, uint64_t mutid)
-{
-    return mutid != 0 && node->mutid == mutid;
-}
 
 /* node, to be changed in slots of the same shape: node itself (a new
  * reference) when the batch owns it, else a copy made for the batch. */
@@ -876,13 +923,15 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
         if (eq <= 0) {
             return eq;
         }
+        /* Taken first: a node the batch owns drops its own reference in place. */
+        *removed = Py_NewRef(v);
         if (Py_SIZE(node) == 2) {
             *out = NULL;
         }
         else if ((*out = node_with_pos(node, bit, NULL, NULL, mutid)) == NULL) {
+            Py_CLEAR(*removed);
             return -1;
         }
-        *removed = Py_NewRef(v);
         return 1;
     }
     if (!(node->nodemap & bit)) {
