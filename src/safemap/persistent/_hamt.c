@@ -1970,9 +1970,11 @@ static PyTypeObject Trie_Type = {
 /* ========================================================= PersistentMapBase
  *
  * Reading without a lock (free-threaded 3.14+).  The only shared mutable
- * words are PMap.root (the current version) and, for in-place overwrites,
- * value slots of nodes only the current version reaches.  Three rules make
- * lock-free readers safe:
+ * words are PMap.root (the current version) with PMap.rootnode (its root
+ * node, published beside it so that a point read starts its walk from the
+ * map, one dependent load fewer) and, for in-place overwrites, value slots of
+ * nodes only the current version reaches.  Three rules make lock-free readers
+ * safe:
  *
  *  1. Reclamation: a writer that replaces the current version releases its
  *     reference with _PyObject_XDecRefDelayed, CPython's QSBR: the decrement
@@ -1981,7 +1983,12 @@ static PyTypeObject Trie_Type = {
  *     A reader that loaded the root pointer and runs no Python code, does not
  *     block and does not detach until it is done with it (a point read of an
  *     exact str/int key: pm_find's walk) therefore walks a version whose nodes
- *     all stay alive, without touching any shared cache line.  A reader that
+ *     all stay alive, without touching any shared cache line.  The same holds
+ *     for the root node it loads from PMap.rootnode: a version's root never
+ *     changes while the version lives (Trie has no tp_clear), pm_swap stores
+ *     root and rootnode before pm_release runs, so a read that loads a root
+ *     node, old or new, holds one its version keeps alive until the release;
+ *     pm_clear clears rootnode before the version.  A reader that
  *     may run Python code (a key with its own __eq__, iteration, snapshot())
  *     takes a strong reference first: Py_INCREF on a version that is either
  *     current or waiting for its delayed release, so alive (pm_load).
