@@ -606,7 +606,6 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
     return node_ready(node);
 }
 
-
 /* node, to be changed in slots of the same shape: node itself (a new
  * reference) when the batch owns it, else a copy made for the batch. */
 static inline Node *
