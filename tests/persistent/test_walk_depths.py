@@ -108,3 +108,25 @@ def test_a_chain_of_thirteen_levels_and_a_collision_node() -> None:
     assert_reads_match(m, expected, list(expected) + absent)
     assert_reads_match(m.snapshot(), expected, list(expected) + absent)
     assert_reads_match(Trie.from_dict(expected), expected, list(expected) + absent)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(keys, st.integers(0, 9)), max_size=60), st.lists(keys, max_size=20))
+def test_iteration_at_every_depth_yields_each_entry_once(
+    items: list[tuple[Any, int]], changed: list[Any]
+) -> None:
+    # Iterators count where each node's entries end once per node; deltas (values
+    # replaced while an older version is kept) and collision nodes included.
+    expected = dict(items)
+    m: PersistentMap[Any, int] = PersistentMap(items)
+    kept = m.snapshot()
+    for n, k in enumerate(changed):
+        if k in expected:
+            m[k] = 100 + n  # a delta over the node the kept version shares
+            expected[k] = 100 + n
+    for source in (m, m._current(), m.snapshot()):
+        assert sorted(map(repr, source)) == sorted(map(repr, expected))
+        assert sorted(map(repr, source.keys())) == sorted(map(repr, expected))
+        assert sorted(map(repr, source.items())) == sorted(map(repr, expected.items()))
+        assert sorted(source.values()) == sorted(expected.values())
+    assert dict(kept.items()) == dict(items)

@@ -1329,7 +1329,21 @@ typedef struct {
     int depth;
     Node *stack[HAMT_MAX_DEPTH]; /* strong references */
     Py_ssize_t pos[HAMT_MAX_DEPTH];
+    /* Slots of entries in each frame's node (a delta's: its base's), where its
+     * children begin: counted once when the frame is pushed, not per entry. */
+    Py_ssize_t dataend[HAMT_MAX_DEPTH];
 } TrieIter;
+
+/* Push node (a new reference, stolen) as the iterator's next frame. */
+static inline void
+trieiter_push(TrieIter *it, Node *node)
+{
+    Node *base = NODE_IS_DELTA(node) ? (Node *)node->slots[0] : node;
+    it->stack[it->depth] = node;
+    it->pos[it->depth] = 0;
+    it->dataend[it->depth] = base == NULL ? 0 : node_data_slots(base);
+    it->depth++;
+}
 
 static PyObject *
 trie_iter_make(Trie *t, int kind)
@@ -1344,9 +1358,7 @@ trie_iter_make(Trie *t, int kind)
     it->kind = kind;
     it->depth = 0;
     if (t->root != NULL) {
-        it->stack[0] = (Node *)Py_NewRef(t->root);
-        it->pos[0] = 0;
-        it->depth = 1;
+        trieiter_push(it, (Node *)Py_NewRef(t->root));
     }
     PyObject_GC_Track(it);
     return (PyObject *)it;
@@ -1410,7 +1422,7 @@ trieiter_next_locked(TrieIter *it)
             Py_DECREF(top);
             continue;
         }
-        if (p >= node_data_slots(node)) {
+        if (p >= it->dataend[it->depth - 1]) {
             it->pos[it->depth - 1] = p + 1;
             PyObject *child = node->slots[p];
             if (child == NULL) {
@@ -1420,9 +1432,7 @@ trieiter_next_locked(TrieIter *it)
                 PyErr_SetString(PyExc_SystemError, "persistent trie deeper than expected");
                 return NULL;
             }
-            it->stack[it->depth] = (Node *)Py_NewRef(child);
-            it->pos[it->depth] = 0;
-            it->depth++;
+            trieiter_push(it, (Node *)Py_NewRef(child));
             continue;
         }
         it->pos[it->depth - 1] = p + 2;
