@@ -6,9 +6,11 @@ same run:
 1. Version capture: ``m._current()`` (the O(1) step a trie snapshot is made of) for
    1,000 and 1,000,000 entries, next to ``snapshot()`` (a FrozenMap holding that version)
    and ``dict.copy()``.
-2. Single thread, ns/op on N int keys: ``m[k]`` hit and ``m[k] = v`` on an existing key, as
-   ratios to ``dict``; ``immutables.Map`` (when installed) for its ``m[k]`` and persistent
-   ``set``.
+2. Lookups, ns/op on 1,000 and 100,000 int keys (quick: 1,000), keys in order and in random
+   order: ``m[k]`` and ``m.get(k)`` hits of ``dict``, ``PersistentMap`` and
+   ``immutables.Map`` (when installed), interleaved in one process (best of N each), as
+   ratios to ``dict`` and ``PersistentMap`` against ``immutables.Map``. Then ``m[k] = v`` on
+   an existing key (``immutables.Map``: its persistent ``set``), ns/op on N keys.
 3. Memory for 1,000,000 int -> int entries (tracemalloc, container only), and the memory
    a kept version costs after 1% of the keys changed, against a full dict copy; reads of
    the changed keys (through the delta nodes the change made) against a map without them.
@@ -96,20 +98,54 @@ def capture_table(repeat: int) -> list[str]:
     return rows
 
 
-def single_thread_table(n: int, repeat: int) -> list[str]:
-    keys = list(range(n))
-    d = dict.fromkeys(keys, 0)
-    m: PersistentMap[int, int] = PersistentMap(d)
+def lookup_table(sizes: list[int], repeat: int) -> list[str]:
+    """``m[k]`` and ``m.get(k)`` of every map, interleaved in one process per cell."""
 
-    shuffled = keys[:]
-    random.Random(1).shuffle(shuffled)
-
-    def get_all(obj: Any, order: list[int] = keys) -> Callable[[], None]:
+    def subscript(obj: Any, order: list[int]) -> Callable[[], None]:
         def run() -> None:
             for k in order:
                 obj[k]
 
         return run
+
+    def get(obj: Any, order: list[int]) -> Callable[[], None]:
+        def run(get: Callable[[int], Any] = obj.get) -> None:
+            for k in order:
+                get(k)
+
+        return run
+
+    peer = "immutables.Map" if immutables is not None else "immutables.Map (not installed)"
+    rows = [
+        f"| keys | order | operation | dict | PersistentMap | {peer} | PersistentMap / immut. |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for n in sizes:
+        keys = list(range(n))
+        d = dict.fromkeys(keys, 0)
+        maps: list[Any] = [d, PersistentMap(d)]
+        if immutables is not None:
+            maps.append(immutables.Map(d))
+        shuffled = keys[:]
+        random.Random(1).shuffle(shuffled)
+        for name, order in (("in order", keys), ("random", shuffled)):
+            # At least 100,000 lookups per run: a small map is looked up several times.
+            looked = order * max(1, 100_000 // n)
+            for op, make in (("m[k]", subscript), ("m.get(k)", get)):
+                best = interleaved_min([make(o, looked) for o in maps], len(looked), repeat)
+                peer_ns = ratio(best[2], best[0]) if len(best) > 2 else "-"
+                vs = f"{best[1] / best[2]:.3f}" if len(best) > 2 else "-"
+                rows.append(
+                    f"| {n:,} | {name} | {op} | {best[0]:,.1f} | {ratio(best[1], best[0])} | "
+                    f"{peer_ns} | {vs} |"
+                )
+    return rows
+
+
+def single_thread_table(n: int, repeat: int) -> list[str]:
+    keys = list(range(n))
+    d = dict.fromkeys(keys, 0)
+    m: PersistentMap[int, int] = PersistentMap(d)
 
     def set_all(obj: Any) -> Callable[[], None]:
         flip = [0]
@@ -127,16 +163,9 @@ def single_thread_table(n: int, repeat: int) -> list[str]:
     ]
     s_d = ns_per_op(set_all(d), n, repeat)
     s_m = ns_per_op(set_all(m), n, repeat)
-    g_i = s_i = r_i = None
-    gets = [d, m]
+    s_i = None
     if immutables is not None:
         im = immutables.Map(d)
-        gets.append(im)
-    found = interleaved_min([get_all(o) for o in gets], n, repeat)
-    shuffled_found = interleaved_min([get_all(o, shuffled) for o in gets], n, repeat)
-    g_d, g_m, r_d, r_m = found[0], found[1], shuffled_found[0], shuffled_found[1]
-    if immutables is not None:
-        g_i, r_i = found[2], shuffled_found[2]
 
         def iset() -> None:
             cur = im
@@ -145,11 +174,6 @@ def single_thread_table(n: int, repeat: int) -> list[str]:
 
         s_i = ns_per_op(iset, n, repeat)
     na = "not installed"
-    rows.append(f"| m[k] hit | {g_d:,.1f} | {ratio(g_m, g_d)} | {ratio(g_i, g_d) if g_i else na} |")
-    rows.append(
-        f"| m[k] hit, keys in random order | {r_d:,.1f} | {ratio(r_m, r_d)} | "
-        f"{ratio(r_i, r_d) if r_i else na} |"
-    )
     rows.append(
         f"| m[k] = v existing (immutables: m.set) | {s_d:,.1f} | {ratio(s_m, s_d)} | "
         f"{ratio(s_i, s_d) if s_i else na} |"
@@ -484,7 +508,11 @@ def main() -> None:
     sections: list[tuple[str, list[str]]] = [
         ("Version capture and snapshot, ns per call", capture_table(5 if quick else 9)),
         (
-            "Single thread, ns/op (ratio to dict)",
+            "Lookups, ns/op (ratio to dict)",
+            lookup_table([1_000] if quick else [1_000, 100_000], 5 if quick else 15),
+        ),
+        (
+            "Stores, ns/op (ratio to dict)",
             single_thread_table(1_000 if quick else 100_000, 5 if quick else 9),
         ),
         (

@@ -112,10 +112,10 @@ static PyObject *MSG_IN_TRANSACTION;
  * its bitmaps are 0, so lookups reach it only off their hot path. */
 typedef struct {
     PyObject_VAR_HEAD      /* ob_size: number of slots */
-    uint32_t datamap;      /* bitmap node: positions holding an entry */
-    uint32_t nodemap;      /* bitmap node: positions holding a child */
     Py_hash_t hash;        /* collision node: the common hash; delta: the replaced positions */
     uint64_t mutid;        /* 0, or the batch that owns it (node_owned); HAMT_DELTA: a delta */
+    uint32_t datamap;      /* bitmap node: positions holding an entry */
+    uint32_t nodemap;      /* bitmap node: positions holding a child */
     PyObject *slots[1];
 } Node;
 
@@ -234,10 +234,71 @@ node_copy(Node *node, Py_ssize_t n, uint64_t mutid)
     return c;
 }
 
-/* A copy of bitmap node `node` with the position `bit` changed: to the entry
- * (k, v) when k and v are given, to the child v when only v is, removed when
- * neither is (new references taken).  Every other position is shared.  A new,
- * tracked node, or NULL on error. */
+/* Mutation ids (batch building, as in immutables).  A node made by a batch
+ * (a TrieMutation) carries the batch's id; every other node carries 0.  A
+ * batch's nodes are reachable only from the batch's own private root until
+ * finish() publishes it and closes the batch, so while the batch is open it
+ * may change them in place instead of copying them: a batch of n changes
+ * copies each node at most once, not once per change.  Ids are never reused
+ * (a 64-bit counter), and mutid 0 (every persistent operation) never matches,
+ * so a published node is never changed by a batch. */
+static inline int
+node_owned(Node *node, uint64_t mutid)
+{
+    return mutid != 0 && node->mutid == mutid;
+}
+
+/* The slots of bitmap node `node` with position `bit` changed (see
+ * node_with_pos), laid out in dst[0..n) for the bitmaps dm, nm: the other
+ * positions' references are taken (take: new references) or moved; k and v
+ * are new references. */
+static void
+node_layout_with_pos(Node *node, PyObject **dst, Py_ssize_t n, uint32_t dm, uint32_t nm,
+                     uint32_t bit, PyObject *k, PyObject *v, int take)
+{
+#define HAMT_MOVE(x) (take ? Py_XNewRef(x) : (x))
+    uint32_t odm = node->datamap, onm = node->nodemap;
+    Py_ssize_t on = Py_SIZE(node), odata = 2 * (Py_ssize_t)popcount32(odm);
+    Py_ssize_t ochildren = (Py_ssize_t)popcount32(onm);
+    /* Entries in position order from slot 0. */
+    Py_ssize_t before = 2 * (Py_ssize_t)popcount32(odm & (bit - 1)), j = 0;
+    for (Py_ssize_t i = 0; i < before; i++) {
+        dst[j++] = HAMT_MOVE(node->slots[i]);
+    }
+    if (dm & bit) {
+        dst[j++] = Py_NewRef(k);
+        dst[j++] = Py_NewRef(v);
+    }
+    for (Py_ssize_t i = before + ((odm & bit) ? 2 : 0); i < odata; i++) {
+        dst[j++] = HAMT_MOVE(node->slots[i]);
+    }
+    /* Children in position order from the last slot down. */
+    before = (Py_ssize_t)popcount32(onm & (bit - 1));
+    j = 0;
+    for (Py_ssize_t i = 0; i < before; i++) {
+        dst[n - 1 - j++] = HAMT_MOVE(node->slots[on - 1 - i]);
+    }
+    if (nm & bit) {
+        dst[n - 1 - j++] = Py_NewRef(v);
+    }
+    for (Py_ssize_t i = before + ((onm & bit) ? 1 : 0); i < ochildren; i++) {
+        dst[n - 1 - j++] = HAMT_MOVE(node->slots[on - 1 - i]);
+    }
+#undef HAMT_MOVE
+}
+
+/* Bitmap node `node` with the position `bit` changed: to the entry (k, v) when
+ * k and v are given, to the child v when only v is, removed when neither is
+ * (new references taken).  Every other position is shared.  A new, tracked
+ * node, or NULL on error; or, when the batch `mutid` owns node and the change
+ * does not make it larger (an entry becomes a child: what a batch building a
+ * trie does at every upper node, 32 times each; a position goes), node itself
+ * (a new reference) with its slots rearranged in place: its block keeps the
+ * size it was allocated with, Py_SIZE shrinks.  Moving the slots instead of
+ * copying the node saves an allocation, a reference count up and down per
+ * slot, and a large young node for the collector to traverse.  The replaced
+ * position's old references are released last, once the node is whole, so a
+ * caller that still needs one (a removed value) takes its own first. */
 static Node *
 node_with_pos(Node *node, uint32_t bit, PyObject *k, PyObject *v, uint64_t mutid)
 {
@@ -251,39 +312,38 @@ node_with_pos(Node *node, uint32_t bit, PyObject *k, PyObject *v, uint64_t mutid
             nm |= bit;
         }
     }
-    Py_ssize_t on = Py_SIZE(node), odata = 2 * (Py_ssize_t)popcount32(odm);
-    Py_ssize_t ochildren = (Py_ssize_t)popcount32(onm);
+    Py_ssize_t on = Py_SIZE(node);
     Py_ssize_t n = 2 * (Py_ssize_t)popcount32(dm) + (Py_ssize_t)popcount32(nm);
+    if (node_owned(node, mutid) && n <= on) {
+        PyObject *moved[2 * (HAMT_MASK + 1)]; /* n <= on <= 64: 32 positions */
+        PyObject *gone[2] = {NULL, NULL};
+        if (odm & bit) {
+            Py_ssize_t idx = node_entry_index(node, bit);
+            gone[0] = node->slots[idx];
+            gone[1] = node->slots[idx + 1];
+        }
+        else if (onm & bit) {
+            gone[0] = node->slots[on - 1 - (Py_ssize_t)popcount32(onm & (bit - 1))];
+        }
+        node_layout_with_pos(node, moved, n, dm, nm, bit, k, v, 0);
+        memcpy(node->slots, moved, (size_t)n * sizeof(PyObject *));
+        for (Py_ssize_t i = n; i < on; i++) {
+            node->slots[i] = NULL;
+        }
+        Py_SET_SIZE(node, n);
+        node->datamap = dm;
+        node->nodemap = nm;
+        Py_XDECREF(gone[0]);
+        Py_XDECREF(gone[1]);
+        return (Node *)Py_NewRef(node);
+    }
     Node *c = node_alloc(n, mutid);
     if (c == NULL) {
         return NULL;
     }
     c->datamap = dm;
     c->nodemap = nm;
-    /* Entries in position order from slot 0. */
-    Py_ssize_t before = 2 * (Py_ssize_t)popcount32(odm & (bit - 1)), j = 0;
-    for (Py_ssize_t i = 0; i < before; i++) {
-        c->slots[j++] = Py_XNewRef(node->slots[i]);
-    }
-    if (dm & bit) {
-        c->slots[j++] = Py_NewRef(k);
-        c->slots[j++] = Py_NewRef(v);
-    }
-    for (Py_ssize_t i = before + ((odm & bit) ? 2 : 0); i < odata; i++) {
-        c->slots[j++] = Py_XNewRef(node->slots[i]);
-    }
-    /* Children in position order from the last slot down. */
-    before = (Py_ssize_t)popcount32(onm & (bit - 1));
-    j = 0;
-    for (Py_ssize_t i = 0; i < before; i++) {
-        c->slots[n - 1 - j++] = Py_XNewRef(node->slots[on - 1 - i]);
-    }
-    if (nm & bit) {
-        c->slots[n - 1 - j++] = Py_NewRef(v);
-    }
-    for (Py_ssize_t i = before + ((onm & bit) ? 1 : 0); i < ochildren; i++) {
-        c->slots[n - 1 - j++] = Py_XNewRef(node->slots[on - 1 - i]);
-    }
+    node_layout_with_pos(node, c->slots, n, dm, nm, bit, k, v, 1);
     return node_ready(c);
 }
 
@@ -401,12 +461,57 @@ keys_equal(PyObject *a, PyObject *b)
     return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
 }
 
+static Node *empty_node; /* the shared empty root */
+
+/* The child of node at h's position at `shift`, or NULL when that position is
+ * not a child (a child cleared by the GC reads as the empty node: absent). */
+SM_ALWAYS_INLINE Node *
+node_child_at(Node *node, uint64_t h, int shift)
+{
+    unsigned pos = hash_pos(h, shift);
+    if (!(node->nodemap & (1u << pos))) {
+        return NULL;
+    }
+    Node *child = (Node *)node->slots[node_child_index(node, pos)];
+    return child != NULL ? child : empty_node;
+}
+
+/* The first levels of every lookup walk, unrolled: the node below `node` where
+ * the walk stops following children within the first four levels (every level
+ * of a trie up to about 32 million entries but the last), *shift its level.
+ * Unrolled so that each level has its own branches: a lookup follows children
+ * at the upper levels and stops at the last, so a loop's one "is it a child?"
+ * branch changes direction once per lookup, and cachegrind counted one
+ * mispredicted branch per lookup there (100,000 keys; immutables' walk, a
+ * recursion the compiler inlines level by level, had none). */
+SM_ALWAYS_INLINE Node *
+node_descend(Node *node, uint64_t h, int *shift)
+{
+#define HAMT_DESCEND_LEVEL(s)                                                                    \
+    do {                                                                                         \
+        Node *child_ = node_child_at(node, h, (s));                                              \
+        if (child_ == NULL) {                                                                    \
+            *shift = (s);                                                                        \
+            return node;                                                                         \
+        }                                                                                        \
+        node = child_;                                                                           \
+    } while (0)
+    HAMT_DESCEND_LEVEL(0);
+    HAMT_DESCEND_LEVEL(HAMT_BITS);
+    HAMT_DESCEND_LEVEL(2 * HAMT_BITS);
+    HAMT_DESCEND_LEVEL(3 * HAMT_BITS);
+#undef HAMT_DESCEND_LEVEL
+    *shift = 4 * HAMT_BITS;
+    return node;
+}
+
 /* Look key up.  1: found, *out borrowed (kept alive by the caller's strong
  * reference to the trie); 0: absent; -1: error from __eq__. */
 static int
 node_find(Node *node, uint64_t h, PyObject *key, PyObject **out)
 {
-    int shift = 0;
+    int shift;
+    node = node_descend(node, h, &shift);
     Node *delta = NULL; /* the delta `node` is the base of, if any */
     for (;;) {
         /* Children first: every level but the last is one. */
@@ -499,20 +604,6 @@ node_pair(int shift, PyObject *k1, PyObject *v1, uint64_t h1, PyObject *k2, PyOb
     node->slots[2 - first] = Py_NewRef(k2);
     node->slots[3 - first] = Py_NewRef(v2);
     return node_ready(node);
-}
-
-/* Mutation ids (batch building, as in immutables).  A node made by a batch
- * (a TrieMutation) carries the batch's id; every other node carries 0.  A
- * batch's nodes are reachable only from the batch's own private root until
- * finish() publishes it and closes the batch, so while the batch is open it
- * may change them in place instead of copying them: a batch of n changes
- * copies each node at most once, not once per change.  Ids are never reused
- * (a 64-bit counter), and mutid 0 (every persistent operation) never matches,
- * so a published node is never changed by a batch. */
-static inline int
-node_owned(Node *node, uint64_t mutid)
-{
-    return mutid != 0 && node->mutid == mutid;
 }
 
 /* node, to be changed in slots of the same shape: node itself (a new
@@ -831,13 +922,15 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
         if (eq <= 0) {
             return eq;
         }
+        /* Taken first: a node the batch owns drops its own reference in place. */
+        *removed = Py_NewRef(v);
         if (Py_SIZE(node) == 2) {
             *out = NULL;
         }
         else if ((*out = node_with_pos(node, bit, NULL, NULL, mutid)) == NULL) {
+            Py_CLEAR(*removed);
             return -1;
         }
-        *removed = Py_NewRef(v);
         return 1;
     }
     if (!(node->nodemap & bit)) {
@@ -889,13 +982,12 @@ node_without(Node *node, int shift, uint64_t h, PyObject *key, Node **out, PyObj
 
 typedef struct {
     PyObject_HEAD
-    Node *root;        /* a bitmap node or a delta; NULL only after tp_clear */
+    Node *root;        /* a bitmap node or a delta; never changes (see trie_traverse) */
     Py_ssize_t count;
 } Trie;
 
 static PyTypeObject Trie_Type;
 static PyTypeObject TrieIter_Type;
-static Node *empty_node; /* the shared empty root */
 
 static Trie *
 trie_make(Node *root, Py_ssize_t count) /* steals root */
@@ -970,7 +1062,8 @@ keys_equal_nocode(PyObject *stored, PyObject *key)
 SM_ALWAYS_INLINE int
 node_find_nocode(Node *node, uint64_t h, PyObject *key, PyObject ***slot)
 {
-    int shift = 0;
+    int shift;
+    node = node_descend(node, h, &shift);
     Node *delta = NULL; /* the delta `node` is the base of, if any */
     for (;;) {
         unsigned pos = hash_pos(h, shift);
@@ -1121,17 +1214,14 @@ trie_without(Trie *t, PyObject *key, Trie **out, PyObject **removed)
     return 1;
 }
 
+/* A Trie has no tp_clear (as a tuple has none): its only reference is its
+ * root node, and nodes clear their slots, so every cycle through a Trie is
+ * broken by the collector at a node.  So a Trie's root never changes while the
+ * Trie lives, which PMap.rootnode relies on. */
 static int
 trie_traverse(Trie *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->root);
-    return 0;
-}
-
-static int
-trie_clear(Trie *self)
-{
-    Py_CLEAR(self->root);
     return 0;
 }
 
@@ -1239,7 +1329,21 @@ typedef struct {
     int depth;
     Node *stack[HAMT_MAX_DEPTH]; /* strong references */
     Py_ssize_t pos[HAMT_MAX_DEPTH];
+    /* Slots of entries in each frame's node (a delta's: its base's), where its
+     * children begin: counted once when the frame is pushed, not per entry. */
+    Py_ssize_t dataend[HAMT_MAX_DEPTH];
 } TrieIter;
+
+/* Push node (a new reference, stolen) as the iterator's next frame. */
+static inline void
+trieiter_push(TrieIter *it, Node *node)
+{
+    Node *base = NODE_IS_DELTA(node) ? (Node *)node->slots[0] : node;
+    it->stack[it->depth] = node;
+    it->pos[it->depth] = 0;
+    it->dataend[it->depth] = base == NULL ? 0 : node_data_slots(base);
+    it->depth++;
+}
 
 static PyObject *
 trie_iter_make(Trie *t, int kind)
@@ -1254,9 +1358,7 @@ trie_iter_make(Trie *t, int kind)
     it->kind = kind;
     it->depth = 0;
     if (t->root != NULL) {
-        it->stack[0] = (Node *)Py_NewRef(t->root);
-        it->pos[0] = 0;
-        it->depth = 1;
+        trieiter_push(it, (Node *)Py_NewRef(t->root));
     }
     PyObject_GC_Track(it);
     return (PyObject *)it;
@@ -1320,7 +1422,7 @@ trieiter_next_locked(TrieIter *it)
             Py_DECREF(top);
             continue;
         }
-        if (p >= node_data_slots(node)) {
+        if (p >= it->dataend[it->depth - 1]) {
             it->pos[it->depth - 1] = p + 1;
             PyObject *child = node->slots[p];
             if (child == NULL) {
@@ -1330,9 +1432,7 @@ trieiter_next_locked(TrieIter *it)
                 PyErr_SetString(PyExc_SystemError, "persistent trie deeper than expected");
                 return NULL;
             }
-            it->stack[it->depth] = (Node *)Py_NewRef(child);
-            it->pos[it->depth] = 0;
-            it->depth++;
+            trieiter_push(it, (Node *)Py_NewRef(child));
             continue;
         }
         it->pos[it->depth - 1] = p + 2;
@@ -1867,7 +1967,6 @@ static PyTypeObject Trie_Type = {
     .tp_dealloc = (destructor)trie_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_traverse = (traverseproc)trie_traverse,
-    .tp_clear = (inquiry)trie_clear,
     .tp_as_mapping = &trie_as_mapping,
     .tp_as_sequence = &trie_as_sequence,
     .tp_iter = (getiterfunc)trie_iter,
@@ -1880,9 +1979,11 @@ static PyTypeObject Trie_Type = {
 /* ========================================================= PersistentMapBase
  *
  * Reading without a lock (free-threaded 3.14+).  The only shared mutable
- * words are PMap.root (the current version) and, for in-place overwrites,
- * value slots of nodes only the current version reaches.  Three rules make
- * lock-free readers safe:
+ * words are PMap.root (the current version) with PMap.rootnode (its root
+ * node, published beside it so that a point read starts its walk from the
+ * map, one dependent load fewer) and, for in-place overwrites, value slots of
+ * nodes only the current version reaches.  Three rules make lock-free readers
+ * safe:
  *
  *  1. Reclamation: a writer that replaces the current version releases its
  *     reference with _PyObject_XDecRefDelayed, CPython's QSBR: the decrement
@@ -1891,7 +1992,12 @@ static PyTypeObject Trie_Type = {
  *     A reader that loaded the root pointer and runs no Python code, does not
  *     block and does not detach until it is done with it (a point read of an
  *     exact str/int key: pm_find's walk) therefore walks a version whose nodes
- *     all stay alive, without touching any shared cache line.  A reader that
+ *     all stay alive, without touching any shared cache line.  The same holds
+ *     for the root node it loads from PMap.rootnode: a version's root never
+ *     changes while the version lives (Trie has no tp_clear), pm_swap stores
+ *     root and rootnode before pm_release runs, so a read that loads a root
+ *     node, old or new, holds one its version keeps alive until the release;
+ *     pm_clear clears rootnode before the version.  A reader that
  *     may run Python code (a key with its own __eq__, iteration, snapshot())
  *     takes a strong reference first: Py_INCREF on a version that is either
  *     current or waiting for its delayed release, so alive (pm_load).
@@ -1948,6 +2054,12 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Trie *root;        /* the current version; replaced only under wlock (pm_swap) */
+    /* root->root, borrowed: published with root (pm_swap), so that a borrowed
+     * point read loads the root node from the map itself, one dependent load
+     * fewer.  Valid while root holds it: a Trie's root never changes
+     * (trie_traverse), and a replaced version, with its root node, stays alive
+     * until no borrowed read can still be using it (rule 1).  NULL when root is. */
+    Node *rootnode;
     SMLock wlock;      /* serializes writers; its owner field detects re-entry */
     int strict;        /* the wlock holder is in a compute or a transaction (owner only) */
     void *txn_owner;   /* thread running this map's transaction callback, or NULL */
@@ -1964,7 +2076,14 @@ static PyTypeObject PMap_Type;
 
 #if SM_FREE_THREADED
 static int next_stripe;
+/* Initial-exec TLS where the toolchain has it (as the native core's stripe
+ * index, SM_TLS_FAST in native/sm_common.h): one load per read instead of a
+ * call to __tls_get_addr, the default for a thread-local of a shared library. */
+#  if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
+static SM_THREAD_LOCAL __attribute__((tls_model("initial-exec"))) int my_stripe = -1;
+#  else
 static SM_THREAD_LOCAL int my_stripe = -1;
+#  endif
 #  define PM_ADD(p) _Py_atomic_add_ssize((p), 1)
 #  define PM_ADD_LOCKED(p, n) _Py_atomic_store_ssize_relaxed((p), *(p) + (n))
 #else
@@ -2096,16 +2215,22 @@ pm_swap(PMap *self, Trie *t)
 {
     Trie *old;
 #if HAMT_LOCKFREE
+    /* A borrowed read may load rootnode before or after root is replaced, so
+     * it may pair the new version with the old root node: both stay alive
+     * until pm_release, which comes after both stores. */
     old = self->root;
     HAMT_STORE_REL(&self->root, t);
+    HAMT_STORE_REL(&self->rootnode, t != NULL ? t->root : NULL);
 #elif SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(self);
     old = self->root;
     self->root = t;
+    self->rootnode = t != NULL ? t->root : NULL;
     Py_END_CRITICAL_SECTION();
 #else
     old = self->root;
     self->root = t;
+    self->rootnode = t != NULL ? t->root : NULL;
 #endif
     return old;
 }
@@ -2262,11 +2387,13 @@ pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     uintptr_t at = ((uintptr_t)self->stripes_mem + 63) & ~(uintptr_t)63;
     self->stripes = (PMStripe *)at;
+    self->rootnode = NULL;
     self->root = trie_empty();
     if (self->root == NULL) {
         Py_DECREF(self);
         return NULL;
     }
+    self->rootnode = self->root->root;
     return (PyObject *)self;
 }
 
@@ -2280,6 +2407,7 @@ pm_traverse(PMap *self, visitproc visit, void *arg)
 static int
 pm_clear(PMap *self)
 {
+    HAMT_STORE_REL(&self->rootnode, NULL); /* before the version that holds it goes */
     Py_CLEAR(self->root);
     return 0;
 }
@@ -2291,6 +2419,7 @@ pm_dealloc(PMap *self)
      * and releases the type; this static base releases its own fields. */
     PyObject_GC_UnTrack(self);
     Py_TRASHCAN_BEGIN(self, pm_dealloc)
+    self->rootnode = NULL;
     Py_CLEAR(self->root);
     sm_lock_fini(&self->wlock);
     PyMem_RawFree(self->stripes_mem);
@@ -2339,10 +2468,11 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
 #if HAMT_BORROWED_READS
     PM_ENTER(st);
     for (;;) {
-        /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1). */
-        Trie *t = HAMT_LOAD_ROOT(&self->root);
+        /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1).
+         * The root node straight from the map (PMap.rootnode). */
+        Node *root = HAMT_LOAD_ROOT(&self->rootnode);
         PyObject **slot = NULL;
-        r = t == NULL || t->root == NULL ? -2 : node_find_nocode(t->root, (uint64_t)h, key, &slot);
+        r = root == NULL ? -2 : node_find_nocode(root, (uint64_t)h, key, &slot);
         if (r <= 0) {
             break;
         }
