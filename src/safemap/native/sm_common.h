@@ -118,13 +118,7 @@ typedef union {
 } SMStripe;
 
 extern Py_ssize_t sm_nstripes;  /* a power of two: 2 per CPU, in [2, 64] */
-/* The calling thread's stripe index + 1 (0: not handed out yet).  Initial-exec
- * TLS where the toolchain has it: one load, no call. */
-#  if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-#    define SM_TLS_FAST __attribute__((tls_model("initial-exec")))
-#  else
-#    define SM_TLS_FAST
-#  endif
+/* The calling thread's stripe index + 1 (0: not handed out yet). */
 extern SM_THREAD_LOCAL SM_TLS_FAST Py_ssize_t sm_tls_stripe;
 Py_ssize_t sm_stripe_assign(void);
 

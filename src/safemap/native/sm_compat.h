@@ -125,6 +125,14 @@ sm_now_ns(void)
 #  define SM_THREAD_LOCAL _Thread_local
 #endif
 
+/* A thread-local read on every call: initial-exec TLS where the toolchain has it
+ * (one load, no __tls_get_addr call). */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
+#  define SM_TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#  define SM_TLS_FAST
+#endif
+
 /* The identity of the running thread: its thread state.  A thread state is
  * unique among live threads, and a thread never dies holding one of our locks
  * (every path releases what it took), so reuse after death is harmless. */

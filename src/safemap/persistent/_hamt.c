@@ -2076,14 +2076,8 @@ static PyTypeObject PMap_Type;
 
 #if SM_FREE_THREADED
 static int next_stripe;
-/* Initial-exec TLS where the toolchain has it (as the native core's stripe
- * index, SM_TLS_FAST in native/sm_common.h): one load per read instead of a
- * call to __tls_get_addr, the default for a thread-local of a shared library. */
-#  if (defined(__GNUC__) || defined(__clang__)) && defined(__ELF__)
-static SM_THREAD_LOCAL __attribute__((tls_model("initial-exec"))) int my_stripe = -1;
-#  else
-static SM_THREAD_LOCAL int my_stripe = -1;
-#  endif
+/* Read on every read: initial-exec TLS (SM_TLS_FAST, native/sm_compat.h). */
+static SM_THREAD_LOCAL SM_TLS_FAST int my_stripe = -1;
 #  define PM_ADD(p) _Py_atomic_add_ssize((p), 1)
 #  define PM_ADD_LOCKED(p, n) _Py_atomic_store_ssize_relaxed((p), *(p) + (n))
 #else
