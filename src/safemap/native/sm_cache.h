@@ -83,7 +83,9 @@ typedef struct {
                                   it if its rate is below this */
     double drop_avg;           /* moving average of the ticks' hit rates */
     double drop_dev;           /* moving average of their tick-to-tick changes */
-    uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
+    uint64_t *sketch;          /* 4 rows of `width` 4-bit counters, in blocks of one
+                                  cache line (see sm_cache.c, "frequency sketch") */
+    void *sketch_mem;          /* its allocation (`sketch` is aligned in it) */
     uint64_t *door;            /* doorkeeper: 4 x `width` bits */
     Py_ssize_t width;          /* counters per row, a power of two */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
