@@ -370,12 +370,14 @@ smc_mix(uint64_t x)
         b[1] = &(m)->sketch[(((h) >> 20) & nb_) * SMC_BLOCK_WORDS];        \
     } while (0)
 
-/* Word and shift of row r's counter of mixed hash h (blocks b). */
+/* Word and shift of row r's counter of mixed hash h (blocks b): of the row's
+ * 6 bits of h, the low 2 pick the word, the high 4 the counter in it (its
+ * shift, a multiple of 4, is those bits in place). */
 #define SMC_COUNTER(b, h, r, word, shift)                                  \
     do {                                                                   \
-        unsigned c_ = (unsigned)((h) >> (SMC_SEL + 6 * (r))) & 63u;        \
-        (word) = &(b)[(r) >> 1][4 * ((r) & 1) + (c_ >> 4)];                \
-        (shift) = (int)((c_ & 15u) << 2);                                  \
+        uint64_t c_ = (h) >> (SMC_SEL + 6 * (r));                          \
+        (word) = &(b)[(r) >> 1][4 * ((r) & 1) + (c_ & 3)];                 \
+        (shift) = (int)(c_ & 60);                                          \
     } while (0)
 
 /* The doorkeeper: a Bloom filter (4 x `width` bits) in front of the sketch.
@@ -387,7 +389,7 @@ smc_mix(uint64_t x)
  * between two rarely used keys.  Both of a key's bits are in one word (a
  * blocked Bloom filter): one load and one mask test.  Cleared when the
  * counters are halved. */
-#define SMC_DOOR_MULT UINT64_C(0xa0761d6478bd642f)
+#define SMC_DOOR_MULT UINT64_C(0xe7037ed1a0b428db)
 
 /* 1 if the doorkeeper has seen mixed hash h; with `set`, it has now. */
 static inline int
@@ -407,7 +409,7 @@ door_seen(SMCacheObject *m, uint64_t h, int set)
 /* The estimate for mixed hash h: the least of its 4 counters, plus one if
  * the doorkeeper has seen it. */
 static int
-sketch_frequency_mixed(SMCacheObject *m, uint64_t h)
+sketch_frequency(SMCacheObject *m, uint64_t h)
 {
     SMC_BLOCKS(m, h, b);
     /* Unrolled (compilers at -O2 keep the loop): a load, shifts and masks per
@@ -431,11 +433,6 @@ sketch_frequency_mixed(SMCacheObject *m, uint64_t h)
     return (int)f + door_seen(m, h, 0);
 }
 
-static int
-sketch_frequency(SMCacheObject *m, Py_hash_t hash)
-{
-    return sketch_frequency_mixed(m, smc_mix((uint64_t)hash));
-}
 
 /* Aging: divide every counter by 2**shift (shift 1 to 4; 4 empties the
  * sketch) and empty the doorkeeper, so that past popularity fades. */
@@ -451,10 +448,11 @@ sketch_age(SMCacheObject *m, int shift)
     m->sample >>= shift;
 }
 
-static void
-sketch_increment(SMCacheObject *m, Py_hash_t hash)
+/* Count one use of the key whose mixed hash is h.  Inlined: it is most of
+ * the work of applying a recorded access (policy_access). */
+SM_ALWAYS_INLINE void
+sketch_increment(SMCacheObject *m, uint64_t h)
 {
-    uint64_t h = smc_mix((uint64_t)hash);
     unsigned added = 1;  /* first sight in this period: the doorkeeper counts it */
     if (door_seen(m, h, 1)) {
         /* Branch-free: each row adds one unless its counter is saturated. */
@@ -833,7 +831,7 @@ policy_access(SMCacheObject *m, SMCNode *n)
         q_touch(m, n);
         return;
     }
-    sketch_increment(m, n->hash);
+    sketch_increment(m, n->mix);
     policy_climb(m, 1);
     if (n->queue == SMC_Q_WINDOW) {
         q_touch(m, n);
@@ -846,11 +844,14 @@ policy_access(SMCacheObject *m, SMCNode *n)
     else {
         q_touch(m, n);
     }
-    /* Protected overflow goes back to probation (most recent end). */
+    /* Protected overflow goes back to probation (most recent end).  The
+     * head moved is not n, so it has a successor: no branch on the ends. */
     SMCQueue *prot = &m->q[SMC_Q_PROTECTED];
     while (prot->weight > m->protected_max && prot->head != n) {
         SMCNode *d = prot->head;
-        q_unlink(m, d);
+        prot->head = d->next;
+        d->next->prev = NULL;
+        prot->weight -= d->weight;
         q_push(m, SMC_Q_PROBATION, d);
     }
 }
@@ -1170,7 +1171,7 @@ cache_evict(SMCacheObject *m, SMCPend *p)
         if (cand != NULL && cand->queue == SMC_Q_PROBATION && cand != victim) {
             /* Admission: the candidate replaces the victim only if the
              * sketch says it is used more often. */
-            if (sketch_frequency(m, cand->hash) > sketch_frequency(m, victim->hash)) {
+            if (sketch_frequency(m, cand->mix) > sketch_frequency(m, victim->mix)) {
                 if (node_remove(m, victim, SMC_str_size, p) < 0) {
                     return -1;
                 }
@@ -1246,6 +1247,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     n->key = Py_NewRef(old != NULL ? old->key : key);  /* dict keeps the first key */
     n->value = Py_NewRef(value);
     n->hash = hash;
+    n->mix = smc_mix((uint64_t)hash);
     n->weight = weight;
     n->expires = m->ttl_ns != 0 ? now + m->ttl_ns : INT64_MAX;
     n->pending = 1;
@@ -1275,7 +1277,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     if (cache_bounded(m)) {
         if (m->policy == SMC_TINYLFU) {
             sketch_ensure(m, m->count + 1);
-            sketch_increment(m, hash);
+            sketch_increment(m, n->mix);
             if (old == NULL) {
                 policy_climb(m, 0);
             }
@@ -2132,7 +2134,7 @@ cache_frequency(PyObject *op, PyObject *key)
     if (cache_lock(m) < 0) {
         return NULL;
     }
-    int f = m->sketch != NULL ? sketch_frequency(m, hash) : 0;
+    int f = m->sketch != NULL ? sketch_frequency(m, smc_mix((uint64_t)hash)) : 0;
     SMCPend p;
     pend_init(&p);
     cache_unlock(m, &p);

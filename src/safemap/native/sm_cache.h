@@ -18,10 +18,11 @@ typedef struct SMCNode {
     Py_hash_t hash;
     Py_ssize_t weight;
     int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
+    uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
     int dead;                     /* set (atomically) when the node leaves the cache */
-    int queue;                    /* SMC_Q_*: which policy queue links it */
-    int pending;                  /* 1 while being inserted: not in the dict yet */
-    int evicted;                  /* a pending node evicted during its own insert */
+    unsigned char queue;          /* SMC_Q_*: which policy queue links it */
+    unsigned char pending;        /* 1 while being inserted: not in the dict yet */
+    unsigned char evicted;        /* a pending node evicted during its own insert */
     struct SMCNode *prev, *next;  /* policy queue, least recently used first */
     struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
 } SMCNode;
