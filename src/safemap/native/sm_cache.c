@@ -148,6 +148,7 @@ node_new(void)
     n->key = NULL;
     n->value = NULL;
     n->hash = 0;
+    n->mix = 0;
     n->weight = 1;
     n->expires = INT64_MAX;
     n->dead = 0;
@@ -1247,7 +1248,6 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     n->key = Py_NewRef(old != NULL ? old->key : key);  /* dict keeps the first key */
     n->value = Py_NewRef(value);
     n->hash = hash;
-    n->mix = smc_mix((uint64_t)hash);
     n->weight = weight;
     n->expires = m->ttl_ns != 0 ? now + m->ttl_ns : INT64_MAX;
     n->pending = 1;
@@ -1277,6 +1277,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     if (cache_bounded(m)) {
         if (m->policy == SMC_TINYLFU) {
             sketch_ensure(m, m->count + 1);
+            n->mix = smc_mix((uint64_t)hash);  /* every node linked under "tinylfu" has it */
             sketch_increment(m, n->mix);
             if (old == NULL) {
                 policy_climb(m, 0);
