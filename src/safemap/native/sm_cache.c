@@ -366,7 +366,7 @@ smc_mix(uint64_t x)
 #define SMC_BLOCKS(m, h, b)                                                \
     uint64_t *b[2];                                                        \
     do {                                                                   \
-        size_t nb_ = (size_t)(m)->width / 32 - 1;                          \
+        size_t nb_ = (m)->block_mask;                                      \
         b[0] = &(m)->sketch[((h) & nb_) * SMC_BLOCK_WORDS];                \
         b[1] = &(m)->sketch[(((h) >> 20) & nb_) * SMC_BLOCK_WORDS];        \
     } while (0)
@@ -397,9 +397,8 @@ static inline int
 door_seen(SMCacheObject *m, uint64_t h, int set)
 {
     uint64_t g = h * SMC_DOOR_MULT;
-    size_t words = (size_t)m->width / 16;
     uint64_t bits = (UINT64_C(1) << ((g >> 20) & 63)) | (UINT64_C(1) << ((g >> 26) & 63));
-    uint64_t *d = &m->door[(g >> 32) & (words - 1)];
+    uint64_t *d = &m->door[(g >> 32) & m->door_mask];
     int all = (*d & bits) == bits;
     if (set) {
         *d |= bits;
@@ -491,6 +490,19 @@ sketch_increment(SMCacheObject *m, uint64_t h)
 #define SMC_AGING 40
 
 static void
+sketch_set_period(SMCacheObject *m);
+
+/* The sketch's width (counters per row) and what depends on it. */
+static void
+sketch_set_width(SMCacheObject *m, Py_ssize_t width)
+{
+    m->width = width;
+    m->block_mask = (size_t)width / 32 - 1;
+    m->door_mask = (size_t)width / 16 - 1;
+    sketch_set_period(m);
+}
+
+static void
 sketch_set_period(SMCacheObject *m)
 {
     Py_ssize_t e = m->width / SMC_CPR;
@@ -552,8 +564,7 @@ sketch_ensure(SMCacheObject *m, Py_ssize_t entries)
     m->sketch_mem = mem;
     m->sketch = t;
     m->door = d;
-    m->width = width;
-    sketch_set_period(m);
+    sketch_set_width(m, width);
 }
 
 /* ---------------------------------------------------------------- queues */
@@ -2350,7 +2361,7 @@ cache_configure(SMCacheObject *m, PyObject *maxsize, PyObject *ttl, PyObject *we
             return -1;
         }
         m->maxsize = max;
-        sketch_set_period(m);
+        sketch_set_width(m, m->width);
         policy_set_window(m, max / 100 > 1 ? max / 100 : 1);
         m->climb_step = -SMC_CLIMB_STEP * (double)max;
     }

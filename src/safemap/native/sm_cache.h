@@ -89,6 +89,8 @@ typedef struct {
     void *sketch_mem;          /* its allocation (`sketch` is aligned in it) */
     uint64_t *door;            /* doorkeeper: 4 x `width` bits */
     Py_ssize_t width;          /* counters per row, a power of two */
+    size_t block_mask;         /* width / 32 - 1: the sketch's blocks (see sm_cache.c) */
+    size_t door_mask;          /* width / 16 - 1: the doorkeeper's words */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
     int64_t ttl_ns;            /* 0: no ttl */
