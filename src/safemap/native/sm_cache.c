@@ -354,8 +354,8 @@ smc_mix(uint64_t x)
  * often enough to cost 0.4 to 0.5 points of hit ratio on the Zipf 1.0
  * traces of benchmarks/bench_cache.py; with two blocks, two keys meet in all
  * four rows only if they share both blocks, and then 1 in 64**4, as rarely as
- * in a sketch of independent rows (the hit ratios there are within 0.1
- * point).  A is picked by the low bits of h, B by the low bits of h >> 20;
+ * in a sketch of independent rows (the hit ratios there are within 0.15
+ * points of its).  A is picked by the low bits of h, B by the low bits of h >> 20;
  * a wider sketch keeps each key's old block indexes as their low bits
  * (sketch_ensure; 2**20 blocks is the largest sketch).  `width` counts the
  * counters of one row: 32 per block. */
