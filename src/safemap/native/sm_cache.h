@@ -18,10 +18,11 @@ typedef struct SMCNode {
     Py_hash_t hash;
     Py_ssize_t weight;
     int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
+    uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
     int dead;                     /* set (atomically) when the node leaves the cache */
-    int queue;                    /* SMC_Q_*: which policy queue links it */
-    int pending;                  /* 1 while being inserted: not in the dict yet */
-    int evicted;                  /* a pending node evicted during its own insert */
+    unsigned char queue;          /* SMC_Q_*: which policy queue links it */
+    unsigned char pending;        /* 1 while being inserted: not in the dict yet */
+    unsigned char evicted;        /* a pending node evicted during its own insert */
     struct SMCNode *prev, *next;  /* policy queue, least recently used first */
     struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
 } SMCNode;
@@ -83,9 +84,13 @@ typedef struct {
                                   it if its rate is below this */
     double drop_avg;           /* moving average of the ticks' hit rates */
     double drop_dev;           /* moving average of their tick-to-tick changes */
-    uint64_t *sketch;          /* 4 rows of `width` 4-bit counters */
+    uint64_t *sketch;          /* 4 rows of `width` 4-bit counters, in blocks of one
+                                  cache line (see sm_cache.c, "frequency sketch") */
+    void *sketch_mem;          /* its allocation (`sketch` is aligned in it) */
     uint64_t *door;            /* doorkeeper: 4 x `width` bits */
     Py_ssize_t width;          /* counters per row, a power of two */
+    size_t block_mask;         /* width / 32 - 1: the sketch's blocks (see sm_cache.c) */
+    size_t door_mask;          /* width / 16 - 1: the doorkeeper's words */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
     int64_t ttl_ns;            /* 0: no ttl */
