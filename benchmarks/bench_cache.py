@@ -242,11 +242,14 @@ def hit_ratios(n: int, seed: int) -> None:
 # ----------------------------------------------------------------------------- speed
 
 
-def speed_cases(nkeys: int) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+Cases = dict[str, tuple[Callable[[], Any], Callable[[], Any]]]
+
+
+def speed_cases(nkeys: int) -> Cases:
     """name -> (get-hit pass, miss+insert pass); each pass makes ``nkeys`` calls."""
     keys = list(range(nkeys))
     fresh = itertools.count(10 * nkeys)
-    cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
+    cases: Cases = {}
 
     def cm_case() -> tuple[Callable[[], Any], Callable[[], Any]]:
         m: ConcurrentMap[int, int] = ConcurrentMap((k, k) for k in keys)
@@ -342,8 +345,10 @@ def speed_cases(nkeys: int) -> dict[str, tuple[Callable[[], Any], Callable[[], A
     return cases
 
 
-def speed(rounds: int, nkeys: int) -> None:
-    cases = speed_cases(nkeys)
+def interleaved_medians(cases: Cases, rounds: int, calls: int) -> dict[tuple[str, int], float]:
+    """(name, 0: hit pass / 1: miss pass) -> median ns per call over ``rounds`` rounds; each
+    round runs every case, starting one case further each time, so that a change of load
+    on a shared machine hits every case alike. The collector is off while timing."""
     samples: dict[tuple[str, int], list[float]] = {(n, i): [] for n in cases for i in (0, 1)}
     order = list(cases)
     gc.disable()
@@ -354,10 +359,15 @@ def speed(rounds: int, nkeys: int) -> None:
                     fn = cases[name][i]
                     t0 = time.perf_counter_ns()
                     fn()
-                    samples[(name, i)].append((time.perf_counter_ns() - t0) / nkeys)
+                    samples[(name, i)].append((time.perf_counter_ns() - t0) / calls)
     finally:
         gc.enable()
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def speed(rounds: int, nkeys: int) -> None:
+    cases = speed_cases(nkeys)
+    med = interleaved_medians(cases, rounds, nkeys)
     base = med[("ConcurrentMap", 0)]
     print(
         f"\n### Speed, ns per call (ratio to a ConcurrentMap get hit), single thread, "
@@ -365,12 +375,12 @@ def speed(rounds: int, nkeys: int) -> None:
     )
     print("| implementation | get hit | miss + insert |")
     print("| --- | ---: | ---: |")
-    for name in order:
+    for name in cases:
         hit, miss = med[(name, 0)], med[(name, 1)]
         print(f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {miss:.0f} ({miss / base:.2f}x) |")
 
 
-def decorator_cases(nkeys: int) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+def decorator_cases(nkeys: int) -> Cases:
     """name -> (hit pass, miss pass) of a memoized identity function; each pass makes
     ``nkeys`` calls. The hit pass calls the ``nkeys`` arguments its (``maxsize=nkeys``)
     wrapper holds; the miss pass calls a second wrapper, full, with arguments never seen,
@@ -399,7 +409,7 @@ def decorator_cases(nkeys: int) -> dict[str, tuple[Callable[[], Any], Callable[[
 
         return hit, miss
 
-    cases: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+    cases: Cases = {
         "functools.lru_cache": case(functools.lru_cache(maxsize=nkeys)),
         "@safemap.cached": case(safemap.cached(maxsize=nkeys)),
         "@safemap.cached lru": case(safemap.cached(maxsize=nkeys, policy="lru")),
@@ -432,19 +442,7 @@ def decorator_speed(rounds: int, nkeys: int) -> None:
     call, hit and miss (+ store + evict), median of interleaved rounds, ratio to
     lru_cache's."""
     cases = decorator_cases(nkeys)
-    samples: dict[tuple[str, int], list[float]] = {(n, i): [] for n in cases for i in (0, 1)}
-    order = list(cases)
-    gc.disable()
-    try:
-        for r in range(rounds):
-            for name in order[r % len(order) :] + order[: r % len(order)]:
-                for i in (0, 1):
-                    t0 = time.perf_counter_ns()
-                    cases[name][i]()
-                    samples[(name, i)].append((time.perf_counter_ns() - t0) / nkeys)
-    finally:
-        gc.enable()
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    med = interleaved_medians(cases, rounds, nkeys)
     base_hit, base_miss = med[("functools.lru_cache", 0)], med[("functools.lru_cache", 1)]
     print(
         f"\n### Decorators, ns per call (ratio to functools.lru_cache), single thread, "
@@ -452,7 +450,7 @@ def decorator_speed(rounds: int, nkeys: int) -> None:
     )
     print("| decorator | hit | miss (run, store, evict) |")
     print("| --- | ---: | ---: |")
-    for name in order:
+    for name in cases:
         hit, miss = med[(name, 0)], med[(name, 1)]
         print(
             f"| {name} | {hit:.0f} ({hit / base_hit:.2f}x) | {miss:.0f} ({miss / base_miss:.2f}x) |"
