@@ -8,6 +8,7 @@ Adding a map type is one line below; the native types join automatically when
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,6 +21,14 @@ from support.asyncmap import BlockingAsyncActorMap
 from support.cachemap import BoundedCache
 
 import safemap
+
+# A run started in the background by a non-interactive shell (`pytest ... &` in a script)
+# inherits SIGINT ignored, and Python then keeps it ignored instead of installing its
+# Ctrl-C handler. The tests of how the maps behave under KeyboardInterrupt (and the
+# subprocesses they interrupt, which inherit an ignored signal across exec) need Python's
+# own behaviour, so the suite restores it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 MAP_TYPES: dict[str, type[Any]] = {
     "LockedMap": safemap.LockedMap,
