@@ -202,12 +202,23 @@ ThreadRunner = Callable[..., list[Any]]
 
 @pytest.fixture
 def run_threads() -> ThreadRunner:
-    """``run_threads(target, n, *, timeout=30, args_for=None)`` runs ``target(i)`` in ``n``
-    daemon threads released together by a ``threading.Barrier``; it returns the results in
+    """``run_threads(target, n, *, timeout=30)`` runs ``target(i)`` in ``n`` daemon threads
+    released together by a ``threading.Barrier``; ``run_threads([f, g, ...])`` runs each
+    of the given functions (no argument) in a thread of its own. Returns the results in
     thread order and re-raises the first exception any thread raised. A thread still
     running after ``timeout`` seconds fails the test (a deadlock must not hang the run)."""
 
-    def run(target: Callable[[int], Any], n: int, *, timeout: float = 30.0) -> list[Any]:
+    def run(
+        target: Callable[[int], Any] | list[Callable[[], Any]],
+        n: int | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> list[Any]:
+        if isinstance(target, list):
+            targets = target
+            n = len(targets)
+            target = lambda i: targets[i]()  # noqa: E731
+        assert n is not None
         barrier = threading.Barrier(n)
         results: list[Any] = [None] * n
         errors: list[BaseException] = []

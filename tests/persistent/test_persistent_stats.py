@@ -6,35 +6,15 @@ writer lock; these tests check exact totals with several threads, and each kind 
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
+from conftest import ThreadRunner
 
 from safemap import DELETE, PersistentMap
 from safemap.protocol.stats import MapStats
 
 WAIT = 30.0  # seconds: reached only on a deadlock
-
-
-def run_threads(targets: list[Any]) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(targets))
-
-    def body(fn: Any) -> None:
-        try:
-            barrier.wait()
-            fn()
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(fn,)) for fn in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT)
-        assert not t.is_alive(), "deadlock"
-    assert errors == []
 
 
 def test_a_new_map_has_zero_counters() -> None:
@@ -102,7 +82,7 @@ def test_iterations_and_writes_during_iteration() -> None:
     assert s.writes_during_iteration == 3
 
 
-def test_exact_totals_under_threads() -> None:
+def test_exact_totals_under_threads(run_threads: ThreadRunner) -> None:
     threads, rounds = 4, 3_000
     m: PersistentMap[Any, int] = PersistentMap({("k", i): i for i in range(100)})
     base = m._collect_stats()
@@ -120,7 +100,7 @@ def test_exact_totals_under_threads() -> None:
 
         return run
 
-    run_threads([worker(t) for t in range(threads)])
+    run_threads([worker(t) for t in range(threads)], timeout=WAIT)
     s = m._collect_stats().minus(base)
     n = threads * rounds
     assert (s.hits, s.misses) == (n, 2 * n)
@@ -131,7 +111,9 @@ def test_exact_totals_under_threads() -> None:
 
 
 @pytest.mark.parametrize("kind", ["str", "int"])
-def test_hits_are_exact_with_many_threads_on_the_lock_free_path(kind: str) -> None:
+def test_hits_are_exact_with_many_threads_on_the_lock_free_path(
+    kind: str, run_threads: ThreadRunner
+) -> None:
     # More threads than stripes share stripes: still exact.
     threads, rounds = 20, 500
     keys: list[Any] = [f"k{i}" for i in range(50)] if kind == "str" else list(range(50))

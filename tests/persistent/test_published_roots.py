@@ -17,33 +17,17 @@ import threading
 import weakref
 from typing import Any
 
+from conftest import ThreadRunner
+
 from safemap import PersistentMap
 
 WAIT = 60.0  # seconds: reached only on a deadlock
 KEYS: list[Any] = [*range(40), *(f"k{i}" for i in range(40))]
 
 
-def run_threads(targets: list[Any]) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(targets))
-
-    def body(fn: Any) -> None:
-        try:
-            barrier.wait()
-            fn()
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(fn,)) for fn in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT)
-        assert not t.is_alive(), "deadlock"
-    assert errors == []
-
-
-def test_reads_see_only_published_values_in_write_order_and_count_exactly() -> None:
+def test_reads_see_only_published_values_in_write_order_and_count_exactly(
+    run_threads: ThreadRunner,
+) -> None:
     # The one writer stores (key, n) with n growing; a reader must never see a key's n go
     # back, nor a value that no write stored for that key.
     rounds = 200
@@ -99,7 +83,7 @@ def test_reads_see_only_published_values_in_write_order_and_count_exactly() -> N
             totals[1] += misses
 
     base = m.stats()
-    run_threads([writer, reader, reader])
+    run_threads([writer, reader, reader], timeout=WAIT)
     stats = m.stats()
     assert stats.hits - base.hits == totals[0]
     assert stats.misses - base.misses == totals[1]

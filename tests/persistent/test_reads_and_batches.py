@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import pytest
+from conftest import ThreadRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,30 +33,12 @@ class Box:
         self.key, self.n = key, n
 
 
-def run_threads(targets: list[Any]) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(targets))
-
-    def body(fn: Any) -> None:
-        try:
-            barrier.wait()
-            fn()
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(fn,)) for fn in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT)
-        assert not t.is_alive(), "deadlock"
-    assert errors == []
-
-
 KEYS: list[Any] = [*range(64), *(f"s{i}" for i in range(64)), *((i, "t") for i in range(8))]
 
 
-def test_point_reads_and_snapshots_under_in_place_and_copying_writers() -> None:
+def test_point_reads_and_snapshots_under_in_place_and_copying_writers(
+    run_threads: ThreadRunner,
+) -> None:
     m: PersistentMap[Any, Box] = PersistentMap({k: Box(k, 0) for k in KEYS})
     rounds = 300
 
@@ -91,12 +74,14 @@ def test_point_reads_and_snapshots_under_in_place_and_copying_writers() -> None:
                 assert v.key == k and first[k] is v
             assert all(snap.get(k) is first[k] for k in KEYS)
 
-    run_threads([writer(0), writer(1), point_reader, point_reader, snapshot_reader])
+    run_threads([writer(0), writer(1), point_reader, point_reader, snapshot_reader], timeout=WAIT)
     assert sorted(map(repr, m)) == sorted(map(repr, KEYS))
     assert all(m[k].key == k for k in KEYS)
 
 
-def test_iteration_never_sees_a_value_change_under_in_place_writers() -> None:
+def test_iteration_never_sees_a_value_change_under_in_place_writers(
+    run_threads: ThreadRunner,
+) -> None:
     m: PersistentMap[int, Box] = PersistentMap({i: Box(i, 0) for i in range(200)})
     stop = threading.Event()
 
@@ -114,7 +99,7 @@ def test_iteration_never_sees_a_value_change_under_in_place_writers() -> None:
         finally:
             stop.set()
 
-    run_threads([writer, reader])
+    run_threads([writer, reader], timeout=WAIT)
 
 
 # -------------------------------------------------------------------- batches
