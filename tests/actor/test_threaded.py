@@ -928,3 +928,39 @@ def test_an_option_of_the_wrong_type_says_how_to_store_such_a_key(options: Any) 
     with pytest.raises(TypeError, match=r"timeout must be|pass it in the mapping"):
         ActorMap(**options)
     assert set(threading.enumerate()) <= before
+
+
+class _WritesOnCollection:
+    """Cyclic garbage whose finalizer writes the map: it runs wherever the collector runs."""
+
+    def __init__(self, m: ActorMap[Any, Any], key: Any) -> None:
+        self.m, self.key, self.me = m, key, self
+
+    def __del__(self) -> None:
+        self.m[("finalized", self.key)] = 1
+
+
+def test_copies_are_whole_when_finalizers_write_during_them() -> None:
+    """Iteration, ``items()`` and ``snapshot()`` copy the dict on the owner. The copy's
+    allocations can start the garbage collector there, and a finalizer's write to the map
+    runs inline at once (it may not wait for the owner, which is itself): the copy must
+    start over rather than fail with "dictionary changed size during iteration" or mix two
+    states. The finalizers' writes all land."""
+    rounds, per_round, size = 100, 20, 2000
+    with ActorMap({i: i for i in range(size)}) as m:
+
+        def make_garbage(d: dict[Any, Any], r: int) -> None:
+            garbage = [_WritesOnCollection(m, (r, j)) for j in range(per_round)]
+            del garbage  # unreachable cycles: the owner's next collection finalizes them
+
+        old = gc.get_threshold()
+        gc.set_threshold(50)  # collections start while the owner builds the copies
+        try:
+            for r in range(rounds):
+                m.execute(make_garbage, r)
+                assert [k for k, _ in m.items() if isinstance(k, int)] == list(range(size))
+                assert sum(isinstance(k, int) for k in m.snapshot()) == size
+        finally:
+            gc.set_threshold(*old)
+        gc.collect()
+        assert len(m) == size + rounds * per_round

@@ -26,7 +26,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ..protocol import DELETE, MISSING, TransactionView
 from ..protocol.mapping import _same_value, commit_counts
@@ -34,6 +34,7 @@ from ..protocol.mapping import _same_value, commit_counts
 __all__ = ["ABSENT", "Released", "check_storable", "current", "is_sentinel"]
 
 ABSENT: Any = object()
+T = TypeVar("T")
 
 
 class _ThreadState(threading.local):
@@ -124,12 +125,31 @@ def length(d: dict[Any, Any]) -> int:
     return len(d)
 
 
+def _whole(copy: Callable[[Any], T], source: Any) -> T:
+    """``copy(source)``, a copy of the dict, taken again until no write ran during it.
+
+    Building the copy allocates, and an allocation can start the garbage collector on the
+    owner, whose finalizers' writes to the map run inline (see ``_owner``): the dict may
+    change under the copy, which then raises "changed during iteration" or holds a mix of
+    before and after. Each retry is after those writes, so the copy is of one state."""
+    while True:
+        seen = _here.nested_writes
+        try:
+            out = copy(source)
+        except RuntimeError:
+            if _here.nested_writes == seen:
+                raise
+            continue
+        if _here.nested_writes == seen:
+            return out
+
+
 def items(d: dict[Any, Any]) -> list[tuple[Any, Any]]:
-    return list(d.items())
+    return _whole(list, d.items())
 
 
 def copy(d: dict[Any, Any]) -> dict[Any, Any]:
-    return d.copy()
+    return _whole(dict.copy, d)
 
 
 def store(d: dict[Any, Any], key: Any, value: Any) -> Released:
@@ -167,8 +187,8 @@ def popitem(d: dict[Any, Any]) -> Any:
 
 
 def clear(d: dict[Any, Any]) -> Released:
-    old = d.copy()
-    d.clear()
+    old = _whole(dict.copy, d)
+    d.clear()  # nothing allocates between the copy's last check and here
     if old:
         _changed(deletes=len(old))
     return Released(None, old)
