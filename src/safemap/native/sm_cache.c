@@ -2168,16 +2168,23 @@ cache_window(PyObject *op, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(w);
 }
 
-/* _count_call(): one call of a @cached function (striped like the rings). */
-static PyObject *
-cache_count_call(PyObject *op, PyObject *Py_UNUSED(ignored))
+/* One call of a @cached function, for cache_info(): counted in the calling
+ * thread's ring (striped like the rings themselves). */
+static inline void
+count_call(SMCacheObject *m)
 {
-    SMCacheObject *m = (SMCacheObject *)op;
 #if SM_FREE_THREADED
     (void)_Py_atomic_add_ssize(&ring_of_thread(m)->calls, 1);
 #else
     ring_of_thread(m)->calls++;
 #endif
+}
+
+/* _count_call(): one call of a @cached function (striped like the rings). */
+static PyObject *
+cache_count_call(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    count_call((SMCacheObject *)op);
     Py_RETURN_NONE;
 }
 
@@ -2641,11 +2648,7 @@ sm_cache_call_lookup(PyObject *op, PyObject *key, PyObject **out)
     SMCacheObject *m = (SMCacheObject *)op;
     int r = cache_read(m, key, out);
     if (r >= 0) {
-#if SM_FREE_THREADED
-        (void)_Py_atomic_add_ssize(&ring_of_thread(m)->calls, 1);
-#else
-        ring_of_thread(m)->calls++;
-#endif
+        count_call(m);
     }
     return r;
 }

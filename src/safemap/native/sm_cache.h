@@ -109,4 +109,9 @@ typedef struct {
  * readied the cache's types with every other: SM_TYPES).  0 or -1. */
 int sm_cache_exec(PyObject *module);
 
+/* One call of a @cached function (sm_cached.c) whose key is `key`: the cache
+ * read as get() reads it, then the call counted.  1: hit (*out strong),
+ * 0: absent, -1: error. */
+int sm_cache_call_lookup(PyObject *cache, PyObject *key, PyObject **out);
+
 #endif /* SAFEMAP_SM_CACHE_H */

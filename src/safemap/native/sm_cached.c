@@ -32,9 +32,7 @@
  * first without making the bound method.
  */
 #include "sm_cached.h"
-
-/* From sm_cache.c ("entry points for sm_cached.c"). */
-int sm_cache_call_lookup(PyObject *cache, PyObject *key, PyObject **out);
+#include "sm_cache.h"
 
 #define CACHED_MAX_PREFIX 5
 
