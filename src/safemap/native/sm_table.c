@@ -676,6 +676,9 @@ sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *v
     }
     Py_ssize_t e = t->nentries;
     SMSlot *ep = &t->entries[e];
+    /* The count first: sm_tb_collect copies only the entries counted when
+     * it starts, so a key present before it started is counted (see there). */
+    TB_STORE_HASH(&t->nentries, e + 1);
     PyObject *tk = Py_NewRef(key);
     if (tb_plain(key, 0)) {
         tk = (PyObject *)((uintptr_t)key | SM_TB_PLAIN);
@@ -691,7 +694,6 @@ sm_tb_insert(SMTableRef *r, SMPos *p, PyObject *key, Py_hash_t hash, PyObject *v
     TB_STORE(&ep->key, tk);
     IX_STORE(slot, (int32_t)e);  /* last: a reader that finds e sees it filled */
     TB_WUNLOCK(r);
-    t->nentries = e + 1;
     TB_STORE_HASH(&t->used, t->used + 1);
     return 0;
 }
@@ -739,6 +741,7 @@ sm_tb_move_all(SMTableRef *dst, SMTableRef *src, SMGrave *g)
     /* Append in src's order; each entry is filled before the index slot
      * that publishes it (as sm_tb_insert does). */
     Py_ssize_t e = t->nentries;
+    TB_STORE_HASH(&t->nentries, e + st->used);  /* first, as in sm_tb_insert */
     for (Py_ssize_t i = 0; i < st->nentries; i++) {
         SMSlot *sp = &st->entries[i];
         if (sp->key == NULL) {
@@ -754,7 +757,7 @@ sm_tb_move_all(SMTableRef *dst, SMTableRef *src, SMGrave *g)
         TB_WUNLOCK(dst);
         e++;
     }
-    t->nentries = e;
+    assert(e == t->nentries);
     TB_STORE_HASH(&t->used, t->used + st->used);
     /* src's references now belong to dst: only its table goes. */
     TB_WLOCK(src);
@@ -818,9 +821,14 @@ sm_tb_collect(SMTableRef *r, SMBuf *buf)
             return 0;
         }
         int ok = 1;
-        /* Entries past the writer's count are still zeroed: scanning all of
-         * them needs no load of the count. */
-        for (Py_ssize_t e = 0; e < t->usable && ok; e++) {
+        /* Only the entries counted now.  An entry is never reused, so a key
+         * removed after we copied it and inserted again lands past this
+         * count: copying on to the end would yield it twice.  A key present
+         * when we start is counted (writers count an entry before filling
+         * it, see sm_tb_insert); keys inserted meanwhile may be missed, as
+         * weakly consistent iteration allows. */
+        Py_ssize_t n = TB_LOAD_HASH(&t->nentries);
+        for (Py_ssize_t e = 0; e < n && ok; e++) {
             SMSlot *ep = &t->entries[e];
             for (int tries = 0;; tries++) {
                 if (tries >= TB_MAX_RESTARTS || TB_LOAD(&r->table) != t) {
