@@ -320,6 +320,8 @@ sy_set_locked(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
             if (sm_tb_insert(&m->dirty, &p, key, hash, value, g) < 0) {
                 return -1;
             }
+            /* After the insert: the store is the insert's instant for
+             * readers without mu (see "Misses without mu"). */
             SM_STORE_INT(&m->amended, 1);
             SM_ADD_SSIZE(&m->count, 1);
             SY_WROTE(m, inserts, 1);
@@ -398,6 +400,17 @@ sy_thaw_unlock(SMSMapObject *m, int prev)
 
 /* ------------------------------------------------------------- operations */
 
+/* Misses without mu.  A read that misses `read` answers "absent" without mu
+ * only if `amended` was 0 when it loaded it, BEFORE searching read: at that
+ * instant dirty was empty, so every key present was in read, and a key stays
+ * in read until it is deleted (promotion only adds keys; a grown table keeps
+ * them) -- so the search finds every key present from that instant to its
+ * end, and a miss linearizes at the load.  An insert into dirty stores
+ * `amended` = 1 after the insert, under mu; that store is the insert's
+ * instant for such readers.  Checking `amended` after the search instead is
+ * wrong: a promotion can move the key into read behind the search and store
+ * 0, and the read would miss a key its own thread had just stored. */
+
 /* Load.  1 found (*v strong), 0 absent, -1 error. */
 static int
 sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
@@ -406,11 +419,16 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     if (sy_read_check(m) < 0) {
         return -1;
     }
+    /* `amended` is loaded BEFORE read is searched: 0 then means every key
+     * present at that instant is in read (see "Misses without mu" above), so
+     * a miss is an answer.  Loaded after, it could be the 0 stored by a
+     * promotion that moved the key into read behind our search. */
+    int amended = SM_LOAD_INT(&m->amended);
     int r = sm_tb_get(&m->read, key, hash, v);
     if (SM_LIKELY(r != 0 && r != SM_TB_CONTENDED)) {
         return r;
     }
-    if (r == 0 && !SM_LOAD_INT(&m->amended)) {
+    if (r == 0 && !amended) {
         return 0;
     }
     int took, in_read;
@@ -523,8 +541,8 @@ sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
         if (r == -1) {
             return -1;
         }
-        if (r == 0 && !SM_LOAD_INT(&m->amended)) {
-            return 0;  /* linearizes at the lookup: absent */
+        if (r == 0) {
+            return 0;  /* absent: amended was 0 before the search (see "Misses without mu") */
         }
         Py_XDECREF(v);
     }
@@ -602,6 +620,7 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
         return 0;  /* never stored, so never equal to a stored value */
     }
     SMLoc loc;
+    int amended = SM_LOAD_INT(&m->amended);  /* before the search: see sy_load_hashed */
     int r = sm_tb_locate(&m->read, key, hash, &loc);
     if (r == -1) {
         return -1;
@@ -659,7 +678,7 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
         }
         sm_tb_loc_release(&loc);
     }
-    else if (r == 0 && !SM_LOAD_INT(&m->amended)) {
+    else if (r == 0 && !amended) {
         return 0;
     }
     /* Locked path: values frozen while == runs. */
