@@ -405,11 +405,14 @@ sy_thaw_unlock(SMSMapObject *m, int prev)
  * instant dirty was empty, so every key present was in read, and a key stays
  * in read until it is deleted (promotion only adds keys; a grown table keeps
  * them) -- so the search finds every key present from that instant to its
- * end, and a miss linearizes at the load.  An insert into dirty stores
- * `amended` = 1 after the insert, under mu; that store is the insert's
- * instant for such readers.  Checking `amended` after the search instead is
- * wrong: a promotion can move the key into read behind the search and store
- * 0, and the read would miss a key its own thread had just stored. */
+ * end: a miss means the key was absent at some instant of the read.  An
+ * insert into dirty stores `amended` = 1 after the insert, under mu; that
+ * store is the insert's instant for such readers.  Checking `amended` only
+ * after the search is wrong: a promotion can move the key into read behind
+ * the search and store 0, and the read would miss a key present throughout
+ * it (its own thread's store, say).  The reads check it after the search as
+ * well: a 1 there sends them to mu, so that a key stored into dirty during
+ * the search (a nested write from a key's __eq__, say) is found. */
 
 /* Load.  1 found (*v strong), 0 absent, -1 error. */
 static int
@@ -419,16 +422,15 @@ sy_load_hashed(SMSMapObject *m, PyObject *key, Py_hash_t hash, PyObject **v)
     if (sy_read_check(m) < 0) {
         return -1;
     }
-    /* `amended` is loaded BEFORE read is searched: 0 then means every key
-     * present at that instant is in read (see "Misses without mu" above), so
-     * a miss is an answer.  Loaded after, it could be the 0 stored by a
-     * promotion that moved the key into read behind our search. */
+    /* See "Misses without mu" above: `amended` loaded before the search
+     * makes a miss an answer; loaded after too, so that a key stored into
+     * dirty during the search is looked for under mu. */
     int amended = SM_LOAD_INT(&m->amended);
     int r = sm_tb_get(&m->read, key, hash, v);
     if (SM_LIKELY(r != 0 && r != SM_TB_CONTENDED)) {
         return r;
     }
-    if (r == 0 && !amended) {
+    if (r == 0 && !amended && !SM_LOAD_INT(&m->amended)) {
         return 0;
     }
     int took, in_read;
@@ -541,8 +543,8 @@ sy_pop_impl(PyObject *op, PyObject *key, PyObject **old)
         if (r == -1) {
             return -1;
         }
-        if (r == 0) {
-            return 0;  /* absent: amended was 0 before the search (see "Misses without mu") */
+        if (r == 0 && !SM_LOAD_INT(&m->amended)) {
+            return 0;  /* absent (see "Misses without mu") */
         }
         Py_XDECREF(v);
     }
@@ -678,7 +680,7 @@ sy_compare_and_impl(PyObject *op, PyObject *key, PyObject *expected, PyObject *n
         }
         sm_tb_loc_release(&loc);
     }
-    else if (r == 0 && !amended) {
+    else if (r == 0 && !amended && !SM_LOAD_INT(&m->amended)) {
         return 0;
     }
     /* Locked path: values frozen while == runs. */
