@@ -147,9 +147,9 @@ def test_long_zipf_trace_within_2_points_of_best_static(alpha: float) -> None:
     table). Within 2 points of the best static cache (the ``maxsize`` most frequent keys
     of the whole trace, loaded up front); this version: 1.94 points (Zipf 0.8) and
     1.54 (Zipf 1.0). On a quarter of
-    the trace (10 requests per key) the gap is 3.55 and 2.91 points, as it is for the
-    exact online LFU: a key at the admission boundary is then requested too few times to
-    be told from keys half as popular (docs/cache.md, "Measured")."""
+    the trace (10 requests per key) the gap is 3.55 and 2.91 points: a key at the
+    admission boundary is then requested too few times to be told from keys half as
+    popular, by any online policy (docs/cache.md, "Measured")."""
     n, nkeys, size = 400_000, 10_000, 1000
     trace = zipf(alpha, n, nkeys)
     c: safemap.Cache[int, int] = safemap.Cache(size)
