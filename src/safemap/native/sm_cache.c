@@ -720,7 +720,11 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * The second confirming tick keeps a scan from being taken for a change: a
  * scan of a fifth of maxsize fills much of a half-size tick, and with one
  * confirmation two scans in a row reset the sketch three times on the scan
- * trace at 5% (-1.1 points).  Below 2 x SMC_TICK entries, ticks of SMC_TICK
+ * trace at 5% (-1.1 points); with two, scans close together still are, now
+ * and then (4 times on the 4,000,000-request scan trace at 5%: -0.4 points),
+ * the price of the earlier detection: a higher bar, or a noise estimate kept
+ * across a reset, avoided it but lost most of the gain on the moving working
+ * set (the periodic drops raise the bar).  Below 2 x SMC_TICK entries, ticks of SMC_TICK
  * and two confirmations made the detection slower than with ticks of maxsize
  * and one (at 2,500 and 3,000 entries the same trace lost 10 points), ticks
  * of SMC_TICK and one took scans for changes (-1.9 points on the scan trace
