@@ -693,15 +693,17 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
     m->protected_max = (m->maxsize - window) * 8 / 10;
 }
 
-/* Popularity changes.  Hits and misses are counted in ticks of
- * max(maxsize, SMC_TICK) events (the climber's sample is the first whole
- * number of ticks of at least SMC_CLIMB_SAMPLE x maxsize events).  A tick
+/* Popularity changes.  Hits and misses are counted in ticks of maxsize / 2
+ * events, or max(maxsize, SMC_TICK) when that half is shorter than SMC_TICK
+ * (the climber's sample is the first whole number of ticks of at least
+ * SMC_CLIMB_SAMPLE x maxsize events).  A tick
  * whose hit rate falls below the reference -- the larger of the moving
  * average of the earlier ticks' rates and the rate two ticks back (a change
  * straddling a tick boundary spreads its drop over two ticks) -- by more than
  * the bar, max(SMC_DROP_FLOOR, SMC_DROP_DEVS x the moving average of the
  * tick-to-tick changes so far), is a suspected popularity change; if the next
- * tick is still more than half the bar below that reference, it is one.
+ * tick is still more than half the bar below that reference (the next two,
+ * with ticks of maxsize / 2), it is one.
  * Then what the policy learned is wrong: the sketch is emptied (old counts
  * would keep the old keys winning admission until aging had halved them
  * several times), and the protected segment moves to probation's eviction
@@ -709,7 +711,24 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * use is promoted again by its next access).  A scan does not trigger it:
  * its dip lasts one tick (the next one is back to normal), and frequent
  * scans raise the bar through the tick-to-tick changes.  A tick of at least
- * SMC_TICK events keeps a small cache's rate from being noise.  Measured on
+ * SMC_TICK events keeps a small cache's rate from being noise.  Half of
+ * maxsize where that is long enough: a working set replaced every 5 x maxsize
+ * requests was confirmed two ticks (2 x maxsize) into each phase, too late
+ * to pay (77% and 75% hits at 5% and 10% of benchmarks/bench_cache.py's keys,
+ * against 90% for an LRU); confirmed 1.5 x maxsize in, the new keys win
+ * admission early enough (89.6%), and a popularity change is followed sooner.
+ * The second confirming tick keeps a scan from being taken for a change: a
+ * scan of a fifth of maxsize fills much of a half-size tick, and with one
+ * confirmation two scans in a row reset the sketch three times on the scan
+ * trace at 5% (-1.1 points); with two, scans close together still are, now
+ * and then (4 times on the 4,000,000-request scan trace at 5%: -0.4 points),
+ * the price of the earlier detection: a higher bar, or a noise estimate kept
+ * across a reset, avoided it but lost most of the gain on the moving working
+ * set (the periodic drops raise the bar).  Below 2 x SMC_TICK entries, ticks of SMC_TICK
+ * and two confirmations made the detection slower than with ticks of maxsize
+ * and one (at 2,500 and 3,000 entries the same trace lost 10 points), ticks
+ * of SMC_TICK and one took scans for changes (-1.9 points on the scan trace
+ * at 4,000): there, ticks stay as they were.  Measured on
  * benchmarks/bench_cache.py's traces: emptying beats halving the sketch once
  * or twice, and without the demotion the stale protected entries hold out
  * until promotions push them out. */
@@ -720,6 +739,23 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
 
 static void
 policy_tick(SMCacheObject *m);
+
+/* 1 if ticks are half of maxsize (and a change needs two confirming ticks). */
+static inline int
+policy_half_ticks(SMCacheObject *m)
+{
+    return m->maxsize / 2 >= SMC_TICK;
+}
+
+/* Events per tick. */
+static inline Py_ssize_t
+policy_tick_len(SMCacheObject *m)
+{
+    if (policy_half_ticks(m)) {
+        return m->maxsize / 2;
+    }
+    return m->maxsize > SMC_TICK ? m->maxsize : SMC_TICK;
+}
 
 /* Count a hit (an access applied, hit = 1) or a miss (a new key, hit = 0). */
 static inline void
@@ -771,8 +807,14 @@ policy_changed(SMCacheObject *m, double r)
     m->drop_prev2 = m->drop_prev;
     m->drop_prev = r;
     if (m->drop_ref > 0) {
-        /* The tick after a suspected change: still low, it is one. */
+        /* The ticks after a suspected change: still low, it is one (two of
+         * them when ticks are shorter than maxsize). */
         int changed = r < m->drop_ref;
+        if (changed && policy_half_ticks(m) && m->drop_confirmed == 0) {
+            m->drop_confirmed = 1;
+            return 0;
+        }
+        m->drop_confirmed = 0;
         m->drop_ref = 0;
         if (changed) {
             /* Start over: the reset's own dip is not another change, and the
@@ -794,7 +836,7 @@ policy_changed(SMCacheObject *m, double r)
 static void
 policy_tick(SMCacheObject *m)
 {
-    Py_ssize_t len = m->maxsize > SMC_TICK ? m->maxsize : SMC_TICK;
+    Py_ssize_t len = policy_tick_len(m);
     if (m->tick_left < 0 || m->maxsize < 2) {
         /* The first event (tick_left starts at 0): the first tick starts. */
         m->tick_left = len;

@@ -82,6 +82,8 @@ typedef struct {
     double drop_prev, drop_prev2;  /* the last two ticks' hit rates */
     double drop_ref;           /* > 0: a change is suspected; the next tick confirms
                                   it if its rate is below this */
+    int drop_confirmed;        /* ticks shorter than maxsize: the first of the two
+                                  confirming ticks has confirmed */
     double drop_avg;           /* moving average of the ticks' hit rates */
     double drop_dev;           /* moving average of their tick-to-tick changes */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters, in blocks of one
