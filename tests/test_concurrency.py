@@ -134,7 +134,10 @@ def test_load_or_store_as_mutex(map_type: type, run_threads: Any) -> None:
             acquired[i] += 1
             assert m.compare_and_delete("lock", token) is True
 
-    run_threads(work, THREADS)
+    # A deadlock guard only: eight threads spinning on an actor map's round trips take
+    # tens of seconds on a loaded free-threaded machine (3.14t parks a lock's waiter
+    # after sched_yield spins, slow when the cores are oversubscribed).
+    run_threads(work, THREADS, timeout=240.0)
     assert violations == []
     assert acquired == [rounds] * THREADS
     assert "lock" not in m and len(m) == 0
