@@ -133,6 +133,14 @@ static PyTypeObject Node_Type;
  * (2 slots) rather than a copy. */
 #define HAMT_DELTA_MIN_SLOTS 8
 
+/* A hint to start loading the cache line at p (no fault, no effect on
+ * correctness). */
+#if defined(__GNUC__) || defined(__clang__)
+#  define HAMT_PREFETCH(p) __builtin_prefetch(p)
+#else
+#  define HAMT_PREFETCH(p) ((void)(p))
+#endif
+
 /* Bits set in x.  Without -mpopcnt, __builtin_popcount is a libgcc call; the
  * branch-free SWAR count below is a few inlined instructions. */
 static inline int
@@ -473,6 +481,16 @@ node_child_at(Node *node, uint64_t h, int shift)
         return NULL;
     }
     Node *child = (Node *)node->slots[node_child_index(node, pos)];
+    if (child != NULL) {
+        /* The slot a walk reads in a node is found only from the node's
+         * bitmaps, so the two are dependent cache misses.  Start loading the
+         * child's slots now, beside its header: the line after the header
+         * (where a small node's entries lie) and, for a full upper node, the
+         * line of the slot the next level reads (31 - pos: no bitmap needed).
+         * A prefetch never faults; one that misses the node costs a line. */
+        HAMT_PREFETCH((const char *)child + 64);
+        HAMT_PREFETCH(&child->slots[31 - hash_pos(h, shift + HAMT_BITS)]);
+    }
     return child != NULL ? child : empty_node;
 }
 
