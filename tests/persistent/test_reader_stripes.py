@@ -101,6 +101,25 @@ def test_more_readers_than_stripes_read_only_published_live_values_and_count_exa
     assert all(m[k].key == k and m[k].live for k in KEYS)
 
 
+def test_readers_beyond_the_stripes_count_every_read(run_threads: ThreadRunner) -> None:
+    # 40 threads: at least 24 share the overflow stripe (atomic additions), the others own
+    # theirs (plain additions, one writer each); any lost update shows in the totals.
+    m: PersistentMap[int, int] = PersistentMap({i: i for i in range(64)})
+    base = m.stats()
+    all_registered = threading.Barrier(40)
+
+    def reader(i: int) -> None:
+        get = m.get
+        get(0)  # registers: every thread is alive, so none takes over a finished one's stripe
+        all_registered.wait(WAIT)
+        for r in range(1, 12_288):  # 96 rounds of 64 hits and 64 misses, with the first
+            get(r & 127)  # keys 64..127: misses
+
+    run_threads(reader, 40, timeout=WAIT)
+    stats = m.stats()
+    assert (stats.hits - base.hits, stats.misses - base.misses) == (40 * 6_144, 40 * 6_144)
+
+
 def test_a_version_replaced_after_another_thread_read_the_map_is_released() -> None:
     m: PersistentMap[str, Any] = PersistentMap({"other": 1})
     reader = threading.Thread(target=lambda: [m.get("other") for _ in range(100)])
