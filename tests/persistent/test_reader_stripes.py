@@ -1,0 +1,147 @@
+"""Lock-free readers register once per map, and count into a stripe of their own.
+
+On free-threaded builds a thread's first point read of a map claims a statistics stripe (16
+of them; any further thread counts atomically in one shared overflow stripe); a reader then
+counts with plain additions and writes nothing else but the value's reference count. A
+writer releases a replaced version at once while no other thread has read the map, and
+through CPython's delayed (QSBR) release once one has. These tests race more reader threads
+than there are stripes against a writer whose every write frees values only the map held,
+and check that each read returns a live value a write published for its key, in the
+writer's order, and that the hit and miss counts stay exact; then that a version replaced
+after another thread read the map is still released.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from typing import Any
+
+from conftest import ThreadRunner
+
+from safemap import PersistentMap
+
+WAIT = 60.0  # seconds: reached only on a deadlock
+READERS = 20  # more than the 16 stripes: four readers share the overflow stripe
+KEYS: list[Any] = [*range(24), *(f"k{i}" for i in range(24))]
+
+
+class Box:
+    """A fresh value per write, referenced only by the map: freed when a version lets it
+    go. Its finalizer marks it dead, so a read that returned a value the map had already
+    released would see ``live`` false (or, freed memory, something else than a Box)."""
+
+    __slots__ = ("__weakref__", "key", "live", "n")
+
+    def __init__(self, key: Any, n: int) -> None:
+        self.key, self.n, self.live = key, n, True
+
+    def __del__(self) -> None:
+        self.live = False
+
+
+def test_more_readers_than_stripes_read_only_published_live_values_and_count_exactly(
+    run_threads: ThreadRunner,
+) -> None:
+    m: PersistentMap[Any, Box] = PersistentMap({k: Box(k, 0) for k in KEYS})
+    done = threading.Event()
+    started = threading.Barrier(READERS + 1)
+
+    def writer() -> None:
+        started.wait(WAIT)  # every reader has read the map: releases go through QSBR
+        try:
+            n = 0
+            for r in range(150):
+                n += 1
+                kept = m.snapshot() if r % 3 == 0 else None  # copying writes meanwhile
+                for j, k in enumerate(KEYS):
+                    if (j + r) % 3 == 0:
+                        m[k] = Box(k, n)  # in place unless kept holds the version
+                    elif (j + r) % 7 == 1:
+                        m.pop(k)  # a new version: the old one (and the Box) released
+                        m[k] = Box(k, n)
+                del kept
+                if r % 40 == 5:
+                    m.clear()
+                    n += 1
+                    m.update({k: Box(k, n) for k in KEYS})
+        finally:
+            done.set()
+
+    totals = [0, 0]  # hits, misses counted by the readers
+    lock = threading.Lock()
+
+    def reader() -> None:
+        last: dict[Any, int] = {}
+        hits = misses = 0
+        first = True
+        while first or not done.is_set():
+            for k in KEYS:
+                v = m.get(k)
+                if v is None:
+                    misses += 1
+                    continue
+                hits += 1
+                assert type(v) is Box and v.live and v.key == k
+                assert v.n >= last.get(k, 0), (k, v.n, last.get(k))
+                last[k] = v.n
+            if first:
+                first = False
+                started.wait(WAIT)
+        with lock:
+            totals[0] += hits
+            totals[1] += misses
+
+    base = m.stats()
+    run_threads([writer, *([reader] * READERS)], timeout=WAIT)
+    stats = m.stats()
+    assert (stats.hits - base.hits, stats.misses - base.misses) == tuple(totals)
+    assert sorted(map(repr, m)) == sorted(map(repr, KEYS))
+    assert all(m[k].key == k and m[k].live for k in KEYS)
+
+
+def test_readers_beyond_the_stripes_count_every_read(run_threads: ThreadRunner) -> None:
+    # 40 threads: at least 24 share the overflow stripe (atomic additions), the others own
+    # theirs (plain additions, one writer each); any lost update shows in the totals.
+    m: PersistentMap[int, int] = PersistentMap({i: i for i in range(64)})
+    base = m.stats()
+    all_registered = threading.Barrier(40)
+
+    def reader(i: int) -> None:
+        get = m.get
+        get(0)  # registers: every thread is alive, so none takes over a finished one's stripe
+        all_registered.wait(WAIT)
+        for r in range(1, 12_288):  # 96 rounds of 64 hits and 64 misses, with the first
+            get(r & 127)  # keys 64..127: misses
+
+    run_threads(reader, 40, timeout=WAIT)
+    stats = m.stats()
+    assert (stats.hits - base.hits, stats.misses - base.misses) == (40 * 6_144, 40 * 6_144)
+
+
+def test_a_version_replaced_after_another_thread_read_the_map_is_released() -> None:
+    m: PersistentMap[str, Any] = PersistentMap({"other": 1})
+    reader = threading.Thread(target=lambda: [m.get("other") for _ in range(100)])
+    reader.start()
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    refs = []
+    for op in ("delete", "overwrite-shared", "clear"):
+        value = Box(op, 0)
+        refs.append(weakref.ref(value))
+        m[op] = value
+        del value
+        if op == "delete":
+            del m[op]
+        elif op == "overwrite-shared":
+            snap = m.snapshot()
+            m[op] = Box(op, 1)  # copies the path: the old version goes with the snapshot
+            del snap
+        else:
+            m.clear()
+    # Free-threaded builds: the replaced versions wait for every thread to pass a quiescent
+    # state, which a collection forces; GIL builds released them at once.
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    assert len(m) == 0 and m.stats().hits >= 100
