@@ -2057,18 +2057,17 @@ static PyTypeObject Trie_Type = {
 #  define PM_STRIPES 1
 #endif
 typedef struct {
-    /* Free-threaded 3.14+: the thread that claimed the stripe (pm_me()), or
-     * PM_SHARED for the overflow stripe once a thread has used it (rule 1).
-     * NULL: unclaimed.  Set once (compare-and-swap), never cleared. */
-    void *owner;
-    /* Point reads.  In a claimed stripe only its owner writes them (plain
-     * additions: a read pays no locked instruction); in the overflow stripe
-     * every thread adds atomically. */
-    Py_ssize_t hits, misses;
-    Py_ssize_t iterations; /* atomic additions (any thread) */
-    Py_ssize_t active;     /* iterations started and not yet finished (atomic) */
-    void *pad_[3];         /* one stripe per cache line: readers share none */
-} PMStripe;                /* 64 bytes on 64-bit builds */
+    /* Borrowed accesses to a version (rule 1): each increments `enter` before
+     * it loads the root and, when it is done, exactly one of `leave`, `bhits`
+     * and `bmisses`: a borrowed point read's hit or miss count is its leave,
+     * so the read pays one atomic addition for both.  While `enter` differs
+     * from the sum of the three, a reader of this stripe may hold a version
+     * without a reference. */
+    Py_ssize_t enter, leave, bhits, bmisses;
+    Py_ssize_t hits, misses; /* point reads that held a reference to the version */
+    Py_ssize_t iterations;
+    Py_ssize_t active; /* iterations started and not yet finished */
+} PMStripe;             /* one cache line (64 bytes) on 64-bit builds */
 
 typedef struct {
     PyObject_HEAD
@@ -2095,8 +2094,7 @@ static PyTypeObject PMap_Type;
 
 #if SM_FREE_THREADED
 static int next_stripe;
-/* Read on every read: initial-exec TLS (SM_TLS_FAST, native/sm_compat.h).
- * Its address is the thread's identity as a stripe owner (pm_me). */
+/* Read on every read: initial-exec TLS (SM_TLS_FAST, native/sm_compat.h). */
 static SM_THREAD_LOCAL SM_TLS_FAST int my_stripe = -1;
 #  define PM_ADD(p) _Py_atomic_add_ssize((p), 1)
 #  define PM_ADD_LOCKED(p, n) _Py_atomic_store_ssize_relaxed((p), *(p) + (n))
@@ -2105,33 +2103,7 @@ static SM_THREAD_LOCAL SM_TLS_FAST int my_stripe = -1;
 #  define PM_ADD_LOCKED(p, n) (*(p) += (n))
 #endif
 
-#if HAMT_LOCKFREE
-/* The overflow stripe's owner: every thread that could not claim its own. */
-#  define PM_SHARED ((void *)1)
-/* The running thread as a stripe owner: the address of its my_stripe, unique
- * among live threads and computed without a call (a thread state is a call
- * away).  A dead thread's address may be reused by a new thread, which then
- * owns the dead one's claims: harmless, since the dead thread counts nothing
- * more and holds no version. */
-#  define pm_me() ((void *)&my_stripe)
-/* Count one point read in the reader's stripe (pm_reader): a plain addition
- * in a stripe the thread owns (it alone writes it; stats() reads it with a
- * relaxed load), an atomic one in the shared overflow stripe. */
-#  define PM_COUNT(st, field)                                                                   \
-    do {                                                                                        \
-        if (SM_UNLIKELY((st)->owner == PM_SHARED)) {                                            \
-            _Py_atomic_add_ssize(&(st)->field, 1);                                              \
-        }                                                                                       \
-        else {                                                                                  \
-            _Py_atomic_store_ssize_relaxed(&(st)->field, (st)->field + 1);                      \
-        }                                                                                       \
-    } while (0)
-#else
-#  define PM_COUNT(st, field) PM_ADD(&(st)->field)
-#endif
-
-/* The calling thread's stripe (a free-threaded thread's by its number; it may
- * not own it: see pm_reader). */
+/* The calling thread's stripe. */
 static inline PMStripe *
 pm_stripe(PMap *self)
 {
@@ -2144,43 +2116,6 @@ pm_stripe(PMap *self)
 #else
     return self->stripes;
 #endif
-}
-
-#if HAMT_LOCKFREE
-/* pm_reader's slow path: the thread does not own st yet.  Claim it if it is
- * free; if another thread owns it (more than PM_STRIPES threads), use the
- * overflow stripe, marked shared.  Either store is sequentially consistent
- * and comes before the caller loads the root: see rule 1. */
-static PMStripe *
-pm_claim(PMap *self, PMStripe *st)
-{
-    void *expected = NULL;
-    if (_Py_atomic_compare_exchange_ptr(&st->owner, &expected, pm_me()) ||
-        expected == pm_me()) {
-        return st;
-    }
-    PMStripe *shared = &self->stripes[PM_STRIPES];
-    if (_Py_atomic_load_ptr(&shared->owner) != PM_SHARED) {
-        _Py_atomic_store_ptr(&shared->owner, PM_SHARED); /* seq_cst */
-    }
-    return shared;
-}
-#endif
-
-/* The stripe a reader counts in, registered as a reader of this map (rule 1)
- * before it loads anything of a version.  Free-threaded 3.14+: the thread's own
- * stripe once it owns it (after its first read of this map, one branch);
- * GIL builds and 3.13t: pm_stripe. */
-SM_ALWAYS_INLINE PMStripe *
-pm_reader(PMap *self)
-{
-    PMStripe *st = pm_stripe(self);
-#if HAMT_LOCKFREE
-    if (SM_UNLIKELY(_Py_atomic_load_ptr_relaxed(&st->owner) != pm_me())) {
-        st = pm_claim(self, st);
-    }
-#endif
-    return st;
 }
 
 /* Iterations of this map in progress (a writer counts writes made meanwhile). */
@@ -2204,14 +2139,21 @@ pm_count_write(PMap *self, Py_ssize_t *field, Py_ssize_t n)
     }
 }
 
-/* Release a replaced version (rule 1), after pm_swap and outside wlock.  While
- * no thread but this one has ever read the map (no stripe is owned by another
- * thread, the overflow stripe is unused), no read can still be using the old
- * version (this thread's own reads are over; another thread's first read
- * registers before it loads the root: the seq_cst fence here and its seq_cst
- * claim order the two, so it loads the new root), and the version is released
- * at once: the values it alone held are freed now.  Otherwise QSBR releases it
- * once every thread has been quiescent. */
+/* A borrowed access to the current version begins / ends (rule 1). */
+#if HAMT_LOCKFREE
+#  define PM_ENTER(st) _Py_atomic_add_ssize(&(st)->enter, 1)
+#  define PM_LEAVE(st) _Py_atomic_add_ssize(&(st)->leave, 1)
+#else
+#  define PM_ENTER(st) ((void)(st))
+#  define PM_LEAVE(st) ((void)(st))
+#endif
+
+/* Release a replaced version (rule 1), after pm_swap and outside wlock.  If no
+ * borrowed access is in flight, none can still be using the old version (one
+ * that begins after the check loads the new root: the seq_cst fence here and
+ * the readers' seq_cst increments of `enter` before they load the root order
+ * the two), so it is released at once and the values it alone held are freed
+ * now; otherwise QSBR releases it once every thread has been quiescent. */
 static void
 pm_release(PMap *self, Trie *old)
 {
@@ -2220,10 +2162,16 @@ pm_release(PMap *self, Trie *old)
     }
 #if HAMT_LOCKFREE
     _Py_atomic_fence_seq_cst();
-    void *me = pm_me();
-    for (int i = 0; i <= PM_STRIPES; i++) {
-        void *owner = _Py_atomic_load_ptr(&self->stripes[i].owner);
-        if (owner != NULL && owner != me) {
+    for (int i = 0; i < PM_STRIPES; i++) {
+        /* The three ends first, then `enter`: each counter only grows and no
+         * end is counted before its `enter`, so the ends' sum, read before
+         * `enter`, equals it only if every access that had begun by the last
+         * of these loads had ended by then. */
+        PMStripe *st = &self->stripes[i];
+        Py_ssize_t left = _Py_atomic_load_ssize(&st->leave);
+        left += _Py_atomic_load_ssize(&st->bhits);
+        left += _Py_atomic_load_ssize(&st->bmisses);
+        if (_Py_atomic_load_ssize(&st->enter) != left) {
             _PyObject_XDecRefDelayed((PyObject *)old);
             return;
         }
@@ -2240,7 +2188,8 @@ pm_load(PMap *self)
 {
     Trie *t;
 #if HAMT_LOCKFREE
-    (void)pm_reader(self); /* registered before the root is loaded (rule 1) */
+    PMStripe *st = pm_stripe(self);
+    PM_ENTER(st);
     for (;;) {
         uint64_t seq = _Py_atomic_load_uint64_acquire(&self->inplace_seq);
         if (seq & 1) {
@@ -2254,6 +2203,7 @@ pm_load(PMap *self)
         }
         Py_XDECREF(t);
     }
+    PM_LEAVE(st);
 #elif SM_FREE_THREADED
     Py_BEGIN_CRITICAL_SECTION(self);
     t = self->root;
@@ -2442,8 +2392,7 @@ pm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->inserts = self->updates = self->deletes = self->writes_during_iteration = 0;
     self->lock_acquisitions = self->lock_contentions = 0;
     self->lock_wait_ns = 0;
-    /* PM_STRIPES, the overflow stripe, and room to align them. */
-    self->stripes_mem = PyMem_RawCalloc(PM_STRIPES + 2, sizeof(PMStripe));
+    self->stripes_mem = PyMem_RawCalloc(PM_STRIPES + 1, sizeof(PMStripe));
     if (self->stripes_mem == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
@@ -2499,9 +2448,12 @@ pm_length(PMap *self)
         return -1;
     }
 #if HAMT_BORROWED_READS
-    (void)pm_reader(self);
+    PMStripe *st = pm_stripe(self);
+    PM_ENTER(st);
     Trie *t = HAMT_LOAD_ROOT(&self->root); /* borrowed (rule 1): count never changes */
-    return t == NULL ? 0 : t->count;
+    Py_ssize_t n = t == NULL ? 0 : t->count;
+    PM_LEAVE(st);
+    return n;
 #else
     Trie *t = pm_load(self);
     Py_ssize_t n = t->count;
@@ -2524,8 +2476,9 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         return -1;
     }
     int r = -2;
-    PMStripe *st = pm_reader(self);
+    PMStripe *st = pm_stripe(self);
 #if HAMT_BORROWED_READS
+    PM_ENTER(st);
     for (;;) {
         /* Borrowed: nothing below runs Python code, blocks or detaches (rule 1).
          * The root node straight from the map (PMap.rootnode). */
@@ -2556,12 +2509,17 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         break;
 #  endif
     }
+    /* The hit or miss count ends the borrowed access (see PMStripe). */
     if (r == 1) {
-        PM_COUNT(st, hits);
-        return r;
+        PM_ADD(&st->bhits);
     }
-    if (r == 0) {
-        PM_COUNT(st, misses);
+    else if (r == 0) {
+        PM_ADD(&st->bmisses);
+    }
+    else {
+        PM_LEAVE(st);
+    }
+    if (r != -2) {
         return r;
     }
 #endif
@@ -2578,11 +2536,8 @@ pm_find(PMap *self, PyObject *key, PyObject **out)
         }
         Py_DECREF(t);
     }
-    if (r > 0) {
-        PM_COUNT(st, hits);
-    }
-    else if (r == 0) {
-        PM_COUNT(st, misses);
+    if (r >= 0) {
+        PM_ADD(r ? &st->hits : &st->misses);
     }
     return r;
 }
@@ -2690,9 +2645,11 @@ static PyObject *
 pm_stats(PMap *self, PyObject *Py_UNUSED(ignored))
 {
     Py_ssize_t hits = 0, misses = 0, iterations = 0;
-    for (int i = 0; i <= PM_STRIPES; i++) { /* the overflow stripe too */
-        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits);
-        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses);
+    for (int i = 0; i < PM_STRIPES; i++) {
+        hits += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].hits) +
+                SM_LOAD_SSIZE_RELAXED(&self->stripes[i].bhits);
+        misses += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].misses) +
+                  SM_LOAD_SSIZE_RELAXED(&self->stripes[i].bmisses);
         iterations += SM_LOAD_SSIZE_RELAXED(&self->stripes[i].iterations);
     }
 #if SM_FREE_THREADED
