@@ -7,21 +7,25 @@
 #include "sm_common.h"
 #include "sm_table.h"
 
-/* One entry.  `key`, `value`, `hash`, `weight` and `expires` are set before
- * the node is published in the cache's dict and never change afterwards, so a
- * lock-free reader may read them; an update publishes a new node.  Every
- * other field belongs to the holder of the cache's lock. */
+/* One entry.  `key`, `value`, `hash`, `weight`, `expires` and `mix` are set
+ * before the node is published in the cache's table and never change while it
+ * is there (an update publishes a new node), so a lock-free reader may read
+ * them.  Every other field belongs to the holder of the cache's lock.  On
+ * free-threaded builds the fields readers load (the header, value, expires,
+ * dead) are in the node's first 64 bytes and the policy's links in the next
+ * 64 (a node is 128 bytes, allocated 128-aligned), so that a drain relinking
+ * nodes writes no cache line a reader loads. */
 typedef struct SMCNode {
     PyObject_HEAD
-    PyObject *key;
-    PyObject *value;
-    Py_hash_t hash;
-    Py_ssize_t weight;
+    PyObject *value;              /* NULL once removed (free-threaded builds) */
     int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
-    uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
     int dead;                     /* set (atomically) when the node leaves the cache */
+    PyObject *key;
+    Py_hash_t hash;
+    uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
+    Py_ssize_t weight;
     unsigned char queue;          /* SMC_Q_*: which policy queue links it */
-    unsigned char pending;        /* 1 while being inserted: not in the dict yet */
+    unsigned char pending;        /* 1 while being inserted: not in the table yet */
     unsigned char evicted;        /* a pending node evicted during its own insert */
     struct SMCNode *prev, *next;  /* policy queue, least recently used first */
     struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
@@ -34,14 +38,22 @@ typedef struct {
     Py_ssize_t weight;
 } SMCQueue;
 
-/* A lossy ring of accessed nodes (strong references), filled by readers with
- * no lock and drained by the lock holder. */
+/* One recorded access: the node found and its hash.  No reference: the
+ * drainer never uses `node` before finding it in the table under `hash`
+ * (sm_tb_find_value), so a record of a removed (even freed) node is dropped. */
+typedef struct {
+    SMCNode *node;   /* NULL: empty */
+    Py_hash_t hash;
+} SMCRecord;
+
+/* A lossy ring of accessed nodes, filled by readers with no lock and drained
+ * by the lock holder. */
 #define SMC_RB_SIZE 16
 typedef struct {
     Py_ssize_t tail;
     Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
-    PyObject *slots[SMC_RB_SIZE];
+    SMCRecord slots[SMC_RB_SIZE];
 } SMCReadBuf;
 
 typedef union {
@@ -52,12 +64,12 @@ typedef union {
 typedef struct {
     PyObject_HEAD
     SMNode node;               /* on the list of live maps (fork safety) */
-    PyObject *dict;            /* key -> SMCNode; never replaced while the cache lives */
+    SMTableRef tab;            /* key -> SMCNode; written holding `lock` */
     SMLock lock;               /* every write, the policy, the drains */
     SMLockStats lockstats;
     SMWrites writes;           /* counted by the lock holder */
     SMStats stats;             /* hits, misses, iterations (lock-free counters) */
-    Py_ssize_t count;          /* entries in the dict */
+    Py_ssize_t count;          /* entries in the table */
     Py_ssize_t weight;         /* their total weight */
     Py_ssize_t maxsize;        /* bound on `weight`, or -1 (unbounded) */
     int policy;                /* SMC_LRU or SMC_TINYLFU */

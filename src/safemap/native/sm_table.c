@@ -942,3 +942,116 @@ sm_tb_after_fork(SMTableRef *r)
     (void)r;
 #endif
 }
+
+/* ------------------------------------------------------------ borrowed reads */
+
+int
+sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out, int *strong)
+{
+    TBHeld held = {NULL, NULL};
+    int key_plain = -1;
+    *out = NULL;
+    *strong = 0;
+    for (int attempt = 0; attempt < TB_MAX_RESTARTS; attempt++) {
+        tb_held_drop(&held);  /* a restart re-reads everything */
+        SMTable *t;
+        SMSlot *ep;
+        PyObject *tk;
+        int rc = tb_probe(r, key, hash, &key_plain, &held, &t, &ep, &tk);
+        if (rc == TB_RESTART) {
+            continue;
+        }
+        if (rc != TB_EQ) {
+            tb_held_drop(&held);
+            return rc;  /* TB_NE (0) or TB_ERR (-1) */
+        }
+        PyObject *v = TB_LOAD(&ep->value);
+#if SM_TB_LOCKFREE
+        (void)tk;
+        (void)t;
+        if (v == NULL) {
+            continue;  /* removed since the probe */
+        }
+        if (held.key != NULL || held.table != NULL) {
+            /* Dropping what the comparison held may run a __del__ (a
+             * quiescent state): take the value first.  Its release is
+             * delayed, so no quiescent state having passed since it was
+             * loaded, it is alive. */
+            Py_INCREF(v);
+            *strong = 1;
+        }
+#elif SM_TB_RMUTEX
+        (void)tk;
+        (void)t;
+        Py_INCREF(v);  /* 3.13t: released at once by writers */
+        *strong = 1;
+        TB_RUNLOCK(r);
+#else
+        (void)tk;
+        (void)t;
+#endif
+        tb_held_drop(&held);
+        *out = v;
+        return 1;
+    }
+    tb_held_drop(&held);
+    return SM_TB_CONTENDED;
+}
+
+int
+sm_tb_find_value(SMTableRef *r, Py_hash_t hash, PyObject *value, SMPos *p)
+{
+    SMTable *t = r->table;
+    p->table = t;
+    p->entry = -1;
+    p->slot = -1;
+    if (t == NULL) {
+        return 0;
+    }
+    size_t mask = (size_t)t->mask;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    for (;;) {
+        int32_t e = t->indices[i];
+        if (e == IX_EMPTY) {
+            return 0;
+        }
+        if (e >= 0 && t->entries[e].value == value && t->entries[e].key != NULL) {
+            p->entry = e;
+            p->slot = (Py_ssize_t)i;
+            return 1;
+        }
+        perturb >>= TB_PERTURB_SHIFT;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
+PyObject *
+sm_tb_exchange_at(SMTableRef *r, SMPos *p, PyObject *value)
+{
+    return tb_exchange_value(r, &p->table->entries[p->entry], value);
+}
+
+int
+sm_tb_clear_delayed(SMTableRef *r, SMGrave *g)
+{
+    SMTable *t = r->table;
+    if (t == NULL) {
+        return 0;
+    }
+    if (sm_grave_reserve(g, 2 * t->used + 1) < 0) {
+        return -1;
+    }
+    TB_WLOCK(r);
+    TB_STORE(&r->table, NULL);
+    TB_WUNLOCK(r);
+    for (Py_ssize_t e = 0; e < t->nentries; e++) {
+        SMSlot *ep = &t->entries[e];
+        if (ep->key != NULL) {
+            sm_grave_push(g, ep->key);
+            sm_grave_push(g, (PyObject *)((uintptr_t)ep->value | SM_TB_PLAIN));
+        }
+    }
+    sm_grave_push(g, (PyObject *)((uintptr_t)t | SM_TB_PLAIN));
+    return 0;
+}
