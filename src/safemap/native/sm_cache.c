@@ -1288,6 +1288,11 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
 {
     n->key = Py_NewRef(old != NULL ? old->key : key);  /* the table keeps the first key */
     n->value = Py_NewRef(value);
+#if SM_TB_LOCKFREE
+    /* Readers take it with a try-incref (cache_lookup): from now on its last
+     * release goes through the path that makes a failed try-incref safe. */
+    PyUnstable_EnableTryIncRef(value);
+#endif
     n->hash = hash;
     n->weight = weight;
     n->expires = m->ttl_ns != 0 ? now + m->ttl_ns : INT64_MAX;
@@ -1470,6 +1475,10 @@ cache_lookup(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now, PyObj
              SMCNode **node)
 {
     *out = NULL;
+#if SM_FREE_THREADED && !SM_TB_LOCKFREE
+    /* 3.13t has no try-incref: read under the lock. */
+    return cache_lookup_locked(m, key, hash, now, out, node);
+#endif
     for (int attempt = 0; attempt < 16; attempt++) {
         PyObject *o;
         int strong;
@@ -1487,7 +1496,7 @@ cache_lookup(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now, PyObj
             }
             return 0;
         }
-#if SM_FREE_THREADED
+#if SM_TB_LOCKFREE
         PyObject *v = _Py_atomic_load_ptr_acquire(&n->value);
         int ok = v != NULL && PyUnstable_TryIncRef(v);
         if (ok && SMC_IS_DEAD(n)) {
@@ -1936,6 +1945,9 @@ cache_collect(SMCacheObject *m, SMBuf *buf, int exact)
     int exclusive = sm_lock_held_by(&m->lock, me);
     int locked = 0;
 #if SM_FREE_THREADED
+#  if !SM_TB_LOCKFREE
+    exact = 1;  /* 3.13t has no try-incref: nodes are read under the lock */
+#  endif
     if (exact && !exclusive) {
         if (sm_lock_counted(&m->lock, &m->lockstats, me) < 0) {
             return -1;
@@ -1972,7 +1984,7 @@ cache_collect(SMCacheObject *m, SMBuf *buf, int exact)
             if (node_expired(m, n, now)) {
                 continue;
             }
-#if SM_FREE_THREADED
+#if SM_TB_LOCKFREE
             /* raw holds the node, but its value is taken out of it when it
              * leaves the cache (node_bury): take the value as cache_lookup
              * does; if the node left since it was copied (an update replaces
