@@ -909,15 +909,14 @@ ring_of_thread(SMCacheObject *m)
 #endif
 }
 
-/* Apply one record to the policy (the lock is held): only if the node is
- * the table's entry for the recorded hash, which proves it alive (a record
- * holds no reference; its node may have left the cache, or its two words may
- * come from two different records). */
+/* Apply one record to the policy (the lock is held): only if the entry it
+ * names still holds its node, which proves the node alive (a record holds no
+ * reference; its node may have left the cache, or its words may come from two
+ * different records). */
 SM_ALWAYS_INLINE void
-ring_apply(SMCacheObject *m, SMCNode *n, Py_hash_t hash)
+ring_apply(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *slot)
 {
-    SMPos pos;
-    if (sm_tb_find_value(&m->tab, hash, (PyObject *)n, &pos)) {
+    if (sm_tb_entry_holds(&m->tab, t, slot, (PyObject *)n)) {
         policy_access(m, n);
     }
 }
@@ -962,14 +961,16 @@ rings_drain_all(SMCacheObject *m)
                 continue;
             }
             SMCNode *n = _Py_atomic_exchange_ptr(&rec->node, NULL);
-            Py_hash_t hash = _Py_atomic_load_ssize_relaxed(&rec->hash);
+            SMTable *t = _Py_atomic_load_ptr_relaxed(&rec->table);
+            SMSlot *e = _Py_atomic_load_ptr_relaxed(&rec->slot);
 #else
             SMCNode *n = rec->node;
-            Py_hash_t hash = rec->hash;
+            SMTable *t = rec->table;
+            SMSlot *e = rec->slot;
             rec->node = NULL;
 #endif
             if (n != NULL) {
-                ring_apply(m, n, hash);
+                ring_apply(m, n, t, e);
             }
         }
     }
@@ -1026,25 +1027,28 @@ rings_try_drain(SMCacheObject *m)
     cache_unlock(m, &p);
 }
 
-/* Record an access to n (found under hash): no reference is taken. */
+/* Record an access to n (found at slot e of table t): no reference is
+ * taken. */
 static inline void
-ring_record(SMCacheObject *m, SMCNode *n, Py_hash_t hash)
+ring_record(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *e)
 {
     SMCReadBuf *rb = ring_of_thread(m);
 #if SM_FREE_THREADED
-    Py_ssize_t t = _Py_atomic_add_ssize(&rb->tail, 1);
-    SMCRecord *rec = &rb->slots[t & (SMC_RB_SIZE - 1)];
-    /* Two relaxed stores: a drain may pair a node with another record's hash,
+    Py_ssize_t pos = _Py_atomic_add_ssize(&rb->tail, 1);
+    SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
+    /* Relaxed stores: a drain may pair a node with another record's place,
      * and then drops the record (ring_apply). */
-    _Py_atomic_store_ssize_relaxed(&rec->hash, hash);
+    _Py_atomic_store_ptr_relaxed(&rec->table, t);
+    _Py_atomic_store_ptr_relaxed(&rec->slot, e);
     _Py_atomic_store_ptr_relaxed(&rec->node, n);
 #else
-    Py_ssize_t t = rb->tail++;
-    SMCRecord *rec = &rb->slots[t & (SMC_RB_SIZE - 1)];
+    Py_ssize_t pos = rb->tail++;
+    SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
     rec->node = n;
-    rec->hash = hash;
+    rec->table = t;
+    rec->slot = e;
 #endif
-    if ((t & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
+    if ((pos & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
         rings_try_drain(m);
     }
 }
@@ -1423,7 +1427,7 @@ cache_find_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
  * restarting (free-threaded builds).  1 (*out strong), 0 or -1. */
 static int
 cache_lookup_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
-                    PyObject **out, SMCNode **node)
+                    PyObject **out, SMCRecord *where)
 {
     void *me = sm_me();
     int mine = sm_lock_held_by(&m->lock, me);  /* a compute callback's read */
@@ -1442,7 +1446,9 @@ cache_lookup_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now
         }
         else {
             *out = Py_NewRef(n->value);
-            *node = n;
+            where->node = n;
+            where->table = pos.table;
+            where->slot = &pos.table->entries[pos.entry];
         }
     }
     if (!mine) {
@@ -1456,9 +1462,9 @@ cache_lookup_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now
 }
 
 /* The lock-free read of key (now: the cache's clock, read before when there
- * is a ttl).  1: live, *out a strong reference to its value, *node the node
- * it was read from (for ring_record only: it may leave the cache at any
- * moment); 0: absent or expired; -1: error.
+ * is a ttl).  1: live, *out a strong reference to its value, *where the node
+ * it was read from and its place (for ring_record only: it may leave the
+ * cache at any moment); 0: absent or expired; -1: error.
  *
  * The node is found without a reference (sm_tb_get_borrowed: on free-threaded
  * builds the table's removed nodes are released through QSBR, see
@@ -1472,27 +1478,26 @@ cache_lookup_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now
  * without an instant in which the key is absent). */
 SM_ALWAYS_INLINE int
 cache_lookup(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now, PyObject **out,
-             SMCNode **node)
+             SMCRecord *where)
 {
     *out = NULL;
 #if SM_FREE_THREADED && !SM_TB_LOCKFREE
     /* 3.13t has no try-incref: read under the lock. */
-    return cache_lookup_locked(m, key, hash, now, out, node);
+    return cache_lookup_locked(m, key, hash, now, out, where);
 #endif
     for (int attempt = 0; attempt < 16; attempt++) {
-        PyObject *o;
-        int strong;
-        int r = sm_tb_get_borrowed(&m->tab, key, hash, &o, &strong);
+        SMBorrowed b;
+        int r = sm_tb_get_borrowed(&m->tab, key, hash, &b);
         if (r != 1) {
             if (r == SM_TB_CONTENDED) {
                 break;
             }
             return r;
         }
-        SMCNode *n = (SMCNode *)o;
+        SMCNode *n = (SMCNode *)b.value;
         if (node_expired(m, n, now)) {
-            if (strong) {
-                Py_DECREF(o);
+            if (b.strong) {
+                Py_DECREF(n);
             }
             return 0;
         }
@@ -1503,23 +1508,25 @@ cache_lookup(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now, PyObj
             Py_DECREF(v);
             ok = 0;
         }
-        if (strong) {
-            Py_DECREF(o);
+        if (b.strong) {
+            Py_DECREF(n);
         }
         if (!ok) {
             continue;  /* removed or replaced since found: look again */
         }
 #else
         PyObject *v = Py_NewRef(n->value);
-        if (strong) {
-            Py_DECREF(o);
+        if (b.strong) {
+            Py_DECREF(n);
         }
 #endif
         *out = v;
-        *node = n;
+        where->node = n;
+        where->table = b.table;
+        where->slot = b.slot;
         return 1;
     }
-    return cache_lookup_locked(m, key, hash, now, out, node);
+    return cache_lookup_locked(m, key, hash, now, out, where);
 }
 
 enum { SMC_PUT, SMC_IF_ABSENT, SMC_SWAP };
@@ -1554,7 +1561,7 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
         if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
             return -1;
         }
-        SMCNode *found;
+        SMCRecord found;
         int r = cache_lookup(m, key, hash, now, prev, &found);
         if (r != 0) {
             return r < 0 ? -1 : 0;
@@ -1659,8 +1666,8 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
         return -1;
     }
-    SMCNode *n;
-    int r = cache_lookup(m, key, hash, now, out, &n);
+    SMCRecord where;
+    int r = cache_lookup(m, key, hash, now, out, &where);
     if (r <= 0) {
         if (r == 0) {
             SM_CELL_ADD(m, &m->stats, misses, 1);
@@ -1669,7 +1676,7 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     }
     SM_CELL_ADD(m, &m->stats, hits, 1);
     if (cache_bounded(m)) {
-        ring_record(m, n, hash);
+        ring_record(m, where.node, where.table, where.slot);
     }
     return 1;
 }
@@ -1997,7 +2004,7 @@ cache_collect(SMCacheObject *m, SMBuf *buf, int exact)
                 Py_CLEAR(val);
             }
             if (val == NULL) {
-                SMCNode *again;
+                SMCRecord again;
                 int r = cache_lookup(m, raw.items[i], n->hash, now, &val, &again);
                 if (r <= 0) {
                     rc = r;  /* -1, or 0: gone since the copy */

@@ -38,12 +38,14 @@ typedef struct {
     Py_ssize_t weight;
 } SMCQueue;
 
-/* One recorded access: the node found and its hash.  No reference: the
- * drainer never uses `node` before finding it in the table under `hash`
- * (sm_tb_find_value), so a record of a removed (even freed) node is dropped. */
+/* One recorded access: the node found and where (its table and entry).  No
+ * reference: the drainer uses `node` only if that entry of the cache's
+ * current table still holds it (sm_tb_entry_holds), so a record of a removed
+ * (even freed) node, or one torn between two records, is dropped. */
 typedef struct {
     SMCNode *node;   /* NULL: empty */
-    Py_hash_t hash;
+    SMTable *table;
+    SMSlot *slot;
 } SMCRecord;
 
 /* A lossy ring of accessed nodes, filled by readers with no lock and drained

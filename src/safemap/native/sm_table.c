@@ -946,56 +946,53 @@ sm_tb_after_fork(SMTableRef *r)
 /* ------------------------------------------------------------ borrowed reads */
 
 int
-sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out, int *strong)
+sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b)
 {
     TBHeld held = {NULL, NULL};
     int key_plain = -1;
-    *out = NULL;
-    *strong = 0;
-    for (int attempt = 0; attempt < TB_MAX_RESTARTS; attempt++) {
-        tb_held_drop(&held);  /* a restart re-reads everything */
+    b->strong = 0;
+    for (int attempt = 1;; attempt++) {
         SMTable *t;
         SMSlot *ep;
         PyObject *tk;
         int rc = tb_probe(r, key, hash, &key_plain, &held, &t, &ep, &tk);
-        if (rc == TB_RESTART) {
-            continue;
+        if (SM_LIKELY(rc == TB_EQ)) {
+            (void)tk;
+            PyObject *v = TB_LOAD(&ep->value);
+#if SM_TB_LOCKFREE
+            if (SM_UNLIKELY(held.key != NULL || held.table != NULL) && v != NULL) {
+                /* Dropping what the comparison held may run a __del__ (a
+                 * quiescent state): take the value first.  Its release is
+                 * delayed, so no quiescent state having passed since it was
+                 * loaded, it is alive. */
+                Py_INCREF(v);
+                b->strong = 1;
+            }
+            tb_held_drop(&held);
+            if (v != NULL) {  /* else removed since the probe: restart */
+#elif SM_TB_RMUTEX
+            Py_INCREF(v);  /* 3.13t: writers release values at once */
+            b->strong = 1;
+            TB_RUNLOCK(r);
+            {
+#else
+            {
+#endif
+                b->value = v;
+                b->table = t;
+                b->slot = ep;
+                return 1;
+            }
         }
-        if (rc != TB_EQ) {
+        else if (rc != TB_RESTART) {
             tb_held_drop(&held);
             return rc;  /* TB_NE (0) or TB_ERR (-1) */
         }
-        PyObject *v = TB_LOAD(&ep->value);
-#if SM_TB_LOCKFREE
-        (void)tk;
-        (void)t;
-        if (v == NULL) {
-            continue;  /* removed since the probe */
+        tb_held_drop(&held);  /* a restart re-reads everything */
+        if (attempt >= TB_MAX_RESTARTS) {
+            return SM_TB_CONTENDED;
         }
-        if (held.key != NULL || held.table != NULL) {
-            /* Dropping what the comparison held may run a __del__ (a
-             * quiescent state): take the value first.  Its release is
-             * delayed, so no quiescent state having passed since it was
-             * loaded, it is alive. */
-            Py_INCREF(v);
-            *strong = 1;
-        }
-#elif SM_TB_RMUTEX
-        (void)tk;
-        (void)t;
-        Py_INCREF(v);  /* 3.13t: released at once by writers */
-        *strong = 1;
-        TB_RUNLOCK(r);
-#else
-        (void)tk;
-        (void)t;
-#endif
-        tb_held_drop(&held);
-        *out = v;
-        return 1;
     }
-    tb_held_drop(&held);
-    return SM_TB_CONTENDED;
 }
 
 int

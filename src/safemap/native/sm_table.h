@@ -250,16 +250,35 @@ void sm_tb_after_fork(SMTableRef *r);
  * free-threaded 3.14+ (tagged SM_TB_PLAIN in its grave: the Cache's nodes),
  * so that a reader may use a value it found without a reference. */
 
-/* Lock-free read that takes no reference to the value.  1: found, *out is
- * the value; 0: absent; -1: error (a key's __eq__); SM_TB_CONTENDED.  If
- * *strong, *out is a strong reference (the read had to call a key's __eq__,
- * or 3.13t), for the caller to release; otherwise *out is borrowed: on
+/* What sm_tb_get_borrowed found. */
+typedef struct {
+    PyObject *value;  /* borrowed, or strong if `strong` */
+    SMTable *table;   /* where: for sm_tb_entry_holds */
+    SMSlot *slot;
+    int strong;
+} SMBorrowed;
+
+/* Lock-free read that takes no reference to the value.  1: found (b filled);
+ * 0: absent; -1: error (a key's __eq__); SM_TB_CONTENDED.  If b->strong,
+ * b->value is a strong reference (the read had to call a key's __eq__, or
+ * 3.13t), for the caller to release; otherwise it is borrowed: on
  * free-threaded 3.14+ its memory stays valid until the calling thread's next
  * quiescent state (it may have left the table meanwhile: the caller checks),
  * on GIL builds until Python code runs.  May run Python code (a non-plain
  * key's __eq__) before it returns, never after finding the value. */
-int sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, PyObject **out,
-                       int *strong);
+int sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b);
+
+/* Holding the writer lock: whether `slot` of table t, as found by an earlier
+ * sm_tb_get_borrowed, still holds `value`.  t is read only if it is r's
+ * current table, so it may be the address of a table freed since (a reused
+ * address passes the check only if that entry holds `value` now). */
+static inline int
+sm_tb_entry_holds(SMTableRef *r, SMTable *t, SMSlot *slot, PyObject *value)
+{
+    SMTable *cur = r->table;
+    return cur != NULL && cur == t && slot >= cur->entries && slot < cur->entries + cur->nentries
+           && slot->key != NULL && slot->value == value;
+}
 
 /* Holding the writer lock: find the entry whose value IS `value` among the
  * entries of hash `hash`, comparing pointers only (no key comparison, no
