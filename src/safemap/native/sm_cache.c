@@ -76,6 +76,11 @@
 
 enum { SMC_LRU = 0, SMC_TINYLFU = 1 };
 
+#if SM_TB_LOCKFREE
+/* What every hit reads fits the object's first two lines (sm_cache.h). */
+_Static_assert(offsetof(SMCacheObject, node) == 2 * SM_LINE, "hot fields overflow");
+#endif
+
 #define MSG_WRITE_REENTRY \
     "cannot write to a Cache from inside one of its own compute callbacks, its " \
     "weigher, or a key's __eq__/__hash__ during a write to it"

@@ -63,25 +63,42 @@ typedef union {
     char pad[((sizeof(SMCReadBuf) + SM_LINE - 1) / SM_LINE) * SM_LINE];
 } SMCReadBufSlot;
 
+#define SMC_HOT_BYTES (2 * SM_LINE - (Py_ssize_t)sizeof(PyObject))
+
 typedef struct {
     PyObject_HEAD
+    /* Read by every hit, written only when the cache is made (or, `guard`, by
+     * a transaction): the rest of the object's first two cache lines (objects
+     * of this size start on a line on free-threaded builds), apart from the
+     * fields writes and drains write, so that hits on several threads share
+     * these lines clean. */
+    union {
+        struct {
+            SMTableRef tab;            /* key -> SMCNode; written holding `lock` */
+            Py_ssize_t maxsize;        /* bound on `weight`, or -1 (unbounded) */
+            int64_t ttl_ns;            /* 0: no ttl */
+            int guard;                 /* != 0 during a transaction: reads take the slow path */
+            int shared;                /* see sm_note_thread */
+            int configured;            /* options set (by __init__) */
+            int policy;                /* SMC_LRU or SMC_TINYLFU */
+            SMStats stats;             /* hits, misses, iterations (lock-free counters) */
+            SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned */
+            Py_ssize_t nbufs;          /* a power of two */
+            PyObject *timer;           /* the ttl's clock, or NULL: the monotonic clock */
+        };
+        char hot_lines_[SMC_HOT_BYTES];
+    };
+    /* Written by writes and drains (under the lock) from here on. */
     SMNode node;               /* on the list of live maps (fork safety) */
-    SMTableRef tab;            /* key -> SMCNode; written holding `lock` */
     SMLock lock;               /* every write, the policy, the drains */
     SMLockStats lockstats;
     SMWrites writes;           /* counted by the lock holder */
-    SMStats stats;             /* hits, misses, iterations (lock-free counters) */
     Py_ssize_t count;          /* entries in the table */
     Py_ssize_t weight;         /* their total weight */
-    Py_ssize_t maxsize;        /* bound on `weight`, or -1 (unbounded) */
-    int policy;                /* SMC_LRU or SMC_TINYLFU */
-    int configured;            /* options set (by __init__) */
-    int guard;                 /* != 0 during a transaction: reads take the slow path */
     int committing;            /* != 0 while a transaction commits: readers wait */
     Py_ssize_t version;        /* odd from a transaction's first commit write to its end:
                                   whole-cache reads (snapshot, iteration) that saw it
                                   even and unchanged around their copy saw no commit */
-    int shared;                /* see sm_note_thread */
     void *txn_owner;           /* thread running transaction(fn), or NULL */
     SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
     SMCNode *whead, *wtail;    /* write order, for ttl */
@@ -107,11 +124,8 @@ typedef struct {
     size_t door_mask;          /* width / 16 - 1: the doorkeeper's words */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
-    int64_t ttl_ns;            /* 0: no ttl */
-    PyObject *ttl_obj, *timer, *weigher, *on_evict, *policy_obj, *maxsize_obj;
-    SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned */
+    PyObject *ttl_obj, *weigher, *on_evict, *policy_obj, *maxsize_obj;
     void *rbufs_alloc;
-    Py_ssize_t nbufs;          /* a power of two */
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
     Py_ssize_t loads, load_failures;            /* atomic adds */
     SMBuf txn_evicted;         /* a transaction's evictions (triples), for on_evict
