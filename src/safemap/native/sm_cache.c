@@ -930,6 +930,10 @@ ring_apply(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *slot)
 static void
 rings_drain_all(SMCacheObject *m)
 {
+#if SM_FREE_THREADED
+    /* Seen by readers deciding whether to drain (rings_try_drain). */
+    _Py_atomic_store_ssize_relaxed(&m->drains, m->drains + 1);
+#endif
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
 #if SM_FREE_THREADED
@@ -1009,15 +1013,40 @@ cache_unlock(SMCacheObject *m, SMCPend *p)
     pend_finish(m, p);
 }
 
-/* A reader whose record filled the last slot of a ring: drain, if the lock is
- * free right now (never wait). */
+/* A reader whose record filled the last slot of its ring rb: drain, if the
+ * lock is free right now (never wait).
+ *
+ * Free-threaded builds: while one thread keeps draining, the others leave it
+ * to it (it empties every ring, theirs included).  Applying a note writes the
+ * policy's memory (the sketch, the queues' links, the hit-rate counters):
+ * drained by one thread, that memory stays in its core's cache, where
+ * readers taking turns would move it between cores on every drain -- the
+ * contention that kept W-TinyLFU hits from scaling.  A reader drains itself
+ * when no drain has happened since its ring last filled (the drainer stopped
+ * reading); a note overwritten meanwhile is lost, as when two readers share a
+ * slot: the policy works from a sample. */
 static void
-rings_try_drain(SMCacheObject *m)
+rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
 {
     void *me = sm_me();
+#if SM_FREE_THREADED
+    void *drainer = _Py_atomic_load_ptr_relaxed(&m->drainer);
+    if (drainer != me && drainer != NULL) {
+        Py_ssize_t drains = SM_LOAD_SSIZE_RELAXED(&m->drains);
+        if (drains != SM_LOAD_SSIZE_RELAXED(&rb->seen_drains)) {
+            _Py_atomic_store_ssize_relaxed(&rb->seen_drains, drains);
+            return;  /* the drainer is at work */
+        }
+    }
+#else
+    (void)rb;
+#endif
     if (!sm_lock_try(&m->lock, me)) {
         return;
     }
+#if SM_FREE_THREADED
+    _Py_atomic_store_ptr_relaxed(&m->drainer, me);
+#endif
     SM_BUMP(&m->lockstats.acquisitions, 1);
     HELD_INC();
     SMCPend p;
@@ -1054,7 +1083,7 @@ ring_record(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *e)
     rec->slot = e;
 #endif
     if ((pos & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
-        rings_try_drain(m);
+        rings_try_drain(m, rb);
     }
 }
 

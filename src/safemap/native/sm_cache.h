@@ -55,6 +55,9 @@ typedef struct {
     Py_ssize_t tail;
     Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
+#if SM_FREE_THREADED
+    Py_ssize_t seen_drains;  /* the cache's `drains` when this ring last filled */
+#endif
     SMCRecord slots[SMC_RB_SIZE];
 } SMCReadBuf;
 
@@ -91,6 +94,10 @@ typedef struct {
     /* Written by writes and drains (under the lock) from here on. */
     SMNode node;               /* on the list of live maps (fork safety) */
     SMLock lock;               /* every write, the policy, the drains */
+#if SM_FREE_THREADED
+    void *drainer;             /* the thread that last drained on a read (rings_try_drain) */
+    Py_ssize_t drains;         /* drains so far (written under the lock) */
+#endif
     SMLockStats lockstats;
     SMWrites writes;           /* counted by the lock holder */
     Py_ssize_t count;          /* entries in the table */
