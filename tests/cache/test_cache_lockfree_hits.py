@@ -170,3 +170,33 @@ def test_iteration_sees_every_key_present_throughout(run_threads: Any, fast_swit
 
     run_threads([writer, iterator], timeout=120)
     assert bad == []
+
+
+def test_one_thread_drains_while_it_keeps_draining() -> None:
+    """Free-threaded builds: while one thread keeps applying the access notes, another
+    reader whose ring fills leaves them to it (no lock taken), so the policy's memory is
+    written from one core; its notes are applied by that thread's next drain. On GIL
+    builds (one ring) the reader applies them itself; either way none is lost here."""
+    c: safemap.Cache[int, int] = safemap.Cache(maxsize=4, policy="lru")
+    for k in range(4):
+        c[k] = k  # key 0 is the least recently used
+    for i in range(RING):  # this thread fills its ring: it drains, and becomes the drainer
+        assert c[1 + i % 3] == 1 + i % 3
+    before = c.stats().lock_acquisitions
+
+    def other() -> None:
+        for _ in range(RING):  # one ring's worth: one fill
+            assert c[0] == 0
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    free_threaded = not getattr(sys, "_is_gil_enabled", lambda: True)()
+    if free_threaded:
+        assert c.stats().lock_acquisitions == before  # left to the drainer
+    for _ in range(RING):  # the drainer's next drain applies the other thread's notes
+        assert c[1] == 1
+    c[4] = 4  # evicts the least recently used: 2 or 3, not 0 (the other thread used it)
+    assert 0 in c and 1 in c and 4 in c
+    assert len(c) == 4
