@@ -2,30 +2,35 @@
  * sm_cache.c -- CacheBase, the native core of safemap.Cache: a bounded map with
  * W-TinyLFU (or LRU) eviction, write-time ttl and an eviction callback.
  *
- * Layout.  One dict maps each key to a node (SMCNode) that holds the key, the
- * value, its weight and its deadline; those fields never change once the node
- * is in the dict (an update installs a new node), so readers may use a node
- * they found without a lock.  One lock (SMLock) serializes every write and
- * owns the eviction policy: the queues linking the nodes, the frequency
- * sketch, the weights.  One lock rather than shards: every insert must go
- * through the policy anyway, because the bound is kept BEFORE a new entry
- * becomes visible (see "The bound"), which a per-shard lock cannot do.
+ * Layout.  One table (SMTable, the hash table of ConcurrentMap's shards,
+ * sm_table.h) maps each key to a node (SMCNode) that holds the key, the value,
+ * its weight and its deadline; those fields never change while the node is in
+ * the table (an update publishes a new node in the key's entry with one
+ * store), so readers may use a node they found without a lock.  One lock
+ * (SMLock) serializes every write (it is the table's writer lock) and owns
+ * the eviction policy: the queues linking the nodes, the frequency sketch,
+ * the weights.  One lock rather than shards: every insert must go through
+ * the policy anyway, because the bound is kept BEFORE a new entry becomes
+ * visible (see "The bound"), which a per-shard lock cannot do.
  *
- * Reads (m[k], get, in, load) take no lock: a dict lookup (on GIL builds
- * atomic; on free-threaded builds PyDict_GetItemRef, the dict's own lock-free
- * read, which hands us a strong reference to the node), a deadline check, and
- * the access is recorded: the reference to the node is moved into a small
+ * Reads (m[k], get, in, load) take no lock and no reference to the node:
+ * the table's lock-free lookup (sm_tb_get_borrowed), a deadline check, the
+ * value taken (cache_lookup: on free-threaded builds a try-incref and a
+ * re-check of the node's `dead` mark), and the access recorded in a small
  * ring (one per stripe of threads on free-threaded builds, one in all on GIL
- * builds).  A record that finds its slot still full replaces it (the older
- * record is lost: the policy needs a sample of the accesses, not all of
- * them -- Caffeine's read buffer).  The reader that writes the last slot of a
- * ring tries the lock without waiting and, if it gets it, drains every ring
- * into the policy; writers drain too.  So a hit never waits for a lock.
+ * builds) as the node's address and its place in the table, no reference.  A
+ * record that finds its slot still full replaces it (the older record is
+ * lost: the policy needs a sample of the accesses, not all of them --
+ * Caffeine's read buffer).  The reader that writes the last slot of a ring
+ * tries the lock without waiting and, if it gets it, drains every ring into
+ * the policy (on free-threaded builds, only if no other thread keeps doing
+ * so: rings_try_drain); writers drain too.  So a hit never waits for a lock,
+ * and on free-threaded builds writes no memory another thread's hit writes.
  *
  * The bound.  Every write runs, under the lock: remove what expired; link the
  * new node into the policy; evict until the total weight fits maxsize,
- * removing each victim from the dict; and only then put the new node in the
- * dict.  The dict therefore never holds more than maxsize weight, at any
+ * removing each victim from the table; and only then put the new node in the
+ * table.  The table therefore never holds more than maxsize weight, at any
  * instant, so no reader (len, iteration, snapshot, lookups) can see more.
  * A node heavier than maxsize alone is never stored (it is evicted at once).
  *
@@ -42,16 +47,19 @@
  * probation promotes to protected; protected overflow is demoted to
  * probation.  policy="lru" keeps one LRU queue.
  *
- * Lifetimes.  A ring holds strong references, so a node in it is valid when
- * drained.  A removed node is marked dead, and every removal drains the rings
- * before its write returns: once a delete or eviction has returned, the cache
- * holds no reference to what it removed.  On free-threaded builds a reader
- * may put a node in a ring just after such a drain; it re-reads `dead` after
- * its exchange (both sequentially consistent, as the writer's store of `dead`
- * and its exchanges are) and takes its record back if the node died.  Nothing
- * the cache drops is released under the lock: removed nodes go to a "grave"
- * released after the unlock, and on_evict(key, value, cause) is called after
- * the unlock too, once per evicted entry.
+ * Lifetimes.  A ring holds no reference: a record is applied only if the
+ * table entry it names still holds its node, checked under the lock
+ * (ring_apply), so a record of a removed node is dropped unread.  A removed
+ * node is marked dead, then (node_bury) emptied: its key and value are
+ * released once the write has unlocked -- once a delete or eviction has
+ * returned, the cache holds no reference to what it removed -- while on
+ * free-threaded builds the node itself is released through QSBR (tagged in
+ * the grave like the table's plain keys), so that a reader that found it
+ * just before reads valid memory; that reader's try-incref of the value and
+ * re-check of `dead` tell it the node left (see cache_lookup).  Nothing the
+ * cache drops is released under the lock: what a write removes goes to a
+ * "grave" released after the unlock, and on_evict(key, value, cause) is
+ * called after the unlock too, once per evicted entry.
  *
  * Re-entry.  A compute-family callback runs holding the lock; a write to the
  * cache from it (or from a weigher) raises RecursiveUpdateError (the lock's
@@ -101,10 +109,10 @@ static PyObject *SMC_str_Cache = NULL;    /* contention kind */
  * allocation, the GC's allocation accounting and the release of its memory.
  * A node on the list is untracked, has a reference count of 0 and holds no
  * reference; the list is bounded (SMC_FREE_MAX) and guarded by the GIL.  Not
- * on free-threaded builds: a lock-free reader there may still try to take a
- * reference to a node it loaded from the dict after the node left it (the
- * dict's own read protocol relies on the allocator for that), so a node's
- * memory must not come back as another node; and not on debug builds
+ * on free-threaded builds: a lock-free reader there may still read a node it
+ * found in the table after the node left it (its memory is released through
+ * QSBR, node_bury), so a node's memory must not come back as another node
+ * meanwhile; and not on debug builds
  * (Py_REF_DEBUG, Py_TRACE_REFS), whose reference bookkeeping a reused object
  * would upset.  The nodes on the list when the interpreter exits are not
  * freed (at most SMC_FREE_MAX, like CPython's own free lists). */
@@ -1351,7 +1359,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         rings_drain(m);
     }
     if (old != NULL) {
-        /* Out of the policy now; the dict swaps it for n in one call below. */
+        /* Out of the policy now; the table swaps it for n in one store below. */
         if (old->queue != SMC_Q_NONE) {
             q_unlink(m, old);
         }
