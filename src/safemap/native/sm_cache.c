@@ -1030,9 +1030,10 @@ cache_unlock(SMCacheObject *m, SMCPend *p)
  * drained by one thread, that memory stays in its core's cache, where
  * readers taking turns would move it between cores on every drain -- the
  * contention that kept W-TinyLFU hits from scaling.  A reader drains itself
- * when no drain has happened since its ring last filled (the drainer stopped
- * reading); a note overwritten meanwhile is lost, as when two readers share a
- * slot: the policy works from a sample. */
+ * when no drain has happened since its ring last filled or was drained on a
+ * fill (the drainer stopped reading, or shares this ring, whose notes it
+ * would overwrite before its next drain); a note overwritten meanwhile is
+ * lost, as when two readers share a slot: the policy works from a sample. */
 static void
 rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
 {
@@ -1066,6 +1067,9 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
         (void)cache_expire(m, sm_now_ns(), &p);
         PyErr_Clear();
     }
+#if SM_FREE_THREADED
+    _Py_atomic_store_ssize_relaxed(&rb->seen_drains, m->drains);
+#endif
     cache_unlock(m, &p);
 }
 

@@ -56,7 +56,8 @@ typedef struct {
     Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
 #if SM_FREE_THREADED
-    Py_ssize_t seen_drains;  /* the cache's `drains` when this ring last filled */
+    Py_ssize_t seen_drains;  /* the cache's `drains` when this ring last filled,
+                                or after the drain its last fill made */
 #endif
     SMCRecord slots[SMC_RB_SIZE];
 } SMCReadBuf;
