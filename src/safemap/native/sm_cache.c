@@ -927,14 +927,19 @@ ring_of_thread(SMCacheObject *m)
  * reference; its node may have left the cache, or its words may come from two
  * different records). */
 SM_ALWAYS_INLINE void
-ring_apply(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *slot)
+ring_apply(SMCacheObject *m, SMCNode *n, SMSlot *slot)
 {
-    if (sm_tb_entry_holds(&m->tab, t, slot, (PyObject *)n)) {
+    if (sm_tb_entry_holds(&m->tab, slot, (PyObject *)n)) {
         policy_access(m, n);
     }
 }
 
-/* Drain every ring into the policy (the lock is held). */
+/* Drain every ring into the policy (the lock is held): the records of the
+ * positions taken since the last drain, oldest first.  On free-threaded
+ * builds a reader may have taken a position and not yet written its record:
+ * its slot still holds the record of SMC_RB_SIZE positions before (applied
+ * again if its entry is still there, or dropped) and the new record is lost
+ * -- a sample of the accesses, as when two readers share a slot. */
 static void
 rings_drain_all(SMCacheObject *m)
 {
@@ -944,50 +949,24 @@ rings_drain_all(SMCacheObject *m)
 #endif
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
-#if SM_FREE_THREADED
-        /* Every slot: a reader may have taken its position before the last
-         * drain and filled it after.  Most rings are empty (one per stripe of
-         * threads, and a write drains once or twice): a first pass of relaxed
-         * loads skips them. */
-        uintptr_t any = 0;
-        Py_BUILD_ASSERT(SMC_RB_SIZE % 4 == 0);
-        for (int i = 0; i < SMC_RB_SIZE; i += 4) {  /* 4 at a time: few branches */
-            any |= (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i].node)
-                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 1].node)
-                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 2].node)
-                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 3].node);
+        Py_ssize_t tail = SM_LOAD_SSIZE_RELAXED(&rb->tail);
+        Py_ssize_t count = tail - rb->drained;
+        if (count == 0) {
+            continue;  /* most rings, most of the time */
         }
-        if (any == 0) {
-            continue;
-        }
-        Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail), count = SMC_RB_SIZE;
-#else
-        /* Only the slots filled since the last drain: with the GIL held
-         * throughout ring_record, those are the only ones that can hold a
-         * record (each is at most SMC_RB_SIZE positions old). */
-        Py_ssize_t count = rb->tail - rb->drained;
         count = count < SMC_RB_SIZE ? count : SMC_RB_SIZE;
-        Py_ssize_t start = rb->tail - count;
-        rb->drained = rb->tail;
-#endif
-        /* Oldest first. */
-        for (Py_ssize_t j = 0; j < count; j++) {
-            SMCRecord *rec = &rb->slots[(start + j) & (SMC_RB_SIZE - 1)];
+        rb->drained = tail;
+        for (Py_ssize_t j = tail - count; j < tail; j++) {
+            SMCRecord *rec = &rb->slots[j & (SMC_RB_SIZE - 1)];
 #if SM_FREE_THREADED
-            if (_Py_atomic_load_ptr_relaxed(&rec->node) == NULL) {
-                continue;
-            }
-            SMCNode *n = _Py_atomic_exchange_ptr(&rec->node, NULL);
-            SMTable *t = _Py_atomic_load_ptr_relaxed(&rec->table);
+            SMCNode *n = _Py_atomic_load_ptr_relaxed(&rec->node);
             SMSlot *e = _Py_atomic_load_ptr_relaxed(&rec->slot);
 #else
             SMCNode *n = rec->node;
-            SMTable *t = rec->table;
             SMSlot *e = rec->slot;
-            rec->node = NULL;
 #endif
             if (n != NULL) {
-                ring_apply(m, n, t, e);
+                ring_apply(m, n, e);
             }
         }
     }
@@ -1073,10 +1052,9 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
     cache_unlock(m, &p);
 }
 
-/* Record an access to n (found at slot e of table t): no reference is
- * taken. */
+/* Record an access to n (found at table entry e): no reference is taken. */
 static inline void
-ring_record(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *e)
+ring_record(SMCacheObject *m, SMCNode *n, SMSlot *e)
 {
     SMCReadBuf *rb = ring_of_thread(m);
 #if SM_FREE_THREADED
@@ -1084,14 +1062,12 @@ ring_record(SMCacheObject *m, SMCNode *n, SMTable *t, SMSlot *e)
     SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
     /* Relaxed stores: a drain may pair a node with another record's place,
      * and then drops the record (ring_apply). */
-    _Py_atomic_store_ptr_relaxed(&rec->table, t);
     _Py_atomic_store_ptr_relaxed(&rec->slot, e);
     _Py_atomic_store_ptr_relaxed(&rec->node, n);
 #else
     Py_ssize_t pos = rb->tail++;
     SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
     rec->node = n;
-    rec->table = t;
     rec->slot = e;
 #endif
     if ((pos & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
@@ -1493,7 +1469,6 @@ cache_lookup_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now
         else {
             *out = Py_NewRef(n->value);
             where->node = n;
-            where->table = pos.table;
             where->slot = &pos.table->entries[pos.entry];
         }
     }
@@ -1568,7 +1543,6 @@ cache_lookup(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now, PyObj
 #endif
         *out = v;
         where->node = n;
-        where->table = b.table;
         where->slot = b.slot;
         return 1;
     }
@@ -1722,7 +1696,7 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     }
     SM_CELL_ADD(m, &m->stats, hits, 1);
     if (cache_bounded(m)) {
-        ring_record(m, where.node, where.table, where.slot);
+        ring_record(m, where.node, where.slot);
     }
     return 1;
 }

@@ -38,22 +38,25 @@ typedef struct {
     Py_ssize_t weight;
 } SMCQueue;
 
-/* One recorded access: the node found and where (its table and entry).  No
- * reference: the drainer uses `node` only if that entry of the cache's
- * current table still holds it (sm_tb_entry_holds), so a record of a removed
+/* One recorded access: the node found and its table entry.  No reference:
+ * the drainer uses `node` only if `slot` is an entry of the cache's current
+ * table that still holds it (sm_tb_entry_holds), so a record of a removed
  * (even freed) node, or one torn between two records, is dropped. */
 typedef struct {
-    SMCNode *node;   /* NULL: empty */
-    SMTable *table;
+    SMCNode *node;   /* NULL: never written */
     SMSlot *slot;
 } SMCRecord;
 
 /* A lossy ring of accessed nodes, filled by readers with no lock and drained
- * by the lock holder. */
+ * by the lock holder, which only reads the slots: it applies the positions
+ * from `drained` to `tail` (at most the last SMC_RB_SIZE).  `drained`, the
+ * one field a drain writes, has a cache line of its own, so that draining
+ * another thread's ring takes none of the lines that thread writes. */
 #define SMC_RB_SIZE 16
 typedef struct {
+    Py_ssize_t drained;  /* `tail` when last drained (written under the lock) */
+    char drained_line_[SM_LINE - sizeof(Py_ssize_t)];
     Py_ssize_t tail;
-    Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
 #if SM_FREE_THREADED
     Py_ssize_t seen_drains;  /* the cache's `drains` when this ring last filled,

@@ -958,6 +958,7 @@ sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b)
         int rc = tb_probe(r, key, hash, &key_plain, &held, &t, &ep, &tk);
         if (SM_LIKELY(rc == TB_EQ)) {
             (void)tk;
+            (void)t;
             PyObject *v = TB_LOAD(&ep->value);
 #if SM_TB_LOCKFREE
             if (SM_UNLIKELY(held.key != NULL || held.table != NULL) && v != NULL) {
@@ -979,7 +980,6 @@ sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b)
             {
 #endif
                 b->value = v;
-                b->table = t;
                 b->slot = ep;
                 return 1;
             }

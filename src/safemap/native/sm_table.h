@@ -253,8 +253,7 @@ void sm_tb_after_fork(SMTableRef *r);
 /* What sm_tb_get_borrowed found. */
 typedef struct {
     PyObject *value;  /* borrowed, or strong if `strong` */
-    SMTable *table;   /* where: for sm_tb_entry_holds */
-    SMSlot *slot;
+    SMSlot *slot;     /* where: for sm_tb_entry_holds */
     int strong;
 } SMBorrowed;
 
@@ -268,16 +267,21 @@ typedef struct {
  * key's __eq__) before it returns, never after finding the value. */
 int sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b);
 
-/* Holding the writer lock: whether `slot` of table t, as found by an earlier
- * sm_tb_get_borrowed, still holds `value`.  t is read only if it is r's
- * current table, so it may be the address of a table freed since (a reused
- * address passes the check only if that entry holds `value` now). */
+/* Holding the writer lock: whether `slot`, an entry found by an earlier
+ * sm_tb_get_borrowed, is an entry of r's current table that holds `value`.
+ * The slot is read only if it lies among the current table's entries, so it
+ * may be the address of an entry of a table freed since. */
 static inline int
-sm_tb_entry_holds(SMTableRef *r, SMTable *t, SMSlot *slot, PyObject *value)
+sm_tb_entry_holds(SMTableRef *r, SMSlot *slot, PyObject *value)
 {
     SMTable *cur = r->table;
-    return cur != NULL && cur == t && slot >= cur->entries && slot < cur->entries + cur->nentries
-           && slot->key != NULL && slot->value == value;
+    if (cur == NULL) {
+        return 0;
+    }
+    /* As integers: slot may point into another (freed) table. */
+    uintptr_t at = (uintptr_t)slot, first = (uintptr_t)cur->entries;
+    return at >= first && at < (uintptr_t)(cur->entries + cur->nentries)
+           && (at - first) % sizeof(SMSlot) == 0 && slot->key != NULL && slot->value == value;
 }
 
 /* Holding the writer lock: find the entry whose value IS `value` among the
