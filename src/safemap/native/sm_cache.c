@@ -1033,7 +1033,9 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
         return;
     }
 #if SM_FREE_THREADED
-    _Py_atomic_store_ptr_relaxed(&m->drainer, me);
+    if (drainer != me) {  /* written only when it changes: other readers load it */
+        _Py_atomic_store_ptr_relaxed(&m->drainer, me);
+    }
 #endif
     SM_BUMP(&m->lockstats.acquisitions, 1);
     HELD_INC();
