@@ -2,30 +2,35 @@
  * sm_cache.c -- CacheBase, the native core of safemap.Cache: a bounded map with
  * W-TinyLFU (or LRU) eviction, write-time ttl and an eviction callback.
  *
- * Layout.  One dict maps each key to a node (SMCNode) that holds the key, the
- * value, its weight and its deadline; those fields never change once the node
- * is in the dict (an update installs a new node), so readers may use a node
- * they found without a lock.  One lock (SMLock) serializes every write and
- * owns the eviction policy: the queues linking the nodes, the frequency
- * sketch, the weights.  One lock rather than shards: every insert must go
- * through the policy anyway, because the bound is kept BEFORE a new entry
- * becomes visible (see "The bound"), which a per-shard lock cannot do.
+ * Layout.  One table (SMTable, the hash table of ConcurrentMap's shards,
+ * sm_table.h) maps each key to a node (SMCNode) that holds the key, the value,
+ * its weight and its deadline; those fields never change while the node is in
+ * the table (an update publishes a new node in the key's entry with one
+ * store), so readers may use a node they found without a lock.  One lock
+ * (SMLock) serializes every write (it is the table's writer lock) and owns
+ * the eviction policy: the queues linking the nodes, the frequency sketch,
+ * the weights.  One lock rather than shards: every insert must go through
+ * the policy anyway, because the bound is kept BEFORE a new entry becomes
+ * visible (see "The bound"), which a per-shard lock cannot do.
  *
- * Reads (m[k], get, in, load) take no lock: a dict lookup (on GIL builds
- * atomic; on free-threaded builds PyDict_GetItemRef, the dict's own lock-free
- * read, which hands us a strong reference to the node), a deadline check, and
- * the access is recorded: the reference to the node is moved into a small
+ * Reads (m[k], get, in, load) take no lock and no reference to the node:
+ * the table's lock-free lookup (sm_tb_get_borrowed), a deadline check, the
+ * value taken (cache_lookup: on free-threaded builds a try-incref and a
+ * re-check of the node's `dead` mark), and the access recorded in a small
  * ring (one per stripe of threads on free-threaded builds, one in all on GIL
- * builds).  A record that finds its slot still full replaces it (the older
- * record is lost: the policy needs a sample of the accesses, not all of
- * them -- Caffeine's read buffer).  The reader that writes the last slot of a
- * ring tries the lock without waiting and, if it gets it, drains every ring
- * into the policy; writers drain too.  So a hit never waits for a lock.
+ * builds) as the node's address and its place in the table, no reference.  A
+ * record that finds its slot still full replaces it (the older record is
+ * lost: the policy needs a sample of the accesses, not all of them --
+ * Caffeine's read buffer).  The reader that writes the last slot of a ring
+ * tries the lock without waiting and, if it gets it, drains every ring into
+ * the policy (on free-threaded builds, only if no other thread keeps doing
+ * so: rings_try_drain); writers drain too.  So a hit never waits for a lock,
+ * and on free-threaded builds writes no memory another thread's hit writes.
  *
  * The bound.  Every write runs, under the lock: remove what expired; link the
  * new node into the policy; evict until the total weight fits maxsize,
- * removing each victim from the dict; and only then put the new node in the
- * dict.  The dict therefore never holds more than maxsize weight, at any
+ * removing each victim from the table; and only then put the new node in the
+ * table.  The table therefore never holds more than maxsize weight, at any
  * instant, so no reader (len, iteration, snapshot, lookups) can see more.
  * A node heavier than maxsize alone is never stored (it is evicted at once).
  *
@@ -42,16 +47,19 @@
  * probation promotes to protected; protected overflow is demoted to
  * probation.  policy="lru" keeps one LRU queue.
  *
- * Lifetimes.  A ring holds strong references, so a node in it is valid when
- * drained.  A removed node is marked dead, and every removal drains the rings
- * before its write returns: once a delete or eviction has returned, the cache
- * holds no reference to what it removed.  On free-threaded builds a reader
- * may put a node in a ring just after such a drain; it re-reads `dead` after
- * its exchange (both sequentially consistent, as the writer's store of `dead`
- * and its exchanges are) and takes its record back if the node died.  Nothing
- * the cache drops is released under the lock: removed nodes go to a "grave"
- * released after the unlock, and on_evict(key, value, cause) is called after
- * the unlock too, once per evicted entry.
+ * Lifetimes.  A ring holds no reference: a record is applied only if the
+ * table entry it names still holds its node, checked under the lock
+ * (ring_apply), so a record of a removed node is dropped unread.  A removed
+ * node is marked dead, then (node_bury) emptied: its key and value are
+ * released once the write has unlocked -- once a delete or eviction has
+ * returned, the cache holds no reference to what it removed -- while on
+ * free-threaded builds the node itself is released through QSBR (tagged in
+ * the grave like the table's plain keys), so that a reader that found it
+ * just before reads valid memory; that reader's try-incref of the value and
+ * re-check of `dead` tell it the node left (see cache_lookup).  Nothing the
+ * cache drops is released under the lock: what a write removes goes to a
+ * "grave" released after the unlock, and on_evict(key, value, cause) is
+ * called after the unlock too, once per evicted entry.
  *
  * Re-entry.  A compute-family callback runs holding the lock; a write to the
  * cache from it (or from a weigher) raises RecursiveUpdateError (the lock's
@@ -76,6 +84,11 @@
 
 enum { SMC_LRU = 0, SMC_TINYLFU = 1 };
 
+#if SM_TB_LOCKFREE
+/* What every hit reads fits the object's first two lines (sm_cache.h). */
+_Static_assert(offsetof(SMCacheObject, node) == 2 * SM_LINE, "hot fields overflow");
+#endif
+
 #define MSG_WRITE_REENTRY \
     "cannot write to a Cache from inside one of its own compute callbacks, its " \
     "weigher, or a key's __eq__/__hash__ during a write to it"
@@ -96,10 +109,10 @@ static PyObject *SMC_str_Cache = NULL;    /* contention kind */
  * allocation, the GC's allocation accounting and the release of its memory.
  * A node on the list is untracked, has a reference count of 0 and holds no
  * reference; the list is bounded (SMC_FREE_MAX) and guarded by the GIL.  Not
- * on free-threaded builds: a lock-free reader there may still try to take a
- * reference to a node it loaded from the dict after the node left it (the
- * dict's own read protocol relies on the allocator for that), so a node's
- * memory must not come back as another node; and not on debug builds
+ * on free-threaded builds: a lock-free reader there may still read a node it
+ * found in the table after the node left it (its memory is released through
+ * QSBR, node_bury), so a node's memory must not come back as another node
+ * meanwhile; and not on debug builds
  * (Py_REF_DEBUG, Py_TRACE_REFS), whose reference bookkeeping a reused object
  * would upset.  The nodes on the list when the interpreter exits are not
  * freed (at most SMC_FREE_MAX, like CPython's own free lists). */
@@ -210,7 +223,6 @@ typedef struct {
     SMGrave *grave;
     SMGrave own;
     SMBuf evicted;   /* triples */
-    int removed;     /* a node left the cache: drain the rings before unlock */
 } SMCPend;
 
 static inline void
@@ -219,7 +231,6 @@ pend_init(SMCPend *p)
     SM_GRAVE_INIT(&p->own);
     p->grave = &p->own;
     p->evicted = (SMBuf){NULL, 0, 0};
-    p->removed = 0;
 }
 
 /* Keep a reference for release after the unlock (steals ref).  PyMem runs no
@@ -238,6 +249,37 @@ pend_bury(SMCPend *p, PyObject *ref)
         return;
     }
     sm_grave_push(p->grave, ref);
+}
+
+/* Keep a reference to n, a node that was in the table, for release after
+ * the unlock (steals ref).  On free-threaded builds readers may still hold
+ * n without a reference (sm_tb_get_borrowed): its key and value are taken
+ * out of it and released at once (the cache keeps no reference to what it
+ * removed), and the node itself, which then holds nothing, goes through
+ * QSBR, so its memory stays valid until every such reader has moved on. */
+static void
+node_bury(SMCPend *p, SMCNode *n)
+{
+#if SM_FREE_THREADED
+    PyObject *k = n->key, *v = n->value;
+    n->key = NULL;
+    _Py_atomic_store_ptr_release(&n->value, NULL);  /* readers: look again */
+    if (k != NULL) {
+        pend_bury(p, k);
+    }
+    if (v != NULL) {
+        pend_bury(p, v);
+    }
+    if (sm_grave_reserve(p->grave, 1) < 0) {
+        /* Out of memory: the node (which holds nothing) is leaked rather than
+         * released at once, which readers could still be using. */
+        PyErr_Clear();
+        return;
+    }
+    sm_grave_push(p->grave, (PyObject *)((uintptr_t)n | SM_TB_PLAIN));
+#else
+    pend_bury(p, (PyObject *)n);
+#endif
 }
 
 static void
@@ -922,65 +964,51 @@ ring_of_thread(SMCacheObject *m)
 #endif
 }
 
-/* Drain every ring into the policy (the lock is held).  Nodes that died
- * since they were recorded are kept in p's grave, released after unlock. */
-static void
-rings_drain_all(SMCacheObject *m, SMCPend *p)
+/* Apply one record to the policy (the lock is held): only if the entry it
+ * names still holds its node, which proves the node alive (a record holds no
+ * reference; its node may have left the cache, or its words may come from two
+ * different records). */
+SM_ALWAYS_INLINE void
+ring_apply(SMCacheObject *m, SMCNode *n, SMSlot *slot)
 {
+    if (sm_tb_entry_holds(&m->tab, slot, (PyObject *)n)) {
+        policy_access(m, n);
+    }
+}
+
+/* Drain every ring into the policy (the lock is held): the records of the
+ * positions taken since the last drain, oldest first.  On free-threaded
+ * builds a reader may have taken a position and not yet written its record:
+ * its slot still holds the record of SMC_RB_SIZE positions before (applied
+ * again if its entry is still there, or dropped) and the new record is lost
+ * -- a sample of the accesses, as when two readers share a slot. */
+static void
+rings_drain_all(SMCacheObject *m)
+{
+#if SM_FREE_THREADED
+    /* Seen by readers deciding whether to drain (rings_try_drain). */
+    _Py_atomic_store_ssize_relaxed(&m->drains, m->drains + 1);
+#endif
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
-#if SM_FREE_THREADED
-        /* Every slot: a reader may have taken its position before the last
-         * drain and filled it after (its record is still to be applied, or
-         * taken back if the node died: see ring_record).  Most rings are
-         * empty (one per stripe of threads, and a write drains once or
-         * twice): a first pass of the same relaxed loads the ordered pass
-         * makes skips them at a fraction of its cost. */
-        uintptr_t any = 0;
-        Py_BUILD_ASSERT(SMC_RB_SIZE % 4 == 0);
-        for (int i = 0; i < SMC_RB_SIZE; i += 4) {  /* 4 at a time: few branches */
-            any |= (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i])
-                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 1])
-                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 2])
-                   | (uintptr_t)_Py_atomic_load_ptr_relaxed(&rb->slots[i + 3]);
+        Py_ssize_t tail = SM_LOAD_SSIZE_RELAXED(&rb->tail);
+        Py_ssize_t count = tail - rb->drained;
+        if (count == 0) {
+            continue;  /* most rings, most of the time */
         }
-        if (any == 0) {
-            continue;
-        }
-        Py_ssize_t start = SM_LOAD_SSIZE_RELAXED(&rb->tail), count = SMC_RB_SIZE;
-#else
-        /* Only the slots filled since the last drain: with the GIL held
-         * throughout ring_record, those are the only ones that can hold a
-         * record (each is at most SMC_RB_SIZE positions old). */
-        Py_ssize_t count = rb->tail - rb->drained;
         count = count < SMC_RB_SIZE ? count : SMC_RB_SIZE;
-        Py_ssize_t start = rb->tail - count;
-        rb->drained = rb->tail;
-#endif
-        /* Oldest first. */
-        for (Py_ssize_t j = 0; j < count; j++) {
-            Py_ssize_t i = (start + j) & (SMC_RB_SIZE - 1);
+        rb->drained = tail;
+        for (Py_ssize_t j = tail - count; j < tail; j++) {
+            SMCRecord *rec = &rb->slots[j & (SMC_RB_SIZE - 1)];
 #if SM_FREE_THREADED
-            if (_Py_atomic_load_ptr_relaxed(&rb->slots[i]) == NULL) {
-                continue;
-            }
-            PyObject *o = _Py_atomic_exchange_ptr(&rb->slots[i], NULL);
+            SMCNode *n = _Py_atomic_load_ptr_relaxed(&rec->node);
+            SMSlot *e = _Py_atomic_load_ptr_relaxed(&rec->slot);
 #else
-            PyObject *o = rb->slots[i];
-            rb->slots[i] = NULL;
+            SMCNode *n = rec->node;
+            SMSlot *e = rec->slot;
 #endif
-            if (o == NULL) {
-                continue;
-            }
-            SMCNode *n = (SMCNode *)o;
-            if (!SMC_IS_DEAD(n)) {
-                policy_access(m, n);
-                /* Not the last reference: the dict holds the node while it
-                 * lives, and only the lock holder removes it. */
-                Py_DECREF(o);
-            }
-            else {
-                pend_bury(p, o);
+            if (n != NULL) {
+                ring_apply(m, n, e);
             }
         }
     }
@@ -990,26 +1018,22 @@ rings_drain_all(SMCacheObject *m, SMCPend *p)
  * since the last drain: every write drains once or twice, most often with
  * nothing recorded in between. */
 static inline void
-rings_drain(SMCacheObject *m, SMCPend *p)
+rings_drain(SMCacheObject *m)
 {
 #if !SM_FREE_THREADED
     if (m->rbufs[0].b.tail == m->rbufs[0].b.drained) {
         return;
     }
 #endif
-    rings_drain_all(m, p);
+    rings_drain_all(m);
 }
 
 static int cache_expire(SMCacheObject *m, int64_t now, SMCPend *p);
 
-/* Release the lock taken for a write (after draining the rings if a node was
- * removed), then run what was deferred. */
+/* Release the lock taken for a write, then run what was deferred. */
 static void
 cache_unlock(SMCacheObject *m, SMCPend *p)
 {
-    if (p->removed) {
-        rings_drain(m, p);
-    }
     HELD_DEC();
     int64_t sampled = sm_unlock_counted(&m->lock, &m->lockstats);
     if (SM_UNLIKELY(sampled)) {
@@ -1018,61 +1042,81 @@ cache_unlock(SMCacheObject *m, SMCPend *p)
     pend_finish(m, p);
 }
 
-/* A reader whose record filled the last slot of a ring: drain, if the lock is
- * free right now (never wait). */
+/* A reader whose record filled the last slot of its ring rb: drain, if the
+ * lock is free right now (never wait).
+ *
+ * Free-threaded builds: while one thread keeps draining, the others leave it
+ * to it (it empties every ring, theirs included).  Applying a note writes the
+ * policy's memory (the sketch, the queues' links, the hit-rate counters):
+ * drained by one thread, that memory stays in its core's cache, where
+ * readers taking turns would move it between cores on every drain -- the
+ * contention that kept W-TinyLFU hits from scaling.  A reader drains itself
+ * when no drain has happened since its ring last filled or was drained on a
+ * fill (the drainer stopped reading, or shares this ring, whose notes it
+ * would overwrite before its next drain); a note overwritten meanwhile is
+ * lost, as when two readers share a slot: the policy works from a sample. */
 static void
-rings_try_drain(SMCacheObject *m)
+rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
 {
     void *me = sm_me();
+#if SM_FREE_THREADED
+    void *drainer = _Py_atomic_load_ptr_relaxed(&m->drainer);
+    if (drainer != me && drainer != NULL) {
+        Py_ssize_t drains = SM_LOAD_SSIZE_RELAXED(&m->drains);
+        if (drains != SM_LOAD_SSIZE_RELAXED(&rb->seen_drains)) {
+            _Py_atomic_store_ssize_relaxed(&rb->seen_drains, drains);
+            return;  /* the drainer is at work */
+        }
+    }
+#else
+    (void)rb;
+#endif
     if (!sm_lock_try(&m->lock, me)) {
         return;
     }
+#if SM_FREE_THREADED
+    if (drainer != me) {  /* written only when it changes: other readers load it */
+        _Py_atomic_store_ptr_relaxed(&m->drainer, me);
+    }
+#endif
     SM_BUMP(&m->lockstats.acquisitions, 1);
     HELD_INC();
     SMCPend p;
     pend_init(&p);
-    rings_drain(m, &p);
+    rings_drain(m);
     if (m->ttl_ns != 0 && m->timer == NULL) {
         /* Expired entries leave on drains too (a Python timer is not called
          * here: it would run under the lock; writes sweep instead). */
         (void)cache_expire(m, sm_now_ns(), &p);
         PyErr_Clear();
     }
+#if SM_FREE_THREADED
+    _Py_atomic_store_ssize_relaxed(&rb->seen_drains, m->drains);
+#endif
     cache_unlock(m, &p);
 }
 
-/* Record an access to n; steals the reader's reference to n. */
+/* Record an access to n (found at table entry e): no reference is taken. */
 static inline void
-ring_record(SMCacheObject *m, SMCNode *n)
+ring_record(SMCacheObject *m, SMCNode *n, SMSlot *e)
 {
     SMCReadBuf *rb = ring_of_thread(m);
 #if SM_FREE_THREADED
-    Py_ssize_t t = _Py_atomic_add_ssize(&rb->tail, 1);
-    PyObject **slot = &rb->slots[t & (SMC_RB_SIZE - 1)];
-    PyObject *prev = _Py_atomic_exchange_ptr(slot, (PyObject *)n);
-    if (SM_UNLIKELY(SMC_IS_DEAD(n))) {
-        /* Removed meanwhile: take the record back unless a drain took it. */
-        void *expected = n;
-        if (_Py_atomic_compare_exchange_ptr(slot, &expected, NULL)) {
-            Py_DECREF(n);
-        }
-    }
+    Py_ssize_t pos = _Py_atomic_add_ssize(&rb->tail, 1);
+    SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
+    /* Relaxed stores: a drain may pair a node with another record's place,
+     * and then drops the record (ring_apply). */
+    _Py_atomic_store_ptr_relaxed(&rec->slot, e);
+    _Py_atomic_store_ptr_relaxed(&rec->node, n);
 #else
-    if (SM_UNLIKELY(n->dead)) {
-        /* Removed while a Python timer ran (it can release the GIL): no
-         * record, so that the cache keeps no reference to a removed entry. */
-        Py_DECREF(n);
-        return;
-    }
-    Py_ssize_t t = rb->tail++;
-    PyObject **slot = &rb->slots[t & (SMC_RB_SIZE - 1)];
-    PyObject *prev = *slot;
-    *slot = (PyObject *)n;
+    Py_ssize_t pos = rb->tail++;
+    SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
+    rec->node = n;
+    rec->slot = e;
 #endif
-    if ((t & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
-        rings_try_drain(m);
+    if ((pos & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
+        rings_try_drain(m, rb);
     }
-    Py_XDECREF(prev);  /* a lost record; no lock is held here */
 }
 
 /* -------------------------------------------------------- locking, checks */
@@ -1130,33 +1174,31 @@ cache_lock(SMCacheObject *m)
 
 /* ------------------------------------------------------------- removal */
 
-/* Remove live node n (in the dict unless pending) from the cache, under the
+/* Take live node n out of the table (the lock is held; n is its entry): the
+ * table's references go to p's grave (room for one item reserved), n is marked
+ * dead and emptied (node_bury): read what it holds before. */
+static void
+node_unpublish(SMCacheObject *m, SMCNode *n, SMCPend *p)
+{
+    SMPos pos;
+    int found = sm_tb_find_value(&m->tab, n->hash, (PyObject *)n, &pos);
+    assert(found);
+    (void)found;
+    PyObject *old;
+    sm_tb_remove(&m->tab, &pos, &old, p->grave);  /* the key goes to the grave */
+    SMC_SET_DEAD(n);
+    node_bury(p, (SMCNode *)old);  /* old == n: the table's reference */
+}
+
+/* Remove live node n (in the table unless pending) from the cache, under the
  * lock.  cause: SMC_str_size / SMC_str_expired for evictions, NULL for an
- * explicit delete.  0, or -1 if the dict call failed (a colliding key's
- * __eq__ raised): then nothing changed. */
+ * explicit delete.  0, or -1 (MemoryError): then nothing changed. */
 static int
 node_remove(SMCacheObject *m, SMCNode *n, PyObject *cause, SMCPend *p)
 {
-    if (n->pending) {
-        n->evicted = 1;
+    if (!n->pending && sm_grave_reserve(p->grave, 1) < 0) {
+        return -1;
     }
-    else {
-        Py_INCREF(n);  /* the dict's reference goes; ours is released later */
-        if (sm_dict_del(m->dict, n->key, n->hash) < 0) {
-            Py_DECREF(n);
-            return -1;
-        }
-        pend_bury(p, (PyObject *)n);
-        SM_ADD_SSIZE(&m->count, -1);
-        SM_WROTE(m->writes, deletes, 1, &m->stats);
-    }
-    if (n->queue != SMC_Q_NONE) {
-        q_unlink(m, n);
-    }
-    w_unlink(m, n);
-    m->weight -= n->weight;
-    SMC_SET_DEAD(n);
-    p->removed = 1;
     if (cause == SMC_str_size) {
         SM_BUMP(&m->evicted_size, 1);
     }
@@ -1165,6 +1207,20 @@ node_remove(SMCacheObject *m, SMCNode *n, PyObject *cause, SMCPend *p)
     }
     if (cause != NULL) {
         pend_evicted(m, p, n, cause);
+    }
+    if (n->queue != SMC_Q_NONE) {
+        q_unlink(m, n);
+    }
+    w_unlink(m, n);
+    m->weight -= n->weight;
+    if (n->pending) {
+        n->evicted = 1;
+        SMC_SET_DEAD(n);
+    }
+    else {
+        node_unpublish(m, n, p);
+        SM_ADD_SSIZE(&m->count, -1);
+        SM_WROTE(m->writes, deletes, 1, &m->stats);
     }
     return 0;
 }
@@ -1291,15 +1347,22 @@ cache_weigh(SMCacheObject *m, PyObject *key, PyObject *value, Py_ssize_t *out)
 }
 
 /* Install `value` for key (the lock is held).  old: the key's current node
- * (borrowed, live) or NULL.  n: a fresh node (reference stolen).  Evicts
- * first, publishes last.  0 or -1 (on -1 nothing was published; evictions
- * made before a failure stand). */
+ * (borrowed, live) or NULL; pos: where the lookup that found old (or found
+ * the key absent) ended, under this hold of the lock.  n: a fresh node
+ * (reference stolen).  Evicts first, publishes last.  0 or -1 (on -1
+ * nothing was published; evictions made before a failure stand). */
 static int
 cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
-              Py_ssize_t weight, int64_t now, SMCNode *old, SMCNode *n, SMCPend *p)
+              Py_ssize_t weight, int64_t now, SMCNode *old, SMPos *pos, SMCNode *n,
+              SMCPend *p)
 {
-    n->key = Py_NewRef(old != NULL ? old->key : key);  /* dict keeps the first key */
+    n->key = Py_NewRef(old != NULL ? old->key : key);  /* the table keeps the first key */
     n->value = Py_NewRef(value);
+#if SM_TB_LOCKFREE
+    /* Readers take it with a try-incref (cache_lookup): from now on its last
+     * release goes through the path that makes a failed try-incref safe. */
+    PyUnstable_EnableTryIncRef(value);
+#endif
     n->hash = hash;
     n->weight = weight;
     n->expires = m->ttl_ns != 0 ? now + m->ttl_ns : INT64_MAX;
@@ -1317,10 +1380,10 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     }
     if (cache_bounded(m)) {
         /* The accesses recorded so far count before a victim is chosen. */
-        rings_drain(m, p);
+        rings_drain(m);
     }
     if (old != NULL) {
-        /* Out of the policy now; the dict swaps it for n in one call below. */
+        /* Out of the policy now; the table swaps it for n in one store below. */
         if (old->queue != SMC_Q_NONE) {
             q_unlink(m, old);
         }
@@ -1343,45 +1406,41 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     }
     m->weight += weight;
     int rc = cache_evict(m, p);
+    /* Evictions only removed entries (never `old`, unlinked above): pos is
+     * still where the key's entry is, or where it goes. */
+    if (rc == 0 && sm_grave_reserve(p->grave, 2) < 0) {
+        rc = -1;
+    }
     if (rc == 0 && n->evicted) {
         /* Not admitted: the key ends absent (its old value leaves too). */
         if (old != NULL) {
-            Py_INCREF(old);
-            if (sm_dict_del(m->dict, key, hash) < 0) {
-                Py_DECREF(old);
-                rc = -1;
-            }
-            else {
-                pend_bury(p, (PyObject *)old);
-                SMC_SET_DEAD(old);
-                SM_ADD_SSIZE(&m->count, -1);
-                SM_WROTE(m->writes, deletes, 1, &m->stats);
-            }
+            node_unpublish(m, old, p);
+            SM_ADD_SSIZE(&m->count, -1);
+            SM_WROTE(m->writes, deletes, 1, &m->stats);
         }
         pend_bury(p, (PyObject *)n);
-        return rc;
+        return 0;
+    }
+    if (rc == 0 && old != NULL) {
+        /* One store swaps the entry's node: no reader sees the key absent. */
+        PyObject *prev = sm_tb_exchange_at(&m->tab, pos, (PyObject *)n);
+        assert(prev == (PyObject *)old);
+        n->pending = 0;
+        SMC_SET_DEAD(old);
+        node_bury(p, (SMCNode *)prev);
+        SM_WROTE(m->writes, updates, 1, &m->stats);
+        Py_DECREF(n);  /* the table holds it */
+        return 0;
     }
     if (rc == 0) {
-        if (old != NULL) {
-            Py_INCREF(old);  /* released after the unlock */
-        }
-        rc = sm_dict_set(m->dict, n->key, (PyObject *)n, hash);
+        rc = sm_tb_insert(&m->tab, pos, n->key, hash, (PyObject *)n, p->grave);
         if (rc == 0) {
             n->pending = 0;
-            if (old != NULL) {
-                SMC_SET_DEAD(old);
-                pend_bury(p, (PyObject *)old);
-                SM_WROTE(m->writes, updates, 1, &m->stats);
-            }
-            else {
-                SM_ADD_SSIZE(&m->count, 1);
-                SM_WROTE(m->writes, inserts, 1, &m->stats);
-            }
-            p->removed |= old != NULL;
-            Py_DECREF(n);  /* the dict holds it */
+            SM_ADD_SSIZE(&m->count, 1);
+            SM_WROTE(m->writes, inserts, 1, &m->stats);
+            Py_DECREF(n);  /* the table holds it */
             return 0;
         }
-        Py_XDECREF(old);
     }
     /* Failed: unlink n again; restore old in the policy (write order moves). */
     if (!n->evicted) {
@@ -1406,24 +1465,132 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
 }
 
 /* The key's live node under the lock (borrowed; an expired one is removed
- * and reported absent).  1, 0 or -1. */
+ * and reported absent).  1, 0 or -1; *pos says where the lookup ended (for
+ * cache_install: an expired entry's removal leaves its index slot free for
+ * the key). */
 static inline int
 cache_find_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
-                  SMCNode **out, SMCPend *p)
+                  SMCNode **out, SMPos *pos, SMCPend *p)
 {
-    PyObject *o;
     *out = NULL;
-    int r = sm_dict_get(m->dict, key, hash, &o);
+    int r = sm_tb_find(&m->tab, key, hash, pos);
     if (r <= 0) {
         return r;
     }
-    SMCNode *n = (SMCNode *)o;
-    Py_DECREF(o);  /* the dict holds it while we hold the lock */
+    SMCNode *n = (SMCNode *)sm_tb_value_at(pos);
     if (node_expired(m, n, now)) {
-        return node_remove(m, n, SMC_str_expired, p) < 0 ? -1 : 0;
+        if (node_remove(m, n, SMC_str_expired, p) < 0) {
+            return -1;
+        }
+        pos->entry = -1;
+        return 0;
     }
     *out = n;
     return 1;
+}
+
+/* The read of cache_lookup under the lock, for a lock-free read that kept
+ * restarting (free-threaded builds).  1 (*out strong), 0 or -1. */
+static int
+cache_lookup_locked(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now,
+                    PyObject **out, SMCRecord *where)
+{
+    void *me = sm_me();
+    int mine = sm_lock_held_by(&m->lock, me);  /* a compute callback's read */
+    if (!mine) {
+        if (sm_lock_counted(&m->lock, &m->lockstats, me) < 0) {
+            return -1;
+        }
+        HELD_INC();
+    }
+    SMPos pos;
+    int r = sm_tb_find(&m->tab, key, hash, &pos);
+    if (r == 1) {
+        SMCNode *n = (SMCNode *)sm_tb_value_at(&pos);
+        if (node_expired(m, n, now)) {
+            r = 0;
+        }
+        else {
+            *out = Py_NewRef(n->value);
+            where->node = n;
+            where->slot = &pos.table->entries[pos.entry];
+        }
+    }
+    if (!mine) {
+        HELD_DEC();
+        int64_t sampled = sm_unlock_counted(&m->lock, &m->lockstats);
+        if (SM_UNLIKELY(sampled)) {
+            sm_report_wait(SMC_str_Cache, sampled);
+        }
+    }
+    return r;
+}
+
+/* The lock-free read of key (now: the cache's clock, read before when there
+ * is a ttl).  1: live, *out a strong reference to its value, *where the node
+ * it was read from and its place (for ring_record only: it may leave the
+ * cache at any moment); 0: absent or expired; -1: error.
+ *
+ * The node is found without a reference (sm_tb_get_borrowed: on free-threaded
+ * builds the table's removed nodes are released through QSBR, see
+ * node_bury).  A node's fields are fixed while it is in the table, so its
+ * value is the key's value at the instant the node was found.  Free-threaded
+ * builds: the value is taken with a try-incref, then `dead` re-checked; the
+ * cache marks a node dead before it releases the node's value, so a live
+ * node after a successful try-incref means the reference is to that very
+ * value (a freed and reused object would have been freed after the mark).
+ * A node that died meanwhile is looked up again (an update replaces it
+ * without an instant in which the key is absent). */
+SM_ALWAYS_INLINE int
+cache_lookup(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t now, PyObject **out,
+             SMCRecord *where)
+{
+    *out = NULL;
+#if SM_FREE_THREADED && !SM_TB_LOCKFREE
+    /* 3.13t has no try-incref: read under the lock. */
+    return cache_lookup_locked(m, key, hash, now, out, where);
+#endif
+    for (int attempt = 0; attempt < 16; attempt++) {
+        SMBorrowed b;
+        int r = sm_tb_get_borrowed(&m->tab, key, hash, &b);
+        if (r != 1) {
+            if (r == SM_TB_CONTENDED) {
+                break;
+            }
+            return r;
+        }
+        SMCNode *n = (SMCNode *)b.value;
+        if (node_expired(m, n, now)) {
+            if (b.strong) {
+                Py_DECREF(n);
+            }
+            return 0;
+        }
+#if SM_TB_LOCKFREE
+        PyObject *v = _Py_atomic_load_ptr_acquire(&n->value);
+        int ok = v != NULL && PyUnstable_TryIncRef(v);
+        if (ok && SMC_IS_DEAD(n)) {
+            Py_DECREF(v);
+            ok = 0;
+        }
+        if (b.strong) {
+            Py_DECREF(n);
+        }
+        if (!ok) {
+            continue;  /* removed or replaced since found: look again */
+        }
+#else
+        PyObject *v = Py_NewRef(n->value);
+        if (b.strong) {
+            Py_DECREF(n);
+        }
+#endif
+        *out = v;
+        where->node = n;
+        where->slot = b.slot;
+        return 1;
+    }
+    return cache_lookup_locked(m, key, hash, now, out, where);
 }
 
 enum { SMC_PUT, SMC_IF_ABSENT, SMC_SWAP };
@@ -1458,18 +1625,10 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
         if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
             return -1;
         }
-        PyObject *o;
-        int r = sm_dict_get(m->dict, key, hash, &o);
-        if (r < 0) {
-            return -1;
-        }
-        if (r == 1) {
-            if (!node_expired(m, (SMCNode *)o, now)) {
-                *prev = Py_NewRef(((SMCNode *)o)->value);
-                Py_DECREF(o);
-                return 0;
-            }
-            Py_DECREF(o);
+        SMCRecord found;
+        int r = cache_lookup(m, key, hash, now, prev, &found);
+        if (r != 0) {
+            return r < 0 ? -1 : 0;
         }
     }
     if (cache_weigh(m, key, value, &weight) < 0) {
@@ -1486,8 +1645,9 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
     SMCPend p;
     pend_init(&p);
     SMCNode *old;
+    SMPos pos;
     int rc = cache_expire(m, now, &p);
-    int r = rc < 0 ? -1 : cache_find_locked(m, key, hash, now, &old, &p);
+    int r = rc < 0 ? -1 : cache_find_locked(m, key, hash, now, &old, &pos, &p);
     if (r == 1 && mode != SMC_PUT) {
         *prev = Py_NewRef(old->value);
     }
@@ -1500,7 +1660,7 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
         rc = 0;
     }
     else {
-        rc = cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, n, &p);
+        rc = cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, &pos, n, &p);
         if (rc < 0) {
             Py_CLEAR(*prev);
         }
@@ -1536,7 +1696,8 @@ cache_pop_impl(PyObject *op, PyObject *key, PyObject **out)
     SMCPend p;
     pend_init(&p);
     SMCNode *n;
-    int r = cache_find_locked(m, key, hash, now, &n, &p);
+    SMPos pos;
+    int r = cache_find_locked(m, key, hash, now, &n, &pos, &p);
     if (r == 1) {
         *out = Py_NewRef(n->value);
         if (node_remove(m, n, NULL, &p) < 0) {
@@ -1563,34 +1724,23 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
         return -1;
     }
-    PyObject *o;
-    int r = sm_dict_get(m->dict, key, hash, &o);
+    int64_t now = 0;
+    /* The clock first: a Python timer runs no code between the lookup and
+     * the use of the node it found. */
+    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+        return -1;
+    }
+    SMCRecord where;
+    int r = cache_lookup(m, key, hash, now, out, &where);
     if (r <= 0) {
         if (r == 0) {
             SM_CELL_ADD(m, &m->stats, misses, 1);
         }
         return r;
     }
-    SMCNode *n = (SMCNode *)o;
-    if (m->ttl_ns != 0) {
-        int64_t now;
-        if (cache_now(m, &now) < 0) {
-            Py_DECREF(o);
-            return -1;
-        }
-        if (now >= n->expires) {
-            Py_DECREF(o);
-            SM_CELL_ADD(m, &m->stats, misses, 1);
-            return 0;
-        }
-    }
-    *out = Py_NewRef(n->value);
     SM_CELL_ADD(m, &m->stats, hits, 1);
     if (cache_bounded(m)) {
-        ring_record(m, n);
-    }
-    else {
-        Py_DECREF(o);
+        ring_record(m, where.node, where.slot);
     }
     return 1;
 }
@@ -1746,9 +1896,10 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     pend_init(&p);
     PyObject *result = NULL;
     SMCNode *old = NULL;
+    SMPos pos;
     int r = cache_expire(m, now, &p);
     if (r == 0) {
-        r = cache_find_locked(m, key, hash, now, &old, &p);
+        r = cache_find_locked(m, key, hash, now, &old, &pos, &p);
     }
     if (r < 0) {
         goto done;
@@ -1764,7 +1915,7 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     /* The callback may have read the cache; the lock kept every writer out,
-     * so `old` is still the key's node. */
+     * so `old` is still the key's node and pos still where its entry is. */
     if (nv == SM_DELETE) {
         Py_DECREF(nv);
         if (old != NULL && node_remove(m, old, NULL, &p) < 0) {
@@ -1784,7 +1935,7 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     SMCNode *fresh = n;
     n = NULL;
-    if (cache_install(m, key, hash, nv, weight, now, old, fresh, &p) < 0) {
+    if (cache_install(m, key, hash, nv, weight, now, old, &pos, fresh, &p) < 0) {
         Py_DECREF(nv);
         goto done;
     }
@@ -1842,23 +1993,45 @@ cache_length(PyObject *op)
     return rc < 0 ? -1 : n;
 }
 
-/* Copy the live (key, value) pairs into buf: an atomic copy of the dict, then
- * each node replaced by its value (expired ones dropped). */
+/* Copy the live (key, value) pairs into buf: a copy of the table's (key,
+ * node) pairs, then each node replaced by its value (expired ones dropped).
+ * `exact`: the copy is of one instant (snapshot): on free-threaded builds it is
+ * made holding the lock, since a lock-free copy there is only weakly
+ * consistent (each pair present when copied, and none of the entries inserted
+ * after it started: never more than maxsize, no key twice; see
+ * sm_tb_collect).  On GIL builds the copy runs no Python code: exact. */
 static int
-cache_collect(SMCacheObject *m, SMBuf *buf)
+cache_collect(SMCacheObject *m, SMBuf *buf, int exact)
 {
     int64_t now = 0;
     if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
         return -1;
     }
-    /* A transaction's commit is several dict writes: one dict copy could fall
+    /* A transaction's commit is several table writes: one copy could fall
      * between two of them.  The copy is kept only if `version` was even before it
      * and unchanged after it; otherwise wait for the commit (its thread holds the
      * lock until the end) and copy again.  A thread holding the lock itself (a
      * compute callback, the transaction's own reads) excludes every writer. */
     void *me = sm_me();
     int exclusive = sm_lock_held_by(&m->lock, me);
+    int locked = 0;
+#if SM_FREE_THREADED
+#  if !SM_TB_LOCKFREE
+    exact = 1;  /* 3.13t has no try-incref: nodes are read under the lock */
+#  endif
+    if (exact && !exclusive) {
+        if (sm_lock_counted(&m->lock, &m->lockstats, me) < 0) {
+            return -1;
+        }
+        HELD_INC();
+        locked = exclusive = 1;
+    }
+#else
+    (void)exact;
+#endif
     SMBuf raw = {NULL, 0, 0};
+    Py_ssize_t start = buf->n;
+    int rc = 0;
     for (;;) {
         Py_ssize_t v = exclusive ? 0 : SM_LOAD_SSIZE(&m->version);
         if (v & 1) {
@@ -1871,29 +2044,60 @@ cache_collect(SMCacheObject *m, SMBuf *buf)
             }
             continue;
         }
-        if (sm_buf_collect_dict(&raw, m->dict) < 0) {
-            sm_buf_clear(&raw);
-            return -1;
-        }
-        if (exclusive || SM_LOAD_SSIZE(&m->version) == v) {
+        if (sm_tb_collect(&m->tab, &raw) < 0 || sm_buf_reserve(buf, start + raw.n) < 0) {
+            rc = -1;
             break;
         }
-        sm_buf_clear(&raw);
-    }
-    if (sm_buf_reserve(buf, buf->n + raw.n) < 0) {
-        sm_buf_clear(&raw);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < raw.n; i += 2) {
-        SMCNode *n = (SMCNode *)raw.items[i + 1];
-        if (node_expired(m, n, now)) {
-            continue;
+        /* Each node replaced by its value, inside the window the version
+         * check covers. */
+        for (Py_ssize_t i = 0; rc == 0 && i < raw.n; i += 2) {
+            SMCNode *n = (SMCNode *)raw.items[i + 1];
+            if (node_expired(m, n, now)) {
+                continue;
+            }
+#if SM_TB_LOCKFREE
+            /* raw holds the node, but its value is taken out of it when it
+             * leaves the cache (node_bury): take the value as cache_lookup
+             * does; if the node left since it was copied (an update replaces
+             * it), read the key again. */
+            PyObject *val = _Py_atomic_load_ptr_acquire(&n->value);
+            if (val != NULL && !PyUnstable_TryIncRef(val)) {
+                val = NULL;
+            }
+            if (val != NULL && SMC_IS_DEAD(n)) {
+                Py_CLEAR(val);
+            }
+            if (val == NULL) {
+                SMCRecord again;
+                int r = cache_lookup(m, raw.items[i], n->hash, now, &val, &again);
+                if (r <= 0) {
+                    rc = r;  /* -1, or 0: gone since the copy */
+                    continue;
+                }
+            }
+#else
+            PyObject *val = Py_NewRef(n->value);
+#endif
+            buf->items[buf->n++] = Py_NewRef(raw.items[i]);
+            buf->items[buf->n++] = val;
         }
-        buf->items[buf->n++] = Py_NewRef(raw.items[i]);
-        buf->items[buf->n++] = Py_NewRef(n->value);
+        sm_buf_clear(&raw);
+        if (rc < 0 || exclusive || SM_LOAD_SSIZE(&m->version) == v) {
+            break;
+        }
+        while (buf->n > start) {  /* a commit ran meanwhile: copy again */
+            Py_DECREF(buf->items[--buf->n]);
+        }
+    }
+    if (locked) {
+        HELD_DEC();
+        int64_t sampled = sm_unlock_counted(&m->lock, &m->lockstats);
+        if (SM_UNLIKELY(sampled)) {
+            sm_report_wait(SMC_str_Cache, sampled);
+        }
     }
     sm_buf_clear(&raw);
-    return 0;
+    return rc;
 }
 
 static int
@@ -1906,7 +2110,7 @@ cache_fill(PyObject *owner, Py_ssize_t index, SMBuf *buf)
     if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
         return -1;
     }
-    return cache_collect(m, buf) < 0 ? -1 : 1;
+    return cache_collect(m, buf, 0) < 0 ? -1 : 1;
 }
 
 static PyObject *
@@ -1936,14 +2140,14 @@ cache_snapshot(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     SMBuf buf = {NULL, 0, 0};
-    if (cache_collect(m, &buf) < 0) {
+    if (cache_collect(m, &buf, 1) < 0) {
         sm_buf_clear(&buf);
         return NULL;
     }
     return sm_buf_snapshot(&buf);
 }
 
-/* clear(): one dict call empties the dict (atomic for readers); the nodes are
+/* clear(): one store empties the table (atomic for readers); the nodes are
  * released after the unlock.  Not an eviction: on_evict is not called. */
 static PyObject *
 cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
@@ -1954,17 +2158,34 @@ cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     SMCPend p;
     pend_init(&p);
-    SMBuf all = {NULL, 0, 0};
-    if (sm_buf_collect_dict(&all, m->dict) < 0) {
+    SMTable *t = m->tab.table;
+    Py_ssize_t removed = t != NULL ? t->used : 0;
+    /* Room for what the nodes hold too (node_bury), so nothing fails below. */
+    if (sm_grave_reserve(p.grave, 4 * removed + 1) < 0) {
         cache_unlock(m, &p);
-        sm_buf_clear(&all);
         return NULL;
     }
-    PyDict_Clear(m->dict);  /* the nodes stay alive in `all` */
-    for (Py_ssize_t i = 1; i < all.n; i += 2) {
-        SMC_SET_DEAD((SMCNode *)all.items[i]);
+    /* The table empties in one store (sm_tb_clear_delayed: the nodes go
+     * through QSBR like node_bury's); each node is marked dead first, and on
+     * free-threaded builds its key and value are taken out of it, for release
+     * at once after the unlock. */
+    for (Py_ssize_t e = 0; t != NULL && e < t->nentries; e++) {
+        if (t->entries[e].key == NULL) {
+            continue;
+        }
+        SMCNode *n = (SMCNode *)t->entries[e].value;
+        SMC_SET_DEAD(n);
+#if SM_FREE_THREADED
+        PyObject *v = n->value;
+        sm_grave_push(p.grave, n->key);
+        sm_grave_push(p.grave, v);
+        n->key = NULL;
+        _Py_atomic_store_ptr_release(&n->value, NULL);
+#endif
     }
-    Py_ssize_t removed = all.n / 2;
+    int rc = sm_tb_clear_delayed(&m->tab, p.grave);  /* reserved above: cannot fail */
+    assert(rc == 0);
+    (void)rc;
     for (int q = 0; q < SMC_NQ; q++) {
         m->q[q].head = m->q[q].tail = NULL;
         m->q[q].weight = 0;
@@ -1974,10 +2195,8 @@ cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
     SM_STORE_SSIZE_RELAXED(&m->count, 0);
     if (removed > 0) {
         SM_WROTE(m->writes, deletes, removed, &m->stats);
-        p.removed = 1;
     }
     cache_unlock(m, &p);
-    sm_buf_clear(&all);
     Py_RETURN_NONE;
 }
 
@@ -1998,17 +2217,16 @@ cache_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
     if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
         return -1;
     }
-    PyObject *o;
-    int r = sm_dict_get(m->dict, key, hash, &o);
+    SMPos pos;  /* the transaction's thread holds the lock */
+    int r = sm_tb_find(&m->tab, key, hash, &pos);
     if (r <= 0) {
         return r;
     }
-    if (node_expired(m, (SMCNode *)o, now)) {
-        Py_DECREF(o);
+    SMCNode *n = (SMCNode *)sm_tb_value_at(&pos);
+    if (node_expired(m, n, now)) {
         return 0;
     }
-    *v = Py_NewRef(((SMCNode *)o)->value);
-    Py_DECREF(o);
+    *v = Py_NewRef(n->value);
     return 1;
 }
 
@@ -2043,7 +2261,8 @@ cache_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
     p.grave = &t->grave;
     p.evicted = m->txn_evicted;
     SMCNode *old;
-    int r = cache_find_locked(m, key, hash, now, &old, &p);
+    SMPos pos;
+    int r = cache_find_locked(m, key, hash, now, &old, &pos, &p);
     int rc = r;  /* -1: error; 0: a delete of an absent key; else 1 */
     if (r >= 0 && value == NULL) {
         if (r == 1 && node_remove(m, old, NULL, &p) < 0) {
@@ -2053,7 +2272,8 @@ cache_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
     else if (r >= 0) {
         rc = 1;
         if (r == 0 || old->value != value) {
-            if (cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, n, &p) < 0) {
+            if (cache_install(m, key, hash, value, weight, now, r == 1 ? old : NULL, &pos, n,
+                              &p) < 0) {
                 rc = -1;
             }
             n = NULL;
@@ -2083,7 +2303,7 @@ cache_txn_length(PyObject *map)
 static int
 cache_txn_collect(PyObject *map, SMBuf *buf)
 {
-    return cache_collect((SMCacheObject *)map, buf);
+    return cache_collect((SMCacheObject *)map, buf, 1);
 }
 
 static const SMTxnOps cache_txn_ops = {cache_txn_get, cache_txn_set, cache_txn_length,
@@ -2119,7 +2339,6 @@ cache_txn_end(PyObject *op, PyObject *arg)
     SMCPend p;
     pend_init(&p);
     p.evicted = m->txn_evicted;  /* on_evict runs in cache_unlock, after the unlock */
-    p.removed = 1;
     m->txn_evicted = (SMBuf){NULL, 0, 0};
     cache_unlock(m, &p);
     sm_txn_release(t);
@@ -2245,7 +2464,7 @@ cache_maintain(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     SMCPend p;
     pend_init(&p);
-    rings_drain(m, &p);
+    rings_drain(m);
     int rc = cache_expire(m, now, &p);
     cache_unlock(m, &p);
     if (rc < 0) {
@@ -2270,15 +2489,7 @@ static PyObject *
 cache_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    PyObject *ds = PyObject_CallMethod(m->dict, "__sizeof__", NULL);
-    if (ds == NULL) {
-        return NULL;
-    }
-    Py_ssize_t dsize = PyLong_AsSsize_t(ds);
-    Py_DECREF(ds);
-    if (dsize == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
+    Py_ssize_t dsize = sm_tb_sizeof(&m->tab);
     Py_ssize_t n = Py_TYPE(op)->tp_basicsize + dsize +
                    m->nbufs * (Py_ssize_t)sizeof(SMCReadBufSlot) +
                    5 * (m->width / 16) * (Py_ssize_t)sizeof(uint64_t) +  /* sketch, doorkeeper */
@@ -2293,6 +2504,7 @@ cache_after_fork(SMNode *node, void *me)
 {
     SMCacheObject *m = (SMCacheObject *)((char *)node - offsetof(SMCacheObject, node));
     (void)sm_lock_after_fork(&m->lock, me);
+    sm_tb_after_fork(&m->tab);
     if (m->txn_owner != me) {
         m->txn_owner = NULL;
         m->guard = 0;
@@ -2311,8 +2523,7 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     m->maxsize = -1;
-    m->dict = PyDict_New();
-    if (m->dict == NULL || sm_stats_init(&m->stats) < 0) {
+    if (sm_stats_init(&m->stats) < 0) {
         Py_DECREF(m);
         return NULL;
     }
@@ -2513,28 +2724,15 @@ static int
 cache_traverse(PyObject *op, visitproc visit, void *arg)
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    Py_VISIT(m->dict);
+    if (sm_tb_traverse(&m->tab, visit, arg) < 0) {
+        return -1;
+    }
     Py_VISIT(m->weigher);
     Py_VISIT(m->on_evict);
     Py_VISIT(m->timer);
     Py_VISIT(m->ttl_obj);
     Py_VISIT(m->maxsize_obj);
-    for (Py_ssize_t b = 0; m->rbufs != NULL && b < m->nbufs; b++) {
-        for (int i = 0; i < SMC_RB_SIZE; i++) {
-            Py_VISIT(m->rbufs[b].b.slots[i]);
-        }
-    }
     return 0;
-}
-
-static void
-rings_release(SMCacheObject *m)
-{
-    for (Py_ssize_t b = 0; m->rbufs != NULL && b < m->nbufs; b++) {
-        for (int i = 0; i < SMC_RB_SIZE; i++) {
-            Py_CLEAR(m->rbufs[b].b.slots[i]);
-        }
-    }
 }
 
 static int
@@ -2542,7 +2740,6 @@ cache_tp_clear(PyObject *op)
 {
     /* Break cycles: empty the cache (it stays usable, empty). */
     SMCacheObject *m = (SMCacheObject *)op;
-    rings_release(m);
     for (int q = 0; q < SMC_NQ; q++) {
         m->q[q].head = m->q[q].tail = NULL;
         m->q[q].weight = 0;
@@ -2550,9 +2747,7 @@ cache_tp_clear(PyObject *op)
     m->whead = m->wtail = NULL;
     m->weight = 0;
     SM_STORE_SSIZE_RELAXED(&m->count, 0);
-    if (m->dict != NULL) {
-        PyDict_Clear(m->dict);
-    }
+    sm_tb_fini(&m->tab);  /* unreachable: no reader is left */
     Py_CLEAR(m->weigher);
     Py_CLEAR(m->on_evict);
     Py_CLEAR(m->timer);
@@ -2571,8 +2766,7 @@ cache_dealloc(PyObject *op)
     if (m->weakreflist != NULL) {
         PyObject_ClearWeakRefs(op);
     }
-    rings_release(m);
-    Py_CLEAR(m->dict);
+    sm_tb_fini(&m->tab);
     Py_CLEAR(m->weigher);
     Py_CLEAR(m->on_evict);
     Py_CLEAR(m->timer);

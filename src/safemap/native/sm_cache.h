@@ -7,21 +7,25 @@
 #include "sm_common.h"
 #include "sm_table.h"
 
-/* One entry.  `key`, `value`, `hash`, `weight` and `expires` are set before
- * the node is published in the cache's dict and never change afterwards, so a
- * lock-free reader may read them; an update publishes a new node.  Every
- * other field belongs to the holder of the cache's lock. */
+/* One entry.  `key`, `value`, `hash`, `weight`, `expires` and `mix` are set
+ * before the node is published in the cache's table and never change while it
+ * is there (an update publishes a new node), so a lock-free reader may read
+ * them.  Every other field belongs to the holder of the cache's lock.  On
+ * free-threaded builds the fields readers load (the header, value, expires,
+ * dead) are in the node's first 64 bytes and the policy's links in the next
+ * 64 (a node is 128 bytes, allocated 128-aligned), so that a drain relinking
+ * nodes writes no cache line a reader loads. */
 typedef struct SMCNode {
     PyObject_HEAD
-    PyObject *key;
-    PyObject *value;
-    Py_hash_t hash;
-    Py_ssize_t weight;
+    PyObject *value;              /* NULL once removed (free-threaded builds) */
     int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
-    uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
     int dead;                     /* set (atomically) when the node leaves the cache */
+    PyObject *key;
+    Py_hash_t hash;
+    uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
+    Py_ssize_t weight;
     unsigned char queue;          /* SMC_Q_*: which policy queue links it */
-    unsigned char pending;        /* 1 while being inserted: not in the dict yet */
+    unsigned char pending;        /* 1 while being inserted: not in the table yet */
     unsigned char evicted;        /* a pending node evicted during its own insert */
     struct SMCNode *prev, *next;  /* policy queue, least recently used first */
     struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
@@ -34,14 +38,31 @@ typedef struct {
     Py_ssize_t weight;
 } SMCQueue;
 
-/* A lossy ring of accessed nodes (strong references), filled by readers with
- * no lock and drained by the lock holder. */
+/* One recorded access: the node found and its table entry.  No reference:
+ * the drainer uses `node` only if `slot` is an entry of the cache's current
+ * table that still holds it (sm_tb_entry_holds), so a record of a removed
+ * (even freed) node, or one torn between two records, is dropped. */
+typedef struct {
+    SMCNode *node;   /* NULL: never written */
+    SMSlot *slot;
+} SMCRecord;
+
+/* A lossy ring of accessed nodes, filled by readers with no lock and drained
+ * by the lock holder, which only reads the slots: it applies the positions
+ * from `drained` to `tail` (at most the last SMC_RB_SIZE).  `drained`, the
+ * one field a drain writes, has a cache line of its own, so that draining
+ * another thread's ring takes none of the lines that thread writes. */
 #define SMC_RB_SIZE 16
 typedef struct {
+    Py_ssize_t drained;  /* `tail` when last drained (written under the lock) */
+    char drained_line_[SM_LINE - sizeof(Py_ssize_t)];
     Py_ssize_t tail;
-    Py_ssize_t drained;  /* GIL builds: `tail` when last drained */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
-    PyObject *slots[SMC_RB_SIZE];
+#if SM_FREE_THREADED
+    Py_ssize_t seen_drains;  /* the cache's `drains` when this ring last filled,
+                                or after the drain its last fill made */
+#endif
+    SMCRecord slots[SMC_RB_SIZE];
 } SMCReadBuf;
 
 typedef union {
@@ -49,25 +70,46 @@ typedef union {
     char pad[((sizeof(SMCReadBuf) + SM_LINE - 1) / SM_LINE) * SM_LINE];
 } SMCReadBufSlot;
 
+#define SMC_HOT_BYTES (2 * SM_LINE - (Py_ssize_t)sizeof(PyObject))
+
 typedef struct {
     PyObject_HEAD
+    /* Read by every hit, written only when the cache is made (or, `guard`, by
+     * a transaction): the rest of the object's first two cache lines (objects
+     * of this size start on a line on free-threaded builds), apart from the
+     * fields writes and drains write, so that hits on several threads share
+     * these lines clean. */
+    union {
+        struct {
+            SMTableRef tab;            /* key -> SMCNode; written holding `lock` */
+            Py_ssize_t maxsize;        /* bound on `weight`, or -1 (unbounded) */
+            int64_t ttl_ns;            /* 0: no ttl */
+            int guard;                 /* != 0 during a transaction: reads take the slow path */
+            int shared;                /* see sm_note_thread */
+            int configured;            /* options set (by __init__) */
+            int policy;                /* SMC_LRU or SMC_TINYLFU */
+            SMStats stats;             /* hits, misses, iterations (lock-free counters) */
+            SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned */
+            Py_ssize_t nbufs;          /* a power of two */
+            PyObject *timer;           /* the ttl's clock, or NULL: the monotonic clock */
+        };
+        char hot_lines_[SMC_HOT_BYTES];
+    };
+    /* Written by writes and drains (under the lock) from here on. */
     SMNode node;               /* on the list of live maps (fork safety) */
-    PyObject *dict;            /* key -> SMCNode; never replaced while the cache lives */
     SMLock lock;               /* every write, the policy, the drains */
+#if SM_FREE_THREADED
+    void *drainer;             /* the thread that last drained on a read (rings_try_drain) */
+    Py_ssize_t drains;         /* drains so far (written under the lock) */
+#endif
     SMLockStats lockstats;
     SMWrites writes;           /* counted by the lock holder */
-    SMStats stats;             /* hits, misses, iterations (lock-free counters) */
-    Py_ssize_t count;          /* entries in the dict */
+    Py_ssize_t count;          /* entries in the table */
     Py_ssize_t weight;         /* their total weight */
-    Py_ssize_t maxsize;        /* bound on `weight`, or -1 (unbounded) */
-    int policy;                /* SMC_LRU or SMC_TINYLFU */
-    int configured;            /* options set (by __init__) */
-    int guard;                 /* != 0 during a transaction: reads take the slow path */
     int committing;            /* != 0 while a transaction commits: readers wait */
     Py_ssize_t version;        /* odd from a transaction's first commit write to its end:
                                   whole-cache reads (snapshot, iteration) that saw it
                                   even and unchanged around their copy saw no commit */
-    int shared;                /* see sm_note_thread */
     void *txn_owner;           /* thread running transaction(fn), or NULL */
     SMCQueue q[SMC_NQ];        /* q[SMC_Q_WINDOW] is the whole LRU list for "lru" */
     SMCNode *whead, *wtail;    /* write order, for ttl */
@@ -95,11 +137,8 @@ typedef struct {
     size_t door_mask;          /* width / 16 - 1: the doorkeeper's words */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
-    int64_t ttl_ns;            /* 0: no ttl */
-    PyObject *ttl_obj, *timer, *weigher, *on_evict, *policy_obj, *maxsize_obj;
-    SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned */
+    PyObject *ttl_obj, *weigher, *on_evict, *policy_obj, *maxsize_obj;
     void *rbufs_alloc;
-    Py_ssize_t nbufs;          /* a power of two */
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
     Py_ssize_t loads, load_failures;            /* atomic adds */
     SMBuf txn_evicted;         /* a transaction's evictions (triples), for on_evict

@@ -942,3 +942,113 @@ sm_tb_after_fork(SMTableRef *r)
     (void)r;
 #endif
 }
+
+/* ------------------------------------------------------------ borrowed reads */
+
+int
+sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b)
+{
+    TBHeld held = {NULL, NULL};
+    int key_plain = -1;
+    b->strong = 0;
+    for (int attempt = 1;; attempt++) {
+        SMTable *t;
+        SMSlot *ep;
+        PyObject *tk;
+        int rc = tb_probe(r, key, hash, &key_plain, &held, &t, &ep, &tk);
+        if (SM_LIKELY(rc == TB_EQ)) {
+            (void)tk;
+            (void)t;
+            PyObject *v = TB_LOAD(&ep->value);
+#if SM_TB_LOCKFREE
+            if (SM_UNLIKELY(held.key != NULL || held.table != NULL) && v != NULL) {
+                /* Dropping what the comparison held may run a __del__ (a
+                 * quiescent state): take the value first.  Its release is
+                 * delayed, so no quiescent state having passed since it was
+                 * loaded, it is alive. */
+                Py_INCREF(v);
+                b->strong = 1;
+            }
+            tb_held_drop(&held);
+            if (v != NULL) {  /* else removed since the probe: restart */
+#elif SM_TB_RMUTEX
+            Py_INCREF(v);  /* 3.13t: writers release values at once */
+            b->strong = 1;
+            TB_RUNLOCK(r);
+            {
+#else
+            {
+#endif
+                b->value = v;
+                b->slot = ep;
+                return 1;
+            }
+        }
+        else if (rc != TB_RESTART) {
+            tb_held_drop(&held);
+            return rc;  /* TB_NE (0) or TB_ERR (-1) */
+        }
+        tb_held_drop(&held);  /* a restart re-reads everything */
+        if (attempt >= TB_MAX_RESTARTS) {
+            return SM_TB_CONTENDED;
+        }
+    }
+}
+
+int
+sm_tb_find_value(SMTableRef *r, Py_hash_t hash, PyObject *value, SMPos *p)
+{
+    SMTable *t = r->table;
+    p->table = t;
+    p->entry = -1;
+    p->slot = -1;
+    if (t == NULL) {
+        return 0;
+    }
+    size_t mask = (size_t)t->mask;
+    size_t perturb = (size_t)hash;
+    size_t i = (size_t)hash & mask;
+    for (;;) {
+        int32_t e = t->indices[i];
+        if (e == IX_EMPTY) {
+            return 0;
+        }
+        if (e >= 0 && t->entries[e].value == value && t->entries[e].key != NULL) {
+            p->entry = e;
+            p->slot = (Py_ssize_t)i;
+            return 1;
+        }
+        perturb >>= TB_PERTURB_SHIFT;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
+PyObject *
+sm_tb_exchange_at(SMTableRef *r, SMPos *p, PyObject *value)
+{
+    return tb_exchange_value(r, &p->table->entries[p->entry], value);
+}
+
+int
+sm_tb_clear_delayed(SMTableRef *r, SMGrave *g)
+{
+    SMTable *t = r->table;
+    if (t == NULL) {
+        return 0;
+    }
+    if (sm_grave_reserve(g, 2 * t->used + 1) < 0) {
+        return -1;
+    }
+    TB_WLOCK(r);
+    TB_STORE(&r->table, NULL);
+    TB_WUNLOCK(r);
+    for (Py_ssize_t e = 0; e < t->nentries; e++) {
+        SMSlot *ep = &t->entries[e];
+        if (ep->key != NULL) {
+            sm_grave_push(g, ep->key);
+            sm_grave_push(g, (PyObject *)((uintptr_t)ep->value | SM_TB_PLAIN));
+        }
+    }
+    sm_grave_push(g, (PyObject *)((uintptr_t)t | SM_TB_PLAIN));
+    return 0;
+}

@@ -245,4 +245,57 @@ int sm_tb_traverse(SMTableRef *r, visitproc visit, void *arg);
 void sm_tb_fini(SMTableRef *r);
 void sm_tb_after_fork(SMTableRef *r);
 
+/* ------------------------------------------------------------ borrowed reads
+ * For a table whose owner releases removed values through QSBR on
+ * free-threaded 3.14+ (tagged SM_TB_PLAIN in its grave: the Cache's nodes),
+ * so that a reader may use a value it found without a reference. */
+
+/* What sm_tb_get_borrowed found. */
+typedef struct {
+    PyObject *value;  /* borrowed, or strong if `strong` */
+    SMSlot *slot;     /* where: for sm_tb_entry_holds */
+    int strong;
+} SMBorrowed;
+
+/* Lock-free read that takes no reference to the value.  1: found (b filled);
+ * 0: absent; -1: error (a key's __eq__); SM_TB_CONTENDED.  If b->strong,
+ * b->value is a strong reference (the read had to call a key's __eq__, or
+ * 3.13t), for the caller to release; otherwise it is borrowed: on
+ * free-threaded 3.14+ its memory stays valid until the calling thread's next
+ * quiescent state (it may have left the table meanwhile: the caller checks),
+ * on GIL builds until Python code runs.  May run Python code (a non-plain
+ * key's __eq__) before it returns, never after finding the value. */
+int sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b);
+
+/* Holding the writer lock: whether `slot`, an entry found by an earlier
+ * sm_tb_get_borrowed, is an entry of r's current table that holds `value`.
+ * The slot is read only if it lies among the current table's entries, so it
+ * may be the address of an entry of a table freed since. */
+static inline int
+sm_tb_entry_holds(SMTableRef *r, SMSlot *slot, PyObject *value)
+{
+    SMTable *cur = r->table;
+    if (cur == NULL) {
+        return 0;
+    }
+    /* As integers: slot may point into another (freed) table. */
+    uintptr_t at = (uintptr_t)slot, first = (uintptr_t)cur->entries;
+    return at >= first && at < (uintptr_t)(cur->entries + cur->nentries)
+           && (at - first) % sizeof(SMSlot) == 0 && slot->key != NULL && slot->value == value;
+}
+
+/* Holding the writer lock: find the entry whose value IS `value` among the
+ * entries of hash `hash`, comparing pointers only (no key comparison, no
+ * Python code).  1 (p says where, for sm_tb_remove / sm_tb_exchange_at) or 0. */
+int sm_tb_find_value(SMTableRef *r, Py_hash_t hash, PyObject *value, SMPos *p);
+
+/* Holding the writer lock: publish value (a new reference is taken) at the
+ * entry found at p and return the value it replaces (the table's reference,
+ * now the caller's), so that the caller chooses how to release it. */
+PyObject *sm_tb_exchange_at(SMTableRef *r, SMPos *p, PyObject *value);
+
+/* sm_tb_clear, except that the values' releases are delayed like plain keys'
+ * (QSBR on free-threaded 3.14+): for a table read with sm_tb_get_borrowed. */
+int sm_tb_clear_delayed(SMTableRef *r, SMGrave *g);
+
 #endif /* SAFEMAP_SM_TABLE_H */
