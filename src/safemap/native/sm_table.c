@@ -774,8 +774,10 @@ sm_tb_used(SMTableRef *r)
     return t == NULL ? 0 : TB_LOAD_HASH(&t->used);
 }
 
-int
-sm_tb_clear(SMTableRef *r, SMGrave *g)
+/* Empty r in one store; its keys, values (tagged with value_tag: SM_TB_PLAIN
+ * delays their release like plain keys') and the table go to g. */
+static int
+tb_clear(SMTableRef *r, SMGrave *g, uintptr_t value_tag)
 {
     SMTable *t = r->table;
     if (t == NULL) {
@@ -791,11 +793,17 @@ sm_tb_clear(SMTableRef *r, SMGrave *g)
         SMSlot *ep = &t->entries[e];
         if (ep->key != NULL) {
             sm_grave_push(g, ep->key);
-            sm_grave_push(g, ep->value);
+            sm_grave_push(g, (PyObject *)((uintptr_t)ep->value | value_tag));
         }
     }
     sm_grave_push(g, (PyObject *)((uintptr_t)t | SM_TB_PLAIN));
     return 0;
+}
+
+int
+sm_tb_clear(SMTableRef *r, SMGrave *g)
+{
+    return tb_clear(r, g, 0);
 }
 
 /* ------------------------------------------------------------ whole table */
@@ -1032,23 +1040,5 @@ sm_tb_exchange_at(SMTableRef *r, SMPos *p, PyObject *value)
 int
 sm_tb_clear_delayed(SMTableRef *r, SMGrave *g)
 {
-    SMTable *t = r->table;
-    if (t == NULL) {
-        return 0;
-    }
-    if (sm_grave_reserve(g, 2 * t->used + 1) < 0) {
-        return -1;
-    }
-    TB_WLOCK(r);
-    TB_STORE(&r->table, NULL);
-    TB_WUNLOCK(r);
-    for (Py_ssize_t e = 0; e < t->nentries; e++) {
-        SMSlot *ep = &t->entries[e];
-        if (ep->key != NULL) {
-            sm_grave_push(g, ep->key);
-            sm_grave_push(g, (PyObject *)((uintptr_t)ep->value | SM_TB_PLAIN));
-        }
-    }
-    sm_grave_push(g, (PyObject *)((uintptr_t)t | SM_TB_PLAIN));
-    return 0;
+    return tb_clear(r, g, SM_TB_PLAIN);
 }
