@@ -20,16 +20,17 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import safemap
 from safemap.actor import ActorMap, AsyncActorMap
 
 try:
-    from safemap.native import ConcurrentMap
+    from safemap.native import ConcurrentMap as _ConcurrentMap
 except ImportError:  # the native core is not built: compare with the pure-Python maps only
-    ConcurrentMap = None
+    _ConcurrentMap = None  # type: ignore[assignment,misc]
+ConcurrentMap: Any = _ConcurrentMap
 
 KEYS = 64
 
@@ -112,14 +113,15 @@ def async_ns_per_op(n: int, repeats: int) -> dict[str, float]:
     """AsyncActorMap awaited from a task on its own loop (no thread hand-off)."""
 
     async def main() -> dict[str, float]:
-        async with AsyncActorMap({k: 0 for k in range(KEYS)}) as m:
+        async with AsyncActorMap[int, int]({k: 0 for k in range(KEYS)}) as m:
             out: dict[str, float] = {}
-            for name, body in (
+            bodies: tuple[tuple[str, Callable[[int], Awaitable[Any]]], ...] = (
                 ("get", lambda i: m.get(i & 63)),
                 ("store", lambda i: m.store(i & 63, i)),
                 ("merge", lambda i: m.merge(i & 63, 1, operator.add)),
                 ("execute", lambda i: m.execute(multi_key)),
-            ):
+            )
+            for name, body in bodies:
                 times = []
                 for _ in range(repeats):
                     start = time.perf_counter_ns()
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     subjects.append(("LockedMap", safemap.LockedMap(initial), "locked"))
     if ConcurrentMap is not None:
         subjects.append(("ConcurrentMap", ConcurrentMap(initial), "locked"))
-    actor = ActorMap(initial)
+    actor: ActorMap[int, int] = ActorMap(initial)
     subjects.append(("ActorMap", actor, "actor"))
 
     ops = ("get", "store", "merge", "execute")
@@ -181,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = [contended_ns_per_op(m, t, contended_n // t, repeats) for t in thread_counts]
         if isinstance(m, ActorMap):
             m.close()
-    for name, row in rows.items():
+    for name, times in rows.items():
         cells = "".join(
-            f"{v:>11,.0f} ({v / rows['LockedMap'][i]:>5.1f}x)" for i, v in enumerate(row)
+            f"{v:>11,.0f} ({v / rows['LockedMap'][i]:>5.1f}x)" for i, v in enumerate(times)
         )
         print(f"{name:<24}{cells}")
     return 0

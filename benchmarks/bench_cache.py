@@ -215,7 +215,7 @@ def contenders(size: int, long: bool = False) -> Iterator[tuple[str, Callable[[l
         import moka_py
 
         def moka(trace: list[int]) -> float:
-            c = moka_py.Moka(size)
+            c: Any = moka_py.Moka(size)
             return ratio_of(c.get, c.set, trace)
 
         yield "moka-py", moka

@@ -55,11 +55,11 @@ def _merge(m: Any) -> Callable[[], None]:
     if isinstance(m, dict):
         get = m.get
 
-        def run() -> None:
+        def plain_run() -> None:
             for k in keys:
                 m[k] = get(k, 0) + 1
 
-        return run
+        return plain_run
     merge, add = m.merge, operator.add
 
     def run() -> None:

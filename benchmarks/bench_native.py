@@ -97,13 +97,13 @@ def op_get_hit(name: str, m: Any, keys: list[int], miss: list[int]) -> Callable[
     if name == "dict+Lock":
         d, lock = m.d, m.lock
 
-        def run(n: int) -> None:
+        def locked_run(n: int) -> None:
             for _ in range(n):
                 for k in keys:
                     with lock:
                         d[k]
 
-        return run
+        return locked_run
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -117,13 +117,13 @@ def op_get_miss(name: str, m: Any, keys: list[int], miss: list[int]) -> Callable
     if name == "dict+Lock":
         get, lock = m.d.get, m.lock
 
-        def run(n: int) -> None:
+        def locked_run(n: int) -> None:
             for _ in range(n):
                 for k in miss:
                     with lock:
                         get(k)
 
-        return run
+        return locked_run
     get = m.get
 
     def run(n: int) -> None:
@@ -139,14 +139,14 @@ def op_set_existing(name: str, m: Any, keys: list[int], miss: list[int]) -> Call
     if name == "dict+Lock":
         d, lock = m.d, m.lock
 
-        def run(n: int) -> None:
+        def locked_run(n: int) -> None:
             for i in range(n):
                 v = values[i & 1]
                 for k in keys:
                     with lock:
                         d[k] = v
 
-        return run
+        return locked_run
 
     def run(n: int) -> None:
         for i in range(n):
@@ -161,7 +161,7 @@ def op_insert_delete(name: str, m: Any, keys: list[int], miss: list[int]) -> Cal
     if name == "dict+Lock":
         d, lock = m.d, m.lock
 
-        def run(n: int) -> None:
+        def locked_run(n: int) -> None:
             for _ in range(n):
                 for k in miss:
                     with lock:
@@ -169,7 +169,7 @@ def op_insert_delete(name: str, m: Any, keys: list[int], miss: list[int]) -> Cal
                     with lock:
                         del d[k]
 
-        return run
+        return locked_run
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -184,31 +184,31 @@ def op_counter(name: str, m: Any, keys: list[int], miss: list[int]) -> Callable[
     if name == "dict":
         get = m.get
 
-        def run(n: int) -> None:
+        def plain_run(n: int) -> None:
             for _ in range(n):
                 for k in keys:
                     m[k] = get(k, 0) + 1
 
-        return run
+        return plain_run
     if name == "dict+Lock":
         d, lock = m.d, m.lock
         get = d.get
 
-        def run(n: int) -> None:
+        def locked_run(n: int) -> None:
             for _ in range(n):
                 for k in keys:
                     with lock:
                         d[k] = get(k, 0) + 1
 
-        return run
+        return locked_run
     if name == "cereggii.AtomicDict":
         pairs = [(k, 1) for k in keys]
 
-        def run(n: int) -> None:
+        def atomic_run(n: int) -> None:
             for _ in range(n):
                 m.reduce_sum(pairs)
 
-        return run
+        return atomic_run
     merge, add = m.merge, operator.add
 
     def run(n: int) -> None:
@@ -307,7 +307,7 @@ def worker_for(name: str, m: Any) -> Callable[[list[tuple[int, int]]], None]:
     if name == "dict+Lock":
         d, lock = m.d, m.lock
 
-        def work(sched: list[tuple[int, int]]) -> None:
+        def locked_work(sched: list[tuple[int, int]]) -> None:
             for op, k in sched:
                 with lock:
                     if op == 0:
@@ -317,11 +317,11 @@ def worker_for(name: str, m: Any) -> Callable[[list[tuple[int, int]]], None]:
                     else:
                         d.pop(k, None)
 
-        return work
+        return locked_work
     if name == "cereggii.AtomicDict":
         get = m.get
 
-        def work(sched: list[tuple[int, int]]) -> None:
+        def atomic_work(sched: list[tuple[int, int]]) -> None:
             for op, k in sched:
                 if op == 0:
                     get(k)
@@ -333,7 +333,7 @@ def worker_for(name: str, m: Any) -> Callable[[list[tuple[int, int]]], None]:
                     except KeyError:
                         pass
 
-        return work
+        return atomic_work
     get, pop = m.get, m.pop
 
     def work(sched: list[tuple[int, int]]) -> None:

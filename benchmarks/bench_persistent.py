@@ -46,10 +46,12 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from safemap import PersistentMap
 
+immutables: ModuleType | None
 try:
     import immutables
 except ImportError:  # optional peer
@@ -102,6 +104,16 @@ def windowed_min(
     return [sum(b) / len(looked) for b in best]
 
 
+def calls(fn: Callable[[], Any], n: int) -> Callable[[], None]:
+    """A pass of ``n`` calls of ``fn``."""
+
+    def run() -> None:
+        for _ in range(n):
+            fn()
+
+    return run
+
+
 def ratio(x: float, base: float) -> str:
     return f"{x:,.1f} ({x / base:.2f}x)"
 
@@ -115,10 +127,10 @@ def capture_table(repeat: int) -> list[str]:
         d = {i: i for i in range(n)}
         m: PersistentMap[int, int] = PersistentMap(d)
         loops = 20_000
-        cap = ns_per_op(lambda m=m, n=loops: [m._current() for _ in range(n)], loops, repeat)
+        cap = ns_per_op(calls(m._current, loops), loops, repeat)
         few = 3 if n > 10_000 else 200  # dict.copy() is O(n)
-        snap = ns_per_op(lambda m=m, n=loops: [m.snapshot() for _ in range(n)], loops, repeat)
-        cp = ns_per_op(lambda d=d, n=few: [d.copy() for _ in range(n)], few, 3)
+        snap = ns_per_op(calls(m.snapshot, loops), loops, repeat)
+        cp = ns_per_op(calls(d.copy, few), few, 3)
         rows.append(f"| {n:,} | {cap:,.0f} | {snap:,.0f} | {cp:,.0f} |")
     return rows
 
@@ -475,7 +487,7 @@ def frozen_table(n: int, repeat: int) -> list[str]:
 
         return run
 
-    columns = [
+    columns: list[tuple[str, Callable[[Any], Callable[[], None]]]] = [
         ("m[k], keys in order", lambda o: subscript(o, keys)),
         ("m[k], random order", lambda o: subscript(o, shuffled)),
         ("m.get(k)", get),
@@ -525,7 +537,11 @@ def main() -> None:
     gil = "GIL" if not sysconfig.get_config_var("Py_GIL_DISABLED") else "free-threaded"
     if gil == "free-threaded" and sys._is_gil_enabled():  # type: ignore[attr-defined]
         gil += " (GIL re-enabled!)"
-    peer = f"immutables {immutables.__version__}" if immutables else "immutables not installed"
+    peer = (
+        f"immutables {getattr(immutables, '__version__', '?')}"
+        if immutables
+        else "immutables not installed"
+    )
     print(
         f"Python {platform.python_version()} ({gil} build), {len(os.sched_getaffinity(0))} "
         f"CPUs, {platform.machine()}; {peer}; mode: {'quick' if quick else 'full'}.\n"

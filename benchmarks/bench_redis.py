@@ -110,7 +110,7 @@ def _raw_op(r: Any, name: str, op: str, i: int) -> None:
 
 def _runner(kind: str, target: Any, op: str) -> Callable[[int], None]:
     if kind == "redismap":
-        m = RedisMap(url=target[0], name=target[1])
+        m: RedisMap[Any, Any] = RedisMap(url=target[0], name=target[1])
         return lambda i: _redismap_op(m, op, i)
     if kind == "raw":
         r = redis.Redis.from_url(target[0])
@@ -169,8 +169,8 @@ def _measure(op: str, procs: int, n: int, chunks: int, url: str, manager: Any) -
 
 
 def _near_cache(url: str, n: int, manager: Any) -> tuple[float, float, float, float]:
-    near = RedisMap({"k0": 1}, url=url, near_cache=True)
-    writer = RedisMap(url=url, name=near.name)
+    near: RedisMap[str, int] = RedisMap({"k0": 1}, url=url, near_cache=True)
+    writer: RedisMap[str, int] = RedisMap(url=url, name=near.name)
     d = manager.dict({"k0": 1})
     near["k0"]
     hits, gets = [], []

@@ -96,11 +96,11 @@ def classes(core: ModuleType) -> dict[str, type]:
     """The two map classes over a core's C bases, built the same way for both variants (so
     that only the C code differs, not how the Python class was made)."""
 
-    class CM(core.ConcurrentMapBase, ConcurrentMapping):  # type: ignore[misc,name-defined]
+    class CM(core.ConcurrentMapBase, ConcurrentMapping):  # type: ignore[misc,name-defined,type-arg]
         __slots__ = ()
         transaction = ConcurrentMap.transaction
 
-    class SM(core.SyncMapBase, ConcurrentMapping):  # type: ignore[misc,name-defined]
+    class SM(core.SyncMapBase, ConcurrentMapping):  # type: ignore[misc,name-defined,type-arg]
         __slots__ = ()
         transaction = SyncMap.transaction
 
