@@ -8,14 +8,14 @@ call removed is no longer referenced once it returns), else through CPython's de
 (QSBR) release. These tests race more reader threads than there are stripes against a
 writer whose every write frees values only the map held, and check that each read returns
 a live value a write published for its key, in the writer's order, and that the hit and
-miss counts stay exact; then that once no read is in flight, what a write replaced is
-released by the time the write returns, also after other threads have read the map.
+miss counts stay exact. (That what a write replaced is released by the time it returns,
+once no read is in flight, also after other threads have read the map, is
+``test_removed_values_are_released_at_once_when_no_read_is_in_flight``.)
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
 
 from conftest import ThreadRunner
@@ -118,28 +118,3 @@ def test_readers_beyond_the_stripes_count_every_read(run_threads: ThreadRunner) 
     run_threads(reader, 40, timeout=WAIT)
     stats = m.stats()
     assert (stats.hits - base.hits, stats.misses - base.misses) == (40 * 6_144, 40 * 6_144)
-
-
-def test_what_a_write_replaced_is_released_when_it_returns_after_other_threads_read() -> None:
-    m: PersistentMap[str, Any] = PersistentMap({"other": 1})
-    reader = threading.Thread(target=lambda: [m.get("other") for _ in range(100)])
-    reader.start()
-    reader.join(WAIT)
-    assert not reader.is_alive()
-    refs = []
-    for op in ("delete", "overwrite-shared", "clear"):
-        value = Box(op, 0)
-        refs.append(weakref.ref(value))
-        m[op] = value
-        del value
-        if op == "delete":
-            del m[op]
-        elif op == "overwrite-shared":
-            snap = m.snapshot()
-            m[op] = Box(op, 1)  # copies the path: the old version goes with the snapshot
-            del snap
-        else:
-            m.clear()
-        # no read is in flight: released by the time the write returned, no collection
-        assert refs[-1]() is None, op
-    assert len(m) == 0 and m.stats().hits >= 100

@@ -191,12 +191,22 @@ def test_a_transaction_commits_through_one_batch() -> None:
     assert snap == {i: i for i in range(50)}
 
 
-def test_removed_values_are_released_at_once_when_no_read_is_in_flight() -> None:
+@pytest.mark.parametrize("read_by_another_thread", [False, True])
+def test_removed_values_are_released_at_once_when_no_read_is_in_flight(
+    read_by_another_thread: bool,
+) -> None:
     # Free-threaded builds: a replaced version is handed to the delayed (QSBR) release only
-    # while a lock-free read may still be walking it; otherwise it goes at once.
+    # while a lock-free read may still be walking it; otherwise it goes at once, also once
+    # other threads have read the map (the protocol: what a call removed is no longer
+    # referenced by the map once it returns).
     import weakref
 
-    m: PersistentMap[str, Any] = PersistentMap()
+    m: PersistentMap[str, Any] = PersistentMap({"other": 1})
+    if read_by_another_thread:
+        reader = threading.Thread(target=lambda: [m.get("other") for _ in range(100)])
+        reader.start()
+        reader.join(60.0)
+        assert not reader.is_alive()
     for op in ("delete", "overwrite-shared", "clear"):
         value = Box(op, 0)
         ref = weakref.ref(value)
