@@ -753,24 +753,16 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * use is promoted again by its next access).  A scan does not trigger it:
  * its dip lasts one tick (the next one is back to normal), and frequent
  * scans raise the bar through the tick-to-tick changes.  A tick of at least
- * SMC_TICK events keeps a small cache's rate from being noise.  Half of
- * maxsize where that is long enough: a working set replaced every 5 x maxsize
- * requests was confirmed two ticks (2 x maxsize) into each phase, too late
- * to pay (77% and 75% hits at 5% and 10% of benchmarks/bench_cache.py's keys,
- * against 90% for an LRU); confirmed 1.5 x maxsize in, the new keys win
- * admission early enough (89.6%), and a popularity change is followed sooner.
- * The second confirming tick keeps a scan from being taken for a change: a
- * scan of a fifth of maxsize fills much of a half-size tick, and with one
- * confirmation two scans in a row reset the sketch three times on the scan
- * trace at 5% (-1.1 points); with two, scans close together still are, now
- * and then (4 times on the 4,000,000-request scan trace at 5%: -0.4 points),
- * the price of the earlier detection: a higher bar, or a noise estimate kept
- * across a reset, avoided it but lost most of the gain on the moving working
- * set (the periodic drops raise the bar).  Below 2 x SMC_TICK entries, ticks of SMC_TICK
- * and two confirmations made the detection slower than with ticks of maxsize
- * and one (at 2,500 and 3,000 entries the same trace lost 10 points), ticks
- * of SMC_TICK and one took scans for changes (-1.9 points on the scan trace
- * at 4,000): there, ticks stay as they were.  Measured on
+ * SMC_TICK events keeps a small cache's rate from being noise.  Ticks are
+ * half of maxsize where that is long enough (from 2 x SMC_TICK entries), so
+ * that a change is acted on 1.5 x maxsize into it rather than 2 x: early
+ * enough for a working set replaced every few x maxsize requests to win
+ * admission.  Two confirming ticks then keep one scan (which fills much of a
+ * half-size tick) from passing for a change; scans close together still do
+ * now and then, the price of the earlier detection.  Smaller caches keep
+ * ticks of max(maxsize, SMC_TICK) and one confirming tick: there, half-size
+ * ticks either followed changes later or took scans for them.  The numbers
+ * behind each choice are in docs/cache.md ("Never below LRU").  Measured on
  * benchmarks/bench_cache.py's traces: emptying beats halving the sketch once
  * or twice, and without the demotion the stale protected entries hold out
  * until promotions push them out. */
