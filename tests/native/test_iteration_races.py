@@ -8,9 +8,9 @@ iteration): a key removed or inserted during the iteration is yielded at most on
 present throughout exactly once.
 
 With one shard every re-insert lands in the table being copied; the default shards and
-SyncMap are checked too. Exact invariants per pass: no duplicate key, every stable key present, only keys
-that were ever stored. Runs on every build; it can only fail where the copy races writers
-(free-threaded builds), which is where it matters."""
+SyncMap are checked too. Exact invariants per pass: no duplicate key, every stable key
+present, only keys that were ever stored. Runs on every build; it can only fail where the
+copy races writers (free-threaded builds), which is where it matters."""
 
 from __future__ import annotations
 
