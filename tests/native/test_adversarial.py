@@ -6,9 +6,10 @@ callback, runs a nested operation, which may itself have a hook, down to depth 4
 may collide, and keys stored and deleted first leave removed entries in the lookup chains
 (a later insert may take their index slot, behind a search that has passed it).  A hook
 may also raise, or block (hand the GIL to a helper thread that increments a side counter
-through ``compute``).  The program runs on a real ConcurrentMap (1 or 4 shards) or SyncMap
-(some keys promoted to ``read``, some still in ``dirty``) in a worker thread, and is checked
-against a reference model of the protocol:
+through ``compute``).  The program runs on a real ConcurrentMap (1 or 4 shards), SyncMap
+(some keys promoted to ``read``, some still in ``dirty``) or Cache (bounded but never full;
+with and without a ttl) in a worker thread, and is checked against a reference model of the
+protocol:
 
 * ``__hash__`` runs before the operation starts: its nested operation happens first, with
   the thread's current rights (a write is refused only inside a compute callback);
@@ -41,7 +42,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from safemap import MISSING, RecursiveUpdateError
+from safemap import MISSING, Cache, RecursiveUpdateError
 from safemap.native import ConcurrentMap, SyncMap
 
 WAIT = 30.0  # seconds: only ever reached on a deadlock
@@ -452,6 +453,10 @@ class Model:
 def build(kind: str) -> Any:
     if kind == "SyncMap":
         return SyncMap()
+    if kind.startswith("Cache"):
+        # bounded (so hits are noted and the notes applied) but never full, and no entry
+        # expires: eviction is not part of the model; with a ttl every call reads the clock
+        return Cache(maxsize=64, ttl=3600.0 if kind == "Cache-ttl" else None)
     return ConcurrentMap(shards=int(kind.rpartition("-")[2]))
 
 
@@ -526,7 +531,7 @@ def run_program(kind: str, prog: Program) -> None:
     assert got == model.state
     assert len(m) == len(model.state)
     assert dict((k.i, unwrap(v)) for k, v in m.snapshot().items()) == model.state
-    if kind != "SyncMap":
+    if kind.startswith("ConcurrentMap"):
         assert sum(s.entries for s in m._collect_stats().shards) == len(model.state)
     unchecked = set(runner.log) - model.checked
     assert not unchecked, f"nested operations the model did not expect: {unchecked}"
@@ -553,7 +558,7 @@ def run_program(kind: str, prog: Program) -> None:
         raise errors[0]
 
 
-KINDS = ["ConcurrentMap-1", "ConcurrentMap-4", "SyncMap"]
+KINDS = ["ConcurrentMap-1", "ConcurrentMap-4", "SyncMap", "Cache", "Cache-ttl"]
 
 # Found by this suite (SyncMap, before the fix): key 1 waits in dirty; the search for it in
 # read compares key 2, whose __eq__ reads an absent key: that miss promotes key 1 into the

@@ -1613,9 +1613,13 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
     }
     if (mode == SMC_IF_ABSENT) {
         /* A live entry is the answer at the instant of this lookup: no lock,
-         * no weighing. */
+         * no weighing.  Still a write: refused from inside the cache's own
+         * callbacks (the lock is ours), as the write it may be would be. */
         if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
             return -1;
+        }
+        if (SM_UNLIKELY(sm_lock_held_by(&m->lock, sm_me()))) {
+            return sm_raise_recursive(MSG_WRITE_REENTRY);
         }
         SMCRecord found;
         int r = cache_lookup(m, key, hash, now, prev, &found);
@@ -1859,21 +1863,44 @@ cache_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return sm_pop_method(op, args, nargs, cache_pop_impl);
 }
 
-/* compute(key, fn): fn(key, old) runs holding the lock. */
+/* The compute family: compute, compute_if_absent, compute_if_present and
+ * merge (mode SM_*).  The callback runs holding the lock.
+ *
+ * Whenever the call finds the key present and leaves its entry as it was
+ * (compute_if_absent on a present key, a callback returning the very value
+ * stored), that is a use of the entry: the policy is told, as for a hit, so
+ * that a cache read through compute_if_absent keeps what it reads.  (The
+ * statistics' hits and misses count point reads only, as for every map.)
+ * compute_if_absent on a present key and compute_if_present on an absent one
+ * are answered by a lock-free read first, as a point read would be: so they
+ * are answered from inside a compute callback too, like every other read. */
 static PyObject *
-cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+cache_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, PyObject *mval,
+                   int mode)
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    if (sm_nargs("compute", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    PyObject *key = args[0], *fn = args[1];
-    Py_hash_t hash = sm_hash(key);
-    if (hash == -1) {
-        return NULL;
-    }
     int64_t now = 0;
-    if (m->configured && m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+    if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
+        /* The lock-free answer, at the instant of the read. */
+        sm_note_thread((PyObject *)m, &m->shared);
+        if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+            return NULL;
+        }
+        if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
+            return NULL;
+        }
+        PyObject *v;
+        SMCRecord where;
+        int found = cache_lookup(m, key, hash, now, &v, &where);
+        if (found == 1 && mode == SM_IF_ABSENT && cache_bounded(m)) {
+            ring_record(m, where.node, where.slot);  /* answered here: a use */
+        }
+        int r = sm_compute_read_answers(mode, found, &v);
+        if (r != 0) {
+            return r > 0 ? v : NULL;
+        }
+    }
+    else if (m->configured && m->ttl_ns != 0 && cache_now(m, &now) < 0) {
         return NULL;
     }
     SMCNode *n = node_new();
@@ -1899,7 +1926,7 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     /* Keep the old value alive through the callback (it is fn's argument). */
     PyObject *oldv = r == 1 ? Py_NewRef(old->value) : NULL;
     PyObject *nv;
-    int c = sm_compute_call(SM_COMPUTE, key, oldv, fn, NULL, &nv);
+    int c = sm_compute_call(mode, key, oldv, fn, mval, &nv);
     if (oldv != NULL) {
         pend_bury(&p, oldv);
     }
@@ -1908,36 +1935,73 @@ cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     /* The callback may have read the cache; the lock kept every writer out,
      * so `old` is still the key's node and pos still where its entry is. */
-    if (nv == SM_DELETE) {
-        Py_DECREF(nv);
-        if (old != NULL && node_remove(m, old, NULL, &p) < 0) {
+    if (c == 0 || nv == SM_DELETE) {
+        if (c == 0) {
+            result = nv;  /* no call: the present value, or None */
+        }
+        else {
+            Py_DECREF(nv);
+            if (old != NULL && node_remove(m, old, NULL, &p) < 0) {
+                goto done;
+            }
+            result = Py_NewRef(Py_None);
             goto done;
         }
-        result = Py_NewRef(Py_None);
-        goto done;
     }
-    if (old != NULL && old->value == nv) {
+    else if (old == NULL || old->value != nv) {
+        Py_ssize_t weight;
+        if (cache_weigh(m, key, nv, &weight) < 0) {
+            Py_DECREF(nv);
+            goto done;
+        }
+        SMCNode *fresh = n;
+        n = NULL;
+        if (cache_install(m, key, hash, nv, weight, now, old, &pos, fresh, &p) < 0) {
+            Py_DECREF(nv);
+            goto done;
+        }
         result = nv;
         goto done;
     }
-    Py_ssize_t weight;
-    if (cache_weigh(m, key, nv, &weight) < 0) {
-        Py_DECREF(nv);
-        goto done;
+    else {
+        result = nv;  /* the value stored: the entry stays */
     }
-    SMCNode *fresh = n;
-    n = NULL;
-    if (cache_install(m, key, hash, nv, weight, now, old, &pos, fresh, &p) < 0) {
-        Py_DECREF(nv);
-        goto done;
+    if (old != NULL && cache_bounded(m)) {
+        /* A use of the entry left as it was (see above); the notes taken
+         * before it first, so the policy sees the accesses in order. */
+        rings_drain(m);
+        policy_access(m, old);
     }
-    result = nv;
 done:
     if (n != NULL) {
         pend_bury(&p, (PyObject *)n);
     }
     cache_unlock(m, &p);
     return result;
+}
+
+static PyObject *
+cache_compute(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_compute_method(op, args, nargs, SM_COMPUTE, cache_compute_impl);
+}
+
+static PyObject *
+cache_compute_if_absent(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_compute_method(op, args, nargs, SM_IF_ABSENT, cache_compute_impl);
+}
+
+static PyObject *
+cache_compute_if_present(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_compute_method(op, args, nargs, SM_IF_PRESENT, cache_compute_impl);
+}
+
+static PyObject *
+cache_merge(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_compute_method(op, args, nargs, SM_MERGE, cache_compute_impl);
 }
 
 /* ------------------------------------------------------- whole-map reads */
@@ -2805,6 +2869,13 @@ static PyMethodDef cache_methods[] = {
                 "compute(key, fn): atomically replace the entry with fn(key, old) (old is "
                 "MISSING when absent; return DELETE to remove). fn runs holding the cache's "
                 "lock: it may read the cache, writing to it raises RecursiveUpdateError."),
+    SM_FASTCALL("compute_if_absent", cache_compute_if_absent,
+                "compute_if_absent(key, factory): the value for key, first storing "
+                "factory(key) if absent (factory runs holding the cache's lock; returning "
+                "DELETE stores nothing and returns None). A present key is answered by a "
+                "lock-free read, which counts as a use of the entry for eviction."),
+    SM_FASTCALL("compute_if_present", cache_compute_if_present, SM_DOC_COMPUTE_IF_PRESENT),
+    SM_FASTCALL("merge", cache_merge, SM_DOC_MERGE),
     {"clear", cache_clear_impl, METH_NOARGS, SM_DOC_CLEAR},
     {"snapshot", cache_snapshot, METH_NOARGS, SM_DOC_SNAPSHOT},
     {"_iter_items", cache_iter_items, METH_NOARGS, SM_DOC_ITER_ITEMS},
