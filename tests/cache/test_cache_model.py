@@ -77,6 +77,57 @@ class LRUModel(RuleBasedStateMachine):
         else:
             self._put(k, made[0])
 
+    @rule(k=KEYS, v=VALUES)
+    def compute_if_absent(self, k: int, v: int) -> None:
+        # present: a use of the entry, like a hit (but not a point read: no statistic)
+        made = safemap.DELETE if v == 0 else ("a", v)
+        got = self.cache.compute_if_absent(k, lambda _: made)
+        if k in self.model:
+            assert got is self.model[k]
+            self.model.move_to_end(k)
+        elif v == 0:
+            assert got is None
+        else:
+            assert got is made
+            self._put(k, made)
+
+    @rule(k=KEYS)
+    def compute_keeping(self, k: int) -> None:
+        # a callback returning the very value stored leaves the entry: a use of it
+        def keep(_: int, old: Any) -> Any:
+            return safemap.DELETE if old is safemap.MISSING else old
+
+        self.cache.compute(k, keep)
+        if k in self.model:
+            self.model.move_to_end(k)
+
+    @rule(k=KEYS, v=VALUES)
+    def compute_if_present(self, k: int, v: int) -> None:
+        made = ("p", v)
+        got = self.cache.compute_if_present(k, lambda _, old: old if v == 0 else made)
+        if k not in self.model:
+            assert got is None
+        elif v == 0:
+            assert got is self.model[k]
+            self.model.move_to_end(k)
+        else:
+            assert got is made
+            self._put(k, made)
+
+    @rule(k=KEYS, v=VALUES)
+    def merge(self, k: int, v: int) -> None:
+        given = ("m", v)
+        got = self.cache.merge(k, given, lambda old, new: old if v == 0 else ("m2", old))
+        if k not in self.model:
+            assert got is given
+            self._put(k, given)
+        elif v == 0:
+            assert got is self.model[k]
+            self.model.move_to_end(k)
+        else:
+            assert got[0] == "m2" and got[1] is self.model[k]
+            self._put(k, got)
+
     @precondition(lambda self: len(self.model) > 0)
     @rule()
     def clear(self) -> None:
