@@ -233,6 +233,18 @@ pend_init(SMCPend *p)
     p->evicted = (SMBuf){NULL, 0, 0};
 }
 
+/* Make room for `extra` more references in p's grave, so that pushing them
+ * cannot fail: the check inline (a write usually fits the grave's inline
+ * slots), sm_grave_reserve only to grow it.  0, or -1 with MemoryError. */
+static inline int
+pend_reserve(SMCPend *p, Py_ssize_t extra)
+{
+    if (SM_LIKELY(p->grave->n + extra <= p->grave->cap)) {
+        return 0;
+    }
+    return sm_grave_reserve(p->grave, extra);
+}
+
 /* Keep a reference for release after the unlock (steals ref).  PyMem runs no
  * Python code; out of memory, the reference is dropped here -- which can only
  * run a __del__ under the lock in that case. */
@@ -243,7 +255,7 @@ pend_bury(SMCPend *p, PyObject *ref)
         sm_grave_push(p->grave, ref);  /* the inline slots, usually */
         return;
     }
-    if (sm_grave_reserve(p->grave, 1) < 0) {
+    if (pend_reserve(p, 1) < 0) {
         PyErr_Clear();
         Py_DECREF(ref);
         return;
@@ -270,7 +282,7 @@ node_bury(SMCPend *p, SMCNode *n)
     if (v != NULL) {
         pend_bury(p, v);
     }
-    if (sm_grave_reserve(p->grave, 1) < 0) {
+    if (pend_reserve(p, 1) < 0) {
         /* Out of memory: the node (which holds nothing) is leaked rather than
          * released at once, which readers could still be using. */
         PyErr_Clear();
@@ -283,11 +295,8 @@ node_bury(SMCPend *p, SMCNode *n)
 }
 
 static void
-pend_evicted(SMCacheObject *m, SMCPend *p, SMCNode *n, PyObject *cause)
+pend_evicted_keep(SMCPend *p, SMCNode *n, PyObject *cause)
 {
-    if (m->on_evict == NULL) {
-        return;
-    }
     if (sm_buf_reserve(&p->evicted, p->evicted.n + 3) < 0) {
         PyErr_Clear();  /* the callback is lost, never called twice */
         return;
@@ -295,6 +304,16 @@ pend_evicted(SMCacheObject *m, SMCPend *p, SMCNode *n, PyObject *cause)
     p->evicted.items[p->evicted.n++] = Py_NewRef(n->key);
     p->evicted.items[p->evicted.n++] = Py_NewRef(n->value);
     p->evicted.items[p->evicted.n++] = Py_NewRef(cause);
+}
+
+/* Keep evicted entry n (key, value, cause) for on_evict after the unlock;
+ * nothing to do, inline, without a callback. */
+static inline void
+pend_evicted(SMCacheObject *m, SMCPend *p, SMCNode *n, PyObject *cause)
+{
+    if (m->on_evict != NULL) {
+        pend_evicted_keep(p, n, cause);
+    }
 }
 
 /* Call on_evict for each evicted entry and release what the write dropped.
@@ -1188,7 +1207,7 @@ node_unpublish(SMCacheObject *m, SMCNode *n, SMCPend *p)
 static int
 node_remove(SMCacheObject *m, SMCNode *n, PyObject *cause, SMCPend *p)
 {
-    if (!n->pending && sm_grave_reserve(p->grave, 1) < 0) {
+    if (!n->pending && pend_reserve(p, 1) < 0) {
         return -1;
     }
     if (cause == SMC_str_size) {
@@ -1203,7 +1222,9 @@ node_remove(SMCacheObject *m, SMCNode *n, PyObject *cause, SMCPend *p)
     if (n->queue != SMC_Q_NONE) {
         q_unlink(m, n);
     }
-    w_unlink(m, n);
+    if (m->ttl_ns != 0) {  /* write order links nodes only with a ttl (w_push) */
+        w_unlink(m, n);
+    }
     m->weight -= n->weight;
     if (n->pending) {
         n->evicted = 1;
@@ -1379,7 +1400,9 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         if (old->queue != SMC_Q_NONE) {
             q_unlink(m, old);
         }
-        w_unlink(m, old);
+        if (m->ttl_ns != 0) {
+            w_unlink(m, old);
+        }
         m->weight -= old->weight;
     }
     if (cache_bounded(m)) {
@@ -1400,7 +1423,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
     int rc = cache_evict(m, p);
     /* Evictions only removed entries (never `old`, unlinked above): pos is
      * still where the key's entry is, or where it goes. */
-    if (rc == 0 && sm_grave_reserve(p->grave, 2) < 0) {
+    if (rc == 0 && pend_reserve(p, 2) < 0) {
         rc = -1;
     }
     if (rc == 0 && n->evicted) {
@@ -1665,7 +1688,9 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
     return rc;
 }
 
-static int
+/* Inlined into store() and m[k] = v: a miss's insert makes no call to get
+ * to cache_put's body. */
+SM_ALWAYS_INLINE int
 cache_store_impl(SMCacheObject *m, PyObject *key, PyObject *value)
 {
     PyObject *prev;
