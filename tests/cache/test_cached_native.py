@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import pickle
 import sys
 import threading
+import time
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -19,6 +22,7 @@ from hypothesis import strategies as st
 import safemap
 from safemap import RecursiveUpdateError
 from safemap.native._core import CachedFunction
+from safemap.protocol.singleflight import flights
 
 # Arguments whose equalities cross types (1 == 1.0 == True, "a" != b"a"), plus tuples,
 # None and frozensets, in positional and keyword position.
@@ -342,3 +346,68 @@ def test_async_wrapper_keys_and_counts_like_the_sync_one() -> None:
         assert set(a.cache.keys()) == set(s.cache.keys())
         assert a.cache_info() == s.cache_info()
         assert s.cache_info().hits == (1 if typed else 2)  # f(1.0) hits f(1) unless typed
+
+
+def test_a_miss_keeps_no_reference_to_the_value_it_loaded() -> None:
+    # the sync wrapper's miss path reuses its flight objects (GIL builds): a reused flight
+    # must not hold the last value it carried, or an evicted value would stay alive
+    class Box:
+        pass
+
+    made: list[weakref.ref[Box]] = []
+
+    @safemap.cached(maxsize=1)
+    def f(k: int) -> Box:
+        b = Box()
+        made.append(weakref.ref(b))
+        return b
+
+    f(1)
+    f(2)  # evicts f(1)'s value
+    f(3)  # evicts f(2)'s value
+    gc.collect()
+    assert [r() is None for r in made] == [True, True, False]
+    f.cache_clear()
+    gc.collect()
+    assert made[2]() is None
+
+
+def test_a_waiter_on_a_load_owned_by_the_native_path_gets_its_value() -> None:
+    # the owner runs in C; a caller arriving during its run waits through the Python
+    # single-flight code on the same flight: both get the one value, the function ran once
+    started, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    @safemap.cached(maxsize=8)
+    def slow(k: int) -> object:
+        runs.append(k)
+        started.set()
+        assert release.wait(30)
+        return object()
+
+    got: list[object] = []
+
+    def owner() -> None:
+        got.append(slow(7))
+
+    def waiter() -> None:
+        assert started.wait(30)
+        got.append(slow(7))
+
+    t1 = threading.Thread(target=owner)
+    t2 = threading.Thread(target=waiter)
+    t1.start()
+    t2.start()
+    assert started.wait(30)
+    table = flights(slow.cache)
+    deadline = time.monotonic() + 30
+    while not table[7].waiters:  # the waiter is waiting on the owner's flight
+        assert time.monotonic() < deadline, "the waiter never reached the flight"
+        time.sleep(0.001)
+    release.set()
+    t1.join(30)
+    t2.join(30)
+    assert not t1.is_alive() and not t2.is_alive()
+    assert runs == [7]
+    assert len(got) == 2 and got[0] is got[1]
+    assert slow.cache_info().misses == 1 and slow.cache_info().hits == 1

@@ -67,7 +67,7 @@ def cached(
 
     def decorate(fn: F) -> F:
         from ..native._core import CachedFunction
-        from ..protocol.singleflight import call_once, flights
+        from ..protocol.singleflight import call_once, flights, owner_path
 
         cache: Cache[Any, Any] = Cache(maxsize=maxsize, ttl=ttl, policy=policy)
         table = flights(cache)  # shared with cache.get_or_compute: one load per key
@@ -88,9 +88,16 @@ def cached(
 
             wrapper = async_wrapper
         else:
-            # The call and the lookup in C; a miss runs
+            # The call, the lookup and a miss's load in C (call_once's owner path on the
+            # same flight table); a miss that must wait for another caller's load runs
             # call_once(cache, table, fn, count, key, args, kwargs).
-            wrapper = CachedFunction(cache, call_once, (cache, table, fn, cache._count_load), typed)
+            wrapper = CachedFunction(
+                cache,
+                call_once,
+                (cache, table, fn, cache._count_load),
+                typed,
+                owner=owner_path(table, fn),
+            )
 
         since = [0, 0]  # calls, misses at the last cache_clear()
 

@@ -2455,24 +2455,30 @@ cache_stats_raw(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 /* _count_load(ok): one load of get_or_compute finished (ok) or raised. */
-static PyObject *
-cache_count_load(PyObject *op, PyObject *ok)
+void
+sm_cache_count_load(PyObject *op, int ok)
 {
     SMCacheObject *m = (SMCacheObject *)op;
-    int t = PyObject_IsTrue(ok);
-    if (t < 0) {
-        return NULL;
-    }
 #if SM_FREE_THREADED
-    (void)_Py_atomic_add_ssize(t ? &m->loads : &m->load_failures, 1);
+    (void)_Py_atomic_add_ssize(ok ? &m->loads : &m->load_failures, 1);
 #else
-    if (t) {
+    if (ok) {
         m->loads++;
     }
     else {
         m->load_failures++;
     }
 #endif
+}
+
+static PyObject *
+cache_count_load(PyObject *op, PyObject *ok)
+{
+    int t = PyObject_IsTrue(ok);
+    if (t < 0) {
+        return NULL;
+    }
+    sm_cache_count_load(op, t);
     Py_RETURN_NONE;
 }
 
@@ -2975,4 +2981,26 @@ sm_cache_call_lookup(PyObject *op, PyObject *key, PyObject **out)
         count_call(m);
     }
     return r;
+}
+
+int
+sm_cache_read(PyObject *op, PyObject *key, PyObject **out)
+{
+    return cache_read((SMCacheObject *)op, key, out);
+}
+
+int
+sm_cache_load_or_store(PyObject *op, PyObject *key, PyObject *value, PyObject **actual)
+{
+    PyObject *prev;
+    if (cache_put((SMCacheObject *)op, key, value, SMC_IF_ABSENT, &prev) < 0) {
+        *actual = NULL;
+        return -1;
+    }
+    if (prev != NULL) {
+        *actual = prev;
+        return 1;
+    }
+    *actual = Py_NewRef(value);
+    return 0;
 }

@@ -155,4 +155,12 @@ int sm_cache_exec(PyObject *module);
  * 0: absent, -1: error. */
 int sm_cache_call_lookup(PyObject *cache, PyObject *key, PyObject **out);
 
+/* The other steps of a @cached miss's load (sm_cached.c), as the methods do
+ * them: get() (a point read, counted; 1: *out strong, 0: absent, -1: error),
+ * load_or_store() (1: loaded, 0: stored; *actual strong: the value now
+ * stored; -1: error) and _count_load(ok). */
+int sm_cache_read(PyObject *cache, PyObject *key, PyObject **out);
+int sm_cache_load_or_store(PyObject *cache, PyObject *key, PyObject *value, PyObject **actual);
+void sm_cache_count_load(PyObject *cache, int ok);
+
 #endif /* SAFEMAP_SM_CACHE_H */

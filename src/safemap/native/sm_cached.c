@@ -21,7 +21,12 @@
  * cache as get() does (hit or miss counted, access recorded for the policy)
  * and counts the call.  A hit returns the value; a miss calls
  * miss(*prefix, key, args, kwargs) -- the Python single-flight load, which
- * runs the function once per key however many threads ask.
+ * runs the function once per key however many threads ask.  With `owner`,
+ * a miss first tries to own the load in C (cached_own): the steps of
+ * call_once's owner path (safemap/protocol/singleflight.py), on the same
+ * flight objects in the same flight table, so a load owned here and its
+ * waiters there (or the reverse) follow one protocol; a miss that finds
+ * another caller's flight goes to miss() to wait for it.
  *
  * Every field is set by tp_new and never changes afterwards (only tp_clear,
  * run by the collector, drops them), so a call reads them with no lock on
@@ -42,6 +47,10 @@ typedef struct {
     PyObject *cache;    /* a CacheBase */
     PyObject *miss;     /* miss(*prefix, key, args, kwargs); None: no miss path */
     PyObject *prefix;   /* a tuple of at most CACHED_MAX_PREFIX items */
+    PyObject *owner;    /* (table, fn, Flight, DONE, wake, land): the owner path in C; or NULL */
+    PyObject *spare;    /* GIL builds: a landed flight nobody else saw, reset for the next
+                           miss (cached_own), or NULL */
+    Py_ssize_t off_thread, off_loop, off_outcome;  /* the Flight type's slots (with owner) */
     int typed;
     PyObject *dict;
     PyObject *weakreflist;
@@ -142,6 +151,193 @@ cached_miss(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize
     return r;
 }
 
+static PyObject *cached_str_thread, *cached_str_loop, *cached_str_outcome;
+
+#if PY_VERSION_HEX < 0x030C0000
+#  include "structmember.h"
+#  define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+
+/* *off: the offset of `name`, a slot of type t holding an object.  0, or -1
+ * with TypeError. */
+static int
+cached_slot_offset(PyObject *t, PyObject *name, Py_ssize_t *off)
+{
+    PyObject *d = PyObject_GetAttr(t, name);
+    if (d == NULL) {
+        return -1;
+    }
+    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX;
+    if (ok) {
+        *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "the flight type's %R must be a slot", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* flight.<name> = v, where `name` is the Flight slot at offset off: a store
+ * on GIL builds (what member_set does, minus the lookups), setattr on
+ * free-threaded ones (whose slot stores are atomic). */
+static inline int
+cached_flight_set(PyObject *flight, Py_ssize_t off, PyObject *name, PyObject *v)
+{
+#if SM_FREE_THREADED
+    (void)off;
+    return PyObject_SetAttr(flight, name, v);
+#else
+    (void)name;
+    Py_XSETREF(*(PyObject **)((char *)flight + off), Py_NewRef(v));
+    return 0;
+#endif
+}
+
+/* A flight's failure: _land(table, key, flight, exc, False) with the pending
+ * exception, which is raised again (as call_once's `except: _land; raise`). */
+static PyObject *
+cached_land_failed(PyObject *land, PyObject *table, PyObject *key, PyObject *flight)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *et, *exc, *tb;
+    PyErr_Fetch(&et, &exc, &tb);
+    PyErr_NormalizeException(&et, &exc, &tb);
+    if (tb != NULL) {
+        (void)PyException_SetTraceback(exc, tb);
+    }
+#endif
+    PyObject *stack[5] = {table, key, flight, exc, Py_False};
+    PyObject *r = PyObject_Vectorcall(land, stack, 5, NULL);
+    if (r == NULL) {  /* landing raised: that exception replaces the load's */
+#if PY_VERSION_HEX >= 0x030C0000
+        Py_DECREF(exc);
+#else
+        Py_XDECREF(et);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+#endif
+        return NULL;
+    }
+    Py_DECREF(r);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(et, exc, tb);
+#endif
+    return NULL;
+}
+
+/* The owner path of call_once (singleflight.py), step for step: a flight
+ * (owned by this thread, no event loop) put in the table unless one is
+ * there; the cache read again (a load that just landed has stored its
+ * value); the function run and counted; its value stored with load_or_store
+ * (a value stored meanwhile wins); the flight out of the table, its outcome
+ * published and its waiters woken.  A flight already in the table belongs
+ * to another caller: miss() waits for it.  Out of the table, a waiter's
+ * reference keeps a flight alive; the owner's is dropped at the end. */
+static PyObject *
+cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
+{
+    PyObject *table = PyTuple_GET_ITEM(self->owner, 0);
+    PyObject *fn = PyTuple_GET_ITEM(self->owner, 1);
+    PyObject *done = PyTuple_GET_ITEM(self->owner, 3);
+    PyObject *mine;
+#if !SM_FREE_THREADED
+    if (self->spare != NULL) {
+        mine = self->spare;
+        self->spare = NULL;
+    }
+    else
+#endif
+    {
+        mine = PyObject_CallNoArgs(PyTuple_GET_ITEM(self->owner, 2));
+        if (mine == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *tid = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (tid == NULL || cached_flight_set(mine, self->off_thread, cached_str_thread, tid) < 0 ||
+        cached_flight_set(mine, self->off_loop, cached_str_loop, Py_None) < 0) {
+        Py_XDECREF(tid);
+        Py_DECREF(mine);
+        return NULL;
+    }
+    Py_DECREF(tid);
+    PyObject *flight;
+    int present = sm_dict_setdefault(table, key, mine, &flight);
+    if (present != 0) {
+        Py_DECREF(mine);
+        Py_XDECREF(flight);
+        if (present < 0) {
+            return NULL;
+        }
+        return cached_miss(self, key, args, nargs, kwnames);  /* another's load */
+    }
+    Py_DECREF(flight);  /* mine: the table holds it too */
+    PyObject *value;
+    int r = sm_cache_read(self->cache, key, &value);
+    if (r == 0) {
+        value = PyObject_Vectorcall(fn, args, (size_t)nargs, kwnames);
+        sm_cache_count_load(self->cache, value != NULL);
+        if (value != NULL) {
+            PyObject *actual;
+            r = sm_cache_load_or_store(self->cache, key, value, &actual);
+            Py_SETREF(value, actual);
+        }
+    }
+    if (value == NULL) {
+        cached_land_failed(PyTuple_GET_ITEM(self->owner, 5), table, key, mine);
+        Py_DECREF(mine);
+        return NULL;
+    }
+    /* Landed: _land(table, key, mine, value, True) as call_once inlines it. */
+    if (PyDict_DelItem(table, key) < 0 ||
+        cached_flight_set(mine, self->off_outcome, cached_str_outcome, value) < 0 ||
+        PyList_Append(mine, done) < 0) {
+        Py_DECREF(value);
+        Py_DECREF(mine);
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *first = PyList_GetItemRef(mine, 0);
+#else
+    PyObject *first = Py_XNewRef(PyList_GetItem(mine, 0));
+#endif
+    if (first != done) {  /* a waiter's wake-up came first */
+        PyObject *w = first == NULL ? NULL
+                                    : PyObject_CallOneArg(PyTuple_GET_ITEM(self->owner, 4), mine);
+        if (w == NULL) {
+            Py_XDECREF(first);
+            Py_DECREF(value);
+            Py_DECREF(mine);
+            return NULL;
+        }
+        Py_DECREF(w);
+    }
+    Py_XDECREF(first);
+#if !SM_FREE_THREADED
+    /* Nobody else holds the flight (no waiter found it before it left the
+     * table, and none can now): reset, it serves the next miss, which saves
+     * an allocation of a collected object per miss.  The outcome is dropped
+     * (a kept value would outlive its eviction); `thread` is set on reuse. */
+    if (Py_REFCNT(mine) == 1 && self->spare == NULL && self->owner != NULL &&
+        PyList_SetSlice(mine, 0, PyList_GET_SIZE(mine), NULL) == 0 &&
+        cached_flight_set(mine, self->off_outcome, cached_str_outcome, Py_None) == 0) {
+        self->spare = mine;
+        return value;
+    }
+    PyErr_Clear();
+#endif
+    Py_DECREF(mine);
+    return value;
+}
+
 static PyObject *
 cached_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -166,7 +362,12 @@ cached_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *
         PyErr_SetString(PyExc_TypeError, "this cached function has no miss path");
         return NULL;
     }
-    value = cached_miss(self, key, args, nargs, kwnames);
+    if (self->owner != NULL) {
+        value = cached_own(self, key, args, nargs, kwnames);
+    }
+    else {
+        value = cached_miss(self, key, args, nargs, kwnames);
+    }
     Py_DECREF(key);
     return value;
 }
@@ -232,12 +433,40 @@ done:
 static PyObject *
 cached_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"cache", "miss", "prefix", "typed", NULL};
-    PyObject *cache, *miss, *prefix;
+    static char *kwlist[] = {"cache", "miss", "prefix", "typed", "owner", NULL};
+    PyObject *cache, *miss, *prefix, *owner = Py_None;
     int typed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!|p:CachedFunction", kwlist, &cache, &miss,
-                                     &PyTuple_Type, &prefix, &typed)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!|pO:CachedFunction", kwlist, &cache, &miss,
+                                     &PyTuple_Type, &prefix, &typed, &owner)) {
         return NULL;
+    }
+    if (owner != Py_None) {
+        /* (table: dict, fn, Flight: a list type, DONE, wake, land) */
+        if (!PyTuple_Check(owner) || PyTuple_GET_SIZE(owner) != 6 ||
+            !PyDict_CheckExact(PyTuple_GET_ITEM(owner, 0)) ||
+            !PyType_Check(PyTuple_GET_ITEM(owner, 2)) ||
+            !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(owner, 2), &PyList_Type) ||
+            !PyCallable_Check(PyTuple_GET_ITEM(owner, 1)) ||
+            !PyCallable_Check(PyTuple_GET_ITEM(owner, 4)) ||
+            !PyCallable_Check(PyTuple_GET_ITEM(owner, 5))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "owner must be None or (table: dict, fn, Flight: a list type, DONE, "
+                            "wake, land)");
+            return NULL;
+        }
+        if (miss == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "owner needs a miss path (to wait for others' loads)");
+            return NULL;
+        }
+    }
+    Py_ssize_t offs[3] = {0, 0, 0};
+    if (owner != Py_None) {
+        PyObject *ft = PyTuple_GET_ITEM(owner, 2);
+        if (cached_slot_offset(ft, cached_str_thread, &offs[0]) < 0 ||
+            cached_slot_offset(ft, cached_str_loop, &offs[1]) < 0 ||
+            cached_slot_offset(ft, cached_str_outcome, &offs[2]) < 0) {
+            return NULL;
+        }
     }
     if (!PyObject_TypeCheck(cache, &SMCache_Type)) {
         PyErr_Format(PyExc_TypeError, "cache must be a Cache, not %.200s", Py_TYPE(cache)->tp_name);
@@ -259,6 +488,10 @@ cached_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->cache = Py_NewRef(cache);
     self->miss = Py_NewRef(miss);
     self->prefix = Py_NewRef(prefix);
+    self->owner = owner == Py_None ? NULL : Py_NewRef(owner);
+    self->off_thread = offs[0];
+    self->off_loop = offs[1];
+    self->off_outcome = offs[2];
     self->typed = typed;
 #if SM_FREE_THREADED && PY_VERSION_HEX >= 0x030E0000
     /* Called from every thread, like a function: the interpreter's references to
@@ -277,6 +510,8 @@ cached_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->cache);
     Py_VISIT(self->miss);
     Py_VISIT(self->prefix);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->spare);
     Py_VISIT(self->dict);
     return 0;
 }
@@ -288,6 +523,8 @@ cached_clear(PyObject *op)
     Py_CLEAR(self->cache);
     Py_CLEAR(self->miss);
     Py_CLEAR(self->prefix);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->spare);
     Py_CLEAR(self->dict);
     return 0;
 }
@@ -360,8 +597,8 @@ SM_DEFINE_TYPE(SMCached_Type) = {
     .tp_call = PyVectorcall_Call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                 Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "CachedFunction(cache, miss, prefix, typed=False): a function memoized in a "
-              "Cache (what @safemap.cached returns; use that).",
+    .tp_doc = "CachedFunction(cache, miss, prefix, typed=False, owner=None): a function "
+              "memoized in a Cache (what @safemap.cached returns; use that).",
     .tp_traverse = cached_traverse,
     .tp_clear = cached_clear,
     .tp_weaklistoffset = offsetof(SMCachedObject, weakreflist),
@@ -379,6 +616,14 @@ sm_cached_exec(PyObject *module)
     if (cached_mark == NULL) {
         cached_mark = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
         if (cached_mark == NULL) {
+            return -1;
+        }
+    }
+    if (cached_str_outcome == NULL) {
+        cached_str_thread = PyUnicode_InternFromString("thread");
+        cached_str_loop = PyUnicode_InternFromString("loop");
+        cached_str_outcome = PyUnicode_InternFromString("outcome");
+        if (cached_str_thread == NULL || cached_str_loop == NULL || cached_str_outcome == NULL) {
             return -1;
         }
     }

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .mapping import ConcurrentMapping
 
-__all__ = ["aget_or_compute", "call_once", "flights", "get_or_compute"]
+__all__ = ["aget_or_compute", "call_once", "flights", "get_or_compute", "owner_path"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -134,6 +134,15 @@ def _landed(flight: _Flight) -> bool:
     return _DONE in flight or _FAILED in flight
 
 
+def owner_path(table: dict[Any, _Flight], fn: Callable[..., Any]) -> tuple[Any, ...]:
+    """What the C twin of ``call_once``'s owner path needs to follow this module's
+    protocol on ``table`` (``CachedFunction(..., owner=...)``, the sync ``@cached``'s
+    miss): the table, the function, the flight type, the success marker, ``_wake`` and
+    ``_land``. Any change to the owner path here must be made there too
+    (``safemap/native/sm_cached.c``, ``cached_own``)."""
+    return (table, fn, _Flight, _DONE, _wake, _land)
+
+
 def call_once(
     m: ConcurrentMapping[Any, Any],
     table: dict[Any, _Flight],
@@ -169,6 +178,7 @@ def call_once(
     except BaseException as exc:
         _land(table, key, mine, exc, False)
         raise
+    # (the sync @cached's misses run these steps in C: owner_path's docstring)
     del table[key]  # _land(table, key, mine, value, True), inlined: this is every miss
     mine.outcome = value
     mine.append(_DONE)
