@@ -16,16 +16,18 @@
  * Reads (m[k], get, in, load) take no lock and no reference to the node:
  * the table's lock-free lookup (sm_tb_get_borrowed), a deadline check, the
  * value taken (cache_lookup: on free-threaded builds a try-incref and a
- * re-check of the node's `dead` mark), and the access recorded in a small
+ * re-check of the node's `dead` mark), and the access noted in a small
  * ring (one per stripe of threads on free-threaded builds, one in all on GIL
- * builds) as the node's address and its place in the table, no reference.  A
- * record that finds its slot still full replaces it (the older record is
- * lost: the policy needs a sample of the accesses, not all of them --
- * Caffeine's read buffer).  The reader that writes the last slot of a ring
- * tries the lock without waiting and, if it gets it, drains every ring into
- * the policy (on free-threaded builds, only if no other thread keeps doing
- * so: rings_try_drain); writers drain too.  So a hit never waits for a lock,
- * and on free-threaded builds writes no memory another thread's hit writes.
+ * builds) as the entry's index in the table and 32 bits of the key's hash
+ * (SMCNote: 8 bytes), no reference.  A note that finds its slot still full
+ * replaces it (the older note is lost: the policy needs a sample of the
+ * accesses, not all of them -- Caffeine's read buffer).  The reader that
+ * writes the last slot of a segment of its ring tries the lock without
+ * waiting and, if it gets it, drains the rings into the policy (on
+ * free-threaded builds, only if no other thread keeps doing so, and the
+ * other rings only up to their last full segment: rings_try_drain); writers
+ * drain every note.  So a hit never waits for a lock, and on free-threaded
+ * builds writes no memory another thread's hit writes.
  *
  * The bound.  Every write runs, under the lock: remove what expired; link the
  * new node into the policy; evict until the total weight fits maxsize,
@@ -47,9 +49,10 @@
  * probation promotes to protected; protected overflow is demoted to
  * probation.  policy="lru" keeps one LRU queue.
  *
- * Lifetimes.  A ring holds no reference: a record is applied only if the
- * table entry it names still holds its node, checked under the lock
- * (ring_apply), so a record of a removed node is dropped unread.  A removed
+ * Lifetimes.  A ring holds no reference: a note is applied, under the lock,
+ * to the node its table entry holds only if the entry is in use by a key of
+ * the note's hash (ring_apply), so a note of a removed node is dropped and
+ * the drainer only ever touches nodes that are in the table.  A removed
  * node is marked dead, then (node_bury) emptied: its key and value are
  * released once the write has unlocked -- once a delete or eviction has
  * returned, the cache holds no reference to what it removed -- while on
