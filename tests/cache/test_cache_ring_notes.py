@@ -219,3 +219,30 @@ def test_hits_across_rebuilds_updates_and_clears(
     c.clear()
     gc.collect()
     assert [r for r in refs if r() is not None] == []
+
+
+def test_a_million_hits_in_two_threads_hold_nothing(run_threads: Any) -> None:
+    """Notes hold no reference and take no memory of their own: after a million hits (two
+    threads, so one hands its notes to the other), the entries' reference counts and the
+    interpreter's allocated blocks are as before, and every hit was counted."""
+    c: safemap.Cache[int, Box] = safemap.Cache(((k, Box(k, 0)) for k in range(1000)), maxsize=1000)
+    values = list(c.values())
+    counts = [sys.getrefcount(v) for v in values]
+    keys = list(range(1000))
+
+    def hits(_: int) -> None:
+        get = c.get
+        for _ in range(500):
+            for k in keys:
+                get(k)
+
+    hits(0)  # the rings and the stripes of this thread exist from now on
+    gc.collect()
+    blocks = sys.getallocatedblocks()
+    before = c.stats().hits
+    run_threads(hits, 2, timeout=120)
+    c._maintain()
+    gc.collect()
+    assert c.stats().hits - before == 1_000_000
+    assert [sys.getrefcount(v) for v in values] == counts
+    assert sys.getallocatedblocks() - blocks < 200

@@ -1125,7 +1125,7 @@ static inline void
 ring_record(SMCacheObject *m, SMSlot *slot, Py_hash_t hash)
 {
     SMCReadBuf *rb = ring_of_thread(m);
-    /* Index + 1 wraps to 0 (no note) when the table is gone. */
+    /* With no table, index + 1 wraps to 0: an index every drain rejects. */
     SMCNote note = ((SMCNote)(uint32_t)(sm_tb_entry_index(&m->tab, slot) + 1) << 32) |
                    (uint32_t)(uint64_t)hash;
 #if SM_FREE_THREADED
