@@ -16,16 +16,18 @@
  * Reads (m[k], get, in, load) take no lock and no reference to the node:
  * the table's lock-free lookup (sm_tb_get_borrowed), a deadline check, the
  * value taken (cache_lookup: on free-threaded builds a try-incref and a
- * re-check of the node's `dead` mark), and the access recorded in a small
+ * re-check of the node's `dead` mark), and the access noted in a small
  * ring (one per stripe of threads on free-threaded builds, one in all on GIL
- * builds) as the node's address and its place in the table, no reference.  A
- * record that finds its slot still full replaces it (the older record is
- * lost: the policy needs a sample of the accesses, not all of them --
- * Caffeine's read buffer).  The reader that writes the last slot of a ring
- * tries the lock without waiting and, if it gets it, drains every ring into
- * the policy (on free-threaded builds, only if no other thread keeps doing
- * so: rings_try_drain); writers drain too.  So a hit never waits for a lock,
- * and on free-threaded builds writes no memory another thread's hit writes.
+ * builds) as the entry's index in the table and 32 bits of the key's hash
+ * (SMCNote: 8 bytes), no reference.  A note that finds its slot still full
+ * replaces it (the older note is lost: the policy needs a sample of the
+ * accesses, not all of them -- Caffeine's read buffer).  The reader that
+ * writes the last slot of a segment of its ring tries the lock without
+ * waiting and, if it gets it, drains the rings into the policy (on
+ * free-threaded builds, only if no other thread keeps doing so, and the
+ * other rings only up to their last full segment: rings_try_drain); writers
+ * drain every note.  So a hit never waits for a lock, and on free-threaded
+ * builds writes no memory another thread's hit writes.
  *
  * The bound.  Every write runs, under the lock: remove what expired; link the
  * new node into the policy; evict until the total weight fits maxsize,
@@ -47,9 +49,10 @@
  * probation promotes to protected; protected overflow is demoted to
  * probation.  policy="lru" keeps one LRU queue.
  *
- * Lifetimes.  A ring holds no reference: a record is applied only if the
- * table entry it names still holds its node, checked under the lock
- * (ring_apply), so a record of a removed node is dropped unread.  A removed
+ * Lifetimes.  A ring holds no reference: a note is applied, under the lock,
+ * to the node its table entry holds only if the entry is in use by a key of
+ * the note's hash (ring_apply), so a note of a removed node is dropped and
+ * the drainer only ever touches nodes that are in the table.  A removed
  * node is marked dead, then (node_bury) emptied: its key and value are
  * released once the write has unlocked -- once a delete or eviction has
  * returned, the cache holds no reference to what it removed -- while on
@@ -975,59 +978,74 @@ ring_of_thread(SMCacheObject *m)
 #endif
 }
 
-/* Apply one record to the policy (the lock is held): only if the entry it
- * names still holds its node, which proves the node alive (a record holds no
- * reference; its node may have left the cache, or its words may come from two
- * different records). */
-SM_ALWAYS_INLINE void
-ring_apply(SMCacheObject *m, SMCNode *n, SMSlot *slot)
+#if SM_FREE_THREADED
+static inline SMCRingCtl *
+rings_ctl(SMCacheObject *m)
 {
-    if (sm_tb_entry_holds(&m->tab, slot, (PyObject *)n)) {
-        policy_access(m, n);
+    return (SMCRingCtl *)(void *)m->rbufs - 1;
+}
+#endif
+
+/* Apply one note to the policy (the lock is held): to the node of the entry
+ * it names, only if that entry of the current table is in use by a key of
+ * the note's hash, which proves the node alive (a note holds no reference;
+ * its entry may have been removed, its table replaced). */
+SM_ALWAYS_INLINE void
+ring_apply(SMCacheObject *m, SMCNote note)
+{
+    PyObject *n = sm_tb_entry_value_tagged(&m->tab, (Py_ssize_t)(note >> 32) - 1,
+                                           (uint32_t)note);
+    if (n != NULL) {
+        policy_access(m, (SMCNode *)n);
     }
 }
 
-/* Drain every ring into the policy (the lock is held): the records of the
- * positions taken since the last drain, oldest first.  On free-threaded
- * builds a reader may have taken a position and not yet written its record:
- * its slot still holds the record of SMC_RB_SIZE positions before (applied
- * again if its entry is still there, or dropped) and the new record is lost
- * -- a sample of the accesses, as when two readers share a slot. */
+/* Drain the rings into the policy (the lock is held): the notes of the
+ * positions taken since each ring's last drain, oldest first, at most a
+ * ring's worth.  `own`: the ring of a reader draining on a read; the other
+ * rings are then drained up to what their readers published (free-threaded
+ * builds, see SMCReadBuf); NULL (a write, or GIL builds): every ring up to
+ * its `tail`.  On free-threaded builds a reader may have taken a position
+ * and not yet written its note: its slot still holds the note of a lap
+ * before (applied again if its entry is still there, or dropped) and the new
+ * note is lost -- a sample of the accesses, as when two readers share a
+ * slot. */
 static void
-rings_drain_all(SMCacheObject *m)
+rings_drain_all(SMCacheObject *m, SMCReadBuf *own)
 {
-#if SM_FREE_THREADED
-    /* Seen by readers deciding whether to drain (rings_try_drain). */
-    _Py_atomic_store_ssize_relaxed(&m->drains, m->drains + 1);
-#endif
     for (Py_ssize_t b = 0; b < m->nbufs; b++) {
         SMCReadBuf *rb = &m->rbufs[b].b;
-        Py_ssize_t tail = SM_LOAD_SSIZE_RELAXED(&rb->tail);
-        Py_ssize_t count = tail - rb->drained;
-        if (count == 0) {
-            continue;  /* most rings, most of the time */
+#if SM_FREE_THREADED
+        Py_ssize_t end = own == NULL || rb == own
+                             ? SM_LOAD_SSIZE_RELAXED(&rb->tail)
+                             : _Py_atomic_load_ssize_acquire(&rb->published);
+#else
+        (void)own;
+        Py_ssize_t end = rb->tail;
+#endif
+        Py_ssize_t count = end - rb->drained;
+        if (count <= 0) {
+            continue;  /* most rings, most of the time (< 0: drained by a write) */
         }
         count = count < SMC_RB_SIZE ? count : SMC_RB_SIZE;
-        rb->drained = tail;
-        for (Py_ssize_t j = tail - count; j < tail; j++) {
-            SMCRecord *rec = &rb->slots[j & (SMC_RB_SIZE - 1)];
+        SM_STORE_SSIZE_RELAXED(&rb->drained, end);  /* its readers load it */
+        for (Py_ssize_t j = end - count; j < end; j++) {
+            SMCNote *slot = &rb->slots[j & (SMC_RB_SIZE - 1)];
 #if SM_FREE_THREADED
-            SMCNode *n = _Py_atomic_load_ptr_relaxed(&rec->node);
-            SMSlot *e = _Py_atomic_load_ptr_relaxed(&rec->slot);
+            SMCNote note = _Py_atomic_load_uint64_relaxed(slot);
 #else
-            SMCNode *n = rec->node;
-            SMSlot *e = rec->slot;
+            SMCNote note = *slot;
 #endif
-            if (n != NULL) {
-                ring_apply(m, n, e);
+            if (note != 0) {
+                ring_apply(m, note);
             }
         }
     }
 }
 
-/* rings_drain_all, skipped on GIL builds when the (single) ring has no record
- * since the last drain: every write drains once or twice, most often with
- * nothing recorded in between. */
+/* Every ring, to its tail (writes; the lock is held).  Skipped on GIL builds
+ * when the (single) ring has no note since the last drain: every write
+ * drains once or twice, most often with nothing recorded in between. */
 static inline void
 rings_drain(SMCacheObject *m)
 {
@@ -1036,7 +1054,7 @@ rings_drain(SMCacheObject *m)
         return;
     }
 #endif
-    rings_drain_all(m);
+    rings_drain_all(m, NULL);
 }
 
 static int cache_expire(SMCacheObject *m, int64_t now, SMCPend *p);
@@ -1053,48 +1071,60 @@ cache_unlock(SMCacheObject *m, SMCPend *p)
     pend_finish(m, p);
 }
 
-/* A reader whose record filled the last slot of its ring rb: drain, if the
- * lock is free right now (never wait).
+/* A reader whose note filled the last slot of a segment of its ring rb (the
+ * position `end` published): drain, if the lock is free right now (never
+ * wait).
  *
- * Free-threaded builds: while one thread keeps draining, the others leave it
- * to it (it empties every ring, theirs included).  Applying a note writes the
- * policy's memory (the sketch, the queues' links, the hit-rate counters):
- * drained by one thread, that memory stays in its core's cache, where
- * readers taking turns would move it between cores on every drain -- the
- * contention that kept W-TinyLFU hits from scaling.  A reader drains itself
- * when no drain has happened since its ring last filled or was drained on a
- * fill (the drainer stopped reading, or shares this ring, whose notes it
- * would overwrite before its next drain); a note overwritten meanwhile is
- * lost, as when two readers share a slot: the policy works from a sample. */
+ * Free-threaded builds: one thread, the drainer, drains on reads; the others
+ * leave their notes to it.  Applying a note writes the policy's memory (the
+ * sketch, the queues' links, the hit-rate counters): drained by one thread,
+ * that memory stays in its core's cache, where readers taking turns would
+ * move it between cores on every drain.  A reader takes the drainer's place
+ * when its own ring saw no drain at two segment ends in a row (the drainer
+ * stopped reading, or shares this ring and overwrites its notes): one missed
+ * segment is tolerated, since the drainer also applies every other ring's
+ * notes and is the slower reader.  Deciding reads only the reader's own
+ * lines and the drainer's identity, which changes only when the role moves.
+ * A note overwritten before it was drained is lost, as when two readers
+ * share a slot: the policy works from a sample (in one thread, every note
+ * reaches it). */
 static void
-rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
+rings_try_drain(SMCacheObject *m, SMCReadBuf *rb, Py_ssize_t end)
 {
     void *me = sm_me();
 #if SM_FREE_THREADED
-    void *drainer = _Py_atomic_load_ptr_relaxed(&m->drainer);
+    _Py_atomic_store_ssize_release(&rb->published, end);
+    SMCRingCtl *ctl = rings_ctl(m);
+    void *drainer = _Py_atomic_load_ptr_relaxed(&ctl->drainer);
     if (drainer != me && drainer != NULL) {
-        Py_ssize_t drains = SM_LOAD_SSIZE_RELAXED(&m->drains);
-        if (drains != SM_LOAD_SSIZE_RELAXED(&rb->seen_drains)) {
-            _Py_atomic_store_ssize_relaxed(&rb->seen_drains, drains);
+        Py_ssize_t drained = SM_LOAD_SSIZE_RELAXED(&rb->drained);
+        if (drained != SM_LOAD_SSIZE_RELAXED(&rb->seen_drained)) {
+            SM_STORE_SSIZE_RELAXED(&rb->seen_drained, drained);
+            SM_STORE_SSIZE_RELAXED(&rb->idle, 0);
             return;  /* the drainer is at work */
+        }
+        Py_ssize_t idle = SM_LOAD_SSIZE_RELAXED(&rb->idle) + 1;
+        SM_STORE_SSIZE_RELAXED(&rb->idle, idle);
+        if (idle < 2) {
+            return;
         }
     }
 #else
-    (void)rb;
+    (void)end;
 #endif
     if (!sm_lock_try(&m->lock, me)) {
         return;
     }
 #if SM_FREE_THREADED
-    if (drainer != me) {  /* written only when it changes: other readers load it */
-        _Py_atomic_store_ptr_relaxed(&m->drainer, me);
+    if (drainer != me) {  /* written only when it changes: every reader loads it */
+        _Py_atomic_store_ptr_relaxed(&ctl->drainer, me);
     }
 #endif
     SM_BUMP(&m->lockstats.acquisitions, 1);
     HELD_INC();
     SMCPend p;
     pend_init(&p);
-    rings_drain(m);
+    rings_drain_all(m, rb);
     if (m->ttl_ns != 0 && m->timer == NULL) {
         /* Expired entries leave on drains too (a Python timer is not called
          * here: it would run under the lock; writes sweep instead). */
@@ -1102,31 +1132,30 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb)
         PyErr_Clear();
     }
 #if SM_FREE_THREADED
-    _Py_atomic_store_ssize_relaxed(&rb->seen_drains, m->drains);
+    SM_STORE_SSIZE_RELAXED(&rb->seen_drained, rb->drained);
+    SM_STORE_SSIZE_RELAXED(&rb->idle, 0);
 #endif
     cache_unlock(m, &p);
 }
 
-/* Record an access to n (found at table entry e): no reference is taken. */
+/* Note an access to the entry `slot` (just found by a lookup) of key hash
+ * `hash`: no reference is taken. */
 static inline void
-ring_record(SMCacheObject *m, SMCNode *n, SMSlot *e)
+ring_record(SMCacheObject *m, SMSlot *slot, Py_hash_t hash)
 {
     SMCReadBuf *rb = ring_of_thread(m);
+    /* With no table, index + 1 wraps to 0: an index every drain rejects. */
+    SMCNote note = ((SMCNote)(uint32_t)(sm_tb_entry_index(&m->tab, slot) + 1) << 32) |
+                   (uint32_t)(uint64_t)hash;
 #if SM_FREE_THREADED
     Py_ssize_t pos = _Py_atomic_add_ssize(&rb->tail, 1);
-    SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
-    /* Relaxed stores: a drain may pair a node with another record's place,
-     * and then drops the record (ring_apply). */
-    _Py_atomic_store_ptr_relaxed(&rec->slot, e);
-    _Py_atomic_store_ptr_relaxed(&rec->node, n);
+    _Py_atomic_store_uint64_relaxed(&rb->slots[pos & (SMC_RB_SIZE - 1)], note);
 #else
     Py_ssize_t pos = rb->tail++;
-    SMCRecord *rec = &rb->slots[pos & (SMC_RB_SIZE - 1)];
-    rec->node = n;
-    rec->slot = e;
+    rb->slots[pos & (SMC_RB_SIZE - 1)] = note;
 #endif
-    if ((pos & (SMC_RB_SIZE - 1)) == SMC_RB_SIZE - 1) {
-        rings_try_drain(m, rb);
+    if ((pos & (SMC_RB_SEG - 1)) == SMC_RB_SEG - 1) {
+        rings_try_drain(m, rb, pos + 1);
     }
 }
 
@@ -1761,7 +1790,7 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     }
     SM_CELL_ADD(m, &m->stats, hits, 1);
     if (cache_bounded(m)) {
-        ring_record(m, where.node, where.slot);
+        ring_record(m, where.slot, hash);
     }
     return 1;
 }
@@ -2619,13 +2648,18 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #else
     m->nbufs = 1;
 #endif
-    m->rbufs_alloc = PyMem_Calloc(1, (size_t)m->nbufs * sizeof(SMCReadBufSlot) + SM_LINE);
+#if SM_FREE_THREADED
+    size_t ctl = sizeof(SMCRingCtl);  /* rings_ctl: the line before the rings */
+#else
+    size_t ctl = 0;
+#endif
+    m->rbufs_alloc = PyMem_Calloc(1, ctl + (size_t)m->nbufs * sizeof(SMCReadBufSlot) + SM_LINE);
     if (m->rbufs_alloc == NULL) {
         Py_DECREF(m);
         return PyErr_NoMemory();
     }
     uintptr_t a = ((uintptr_t)m->rbufs_alloc + SM_LINE - 1) & ~(uintptr_t)(SM_LINE - 1);
-    m->rbufs = (SMCReadBufSlot *)a;
+    m->rbufs = (SMCReadBufSlot *)(a + ctl);
     sm_register(&m->node, cache_after_fork);
     return (PyObject *)m;
 }

@@ -38,37 +38,73 @@ typedef struct {
     Py_ssize_t weight;
 } SMCQueue;
 
-/* One recorded access: the node found and its table entry.  No reference:
- * the drainer uses `node` only if `slot` is an entry of the cache's current
- * table that still holds it (sm_tb_entry_holds), so a record of a removed
- * (even freed) node, or one torn between two records, is dropped. */
+/* Where a lookup found a key: its node and its table entry (cache_lookup;
+ * borrowed: the node may leave the cache at any moment). */
 typedef struct {
-    SMCNode *node;   /* NULL: never written */
+    SMCNode *node;
     SMSlot *slot;
 } SMCRecord;
 
-/* A lossy ring of accessed nodes, filled by readers with no lock and drained
- * by the lock holder, which only reads the slots: it applies the positions
- * from `drained` to `tail` (at most the last SMC_RB_SIZE).  `drained`, the
- * one field a drain writes, has a cache line of its own, so that draining
- * another thread's ring takes none of the lines that thread writes. */
-#define SMC_RB_SIZE 16
+/* One note of an access, in one 64-bit word (stored and loaded whole, so it is
+ * never torn): the upper 32 bits are the index + 1 of the entry found in the
+ * cache's table, the lower 32 bits the low bits of the key's hash; 0: never
+ * written.  No reference: the drainer applies a note to the node in that entry
+ * of the table current under the lock, only if the entry is in use and its
+ * hash matches (sm_tb_entry_value_tagged).  Entries are never reused within a
+ * table, so in the table the note was taken in, that is the key accessed
+ * (its current node: an update keeps the key's entry); a note taken in a
+ * table since replaced names an arbitrary index of the new one, where the
+ * hash check drops it, unless the entry holds a key whose hash has the same
+ * low 32 bits (the same key, moved there by the rebuild, or, about once in
+ * 4 billion such notes, another key: a sample of the accesses mis-attributed,
+ * never memory not proven alive). 8 bytes rather than a node and an entry
+ * pointer (16): half the cache lines to move from a reader to the drainer. */
+typedef uint64_t SMCNote;
+
+/* A lossy ring of notes, filled by readers with no lock and drained by the
+ * lock holder, which only reads the notes.  Free-threaded builds: the ring's
+ * readers (the threads of one stripe) write their own line (`tail`) on every
+ * note, and publish the ring's notes in segments of SMC_RB_SEG: the reader
+ * that writes the last note of a segment stores `published` (the hand-off
+ * line, where the drainer stores `drained`).  A drain by a reader applies
+ * the other rings' notes up to `published` only, so the drainer reads a
+ * record line once its readers have finished it and never reads `tail`: per
+ * segment, the lines that move between the two cores are the segment's
+ * notes (2 lines) and the hand-off line.  Writers drain every ring to `tail`
+ * (every access recorded so far counts before a victim is chosen). */
+#if SM_FREE_THREADED
+#  define SMC_RB_SIZE 32
+#else
+#  define SMC_RB_SIZE 16
+#endif
+#define SMC_RB_SEG 16
 typedef struct {
-    Py_ssize_t drained;  /* `tail` when last drained (written under the lock) */
-    char drained_line_[SM_LINE - sizeof(Py_ssize_t)];
-    Py_ssize_t tail;
+    Py_ssize_t tail;   /* positions taken (atomic adds) */
     Py_ssize_t calls;  /* @cached calls made by this stripe's threads */
 #if SM_FREE_THREADED
-    Py_ssize_t seen_drains;  /* the cache's `drains` when this ring last filled,
-                                or after the drain its last fill made */
+    Py_ssize_t seen_drained;  /* `drained` at the ring's last segment end */
+    Py_ssize_t idle;          /* segment ends since then that found no drain */
+    char tail_line_[SM_LINE - 4 * sizeof(Py_ssize_t)];
+    Py_ssize_t published;     /* the end of the last segment written */
 #endif
-    SMCRecord slots[SMC_RB_SIZE];
+    Py_ssize_t drained;       /* the position drained to (written under the lock) */
+#if SM_FREE_THREADED
+    char handoff_line_[SM_LINE - 2 * sizeof(Py_ssize_t)];
+#endif
+    SMCNote slots[SMC_RB_SIZE];
 } SMCReadBuf;
 
 typedef union {
     SMCReadBuf b;
     char pad[((sizeof(SMCReadBuf) + SM_LINE - 1) / SM_LINE) * SM_LINE];
 } SMCReadBufSlot;
+
+/* Free-threaded builds: the line before the rings (rings_ctl), read by every
+ * reader at its segment ends and written only when the drainer changes. */
+typedef union {
+    void *drainer;  /* the thread that drains on reads (rings_try_drain), or NULL */
+    char pad[SM_LINE];
+} SMCRingCtl;
 
 #define SMC_HOT_BYTES (2 * SM_LINE - (Py_ssize_t)sizeof(PyObject))
 
@@ -89,7 +125,7 @@ typedef struct {
             int configured;            /* options set (by __init__) */
             int policy;                /* SMC_LRU or SMC_TINYLFU */
             SMStats stats;             /* hits, misses, iterations (lock-free counters) */
-            SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned */
+            SMCReadBufSlot *rbufs;     /* nbufs rings, cache-line aligned (after an SMCRingCtl) */
             Py_ssize_t nbufs;          /* a power of two */
             PyObject *timer;           /* the ttl's clock, or NULL: the monotonic clock */
         };
@@ -98,10 +134,6 @@ typedef struct {
     /* Written by writes and drains (under the lock) from here on. */
     SMNode node;               /* on the list of live maps (fork safety) */
     SMLock lock;               /* every write, the policy, the drains */
-#if SM_FREE_THREADED
-    void *drainer;             /* the thread that last drained on a read (rings_try_drain) */
-    Py_ssize_t drains;         /* drains so far (written under the lock) */
-#endif
     SMLockStats lockstats;
     SMWrites writes;           /* counted by the lock holder */
     Py_ssize_t count;          /* entries in the table */

@@ -298,4 +298,38 @@ PyObject *sm_tb_exchange_at(SMTableRef *r, SMPos *p, PyObject *value);
  * (QSBR on free-threaded 3.14+): for a table read with sm_tb_get_borrowed. */
 int sm_tb_clear_delayed(SMTableRef *r, SMGrave *g);
 
+/* Lock-free, right after sm_tb_get_borrowed found `slot` (no quiescent state
+ * in between): the index of that entry in r's current table, as 32 bits.  If
+ * the table was replaced since the slot was found, the number is arbitrary
+ * (the caller must be able to tell: sm_tb_entry_value_tagged); UINT32_MAX if
+ * r has no table now.  Reads only the table's header, which the lookup read. */
+static inline uint32_t
+sm_tb_entry_index(SMTableRef *r, SMSlot *slot)
+{
+#if SM_FREE_THREADED
+    SMTable *t = _Py_atomic_load_ptr_acquire(&r->table);
+#else
+    SMTable *t = r->table;
+#endif
+    if (t == NULL) {
+        return UINT32_MAX;
+    }
+    /* As integers: slot may be an entry of another table. */
+    return (uint32_t)(((uintptr_t)slot - (uintptr_t)t->entries) / sizeof(SMSlot));
+}
+
+/* Holding the writer lock: the value (borrowed) of entry `i` of r's current
+ * table if that entry is in use and the low 32 bits of its hash are `tag`,
+ * else NULL.  `i` may be any number (it is checked against the table). */
+static inline PyObject *
+sm_tb_entry_value_tagged(SMTableRef *r, Py_ssize_t i, uint32_t tag)
+{
+    SMTable *t = r->table;
+    if (t == NULL || (size_t)i >= (size_t)t->nentries) {
+        return NULL;
+    }
+    SMSlot *e = &t->entries[i];
+    return e->key != NULL && (uint32_t)e->hash == tag ? e->value : NULL;
+}
+
 #endif /* SAFEMAP_SM_TABLE_H */
