@@ -1947,7 +1947,7 @@ cache_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, Py
         SMCRecord where;
         int found = cache_lookup(m, key, hash, now, &v, &where);
         if (found == 1 && mode == SM_IF_ABSENT && cache_bounded(m)) {
-            ring_record(m, where.node, where.slot);  /* answered here: a use */
+            ring_record(m, where.slot, hash);  /* answered here: a use */
         }
         int r = sm_compute_read_answers(mode, found, &v);
         if (r != 0) {
