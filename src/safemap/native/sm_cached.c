@@ -181,19 +181,22 @@ cached_slot_offset(PyObject *t, PyObject *name, Py_ssize_t *off)
 }
 
 /* flight.<name> = v, where `name` is the Flight slot at offset off: a store
- * on GIL builds (what member_set does, minus the lookups), setattr on
- * free-threaded ones (whose slot stores are atomic). */
+ * (what member_set does, minus the lookups) on GIL builds, or on any build
+ * while no other thread can see the flight (`private`: not yet in the
+ * table); else setattr (free-threaded slot stores are atomic). */
 static inline int
-cached_flight_set(PyObject *flight, Py_ssize_t off, PyObject *name, PyObject *v)
+cached_flight_set(PyObject *flight, Py_ssize_t off, PyObject *name, PyObject *v, int private)
 {
 #if SM_FREE_THREADED
-    (void)off;
-    return PyObject_SetAttr(flight, name, v);
+    if (!private) {
+        return PyObject_SetAttr(flight, name, v);
+    }
 #else
+    (void)private;
+#endif
     (void)name;
     Py_XSETREF(*(PyObject **)((char *)flight + off), Py_NewRef(v));
     return 0;
-#endif
 }
 
 /* A flight's failure: _land(table, key, flight, exc, False) with the pending
@@ -262,8 +265,8 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
         }
     }
     PyObject *tid = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (tid == NULL || cached_flight_set(mine, self->off_thread, cached_str_thread, tid) < 0 ||
-        cached_flight_set(mine, self->off_loop, cached_str_loop, Py_None) < 0) {
+    if (tid == NULL || cached_flight_set(mine, self->off_thread, cached_str_thread, tid, 1) < 0 ||
+        cached_flight_set(mine, self->off_loop, cached_str_loop, Py_None, 1) < 0) {
         Py_XDECREF(tid);
         Py_DECREF(mine);
         return NULL;
@@ -298,7 +301,7 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
     }
     /* Landed: _land(table, key, mine, value, True) as call_once inlines it. */
     if (PyDict_DelItem(table, key) < 0 ||
-        cached_flight_set(mine, self->off_outcome, cached_str_outcome, value) < 0 ||
+        cached_flight_set(mine, self->off_outcome, cached_str_outcome, value, 0) < 0 ||
         PyList_Append(mine, done) < 0) {
         Py_DECREF(value);
         Py_DECREF(mine);
@@ -328,7 +331,7 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
      * (a kept value would outlive its eviction); `thread` is set on reuse. */
     if (Py_REFCNT(mine) == 1 && self->spare == NULL && self->owner != NULL &&
         PyList_SetSlice(mine, 0, PyList_GET_SIZE(mine), NULL) == 0 &&
-        cached_flight_set(mine, self->off_outcome, cached_str_outcome, Py_None) == 0) {
+        cached_flight_set(mine, self->off_outcome, cached_str_outcome, Py_None, 1) == 0) {
         self->spare = mine;
         return value;
     }
