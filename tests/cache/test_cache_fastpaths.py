@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import safemap
 
-RING = 16  # SMC_RB_SIZE: a reader that fills the last slot of its ring drains it
+RING = 16  # SMC_RB_SEG: a reader that writes the last note of a segment drains
 
 
 class Value:

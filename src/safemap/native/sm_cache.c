@@ -978,6 +978,13 @@ ring_of_thread(SMCacheObject *m)
 #endif
 }
 
+/* Bytes allocated before the rings: rings_ctl's line (free-threaded builds). */
+#if SM_FREE_THREADED
+#  define SMC_RINGS_EXTRA ((Py_ssize_t)sizeof(SMCRingCtl))
+#else
+#  define SMC_RINGS_EXTRA ((Py_ssize_t)0)
+#endif
+
 #if SM_FREE_THREADED
 static inline SMCRingCtl *
 rings_ctl(SMCacheObject *m)
@@ -2607,7 +2614,7 @@ cache_sizeof(PyObject *op, PyObject *Py_UNUSED(ignored))
     SMCacheObject *m = (SMCacheObject *)op;
     Py_ssize_t dsize = sm_tb_sizeof(&m->tab);
     Py_ssize_t n = Py_TYPE(op)->tp_basicsize + dsize +
-                   m->nbufs * (Py_ssize_t)sizeof(SMCReadBufSlot) +
+                   m->nbufs * (Py_ssize_t)sizeof(SMCReadBufSlot) + SMC_RINGS_EXTRA +
                    5 * (m->width / 16) * (Py_ssize_t)sizeof(uint64_t) +  /* sketch, doorkeeper */
                    SM_LOAD_SSIZE(&m->count) * (Py_ssize_t)sizeof(SMCNode);
     return PyLong_FromSsize_t(n);
@@ -2648,11 +2655,7 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #else
     m->nbufs = 1;
 #endif
-#if SM_FREE_THREADED
-    size_t ctl = sizeof(SMCRingCtl);  /* rings_ctl: the line before the rings */
-#else
-    size_t ctl = 0;
-#endif
+    size_t ctl = (size_t)SMC_RINGS_EXTRA;
     m->rbufs_alloc = PyMem_Calloc(1, ctl + (size_t)m->nbufs * sizeof(SMCReadBufSlot) + SM_LINE);
     if (m->rbufs_alloc == NULL) {
         Py_DECREF(m);

@@ -253,7 +253,7 @@ void sm_tb_after_fork(SMTableRef *r);
 /* What sm_tb_get_borrowed found. */
 typedef struct {
     PyObject *value;  /* borrowed, or strong if `strong` */
-    SMSlot *slot;     /* where: for sm_tb_entry_holds */
+    SMSlot *slot;     /* where (sm_tb_entry_index) */
     int strong;
 } SMBorrowed;
 
@@ -266,23 +266,6 @@ typedef struct {
  * on GIL builds until Python code runs.  May run Python code (a non-plain
  * key's __eq__) before it returns, never after finding the value. */
 int sm_tb_get_borrowed(SMTableRef *r, PyObject *key, Py_hash_t hash, SMBorrowed *b);
-
-/* Holding the writer lock: whether `slot`, an entry found by an earlier
- * sm_tb_get_borrowed, is an entry of r's current table that holds `value`.
- * The slot is read only if it lies among the current table's entries, so it
- * may be the address of an entry of a table freed since. */
-static inline int
-sm_tb_entry_holds(SMTableRef *r, SMSlot *slot, PyObject *value)
-{
-    SMTable *cur = r->table;
-    if (cur == NULL) {
-        return 0;
-    }
-    /* As integers: slot may point into another (freed) table. */
-    uintptr_t at = (uintptr_t)slot, first = (uintptr_t)cur->entries;
-    return at >= first && at < (uintptr_t)(cur->entries + cur->nentries)
-           && (at - first) % sizeof(SMSlot) == 0 && slot->key != NULL && slot->value == value;
-}
 
 /* Holding the writer lock: find the entry whose value IS `value` among the
  * entries of hash `hash`, comparing pointers only (no key comparison, no
