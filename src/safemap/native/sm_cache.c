@@ -1768,6 +1768,27 @@ cache_pop_impl(PyObject *op, PyObject *key, PyObject **out)
 
 /* ------------------------------------------------------------- reading */
 
+/* The lock-free read every read method makes (not counted, not noted):
+ * after a transaction's guard and the clock (*now: the cache's time, 0
+ * without a ttl), cache_lookup.  1 (*out strong, *where), 0 or -1. */
+SM_ALWAYS_INLINE int
+cache_peek(SMCacheObject *m, PyObject *key, Py_hash_t hash, int64_t *now, PyObject **out,
+           SMCRecord *where)
+{
+    *out = NULL;
+    *now = 0;
+    sm_note_thread((PyObject *)m, &m->shared);
+    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
+        return -1;
+    }
+    /* The clock first: a Python timer runs no code between the lookup and
+     * the use of the node it found. */
+    if (m->ttl_ns != 0 && cache_now(m, now) < 0) {
+        return -1;
+    }
+    return cache_lookup(m, key, hash, *now, out, where);
+}
+
 /* A point read, counted as a hit or a miss.  1 (*out strong), 0 or -1. */
 SM_ALWAYS_INLINE int
 cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
@@ -1777,18 +1798,9 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     if (hash == -1) {
         return -1;
     }
-    sm_note_thread((PyObject *)m, &m->shared);
-    if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
-        return -1;
-    }
-    int64_t now = 0;
-    /* The clock first: a Python timer runs no code between the lookup and
-     * the use of the node it found. */
-    if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
-        return -1;
-    }
+    int64_t now;
     SMCRecord where;
-    int r = cache_lookup(m, key, hash, now, out, &where);
+    int r = cache_peek(m, key, hash, &now, out, &where);
     if (r <= 0) {
         if (r == 0) {
             SM_CELL_ADD(m, &m->stats, misses, 1);
@@ -1943,16 +1955,9 @@ cache_compute_impl(PyObject *op, PyObject *key, Py_hash_t hash, PyObject *fn, Py
     int64_t now = 0;
     if (mode == SM_IF_ABSENT || mode == SM_IF_PRESENT) {
         /* The lock-free answer, at the instant of the read. */
-        sm_note_thread((PyObject *)m, &m->shared);
-        if (SM_UNLIKELY(SM_LOAD_INT(&m->guard)) && cache_txn_check(m) < 0) {
-            return NULL;
-        }
-        if (m->ttl_ns != 0 && cache_now(m, &now) < 0) {
-            return NULL;
-        }
         PyObject *v;
         SMCRecord where;
-        int found = cache_lookup(m, key, hash, now, &v, &where);
+        int found = cache_peek(m, key, hash, &now, &v, &where);
         if (found == 1 && mode == SM_IF_ABSENT && cache_bounded(m)) {
             ring_record(m, where.slot, hash);  /* answered here: a use */
         }
