@@ -15,20 +15,11 @@ import weakref
 from typing import Any
 
 import pytest
+from support.cacherace import Box, writers_then_readers
 
 import safemap
 
 RING = 16  # SMC_RB_SEG: a reader that writes the last note of a segment drains
-
-
-class Box:
-    """A fresh value: (key, serial), referenced by the cache alone once stored."""
-
-    __slots__ = ("__weakref__", "key", "serial")
-
-    def __init__(self, key: int, serial: int) -> None:
-        self.key = key
-        self.serial = serial
 
 
 def nodes_of(c: Any) -> list[Any]:
@@ -95,7 +86,6 @@ def test_hits_racing_replacements_deletes_and_evictions(
     c: safemap.Cache[int, Box] = safemap.Cache(maxsize=maxsize, policy=policy)
     serial = itertools.count(1)
     issued = [0]  # highest serial handed out so far (a reader may see no newer one)
-    done = threading.Event()
     bad: list[object] = []
 
     def writer(i: int) -> None:
@@ -110,7 +100,7 @@ def test_hits_racing_replacements_deletes_and_evictions(
             else:
                 c[k] = Box(k, s)  # fresh: only the cache references it
 
-    def reader(i: int) -> None:
+    def reader(i: int, done: threading.Event) -> None:
         keys = list(range(nkeys))
         while not done.is_set():
             for k in keys:
@@ -124,20 +114,12 @@ def test_hits_racing_replacements_deletes_and_evictions(
                 if any(v.key != k for k, v in items):
                     bad.append(("item", items))
 
-    def run(i: int) -> None:
-        try:
-            if i < 2:
-                writer(i)
-            else:
-                reader(i - 2)
-        finally:
-            if i < 2:
-                finished.append(i)
-                if len(finished) == 2:
-                    done.set()
-
-    finished: list[int] = []
-    run_threads(run, 4, timeout=120)
+    writers_then_readers(
+        run_threads,
+        [lambda: writer(0), lambda: writer(1)],
+        [lambda done: reader(0, done), lambda done: reader(1, done)],
+        timeout=120,
+    )
     assert bad == []
     assert len(c) <= maxsize
     assert all(v.key == k for k, v in c.items())

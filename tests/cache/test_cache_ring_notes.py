@@ -16,21 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.cacherace import Box, writers_then_readers
 
 import safemap
 
 SEG = 16  # SMC_RB_SEG: the reader that writes a segment's last note publishes it
 FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
-
-
-class Box:
-    """A fresh value: (key, serial), referenced by the cache alone once stored."""
-
-    __slots__ = ("__weakref__", "key", "serial")
-
-    def __init__(self, key: int, serial: int) -> None:
-        self.key = key
-        self.serial = serial
 
 
 class Worker:
@@ -166,10 +157,8 @@ def test_hits_across_rebuilds_updates_and_clears(
     )
     serial = itertools.count(1)
     refs: list[weakref.ref[Box]] = []
-    done = threading.Event()
     bad: list[object] = []
     reads = [0] * readers
-    finished: list[int] = []
 
     def writer(i: int) -> None:
         for n in range(rounds):
@@ -184,7 +173,7 @@ def test_hits_across_rebuilds_updates_and_clears(
                 c[k] = v
                 del v
 
-    def reader(i: int) -> None:
+    def reader(i: int, done: threading.Event) -> None:
         got = 0
         while not done.is_set():
             for k in range(nkeys):
@@ -196,20 +185,13 @@ def test_hits_across_rebuilds_updates_and_clears(
                 bad.append(("len", len(c)))
         reads[i] = got
 
-    def run(i: int) -> None:
-        try:
-            if i < 2:
-                writer(i)
-            else:
-                reader(i - 2)
-        finally:
-            if i < 2:
-                finished.append(i)
-                if len(finished) == 2:
-                    done.set()
-
     before = c.stats()
-    run_threads(run, 2 + readers, timeout=120)
+    writers_then_readers(
+        run_threads,
+        [lambda: writer(0), lambda: writer(1)],
+        [lambda done, i=i: reader(i, done) for i in range(readers)],
+        timeout=120,
+    )
     st = c.stats()
     assert bad == []
     assert len(c) <= maxsize
