@@ -329,7 +329,7 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
      * table, and none can now): reset, it serves the next miss, which saves
      * an allocation of a collected object per miss.  The outcome is dropped
      * (a kept value would outlive its eviction); `thread` is set on reuse. */
-    if (Py_REFCNT(mine) == 1 && self->spare == NULL && self->owner != NULL &&
+    if (Py_REFCNT(mine) == 1 && self->spare == NULL &&
         PyList_SetSlice(mine, 0, PyList_GET_SIZE(mine), NULL) == 0 &&
         cached_flight_set(mine, self->off_outcome, cached_str_outcome, Py_None, 1) == 0) {
         self->spare = mine;
