@@ -303,101 +303,107 @@ def hit_ratios(
 Cases = dict[str, tuple[Callable[[], Any], Callable[[], Any]]]
 
 
-def speed_cases(nkeys: int) -> Cases:
-    """name -> (get-hit pass, miss+insert pass); each pass makes ``nkeys`` calls."""
-    keys = list(range(nkeys))
-    fresh = itertools.count(10 * nkeys)
-    cases: Cases = {}
+def hot_cold_case(
+    make: Callable[[], Any],
+    get: str,
+    put: str,
+    keys: list[int],
+    fresh: Iterator[int],
+    lock: Any = None,
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(hit pass, miss+insert pass) of the mapping that ``make`` returns, with methods
+    named ``get`` and ``put``: two instances, each filled with ``keys``; the hit pass gets
+    ``keys`` from one (``hot``), the miss pass gets and stores keys from ``fresh`` (never
+    seen) in the other (``cold``), full, so that every insert evicts. One instance for
+    both would measure misses as hits: after a miss pass, an LRU holds none of the hit
+    pass's keys. With ``lock``, each call holds it (a cache that is not thread-safe)."""
+    hot, cold = make(), make()
+    for c in (hot, cold):
+        for k in keys:
+            getattr(c, put)(k, k)
+    hot_get = getattr(hot, get)
+    cold_get, cold_put = getattr(cold, get), getattr(cold, put)
 
-    def cm_case() -> tuple[Callable[[], Any], Callable[[], Any]]:
-        m: ConcurrentMap[int, int] = ConcurrentMap((k, k) for k in keys)
-        get, store = m.get, m.store
+    if lock is None:
 
         def hit() -> None:
             for k in keys:
-                get(k)
+                hot_get(k)
 
         def miss() -> None:
             for _ in keys:
                 k = next(fresh)
-                if get(k) is None:
-                    store(k, k)
+                if cold_get(k) is None:
+                    cold_put(k, k)
 
-        return hit, miss
+    else:
 
-    def mapping_case(c: Any, get: Any, put: Any, lock: Any = None) -> Any:
-        for k in keys:
-            put(k, k)
+        def hit() -> None:
+            for k in keys:
+                with lock:
+                    hot_get(k)
 
-        if lock is None:
+        def miss() -> None:
+            for _ in keys:
+                k = next(fresh)
+                with lock:
+                    if cold_get(k) is None:
+                        cold_put(k, k)
 
-            def hit() -> None:
-                for k in keys:
-                    get(k)
+    return hit, miss
 
-            def miss() -> None:
-                for _ in keys:
-                    k = next(fresh)
-                    if get(k) is None:
-                        put(k, k)
 
-        else:
+def speed_cases(nkeys: int) -> Cases:
+    """name -> (get-hit pass, miss+insert pass); each pass makes ``nkeys`` calls, on two
+    instances of ``maxsize`` ``nkeys`` (``hot_cold_case``)."""
+    keys = list(range(nkeys))
+    fresh = itertools.count(10 * nkeys)
+    cases: Cases = {}
 
-            def hit() -> None:
-                for k in keys:
-                    with lock:
-                        get(k)
+    def mapping_case(make: Callable[[], Any], get: str, put: str, lock: Any = None) -> Any:
+        return hot_cold_case(make, get, put, keys, fresh, lock)
 
-            def miss() -> None:
-                for _ in keys:
-                    k = next(fresh)
-                    with lock:
-                        if get(k) is None:
-                            put(k, k)
-
-        return hit, miss
-
-    cases["ConcurrentMap"] = cm_case()
-    c: Cache[int, int] = Cache(nkeys)
-    cases["Cache"] = mapping_case(c, c.get, c.store)
-    lru: Cache[int, int] = Cache(nkeys, policy="lru")
-    cases["Cache lru"] = mapping_case(lru, lru.get, lru.store)
+    # ConcurrentMap has no bound: its miss + insert is an insert into a growing map.
+    cases["ConcurrentMap"] = mapping_case(ConcurrentMap, "get", "store")
+    cases["Cache"] = mapping_case(lambda: Cache(nkeys), "get", "store")
+    cases["Cache lru"] = mapping_case(lambda: Cache(nkeys, policy="lru"), "get", "store")
     try:
         import cachetools
 
-        ct: Any = cachetools.LRUCache(nkeys)
-        cases["cachetools LRU+Lock"] = mapping_case(ct, ct.get, ct.__setitem__, threading.Lock())
+        cases["cachetools LRU+Lock"] = mapping_case(
+            lambda: cachetools.LRUCache(nkeys), "get", "__setitem__", threading.Lock()
+        )
     except ImportError:
         pass
 
-    @functools.lru_cache(maxsize=nkeys)
     def ident(k: int) -> int:
         return k
 
+    hot_ident = functools.lru_cache(maxsize=nkeys)(ident)
+    cold_ident = functools.lru_cache(maxsize=nkeys)(ident)
     for k in keys:
-        ident(k)
+        hot_ident(k)
+        cold_ident(k)
 
     def lc_hit() -> None:
         for k in keys:
-            ident(k)
+            hot_ident(k)
 
     def lc_miss() -> None:
         for _ in keys:
-            ident(next(fresh))
+            cold_ident(next(fresh))
 
     cases["functools.lru_cache"] = (lc_hit, lc_miss)
     try:
         import cachebox
 
-        cb: Any = cachebox.LRUCache(nkeys)
-        cases["cachebox LRU"] = mapping_case(cb, cb.get, cb.insert)
+        cases["cachebox LRU"] = mapping_case(lambda: cachebox.LRUCache(nkeys), "get", "insert")
     except ImportError:
         pass
     try:
         import moka_py
 
-        mk: Any = moka_py.Moka(nkeys)
-        cases["moka-py"] = mapping_case(mk, mk.get, mk.set)
+        cases["moka-py"] = mapping_case(lambda: moka_py.Moka(nkeys), "get", "set")
     except ImportError:
         pass
     return cases

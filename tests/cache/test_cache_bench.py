@@ -69,3 +69,28 @@ def test_scans_are_not_taken_for_a_popularity_change_with_half_size_ticks(
     trace = bench.scan_trace(1_000_000, bench.NKEYS, random.Random(1))
     c = bench.Cache(5000)
     assert bench.ratio_of(c.get, c.store, trace) * len(trace) >= 596_876
+
+
+def test_speed_hit_pass_hits_after_miss_passes(bench: ModuleType) -> None:
+    """The speed table's hit pass gets only keys its instance holds, however many miss
+    passes ran before it: the miss pass stores into a second instance. (With one instance
+    an LRU's miss pass evicted every key of the hit pass, which then timed misses.)"""
+    gets: list[object] = []
+
+    class Recorded(bench.Cache):  # type: ignore[name-defined,misc]
+        def get(self, key: object, default: object = None) -> object:
+            v = super().get(key, default)
+            gets.append(v)
+            return v
+
+    keys = list(range(20))
+    hit, miss = bench.hot_cold_case(
+        lambda: Recorded(len(keys), policy="lru"), "get", "store", keys, iter(range(100, 10**6))
+    )
+    for _ in range(3):
+        miss()
+        gets.clear()
+        hit()
+        assert gets == keys  # each hit returned the key's value (stored as itself)
+    names = set(bench.speed_cases(10))
+    assert {"ConcurrentMap", "Cache", "Cache lru", "functools.lru_cache"} <= names
