@@ -1729,6 +1729,15 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
     if (cache_weigh(m, key, value, &weight) < 0) {
         return -1;
     }
+#if !SM_FREE_THREADED
+    if (m->sketch != NULL) {
+        /* The lines the new key's count will write (cache_install), loading
+         * while the node is made and the key looked up. */
+        uint64_t h = smc_mix((uint64_t)hash);
+        sketch_prefetch(m, h);
+        __builtin_prefetch(&m->door[(h * SMC_DOOR_MULT >> 32) & m->door_mask], 1, 3);
+    }
+#endif
     SMCNode *n = node_new();  /* allocated before the lock: may collect */
     if (n == NULL) {
         return -1;
