@@ -926,7 +926,7 @@ policy_changed(SMCacheObject *m, double r)
 static void
 policy_grow(SMCacheObject *m, Py_ssize_t refused, Py_ssize_t len)
 {
-    int recurs = m->change_age > 0 && m->change_age < SMC_GROW_WITHIN * m->maxsize;
+    int recurs = m->change_age > 0 && m->change_age / SMC_GROW_WITHIN < m->maxsize;
     m->change_age = 1;  /* counting from this change */
     if (!recurs || SMC_GROW_REFUSED * refused < len) {
         return;
@@ -955,7 +955,7 @@ policy_tick(SMCacheObject *m)
     m->climb_events += len;
     m->tick_hits = 0;
     m->tick_left = len;
-    if (m->change_age > 0 && m->change_age < SMC_GROW_WITHIN * m->maxsize) {
+    if (m->change_age > 0 && m->change_age / SMC_GROW_WITHIN < m->maxsize) {
         m->change_age += len;  /* stops once too old to count: no overflow */
     }
     if (policy_changed(m, r)) {
