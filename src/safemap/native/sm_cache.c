@@ -809,7 +809,7 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * 10 to 15 x maxsize, with 25% to 91% of a confirming tick's events
  * refusals of returning keys; the window then took 400,000 requests to
  * climb past the working set (78.7% hits, LRU 90.0%); with the growth it
- * gets there in 3 changes (89.2%).  The two conditions keep the growth out
+ * gets there at the third change (two growths: 89.2%).  The two conditions keep the growth out
  * of everything else: the 5 popularity changes are 20 x maxsize apart at
  * 10% (200 x at 1%), and growing on every change cost them up to 0.6
  * points; scans close together are sometimes confirmed as changes a few
