@@ -84,6 +84,23 @@ def test_window_grows_where_recency_pays() -> None:
     assert h >= hits(lru, trace, 500) - 0.25 * len(trace)
 
 
+def test_window_grows_at_once_when_a_refused_working_set_keeps_changing() -> None:
+    """At 1,000 entries a popularity change is confirmed after two ticks of 2,048
+    events, about 4,000 requests into a phase of 5,000: every other phase the new keys
+    are refused by admission (the last phase's counts rate the old keys higher) until
+    then, and the climber alone grew the window by 62 entries per 20,000 requests, past
+    the working set (500 keys) only after about 400,000 requests: 39,822 hits here,
+    window 64. A change confirmed within 16 x maxsize of the previous one, whose
+    confirming tick refused returning keys, now grows the window by a quarter of
+    maxsize at once: 46,682 hits, window 564 (LRU: 54,000, each key's first request
+    missed)."""
+    size = 1000
+    trace = shifting(size, 60_000)
+    c: safemap.Cache[int, int] = safemap.Cache(size)
+    assert hits(c, trace, size) == 46_682
+    assert c._window() == 564
+
+
 def test_window_stays_small_where_frequency_pays() -> None:
     """On a steady Zipf workload the window stays a small part of the cache (it moves
     by steps that shrink, and each step back when the hit rate dropped): here at most a

@@ -165,6 +165,9 @@ typedef struct {
                                   confirming ticks has confirmed */
     double drop_avg;           /* moving average of the ticks' hit rates */
     double drop_dev;           /* moving average of their tick-to-tick changes */
+    Py_ssize_t change_age;     /* events since the last confirmed change (0: none yet;
+                                  stops counting at SMC_GROW_WITHIN x maxsize) */
+    Py_ssize_t tick_refused;   /* candidates with estimate >= 2 refused in this tick */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters, in blocks of one
                                   cache line (see sm_cache.c, "frequency sketch") */
     void *sketch_mem;          /* its allocation (`sketch` is aligned in it) */
