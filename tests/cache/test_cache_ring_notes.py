@@ -91,35 +91,6 @@ def test_the_drainer_applies_another_reader_s_notes_once_a_segment_is_published(
     assert any(waited)
 
 
-TERM = 1024  # SMC_TERM: drains on reads before the drainer leaves the role
-
-
-@pytest.mark.skipif(not FREE_THREADED, reason="GIL builds: one ring, drained whole")
-@pytest.mark.parametrize("policy", ["tinylfu", "lru"])
-def test_the_drainer_leaves_the_role_after_its_term(policy: str) -> None:
-    """The policy's work on reads moves between threads: after TERM drains the drainer
-    leaves the role, the next reader of another thread to fill a segment takes it (a
-    lock), and the one that left then leaves its notes to it (no lock). Without terms
-    the other reader would leave its notes to the first drainer, taking no lock."""
-    c: safemap.Cache[int, int] = safemap.Cache({0: 0, 1: 1}, maxsize=100, policy=policy)
-    for _ in range(TERM * SEG):  # this thread drains TERM times: its term ends
-        assert c[0] == 0
-    other = Worker()
-    try:
-        before = c.stats().lock_acquisitions
-        other.run(lambda: [c[1] for _ in range(SEG)] and None)
-        assert c.stats().lock_acquisitions - before == 1  # it took the role
-        before = c.stats().lock_acquisitions
-        for _ in range(SEG):
-            assert c[0] == 0
-        assert c.stats().lock_acquisitions == before  # left to the new drainer
-        other.run(lambda: [c[1] for _ in range(SEG)] and None)  # its drain applies them
-        assert c.stats().lock_acquisitions - before == 1
-    finally:
-        other.stop()
-    assert sorted(c) == [0, 1]
-
-
 @pytest.mark.parametrize("policy", ["tinylfu", "lru"])
 def test_a_write_applies_every_note_recorded_so_far(policy: str) -> None:
     """A note not yet published (fewer than a segment of hits in another thread) still

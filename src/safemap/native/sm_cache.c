@@ -451,8 +451,9 @@ smc_mix(uint64_t x)
  * are in its cache when the note is applied, up to a segment of the ring
  * later (rings_try_drain), instead of two misses in a row there.  Once the
  * sketch outgrows the CPU's caches (a sketch of 100,000 entries is 2 MB),
- * those misses were a third of a hit's cost (benchmarks/bench_cache.py,
- * 100,000 keys: 2.07x a ConcurrentMap get without, 1.77x with).  GIL builds
+ * those misses were about a fifth of a hit's cost (benchmarks/bench_cache.py
+ * with 100,000 keys: a hit 2.3x to 2.6x a ConcurrentMap get without, 1.8x to
+ * 2.1x with, in runs alternating the two builds; no change at 1,000).  GIL builds
  * only: there the reader is the thread that applies its notes; on
  * free-threaded builds another thread (the drainer) usually does, and
  * fetching its lines here would move them away from it. */
@@ -832,8 +833,9 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * 10 to 15 x maxsize, with 25% to 91% of a confirming tick's events
  * refusals of returning keys; the window then took 400,000 requests to
  * climb past the working set (78.7% hits, LRU 90.0%); with the growth it
- * gets there at the third change (two growths: 89.2%).  The two conditions keep the growth out
- * of everything else: the 5 popularity changes are 20 x maxsize apart at
+ * gets there at the third change (two growths: 89.2%).  The two conditions
+ * keep the growth out of everything else: the 5 popularity changes are
+ * 20 x maxsize apart at
  * 10% (200 x at 1%), and growing on every change cost them up to 0.6
  * points; scans close together are sometimes confirmed as changes a few
  * x maxsize apart (4,000,000-request scan trace at 5,000 entries: 2.5 x),
@@ -842,8 +844,8 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * keys are new).  Both tables are the same from 12 x to 25 x, and with a
  * refusal per 4 to 16 events; with 40 x the 4,000,000-request scan trace at
  * 1% lost 1.1 points (without the refusals' test, 25 x already lost 0.13
- * on the 1,000,000-request one).  At 5% and 10% that working set's new keys mostly replace
- * the phase before last (whose counts the last reset emptied); the ~100 per
+ * on the 1,000,000-request one).  At 5% and 10% that working set's new keys
+ * mostly replace the phase before last (whose counts the last reset emptied); the ~100 per
  * phase refused there are first sights (estimate 1), as a scan's keys are,
  * so those windows are not grown (89.6%, LRU 90.0%). */
 #define SMC_GROW_WITHIN 16
@@ -1174,18 +1176,7 @@ cache_unlock(SMCacheObject *m, SMCPend *p)
  * lines and the drainer's identity, which changes only when the role moves.
  * A note overwritten before it was drained is lost, as when two readers
  * share a slot: the policy works from a sample (in one thread, every note
- * reaches it).
- *
- * The role is held for a term of SMC_TERM drains, then left (drainer NULL,
- * `last` the leaver), and a reader of another thread takes it at its next
- * segment end; the leaver waits for two segment ends without a drain, as if
- * another thread held it.  Without terms the drainer does every thread's
- * policy work besides its own reads: in a fixed amount of reads per thread it
- * finishes last, alone, and two threads got 1.5x one thread's hits per second
- * where the map's reads got 2.2x.  A term is long enough that moving the
- * policy's memory to the next drainer's core costs little beside it. */
-#define SMC_TERM 1024
-
+ * reaches it). */
 static void
 rings_try_drain(SMCacheObject *m, SMCReadBuf *rb, Py_ssize_t end)
 {
@@ -1194,8 +1185,7 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb, Py_ssize_t end)
     _Py_atomic_store_ssize_release(&rb->published, end);
     SMCRingCtl *ctl = rings_ctl(m);
     void *drainer = _Py_atomic_load_ptr_relaxed(&ctl->drainer);
-    if ((drainer != me && drainer != NULL) ||
-        (drainer == NULL && _Py_atomic_load_ptr_relaxed(&ctl->last) == me)) {
+    if (drainer != me && drainer != NULL) {
         Py_ssize_t drained = SM_LOAD_SSIZE_RELAXED(&rb->drained);
         if (drained != SM_LOAD_SSIZE_RELAXED(&rb->seen_drained)) {
             SM_STORE_SSIZE_RELAXED(&rb->seen_drained, drained);
@@ -1217,7 +1207,6 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb, Py_ssize_t end)
 #if SM_FREE_THREADED
     if (drainer != me) {  /* written only when it changes: every reader loads it */
         _Py_atomic_store_ptr_relaxed(&ctl->drainer, me);
-        m->term = 0;
     }
 #endif
     SM_BUMP(&m->lockstats.acquisitions, 1);
@@ -1234,10 +1223,6 @@ rings_try_drain(SMCacheObject *m, SMCReadBuf *rb, Py_ssize_t end)
 #if SM_FREE_THREADED
     SM_STORE_SSIZE_RELAXED(&rb->seen_drained, rb->drained);
     SM_STORE_SSIZE_RELAXED(&rb->idle, 0);
-    if (++m->term >= SMC_TERM) {
-        _Py_atomic_store_ptr_relaxed(&ctl->last, me);
-        _Py_atomic_store_ptr_relaxed(&ctl->drainer, NULL);
-    }
 #endif
     cache_unlock(m, &p);
 }

@@ -102,10 +102,7 @@ typedef union {
 /* Free-threaded builds: the line before the rings (rings_ctl), read by every
  * reader at its segment ends and written only when the drainer changes. */
 typedef union {
-    struct {
-        void *drainer;  /* the thread that drains on reads (rings_try_drain), or NULL */
-        void *last;     /* with drainer NULL: the thread whose term just ended */
-    };
+    void *drainer;  /* the thread that drains on reads (rings_try_drain), or NULL */
     char pad[SM_LINE];
 } SMCRingCtl;
 
@@ -138,8 +135,6 @@ typedef struct {
     SMNode node;               /* on the list of live maps (fork safety) */
     SMLock lock;               /* every write, the policy, the drains */
     SMLockStats lockstats;
-    Py_ssize_t term;           /* drains on reads by the current drainer (free-threaded
-                                  builds, rings_try_drain; under the lock) */
     SMWrites writes;           /* counted by the lock holder */
     Py_ssize_t count;          /* entries in the table */
     Py_ssize_t weight;         /* their total weight */
