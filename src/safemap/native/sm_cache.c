@@ -172,6 +172,7 @@ node_new(void)
     n->queue = SMC_Q_NONE;
     n->pending = 0;
     n->evicted = 0;
+    n->saturated = 0;
     n->prev = n->next = NULL;
     n->wprev = n->wnext = NULL;
     PyObject_GC_Track((PyObject *)n);
@@ -535,11 +536,18 @@ sketch_age(SMCacheObject *m, int shift)
     }
     memset(m->door, 0, words * sizeof(uint64_t));
     m->sample >>= shift;
+    m->epoch++;  /* counters fell: no key is known to be saturated any more */
 }
 
-/* Count one use of the key whose mixed hash is h.  Inlined: it is most of
- * the work of applying a recorded access (policy_access). */
-SM_ALWAYS_INLINE void
+/* Count one use of the key whose mixed hash is h.  Returns 1 if that was a
+ * no-op: the doorkeeper had seen the key and its four counters were at their
+ * maximum.  Counters only grow between two changes of m->epoch (aging, a
+ * resize), so until the next one every use of that key is a no-op too, and
+ * policy_access skips it: the keys used most, whose uses are most of a
+ * skewed workload's, then cost no sketch work (and no access to its lines)
+ * for most of each aging period.  Inlined: it is most of the work of
+ * applying a recorded access. */
+SM_ALWAYS_INLINE int
 sketch_increment(SMCacheObject *m, uint64_t h)
 {
     unsigned added = 1;  /* first sight in this period: the doorkeeper counts it */
@@ -565,6 +573,7 @@ sketch_increment(SMCacheObject *m, uint64_t h)
     if (added && ++m->sample >= m->sample_max) {
         sketch_age(m, 1);
     }
+    return !added;
 }
 
 /* Additions between two agings: SMC_AGING x the entries the sketch serves
@@ -653,6 +662,7 @@ sketch_ensure(SMCacheObject *m, Py_ssize_t entries)
     m->sketch_mem = mem;
     m->sketch = t;
     m->door = d;
+    m->epoch++;  /* the doorkeeper starts over */
     sketch_set_width(m, width);
 }
 
@@ -1023,7 +1033,9 @@ policy_access(SMCacheObject *m, SMCNode *n)
         q_touch(m, n);
         return;
     }
-    sketch_increment(m, n->mix);
+    if (n->saturated != m->epoch && sketch_increment(m, n->mix)) {
+        n->saturated = m->epoch;
+    }
     policy_climb(m, 1);
     if (n->queue == SMC_Q_WINDOW) {
         q_touch(m, n);
@@ -1530,7 +1542,7 @@ cache_install(SMCacheObject *m, PyObject *key, Py_hash_t hash, PyObject *value,
         if (m->policy == SMC_TINYLFU) {
             sketch_ensure(m, m->count + 1);
             n->mix = smc_mix((uint64_t)hash);  /* every node linked under "tinylfu" has it */
-            sketch_increment(m, n->mix);
+            (void)sketch_increment(m, n->mix);
             if (old == NULL) {
                 policy_climb(m, 0);
             }
@@ -2836,6 +2848,7 @@ cache_configure(SMCacheObject *m, PyObject *maxsize, PyObject *ttl, PyObject *we
          * a large, mostly empty cache does not pay for it up front. */
         m->width_max = width;
         m->width = 64;
+        m->epoch = 1;  /* a new node's `saturated` (0) is no epoch */
         m->sketch = sketch_alloc(m->width, &m->sketch_mem);
         if (m->sketch == NULL) {
             PyErr_NoMemory();

@@ -27,6 +27,8 @@ typedef struct SMCNode {
     unsigned char queue;          /* SMC_Q_*: which policy queue links it */
     unsigned char pending;        /* 1 while being inserted: not in the table yet */
     unsigned char evicted;        /* a pending node evicted during its own insert */
+    uint32_t saturated;           /* the sketch's `epoch` in which all of `mix`'s counters
+                                     were found at their maximum (policy_access) */
     struct SMCNode *prev, *next;  /* policy queue, least recently used first */
     struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
 } SMCNode;
@@ -172,6 +174,8 @@ typedef struct {
     size_t door_mask;          /* width / 16 - 1: the doorkeeper's words */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
+    uint32_t epoch;            /* changes whenever counters may decrease (sketch_age,
+                                  sketch_ensure); starts at 1 */
     PyObject *ttl_obj, *weigher, *on_evict, *policy_obj, *maxsize_obj;
     void *rbufs_alloc;
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
