@@ -27,8 +27,9 @@ online LFU is up to 3.1 points below the best static cache, and within 1 point a
 on the longer traces; the table gives the gap.
 
 (b) Speed, ns per call, single thread, median of interleaved rounds (measured before
-(a), on a fresh heap: see ``main``), and the ratio to a
-``ConcurrentMap`` get: a hit (``get`` of a present key) and a miss + insert (``get`` of a
+(a), on a fresh heap: see ``main``), and the ratio to a ``ConcurrentMap`` get: a hit
+(``get`` of a present key; the keys in order, each once per pass, and drawn from Zipf 1.0
+over the keys held, the skew a cache sees), and a miss + insert (``get`` of a
 new key, then storing it in a full cache, so that every insert evicts) for ``Cache``,
 ``ConcurrentMap`` (no eviction: its miss + insert is a plain insert into a growing map),
 cachetools ``LRUCache`` behind a ``threading.Lock``, ``functools.lru_cache`` (a call of
@@ -314,14 +315,17 @@ def hot_cold_case(
     keys: list[int],
     fresh: Iterator[int],
     lock: Any = None,
+    hits: list[int] | None = None,
 ) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(hit pass, miss+insert pass) of the mapping that ``make`` returns, with methods
     named ``get`` and ``put``: two instances, each filled with ``keys``; the hit pass gets
     ``keys`` from one (``hot``), the miss pass gets and stores keys from ``fresh`` (never
     seen) in the other (``cold``), full, so that every insert evicts. One instance for
     both would measure misses as hits: after a miss pass, an LRU holds none of the hit
-    pass's keys. With ``lock``, each call holds it (a cache that is not thread-safe)."""
+    pass's keys. With ``lock``, each call holds it (a cache that is not thread-safe).
+    ``hits``: the keys the hit pass gets, in order (default ``keys``, each once)."""
     hot, cold = make(), make()
+    order = keys if hits is None else hits
     for c in (hot, cold):
         for k in keys:
             getattr(c, put)(k, k)
@@ -331,7 +335,7 @@ def hot_cold_case(
     if lock is None:
 
         def hit() -> None:
-            for k in keys:
+            for k in order:
                 hot_get(k)
 
         def miss() -> None:
@@ -343,7 +347,7 @@ def hot_cold_case(
     else:
 
         def hit() -> None:
-            for k in keys:
+            for k in order:
                 with lock:
                     hot_get(k)
 
@@ -357,15 +361,16 @@ def hot_cold_case(
     return hit, miss
 
 
-def speed_cases(nkeys: int) -> Cases:
+def speed_cases(nkeys: int, hits: list[int] | None = None) -> Cases:
     """name -> (get-hit pass, miss+insert pass); each pass makes ``nkeys`` calls, on two
-    instances of ``maxsize`` ``nkeys`` (``hot_cold_case``)."""
+    instances of ``maxsize`` ``nkeys`` (``hot_cold_case``); ``hits``: the keys the hit
+    pass gets, in order (``nkeys`` of them; default: each key once, in order)."""
     keys = list(range(nkeys))
     fresh = itertools.count(10 * nkeys)
     cases: Cases = {}
 
     def mapping_case(make: Callable[[], Any], get: str, put: str, lock: Any = None) -> Any:
-        return hot_cold_case(make, get, put, keys, fresh, lock)
+        return hot_cold_case(make, get, put, keys, fresh, lock, hits)
 
     # ConcurrentMap has no bound: its miss + insert is an insert into a growing map.
     cases["ConcurrentMap"] = mapping_case(ConcurrentMap, "get", "store")
@@ -390,7 +395,7 @@ def speed_cases(nkeys: int) -> Cases:
         cold_ident(k)
 
     def lc_hit() -> None:
-        for k in keys:
+        for k in keys if hits is None else hits:
             hot_ident(k)
 
     def lc_miss() -> None:
@@ -433,19 +438,33 @@ def interleaved_medians(cases: Cases, rounds: int, calls: int) -> dict[tuple[str
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+ZIPF = " (Zipf hits)"
+
+
 def speed(rounds: int, nkeys: int) -> None:
+    """(b): per implementation, a hit with the keys in order (each once per pass), a hit
+    with keys drawn from Zipf 1.0 over the keys held (the skew a cache sees: a few keys
+    take most hits; the same seeded sequence for every implementation), and a miss +
+    insert; ratios to the ConcurrentMap's get of the same column."""
     cases = speed_cases(nkeys)
-    med = interleaved_medians(cases, rounds, nkeys)
-    base = med[("ConcurrentMap", 0)]
+    skewed = speed_cases(nkeys, zipf_trace(1.0, nkeys, nkeys, random.Random(7)))
+    both: Cases = dict(cases)
+    for name, (hit, _) in skewed.items():
+        both[name + ZIPF] = (hit, lambda: None)  # its hit pass only
+    med = interleaved_medians(both, rounds, nkeys)
+    base, zbase = med[("ConcurrentMap", 0)], med[("ConcurrentMap" + ZIPF, 0)]
     print(
-        f"\n### Speed, ns per call (ratio to a ConcurrentMap get hit), single thread, "
-        f"{nkeys:,} int keys, median of {rounds} interleaved rounds\n"
+        f"\n### Speed, ns per call (ratio to the ConcurrentMap's get in the same column), "
+        f"single thread, {nkeys:,} int keys, median of {rounds} interleaved rounds\n"
     )
-    print("| implementation | get hit | miss + insert |")
-    print("| --- | ---: | ---: |")
+    print("| implementation | get hit, keys in order | get hit, Zipf keys | miss + insert |")
+    print("| --- | ---: | ---: | ---: |")
     for name in cases:
-        hit, miss = med[(name, 0)], med[(name, 1)]
-        print(f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {miss:.0f} ({miss / base:.2f}x) |")
+        hit, zhit, miss = med[(name, 0)], med[(name + ZIPF, 0)], med[(name, 1)]
+        print(
+            f"| {name} | {hit:.0f} ({hit / base:.2f}x) | {zhit:.0f} ({zhit / zbase:.2f}x) "
+            f"| {miss:.0f} ({miss / base:.2f}x) |"
+        )
 
 
 def decorator_cases(nkeys: int) -> Cases:
