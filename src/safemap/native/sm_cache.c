@@ -454,22 +454,20 @@ smc_mix(uint64_t x)
  * sketch outgrows the CPU's caches (a sketch of 100,000 entries is 2 MB),
  * those misses were about a fifth of a hit's cost (benchmarks/bench_cache.py
  * with 100,000 keys: a hit 2.3x to 2.6x a ConcurrentMap get without, 1.8x to
- * 2.1x with, in runs alternating the two builds; no change at 1,000).  GIL builds
- * only: there the reader is the thread that applies its notes; on
- * free-threaded builds another thread (the drainer) usually does, and
- * fetching its lines here would move them away from it. */
+ * 2.1x with, in runs alternating the two builds; no change at 1,000).  GIL
+ * builds only: there the reader is the thread that applies its notes; on
+ * free-threaded builds another thread (the drainer) usually does, fetching
+ * its lines here would move them away from it, and the sketch's pointer may
+ * not be read without the lock. */
+#if !SM_FREE_THREADED
 SM_ALWAYS_INLINE void
 sketch_prefetch(SMCacheObject *m, uint64_t h)
 {
-#if !SM_FREE_THREADED
     SMC_BLOCKS(m, h, b);
     __builtin_prefetch(b[0], 1, 3);
     __builtin_prefetch(b[1], 1, 3);
-#else
-    (void)m;
-    (void)h;
-#endif
 }
+#endif
 
 /* The doorkeeper: a Bloom filter (4 x `width` bits) in front of the sketch.
  * A key's first addition in an aging period only sets its bits; later ones
@@ -524,6 +522,16 @@ sketch_frequency(SMCacheObject *m, uint64_t h)
 }
 
 
+/* Counters may have fallen (or the doorkeeper forgotten): every entry's
+ * `saturated` mark is stale.  0 is skipped, being a new entry's mark. */
+static inline void
+sketch_new_epoch(SMCacheObject *m)
+{
+    if (++m->epoch == 0) {
+        m->epoch = 1;
+    }
+}
+
 /* Aging: divide every counter by 2**shift (shift 1 to 4; 4 empties the
  * sketch) and empty the doorkeeper, so that past popularity fades. */
 static void
@@ -536,7 +544,7 @@ sketch_age(SMCacheObject *m, int shift)
     }
     memset(m->door, 0, words * sizeof(uint64_t));
     m->sample >>= shift;
-    m->epoch++;  /* counters fell: no key is known to be saturated any more */
+    sketch_new_epoch(m);  /* counters fell: no key is known to be saturated */
 }
 
 /* Count one use of the key whose mixed hash is h.  Returns 1 if that was a
@@ -662,7 +670,7 @@ sketch_ensure(SMCacheObject *m, Py_ssize_t entries)
     m->sketch_mem = mem;
     m->sketch = t;
     m->door = d;
-    m->epoch++;  /* the doorkeeper starts over */
+    sketch_new_epoch(m);  /* the doorkeeper starts over */
     sketch_set_width(m, width);
 }
 
@@ -845,9 +853,8 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * climb past the working set (78.7% hits, LRU 90.0%); with the growth it
  * gets there at the third change (two growths: 89.2%).  The two conditions
  * keep the growth out of everything else: the 5 popularity changes are
- * 20 x maxsize apart at
- * 10% (200 x at 1%), and growing on every change cost them up to 0.6
- * points; scans close together are sometimes confirmed as changes a few
+ * 20 x maxsize apart at 10% (200 x at 1%), and growing on every change cost
+ * them up to 0.6 points; scans close together are sometimes confirmed as changes a few
  * x maxsize apart (4,000,000-request scan trace at 5,000 entries: 2.5 x),
  * and growing there without the refusals' test cost that trace 0.9 to 3.7
  * points, but their confirming ticks refuse few returning keys (a scan's
@@ -855,9 +862,9 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * refusal per 4 to 16 events; with 40 x the 4,000,000-request scan trace at
  * 1% lost 1.1 points (without the refusals' test, 25 x already lost 0.13
  * on the 1,000,000-request one).  At 5% and 10% that working set's new keys
- * mostly replace the phase before last (whose counts the last reset emptied); the ~100 per
- * phase refused there are first sights (estimate 1), as a scan's keys are,
- * so those windows are not grown (89.6%, LRU 90.0%). */
+ * mostly replace the phase before last (whose counts the last reset
+ * emptied); the ~100 per phase refused there are first sights (estimate 1),
+ * as a scan's keys are, so those windows are not grown (89.6%, LRU 90.0%). */
 #define SMC_GROW_WITHIN 16
 #define SMC_GROW_REFUSED 8
 #define SMC_GROW 0.25
@@ -1915,9 +1922,11 @@ cache_read(SMCacheObject *m, PyObject *key, PyObject **out)
     }
     SM_CELL_ADD(m, &m->stats, hits, 1);
     if (cache_bounded(m)) {
+#if !SM_FREE_THREADED
         if (m->sketch != NULL) {
             sketch_prefetch(m, where.node->mix);
         }
+#endif
         ring_record(m, where.slot, hash);
     }
     return 1;
