@@ -449,8 +449,8 @@ def speed(rounds: int, nkeys: int) -> None:
     cases = speed_cases(nkeys)
     skewed = speed_cases(nkeys, zipf_trace(1.0, nkeys, nkeys, random.Random(7)))
     both: Cases = dict(cases)
-    for name, (hit, _) in skewed.items():
-        both[name + ZIPF] = (hit, lambda: None)  # its hit pass only
+    for name, (zipf_pass, _) in skewed.items():
+        both[name + ZIPF] = (zipf_pass, lambda: None)  # its hit pass only
     med = interleaved_medians(both, rounds, nkeys)
     base, zbase = med[("ConcurrentMap", 0)], med[("ConcurrentMap" + ZIPF, 0)]
     print(

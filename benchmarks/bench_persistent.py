@@ -53,9 +53,11 @@ from safemap import PersistentMap
 
 immutables: ModuleType | None
 try:
-    import immutables
+    import immutables as _immutables
 except ImportError:  # optional peer
     immutables = None
+else:
+    immutables = _immutables
 
 
 def ns_per_op(fn: Callable[[], Any], ops: int, repeat: int) -> float:
