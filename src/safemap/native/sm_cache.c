@@ -480,13 +480,20 @@ sketch_prefetch(SMCacheObject *m, uint64_t h)
  * counters are halved. */
 #define SMC_DOOR_MULT UINT64_C(0xe7037ed1a0b428db)
 
+/* The doorkeeper's word holding mixed hash h's bits. */
+static inline uint64_t *
+door_word(SMCacheObject *m, uint64_t h)
+{
+    return &m->door[((h * SMC_DOOR_MULT) >> 32) & m->door_mask];
+}
+
 /* 1 if the doorkeeper has seen mixed hash h; with `set`, it has now. */
 static inline int
 door_seen(SMCacheObject *m, uint64_t h, int set)
 {
     uint64_t g = h * SMC_DOOR_MULT;
     uint64_t bits = (UINT64_C(1) << ((g >> 20) & 63)) | (UINT64_C(1) << ((g >> 26) & 63));
-    uint64_t *d = &m->door[(g >> 32) & m->door_mask];
+    uint64_t *d = door_word(m, h);
     int all = (*d & bits) == bits;
     if (set) {
         *d |= bits;
@@ -854,8 +861,9 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * gets there at the third change (two growths: 89.2%).  The two conditions
  * keep the growth out of everything else: the 5 popularity changes are
  * 20 x maxsize apart at 10% (200 x at 1%), and growing on every change cost
- * them up to 0.6 points; scans close together are sometimes confirmed as changes a few
- * x maxsize apart (4,000,000-request scan trace at 5,000 entries: 2.5 x),
+ * them up to 0.6 points; scans close together are sometimes confirmed as
+ * changes a few x maxsize apart (4,000,000-request scan trace at 5,000
+ * entries: 2.5 x),
  * and growing there without the refusals' test cost that trace 0.9 to 3.7
  * points, but their confirming ticks refuse few returning keys (a scan's
  * keys are new).  Both tables are the same from 12 x to 25 x, and with a
@@ -967,10 +975,18 @@ policy_changed(SMCacheObject *m, double r)
 /* A popularity change was confirmed in a tick of `len` events in which
  * admission refused `refused` returning candidates: grow the window if the
  * change recurs soon and was refused in use (see SMC_GROW_WITHIN). */
+/* 1 if a change was confirmed less than SMC_GROW_WITHIN x maxsize events ago
+ * (divided, not multiplied: no overflow). */
+static inline int
+policy_change_recent(SMCacheObject *m)
+{
+    return m->change_age > 0 && m->change_age / SMC_GROW_WITHIN < m->maxsize;
+}
+
 static void
 policy_grow(SMCacheObject *m, Py_ssize_t refused, Py_ssize_t len)
 {
-    int recurs = m->change_age > 0 && m->change_age / SMC_GROW_WITHIN < m->maxsize;
+    int recurs = policy_change_recent(m);
     m->change_age = 1;  /* counting from this change */
     if (!recurs || SMC_GROW_REFUSED * refused < len) {
         return;
@@ -999,7 +1015,7 @@ policy_tick(SMCacheObject *m)
     m->climb_events += len;
     m->tick_hits = 0;
     m->tick_left = len;
-    if (m->change_age > 0 && m->change_age / SMC_GROW_WITHIN < m->maxsize) {
+    if (policy_change_recent(m)) {
         m->change_age += len;  /* stops once too old to count: no overflow */
     }
     if (policy_changed(m, r)) {
@@ -1799,7 +1815,7 @@ cache_put(SMCacheObject *m, PyObject *key, PyObject *value, int mode, PyObject *
          * while the node is made and the key looked up. */
         uint64_t h = smc_mix((uint64_t)hash);
         sketch_prefetch(m, h);
-        __builtin_prefetch(&m->door[(h * SMC_DOOR_MULT >> 32) & m->door_mask], 1, 3);
+        __builtin_prefetch(door_word(m, h), 1, 3);
     }
 #endif
     SMCNode *n = node_new();  /* allocated before the lock: may collect */
