@@ -20,6 +20,8 @@ typedef struct SMCNode {
     PyObject *value;              /* NULL once removed (free-threaded builds) */
     int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
     int dead;                     /* set (atomically) when the node leaves the cache */
+    uint32_t used;                /* the cache's `events` at its insertion or last applied
+                                     access ("tinylfu"; wraps: compare differences) */
     PyObject *key;
     Py_hash_t hash;
     uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
@@ -165,6 +167,9 @@ typedef struct {
     Py_ssize_t change_age;     /* events since the last confirmed change (0: none yet;
                                   stops counting at SMC_GROW_WITHIN x maxsize) */
     Py_ssize_t tick_refused;   /* candidates with estimate >= 2 refused in this tick */
+    int churn;                 /* the last change recurred (policy_grow): stale
+                                  victims lose ties (cache_admit) */
+    uint32_t events;           /* hits and misses counted (wraps): SMCNode.used */
     uint64_t *sketch;          /* 4 rows of `width` 4-bit counters, in blocks of one
                                   cache line (see sm_cache.c, "frequency sketch") */
     void *sketch_mem;          /* its allocation (`sketch` is aligned in it) */
