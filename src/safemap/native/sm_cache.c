@@ -94,6 +94,10 @@ enum { SMC_LRU = 0, SMC_TINYLFU = 1 };
 #if SM_TB_LOCKFREE
 /* What every hit reads fits the object's first two lines (sm_cache.h). */
 _Static_assert(offsetof(SMCacheObject, node) == 2 * SM_LINE, "hot fields overflow");
+/* A node: what readers load in its first line, what a drain writes in its
+ * second (sm_cache.h, SMCNode). */
+_Static_assert(offsetof(SMCNode, hash) == SM_LINE && sizeof(SMCNode) == 2 * SM_LINE,
+               "SMCNode's lines");
 #endif
 
 #define MSG_WRITE_REENTRY \

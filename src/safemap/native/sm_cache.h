@@ -12,25 +12,28 @@
  * is there (an update publishes a new node), so a lock-free reader may read
  * them.  Every other field belongs to the holder of the cache's lock.  On
  * free-threaded builds the fields readers load (the header, value, expires,
- * dead) are in the node's first 64 bytes and the policy's links in the next
- * 64 (a node is 128 bytes, allocated 128-aligned), so that a drain relinking
- * nodes writes no cache line a reader loads. */
+ * dead) are in the node's first 64 bytes, with fields written only while the
+ * node is being inserted (pending, evicted), and what a drain writes as it
+ * applies accesses (the policy's links, `queue`, `saturated`, `used`) in the
+ * next 64 (a node is 128 bytes, allocated 128-aligned), so that a drain writes
+ * no cache line a reader loads.  The second line is full: hence 16 bits of
+ * `saturated`. */
 typedef struct SMCNode {
     PyObject_HEAD
     PyObject *value;              /* NULL once removed (free-threaded builds) */
     int64_t expires;              /* deadline on the cache's clock (ns), or INT64_MAX */
     int dead;                     /* set (atomically) when the node leaves the cache */
-    uint32_t used;                /* the cache's `events` at its insertion or last applied
-                                     access ("tinylfu"; wraps: compare differences) */
+    unsigned char pending;        /* 1 while being inserted: not in the table yet */
+    unsigned char evicted;        /* a pending node evicted during its own insert */
     PyObject *key;
     Py_hash_t hash;
     uint64_t mix;                 /* `hash` mixed for the frequency sketch (set with it) */
     Py_ssize_t weight;
     unsigned char queue;          /* SMC_Q_*: which policy queue links it */
-    unsigned char pending;        /* 1 while being inserted: not in the table yet */
-    unsigned char evicted;        /* a pending node evicted during its own insert */
-    uint32_t saturated;           /* the sketch's `epoch` in which all of `mix`'s counters
+    uint16_t saturated;           /* the sketch's `epoch` in which all of `mix`'s counters
                                      were found at their maximum (policy_access) */
+    uint32_t used;                /* the cache's `events` at its insertion or last applied
+                                     access ("tinylfu"; wraps: compare differences) */
     struct SMCNode *prev, *next;  /* policy queue, least recently used first */
     struct SMCNode *wprev, *wnext;/* write order (= expiry order), oldest first */
 } SMCNode;
@@ -179,8 +182,11 @@ typedef struct {
     size_t door_mask;          /* width / 16 - 1: the doorkeeper's words */
     Py_ssize_t width_max;      /* what `width` grows to as the cache fills */
     Py_ssize_t sample, sample_max;
-    uint32_t epoch;            /* changes whenever counters may decrease (sketch_age,
-                                  sketch_ensure); starts at 1 */
+    uint16_t epoch;            /* changes whenever counters may decrease (sketch_age,
+                                  sketch_ensure, a popularity change); starts at 1, skips
+                                  0 when it wraps (every 65,535 changes: a node marked
+                                  that long ago and not since would skip its key's uses
+                                  for one epoch) */
     PyObject *ttl_obj, *weigher, *on_evict, *policy_obj, *maxsize_obj;
     void *rbufs_alloc;
     Py_ssize_t evicted_size, evicted_expired;   /* under the lock */
