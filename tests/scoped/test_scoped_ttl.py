@@ -335,3 +335,56 @@ def test_the_sweeper_works_in_a_forked_child(clock: expiry.ManualClock) -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_transaction_hides_an_entry_removed_after_its_view_read_it(
+    request: pytest.FixtureRequest,
+    closing: Callable[[Any], Any],
+    clock: expiry.ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A RedisMap transaction does not exclude the handle's single-key writes (it commits
+    optimistically). The sweeper's removal of a due entry that its view has read must
+    still not land, and drop the binding, before the view has judged the value: here it
+    starts right after the view's read, and the view must hide the value all the same."""
+    request.getfixturevalue("redis_server")
+    from safemap.redis import RedisMap
+    from safemap.redis import map as redis_map
+
+    m = closing(RedisMap(other=1))
+    b = m.bind("k", "v", ttl=10)
+    st = expiry._state(m)
+    assert st is not None
+    read, waiting = threading.Event(), threading.Event()
+    remove, load_all, wait = (
+        expiry._MapState.remove,
+        redis_map._TransactionReads._load_all,
+        RedisMap._wait,
+    )
+
+    def removing_after_the_read(self: Any, key: Any, value: Any) -> bool:
+        read.wait()  # the sweeper removes the entry only once the view has read it
+        return remove(self, key, value)
+
+    def reading_before_the_removal(self: Any) -> dict[Any, Any]:
+        data = load_all(self)
+        read.set()  # then the removal runs to its end, unless it waits for the transaction
+        wait_until(lambda: b not in st.bindings or waiting.is_set(), "the removal ends or waits")
+        return data
+
+    def waiting_sweeper(cell: list[float], acquire: Callable[[], object]) -> None:
+        if threading.current_thread().name == "safemap-sweeper":
+            waiting.set()
+        wait(cell, acquire)
+
+    monkeypatch.setattr(expiry._MapState, "remove", removing_after_the_read)
+    monkeypatch.setattr(redis_map._TransactionReads, "_load_all", reading_before_the_removal)
+    monkeypatch.setattr(RedisMap, "_wait", staticmethod(waiting_sweeper))
+    try:
+        clock.advance(10)  # due: the sweeper wakes and waits to remove it
+        seen = m.transaction(lambda view: (sorted(view), "k" in view, view.get("k")))
+        assert seen == (["other"], False, None)
+    finally:
+        read.set()
+    wait_until(lambda: b not in st.bindings, "the sweeper removes it after the transaction")
+    assert plain_class(type(m)).load(m, "k") == (None, False) and m.get("other") == 1

@@ -218,7 +218,11 @@ class _MapState:
     def _remove(self, m: Any, key: Any, value: object) -> bool:
         plain = self.plain
         if not self.identity:
-            return bool(plain.compare_and_delete(m, key, value))
+            # A map whose transactions do not exclude its own compare_and_delete (RedisMap's
+            # commit optimistically) has ``_delete_bound``, which they do exclude: so no
+            # binding is dropped while a transaction's view may hold its value (_LiveView).
+            delete = getattr(plain, "_delete_bound", plain.compare_and_delete)
+            return bool(delete(m, key, value))
         current, found = plain.load(m, key)
         if not found or current is not value:
             return False  # nothing to do: no write at all
@@ -659,8 +663,11 @@ class Expiring:
 
 
 class _LiveView(MutableMapping[Any, Any]):
-    """A transaction's view that hides due entries (the map is the caller's alone: no
-    entry changes under it, only the clock moves)."""
+    """A transaction's view that hides due entries. It judges a value it read by the
+    bindings registered when it looks, which is exact because no ttl binding of a value
+    it read is dropped while the transaction runs: a binding is dropped only after its
+    entry's removal, and every map's transaction excludes that removal (the in-process
+    maps' by their locks, RedisMap's through ``_delete_bound``). Only the clock moves."""
 
     __slots__ = ("_st", "_view")
 

@@ -24,7 +24,8 @@ Invariants:
   shared and its key's stripe lock (one of ``_STRIPES``) from its read to its commit, and
   a transaction holds ``_rw`` exclusively. Only other processes can then make a commit
   fail, and calls on one key from this process run one after another, as in the
-  in-process maps.
+  in-process maps. The removal of a bound entry (``_delete_bound``) holds ``_rw`` shared
+  too, so no binding of this handle is dropped while one of its transactions runs.
 - ``_local.state`` is ``"compute"`` while a compute-family callback of this map runs in this
   thread and ``"transaction"`` while a transaction's callback does: re-entry is refused as
   the protocol requires (it could only conflict with itself and retry forever).
@@ -59,6 +60,7 @@ from ..protocol import (
 )
 from ..protocol.mapping import _sentinel_stored
 from ..protocol.sentinels import Delete, Missing
+from ..protocol.variants import plain_class
 from . import counters as c
 from .codecs import Codec, get_codec
 from .connection import Endpoint
@@ -593,6 +595,24 @@ class RedisMap(ConcurrentMapping[K, V]):
             return True
         self._seen.pop(field, None)
         return False
+
+    def _delete_bound(self, key: K, old: V) -> bool:
+        """``compare_and_delete``, holding ``_rw`` shared: the removal of a bound entry
+        (``protocol.expiry``), which so never lands while a transaction of this handle
+        runs. The transaction's view judges what it read by the bindings registered when it
+        looks, and a binding is dropped right after its removal: a removal landing between
+        the view's read and that look would leave it a due value with no binding, which
+        it would return as live."""
+        self._check_write()
+        cell = self._counters.cell()
+        cell[c.LOCK_ACQUISITIONS] += 1
+        if not self._rw.acquire_read(0):
+            self._wait(cell, self._rw.acquire_read)
+        try:
+            # The plain class's own method: the expiring variant's sees a due entry as absent.
+            return plain_class(type(self)).compare_and_delete(self, key, old)
+        finally:
+            self._rw.release_read()
 
     def delete_if(self, pred: Callable[[K, V], object]) -> int:
         """Evaluate ``pred`` over a weakly consistent pass (nothing held while it runs),
