@@ -912,8 +912,8 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * gained 0.17.  Letting ties at 1 (a candidate seen once since the change) go
  * the same way gave 90.0% there, but on Zipf popularity replaced every 2 x
  * maxsize requests (50 phases, outside the benchmark's table) cost 7.4 points
- * at 10%, and without the refusals' test small caches took scans for churn
- * (the 4,000,000-request scan trace at 1%: -0.5). */
+ * at 10%, and (with ties at every count) without the refusals' test small
+ * caches took scans for churn (the 4,000,000-request scan trace at 1%: -0.5). */
 #define SMC_STALE 2
 
 static void
