@@ -4,9 +4,9 @@ Every path of the native cache that takes or drops references runs many times: h
 misses, inserts that evict (``on_evict`` receives the key and value), updates, removals,
 loads that succeed and loads that raise, scoped entries, whole-map reads, transactions
 and a ``@cached`` function. (Not ``bind(..., ttl=...)``: a ttl binding keeps its value
-until its deadline, even once the key holds another value, whatever the map: rebinding
-one key retains every earlier value for the ttl's length, an open defect of the scoped
-entries, not of the cache.) A leak of one object per round would add at least 16 bytes per
+until its deadline, even once the key holds another value, whatever the map, since a
+binding follows its object, which may be stored under the key again (docs/scoped.md):
+rebinding one key retains every earlier value for the ttl's length.) A leak of one object per round would add at least 16 bytes per
 round; the traced memory of the second half of the rounds must not grow past a small bound.
 """
 
