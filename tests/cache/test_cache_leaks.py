@@ -6,8 +6,9 @@ loads that succeed and loads that raise, scoped entries, whole-map reads, transa
 and a ``@cached`` function. (Not ``bind(..., ttl=...)``: a ttl binding keeps its value
 until its deadline, even once the key holds another value, whatever the map, since a
 binding follows its object, which may be stored under the key again (docs/scoped.md):
-rebinding one key retains every earlier value for the ttl's length.) A leak of one object per round would add at least 16 bytes per
-round; the traced memory of the second half of the rounds must not grow past a small bound.
+rebinding one key retains every earlier value for the ttl's length.) A leak of one object
+per round would raise the traced memory by at least 16 bytes per round; its floor over the
+last quarter of the rounds must stay within a small bound of the second quarter's.
 """
 
 from __future__ import annotations
