@@ -48,10 +48,8 @@
  * policy_tick) says it is used more often than the probation
  * queue's least recently used entry, which is evicted instead (on a tie at
  * 0, only while working sets are being replaced and that entry is stale:
- * cache_admit).
- * An access in
- * probation promotes to protected; protected overflow is demoted to
- * probation.  policy="lru" keeps one LRU queue.
+ * cache_admit).  An access in probation promotes to protected; protected
+ * overflow is demoted to probation.  policy="lru" keeps one LRU queue.
  *
  * Lifetimes.  A ring holds no reference: a note is applied, under the lock,
  * to the node its table entry holds only if the entry is in use by a key of
@@ -872,13 +870,13 @@ policy_set_window(SMCacheObject *m, Py_ssize_t window)
  * remains is the first change, at 10,000 to 15,000 requests).  Counting the
  * start changed no other cell of either table, and on 60 variants of that
  * trace (phases of 3 to 20 x maxsize over working sets of 0.3 to 0.8 x
- * maxsize, 500 to 10,000 entries) gained up to 2.2 points and lost nothing.  The two conditions
- * keep the growth out of everything else: the 5 popularity changes are
- * 20 x maxsize apart at 10% (200 x at 1%), and growing on every change cost
- * them up to 0.6 points; scans close together are sometimes confirmed as
- * changes a few x maxsize apart (4,000,000-request scan trace at 5,000
- * entries: 2.5 x),
- * and growing there without the refusals' test cost that trace 0.9 to 3.7
+ * maxsize, 500 to 10,000 entries) gained up to 2.2 points and lost nothing.
+ * The two conditions keep the growth out of everything else: the 5
+ * popularity changes are 20 x maxsize apart at 10% (200 x at 1%), and
+ * growing on every change cost them up to 0.6 points; scans close together
+ * are sometimes confirmed as changes a few x maxsize apart (4,000,000-request
+ * scan trace at 5,000 entries: 2.5 x), and growing there without the
+ * refusals' test cost that trace 0.9 to 3.7
  * points, but their confirming ticks refuse few returning keys (a scan's
  * keys are new).  Both tables are the same from 12 x to 25 x, and with a
  * refusal per 4 to 16 events; with 40 x the 4,000,000-request scan trace at
@@ -1012,9 +1010,6 @@ policy_changed(SMCacheObject *m, double r)
     return 0;
 }
 
-/* A popularity change was confirmed in a tick of `len` events in which
- * admission refused `refused` returning candidates: grow the window if the
- * change recurs soon and was refused in use (see SMC_GROW_WITHIN). */
 /* 1 if a change was confirmed less than SMC_GROW_WITHIN x maxsize events ago
  * (divided, not multiplied: no overflow). */
 static inline int
@@ -1023,6 +1018,10 @@ policy_change_recent(SMCacheObject *m)
     return m->change_age > 0 && m->change_age / SMC_GROW_WITHIN < m->maxsize;
 }
 
+/* A popularity change was confirmed in a tick of `len` events in which
+ * admission refused `refused` returning candidates: record whether working
+ * sets are being replaced (`churn`, see SMC_STALE), and grow the window if the
+ * change recurs soon and was refused in use (see SMC_GROW_WITHIN). */
 static void
 policy_grow(SMCacheObject *m, Py_ssize_t refused, Py_ssize_t len)
 {
@@ -1451,19 +1450,19 @@ cache_expire(SMCacheObject *m, int64_t now, SMCPend *p)
 }
 
 /* Admission: 1 if the candidate replaces the victim, i.e. if the sketch says
- * it is used more often, or if neither has been used since the sketch was
- * emptied while working sets are being replaced and the victim has been idle
- * SMC_STALE x maxsize events (SMC_STALE).  *fc: the candidate's estimate. */
+ * it is used more often, or both estimate 0 while working sets are being
+ * replaced and the victim has been idle SMC_STALE x maxsize events (see
+ * SMC_STALE).  *fc: the candidate's estimate. */
 static inline int
 cache_admit(SMCacheObject *m, SMCNode *cand, SMCNode *victim, int *fc)
 {
     int fv = sketch_frequency(m, victim->mix);
     *fc = sketch_frequency(m, cand->mix);
-    if (*fc != fv) {
+    if (*fc != fv || fv != 0) {
         return *fc > fv;
     }
     uint32_t idle = m->events - victim->used;
-    return fv == 0 && m->churn && policy_change_recent(m)
+    return m->churn && policy_change_recent(m)
            && (Py_ssize_t)(idle / SMC_STALE) >= m->maxsize;
 }
 
