@@ -357,15 +357,19 @@ class RedisMap(ConcurrentMapping[K, V]):
         """Take ``_rw`` shared, then the key's stripe (release both, in reverse order, in
         a ``finally``), counting acquisitions and timing waits."""
         cell = self._counters.cell()
-        cell[c.LOCK_ACQUISITIONS] += 2
-        if not self._rw.acquire_read(0):
-            self._wait(cell, self._rw.acquire_read)
+        self._take(cell, self._rw.acquire_read)
         try:
-            if not stripe.acquire(blocking=False):
-                self._wait(cell, stripe.acquire)
+            self._take(cell, stripe.acquire)
         except BaseException:
             self._rw.release_read()
             raise
+
+    def _take(self, cell: list[float], acquire: Callable[..., object]) -> None:
+        """Take a lock by ``acquire`` (``acquire(0)`` only tries: a lock's or an
+        ``RWLock``'s), counting the acquisition and, if it had to wait, the wait."""
+        cell[c.LOCK_ACQUISITIONS] += 1
+        if not acquire(0):
+            self._wait(cell, acquire)
 
     @staticmethod
     def _wait(cell: list[float], acquire: Callable[[], object]) -> None:
@@ -604,10 +608,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         the view's read and that look would leave it a due value with no binding, which
         it would return as live."""
         self._check_write()
-        cell = self._counters.cell()
-        cell[c.LOCK_ACQUISITIONS] += 1
-        if not self._rw.acquire_read(0):
-            self._wait(cell, self._rw.acquire_read)
+        self._take(self._counters.cell(), self._rw.acquire_read)
         try:
             # The plain class's own method: the expiring variant's sees a due entry as absent.
             return plain_class(type(self)).compare_and_delete(self, key, old)
@@ -827,10 +828,7 @@ class RedisMap(ConcurrentMapping[K, V]):
         read has changed; otherwise ``fn`` runs again. One round trip when this handle
         knows the current values of what ``fn`` reads."""
         self._check_write()
-        cell = self._counters.cell()
-        cell[c.LOCK_ACQUISITIONS] += 1
-        if not self._rw.acquire_write(0):
-            self._wait(cell, self._rw.acquire_write)
+        self._take(self._counters.cell(), self._rw.acquire_write)
         try:
             return self._transaction(fn)
         finally:
