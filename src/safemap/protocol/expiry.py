@@ -152,7 +152,9 @@ class _MapState:
         self.plain: type[Any] = plain_class(type(m))  # its own methods, without the mixin
         self.identity: bool = getattr(self.plain, "_value_identity", True)
         self.bindings: set[Bound] = set()  # every binding that has not ended
-        self.ttl: dict[Any, tuple[Bound, ...]] = {}  # key -> its ttl bindings
+        # key -> group -> the key's ttl bindings in that group (see ``group``). Written
+        # under ``lock``; read without it: a group's tuple is replaced, never changed.
+        self.ttl: dict[Any, dict[int, tuple[Bound, ...]]] = {}
         self.heap: list[tuple[float, int, Bound]] = []  # this map's ttl deadlines
         self.gen = 0  # bumped on every drop of a ttl binding (readers retry on a change)
         ref = weakref.ref(self)
@@ -161,11 +163,21 @@ class _MapState:
     def same(self, a: object, b: object) -> bool:
         return a is b if self.identity else (a is b or bool(a == b))
 
+    def group(self, value: object) -> int:
+        """Where a key's ttl bindings of ``value`` are kept: by the object's identity, so
+        that finding them costs the same however many other objects the key was bound to
+        (each binding holds its object: two live bindings' objects share an id only if
+        they are one object); in one group per key where values match by equality."""
+        return id(value) if self.identity else 0
+
     def find(self, key: Any, value: object) -> Bound | None:
         """The ttl binding of ``key`` for exactly ``value`` that ends first, if any (the
         same object bound twice expires at the earlier deadline)."""
+        groups = self.ttl.get(key)
+        if groups is None:
+            return None
         found: Bound | None = None
-        for b in self.ttl.get(key, ()):
+        for b in groups.get(self.group(value), ()):
             if self.same(b.value, value) and (found is None or b.deadline < found.deadline):  # type: ignore[operator]
                 found = b
         return found
@@ -174,7 +186,9 @@ class _MapState:
         with self.lock:
             self.bindings.add(b)
             if b.deadline is not None:
-                self.ttl[b.key] = (*self.ttl.get(b.key, ()), b)
+                groups = self.ttl.setdefault(b.key, {})
+                g = self.group(b.value)
+                groups[g] = (*groups.get(g, ()), b)
                 heapq.heappush(self.heap, (b.deadline, next(_seq), b))
 
     def drop(self, b: Bound) -> None:
@@ -182,11 +196,16 @@ class _MapState:
             self.bindings.discard(b)
             if b.deadline is not None:
                 self.gen += 1
-                rest = tuple(x for x in self.ttl.get(b.key, ()) if x is not b)
-                if rest:
-                    self.ttl[b.key] = rest
-                else:
-                    self.ttl.pop(b.key, None)
+                groups = self.ttl.get(b.key)
+                if groups is not None:
+                    g = self.group(b.value)  # still set: the binding clears it after this
+                    rest = tuple(x for x in groups.get(g, ()) if x is not b)
+                    if rest:
+                        groups[g] = rest
+                    else:
+                        groups.pop(g, None)
+                        if not groups:
+                            del self.ttl[b.key]
                 heap = self.heap  # bindings mostly end in deadline order: prune the top
                 while heap and heap[0][2] not in self.bindings:
                     heapq.heappop(heap)
@@ -454,12 +473,15 @@ class Expiring:
                 return None, False
             # The binding of this very value that ends first, if any (``find`` inlined:
             # this is every read's path).
-            bound = ttl.get(key)
+            groups = ttl.get(key)
             b: Bound | None = None
-            if bound is not None:
-                if st.identity and len(bound) == 1:
-                    if bound[0].value is value:
-                        b = bound[0]
+            if groups is not None:
+                if st.identity:
+                    bound = groups.get(id(value))
+                    if bound is not None:
+                        b = bound[0] if len(bound) == 1 else st.find(key, value)
+                        if b is not None and b.value is not value:
+                            b = None  # dropped meanwhile (caught by the generation)
                 else:
                     b = st.find(key, value)
             if st.gen != gen:
@@ -490,11 +512,12 @@ class Expiring:
                 value = get(self, key, _ABSENT)
                 if value is _ABSENT:
                     return default
-                bound = st.ttl.get(key)
+                groups = st.ttl.get(key)
+                bound = None if groups is None or not st.identity else groups.get(id(value))
                 if st.gen == gen:
-                    if bound is None:
+                    if groups is None or (st.identity and bound is None):
                         return value
-                    if st.identity and len(bound) == 1:
+                    if bound is not None and len(bound) == 1:
                         b = bound[0]
                         if b.value is not value or _clock() < b.deadline:
                             return value
@@ -556,16 +579,16 @@ class Expiring:
             after = _clock()
             hidden: list[Any] = []
             ambiguous = False
-            for key, bound in list(st.ttl.items()):
-                for b in bound:
-                    deadline = b.deadline
-                    assert deadline is not None
-                    if deadline > after or key not in snap or not st.same(snap[key], b.value):
-                        continue
-                    if deadline <= before or attempt >= 3:
-                        hidden.append(key)
-                    else:
-                        ambiguous = True  # due between the clock reads: unknown at the instant
+            for key in list(st.ttl):
+                if key not in snap:
+                    continue
+                b = st.find(key, snap[key])
+                if b is None or b.deadline > after:  # type: ignore[operator]  # ttl: one
+                    continue
+                if b.deadline <= before or attempt >= 3:  # type: ignore[operator]
+                    hidden.append(key)
+                else:
+                    ambiguous = True  # due between the clock reads: unknown at the instant
             if ambiguous or st.gen != gen:
                 # Try again for a snapshot of one instant; after a few tries (a snapshot
                 # slower than the gaps between deadlines), hiding the undecided entries
