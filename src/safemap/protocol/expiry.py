@@ -132,6 +132,15 @@ class Bound(Protocol):
     def _forget(self) -> None: ...
 
 
+KeyBindings = tuple[Bound, ...] | dict[int, tuple[Bound, ...]]
+"""A key's pending ttl bindings: a tuple of them, or, in maps whose values match by
+identity, once the key is bound to a second object (a key bound again and again, to a new
+object each time, with a long ttl), a dict from each object's ``id`` to its bindings. In
+those maps a tuple holds one object's bindings, so that a read of a key, and a new
+binding, cost the same however many objects the key was bound to (each binding holds its
+object: two pending bindings' objects share an ``id`` only if they are one object)."""
+
+
 class _MapState:
     """One map's bindings (kept in its sidecar; holds the map only weakly)."""
 
@@ -152,9 +161,9 @@ class _MapState:
         self.plain: type[Any] = plain_class(type(m))  # its own methods, without the mixin
         self.identity: bool = getattr(self.plain, "_value_identity", True)
         self.bindings: set[Bound] = set()  # every binding that has not ended
-        # key -> group -> the key's ttl bindings in that group (see ``group``). Written
-        # under ``lock``; read without it: a group's tuple is replaced, never changed.
-        self.ttl: dict[Any, dict[int, tuple[Bound, ...]]] = {}
+        # key -> its ttl bindings (``KeyBindings``). Written under ``lock``; read without
+        # it: tuples are replaced, never changed; a dict's items are replaced one by one.
+        self.ttl: dict[Any, KeyBindings] = {}
         self.heap: list[tuple[float, int, Bound]] = []  # this map's ttl deadlines
         self.gen = 0  # bumped on every drop of a ttl binding (readers retry on a change)
         ref = weakref.ref(self)
@@ -163,21 +172,17 @@ class _MapState:
     def same(self, a: object, b: object) -> bool:
         return a is b if self.identity else (a is b or bool(a == b))
 
-    def group(self, value: object) -> int:
-        """Where a key's ttl bindings of ``value`` are kept: by the object's identity, so
-        that finding them costs the same however many other objects the key was bound to
-        (each binding holds its object: two live bindings' objects share an id only if
-        they are one object); in one group per key where values match by equality."""
-        return id(value) if self.identity else 0
-
     def find(self, key: Any, value: object) -> Bound | None:
         """The ttl binding of ``key`` for exactly ``value`` that ends first, if any (the
-        same object bound twice expires at the earlier deadline)."""
-        groups = self.ttl.get(key)
-        if groups is None:
+        same object bound twice expires at the earlier deadline). Looks only at that
+        object's bindings where values match by identity (see ``KeyBindings``)."""
+        bound = self.ttl.get(key)
+        if bound is None:
             return None
+        if not isinstance(bound, tuple):
+            bound = bound.get(id(value), ())
         found: Bound | None = None
-        for b in groups.get(self.group(value), ()):
+        for b in bound:
             if self.same(b.value, value) and (found is None or b.deadline < found.deadline):  # type: ignore[operator]
                 found = b
         return found
@@ -186,9 +191,17 @@ class _MapState:
         with self.lock:
             self.bindings.add(b)
             if b.deadline is not None:
-                groups = self.ttl.setdefault(b.key, {})
-                g = self.group(b.value)
-                groups[g] = (*groups.get(g, ()), b)
+                bound = self.ttl.get(b.key)
+                if bound is None:
+                    self.ttl[b.key] = (b,)
+                elif isinstance(bound, tuple):
+                    first = bound[0].value
+                    if not self.identity or first is b.value:
+                        self.ttl[b.key] = (*bound, b)
+                    else:  # a second object: one group per object from now on
+                        self.ttl[b.key] = {id(first): bound, id(b.value): (b,)}
+                else:
+                    bound[id(b.value)] = (*bound.get(id(b.value), ()), b)
                 heapq.heappush(self.heap, (b.deadline, next(_seq), b))
 
     def drop(self, b: Bound) -> None:
@@ -196,19 +209,33 @@ class _MapState:
             self.bindings.discard(b)
             if b.deadline is not None:
                 self.gen += 1
-                groups = self.ttl.get(b.key)
-                if groups is not None:
-                    g = self.group(b.value)  # still set: the binding clears it after this
-                    rest = tuple(x for x in groups.get(g, ()) if x is not b)
-                    if rest:
-                        groups[g] = rest
-                    else:
-                        groups.pop(g, None)
-                        if not groups:
-                            del self.ttl[b.key]
+                self._unlist(b)
                 heap = self.heap  # bindings mostly end in deadline order: prune the top
                 while heap and heap[0][2] not in self.bindings:
                     heapq.heappop(heap)
+
+    def _unlist(self, b: Bound) -> None:
+        """Take ``b`` out of its key's ``KeyBindings`` (under the lock; ``b.value`` is still
+        set: a binding clears it after its drop)."""
+        bound = self.ttl.get(b.key)
+        if bound is None:
+            return
+        if isinstance(bound, tuple):
+            rest = tuple(x for x in bound if x is not b)
+            if rest:
+                self.ttl[b.key] = rest
+            else:
+                del self.ttl[b.key]
+            return
+        rest = tuple(x for x in bound.get(id(b.value), ()) if x is not b)
+        if rest:
+            bound[id(b.value)] = rest
+            return
+        bound.pop(id(b.value), None)
+        if len(bound) == 1:  # one object again: back to the tuple
+            self.ttl[b.key] = next(iter(bound.values()))
+        elif not bound:
+            del self.ttl[b.key]
 
     def due(self, t: float) -> list[Bound]:
         """This map's registered ttl bindings whose deadline is ``<= t``: not dropped yet,
@@ -473,15 +500,12 @@ class Expiring:
                 return None, False
             # The binding of this very value that ends first, if any (``find`` inlined:
             # this is every read's path).
-            groups = ttl.get(key)
+            bound = ttl.get(key)
             b: Bound | None = None
-            if groups is not None:
-                if st.identity:
-                    bound = groups.get(id(value))
-                    if bound is not None:
+            if bound is not None:
+                if st.identity and type(bound) is tuple:  # one object's bindings
+                    if bound[0].value is value:
                         b = bound[0] if len(bound) == 1 else st.find(key, value)
-                        if b is not None and b.value is not value:
-                            b = None  # dropped meanwhile (caught by the generation)
                 else:
                     b = st.find(key, value)
             if st.gen != gen:
@@ -501,8 +525,8 @@ class Expiring:
     def get(self, key: Any, default: Any = None, /) -> Any:
         # The common cases in one pass, deciding exactly as ``load`` does (without its tuple
         # and bound-method overhead): a value read with no binding dropped meanwhile is
-        # visible if its key has no ttl binding, or one binding, of another value or not
-        # yet due. Anything else (a due entry, several bindings) goes through ``load``.
+        # visible if its key has no ttl binding of that very object, or one, not yet due.
+        # Anything else (a due entry, the object bound twice) goes through ``load``.
         entry = _sidecars.get(id(self))
         if entry is not None and entry[0]() is self:
             st = getattr(entry[1], "bindings", None)
@@ -512,15 +536,22 @@ class Expiring:
                 value = get(self, key, _ABSENT)
                 if value is _ABSENT:
                     return default
-                groups = st.ttl.get(key)
-                bound = None if groups is None or not st.identity else groups.get(id(value))
+                bound = st.ttl.get(key)
+                # Read before the generation's check: a binding dropped after it still
+                # decides for the value read.
+                mine = None
+                if bound is not None and st.identity:
+                    if type(bound) is dict:  # several objects' bindings
+                        bound = bound.get(id(value))
+                    if bound is not None:  # one object's bindings
+                        mine = bound[0]
+                        if mine.value is not value:
+                            bound = None  # of another object: this value is not bound
                 if st.gen == gen:
-                    if groups is None or (st.identity and bound is None):
+                    if bound is None:
                         return value
-                    if bound is not None and len(bound) == 1:
-                        b = bound[0]
-                        if b.value is not value or _clock() < b.deadline:
-                            return value
+                    if mine is not None and len(bound) == 1 and _clock() < mine.deadline:
+                        return value
         value, found = self.load(key)
         return value if found else default
 
