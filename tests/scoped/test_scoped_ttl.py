@@ -318,6 +318,62 @@ def test_reader_threads_never_see_an_expired_entry(
     assert all(m.get(key) in (None, "new") for key in keys)
 
 
+def test_readers_of_a_key_rebound_to_new_objects_never_see_one_past_its_deadline(
+    map_type: type[Any],
+    closing: Callable[[Any], Any],
+    clock: expiry.ManualClock,
+    fast_switch: None,
+) -> None:
+    """The key is bound again and again, each time to a new object, with short and long
+    ttls (so it has bindings of many objects at once, some of them due), in bursts between
+    which the clock moves on (so the object it holds falls due too), while readers read
+    it: no read returns an object whose deadline had passed when the read started."""
+    m = closing(map_type())
+    stop = threading.Event()
+    errors: list[str] = []
+    reads = [0] * 4  # per reader
+    slow = map_type.__name__ in ("ActorMap", "AsyncActorMap", "RedisMap")
+
+    def reader(i: int) -> None:
+        read = (
+            (lambda: m.get("k")),
+            (lambda: m.load("k")[0]),
+            (lambda: m.snapshot().get("k")),
+            (lambda: dict(m.items()).get("k")),
+        )[i % 4]
+        while not stop.is_set():
+            before = clock()
+            got = read()
+            if got is not None and got[1] is not None and before >= got[1]:
+                errors.append(f"{got} read at {before}")
+            reads[i] += 1
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    n = 0
+    for step in range(48 if slow else 160):
+        if step % 8 < 2:  # a burst: three new objects; the last one stays
+            for _ in range(3):
+                n += 1
+                value: list[Any] = [n, None]
+                b = m.bind("k", value, ttl=(1, 50, 3, 50, 50)[n % 5])
+                value[1] = b.deadline  # known once bound (a reader may see it unset: skipped)
+        clock.advance(0.25)
+        wait_until(_each_grew(reads, 2), "every reader reads between two steps")
+    stop.set()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    assert errors == []
+
+
+def _each_grew(counts: list[int], by: int) -> Callable[[], bool]:
+    """A condition: every one of ``counts`` has grown by ``by`` since this call."""
+    target = [c + by for c in counts]
+    return lambda: all(c >= t for c, t in zip(counts, target, strict=True))
+
+
 # ------------------------------------------------------------------ a model (hypothesis)
 
 _steps = st.lists(
