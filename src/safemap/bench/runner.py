@@ -14,7 +14,9 @@ A cell is one workload on one implementation with ``threads`` threads:
 4. the clock stops when the last thread has finished; throughput is all threads'
    operations divided by that wall time;
 5. the workload verifies the final state; exceptions raised by the map are counted (the
-   thread goes on with its next batch) and the first few are kept as messages.
+   thread goes on with its next batch) and the first few are kept as messages. The
+   workload also says whether the run was conclusive (an atomicity cell: whether its
+   threads overlapped enough to expose a composed operation).
 
 :func:`plan` interleaves implementations: for every workload, thread count and round,
 each implementation runs once, in an order rotated from one round and workload to the
@@ -77,6 +79,11 @@ class CellOutcome:
     anomalies: int = 0
     verdict: Verdict = field(default_factory=lambda: Verdict(known_state=False))
     errors: list[str] = field(default_factory=list)
+    conclusive: bool = True
+    """Whether the run gave the workload's checks a real chance (``Workload.conclusive``;
+    for an atomicity check: every thread reached ``OVERLAPS``). A pass that is not
+    conclusive proves nothing; a failure is a failure either way, so cells that failed
+    before or instead of running (setup raised, threads hung) stay conclusive."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -191,6 +198,7 @@ def run_cell(
             anomalies=sum(st.anomalies for st in states),
             verdict=verdict,
             errors=errors,
+            conclusive=workload.conclusive(states),
         )
     finally:
         sys.setswitchinterval(interval)

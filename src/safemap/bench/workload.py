@@ -144,6 +144,13 @@ class Workload(abc.ABC):
         go on (for at most :attr:`overtime`). By default they stop."""
         return False
 
+    def conclusive(self, states: Sequence[ThreadState]) -> bool:
+        """Called after every thread has stopped: whether the threads did what the
+        workload needs for a pass to mean something. A cell that passed without being
+        conclusive is no evidence that the map is correct (one that failed still
+        failed). By default every cell is conclusive."""
+        return True
+
     def verify(self, m: BenchMap, states: Sequence[ThreadState], threads: int) -> Verdict:
         """Check the final state (default: nothing is known about it)."""
         return Verdict(known_state=False)
