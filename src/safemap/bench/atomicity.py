@@ -57,11 +57,16 @@ from .workload import (
 
 __all__ = ["OVERLAPS", "OVERTIME", "SWITCH_INTERVAL", "Race", "atomicity_workloads"]
 
-OVERLAPS = 16
+OVERLAPS = 32
 """Batches during which, for every thread, another thread made progress (ran in
 parallel, or was switched in): an atomicity cell goes on past its duration until each
 thread has had this many, so that composed operations get interleaved however busy the
 machine is."""
+# Why 32: on a saturated machine an overlap is about one thread switch, and a switch
+# lands inside the narrowest check-then-act window (compare_and_delete's) about one time
+# in six. With 16, a cell of a composed compare_and_delete passed about once in 150-450
+# cells on a 2-core machine under load; 32 squares that chance, for about twice the
+# overtime (~0.4 -> ~0.8 s a cell there, ~40 -> ~80 ms on a quiet machine).
 
 OVERTIME = 2.0
 """The longest an atomicity cell goes on past its duration waiting for :data:`OVERLAPS`."""
