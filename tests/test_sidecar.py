@@ -29,7 +29,8 @@ def test_a_collected_map_drops_its_sidecar_and_a_reused_id_gets_a_fresh_one() ->
         sc.sidecar(m).marker = True
         old_id = id(m)
         del m
-        gc.collect()
+        if old_id in sc._table:  # not freed at once (a cycle): the collector frees it
+            gc.collect()  # only then: 50 full collections were most of this test's time
         assert old_id not in sc._table
         n = safemap.ConcurrentMap()
         assert sc.existing_sidecar(n) is None
