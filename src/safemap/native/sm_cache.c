@@ -452,32 +452,6 @@ smc_mix(uint64_t x)
         (shift) = (int)(c_ & 60);                                          \
     } while (0)
 
-/* Ask the CPU to load, for writing, the two blocks of mixed hash h and its
- * doorkeeper's word: a reader about to note an access (cache_read) calls it,
- * so that the lines are in its cache when the note is applied, up to a
- * segment of the ring later (rings_try_drain), instead of misses in a row
- * there (the word: about 0.4 of a miss per hit at 100,000 keys, by
- * cachegrind).  Once the sketch outgrows the CPU's caches (a sketch of
- * 100,000 entries is 2 MB), those misses were about a fifth of a hit's cost
- * (benchmarks/bench_cache.py with 100,000 keys: a hit 2.3x to 2.6x a
- * ConcurrentMap get without, 1.8x to 2.1x with, in runs alternating the two
- * builds; no change at 1,000).  GIL builds only: there the reader is the
- * thread that applies its notes; on free-threaded builds another thread (the
- * drainer) usually does, fetching its lines here would move them away from
- * it, and the sketch's pointer may not be read without the lock. */
-#if !SM_FREE_THREADED
-static inline uint64_t *door_word(SMCacheObject *m, uint64_t h);
-
-SM_ALWAYS_INLINE void
-sketch_prefetch(SMCacheObject *m, uint64_t h)
-{
-    SMC_BLOCKS(m, h, b);
-    __builtin_prefetch(b[0], 1, 3);
-    __builtin_prefetch(b[1], 1, 3);
-    __builtin_prefetch(door_word(m, h), 1, 3);
-}
-#endif
-
 /* The doorkeeper: a Bloom filter (4 x `width` bits) in front of the sketch.
  * A key's first addition in an aging period only sets its bits; later ones
  * count in the sketch, and the estimate is the sketch's plus one for a key
@@ -509,6 +483,30 @@ door_seen(SMCacheObject *m, uint64_t h, int set)
     }
     return all;
 }
+
+/* Ask the CPU to load, for writing, the two blocks of mixed hash h and its
+ * doorkeeper's word: a reader about to note an access (cache_read) calls it,
+ * so that the lines are in its cache when the note is applied, up to a
+ * segment of the ring later (rings_try_drain), instead of misses in a row
+ * there (the word: about 0.4 of a miss per hit at 100,000 keys, by
+ * cachegrind).  Once the sketch outgrows the CPU's caches (a sketch of
+ * 100,000 entries is 2 MB), those misses were about a fifth of a hit's cost
+ * (benchmarks/bench_cache.py with 100,000 keys: a hit 2.3x to 2.6x a
+ * ConcurrentMap get without, 1.8x to 2.1x with, in runs alternating the two
+ * builds; no change at 1,000).  GIL builds only: there the reader is the
+ * thread that applies its notes; on free-threaded builds another thread (the
+ * drainer) usually does, fetching its lines here would move them away from
+ * it, and the sketch's pointer may not be read without the lock. */
+#if !SM_FREE_THREADED
+SM_ALWAYS_INLINE void
+sketch_prefetch(SMCacheObject *m, uint64_t h)
+{
+    SMC_BLOCKS(m, h, b);
+    __builtin_prefetch(b[0], 1, 3);
+    __builtin_prefetch(b[1], 1, 3);
+    __builtin_prefetch(door_word(m, h), 1, 3);
+}
+#endif
 
 /* The estimate for mixed hash h: the least of its 4 counters, plus one if
  * the doorkeeper has seen it. */
@@ -1195,13 +1193,14 @@ ring_note(SMCReadBuf *rb, Py_ssize_t j)
  * fetched at the hit), the median hit went from 1.48x to 1.42x a
  * ConcurrentMap get with Zipf keys and from 1.70x to 1.61x with the keys in
  * order: a small gain, smaller than the spread of single runs (Zipf: 1.35x
- * to 1.60x before, 1.31x to 1.57x after), seen in both batches of runs.  GIL builds only: on a free-threaded build
- * one thread's hits at 100,000 keys showed no difference beyond the noise
- * (1.42x-1.57x before, 1.48x-1.74x with it), and two threads' runs were too
- * noisy to tell.  And from SMC_PREFETCH_FROM entries: with fewer the nodes
- * stay in the CPU's caches and the pass is only more work (with 10,000 keys
- * the ratios were the same with and without it; with 1,000, a hit of the
- * keys in order went from 1.43x to 1.48x). */
+ * to 1.60x before, 1.31x to 1.57x after), seen in both batches of runs.
+ * GIL builds only: on a free-threaded build one thread's hits at 100,000 keys
+ * showed no difference beyond the noise (1.42x-1.57x before, 1.48x-1.74x with
+ * it), and two threads' runs were too noisy to tell.  And from
+ * SMC_PREFETCH_FROM entries: with fewer the nodes stay in the CPU's caches and
+ * the pass is only more work (with 10,000 keys the ratios were the same with
+ * and without it; with 1,000, a hit of the keys in order went from 1.43x to
+ * 1.48x). */
 #define SMC_PREFETCH_FROM 32768
 
 static inline void
