@@ -3,6 +3,7 @@ each workload's own checks passing on a correct map. No timing is asserted."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 from collections import Counter
@@ -12,6 +13,7 @@ import pytest
 from support.bench import RecordingMap
 
 import safemap
+from safemap.bench.atomicity import BATCH, atomicity_workloads
 from safemap.bench.bustle import MIXES, BustleWorkload
 from safemap.bench.catalog import all_workloads, select_workloads
 from safemap.bench.contention import CacheAside, IterateWhileWriting, SnapshotPerRequest
@@ -20,8 +22,8 @@ from safemap.bench.gosync import GO_WORKLOADS
 from safemap.bench.keys import SCHEDULE_LENGTH, ZipfSampler, draw_indices, shuffled_slots
 from safemap.bench.mixes import MixSpec, custom_workload, xsync_workloads
 from safemap.bench.peers import LockedDict
-from safemap.bench.runner import KEY_STRIDE, plan, run_cell
-from safemap.bench.workload import contents
+from safemap.bench.runner import KEY_STRIDE, MAX_BATCH, plan, run_cell
+from safemap.bench.workload import Run, ThreadState, contents
 
 GO_NAMES = [
     "LoadMostlyHits",
@@ -77,9 +79,42 @@ def test_per_thread_key_offsets_follow_go_id_times_n() -> None:
 def test_duration_bounded_offsets_are_disjoint_and_staggered() -> None:
     m = RecordingMap()
     run_cell(_go("LoadOrStoreUnique"), lambda: m, 2, duration=0.01)
-    firsts = sorted({min(k for t, _, k in m.calls if t == name) for name, _, _ in m.calls})
+    first: dict[str, int] = {}  # thread name -> its least key
+    for name, _, k in m.calls:
+        first[name] = min(k, first.get(name, k))
+    firsts = sorted(first.values())
     assert firsts == [0, KEY_STRIDE]
     assert KEY_STRIDE % 1024 != 0  # threads start at different i % 1024, as with Go's b.N
+
+
+@pytest.mark.parametrize("cap", [None, 4, 10, BATCH])
+def test_batches_grow_up_to_the_workloads_max_batch(cap: int | None) -> None:
+    workload = copy.copy(_go("LoadMostlyHits"))
+    workload.max_batch = cap
+    sizes: list[int] = []
+    build = workload.worker
+
+    def worker(m: Any, state: ThreadState, threads: int) -> Run:
+        run = build(m, state, threads)
+
+        def counted(first: int, count: int) -> None:
+            sizes.append(count)
+            run(first, count)
+
+        return counted
+
+    workload.worker = worker
+    run_cell(workload, safemap.LockedMap, 1, duration=0.05)
+    # Reaching 1,024 takes 2,047 calls of a few microseconds at most: well within 50 ms.
+    assert max(sizes) == (MAX_BATCH if cap is None else cap)
+    assert sizes[:3] == [1, 2, 4]  # doubling from 1, then capped
+
+
+def test_atomicity_checks_run_short_batches() -> None:
+    assert {w.max_batch for w in atomicity_workloads()} == {BATCH}
+    assert all(
+        w.max_batch is None for w in all_workloads(capacity=64) if w.info.family != "atomicity"
+    )
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,13 @@ holds exactly when each call took effect at one instant:
   calls.
 
 A cell with several threads goes on past its duration until every thread has seen the
-others make progress during :data:`OVERLAPS` of its batches, and on a GIL build the
-runner lowers the interpreter's switch interval to :data:`SWITCH_INTERVAL` for these cells
-(``Workload.switch_interval``), so that threads are switched inside a composed operation
-thousands of times per cell; on a free-threaded build the threads run in parallel.
-A cell whose threads did not reach :data:`OVERLAPS` within :data:`OVERTIME` is not
-conclusive (``CellOutcome.conclusive``): it passing is no evidence of atomicity.
+others make progress during :data:`OVERLAPS` of its batches (of at most :data:`BATCH`
+operations), and on a GIL build the runner lowers the interpreter's switch interval to
+:data:`SWITCH_INTERVAL` for these cells (``Workload.switch_interval``), so that threads
+are switched inside a composed operation thousands of times per cell; on a free-threaded
+build the threads run in parallel. A cell whose threads did not reach :data:`OVERLAPS`
+within :data:`OVERTIME` is not conclusive (``CellOutcome.conclusive``): it passing is no
+evidence of atomicity.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from .workload import (
     contents,
 )
 
-__all__ = ["OVERLAPS", "OVERTIME", "SWITCH_INTERVAL", "Race", "atomicity_workloads"]
+__all__ = ["BATCH", "OVERLAPS", "OVERTIME", "SWITCH_INTERVAL", "Race", "atomicity_workloads"]
 
 OVERLAPS = 32
 """Batches during which, for every thread, another thread made progress (ran in
@@ -66,7 +67,19 @@ machine is."""
 # lands inside the narrowest check-then-act window (compare_and_delete's) about one time
 # in six. With 16, a cell of a composed compare_and_delete passed about once in 150-450
 # cells on a 2-core machine under load; 32 squares that chance, for about twice the
-# overtime (~0.4 -> ~0.8 s a cell there, ~40 -> ~80 ms on a quiet machine).
+# overtime (~0.4 -> ~0.8 s a cell there, ~40 -> ~80 ms on a quiet machine, with the
+# runner's batches; see BATCH).
+
+BATCH = 16
+"""The most operations an atomicity cell's thread runs between two looks at the others'
+progress (``Workload.max_batch``)."""
+# Why small: an overlap is a batch during which another thread made progress, however
+# many switches it held, and OVERLAPS is set for the worst case of one switch each (a
+# saturated machine). With the runner's batches (up to 1,024 operations or 2 ms) an
+# overlap cost ~2 ms on a quiet machine, where it held far more switches than that: a
+# cell took ~80 ms, and the 231 cells of `safemap bench --quick` were two thirds of its
+# time. With 16 operations a cell takes ~10 ms there, and still has at least OVERLAPS
+# switches.
 
 OVERTIME = 2.0
 """The longest an atomicity cell goes on past its duration waiting for :data:`OVERLAPS`."""
@@ -89,6 +102,7 @@ class Race(Workload):
 
     switch_interval = SWITCH_INTERVAL
     overtime = OVERTIME
+    max_batch = BATCH
     min_threads = 2  # one thread cannot race: its cells would only cost time
 
     def __init__(

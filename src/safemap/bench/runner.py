@@ -6,11 +6,11 @@ A cell is one workload on one implementation with ``threads`` threads:
 2. each thread builds its operation loop, then all wait on one ``threading.Barrier`` so
    they start together; the clock starts when the barrier releases;
 3. each thread runs its operations in batches (doubling from 1 up to
-   :data:`MAX_BATCH` while a batch takes under :data:`BATCH_SECONDS`, so the clock is
-   read rarely) until the duration has passed, or until its operation budget is spent
-   for op-count-bounded workloads. A thread never runs more than :data:`KEY_STRIDE`
-   operations, so its operation numbers (``tid * KEY_STRIDE + n``) never reach the next
-   thread's;
+   :data:`MAX_BATCH`, or the workload's ``max_batch``, while a batch takes under
+   :data:`BATCH_SECONDS`, so the clock is read rarely) until the duration has passed,
+   or until its operation budget is spent for op-count-bounded workloads. A thread never
+   runs more than :data:`KEY_STRIDE` operations, so its operation numbers
+   (``tid * KEY_STRIDE + n``) never reach the next thread's;
 4. the clock stops when the last thread has finished; throughput is all threads'
    operations divided by that wall time;
 5. the workload verifies the final state; exceptions raised by the map are counted (the
@@ -106,6 +106,7 @@ class _Thread:
         budget: int | None,
         more: Callable[[], bool],
         overtime: float,
+        max_batch: int,
     ) -> None:
         run, st = self.run, self.state
         limit = KEY_STRIDE if budget is None else budget
@@ -127,8 +128,8 @@ class _Thread:
             now = perf_counter()
             if budget is None and now >= deadline and (now >= cutoff or not more()):
                 break
-            if batch < MAX_BATCH and now - started < BATCH_SECONDS:
-                batch *= 2
+            if batch < max_batch and now - started < BATCH_SECONDS:
+                batch = min(2 * batch, max_batch)
         st.ops = done
 
 
@@ -168,7 +169,14 @@ def run_cell(
         workers = [
             threading.Thread(
                 target=loop.measure,
-                args=(barrier, duration, budget, more, workload.overtime),
+                args=(
+                    barrier,
+                    duration,
+                    budget,
+                    more,
+                    workload.overtime,
+                    workload.max_batch or MAX_BATCH,
+                ),
                 name=f"bench-{workload.name}-{tid}",
                 daemon=True,
             )

@@ -120,6 +120,9 @@ class Workload(abc.ABC):
 
     overtime: float = 0.0
     """How long (s) past its duration a cell may go on while :meth:`more` asks for it."""
+    max_batch: int | None = None
+    """The most operations a thread runs between two looks at the clock (and calls of
+    :meth:`more`); ``None``: the runner's ``MAX_BATCH``."""
     min_threads: int = 1
     """The fewest threads the workload means anything with (a race needs two)."""
 
