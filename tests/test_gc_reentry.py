@@ -101,8 +101,9 @@ class Collecting:
 
 
 @pytest.fixture
-def gc_everywhere() -> Iterator[Tracker]:
-    """The collector runs at (nearly) every allocation; unraisable errors are recorded."""
+def gc_everywhere(frozen_heap: None) -> Iterator[Tracker]:
+    """The collector runs at (nearly) every allocation; unraisable errors are recorded.
+    (Over the test's own objects: the rest of the heap is frozen, see ``frozen_heap``.)"""
     tracker = Tracker()
     old_threshold = gc.get_threshold()
     old_hook = sys.unraisablehook

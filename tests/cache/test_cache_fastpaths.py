@@ -32,6 +32,7 @@ def cache_nodes() -> int:
 # ------------------------------------------------------------------------ nodes
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_a_million_misses_keep_one_node_per_entry() -> None:
     """Every miss + insert into a full cache drops a node and makes one (reused on GIL
     builds): after a million of them, the live nodes are exactly the entries and the

@@ -85,6 +85,7 @@ def _floor(c: safemap.Cache[Any, Any], cached: Any, start: int, rounds: int) -> 
     return least
 
 
+@pytest.mark.usefixtures("frozen_heap")
 @pytest.mark.parametrize("policy", ["tinylfu", "lru"])
 def test_no_reference_leak_over_a_million_operations(policy: str) -> None:
     """About 25 operations per round; 40,000 rounds by default (a million operations),

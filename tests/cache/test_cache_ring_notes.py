@@ -203,6 +203,7 @@ def test_hits_across_rebuilds_updates_and_clears(
     assert [r for r in refs if r() is not None] == []
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_a_million_hits_in_two_threads_hold_nothing(run_threads: Any) -> None:
     """Notes hold no reference and take no memory of their own: after a million hits (two
     threads, so one hands its notes to the other), the entries' reference counts and the

@@ -864,6 +864,7 @@ def _every_op_once(d: Any, pinned: Any, i: int) -> None:
         pinned[1] = i  # the error path
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_no_reference_leak_over_many_operations() -> None:
     """About 20 operations per round; 50,000 rounds by default (a million operations),
     SAFEMAP_REFLEAK_ROUNDS overrides it; traced memory stays flat."""

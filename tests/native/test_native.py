@@ -477,6 +477,7 @@ def _every_op_once(m: Any, i: int) -> None:
     assert MISSING is not None
 
 
+@pytest.mark.usefixtures("frozen_heap")
 @pytest.mark.parametrize("T", NATIVE)
 def test_no_reference_leak_over_many_operations(T: type) -> None:
     """Every kind of operation, many times: traced memory stays flat.

@@ -457,6 +457,7 @@ def test_len_is_exact_while_keys_move_between_shards() -> None:
 # ----------------------------------------------------------- no leak
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_a_million_table_operations_leak_nothing() -> None:
     """Inserts, replacements, deletes, growth and rebuilds over a million operations: the
     traced memory of the second half of the rounds does not grow."""

@@ -571,6 +571,7 @@ def test_missing_is_not_counted_as_a_value() -> None:
 # ------------------------------------------------------------------ leaks
 
 
+@pytest.mark.usefixtures("frozen_heap")
 @pytest.mark.parametrize("cls", NATIVE)
 @pytest.mark.timeout(300)
 def test_statistics_paths_leak_nothing(cls: type) -> None:

@@ -161,6 +161,7 @@ def test_equal_hashes_cost_linear_eq_calls(promote_every: int) -> None:
 # ----------------------------------------------------------- no leak
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_a_million_operations_leak_nothing() -> None:
     """In-place replacements, inserts into dirty, misses that promote, deletes from read
     and from dirty, growth: the traced memory of the second half of the rounds does not

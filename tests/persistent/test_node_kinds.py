@@ -321,6 +321,7 @@ def _delta_ops(m: PersistentMap[int, Any], f: FrozenMap[int, Any], i: int) -> No
         batch.finish()
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_no_reference_leak_over_a_million_delta_operations() -> None:
     """About 20 operations per round, 2 x 25,000 rounds: traced memory stays flat."""
     m: PersistentMap[int, Any] = PersistentMap({k: 0 for k in BIG})

@@ -344,6 +344,7 @@ def _every_op(m: PersistentMap[Any, Any], i: int) -> None:
         m.clear()
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_no_reference_leak_over_a_million_operations() -> None:
     """About 18 operations per round, 60,000 rounds: traced memory stays flat."""
     m: PersistentMap[Any, Any] = PersistentMap()

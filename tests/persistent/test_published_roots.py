@@ -17,6 +17,7 @@ import threading
 import weakref
 from typing import Any
 
+import pytest
 from conftest import ThreadRunner
 
 from safemap import PersistentMap
@@ -107,6 +108,7 @@ class Reads:
             self.seen.append((m.get("self"), m.get(0), "self" in m, len(m)))
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_a_map_collected_in_a_cycle_can_be_read_by_its_values_finalizers() -> None:
     for _ in range(50):
         seen: list[Any] = []

@@ -425,6 +425,7 @@ def test_span_made_while_off_checks_once_turned_on() -> None:
 # ------------------------------------------------------------ references and GC
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_no_reference_leak_over_a_million_items() -> None:
     d = race.watch({i: object() for i in range(1000)}, name="m")
     st = _runtime.current()

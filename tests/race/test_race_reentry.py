@@ -23,6 +23,7 @@ FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     reason="the free-threaded collector does not start at a chosen allocation (its threshold "
     "is a heap-growth heuristic), so a collection inside the detector cannot be forced",
 )
+@pytest.mark.usefixtures("frozen_heap")
 def test_collection_callbacks_writing_a_map_during_the_detectors_bookkeeping() -> None:
     target: safemap.LockedMap[int, int] = safemap.LockedMap()
     busy = threading.local()

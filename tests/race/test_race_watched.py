@@ -152,6 +152,7 @@ def test_reentrant_use_from_key_eq_is_fine() -> None:
     assert race.reports() == []
 
 
+@pytest.mark.usefixtures("frozen_heap")
 def test_shadow_memory_is_bounded_over_a_million_operations() -> None:
     d = race.watch({k: k for k in range(100)}, name="mem")
     sync = _runtime.SyncVar()

@@ -376,7 +376,13 @@ def test_ignore_threads_by_exact_name(name: str) -> None:
         p.stop()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The fixture spans every example on purpose (each failing check collects twice).
+@pytest.mark.usefixtures("frozen_heap")
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(prefix=_NAMES.filter(lambda s: not set(s) & set("*?[]")), rest=_NAMES)
 def test_ignore_threads_by_pattern(prefix: str, rest: str) -> None:
     p = Parked()
