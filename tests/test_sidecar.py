@@ -6,6 +6,8 @@ import gc
 import threading
 from typing import Any
 
+import pytest
+
 from safemap.protocol import sidecar as sc
 
 
@@ -21,6 +23,7 @@ def test_one_sidecar_per_map_and_none_before_use(map_type: type[Any]) -> None:
             getattr(x, "close", lambda: None)()
 
 
+@pytest.mark.usefixtures("frozen_heap")  # 50 full collections
 def test_a_collected_map_drops_its_sidecar_and_a_reused_id_gets_a_fresh_one() -> None:
     import safemap
 
@@ -29,8 +32,7 @@ def test_a_collected_map_drops_its_sidecar_and_a_reused_id_gets_a_fresh_one() ->
         sc.sidecar(m).marker = True
         old_id = id(m)
         del m
-        if old_id in sc._table:  # not freed at once (a cycle): the collector frees it
-            gc.collect()  # only then: 50 full collections were most of this test's time
+        gc.collect()
         assert old_id not in sc._table
         n = safemap.ConcurrentMap()
         assert sc.existing_sidecar(n) is None

@@ -1154,17 +1154,25 @@ rings_ctl(SMCacheObject *m)
 }
 #endif
 
-/* Apply one note to the policy (the lock is held): to the node of the entry
- * it names, only if that entry of the current table is in use by a key of
- * the note's hash, which proves the node alive (a note holds no reference;
- * its entry may have been removed, its table replaced). */
+/* The node a note names (the lock is held; ring_record encodes it): that of
+ * the entry at its index in the current table, only if that entry is in use
+ * by a key of the note's hash, which proves the node alive (a note holds no
+ * reference; its entry may have been removed, its table replaced).  NULL
+ * otherwise, also for an empty slot's 0. */
+SM_ALWAYS_INLINE SMCNode *
+note_node(SMCacheObject *m, SMCNote note)
+{
+    return (SMCNode *)sm_tb_entry_value_tagged(&m->tab, (Py_ssize_t)(note >> 32) - 1,
+                                               (uint32_t)note);
+}
+
+/* Apply one note to the policy (the lock is held). */
 SM_ALWAYS_INLINE void
 ring_apply(SMCacheObject *m, SMCNote note)
 {
-    PyObject *n = sm_tb_entry_value_tagged(&m->tab, (Py_ssize_t)(note >> 32) - 1,
-                                           (uint32_t)note);
+    SMCNode *n = note_node(m, note);
     if (n != NULL) {
-        policy_access(m, (SMCNode *)n);
+        policy_access(m, n);
     }
 }
 
@@ -1213,9 +1221,7 @@ ring_prefetch(SMCacheObject *m, SMCReadBuf *rb, Py_ssize_t from, Py_ssize_t end)
         return;
     }
     for (Py_ssize_t j = from; j < end; j++) {
-        SMCNote note = ring_note(rb, j);
-        SMCNode *n = (SMCNode *)sm_tb_entry_value_tagged(&m->tab, (Py_ssize_t)(note >> 32) - 1,
-                                                         (uint32_t)note);
+        SMCNode *n = note_node(m, ring_note(rb, j));
         if (n != NULL) {
             __builtin_prefetch(n->prev, 1, 3);  /* NULL at a queue's end: no fault */
             __builtin_prefetch(n->next, 1, 3);
