@@ -228,3 +228,92 @@ def test_a_server_refusing_command_info_means_no_newer_features() -> None:
         assert m.load_and_delete("k") == (7, True)
     finally:
         server.close()
+
+
+# hiredis's C packer turns an int or float argument into text with repr() and does not check
+# the result; repr() first runs pending signal handlers, so a handler that raised there
+# (Ctrl-C) made it dereference NULL. Found by test_interrupt_signal_while_threads_contend.
+_PACK_UNDER_SIGNALS = """
+import signal, sys, threading, time
+from safemap.redis.connection import hiredis_packed
+
+class Stop(BaseException):
+    pass
+
+armed = False
+def handler(signum, frame):
+    global armed
+    if armed:
+        armed = False
+        raise Stop
+
+stopping = False
+def sender():
+    while not stopping:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.0002)
+
+signal.signal(signal.SIGINT, handler)
+threading.Thread(target=sender, daemon=True).start()
+args = ("EVALSHA", b"sha", 1, b"key", 7, -(2**63), 0.5, float("inf"))
+packed = interrupted = 0
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline or not interrupted:
+    try:
+        armed = True
+        hiredis_packed(args)
+        armed = False
+        packed += 1
+    except Stop:
+        interrupted += 1
+stopping = True
+print(packed, interrupted)
+"""
+
+
+def test_an_interrupt_while_packing_a_command_is_raised_not_a_crash() -> None:
+    """A raising SIGINT handler, run over and over while commands with int and float
+    arguments are packed: each interrupt propagates as an exception; the process lives."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("hiredis")
+    done = subprocess.run(
+        [sys.executable, "-c", _PACK_UNDER_SIGNALS, "1.0"],
+        capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    packed, interrupted = map(int, done.stdout.split())
+    assert packed > 0 and interrupted > 0
+
+
+def test_only_bytes_and_text_reach_the_hiredis_packer(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """Every command a map sends reaches hiredis as bytes and str only, and is packed
+    exactly as hiredis packs the original arguments."""
+    hiredis = pytest.importorskip("hiredis")
+    from safemap.redis import connection
+
+    seen: list[tuple[Any, ...]] = []
+
+    def spy(args: tuple[Any, ...]) -> bytes:
+        seen.append(args)
+        return hiredis.pack_command(args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(connection, "_hiredis_pack", spy)
+    args = ("EVALSHA", b"sha", 1, b"k", -(2**63), 2.5, float("-inf"), memoryview(b"mv"))
+    assert connection.hiredis_packed(args) == hiredis.pack_command(args)
+    m: RedisMap[str, Any] = RedisMap(url=url)
+    m["a"] = 1
+    m.merge("a", 5, operator.add)
+    assert m.load_or_store("b", 2.5) == (2.5, False)
+    assert m.compare_and_swap("b", 2.5, 3)
+    del m["a"]
+    assert dict(m.snapshot()) == {"b": 3} and len(m) == 1
+    m.clear()
+    assert len(seen) > 7
+    for command in seen:
+        assert all(type(arg) in (bytes, str, memoryview) for arg in command), command
+    with pytest.raises(TypeError):  # anything else is still refused, as hiredis refuses it
+        connection.hiredis_packed(("SET", b"k", True))

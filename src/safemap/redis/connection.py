@@ -39,11 +39,32 @@ try:  # hiredis packs a command in C (redis-py's packer runs Python code per arg
 except ImportError:  # pragma: no cover - hiredis is optional
     _hiredis_pack = None
 
-__all__ = ["DEFAULT_URL", "Endpoint", "Script"]
+__all__ = ["DEFAULT_URL", "Endpoint", "Script", "hiredis_packed"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def hiredis_packed(args: Sequence[Any]) -> bytes:
+    """``args`` (bytes, str, int or float) as one command in the wire format, packed by
+    hiredis in C. An exception raised meanwhile (a signal handler's ``KeyboardInterrupt``)
+    propagates like any other; it never crashes the process.
+
+    Only bytes and str reach hiredis. It turns an int or a float into text with
+    ``repr()`` without checking the result, and ``repr()`` first runs any pending signal
+    handler: one that raised there (Ctrl-C) made hiredis dereference NULL. Converted
+    here, in Python, the same text is made and an interrupt is raised normally."""
+    return _hiredis_pack(  # type: ignore[no-any-return]
+        tuple(
+            arg
+            if type(arg) is bytes or type(arg) is str
+            else repr(arg)
+            if type(arg) is int or isinstance(arg, float)
+            else arg  # anything else: hiredis refuses it with TypeError, as before
+            for arg in args
+        )
+    )
 
 
 class Script:
@@ -172,10 +193,7 @@ class Endpoint:
     def _once(self, args: Sequence[Any]) -> Any:
         conn = self._checkout()
         try:
-            if _hiredis_pack is None:
-                packed = conn.pack_command(*args)
-            else:
-                packed = [_hiredis_pack(tuple(args))]
+            packed = conn.pack_command(*args) if _hiredis_pack is None else [hiredis_packed(args)]
             conn.send_packed_command(packed, check_health=False)
             reply = conn.read_response()
         except redis.exceptions.ResponseError:
