@@ -138,11 +138,6 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
         "test_reentrant_key_eq_write_is_refused_and_map_unchanged": _KEYS,
     },
 }
-if sys.version_info >= (3, 14):
-    NOT_APPLICABLE["RedisMap"]["test_interrupt_signal_while_threads_contend"] = (
-        "redis-py's connection pool guards itself with Python 'with lock:' blocks, which an "
-        "exception raised by a signal handler can leak from CPython 3.14 (bpo-29988)"
-    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

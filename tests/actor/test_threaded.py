@@ -337,6 +337,58 @@ def test_interrupt_in_a_mailbox_critical_section_leaves_no_hold(after: bool, cal
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.store("k", 1),
+        lambda m: m.stats(),
+        lambda m: m.close(),
+    ],
+    ids=["put", "stats", "close"],
+)
+def test_interrupted_acquire_never_releases_another_threads_hold(call: Any) -> None:
+    """A caller interrupted while it waits for the mailbox lock took nothing, so it releases
+    nothing: the thread holding the lock meanwhile keeps its hold (on CPython 3.11 the
+    mailbox once released it, and that thread's own release then raised)."""
+    m: ActorMap[str, int] = ActorMap(timeout=WAIT)
+    try:
+        mailbox: Any = m._mailbox
+        real = mailbox._lock
+        holding, done = threading.Event(), threading.Event()
+
+        def hold() -> bool:
+            real.acquire()
+            try:
+                holding.set()
+                done.wait(WAIT)
+                return bool(real._is_owned())
+            finally:
+                real.release()
+
+        class LetTheHolderGoOnNextAcquire(_InterruptingLock):
+            # put() withdraws its request after the interrupt, taking the lock again: the
+            # holder ends its hold then (after checking it) rather than at the end.
+            def acquire(self, *args: Any) -> bool:
+                if not self.armed:
+                    done.set()
+                return super().acquire(*args)
+
+        holder = Background(hold)
+        assert holding.wait(WAIT)
+        mailbox._lock = LetTheHolderGoOnNextAcquire(real, after=False)
+        with pytest.raises(KeyboardInterrupt):
+            call(m)
+        mailbox._lock = real
+        done.set()
+        assert holder.value() is True, "the interrupted caller released the holder's hold"
+        assert not m.closed
+        m["after"] = 3  # the owner takes the lock again: the map works
+        assert m["after"] == 3
+    finally:
+        m.close(drain=False, timeout=WAIT)
+
+
+@pytest.mark.timeout(60)
 def test_repr_is_bounded_while_the_owner_is_blocked() -> None:
     with ActorMap({"a": 1}, timeout=None) as m:  # no deadline: only repr's own bound
         assert repr(m) == "ActorMap({'a': 1})"

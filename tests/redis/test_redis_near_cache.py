@@ -4,10 +4,12 @@ invalidation connection; compound operations always go to the server."""
 from __future__ import annotations
 
 import operator
+import threading
 import time
 from typing import Any
 
 import pytest
+from support.interrupts import interrupted_while_contending
 
 from safemap.redis import RedisMap
 
@@ -108,4 +110,38 @@ def test_lost_tracking_connection_is_set_up_again(url: str, raw: Any) -> None:
     assert m["a"] == 1 and m["a"] == 1 and near.values  # cached again
     raw.hset(m.name, b'"a"', b"3")
     _eventually(lambda: m["a"] == 3, "invalidations flow on the new connections")
+    m.close()
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="needs SIGINT delivered to the main thread",
+)
+# The interrupt may land in a finalizer run meanwhile (a socket's __del__): reported as
+# unraisable, as Python does for a real Ctrl-C.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_interrupts_leave_the_near_cache_usable(url: str, fast_switch: None) -> None:
+    """Reads through the near cache (hits, misses, absent keys) and writes, interrupted at
+    arbitrary points of the main thread while other threads do the same: no lock is left
+    held, every completed write is counted, and afterwards hits are served locally again."""
+    m: RedisMap[str, Any] = RedisMap({"n": 0, "r": "x"}, url=url, near_cache=True)
+    near = m._near
+    assert near is not None
+
+    def op() -> None:
+        assert m["r"] == "x" and m.get("absent") is None
+        m.merge("n", 1, operator.add)  # empties the cache: the next reads miss
+
+    workers, per_worker = 2, 500
+    main_done, interrupts = interrupted_while_contending(op, op, workers, per_worker)
+    total = m["n"]
+    assert (
+        workers * per_worker + main_done <= total <= workers * per_worker + main_done + interrupts
+    )
+
+    def served_locally() -> bool:
+        misses = near.misses
+        return bool(m["r"] == "x" and near.misses == misses)
+
+    _eventually(served_locally, "a hit served by the near cache")
     m.close()

@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 import pytest
+from support.interrupts import interrupted_while_contending
 
-from safemap import DELETE, RecursiveUpdateError
+from safemap import DELETE, MISSING, RecursiveUpdateError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,21 +138,8 @@ def test_fork_while_another_thread_holds_the_map(map_type: type[Any]) -> None:
     assert len(m) == 100 and m[5] == 5  # the parent is unaffected
 
 
-class _Interrupt(BaseException):
-    """Raised asynchronously by the SIGINT handler below, exactly as the default handler
-    raises KeyboardInterrupt (a separate class, so one that escaped could not abort pytest)."""
-
-
-class _Trigger:
-    """Raises one :class:`_Interrupt` per arming: the test arms it only inside ``try``, so
-    the exception is raised asynchronously anywhere in a map operation, never outside."""
-
-    armed = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.armed:
-            self.armed = False
-            raise _Interrupt
+def _plus_one(_key: object, old: Any) -> int:
+    return 1 if old is MISSING else int(old) + 1
 
 
 @pytest.mark.skipif(
@@ -161,51 +149,27 @@ class _Trigger:
 # The interrupt may land in a finalizer run by the collector meanwhile (a socket's __del__,
 # a GC callback): Python reports it as unraisable and goes on, as it does for a real Ctrl-C.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_interrupt_signal_while_threads_contend(map_type: type[Any], fast_switch: None) -> None:
+@pytest.mark.parametrize("op", ["merge", "compute"])
+def test_interrupt_signal_while_threads_contend(
+    map_type: type[Any], op: str, fast_switch: None
+) -> None:
     """A SIGINT handler raises in the main thread mid-operation, many times; the map stays
-    usable, the workers finish (no lock left held) and every completed merge is counted."""
+    usable, the workers finish (no lock left held) and every completed increment (a merge,
+    or a compute, which some maps run on another path) is counted."""
     m = map_type()
-    workers_n, per_worker = 3, 2000
-    interrupts = sent = main_done = 0
+    workers, per_worker = 3, 2000
 
-    def worker() -> None:
-        for _ in range(per_worker):
+    def increment() -> None:
+        if op == "merge":
             m.merge("n", 1, operator.add)
+        else:
+            m.compute("n", _plus_one)
 
-    def interrupter() -> None:
-        nonlocal sent
-        for _ in range(100):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-            sent += 1
-            time.sleep(0.002)
-
-    workers = [threading.Thread(target=worker, daemon=True) for _ in range(workers_n)]
-    sender = threading.Thread(target=interrupter, daemon=True)
-    trigger = _Trigger()
-    previous = signal.signal(signal.SIGINT, trigger)
-    try:
-        for w in [*workers, sender]:
-            w.start()
-        while sender.is_alive() or any(w.is_alive() for w in workers):
-            try:
-                trigger.armed = True
-                m.merge("n", 1, operator.add)
-                main_done += 1
-                trigger.armed = False
-            except _Interrupt:
-                interrupts += 1
-    finally:
-        trigger.armed = False
-        sender.join(30)
-        signal.signal(signal.SIGINT, previous)
-    for w in workers:
-        w.join(30)
-    assert not any(w.is_alive() for w in workers), "a worker hung: a lock was left held"
-    assert interrupts > 0 and sent == 100
+    main_done, interrupts = interrupted_while_contending(increment, increment, workers, per_worker)
     total = m["n"]
-    # An interrupt may land after a merge took effect but before main counted it.
-    assert workers_n * per_worker + main_done <= total
-    assert total <= workers_n * per_worker + main_done + interrupts
+    # An interrupt may land after an increment took effect but before main counted it.
+    assert workers * per_worker + main_done <= total
+    assert total <= workers * per_worker + main_done + interrupts
 
 
 def test_reentrant_key_eq_write_is_refused_and_map_unchanged(map_type: type[Any]) -> None:

@@ -17,21 +17,24 @@ A request's life, every transition under the mailbox lock::
 
 Critical sections, finalizers and signals. Every critical section is written as::
 
-    nested = lock._is_owned()
     try:
         lock.acquire()
         ...
     finally:
-        <release>       # first thing in the finally: no check for signals can run before it
+        try:
+            lock.release()  # first thing in the finally: no check for signals runs before it
+        except RuntimeError:
+            pass
 
 not as ``with lock:``. From CPython 3.14 a signal handler (on the main thread) can raise
 right after ``__enter__`` returned and before the ``with`` protects the block (bpo-29988),
 leaving the lock held for ever. Here the acquire is inside the ``try``, so whatever raises
-after the lock was taken releases it; and a handler raising *inside* ``acquire()`` (which
-then did not take the lock) is told apart by how the ``finally`` releases: an outermost
-section releases with ``_release_save()`` (all this thread's holds, ``RuntimeError``
-ignored if it holds none), a nested one (re-entered by a finalizer on the same thread)
-with ``release()``, and a nested acquire cannot be interrupted: it only counts up.
+after the lock was taken releases it. A handler can also raise *inside* ``acquire()``
+while it waits, and then the lock was not taken: ``release()`` checks that the calling
+thread holds the lock, so it raises ``RuntimeError`` (ignored) and never drops another
+thread's hold. (Not ``_release_save()``: on CPython 3.11 it releases the lock whichever
+thread holds it.) A nested section (re-entered by a finalizer on the same thread) cannot be
+interrupted in ``acquire()``, which only counts up; its ``release()`` counts down.
 
 The lock is re-entrant because any allocation can start the cyclic garbage collector, whose
 finalizers may call this map on a thread that is inside one of these sections. Such a call
@@ -199,7 +202,6 @@ class Mailbox(MailboxCounters):
         in time (at once when not ``block``). In each case ``req`` was not admitted.
         """
         lock: Any = self._lock
-        nested = lock._is_owned()
         started: float | None = None  # when the call found the queue full
         waited = 0.0
         try:
@@ -241,13 +243,10 @@ class Mailbox(MailboxCounters):
                 self._wake_owner()
             self._admitted(len(items))
         finally:
-            if nested:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
                 lock.release()
-            else:
-                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
-                    lock._release_save()
-                except RuntimeError:
-                    pass  # acquire() was interrupted: this thread holds nothing
+            except RuntimeError:
+                pass  # acquire() was interrupted: this thread took nothing
             if waited:
                 record("ActorMap.mailbox", waited)  # sampled; with the lock released
 
@@ -265,7 +264,6 @@ class Mailbox(MailboxCounters):
         left as it is.
         """
         lock: Any = self._lock
-        nested = lock._is_owned()
         try:
             lock.acquire()
             state = req.state
@@ -289,13 +287,10 @@ class Mailbox(MailboxCounters):
             if timed_out:
                 self.timeouts += 1
         finally:
-            if nested:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
                 lock.release()
-            else:
-                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
-                    lock._release_save()
-                except RuntimeError:
-                    pass  # acquire() was interrupted: this thread holds nothing
+            except RuntimeError:
+                pass  # acquire() was interrupted: this thread took nothing
         if timed_out:
             raise TimeoutError(
                 "the call's deadline passed while the owner was running it: it runs to "
@@ -345,7 +340,6 @@ class Mailbox(MailboxCounters):
         """Refuse new calls. With ``drain`` the owner still runs what is queued, else the
         queued requests fail with ``MapClosedError`` (not applied). Idempotent."""
         lock: Any = self._lock
-        nested = lock._is_owned()
         try:
             lock.acquire()
             self.closed = True
@@ -358,13 +352,10 @@ class Mailbox(MailboxCounters):
             self._wake_owner()
             self._not_full.notify_all()
         finally:
-            if nested:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
                 lock.release()
-            else:
-                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
-                    lock._release_save()
-                except RuntimeError:
-                    pass  # acquire() was interrupted: this thread holds nothing
+            except RuntimeError:
+                pass  # acquire() was interrupted: this thread took nothing
 
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child, where the only thread is the one that forked:
@@ -376,15 +367,11 @@ class Mailbox(MailboxCounters):
 
     def stats(self, owner: Owner[Any, Any]) -> MailboxStats:
         lock: Any = self._lock
-        nested = lock._is_owned()
         try:
             lock.acquire()
             return self._mailbox_stats(len(self._items), owner)
         finally:
-            if nested:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
                 lock.release()
-            else:
-                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
-                    lock._release_save()
-                except RuntimeError:
-                    pass  # acquire() was interrupted: this thread holds nothing
+            except RuntimeError:
+                pass  # acquire() was interrupted: this thread took nothing

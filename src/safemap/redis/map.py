@@ -29,6 +29,15 @@ Invariants:
 - ``_local.state`` is ``"compute"`` while a compute-family callback of this map runs in this
   thread and ``"transaction"`` while a transaction's callback does: re-entry is refused as
   the protocol requires (it could only conflict with itself and retry forever).
+- Interrupts (an exception a signal handler raises, such as ``KeyboardInterrupt``, at any
+  call's return, backward jump or function entry of the main thread) never leave a lock
+  held. Every hold of ``_rw`` and a stripe is taken inside the ``try`` whose ``finally``
+  releases it, and each release is a C call made first thing in its own ``try`` that
+  ignores ``RuntimeError``: both locks check that the releasing thread holds them (a stripe
+  is an ``RLock``), so the release of a lock whose acquisition was interrupted raises and
+  is ignored, and never drops another thread's hold. ``_local.held`` is true while this
+  thread holds them: a call re-entering then (a finalizer run inside the section) takes
+  nothing, so no release can drop an outer hold of the same thread.
 """
 
 from __future__ import annotations
@@ -132,7 +141,6 @@ class RedisMap(ConcurrentMapping[K, V]):
         "__weakref__",
         "_codec",
         "_codec_option",
-        "_count_lock",
         "_counters",
         "_endpoint",
         "_features",
@@ -189,9 +197,10 @@ class RedisMap(ConcurrentMapping[K, V]):
             read_retries=read_retries,
         )
         self._name = name if name is not None else f"safemap:{{{uuid.uuid4().hex}}}"
-        self._local = threading.local()
-        self._transactions = 0  # transactions of this handle running now (any thread)
-        self._count_lock = threading.Lock()
+        self._local = _Local()
+        # Transactions of this handle running now: written only by the thread that holds
+        # _rw exclusively (see _running), read without a lock by the near cache's hit path.
+        self._transactions = 0
         self._counters = c.Counters()
         self._tls = self._counters.local  # (the near cache's hit path reads it directly)
         self._seen: dict[bytes, tuple[bytes | None, object]] = {}
@@ -208,7 +217,8 @@ class RedisMap(ConcurrentMapping[K, V]):
     # ------------------------------------------------------------------ lifecycle
 
     def _new_locks(self) -> None:
-        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        # RLocks for their owner check on release (see the module doc), not for re-entry.
+        self._stripes = [threading.RLock() for _ in range(_STRIPES)]
         self._rw = RWLock()  # computes hold it shared, transactions exclusively
 
     @property
@@ -260,7 +270,7 @@ class RedisMap(ConcurrentMapping[K, V]):
     # --------------------------------------------------------------- guards, codec
 
     def _state(self) -> str | None:
-        return getattr(self._local, "state", None)
+        return self._local.state
 
     def _check_read(self) -> None:
         if self._state() == "transaction":
@@ -273,17 +283,19 @@ class RedisMap(ConcurrentMapping[K, V]):
 
     @contextmanager
     def _running(self, state: str) -> Iterator[None]:
-        self._local.state = state
-        if state == "transaction":
-            with self._count_lock:
-                self._transactions += 1
+        # Nothing between the first store and the ``try`` checks for signals (attribute
+        # stores and int arithmetic only), so an interrupt leaves both changes or neither.
+        # A transaction holds _rw exclusively: no other thread writes _transactions now.
+        local, transaction = self._local, state == "transaction"
+        local.state = state
+        if transaction:
+            self._transactions += 1
         try:
             yield
         finally:
-            self._local.state = None
-            if state == "transaction":
-                with self._count_lock:
-                    self._transactions -= 1
+            local.state = None
+            if transaction:
+                self._transactions -= 1
 
     def _field(self, key: Any) -> bytes:
         if type(key) is not str:
@@ -353,16 +365,15 @@ class RedisMap(ConcurrentMapping[K, V]):
     def _read(self, hit: bool) -> None:
         self._counters.cell()[c.HITS if hit else c.MISSES] += 1
 
-    def _lock_for_compute(self, stripe: threading.Lock) -> None:
-        """Take ``_rw`` shared, then the key's stripe (release both, in reverse order, in
-        a ``finally``), counting acquisitions and timing waits."""
+    def _hold(self, stripe: Any = None, *, exclusive: bool = False) -> None:
+        """Take ``_rw`` (shared, or ``exclusive``), then ``stripe`` if given, counting
+        acquisitions and timing waits. Called first thing inside the ``try`` whose
+        ``finally`` releases them, and only if ``_local.held`` was false (module doc)."""
+        self._local.held = True
         cell = self._counters.cell()
-        self._take(cell, self._rw.acquire_read)
-        try:
+        self._take(cell, self._rw.acquire_write if exclusive else self._rw.acquire_read)
+        if stripe is not None:
             self._take(cell, stripe.acquire)
-        except BaseException:
-            self._rw.release_read()
-            raise
 
     def _take(self, cell: list[float], acquire: Callable[..., object]) -> None:
         """Take a lock by ``acquire`` (``acquire(0)`` only tries: a lock's or an
@@ -608,12 +619,20 @@ class RedisMap(ConcurrentMapping[K, V]):
         the view's read and that look would leave it a due value with no binding, which
         it would return as live."""
         self._check_write()
-        self._take(self._counters.cell(), self._rw.acquire_read)
+        local = self._local
+        outer = not local.held
         try:
+            if outer:
+                self._hold()
             # The plain class's own method: the expiring variant's sees a due entry as absent.
             return plain_class(type(self)).compare_and_delete(self, key, old)
         finally:
-            self._rw.release_read()
+            if outer:
+                local.held = False
+                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                    self._rw.release_read()
+                except RuntimeError:
+                    pass  # interrupted before it was taken
 
     def delete_if(self, pred: Callable[[K, V], object]) -> int:
         """Evaluate ``pred`` over a weakly consistent pass (nothing held while it runs),
@@ -730,13 +749,15 @@ class RedisMap(ConcurrentMapping[K, V]):
         self._check_write()
         field = self._field(key)
         stripe = self._stripes[hash(field) % _STRIPES]
-        self._lock_for_compute(stripe)
+        local = self._local
+        outer = not local.held
         try:
+            if outer:
+                self._hold(stripe)
             known = self._seen.get(field)
             data = self._hget(field) if known is None else known[0]
             fresh = known is None  # read during this call (else only a hint to verify)
             conflicts = 0
-            local = self._local
             for _ in range(self._retry_budget):
                 old = MISSING if data is None else self._value(field, data)
                 try:
@@ -765,8 +786,17 @@ class RedisMap(ConcurrentMapping[K, V]):
                 conflicts += 1
                 data, fresh = current[field], True
         finally:
-            stripe.release()
-            self._rw.release_read()
+            if outer:
+                local.held = False
+                try:  # not suppress(): its __enter__ is a call before the release
+                    stripe.release()
+                except RuntimeError:
+                    pass  # interrupted before it was taken
+                finally:
+                    try:  # noqa: SIM105
+                        self._rw.release_read()
+                    except RuntimeError:
+                        pass  # interrupted before it was taken
         raise self._conflict("compute", (key,))
 
     def compute_if_absent(self, key: K, factory: Callable[[K], V | Delete]) -> V | None:
@@ -784,14 +814,17 @@ class RedisMap(ConcurrentMapping[K, V]):
         while True:
             token = uuid.uuid4().hex
             stripe = self._stripes[hash(field) % _STRIPES]
-            self._lock_for_compute(stripe)
+            local = self._local
+            outer = not local.held
             try:
+                if outer:
+                    self._hold(stripe)
                 reply = self._endpoint.script(Scripts.claim, keys, [field, token, _LEASE_MS])
                 if reply[0] == 1:
                     return self._value(field, reply[1])  # type: ignore[no-any-return]
                 if reply[0] == 0:
-                    held = _LEASES.hold(self._endpoint, lease_key, token)
                     try:
+                        _LEASES.hold(self._endpoint, lease_key, token)
                         with self._running("compute"):
                             new = factory(key)
                         args: list[Any] = [field, token, "n", ""]
@@ -803,7 +836,7 @@ class RedisMap(ConcurrentMapping[K, V]):
                             self._endpoint.script(Scripts.lease, [lease_key], [token, 0])
                         raise
                     finally:
-                        _LEASES.drop(held)
+                        _LEASES.drop(token, None)  # a C call: no signal check before it
                     if done[0] == 0:
                         stored = new is not DELETE
                         self._remember(field, args[3] if stored else None, object())
@@ -814,8 +847,17 @@ class RedisMap(ConcurrentMapping[K, V]):
                         return self._value(field, done[1])  # type: ignore[no-any-return]
                     # -1: the lease was lost; whoever holds it now stores the value.
             finally:
-                stripe.release()
-                self._rw.release_read()
+                if outer:
+                    local.held = False
+                    try:  # not suppress(): its __enter__ is a call before the release
+                        stripe.release()
+                    except RuntimeError:
+                        pass  # interrupted before it was taken
+                    finally:
+                        try:  # noqa: SIM105
+                            self._rw.release_read()
+                        except RuntimeError:
+                            pass  # interrupted before it was taken
             self._backoff(min(wait, 8))  # another caller runs the factory: wait for it
             wait += 1
 
@@ -828,11 +870,19 @@ class RedisMap(ConcurrentMapping[K, V]):
         read has changed; otherwise ``fn`` runs again. One round trip when this handle
         knows the current values of what ``fn`` reads."""
         self._check_write()
-        self._take(self._counters.cell(), self._rw.acquire_write)
+        local = self._local
+        outer = not local.held
         try:
+            if outer:
+                self._hold(exclusive=True)
             return self._transaction(fn)
         finally:
-            self._rw.release_write()
+            if outer:
+                local.held = False
+                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                    self._rw.release_write()
+                except RuntimeError:
+                    pass  # interrupted before it was taken
 
     def _transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         conflicts = 0
@@ -939,36 +989,49 @@ def _after_fork_in_child() -> None:
     _LEASES.after_fork_in_child()
 
 
+class _Local(threading.local):
+    """One handle's per-thread state (module doc)."""
+
+    state: str | None = None
+    held = False
+
+
 class _LeaseKeeper:
     """Renews every compute_if_absent lease this process holds, every third of its life,
     from one thread (started when a lease is taken and none runs; it ends when none is
-    held), so taking a lease costs no thread start."""
+    held), so taking a lease costs no thread start.
+
+    A lease is known by its token. ``hold`` is called inside the ``try`` whose ``finally``
+    calls ``drop(token, None)``: ``drop`` is the dict's own ``pop`` (a C call, no check for
+    signals before it runs, no lock), so an interrupt can never leave a lease renewed for
+    ever. ``hold`` takes the lock as the module doc's sections do."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._held: dict[int, tuple[Endpoint, str, str]] = {}
-        self._due: list[tuple[float, int]] = []  # heap of (next renewal, handle)
-        self._ids = itertools.count()
+        self._cond = threading.Condition(threading.RLock())  # RLock: owner-checked release
+        self._held: dict[str, tuple[Endpoint, str]] = {}  # token -> (endpoint, lease key)
+        self._due: list[tuple[float, str]] = []  # heap of (next renewal, token)
         self._thread: threading.Thread | None = None
+        self.drop = self._held.pop
 
-    def hold(self, endpoint: Endpoint, lease_key: str, token: str) -> int:
-        with self._cond:
-            handle = next(self._ids)
-            self._held[handle] = (endpoint, lease_key, token)
-            heapq.heappush(self._due, (time.monotonic() + _LEASE_MS / 3000, handle))
+    def hold(self, endpoint: Endpoint, lease_key: str, token: str) -> None:
+        cond = self._cond
+        try:
+            cond.acquire()
+            self._held[token] = (endpoint, lease_key)
+            heapq.heappush(self._due, (time.monotonic() + _LEASE_MS / 3000, token))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True, name="safemap-lease")
                 self._thread.start()
-            self._cond.notify()
-        return handle
-
-    def drop(self, handle: int) -> None:
-        with self._cond:
-            self._held.pop(handle, None)
+            cond.notify()
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                cond.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._cond:  # (no signal reaches this thread: a plain with is safe)
                 while True:
                     while self._due and self._due[0][1] not in self._held:
                         heapq.heappop(self._due)  # dropped
@@ -977,12 +1040,14 @@ class _LeaseKeeper:
                         return
                     wait = self._due[0][0] - time.monotonic()
                     if wait <= 0:
-                        _, handle = heapq.heappop(self._due)
-                        lease = self._held[handle]
-                        heapq.heappush(self._due, (time.monotonic() + _LEASE_MS / 3000, handle))
+                        _, token = heapq.heappop(self._due)
+                        lease = self._held.get(token)  # dropped just now (without the lock)?
+                        if lease is None:
+                            continue
+                        heapq.heappush(self._due, (time.monotonic() + _LEASE_MS / 3000, token))
                         break
                     self._cond.wait(wait)
-            endpoint, lease_key, token = lease
+            endpoint, lease_key = lease
             # If this fails (connection down), the next renewal tries again; the fence at
             # commit protects the data if the lease expires meanwhile.
             with contextlib.suppress(Exception):

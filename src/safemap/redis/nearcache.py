@@ -19,6 +19,14 @@ How it stays fresh (server-assisted client-side caching, RESP2, Redis 6+ and Val
   an object no caller can change; mutable values are decoded afresh from the cached bytes.
   Both are filled only while the field's placeholder stands, and emptied together.
 
+Interrupts: the caller-side sections (``get``, ``remember``, ``invalidate``, ``_drop``)
+take their lock inside the ``try`` whose ``finally`` releases it, first thing, ignoring
+``RuntimeError``; both locks are ``RLock``s, whose release checks the owner, so an
+exception a signal handler raises anywhere (``KeyboardInterrupt``) never leaves a lock held
+and never releases another thread's hold. (A plain ``with`` can leave the lock held from
+CPython 3.14: the handler may run right after ``__enter__`` returns.) The listener thread
+gets no signals and uses ``with``.
+
 Staleness bound: after a write by another client returns, this cache may serve the previous
 value until the invalidation reaches the listener (one server-to-client hop); if the
 invalidation connection silently stops delivering, for at most ``ping_interval +
@@ -61,11 +69,11 @@ class NearCache:
         self._name = name
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._state = threading.Lock()  # guards _cache and _healthy
+        self._state = threading.RLock()  # guards _cache and _healthy
         self._cache: dict[bytes, Any] = {}
         self.values: dict[Any, Any] = {}  # key -> immutable decoded value, or ABSENT
         self._healthy = False
-        self._reader = threading.Lock()  # one request at a time on the tracking connection
+        self._reader = threading.RLock()  # one request at a time on the tracking connection
         self._tracking: Any = None
         self._listener: Any = None
         self._closed = threading.Event()
@@ -82,28 +90,47 @@ class NearCache:
         """The field's value (``None`` if absent): from the cache when it holds it, else
         from the server through the tracking connection (then cached)."""
         placeholder = _Placeholder()
-        with self._state:
+        state = self._state
+        try:
+            state.acquire()
             if self._healthy:
                 data = self._cache.get(field)
                 if data is not None and not isinstance(data, _Placeholder):
                     return None if data is _ABSENT_FIELD else data
                 self._cache[field] = placeholder
             healthy = self._healthy
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                state.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
         self.misses += 1
         if not healthy:
             result: bytes | None = self._endpoint.read("HGET", self._name, field)
             return result
-        with self._reader:
-            try:
-                data = self._tracked_hget(field)
-            except Exception:
-                data = _FAILED  # the cache is off until set up again: ask the server
+        reader = self._reader
+        try:
+            reader.acquire()
+            data = self._tracked_hget(field)
+        except Exception:
+            data = _FAILED  # the cache is off until set up again: ask the server
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                reader.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
         if data is _FAILED:
             direct: bytes | None = self._endpoint.read("HGET", self._name, field)
             return direct
-        with self._state:
+        try:
+            state.acquire()
             if self._cache.get(field) is placeholder:
                 self._cache[field] = _ABSENT_FIELD if data is None else data
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                state.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
         return data
 
     def _tracked_hget(self, field: bytes) -> bytes | None:
@@ -128,25 +155,46 @@ class NearCache:
         if it is immutable and ``data`` is still what the cache holds for ``field``."""
         if type(value) not in _IMMUTABLE:
             return
-        with self._state:
+        state = self._state
+        try:
+            state.acquire()
             held = self._cache.get(field)
             if held is data or (data is None and held is _ABSENT_FIELD):
                 self.values[key] = ABSENT if data is None else value
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                state.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
 
     def invalidate(self) -> None:
         """Forget every cached field (after a write by this handle, or an invalidation)."""
-        with self._state:
+        state = self._state
+        try:
+            state.acquire()
             self._cache.clear()
             self.values.clear()
             self.flushes += 1
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                state.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
 
     def _drop(self, _why: str) -> None:
         # Stop serving from the cache until the listener has set tracking up again.
-        with self._state:
+        state = self._state
+        try:
+            state.acquire()
             self._healthy = False
             self._cache.clear()
             self.values.clear()
             self.flushes += 1
+        finally:
+            try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
+                state.release()
+            except RuntimeError:
+                pass  # interrupted before it was taken
 
     # ------------------------------------------------------------------ listening
 
