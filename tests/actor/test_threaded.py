@@ -271,6 +271,14 @@ def test_refused_call_is_not_withdrawn_twice() -> None:
         assert (stats.cancelled, stats.rejected) == (0, 1)
 
 
+# A call through each critical section of the mailbox a caller enters.
+_MAILBOX_CALLS = [
+    lambda m: m.store("k", 1),
+    lambda m: m.stats(),
+    lambda m: m.close(),
+]
+
+
 class _InterruptingLock:
     """The mailbox's lock, except that the next ``acquire()`` raises ``KeyboardInterrupt``
     as a signal handler would: right after taking the lock (before the code that took it
@@ -301,15 +309,7 @@ class _InterruptingLock:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("after", [True, False], ids=["after-acquire", "in-acquire"])
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda m: m.store("k", 1),
-        lambda m: m.stats(),
-        lambda m: m.close(),
-    ],
-    ids=["put", "stats", "close"],
-)
+@pytest.mark.parametrize("call", _MAILBOX_CALLS, ids=["put", "stats", "close"])
 def test_interrupt_in_a_mailbox_critical_section_leaves_no_hold(after: bool, call: Any) -> None:
     m: ActorMap[str, int] = ActorMap(timeout=WAIT)
     try:
@@ -337,15 +337,7 @@ def test_interrupt_in_a_mailbox_critical_section_leaves_no_hold(after: bool, cal
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda m: m.store("k", 1),
-        lambda m: m.stats(),
-        lambda m: m.close(),
-    ],
-    ids=["put", "stats", "close"],
-)
+@pytest.mark.parametrize("call", _MAILBOX_CALLS, ids=["put", "stats", "close"])
 def test_interrupted_acquire_never_releases_another_threads_hold(call: Any) -> None:
     """A caller interrupted while it waits for the mailbox lock took nothing, so it releases
     nothing: the thread holding the lock meanwhile keeps its hold (on CPython 3.11 the

@@ -365,15 +365,44 @@ class RedisMap(ConcurrentMapping[K, V]):
     def _read(self, hit: bool) -> None:
         self._counters.cell()[c.HITS if hit else c.MISSES] += 1
 
-    def _hold(self, stripe: Any = None, *, exclusive: bool = False) -> None:
-        """Take ``_rw`` (shared, or ``exclusive``), then ``stripe`` if given, counting
-        acquisitions and timing waits. Called first thing inside the ``try`` whose
-        ``finally`` releases them, and only if ``_local.held`` was false (module doc)."""
+    def _hold(self, stripe: Any, *, exclusive: bool) -> None:
+        """Take ``_rw`` (shared, or ``exclusive``), then ``stripe`` if not None, counting
+        acquisitions and timing waits: for :meth:`_holding` only."""
         self._local.held = True
         cell = self._counters.cell()
         self._take(cell, self._rw.acquire_write if exclusive else self._rw.acquire_read)
         if stripe is not None:
             self._take(cell, stripe.acquire)
+
+    def _holding(self, stripe: Any, exclusive: bool, body: Callable[..., T], *args: Any) -> T:
+        """``body(*args)``, holding ``_rw`` (shared, or ``exclusive``) and then ``stripe``
+        if not None, unless this thread holds them already; released whatever ``body``
+        raises, and whatever interrupts the acquisitions (module doc)."""
+        local = self._local
+        outer = not local.held
+        try:
+            if outer:
+                self._hold(stripe, exclusive=exclusive)
+            return body(*args)
+        finally:
+            if outer:
+                local.held = False
+                try:  # not suppress(): its __enter__ is a call before the release
+                    if stripe is not None:
+                        stripe.release()
+                except RuntimeError:
+                    pass  # interrupted before it was taken
+                finally:
+                    try:
+                        if exclusive:
+                            self._rw.release_write()
+                        else:
+                            self._rw.release_read()
+                    except RuntimeError:
+                        pass  # interrupted before it was taken
+
+    def _stripe(self, field: bytes) -> Any:
+        return self._stripes[hash(field) % _STRIPES]
 
     def _take(self, cell: list[float], acquire: Callable[..., object]) -> None:
         """Take a lock by ``acquire`` (``acquire(0)`` only tries: a lock's or an
@@ -619,20 +648,9 @@ class RedisMap(ConcurrentMapping[K, V]):
         the view's read and that look would leave it a due value with no binding, which
         it would return as live."""
         self._check_write()
-        local = self._local
-        outer = not local.held
-        try:
-            if outer:
-                self._hold()
-            # The plain class's own method: the expiring variant's sees a due entry as absent.
-            return plain_class(type(self)).compare_and_delete(self, key, old)
-        finally:
-            if outer:
-                local.held = False
-                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
-                    self._rw.release_read()
-                except RuntimeError:
-                    pass  # interrupted before it was taken
+        # The plain class's own method: the expiring variant's sees a due entry as absent.
+        delete = plain_class(type(self)).compare_and_delete
+        return self._holding(None, False, delete, self, key, old)
 
     def delete_if(self, pred: Callable[[K, V], object]) -> int:
         """Evaluate ``pred`` over a weakly consistent pass (nothing held while it runs),
@@ -748,55 +766,43 @@ class RedisMap(ConcurrentMapping[K, V]):
         than once). One round trip when this handle knows the current value."""
         self._check_write()
         field = self._field(key)
-        stripe = self._stripes[hash(field) % _STRIPES]
+        return self._holding(self._stripe(field), False, self._compute_keyed, key, field, fn)
+
+    def _compute_keyed(
+        self, key: K, field: bytes, fn: Callable[[K, V | Missing], V | Delete]
+    ) -> V | None:
         local = self._local
-        outer = not local.held
-        try:
-            if outer:
-                self._hold(stripe)
-            known = self._seen.get(field)
-            data = self._hget(field) if known is None else known[0]
-            fresh = known is None  # read during this call (else only a hint to verify)
-            conflicts = 0
-            for _ in range(self._retry_budget):
-                old = MISSING if data is None else self._value(field, data)
+        known = self._seen.get(field)
+        data = self._hget(field) if known is None else known[0]
+        fresh = known is None  # read during this call (else only a hint to verify)
+        conflicts = 0
+        for _ in range(self._retry_budget):
+            old = MISSING if data is None else self._value(field, data)
+            try:
+                local.state = "compute"  # (as _running, without a generator's cost)
                 try:
-                    local.state = "compute"  # (as _running, without a generator's cost)
-                    try:
-                        new = fn(key, old)
-                    finally:
-                        local.state = None
-                except Exception:
-                    current = None if fresh else self._commit({field: data}, [])
-                    if current is None:
-                        raise  # fn raised on the current value: that is its outcome
-                    data, fresh = current[field], True
-                    continue
-                if new is DELETE:
-                    writes = [("d", field, b"")] if data is not None else []
-                else:
-                    encoded = self._encode_stored(new)
-                    writes = [] if encoded == data else [("s", field, encoded)]
-                if fresh and not writes:
-                    return None if new is DELETE else new  # nothing to change: at the read
-                current = self._commit({field: data}, writes)
-                if current is None:
-                    return None if new is DELETE else new
-                self._backoff(conflicts)  # (the first retry is immediate)
-                conflicts += 1
-                data, fresh = current[field], True
-        finally:
-            if outer:
-                local.held = False
-                try:  # not suppress(): its __enter__ is a call before the release
-                    stripe.release()
-                except RuntimeError:
-                    pass  # interrupted before it was taken
+                    new = fn(key, old)
                 finally:
-                    try:  # noqa: SIM105
-                        self._rw.release_read()
-                    except RuntimeError:
-                        pass  # interrupted before it was taken
+                    local.state = None
+            except Exception:
+                current = None if fresh else self._commit({field: data}, [])
+                if current is None:
+                    raise  # fn raised on the current value: that is its outcome
+                data, fresh = current[field], True
+                continue
+            if new is DELETE:
+                writes = [("d", field, b"")] if data is not None else []
+            else:
+                encoded = self._encode_stored(new)
+                writes = [] if encoded == data else [("s", field, encoded)]
+            if fresh and not writes:
+                return None if new is DELETE else new  # nothing to change: at the read
+            current = self._commit({field: data}, writes)
+            if current is None:
+                return None if new is DELETE else new
+            self._backoff(conflicts)  # (the first retry is immediate)
+            conflicts += 1
+            data, fresh = current[field], True
         raise self._conflict("compute", (key,))
 
     def compute_if_absent(self, key: K, factory: Callable[[K], V | Delete]) -> V | None:
@@ -808,58 +814,50 @@ class RedisMap(ConcurrentMapping[K, V]):
         trip when the key is present, two when this caller runs the factory."""
         self._check_write()
         field = self._field(key)
-        lease_key = f"{self._name}:lease:{field.hex()}"
-        keys = [self._name, lease_key]
         wait = 0
         while True:
-            token = uuid.uuid4().hex
-            stripe = self._stripes[hash(field) % _STRIPES]
-            local = self._local
-            outer = not local.held
-            try:
-                if outer:
-                    self._hold(stripe)
-                reply = self._endpoint.script(Scripts.claim, keys, [field, token, _LEASE_MS])
-                if reply[0] == 1:
-                    return self._value(field, reply[1])  # type: ignore[no-any-return]
-                if reply[0] == 0:
-                    try:
-                        _LEASES.hold(self._endpoint, lease_key, token)
-                        with self._running("compute"):
-                            new = factory(key)
-                        args: list[Any] = [field, token, "n", ""]
-                        if new is not DELETE:
-                            args[2:] = ["s", self._encode_stored(new)]
-                        done = self._endpoint.script(Scripts.fenced_put, keys, args)
-                    except BaseException:
-                        with contextlib.suppress(Exception):  # else it expires by itself
-                            self._endpoint.script(Scripts.lease, [lease_key], [token, 0])
-                        raise
-                    finally:
-                        _LEASES.drop(token, None)  # a C call: no signal check before it
-                    if done[0] == 0:
-                        stored = new is not DELETE
-                        self._remember(field, args[3] if stored else None, object())
-                        if stored:
-                            self._wrote(inserts=1)
-                        return None if new is DELETE else new
-                    if done[0] == 1:
-                        return self._value(field, done[1])  # type: ignore[no-any-return]
-                    # -1: the lease was lost; whoever holds it now stores the value.
-            finally:
-                if outer:
-                    local.held = False
-                    try:  # not suppress(): its __enter__ is a call before the release
-                        stripe.release()
-                    except RuntimeError:
-                        pass  # interrupted before it was taken
-                    finally:
-                        try:  # noqa: SIM105
-                            self._rw.release_read()
-                        except RuntimeError:
-                            pass  # interrupted before it was taken
+            result = self._holding(
+                self._stripe(field), False, self._claim_keyed, key, field, factory
+            )
+            if result is not _AGAIN:
+                return result  # type: ignore[no-any-return]
             self._backoff(min(wait, 8))  # another caller runs the factory: wait for it
             wait += 1
+
+    def _claim_keyed(self, key: K, field: bytes, factory: Callable[[K], V | Delete]) -> Any:
+        """One attempt of compute_if_absent: its result, or ``_AGAIN`` while another caller
+        holds the key's lease (or this one lost it)."""
+        lease_key = f"{self._name}:lease:{field.hex()}"
+        keys = [self._name, lease_key]
+        token = uuid.uuid4().hex
+        reply = self._endpoint.script(Scripts.claim, keys, [field, token, _LEASE_MS])
+        if reply[0] == 1:
+            return self._value(field, reply[1])
+        if reply[0] != 0:
+            return _AGAIN
+        try:
+            _LEASES.hold(self._endpoint, lease_key, token)
+            with self._running("compute"):
+                new = factory(key)
+            args: list[Any] = [field, token, "n", ""]
+            if new is not DELETE:
+                args[2:] = ["s", self._encode_stored(new)]
+            done = self._endpoint.script(Scripts.fenced_put, keys, args)
+        except BaseException:
+            with contextlib.suppress(Exception):  # else it expires by itself
+                self._endpoint.script(Scripts.lease, [lease_key], [token, 0])
+            raise
+        finally:
+            _LEASES.drop(token, None)  # a C call: no signal check before it
+        if done[0] == 0:
+            stored = new is not DELETE
+            self._remember(field, args[3] if stored else None, object())
+            if stored:
+                self._wrote(inserts=1)
+            return None if new is DELETE else new
+        if done[0] == 1:
+            return self._value(field, done[1])
+        return _AGAIN  # -1: the lease was lost; whoever holds it now stores the value
 
     # ------------------------------------------------------------------ transaction
 
@@ -870,19 +868,8 @@ class RedisMap(ConcurrentMapping[K, V]):
         read has changed; otherwise ``fn`` runs again. One round trip when this handle
         knows the current values of what ``fn`` reads."""
         self._check_write()
-        local = self._local
-        outer = not local.held
-        try:
-            if outer:
-                self._hold(exclusive=True)
-            return self._transaction(fn)
-        finally:
-            if outer:
-                local.held = False
-                try:  # noqa: SIM105  # not suppress(): its __enter__ is a call before the release
-                    self._rw.release_write()
-                except RuntimeError:
-                    pass  # interrupted before it was taken
+        result: T = self._holding(None, True, self._transaction, fn)
+        return result
 
     def _transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         conflicts = 0
@@ -1143,3 +1130,4 @@ class _TransactionReads(Mapping[Any, Any]):
 
 _ABSENT: Any = object()
 _MISS: Any = object()
+_AGAIN: Any = object()  # compute_if_absent: the key's lease is another caller's; wait
