@@ -82,12 +82,16 @@ def test_commit_is_fenced_when_the_lease_was_lost(url: str, raw: Any) -> None:
         other["k"] = "theirs"  # ... then stores and releases the lease
         raw.delete(lease)
 
+    holder = threading.Thread(target=new_holder)
+
     def partitioned(_key: str) -> str:
         # As if this caller were cut off past its lease: the lease expired and another
         # caller took it. This caller's commit must be refused although "k" is still absent.
         raw.set(lease, "another caller's token")
-        threading.Thread(target=new_holder).start()
+        holder.start()
         return "mine"
 
     assert m.compute_if_absent("k", partitioned) == "theirs"
     assert m["k"] == "theirs"
+    holder.join(10)  # it may still be releasing the lease: not past this test's clients
+    assert not holder.is_alive()
