@@ -279,6 +279,15 @@ _MAILBOX_CALLS = [
 ]
 
 
+def _owner_parked(m: ActorMap[Any, Any]) -> Any:
+    """``m``'s mailbox, once its owner waits for work: inside ``take()``, which looked up
+    the mailbox's lock on entry. A test may then put a stand-in for the lock without the
+    owner ever taking the stand-in (a slow-starting owner would, and die by its raise)."""
+    mailbox: Any = m._mailbox
+    wait_until(lambda: mailbox._owner_idle, "the owner waits for work")
+    return mailbox
+
+
 class _InterruptingLock:
     """The mailbox's lock, except that the next ``acquire()`` raises ``KeyboardInterrupt``
     as a signal handler would: right after taking the lock (before the code that took it
@@ -313,7 +322,7 @@ class _InterruptingLock:
 def test_interrupt_in_a_mailbox_critical_section_leaves_no_hold(after: bool, call: Any) -> None:
     m: ActorMap[str, int] = ActorMap(timeout=WAIT)
     try:
-        mailbox: Any = m._mailbox
+        mailbox: Any = _owner_parked(m)
         real = mailbox._lock
         mailbox._lock = _InterruptingLock(real, after)
         with pytest.raises(KeyboardInterrupt):
@@ -344,7 +353,7 @@ def test_interrupted_acquire_never_releases_another_threads_hold(call: Any) -> N
     mailbox once released it, and that thread's own release then raised)."""
     m: ActorMap[str, int] = ActorMap(timeout=WAIT)
     try:
-        mailbox: Any = m._mailbox
+        mailbox: Any = _owner_parked(m)
         real = mailbox._lock
         holding, done = threading.Event(), threading.Event()
 
