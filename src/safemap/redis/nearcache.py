@@ -142,6 +142,13 @@ class NearCache:
             conn.send_command("HGET", self._name, field)
             reply: bytes | None = conn.read_response()
         except BaseException:
+            # First, and no call: the connection may still owe this request's reply (an
+            # interrupt between send and read), which the next request would read as its
+            # own. Forgotten here, it is never used again (the listener sets a new one up).
+            self._tracking = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.disconnect()
             self._drop("tracking connection failed")
             listener = self._listener
             if listener is not None:  # make the listener set both connections up again
