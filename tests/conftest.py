@@ -23,6 +23,9 @@ from support.cachemap import BoundedCache
 
 import safemap
 
+# A hang prints every thread's stack and ends its process instead of stalling the run.
+pytest_plugins = ["support.watchdog"]
+
 # A run started in the background by a non-interactive shell (`pytest ... &` in a script)
 # inherits SIGINT ignored, and Python then keeps it ignored instead of installing its
 # Ctrl-C handler. The tests of how the maps behave under KeyboardInterrupt (and the
