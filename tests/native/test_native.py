@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from safemap import DELETE, MISSING, RecursiveUpdateError, native
+from safemap import DELETE, MISSING, Cache, PersistentMap, RecursiveUpdateError, native
 from safemap.native import ConcurrentMap, SyncMap  # built by every install: never skipped
 
 NATIVE = [ConcurrentMap, SyncMap]
@@ -222,6 +222,41 @@ def test_transaction_rejects_own_methods_and_nested(T: type) -> None:
         with pytest.raises(RecursiveUpdateError):
             m.transaction(lambda v, call=call: call())
     assert dict(m.items()) == {"a": 1}
+
+
+@pytest.mark.parametrize("T", [*NATIVE, Cache, PersistentMap])
+def test_transact_returns_the_locks_whatever_its_runner_does(T: type) -> None:
+    """``_transact(runner, fn)``, transaction()'s C primitive: whatever the runner does
+    (raise, return something unusable) or however it is misused, the map's locks are
+    returned and the map is unchanged."""
+    m = T({"a": 1})
+
+    def raising(_storage: Any, _fn: Any) -> Any:
+        raise ValueError("runner")
+
+    with pytest.raises(ValueError, match="runner"):
+        m._transact(raising, None)
+    for args in ((), (raising,), (raising, None, None)):
+        with pytest.raises(TypeError):
+            m._transact(*args)
+    seen: list[Any] = []
+    if T is PersistentMap:  # the runner returns (result, version or None, 3 counts)
+        with pytest.raises(TypeError, match="5-tuple"):
+            m._transact(lambda base, fn: seen.append((base, fn)), "fn")
+        for refused in (("r", "not a version", 0, 0, 0), ("r", None, "no count", 0, 0)):
+            with pytest.raises(TypeError):
+                m._transact(lambda base, fn, out=refused: out, "fn")
+        with pytest.raises(OverflowError):
+            m._transact(lambda base, fn: ("r", base, 1 << 70, 0, 0), "fn")
+    else:
+        assert m._transact(lambda storage, fn: seen.append((storage, fn)) or "done", "fn") == "done"
+    assert seen[0][1] == "fn"
+    writer = threading.Thread(target=m.__setitem__, args=("b", 2), daemon=True)
+    writer.start()
+    writer.join(WAIT)
+    assert not writer.is_alive(), "a lock was left held"
+    assert m.transaction(lambda view: view.update(c=3) or "ok") == "ok"
+    assert dict(m.items()) == {"a": 1, "b": 2, "c": 3}
 
 
 def test_blocked_callback_blocks_only_its_shard() -> None:
@@ -504,6 +539,41 @@ def test_no_reference_leak_over_many_operations(T: type) -> None:
     finally:
         tracemalloc.stop()
     # A leak of one object per round would be >= rounds/2 * 16 bytes.
+    assert end - mid < 64 * 1024, (mid, end)
+
+
+def _transactions(m: Any, i: int) -> None:
+    """A committed transaction, one whose fn raises and one refused by the map."""
+    m.transaction(lambda v: v.update({i % 7: [i], "n": v.get("n", 0) + 1}))
+    with contextlib.suppress(ZeroDivisionError):
+        m.transaction(lambda v: (v.update(x=[i]), 1 / 0))
+    with contextlib.suppress(RecursiveUpdateError):
+        m.transaction(lambda v: m.get("n"))
+
+
+@pytest.mark.usefixtures("frozen_heap")
+@pytest.mark.parametrize("T", [*NATIVE, Cache, PersistentMap])
+def test_transactions_leak_nothing(T: type) -> None:
+    """30,000 rounds of three transactions (committed, raising, refused): traced memory
+    stays flat, so transaction()'s C primitive drops every reference it takes."""
+    m = T()
+    for i in range(1000):
+        _transactions(m, i)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(15_000):
+            _transactions(m, i)
+        gc.collect()
+        mid, _ = tracemalloc.get_traced_memory()
+        for i in range(15_000):
+            _transactions(m, i)
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert m["n"] == 31_000
+    # A leak of one object per round would be >= 15,000 * 16 bytes.
     assert end - mid < 64 * 1024, (mid, end)
 
 

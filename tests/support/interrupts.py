@@ -76,3 +76,27 @@ def interrupted_while_contending(
     assert not any(t.is_alive() for t in threads), "a worker hung: a lock was left held"
     assert interrupts > 0 and sent == SENDS
     return main_done, interrupts
+
+
+def interrupted_after(delay: float, call: Callable[[], object]) -> bool:
+    """Run ``call()`` on the main thread while another thread sends it one SIGINT
+    ``delay`` seconds in, the handler raising :class:`Interrupt` if ``call`` is still
+    running. Returns whether it was interrupted. The caller must run on the main thread."""
+    trigger = _Trigger()
+    sender = threading.Timer(
+        delay, signal.pthread_kill, (threading.main_thread().ident or 0, signal.SIGINT)
+    )
+    previous = signal.signal(signal.SIGINT, trigger)
+    try:
+        sender.start()
+        try:
+            trigger.armed = True
+            call()
+            trigger.armed = False
+        except Interrupt:
+            return True
+        return False
+    finally:
+        trigger.armed = False
+        sender.join(30)
+        signal.signal(signal.SIGINT, previous)

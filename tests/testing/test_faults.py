@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from support.interrupts import interrupted_while_contending
+from support.interrupts import interrupted_after, interrupted_while_contending
 
 from safemap import DELETE, MISSING, RecursiveUpdateError
 
@@ -142,6 +142,10 @@ def _plus_one(_key: object, old: Any) -> int:
     return 1 if old is MISSING else int(old) + 1
 
 
+def _increment_in_view(view: Any) -> None:
+    view["n"] = view.get("n", 0) + 1
+
+
 @pytest.mark.skipif(
     sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
     reason="needs POSIX signals delivered to the main thread",
@@ -149,27 +153,63 @@ def _plus_one(_key: object, old: Any) -> int:
 # The interrupt may land in a finalizer run by the collector meanwhile (a socket's __del__,
 # a GC callback): Python reports it as unraisable and goes on, as it does for a real Ctrl-C.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("op", ["merge", "compute"])
+@pytest.mark.parametrize("op", ["merge", "compute", "transaction"])
 def test_interrupt_signal_while_threads_contend(
     map_type: type[Any], op: str, fast_switch: None
 ) -> None:
     """A SIGINT handler raises in the main thread mid-operation, many times; the map stays
     usable, the workers finish (no lock left held) and every completed increment (a merge,
-    or a compute, which some maps run on another path) is counted."""
+    a compute, which some maps run on another path, or a transaction) is counted."""
     m = map_type()
     workers, per_worker = 3, 2000
 
     def increment() -> None:
         if op == "merge":
             m.merge("n", 1, operator.add)
-        else:
+        elif op == "compute":
             m.compute("n", _plus_one)
+        else:
+            m.transaction(_increment_in_view)
 
     main_done, interrupts = interrupted_while_contending(increment, increment, workers, per_worker)
     total = m["n"]
     # An interrupt may land after an increment took effect but before main counted it.
     assert workers * per_worker + main_done <= total
     assert total <= workers * per_worker + main_done + interrupts
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
+    reason="needs POSIX signals delivered to the main thread",
+)
+def test_an_interrupt_while_a_transaction_waits_for_the_lock_leaves_the_map_usable(
+    map_type: type[Any],
+) -> None:
+    """Ctrl-C while transaction() waits for a lock another transaction holds. Where that
+    wait cannot be interrupted (the native maps' locks on free-threaded builds), the
+    handler runs the moment the lock is taken: the lock must still be returned (it was
+    held for good), and the interrupted transaction changes nothing or everything."""
+    m = map_type(a=0)
+    entered = threading.Event()
+
+    def hold(view: Any) -> None:
+        entered.set()
+        time.sleep(0.3)
+        view["a"] = 1
+
+    holder = threading.Thread(target=m.transaction, args=(hold,), daemon=True)
+    holder.start()
+    assert entered.wait(10)
+    interrupted = interrupted_after(0.1, lambda: m.transaction(lambda v: v.update(b=2)))
+    holder.join(10)
+    writer = threading.Thread(target=m.__setitem__, args=("c", 3), daemon=True)
+    writer.start()
+    writer.join(10)
+    assert not holder.is_alive() and not writer.is_alive(), "a lock was left held"
+    m.transaction(lambda v: v.update(d=4))
+    after = dict(m)
+    assert after in ({"a": 1, "c": 3, "d": 4}, {"a": 1, "b": 2, "c": 3, "d": 4})
+    assert interrupted or "b" in after
 
 
 def test_reentrant_key_eq_write_is_refused_and_map_unchanged(map_type: type[Any]) -> None:

@@ -98,11 +98,8 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
         """Run ``fn(view)`` holding the cache's lock and return its result; the view's
         changes land all at once when ``fn`` returns (readers wait for the commit), or
         not at all if it raises. Entries the commit adds are subject to the bound."""
-        storage = self._txn_begin()
-        try:
-            return _run_native_transaction(storage, fn)
-        finally:
-            self._txn_end(storage)
+        result: T = self._transact(_run_native_transaction, fn)  # one C call: see docs/native.md
+        return result
 
     def _collect_stats(self) -> MapStats:
         """Exact counters since the cache was made: the map's, plus ``loads``,

@@ -393,16 +393,19 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 self._contended(self._block_write, "write")
             if self._busy:
                 raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
-            self._busy = self._txn = True
             view = TransactionView(self._data)
+            # Set and cleared with no call between them and the try (a call is where an
+            # exception from a signal handler can land): a flag left set would refuse every
+            # later write to the map.
+            self._busy = self._txn = True
             try:
                 result = fn(view)
                 view._commit(self._data)
                 self._count_commit(view)
                 return result
             finally:
-                view._close()
                 self._busy = self._txn = False
+                view._close()
         finally:
             try:  # noqa: SIM105  # suppress() is a call: it could be interrupted first
                 self._release_write()

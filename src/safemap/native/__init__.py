@@ -115,11 +115,8 @@ class ConcurrentMap(_core.ConcurrentMapBase, ConcurrentMapping[K, V]):
         """Run ``fn(view)`` holding every shard lock (taken in index order) and return its
         result; the view's changes land all at once when ``fn`` returns, or not at all if
         it raises. Readers never see a partial commit."""
-        storage = self._txn_begin()
-        try:
-            return _run_transaction(storage, fn)
-        finally:
-            self._txn_end(storage)
+        result: T = self._transact(_run_transaction, fn)  # one C call: see docs/native.md
+        return result
 
 
 class SyncMap(_core.SyncMapBase, ConcurrentMapping[K, V]):
@@ -155,8 +152,5 @@ class SyncMap(_core.SyncMapBase, ConcurrentMapping[K, V]):
     def transaction(self, fn: Callable[[MutableMapping[K, V]], T]) -> T:
         """Run ``fn(view)`` with every writer excluded and return its result; the view's
         changes land all at once when ``fn`` returns, or not at all if it raises."""
-        storage = self._txn_begin()
-        try:
-            return _run_transaction(storage, fn)
-        finally:
-            self._txn_end(storage)
+        result: T = self._transact(_run_transaction, fn)  # one C call: see docs/native.md
+        return result

@@ -332,12 +332,8 @@ static void
 pend_finish(SMCacheObject *m, SMCPend *p)
 {
     if (p->evicted.n > 0) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyObject *exc = PyErr_GetRaisedException();
-#else
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-#endif
+        SMSavedError pending;
+        sm_error_save(&pending);
         PyObject *cb = Py_XNewRef(m->on_evict);
         for (Py_ssize_t i = 0; cb != NULL && i + 2 < p->evicted.n; i += 3) {
             PyObject *args[3] = {p->evicted.items[i], p->evicted.items[i + 1],
@@ -349,11 +345,7 @@ pend_finish(SMCacheObject *m, SMCPend *p)
             Py_XDECREF(r);
         }
         Py_XDECREF(cb);
-#if PY_VERSION_HEX >= 0x030C0000
-        PyErr_SetRaisedException(exc);
-#else
-        PyErr_Restore(et, ev, tb);
-#endif
+        sm_error_restore(&pending);
     }
     if (p->evicted.items != NULL) {
         sm_buf_clear(&p->evicted);
@@ -2580,7 +2572,7 @@ cache_clear_impl(PyObject *op, PyObject *Py_UNUSED(ignored))
 /* The transaction's storage (sm_glue.h) reads and writes the cache under its
  * lock, which the thread running the transaction holds.  Readers of single
  * keys wait while `committing`; whole-cache reads see `version` odd from the
- * commit's first write to _txn_end (cache_collect). */
+ * commit's first write to cache_txn_end (cache_collect). */
 
 /* The key's live value (an expired entry is absent). */
 static int
@@ -2607,7 +2599,7 @@ cache_txn_get(PyObject *map, PyObject *key, Py_hash_t hash, PyObject **v)
 
 /* One change of the commit.  Its evictions (the bound holds after each write)
  * are kept in m->txn_evicted for on_evict after the unlock; what it drops goes
- * to the storage's grave, released by _txn_end after the unlock. */
+ * to the storage's grave, released by cache_txn_end after the unlock. */
 static int
 cache_txn_set(SMTxnStorage *t, PyObject *key, Py_hash_t hash, PyObject *value)
 {
@@ -2718,6 +2710,12 @@ cache_txn_end(PyObject *op, PyObject *arg)
     cache_unlock(m, &p);
     sm_txn_release(t);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_transact(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_txn_run(op, args, nargs, cache_txn_begin, cache_txn_end);
 }
 
 /* ------------------------------------------------------------ statistics */
@@ -3218,8 +3216,7 @@ static PyMethodDef cache_methods[] = {
     {"_count_call", cache_count_call, METH_NOARGS, "Count one call of a @cached function."},
     {"_maintain", cache_maintain, METH_NOARGS,
      "Apply the recorded accesses to the policy and remove expired entries now."},
-    {"_txn_begin", cache_txn_begin, METH_NOARGS, "Take the lock for transaction()."},
-    {"_txn_end", cache_txn_end, METH_O, SM_DOC_TXN_END},
+    {"_transact", (PyCFunction)(void (*)(void))cache_transact, METH_FASTCALL, SM_DOC_TRANSACT},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1206,6 +1206,12 @@ cm_txn_end(PyObject *op, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+cm_transact(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_txn_run(op, args, nargs, cm_txn_begin, cm_txn_end);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static int
@@ -1454,9 +1460,7 @@ static PyMethodDef cm_methods[] = {
     {"_options", cm_options, METH_NOARGS, SM_DOC_OPTIONS},
     {"__sizeof__", cm_sizeof, METH_NOARGS, "Size in memory, in bytes, shards included."},
     {"_stats_raw", cm_stats_raw, METH_NOARGS, SM_DOC_STATS_RAW},
-    {"_txn_begin", cm_txn_begin, METH_NOARGS,
-     "Lock every shard (index order) for transaction(); returns the storage."},
-    {"_txn_end", cm_txn_end, METH_O, SM_DOC_TXN_END},
+    {"_transact", (PyCFunction)(void (*)(void))cm_transact, METH_FASTCALL, SM_DOC_TRANSACT},
     {NULL, NULL, 0, NULL},
 };
 

@@ -247,6 +247,64 @@ sm_dict_setdefault(PyObject *d, PyObject *key, PyObject *value, PyObject **cur)
 #endif
 }
 
+/* The pending exception, set aside while cleanup code runs that must not see
+ * it (the C API forbids most calls with an exception set), then put back.  If
+ * the cleanup itself raised, its exception is the one that propagates, with
+ * the one set aside as its __context__ (what a Python `finally:` does). */
+typedef struct {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc;
+#else
+    PyObject *type, *value, *tb;
+#endif
+} SMSavedError;
+
+static inline void
+sm_error_save(SMSavedError *s)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    s->exc = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&s->type, &s->value, &s->tb);
+#endif
+}
+
+static inline void
+sm_error_restore(SMSavedError *s)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (s->exc == NULL) {
+        return;
+    }
+    if (PyErr_Occurred()) {
+        PyObject *cleanup = PyErr_GetRaisedException();
+        PyException_SetContext(cleanup, s->exc); /* steals */
+        PyErr_SetRaisedException(cleanup);
+        return;
+    }
+    PyErr_SetRaisedException(s->exc);
+#else
+    if (s->type == NULL) {
+        return;
+    }
+    if (PyErr_Occurred()) {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        PyErr_NormalizeException(&s->type, &s->value, &s->tb);
+        if (s->tb != NULL) {
+            (void)PyException_SetTraceback(s->value, s->tb);
+        }
+        PyException_SetContext(v, s->value); /* steals */
+        Py_DECREF(s->type);
+        Py_XDECREF(s->tb);
+        PyErr_Restore(t, v, tb);
+        return;
+    }
+    PyErr_Restore(s->type, s->value, s->tb);
+#endif
+}
+
 /* A private object no user can hold (created by the module's exec slot). */
 extern PyObject *SM_sentinel;
 

@@ -173,6 +173,34 @@ sm_txn_release(SMTxnStorage *t)
     sm_grave_release(&t->grave);
 }
 
+PyObject *
+sm_txn_run(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *(*begin)(PyObject *map, PyObject *unused),
+           PyObject *(*end)(PyObject *map, PyObject *storage))
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_transact() takes 2 arguments (runner, fn)");
+        return NULL;
+    }
+    PyObject *storage = begin(map, NULL);
+    if (storage == NULL) {
+        return NULL;
+    }
+    PyObject *stack[2] = {storage, args[1]};
+    PyObject *result = PyObject_Vectorcall(args[0], stack, 2, NULL);
+    SMSavedError pending;
+    sm_error_save(&pending);
+    PyObject *done = end(map, storage);
+    Py_DECREF(storage);
+    Py_XDECREF(done);
+    sm_error_restore(&pending);
+    if (done == NULL || result == NULL) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
 static PyObject *
 txn_subscript(PyObject *op, PyObject *key)
 {

@@ -305,7 +305,8 @@ sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn, PyObject *
 #define SM_DOC_OPTIONS "The options that rebuild a map like this one."
 #define SM_DOC_STATS_RAW \
     "The statistics counters as a dict of MapStats field names (see stats())."
-#define SM_DOC_TXN_END "Release what _txn_begin took."
+#define SM_DOC_TRANSACT \
+    "_transact(runner, fn): runner(storage, fn) holding the map's locks for transaction()."
 
 /* ------------------------------------------------------ snapshot, iterator */
 
@@ -374,5 +375,15 @@ PyObject *sm_txn_begin(PyTypeObject *type, PyObject *map, void **owner, int *gua
 SMTxnStorage *sm_txn_close(PyTypeObject *type, PyObject *map, PyObject *arg);
 /* Release what the commit dropped (call holding no lock of the map). */
 void sm_txn_release(SMTxnStorage *t);
+/* _transact(runner, fn), a map's transaction in one C call: begin(map) takes
+ * the locks and returns the storage, runner(storage, fn) runs the transaction,
+ * and end(map, storage) releases the locks whatever runner did; runner's
+ * result, or its exception.  One call because Python code that called begin
+ * and end itself could not make sure end runs: the interpreter runs signal
+ * handlers after each call, so an exception a handler raises (Ctrl-C) as
+ * begin returns would leave every lock held for good. */
+PyObject *sm_txn_run(PyObject *map, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *(*begin)(PyObject *map, PyObject *unused),
+                     PyObject *(*end)(PyObject *map, PyObject *storage));
 
 #endif /* SAFEMAP_SM_GLUE_H */

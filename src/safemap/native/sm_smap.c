@@ -1201,6 +1201,12 @@ sy_txn_end(PyObject *op, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+sy_transact(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sm_txn_run(op, args, nargs, sy_txn_begin, sy_txn_end);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static void
@@ -1358,8 +1364,7 @@ static PyMethodDef sy_methods[] = {
     {"_stats_raw", sy_stats_raw, METH_NOARGS,
      "The statistics counters as a dict of MapStats field names, plus read_size, "
      "dirty_size, locked_reads and promotions (see stats())."},
-    {"_txn_begin", sy_txn_begin, METH_NOARGS, "Exclude every writer for transaction()."},
-    {"_txn_end", sy_txn_end, METH_O, SM_DOC_TXN_END},
+    {"_transact", (PyCFunction)(void (*)(void))sy_transact, METH_FASTCALL, SM_DOC_TRANSACT},
     {NULL, NULL, 0, NULL},
 };
 

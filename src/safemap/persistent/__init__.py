@@ -73,6 +73,24 @@ class _Builder:
         self.deletes += 1
 
 
+def _run_transaction(
+    base: Trie, fn: Callable[[MutableMapping[Any, Any]], T]
+) -> tuple[T, Trie, int, int, int]:
+    """Run ``fn`` on a view over ``base`` (the version the transaction starts from) and
+    build the version its changes make; called holding the writer lock, by ``_transact``,
+    which publishes that version. Returns (``fn``'s result, the new version, inserts,
+    updates, deletes); if anything raises, nothing is published."""
+    # A Trie is read as a Mapping by the view (get item, in, iter, len).
+    view: TransactionView[Any, Any] = TransactionView(cast("Mapping[Any, Any]", base))
+    try:
+        result = fn(view)
+        builder = _Builder(base)
+        view._commit(builder)  # type: ignore[arg-type]
+    finally:
+        view._close()
+    return result, builder.batch.finish(), builder.inserts, builder.updates, builder.deletes
+
+
 class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
     """A concurrent map whose every version is an immutable hash array mapped trie.
 
@@ -147,20 +165,7 @@ class PersistentMap(PersistentMapBase, ConcurrentMapping[K, V]):
         """Run ``fn(view)`` holding the writer lock and return its result. The view's
         changes become one new version, published at once when ``fn`` returns; if ``fn``
         raises, nothing is published. Readers never see a partial commit."""
-        base = self._txn_begin()
-        # A Trie is read as a Mapping by the view (get item, in, iter, len).
-        view: TransactionView[K, V] = TransactionView(cast("Mapping[K, V]", base))
-        built: Trie | None = None
-        counts = (0, 0, 0)
-        try:
-            result = fn(view)
-            builder = _Builder(base)
-            view._commit(builder)  # type: ignore[arg-type]
-            built = builder.batch.finish()
-            counts = (builder.inserts, builder.updates, builder.deletes)
-        finally:
-            view._close()
-            self._txn_end(built, *counts)
+        result: T = self._transact(_run_transaction, fn)  # one C call: see docs/native.md
         return result
 
     def copy(self) -> PersistentMap[K, V]:

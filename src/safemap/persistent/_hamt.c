@@ -3230,8 +3230,8 @@ pm_publish(PMap *self, PyObject *t)
     Py_RETURN_NONE;
 }
 
-/* _txn_begin(): take the writer lock for a transaction; returns the version
- * the transaction starts from.  The caller must call _txn_end. */
+/* Take the writer lock for a transaction; returns the version the
+ * transaction starts from.  The caller must call pm_txn_end. */
 static PyObject *
 pm_txn_begin(PMap *self, PyObject *Py_UNUSED(ignored))
 {
@@ -3247,7 +3247,7 @@ pm_txn_begin(PMap *self, PyObject *Py_UNUSED(ignored))
     return (PyObject *)cur;
 }
 
-/* _txn_end(trie_or_None, inserts=0, updates=0, deletes=0): publish the
+/* pm_txn_end(trie_or_None[, inserts, updates, deletes]): publish the
  * transaction's version (None: nothing), count its changes, and release the
  * writer lock. */
 static PyObject *
@@ -3255,12 +3255,14 @@ pm_txn_end(PMap *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t counts[3] = {0, 0, 0};
     if (nargs != 1 && nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_txn_end() takes 1 or 4 arguments");
+        PyErr_SetString(PyExc_TypeError,
+                        "_transact(): the transaction's end takes 1 or 4 arguments");
         return NULL;
     }
     PyObject *t = args[0];
     if (t != Py_None && !Py_IS_TYPE(t, &Trie_Type)) {
-        PyErr_SetString(PyExc_TypeError, "_txn_end() needs a Trie or None");
+        PyErr_SetString(PyExc_TypeError,
+                        "_transact(): the runner's version must be a Trie or None");
         return NULL;
     }
     for (Py_ssize_t i = 1; i < nargs; i++) {
@@ -3270,7 +3272,8 @@ pm_txn_end(PMap *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (!sm_lock_held_by(&self->wlock, sm_me())) {
-        PyErr_SetString(PyExc_RuntimeError, "_txn_end() without _txn_begin()");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "_transact(): the writer lock is not held by this thread");
         return NULL;
     }
     Trie *old = NULL;
@@ -3287,6 +3290,62 @@ pm_txn_end(PMap *self, PyObject *const *args, Py_ssize_t nargs)
     pm_strict_end(self);
     pm_release(self, old);
     Py_RETURN_NONE;
+}
+
+/* _transact(runner, fn): the transaction in one C call.  Takes the writer
+ * lock (pm_txn_begin); runner(base, fn) returns (result, trie_or_None,
+ * inserts, updates, deletes) or raises; pm_txn_end then publishes that trie
+ * (None, or anything raised: nothing) and releases the lock, whatever runner
+ * did.  One call because Python code calling begin and end itself could not
+ * make sure end runs: the interpreter runs signal handlers after each call,
+ * so an exception a handler raises (Ctrl-C) as begin returns would leave the
+ * lock held for good. */
+static PyObject *
+pm_transact(PMap *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_transact() takes 2 arguments (runner, fn)");
+        return NULL;
+    }
+    PyObject *base = pm_txn_begin(self, NULL);
+    if (base == NULL) {
+        return NULL;
+    }
+    PyObject *stack[2] = {base, args[1]};
+    PyObject *out = PyObject_Vectorcall(args[0], stack, 2, NULL);
+    Py_DECREF(base);
+    PyObject *end_args[4] = {Py_None, NULL, NULL, NULL};
+    Py_ssize_t end_nargs = 1;
+    if (out != NULL && (!PyTuple_CheckExact(out) || PyTuple_GET_SIZE(out) != 5)) {
+        PyErr_SetString(PyExc_TypeError, "_transact(): the runner must return a 5-tuple");
+        Py_CLEAR(out);
+    }
+    if (out != NULL) {
+        for (Py_ssize_t i = 0; i < 4; i++) {
+            end_args[i] = PyTuple_GET_ITEM(out, i + 1);
+        }
+        end_nargs = 4;
+    }
+    SMSavedError pending;
+    sm_error_save(&pending);
+    PyObject *done = pm_txn_end(self, end_args, end_nargs);
+    if (done == NULL && sm_lock_held_by(&self->wlock, sm_me())) {
+        /* The runner's version or counts were refused (checked before any
+         * change): publish nothing, and still release the lock. */
+        SMSavedError refused;
+        sm_error_save(&refused);
+        PyObject *none_args[1] = {Py_None};
+        Py_XDECREF(pm_txn_end(self, none_args, 1));
+        sm_error_restore(&refused);
+    }
+    Py_XDECREF(done);
+    sm_error_restore(&pending);
+    PyObject *result = NULL;
+    if (done != NULL && out != NULL) {
+        result = Py_NewRef(PyTuple_GET_ITEM(out, 0));
+    }
+    Py_XDECREF(out);
+    return result;
 }
 
 /* In a fork child only the forking thread exists: a writer lock held by any
@@ -3329,10 +3388,9 @@ static PyMethodDef pm_methods[] = {
     {"_current", (PyCFunction)pm_current, METH_NOARGS,
      "The current version (a Trie): one consistent state of the map."},
     {"_publish", (PyCFunction)pm_publish, METH_O, "Install a version (under the writer lock)."},
-    {"_txn_begin", (PyCFunction)pm_txn_begin, METH_NOARGS,
-     "Take the writer lock for a transaction; return the current version."},
-    {"_txn_end", (PyCFunction)(void (*)(void))pm_txn_end, METH_FASTCALL,
-     "Publish the transaction's version (or None) and release the writer lock."},
+    {"_transact", (PyCFunction)(void (*)(void))pm_transact, METH_FASTCALL,
+     "_transact(runner, fn): runner(base, fn) holding the writer lock for transaction(); "
+     "publishes the version it returns."},
     {"_after_fork", (PyCFunction)pm_after_fork, METH_NOARGS,
      "In a fork child: forget a writer lock held by a thread that does not exist there."},
     {NULL, NULL, 0, NULL},

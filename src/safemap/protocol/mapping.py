@@ -170,7 +170,9 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         all or nothing too: if a key's ``__hash__``/``__eq__`` raises while the changes are
         applied, the exception propagates and the map is exactly as before. Calling the
         map's own methods from ``fn`` raises ``RecursiveUpdateError``; storing a sentinel
-        through the view raises ``TypeError``.
+        through the view raises ``TypeError``. An interrupt (``KeyboardInterrupt``, or any
+        exception a signal handler raises) in ``fn`` or while the call waits for the map
+        ends the call like any exception, with nothing of the map left locked.
         """
 
     def _options(self) -> dict[str, Any]:
