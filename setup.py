@@ -145,6 +145,14 @@ setup(
             undef_macros=undef,
         ),
         Extension(
+            "safemap.protocol._flight",
+            sources=[os.path.join("src", "safemap", "protocol", "_flight.c")],
+            depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            undef_macros=undef,
+        ),
+        Extension(
             "safemap.race._fastiter",
             sources=[os.path.join("src", "safemap", "race", "_fastiter.c")],
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],

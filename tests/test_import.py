@@ -103,3 +103,39 @@ def test_typing_stand_ins_keep_generics_and_introspection_working() -> None:
         assert typing.get_origin(alias) is cls and typing.get_args(alias) == (str, int)
     hints = typing.get_type_hints(safemap.LockedMap.merge)
     assert set(hints) == {"key", "value", "fn", "return"}
+
+
+@pytest.mark.skipif(
+    getattr(sys, "_is_gil_enabled", lambda: True)() and "free-threading" not in sys.version,
+    reason="free-threaded builds only",
+)
+def test_every_extension_declares_that_it_runs_without_the_gil() -> None:
+    """Importing an extension that does not declare free-threading support (Py_mod_gil)
+    turns the GIL back on for the whole process. Checked in a process started without
+    PYTHON_GIL / -X gil, which would force it off and hide the difference."""
+    import importlib.machinery
+    from pathlib import Path
+
+    root = Path(safemap.__file__).parent
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    names = sorted(
+        ".".join(("safemap", *path.relative_to(root).parts[:-1], path.name.split(".")[0]))
+        for path in root.rglob("*")
+        if path.name.endswith(suffixes)
+    )
+    # Every C extension setup.py builds (a file missing here would be a packaging error).
+    assert {"safemap.native._core", "safemap.persistent._hamt", "safemap.protocol._flight"} <= set(
+        names
+    )
+    probe = (
+        "import importlib, json, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sys._is_gil_enabled()))\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHON_GIL"}
+    out = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", probe],
+        capture_output=True, text=True, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    assert json.loads(out.stdout) is False, (names, out.stderr)

@@ -372,3 +372,84 @@ def test_async_actor_map_aget_or_compute_failure_stores_nothing() -> None:
             assert await amap.load("k") == (None, False)
 
     asyncio.run(main())
+
+
+# ------------------------------------------------- landing a flight (protocol/_flight.c)
+
+
+def _flight_with_waiters(*wakes: Callable[[], object]) -> Any:
+    from safemap.protocol.singleflight import _Flight
+
+    flight = _Flight()
+    flight.thread = 0
+    flight.loop = None
+    flight.extend(wakes)
+    return flight
+
+
+def test_landing_finishes_every_step_even_when_a_wake_up_raises() -> None:
+    from safemap.protocol.singleflight import _DONE, _land, _outcome
+
+    woken: list[int] = []
+
+    def bad() -> None:
+        raise KeyboardInterrupt  # as a signal handler would, inside a waiter's wake-up
+
+    flight = _flight_with_waiters(lambda: woken.append(1), bad, lambda: woken.append(3))
+    table = {"k": flight}
+    with pytest.raises(KeyboardInterrupt):
+        _land(table, "k", flight, "value", True)
+    # The exception reached the owner only after every step: out of the table, outcome
+    # published, every other waiter woken.
+    assert table == {} and woken == [1, 3] and flight[-1] is _DONE
+    assert _outcome(flight) == "value"
+    # Landing again publishes nothing more (an owner may retry after an interrupt).
+    _land(table, "k", flight, "other", False)
+    assert _outcome(flight) == "value" and flight.count(_DONE) == 1 and woken == [1, 3]
+
+
+def test_landing_survives_a_key_whose_eq_raises_once() -> None:
+    from safemap.protocol.singleflight import _land, _outcome
+
+    class Flaky:
+        raised = False
+
+        def __hash__(self) -> int:
+            return 1
+
+        def __eq__(self, other: object) -> bool:
+            if not Flaky.raised:
+                Flaky.raised = True
+                raise KeyboardInterrupt  # in the table lookup, as an interrupt would
+            return isinstance(other, Flaky)
+
+    stored, probe = Flaky(), Flaky()  # equal, not identical: the lookup compares them
+    woken: list[str] = []
+    flight = _flight_with_waiters(lambda: woken.append("w"))
+    table: dict[Any, Any] = {stored: flight}
+    with pytest.raises(KeyboardInterrupt):  # raised after the landing, not instead of it
+        _land(table, probe, flight, ValueError("x"), False)
+    assert Flaky.raised and table == {} and woken == ["w"]
+    with pytest.raises(ValueError):
+        _outcome(flight)
+
+
+def test_landing_a_flight_that_never_entered_the_table_leaves_the_table_alone() -> None:
+    from safemap.protocol.singleflight import _land
+
+    others = _flight_with_waiters()
+    mine = _flight_with_waiters()
+    table = {"k": others}
+    _land(table, "k", mine, RuntimeError("interrupted"), False)
+    assert table == {"k": others} and len(others) == 0  # the other load goes on
+
+
+def test_landing_primitives_refuse_bad_arguments() -> None:
+    from safemap.protocol import _flight
+
+    with pytest.raises(TypeError):
+        _flight.land({}, "k", [], None)
+    with pytest.raises(TypeError):
+        _flight.land([], "k", [], None, True)
+    with pytest.raises(RuntimeError):  # the markers are set once, by singleflight
+        _flight.set_markers(object(), object())

@@ -3,6 +3,7 @@ that no entry was lost or corrupted."""
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from support.interrupts import interrupted_after, interrupted_while_contending
+from support.interrupts import Interrupt, interrupted_after, interrupted_while_contending
 
 from safemap import DELETE, MISSING, RecursiveUpdateError
 
@@ -176,6 +177,47 @@ def test_interrupt_signal_while_threads_contend(
     # An interrupt may land after an increment took effect but before main counted it.
     assert workers * per_worker + main_done <= total
     assert total <= workers * per_worker + main_done + interrupts
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
+    reason="needs POSIX signals delivered to the main thread",
+)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_interrupted_loads_never_strand_their_waiters(
+    map_type: type[Any], fast_switch: None
+) -> None:
+    """get_or_compute on a few keys from every thread, each key removed again after its
+    load, while the main thread is interrupted many times (in its loads among other
+    places). A waiter gets the loaded value or the load's exception (an interrupt of the
+    loading main thread); none waits for ever, and no stored value is wrong."""
+    m = map_type()
+    keys = itertools.count()
+    errors: list[BaseException] = []
+
+    def loader(key: int) -> int:
+        return key * 2
+
+    def load_one() -> None:
+        key = next(keys) % 8
+        try:
+            value = m.get_or_compute(key, loader, timeout=30)
+            if value != key * 2:
+                errors.append(AssertionError(f"{key} -> {value}"))
+        except Interrupt:
+            pass  # the load this thread waited for was the interrupted main thread's
+        except BaseException as exc:
+            errors.append(exc)
+        m.pop(key, None)
+
+    def main_load() -> None:
+        key = next(keys) % 8
+        assert m.get_or_compute(key, loader, timeout=30) == key * 2
+        m.pop(key, None)
+
+    interrupted_while_contending(main_load, load_one, workers=3, per_worker=300)
+    assert errors == []
+    assert all(m.get(key, key * 2) == key * 2 for key in range(8))
 
 
 @pytest.mark.skipif(

@@ -47,7 +47,7 @@ typedef struct {
     PyObject *cache;    /* a CacheBase */
     PyObject *miss;     /* miss(*prefix, key, args, kwargs); None: no miss path */
     PyObject *prefix;   /* a tuple of at most CACHED_MAX_PREFIX items */
-    PyObject *owner;    /* (table, fn, Flight, DONE, wake, land): the owner path in C; or NULL */
+    PyObject *owner;    /* (table, fn, Flight, land): the owner path in C; or NULL */
     PyObject *spare;    /* GIL builds: a landed flight nobody else saw, reset for the next
                            miss (cached_own), or NULL */
     Py_ssize_t off_thread, off_loop, off_outcome;  /* the Flight type's slots (with owner) */
@@ -249,7 +249,6 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
 {
     PyObject *table = PyTuple_GET_ITEM(self->owner, 0);
     PyObject *fn = PyTuple_GET_ITEM(self->owner, 1);
-    PyObject *done = PyTuple_GET_ITEM(self->owner, 3);
     PyObject *mine;
 #if !SM_FREE_THREADED
     if (self->spare != NULL) {
@@ -295,35 +294,21 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
         }
     }
     if (value == NULL) {
-        cached_land_failed(PyTuple_GET_ITEM(self->owner, 5), table, key, mine);
+        cached_land_failed(PyTuple_GET_ITEM(self->owner, 3), table, key, mine);
         Py_DECREF(mine);
         return NULL;
     }
-    /* Landed: _land(table, key, mine, value, True) as call_once inlines it. */
-    if (PyDict_DelItem(table, key) < 0 ||
-        cached_flight_set(mine, self->off_outcome, cached_str_outcome, value, 0) < 0 ||
-        PyList_Append(mine, done) < 0) {
+    /* Landed: _land(table, key, mine, value, True), as call_once does (one C
+     * call that finishes every step even if a key's __eq__ or a wake-up
+     * raises: no waiter is stranded). */
+    PyObject *stack[5] = {table, key, mine, value, Py_True};
+    PyObject *landed = PyObject_Vectorcall(PyTuple_GET_ITEM(self->owner, 3), stack, 5, NULL);
+    if (landed == NULL) {
         Py_DECREF(value);
         Py_DECREF(mine);
         return NULL;
     }
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *first = PyList_GetItemRef(mine, 0);
-#else
-    PyObject *first = Py_XNewRef(PyList_GetItem(mine, 0));
-#endif
-    if (first != done) {  /* a waiter's wake-up came first */
-        PyObject *w = first == NULL ? NULL
-                                    : PyObject_CallOneArg(PyTuple_GET_ITEM(self->owner, 4), mine);
-        if (w == NULL) {
-            Py_XDECREF(first);
-            Py_DECREF(value);
-            Py_DECREF(mine);
-            return NULL;
-        }
-        Py_DECREF(w);
-    }
-    Py_XDECREF(first);
+    Py_DECREF(landed);
 #if !SM_FREE_THREADED
     /* Nobody else holds the flight (no waiter found it before it left the
      * table, and none can now): reset, it serves the next miss, which saves
@@ -444,17 +429,15 @@ cached_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (owner != Py_None) {
-        /* (table: dict, fn, Flight: a list type, DONE, wake, land) */
-        if (!PyTuple_Check(owner) || PyTuple_GET_SIZE(owner) != 6 ||
+        /* (table: dict, fn, Flight: a list type, land) */
+        if (!PyTuple_Check(owner) || PyTuple_GET_SIZE(owner) != 4 ||
             !PyDict_CheckExact(PyTuple_GET_ITEM(owner, 0)) ||
             !PyType_Check(PyTuple_GET_ITEM(owner, 2)) ||
             !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(owner, 2), &PyList_Type) ||
             !PyCallable_Check(PyTuple_GET_ITEM(owner, 1)) ||
-            !PyCallable_Check(PyTuple_GET_ITEM(owner, 4)) ||
-            !PyCallable_Check(PyTuple_GET_ITEM(owner, 5))) {
+            !PyCallable_Check(PyTuple_GET_ITEM(owner, 3))) {
             PyErr_SetString(PyExc_TypeError,
-                            "owner must be None or (table: dict, fn, Flight: a list type, DONE, "
-                            "wake, land)");
+                            "owner must be None or (table: dict, fn, Flight: a list type, land)");
             return NULL;
         }
         if (miss == Py_None) {

@@ -34,6 +34,8 @@ from _thread import allocate_lock, get_ident
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._flight import land as _land
+from ._flight import set_markers as _set_markers
 from .errors import RecursiveUpdateError
 from .sidecar import sidecar
 
@@ -102,22 +104,11 @@ def _recursive(key: object) -> RecursiveUpdateError:
     )
 
 
-def _land(table: dict[Any, _Flight], key: object, flight: _Flight, outcome: Any, ok: bool) -> None:
-    """End ``flight`` (its owner only): out of the table, outcome published, waiters woken.
-    (``call_once`` inlines the success case: keep the two the same.)"""
-    del table[key]  # only the owner removes its flight, and nobody replaces it
-    flight.outcome = outcome
-    flight.append(_DONE if ok else _FAILED)
-    if flight[0] is not _DONE and flight[0] is not _FAILED:
-        _wake(flight)
-
-
-def _wake(flight: _Flight) -> None:
-    """Call the wake-ups appended before the outcome marker."""
-    for wake in flight:
-        if wake is _DONE or wake is _FAILED:
-            break
-        wake()
+# _land(table, key, flight, outcome, ok) ends ``flight`` (its owner only): out of the
+# table, outcome published, waiters woken. It is one C call, so that an interrupt (an
+# exception a signal handler raises) cannot stop it half-way and strand the waiters;
+# landing again, or landing a flight that never entered the table, publishes nothing more.
+_set_markers(_DONE, _FAILED)
 
 
 def _outcome(flight: _Flight) -> Any:
@@ -137,10 +128,9 @@ def _landed(flight: _Flight) -> bool:
 def owner_path(table: dict[Any, _Flight], fn: Callable[..., Any]) -> tuple[Any, ...]:
     """What the C twin of ``call_once``'s owner path needs to follow this module's
     protocol on ``table`` (``CachedFunction(..., owner=...)``, the sync ``@cached``'s
-    miss): the table, the function, the flight type, the success marker, ``_wake`` and
-    ``_land``. Any change to the owner path here must be made there too
-    (``safemap/native/sm_cached.c``, ``cached_own``)."""
-    return (table, fn, _Flight, _DONE, _wake, _land)
+    miss): the table, the function, the flight type and ``_land``. Any change to the owner
+    path here must be made there too (``safemap/native/sm_cached.c``, ``cached_own``)."""
+    return (table, fn, _Flight, _land)
 
 
 def call_once(
@@ -159,31 +149,30 @@ def call_once(
     mine = _Flight()
     mine.thread = get_ident()
     mine.loop = None
-    flight = table.setdefault(key, mine)
+    # Every step from the flight's entry into the table to its landing is inside the
+    # try: an interrupt anywhere lands it (failed), so no waiter is left waiting.
+    try:
+        flight = table.setdefault(key, mine)
+        if flight is mine:
+            value = m.get(key, _ABSENT)  # a load that just landed has stored its value
+            if value is _ABSENT:
+                if count is None:
+                    value = fn(*args, **kwargs) if kwargs else fn(*args)
+                else:
+                    try:
+                        value = fn(*args, **kwargs) if kwargs else fn(*args)
+                    except BaseException:
+                        count(False)
+                        raise
+                    count(True)
+                value, _ = m.load_or_store(key, value)
+    except BaseException as exc:
+        _land(table, key, mine, exc, False)  # (a flight not in the table has no waiters)
+        raise
     if flight is not mine:
         return _wait(flight, key, timeout)
-    try:
-        value = m.get(key, _ABSENT)  # a load that just landed has stored its value
-        if value is _ABSENT:
-            if count is None:
-                value = fn(*args, **kwargs) if kwargs else fn(*args)
-            else:
-                try:
-                    value = fn(*args, **kwargs) if kwargs else fn(*args)
-                except BaseException:
-                    count(False)
-                    raise
-                count(True)
-            value, _ = m.load_or_store(key, value)
-    except BaseException as exc:
-        _land(table, key, mine, exc, False)
-        raise
     # (the sync @cached's misses run these steps in C: owner_path's docstring)
-    del table[key]  # _land(table, key, mine, value, True), inlined: this is every miss
-    mine.outcome = value
-    mine.append(_DONE)
-    if mine[0] is not _DONE:
-        _wake(mine)
+    _land(table, key, mine, value, True)
     return value
 
 
@@ -234,11 +223,17 @@ async def aget_or_compute(
     mine.thread = get_ident()
     mine.loop = loop
     mine.task = None
-    flight = table.setdefault(key, mine)
-    if flight is mine:
-        mine.task = loop.create_task(_load(m, table, key, loader, count, mine))
-    elif flight.thread == get_ident() and (
-        flight.loop is None or flight.task is asyncio.current_task()
+    try:  # an interrupt once the flight is in the table lands it (see call_once)
+        flight = table.setdefault(key, mine)
+        if flight is mine:
+            mine.task = loop.create_task(_load(m, table, key, loader, count, mine))
+    except BaseException as exc:
+        _land(table, key, mine, exc, False)
+        raise
+    if (
+        flight is not mine
+        and flight.thread == get_ident()
+        and (flight.loop is None or flight.task is asyncio.current_task())
     ):
         raise _recursive(key)
     return await _await(flight, loop, timeout, flight is mine)  # type: ignore[no-any-return]
