@@ -84,6 +84,19 @@ else:
         compile_args += ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
         link_args += ["-fsanitize=address"]
 
+
+def _extension(name: str, sources: list[str], depends: list[str]) -> Extension:
+    """One C extension, built with the flags above (warnings, sanitizer, debug)."""
+    return Extension(
+        name,
+        sources=sources,
+        depends=depends,
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        undef_macros=undef,
+    )
+
+
 setup(
     cmdclass={
         "build": build_variant,
@@ -91,34 +104,25 @@ setup(
         "build_ext": build_ext_variant,
     },
     ext_modules=[
-        Extension(
+        _extension(
             "safemap.native._core",
             sources=SOURCES,
             depends=DEPENDS,
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
-        Extension(
+        _extension(
             "safemap.failfast._core",
             sources=[os.path.join("src", "safemap", "failfast", "_checked.c")],
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
-        Extension(
+        _extension(
             "safemap.locks._rwlock",
             sources=[os.path.join("src", "safemap", "locks", "_rwlock.c")],
             depends=[
                 os.path.join("src", "safemap", "native", "sm_compat.h"),
                 os.path.join("src", "safemap", "native", "sm_contention.h"),
             ],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
-        Extension(
+        _extension(
             "safemap.persistent._hamt",
             sources=[
                 os.path.join("src", "safemap", "persistent", "_hamt.c"),
@@ -129,36 +133,24 @@ setup(
                 os.path.join("src", "safemap", "native", "sm_lock.h"),
                 os.path.join("src", "safemap", "protocol", "_frozen_api.h"),
             ],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
-        Extension(
+        _extension(
             "safemap.protocol._frozen",
             sources=[os.path.join("src", "safemap", "protocol", "_frozen.c")],
             depends=[
                 os.path.join("src", "safemap", "native", "sm_compat.h"),
                 os.path.join("src", "safemap", "protocol", "_frozen_api.h"),
             ],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
-        Extension(
+        _extension(
             "safemap.protocol._flight",
             sources=[os.path.join("src", "safemap", "protocol", "_flight.c")],
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
-        Extension(
+        _extension(
             "safemap.race._fastiter",
             sources=[os.path.join("src", "safemap", "race", "_fastiter.c")],
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-            undef_macros=undef,
         ),
     ],
 )

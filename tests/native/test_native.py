@@ -12,11 +12,11 @@ import gc
 import operator
 import sys
 import threading
-import tracemalloc
 import weakref
 from typing import Any
 
 import pytest
+from support.leaks import FLAT, traced_growth
 
 from safemap import DELETE, MISSING, Cache, PersistentMap, RecursiveUpdateError, native
 from safemap.native import ConcurrentMap, SyncMap  # built by every install: never skipped
@@ -523,23 +523,8 @@ def test_no_reference_leak_over_many_operations(T: type) -> None:
 
     rounds = int(os.environ.get("SAFEMAP_REFLEAK_ROUNDS", "40000"))
     m = T()
-    for i in range(2000):  # warm up: caches, free lists, dict sizes
-        _every_op_once(m, i)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        for i in range(rounds // 2):
-            _every_op_once(m, i)
-        gc.collect()
-        mid, _ = tracemalloc.get_traced_memory()
-        for i in range(rounds // 2):
-            _every_op_once(m, i)
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    # A leak of one object per round would be >= rounds/2 * 16 bytes.
-    assert end - mid < 64 * 1024, (mid, end)
+    growth = traced_growth(lambda i: _every_op_once(m, i), warmup=2000, rounds=rounds // 2)
+    assert growth < FLAT, growth
 
 
 def _transactions(m: Any, i: int) -> None:
@@ -557,24 +542,9 @@ def test_transactions_leak_nothing(T: type) -> None:
     """30,000 rounds of three transactions (committed, raising, refused): traced memory
     stays flat, so transaction()'s C primitive drops every reference it takes."""
     m = T()
-    for i in range(1000):
-        _transactions(m, i)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        for i in range(15_000):
-            _transactions(m, i)
-        gc.collect()
-        mid, _ = tracemalloc.get_traced_memory()
-        for i in range(15_000):
-            _transactions(m, i)
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    growth = traced_growth(lambda i: _transactions(m, i), warmup=1000, rounds=15_000)
     assert m["n"] == 31_000
-    # A leak of one object per round would be >= 15,000 * 16 bytes.
-    assert end - mid < 64 * 1024, (mid, end)
+    assert growth < FLAT, growth
 
 
 @pytest.mark.parametrize("T", NATIVE)

@@ -13,13 +13,13 @@ import gc
 import operator
 import sys
 import threading
-import tracemalloc
 import weakref
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.leaks import FLAT, traced_growth
 
 from safemap import DELETE, MISSING, FrozenMap, PersistentMap, RecursiveUpdateError
 from safemap.persistent import Trie
@@ -348,23 +348,8 @@ def _every_op(m: PersistentMap[Any, Any], i: int) -> None:
 def test_no_reference_leak_over_a_million_operations() -> None:
     """About 18 operations per round, 60,000 rounds: traced memory stays flat."""
     m: PersistentMap[Any, Any] = PersistentMap()
-    for i in range(3000):
-        _every_op(m, i)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        for i in range(30_000):
-            _every_op(m, i)
-        gc.collect()
-        mid, _ = tracemalloc.get_traced_memory()
-        for i in range(30_000):
-            _every_op(m, i)
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    # A leak of one object per round would be >= 30,000 * 16 bytes.
-    assert end - mid < 64 * 1024, (mid, end)
+    growth = traced_growth(lambda i: _every_op(m, i), warmup=3000, rounds=30_000)
+    assert growth < FLAT, growth
 
 
 # ------------------------------------- in-place replacement of an unshared version
