@@ -13,10 +13,11 @@ operation touches the dict (the dict is unchanged by the refused operation). Eac
 
 from __future__ import annotations
 
-import sys
 import threading
 import traceback
 from typing import Any
+
+from .._frames import current_frames
 
 __all__ = [
     "ConcurrentIterationError",
@@ -87,7 +88,7 @@ def _describe(name: str | None, ident: int) -> str:
 
 def _make_error(kind: int, mapping: Any, other_ident: int) -> ConcurrentMapMisuse:
     """Build the error (called from C on the error path only; never on the fast path)."""
-    frame = sys._current_frames().get(other_ident)
+    frame = current_frames().get(other_ident)
     stack = "".join(traceback.format_stack(frame)) if frame is not None else None
     del frame
     name = mapping.name

@@ -57,6 +57,7 @@ from fnmatch import fnmatchcase
 from types import FrameType, TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
+from .._frames import current_frames
 from ..protocol.sidecar import existing_sidecar, sidecar
 from .checker import positive_seconds
 from .stress import _stack
@@ -283,7 +284,7 @@ class _Check:
             found.append(
                 Leak("actor map", m.name, f"({type(m).__name__}) not closed, created at", stack)
             )
-        frames = sys._current_frames()
+        frames = current_frames()
         for thread in threading.enumerate():
             if (
                 thread in self.threads

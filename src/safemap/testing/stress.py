@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._frames import current_frames
 from ..protocol import DELETE, MISSING
 from .checker import (
     Counterexample,
@@ -236,7 +237,7 @@ class _Run:
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        frames = sys._current_frames()
+        frames = current_frames()
         stuck = []
         for worker, thread in enumerate(self.threads):
             position = self.position[worker]
