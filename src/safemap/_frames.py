@@ -5,8 +5,10 @@ thread-list lock while it builds its result. An allocation there can start a gar
 collection, whose finalizers can release the GIL (a socket's ``__del__`` closing it);
 another thread then takes the GIL and waits for the thread-list lock (its own
 ``sys._current_frames()``, a thread starting or exiting), while the first waits for the
-GIL: the process hangs, Ctrl-C included. Seen in this project's suite, with several
-threads checking for leaked threads at once while redis connections were collected.
+GIL: the process hangs, Ctrl-C included. Seen in this project's suite on 3.11.7, with
+several threads checking for leaked threads at once while redis connections were
+collected. CPython's own fix (later releases) pauses the collector inside the call; this
+does the same around it, for the releases without it.
 """
 
 from __future__ import annotations
