@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import inspect
 import json
+import os
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -106,22 +110,21 @@ def test_typing_stand_ins_keep_generics_and_introspection_working() -> None:
 
 
 @pytest.mark.skipif(
-    getattr(sys, "_is_gil_enabled", lambda: True)() and "free-threading" not in sys.version,
-    reason="free-threaded builds only",
+    not sysconfig.get_config_var("Py_GIL_DISABLED"),
+    reason="free-threaded builds only: a GIL build has no GIL to turn back on",
 )
 def test_every_extension_declares_that_it_runs_without_the_gil() -> None:
     """Importing an extension that does not declare free-threading support (Py_mod_gil)
     turns the GIL back on for the whole process. Checked in a process started without
     PYTHON_GIL / -X gil, which would force it off and hide the difference."""
-    import importlib.machinery
-    from pathlib import Path
-
     root = Path(safemap.__file__).parent
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     names = sorted(
-        ".".join(("safemap", *path.relative_to(root).parts[:-1], path.name.split(".")[0]))
-        for path in root.rglob("*")
-        if path.name.endswith(suffixes)
+        {
+            ".".join(("safemap", *path.relative_to(root).parts[:-1], path.name.split(".")[0]))
+            for path in root.rglob("*")
+            if path.name.endswith(suffixes)
+        }
     )
     # Every C extension setup.py builds (a file missing here would be a packaging error).
     assert {"safemap.native._core", "safemap.persistent._hamt", "safemap.protocol._flight"} <= set(
@@ -133,7 +136,7 @@ def test_every_extension_declares_that_it_runs_without_the_gil() -> None:
         "    importlib.import_module(name)\n"
         "print(json.dumps(sys._is_gil_enabled()))\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHON_GIL"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
     out = subprocess.run(
         [sys.executable, "-W", "error::RuntimeWarning", "-c", probe],
         capture_output=True, text=True, env=env, check=True, timeout=120,

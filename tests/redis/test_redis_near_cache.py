@@ -4,12 +4,11 @@ invalidation connection; compound operations always go to the server."""
 from __future__ import annotations
 
 import operator
-import threading
 import time
 from typing import Any
 
 import pytest
-from support.interrupts import interrupted_while_contending
+from support.interrupts import interrupted_while_contending, needs_main_thread_signals
 
 from safemap.redis import RedisMap
 
@@ -113,10 +112,7 @@ def test_lost_tracking_connection_is_set_up_again(url: str, raw: Any) -> None:
     m.close()
 
 
-@pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(),
-    reason="needs SIGINT delivered to the main thread",
-)
+@needs_main_thread_signals
 # The interrupt may land in a finalizer run meanwhile (a socket's __del__): reported as
 # unraisable, as Python does for a real Ctrl-C.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

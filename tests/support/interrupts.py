@@ -4,13 +4,23 @@ while other threads use the same map."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
 
 SENDS = 100
 """Signals sent per run, 2 ms apart."""
+
+needs_main_thread_signals = pytest.mark.skipif(
+    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
+    reason="needs POSIX signals delivered to the main thread",
+)
+"""For the tests that use this module: the collection runs on the thread that runs them."""
 
 
 class Interrupt(BaseException):
@@ -28,6 +38,21 @@ class _Trigger:
         if self.armed:
             self.armed = False
             raise Interrupt
+
+
+@contextmanager
+def _raising_on_sigint(sender: threading.Thread) -> Iterator[_Trigger]:
+    """SIGINT raises :class:`Interrupt` through the returned trigger (when armed) until
+    ``sender``, the thread sending the signals, has ended; the handler before is then
+    put back (so no late signal reaches it)."""
+    trigger = _Trigger()
+    previous = signal.signal(signal.SIGINT, trigger)
+    try:
+        yield trigger
+    finally:
+        trigger.armed = False
+        sender.join(30)
+        signal.signal(signal.SIGINT, previous)
 
 
 def interrupted_while_contending(
@@ -54,9 +79,7 @@ def interrupted_while_contending(
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
     sender = threading.Thread(target=interrupter, daemon=True)
-    trigger = _Trigger()
-    previous = signal.signal(signal.SIGINT, trigger)
-    try:
+    with _raising_on_sigint(sender) as trigger:
         for t in [*threads, sender]:
             t.start()
         while sender.is_alive() or any(t.is_alive() for t in threads):
@@ -67,10 +90,6 @@ def interrupted_while_contending(
                 trigger.armed = False
             except Interrupt:
                 interrupts += 1
-    finally:
-        trigger.armed = False
-        sender.join(30)
-        signal.signal(signal.SIGINT, previous)
     for t in threads:
         t.join(30)
     assert not any(t.is_alive() for t in threads), "a worker hung: a lock was left held"
@@ -82,12 +101,10 @@ def interrupted_after(delay: float, call: Callable[[], object]) -> bool:
     """Run ``call()`` on the main thread while another thread sends it one SIGINT
     ``delay`` seconds in, the handler raising :class:`Interrupt` if ``call`` is still
     running. Returns whether it was interrupted. The caller must run on the main thread."""
-    trigger = _Trigger()
     sender = threading.Timer(
         delay, signal.pthread_kill, (threading.main_thread().ident or 0, signal.SIGINT)
     )
-    previous = signal.signal(signal.SIGINT, trigger)
-    try:
+    with _raising_on_sigint(sender) as trigger:
         sender.start()
         try:
             trigger.armed = True
@@ -96,7 +113,3 @@ def interrupted_after(delay: float, call: Callable[[], object]) -> bool:
         except Interrupt:
             return True
         return False
-    finally:
-        trigger.armed = False
-        sender.join(30)
-        signal.signal(signal.SIGINT, previous)

@@ -13,7 +13,12 @@ import time
 from typing import Any
 
 import pytest
-from support.interrupts import Interrupt, interrupted_after, interrupted_while_contending
+from support.interrupts import (
+    Interrupt,
+    interrupted_after,
+    interrupted_while_contending,
+    needs_main_thread_signals,
+)
 
 from safemap import DELETE, MISSING, RecursiveUpdateError
 
@@ -147,10 +152,7 @@ def _increment_in_view(view: Any) -> None:
     view["n"] = view.get("n", 0) + 1
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
-    reason="needs POSIX signals delivered to the main thread",
-)
+@needs_main_thread_signals
 # The interrupt may land in a finalizer run by the collector meanwhile (a socket's __del__,
 # a GC callback): Python reports it as unraisable and goes on, as it does for a real Ctrl-C.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -179,10 +181,7 @@ def test_interrupt_signal_while_threads_contend(
     assert total <= workers * per_worker + main_done + interrupts
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
-    reason="needs POSIX signals delivered to the main thread",
-)
+@needs_main_thread_signals
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_interrupted_loads_never_strand_their_waiters(
     map_type: type[Any], fast_switch: None
@@ -220,10 +219,7 @@ def test_interrupted_loads_never_strand_their_waiters(
     assert all(m.get(key, key * 2) == key * 2 for key in range(8))
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or threading.current_thread() is not threading.main_thread(),
-    reason="needs POSIX signals delivered to the main thread",
-)
+@needs_main_thread_signals
 def test_an_interrupt_while_a_transaction_waits_for_the_lock_leaves_the_map_usable(
     map_type: type[Any],
 ) -> None:
