@@ -148,6 +148,11 @@ setup(
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
         ),
         _extension(
+            "safemap.protocol._locked",
+            sources=[os.path.join("src", "safemap", "protocol", "_locked.c")],
+            depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],
+        ),
+        _extension(
             "safemap.race._fastiter",
             sources=[os.path.join("src", "safemap", "race", "_fastiter.c")],
             depends=[os.path.join("src", "safemap", "native", "sm_compat.h")],

@@ -203,3 +203,43 @@ def test_a_map_owned_lock_reports_no_sample(unsampled: bool) -> None:
         waiter.join(WAIT)
     assert not waiter.is_alive()
     assert profile.samples == (0 if unsampled else 1)
+
+
+@pytest.mark.parametrize("make", [MutexCore, RWLock], ids=["MutexCore", "RWLock"])
+@pytest.mark.parametrize("side", ["read", "write"])
+def test_the_maps_slow_path_counts_one_contention_and_returns_its_wait(
+    make: Callable[[], Any], side: str
+) -> None:
+    # ``_wait_read``/``_wait_write`` are what a map calls after its try failed: the
+    # acquisition counts as contended (once) even if the lock is free by then, and the call
+    # returns the time it waited, which is the wait the lock adds to its statistics.
+    lock = make()
+    wait, release = getattr(lock, f"_wait_{side}"), getattr(lock, f"release_{side}")
+    waited = wait()  # free: admitted at once, still one contention
+    assert isinstance(waited, float) and waited >= 0.0
+    release()
+    assert lock._stats() == (1, 1, waited)
+
+    assert lock._try_write()  # held by this thread: another thread's call waits
+    outcome: list[float] = []
+    waiter = threading.Thread(target=lambda: (outcome.append(wait()), release()))
+    waiter.start()
+    deadline = time.monotonic() + WAIT
+    while lock._stats()[1] == 1:  # until the waiter is counted
+        assert waiter.is_alive() and time.monotonic() < deadline, "the waiter never waited"
+        time.sleep(0.005)
+    time.sleep(0.01)  # it waits a measurable time
+    lock.release_write()
+    waiter.join(WAIT)
+    assert not waiter.is_alive() and len(outcome) == 1
+    acquisitions, contentions, total = lock._stats()
+    assert (acquisitions, contentions) == (3, 2)
+    assert outcome[0] > 0.0 and total == pytest.approx(waited + outcome[0], abs=1e-9)
+
+
+def test_the_maps_slow_path_takes_no_arguments() -> None:
+    lock = RWLock()
+    for name in ("_wait_read", "_wait_write"):
+        with pytest.raises(TypeError):
+            getattr(lock, name)(1)
+    assert lock._stats() == (0, 0, 0.0)

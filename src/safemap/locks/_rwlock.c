@@ -222,7 +222,10 @@ rw_unregister(rw_lock *self, rw_waiter *w, int acquired)
     }
 }
 
-enum { RW_FOREVER, RW_TRY, RW_DEADLINE };
+/* RW_AFTER_TRY: wait forever, as RW_FOREVER, for a caller whose own try
+ * (_try_read / _try_write) just failed: the acquisition counts as contended
+ * and is timed from the call, even if the lock is free by then. */
+enum { RW_FOREVER, RW_TRY, RW_DEADLINE, RW_AFTER_TRY };
 
 /* timeout: None or -1 waits forever, 0 only tries, > 0 seconds.  May run
  * Python code (__float__), so it is called before the state is touched. */
@@ -452,15 +455,25 @@ rw_waited(rw_lock *self, int64_t t0)
     return waited;
 }
 
+/* Acquire; *waited_ns (if not NULL) receives the time this call waited. */
 static int
-rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
+rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline, int64_t *waited_ns)
 {
     uint64_t me = rw_me();
     rw_waiter w = {NULL, NULL, NULL, 0, write};
     int registered = 0, status;
-    int64_t t0 = -1, waited = 0; /* t0 >= 0: the first admission failed, we wait */
+    int64_t t0 = -1, waited = 0; /* t0 >= 0: the acquisition is contended, we wait */
+    int uncounted = 0;             /* contended, not yet in `contentions` */
+    if (mode == RW_AFTER_TRY) {
+        t0 = sm_now_ns();
+        uncounted = 1;
+    }
     for (;;) {
         RW_LOCK_STATE(self);
+        if (uncounted) {
+            self->contentions++;
+            uncounted = 0;
+        }
         status = rw_try_admit(self, me, write);
         if (status != -1) {
             if (status == RW_ACQUIRED) {
@@ -552,6 +565,9 @@ rw_acquire_impl(rw_lock *self, int write, int mode, int64_t deadline)
     if (w.sem != NULL) {
         PyThread_free_lock(w.sem);
     }
+    if (waited_ns != NULL) {
+        *waited_ns = waited;
+    }
     if (t0 >= 0 && (status == RW_ACQUIRED || status == RW_TIMED_OUT) && self->sampled &&
         SM_UNLIKELY(sm_contention_sampled(&rw_contention))) {
         if (status == RW_ACQUIRED) {
@@ -598,7 +614,7 @@ rw_acquire(rw_lock *self, int write, PyObject *timeout)
     if (rw_parse_timeout(timeout, &mode, &deadline) < 0) {
         return NULL;
     }
-    return rw_acquire_result(rw_acquire_impl(self, write, mode, deadline));
+    return rw_acquire_result(rw_acquire_impl(self, write, mode, deadline, NULL));
 }
 
 static int
@@ -1019,7 +1035,7 @@ rw_try_read(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
     if (rw_args("_try_read", nargs, 0) < 0) {
         return NULL;
     }
-    return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 0, RW_TRY, 0));
+    return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 0, RW_TRY, 0, NULL));
 }
 
 static PyObject *
@@ -1028,7 +1044,46 @@ rw_try_write(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
     if (rw_args("_try_write", nargs, 0) < 0) {
         return NULL;
     }
-    return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 1, RW_TRY, 0));
+    return rw_acquire_result(rw_acquire_impl((rw_lock *)op, 1, RW_TRY, 0, NULL));
+}
+
+/* _wait_read() / _wait_write(): the maps' slow path, called only after their
+ * _try_read() / _try_write() failed.  Waits as acquire_*() (interruptible,
+ * nothing held if a signal handler raises), counts one contended acquisition
+ * in _stats() and returns the seconds waited.  The map keeps its contention
+ * counts here, in C, rather than in Python under a lock of its own: on
+ * CPython 3.14 a signal handler can raise right after a `with lock:` took
+ * the lock and before the block protects it (python/cpython#148874), which
+ * would leave that lock held forever. */
+static PyObject *
+rw_wait_result(int status, int64_t waited_ns)
+{
+    if (status != RW_ACQUIRED) {
+        return rw_acquire_result(status); /* an exception (RW_AFTER_TRY never times out) */
+    }
+    return PyFloat_FromDouble((double)waited_ns / 1e9);
+}
+
+static PyObject *
+rw_wait_read(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (rw_args("_wait_read", nargs, 0) < 0) {
+        return NULL;
+    }
+    int64_t waited = 0;
+    int status = rw_acquire_impl((rw_lock *)op, 0, RW_AFTER_TRY, 0, &waited);
+    return rw_wait_result(status, waited);
+}
+
+static PyObject *
+rw_wait_write(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (rw_args("_wait_write", nargs, 0) < 0) {
+        return NULL;
+    }
+    int64_t waited = 0;
+    int status = rw_acquire_impl((rw_lock *)op, 1, RW_AFTER_TRY, 0, &waited);
+    return rw_wait_result(status, waited);
 }
 
 /* _tallies(): (hits, misses, reads, inserts, updates, deletes,
@@ -1383,6 +1438,14 @@ static PyMethodDef rw_methods[] = {
     {"_try_write", (PyCFunction)(void (*)(void))rw_try_write, METH_FASTCALL,
      "_try_write()\n--\n\n"
      "acquire_write(0): take the write hold if that needs no wait; say whether it did."},
+    {"_wait_read", (PyCFunction)(void (*)(void))rw_wait_read, METH_FASTCALL,
+     "_wait_read()\n--\n\n"
+     "After a failed _try_read(): wait for a read hold, counted as contended; return "
+     "the seconds waited."},
+    {"_wait_write", (PyCFunction)(void (*)(void))rw_wait_write, METH_FASTCALL,
+     "_wait_write()\n--\n\n"
+     "After a failed _try_write(): wait for the write hold, counted as contended; return "
+     "the seconds waited."},
     {"_release_read_other", (PyCFunction)(void (*)(void))rw_release_read_other, METH_FASTCALL,
      "release_read(), counting a read that is not a point read (len, iteration, "
      "snapshot) in _tallies()."},

@@ -29,8 +29,8 @@ its own operations. Concurrent nested writes of several threads each holding a r
 are serialized by ``_nested`` (a re-entrant mutex: ``clear`` replaces ``_data``).
 
 Statistics (``stats()``). Every acquisition first tries the lock without blocking; only
-when that fails is the blocking acquisition timed, and the contention (count, wait) is
-added under ``_slow``, a small lock taken on that slow path only. Every other count is kept
+when that fails does it wait, with the lock's ``_wait_read``/``_wait_write``, which count the
+contention and time the wait in the lock's state (``_stats()``). Every other count is kept
 by the lock itself (``_guards``: its ``_tallies()`` and acquisitions, changed with the
 lock's state locked, so exact): point reads and stores make their dict operation, count it
 and release the hold in one C call of the lock (``_get_release``, ``_store_release``, ...);
@@ -47,7 +47,11 @@ it: no Python frame runs in between. It can land before the lock was taken (whil
 the slow path, or between a failed try and the wait): the release then finds nothing to
 release and its ``RuntimeError`` is ignored, and the interrupt propagates. A failed try means
 this thread did not hold the lock already (both locks admit their holder at once), so that
-release cannot drop an outer hold of the same thread. The point reads and stores release
+release cannot drop an outer hold of the same thread. No lock of the map is taken with a
+``with`` statement: on CPython 3.14 a signal handler can raise right after ``__enter__``
+took the lock and before the block protects it (python/cpython#148874), which would leave
+the lock held for good; ``_nested`` is taken by ``protocol._locked.locked``, which acquires,
+calls and releases in one C call. The point reads and stores release
 in the C call that does their dict operation, right after the ``try`` (whose ``except``
 releases if anything in it raised): between the ``try``'s last call and that call there are
 only loads of locals and attributes, and CPython runs signal handlers (and so raises their
@@ -63,7 +67,6 @@ from __future__ import annotations
 
 import _thread
 from collections.abc import Callable, Iterator, MutableMapping
-from time import perf_counter
 
 from .._typing import TYPE_CHECKING, Any, TypeVar
 from ..protocol import (
@@ -74,6 +77,7 @@ from ..protocol import (
     RecursiveUpdateError,
     TransactionView,
 )
+from ..protocol._locked import locked
 from ..protocol.contention import record
 from ..protocol.mapping import IterationGauge, _sentinel_stored, commit_counts
 from ..protocol.sentinels import Delete, Missing
@@ -101,7 +105,6 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         "_block_write",
         "_busy",
         "_contains_release",
-        "_contentions",
         "_data",
         "_get_release",
         "_getitem_release",
@@ -114,23 +117,18 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         "_release_other",
         "_release_read",
         "_release_write",
-        "_slow",
         "_store_release",
         "_try_read",
         "_try_write",
         "_txn",
-        "_wait",
     )
 
     def __init__(self, other: Any = (), /, **kwargs: V) -> None:
         self._data: dict[K, V] = {}
         self._use_locks(self._make_locks())
         self._nested = _thread.RLock()
-        self._slow = _thread.allocate_lock()
         self._busy = False
         self._txn = False
-        self._contentions = 0
-        self._wait = 0.0
         self._iters = IterationGauge()
         track_for_fork(self)
         self.update(other, **kwargs)
@@ -142,9 +140,9 @@ class DictBackedMap(ConcurrentMapping[K, V]):
     def _use_locks(self, choice: LockChoice) -> None:
         # Bound once: the hot paths call the lock's C methods with no lookup on the lock.
         lock = self._lock = choice.lock
-        self._try_read, self._block_read = lock._try_read, lock.acquire_read
+        self._try_read, self._block_read = lock._try_read, lock._wait_read
         self._release_read, self._release_other = lock.release_read, lock._release_read_other
-        self._try_write, self._block_write = lock._try_write, lock.acquire_write
+        self._try_write, self._block_write = lock._try_write, lock._wait_write
         self._release_write = lock.release_write
         self._get_release, self._getitem_release = lock._get_release, lock._getitem_release
         self._contains_release, self._load_release = lock._contains_release, lock._load_release
@@ -162,20 +160,14 @@ class DictBackedMap(ConcurrentMapping[K, V]):
             self._busy = self._txn = False
         if not self._nested._is_owned():  # type: ignore[attr-defined]
             self._nested = _thread.RLock()
-        self._slow = _thread.allocate_lock()
         self._iters.after_fork_in_child()
 
     # ---------------------------------------------------------- locking, counting
 
-    def _contended(self, acquire: Callable[[], object], side: str) -> None:
-        """The slow path: the lock was held; wait for it, timed, and count the wait."""
-        start = perf_counter()
-        acquire()
-        wait = perf_counter() - start
-        with self._slow:
-            self._contentions += 1
-            self._wait += wait
-        record(f"{plain_class(type(self)).__name__}.{side}", wait)
+    def _contended(self, wait: Callable[[], float], side: str) -> None:
+        """The slow path: the try failed; wait for the lock (which counts and times the
+        wait) and offer the wait to a running contention profile."""
+        record(f"{plain_class(type(self)).__name__}.{side}", wait())
 
     def _count_write(self, inserts: int, updates: int, deletes: int) -> None:
         """Called under an exclusive hold by a write that changed the map."""
@@ -186,9 +178,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
 
         lock = self._lock
         hits, misses, _, inserts, updates, deletes, during = lock._tallies()
-        acquisitions = lock._stats()[0]
-        with self._slow:
-            contentions, wait = self._contentions, self._wait
+        acquisitions, contentions, wait = lock._stats()
         return MapStats(
             kind=plain_class(type(self)).__name__,
             hits=hits,
@@ -227,10 +217,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
         # a second store for an existing one; the very object it held is no change; the
         # value it replaces is released after the lock (its __del__ may write to the map).
         if self._held():
-            with self._nested:
-                if self._busy:
-                    raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
-                self._lock._store_held(self._data, key, value, self._iters.active)
+            locked(self._nested, self._store_nested, key, value)
             return
         try:
             if not self._try_write():
@@ -284,8 +271,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
 
     def load_and_delete(self, key: K) -> tuple[V | None, bool]:
         if self._held():
-            with self._nested:
-                value = self._pop_held(key)
+            value = locked(self._nested, self._pop_held, key)
         else:
             try:
                 if not self._try_write():
@@ -297,6 +283,11 @@ class DictBackedMap(ConcurrentMapping[K, V]):
                 except RuntimeError:
                     pass  # interrupted before the lock was taken: nothing to release
         return (None, False) if value is _ABSENT else (value, True)
+
+    def _store_nested(self, key: K, value: V) -> None:
+        if self._busy:
+            raise RecursiveUpdateError(IN_TRANSACTION if self._txn else IN_OPERATION)
+        self._lock._store_held(self._data, key, value, self._iters.active)
 
     def _pop_held(self, key: K) -> Any:
         if self._busy:
@@ -349,8 +340,7 @@ class DictBackedMap(ConcurrentMapping[K, V]):
 
     def clear(self) -> None:
         if self._held():
-            with self._nested:
-                old = self._clear_held()
+            old = locked(self._nested, self._clear_held)
         else:
             try:
                 if not self._try_write():

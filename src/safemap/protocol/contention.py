@@ -28,6 +28,8 @@ import sys
 from collections.abc import Callable
 from types import FrameType, TracebackType
 
+from ._locked import locked
+
 __all__ = ["ContentionProfile", "contention_profile", "record", "register_backend"]
 
 Callback = Callable[[str, float], None]
@@ -99,35 +101,40 @@ class ContentionProfile:
             self._sampled(kind, wait_seconds)
 
     def _sampled(self, kind: str, wait_seconds: float) -> None:
-        key = (_stack(), kind)
-        with self._lock:
-            entry = self._records.get(key)
-            if entry is None:
-                self._records[key] = [1, wait_seconds]
-            else:
-                entry[0] += 1
-                entry[1] += wait_seconds
+        locked(self._lock, self._add, (_stack(), kind), wait_seconds)
+
+    def _add(self, key: tuple[tuple[str, ...], str], wait_seconds: float) -> None:
+        entry = self._records.get(key)
+        if entry is None:
+            self._records[key] = [1, wait_seconds]
+        else:
+            entry[0] += 1
+            entry[1] += wait_seconds
+
+    def _entries(self) -> list[tuple[tuple[tuple[str, ...], str], tuple[float, float]]]:
+        """The records, copied under the lock."""
+        return locked(self._lock, self._copy)
+
+    def _copy(self) -> list[tuple[tuple[tuple[str, ...], str], tuple[float, float]]]:
+        return [(key, (entry[0], entry[1])) for key, entry in self._records.items()]
 
     @property
     def samples(self) -> int:
         """How many contended acquisitions were recorded."""
-        with self._lock:
-            return int(sum(entry[0] for entry in self._records.values()))
+        return int(sum(count for _, (count, _wait) in self._entries()))
 
     @property
     def wait_seconds(self) -> float:
         """Total wait of the recorded acquisitions."""
-        with self._lock:
-            return sum(entry[1] for entry in self._records.values())
+        return sum(wait for _, (_count, wait) in self._entries())
 
     def _by_site(self) -> list[tuple[str, str, int, float]]:
         sites: dict[tuple[str, str], list[float]] = {}
-        with self._lock:
-            for (stack, kind), (count, wait) in self._records.items():
-                site = stack[-1] if stack else "<no Python caller>"
-                entry = sites.setdefault((site, kind), [0, 0.0])
-                entry[0] += count
-                entry[1] += wait
+        for (stack, kind), (count, wait) in self._entries():
+            site = stack[-1] if stack else "<no Python caller>"
+            entry = sites.setdefault((site, kind), [0, 0.0])
+            entry[0] += count
+            entry[1] += wait
         rows = [(site, kind, int(c), w) for (site, kind), (c, w) in sites.items()]
         rows.sort(key=lambda row: (-row[3], row[0], row[1]))
         return rows
@@ -150,8 +157,7 @@ class ContentionProfile:
     def folded(self) -> str:
         """Folded stacks (``frame;frame;...;lock-kind microseconds`` per line, outermost
         frame first) for ``flamegraph.pl`` or speedscope; the weight is the total wait."""
-        with self._lock:
-            items = sorted(self._records.items())
+        items = sorted(self._entries())
         lines = []
         for (stack, kind), (_count, wait) in items:
             frames = ";".join((*stack, f"[{kind}]")).replace(" ", "_")

@@ -39,6 +39,7 @@ import weakref
 from collections.abc import Callable, ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from typing import Any, Protocol, TypeVar
 
+from ._locked import locked
 from .errors import MapClosedError, RecursiveUpdateError
 from .frozen import FrozenMap
 from .mapping import ConcurrentMapping, _ItemsView, _ValuesView
@@ -87,9 +88,11 @@ class ManualClock:
         """Move the clock forward by ``seconds`` (>= 0)."""
         if not seconds >= 0:
             raise ValueError(f"a clock never goes backwards: advance({seconds!r})")
-        with self._lock:
-            self._now += seconds
+        locked(self._lock, self._advance, seconds)
         _sweeper.wake()
+
+    def _advance(self, seconds: float) -> None:
+        self._now += seconds
 
 
 # ----------------------------------------------------------------- reporting failures
@@ -188,31 +191,35 @@ class _MapState:
         return found
 
     def add(self, b: Bound) -> None:
-        with self.lock:
-            self.bindings.add(b)
-            if b.deadline is not None:
-                bound = self.ttl.get(b.key)
-                if bound is None:
-                    self.ttl[b.key] = (b,)
-                elif isinstance(bound, tuple):
-                    first = bound[0].value
-                    if not self.identity or first is b.value:
-                        self.ttl[b.key] = (*bound, b)
-                    else:  # a second object: one group per object from now on
-                        self.ttl[b.key] = {id(first): bound, id(b.value): (b,)}
-                else:
-                    bound[id(b.value)] = (*bound.get(id(b.value), ()), b)
-                heapq.heappush(self.heap, (b.deadline, next(_seq), b))
+        locked(self.lock, self._add, b)
+
+    def _add(self, b: Bound) -> None:
+        self.bindings.add(b)
+        if b.deadline is not None:
+            bound = self.ttl.get(b.key)
+            if bound is None:
+                self.ttl[b.key] = (b,)
+            elif isinstance(bound, tuple):
+                first = bound[0].value
+                if not self.identity or first is b.value:
+                    self.ttl[b.key] = (*bound, b)
+                else:  # a second object: one group per object from now on
+                    self.ttl[b.key] = {id(first): bound, id(b.value): (b,)}
+            else:
+                bound[id(b.value)] = (*bound.get(id(b.value), ()), b)
+            heapq.heappush(self.heap, (b.deadline, next(_seq), b))
 
     def drop(self, b: Bound) -> None:
-        with self.lock:
-            self.bindings.discard(b)
-            if b.deadline is not None:
-                self.gen += 1
-                self._unlist(b)
-                heap = self.heap  # bindings mostly end in deadline order: prune the top
-                while heap and heap[0][2] not in self.bindings:
-                    heapq.heappop(heap)
+        locked(self.lock, self._drop, b)
+
+    def _drop(self, b: Bound) -> None:
+        self.bindings.discard(b)
+        if b.deadline is not None:
+            self.gen += 1
+            self._unlist(b)
+            heap = self.heap  # bindings mostly end in deadline order: prune the top
+            while heap and heap[0][2] not in self.bindings:
+                heapq.heappop(heap)
 
     def _unlist(self, b: Bound) -> None:
         """Take ``b`` out of its key's ``KeyBindings`` (under the lock; ``b.value`` is still
@@ -240,13 +247,15 @@ class _MapState:
     def due(self, t: float) -> list[Bound]:
         """This map's registered ttl bindings whose deadline is ``<= t``: not dropped yet,
         whether or not someone has claimed them (a removal may be in progress)."""
-        with self.lock:
-            heap = self.heap
-            while heap and heap[0][2] not in self.bindings:
-                heapq.heappop(heap)
-            if not heap or heap[0][0] > t:
-                return []
-            return [b for d, _, b in heap if d <= t and b in self.bindings]
+        return locked(self.lock, self._due, t)
+
+    def _due(self, t: float) -> list[Bound]:
+        heap = self.heap
+        while heap and heap[0][2] not in self.bindings:
+            heapq.heappop(heap)
+        if not heap or heap[0][0] > t:
+            return []
+        return [b for d, _, b in heap if d <= t and b in self.bindings]
 
     def remove(self, key: Any, value: object) -> bool:
         """Remove ``key`` if it holds exactly ``value``; return whether it did. Uses the
@@ -345,27 +354,35 @@ class _Sweeper:
 
     def hold(self) -> None:
         """One more binding may need the sweeper: keep it running (start it if needed)."""
-        with self.lock:
-            self.pending += 1
-            self._ensure()
+        locked(self.lock, self._hold)
+
+    def _hold(self) -> None:
+        self.pending += 1
+        self._ensure()
 
     def unhold(self) -> None:
-        with self.lock:
-            self.pending -= 1
+        locked(self.lock, self._unhold)
         self.wake()
+
+    def _unhold(self) -> None:
+        self.pending -= 1
 
     def schedule(self, b: Bound) -> None:
-        assert b.deadline is not None
-        with self.lock:
-            heapq.heappush(self.heap, (b.deadline, next(_seq), b))
-            self._ensure()
+        locked(self.lock, self._schedule, b)
         self.wake()
 
+    def _schedule(self, b: Bound) -> None:
+        assert b.deadline is not None
+        heapq.heappush(self.heap, (b.deadline, next(_seq), b))
+        self._ensure()
+
     def poll(self, thread: threading.Thread, b: Bound) -> None:
-        with self.lock:
-            self.polled.append((thread, b))
-            self._ensure()
+        locked(self.lock, self._poll, thread, b)
         self.wake()
+
+    def _poll(self, thread: threading.Thread, b: Bound) -> None:
+        self.polled.append((thread, b))
+        self._ensure()
 
     def wake(self) -> None:
         self.inbox.put(None)
@@ -376,6 +393,9 @@ class _Sweeper:
         self.inbox.put(job)
 
     def _run(self) -> None:
+        # The sweeper's own thread runs no signal handler (only the main thread does), so a
+        # plain ``with`` is safe here; the methods above run on any thread and take the lock
+        # with ``locked`` (see ``safemap.protocol._locked``).
         while True:
             with self.lock:
                 t = _clock()

@@ -33,6 +33,7 @@ from collections.abc import (
 )
 
 from .._typing import TYPE_CHECKING, Any, TypeVar, overload
+from ._locked import locked
 from .frozen import FrozenMap
 from .sentinels import DELETE, MISSING, Delete, Missing
 from .variants import plain_class
@@ -638,17 +639,25 @@ class IterationGauge:
     An iteration is in progress from :meth:`iterate` until its iterator is exhausted,
     closed or collected. Both counts change under one lock (iterations are rare next to
     point operations, and each copies the map anyway); ``active`` is read without it by
-    writers, which then see a value it had at some instant of their call."""
+    writers, which then see a value it had at some instant of their call.
+
+    The lock is taken by :func:`~safemap.protocol._locked.locked`, never by a ``with``
+    statement, so that a signal handler's exception cannot leave it held: on CPython 3.14
+    one can land right after ``__enter__`` took a lock and before the block protects it
+    (python/cpython#148874). An iteration that such an exception ends before it was
+    counted is not uncounted either. The lock is re-entrant: a collection that runs while
+    this thread holds it may end another iteration of the same map (its iterator's
+    ``finally``)."""
 
     __slots__ = ("_lock", "active", "started")
 
     def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
+        self._lock = _thread.RLock()
         self.active = 0
         self.started = 0
 
     def after_fork_in_child(self) -> None:
-        self._lock = _thread.allocate_lock()
+        self._lock = _thread.RLock()
 
     def iterate(self, items: Iterable[T]) -> Iterator[T]:
         """``items`` as an iteration in progress, counted as started now."""
@@ -657,15 +666,22 @@ class IterationGauge:
         return walk
 
     def _walk(self, items: Iterable[T]) -> Iterator[T]:
-        with self._lock:
-            self.started += 1
-            self.active += 1
+        counted = [False]
         try:
+            locked(self._lock, self._begin, counted)
             yield None  # type: ignore[misc]
             yield from items
         finally:
-            with self._lock:
-                self.active -= 1
+            if counted[0]:
+                locked(self._lock, self._end)
+
+    def _begin(self, counted: list[bool]) -> None:
+        self.started += 1
+        self.active += 1
+        counted[0] = True
+
+    def _end(self) -> None:
+        self.active -= 1
 
 
 def commit_counts(view: Any) -> tuple[int, int, int]:

@@ -32,6 +32,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._locked import locked
 from .errors import RecursiveUpdateError
 from .expiry import _MapState, _sweeper, now, report_unraisable, start_expiring, state_of
 
@@ -178,19 +179,24 @@ class _ThreadEnd:
         self.limit = 16  # prune the ended bindings when the list reaches this length
 
     def add(self, b: Binding[Any, Any]) -> bool:
-        with self.lock:
-            if self.closed:
-                return False
-            self.bindings.append(b)
-            if len(self.bindings) >= self.limit:  # a long-lived thread binding many times
-                self.bindings = [x for x in self.bindings if not x.ended]
-                self.limit = max(16, 2 * len(self.bindings))
-            return True
+        return locked(self.lock, self._add, b)
+
+    def _add(self, b: Binding[Any, Any]) -> bool:
+        if self.closed:
+            return False
+        self.bindings.append(b)
+        if len(self.bindings) >= self.limit:  # a long-lived thread binding many times
+            self.bindings = [x for x in self.bindings if not x.ended]
+            self.limit = max(16, 2 * len(self.bindings))
+        return True
+
+    def _close(self) -> list[Binding[Any, Any]]:
+        self.closed = True
+        bindings, self.bindings = self.bindings, []
+        return bindings
 
     def __del__(self) -> None:
-        with self.lock:
-            self.closed = True
-            bindings, self.bindings = self.bindings, []
+        bindings = locked(self.lock, self._close)
         bindings = [b for b in bindings if not b.ended]
         if not bindings or sys.is_finalizing():
             return

@@ -6,7 +6,8 @@ the pure ones ``__slots__``. A feature keeps its state in the map's *sidecar*, a
 namespace created on first use and dropped when the map is collected.
 
 Invariants:
-- One sidecar per live map, whichever thread asks first (creation is under one lock;
+- One sidecar per live map, whichever thread asks first (creation is under one lock,
+  taken by ``_locked.locked`` so that no signal handler's exception can leave it held;
   lookups of an existing sidecar take no lock).
 - The table holds the map weakly: a sidecar never keeps its map alive. A sidecar must not
   hold a strong reference to its map either (that would be a cycle through the table,
@@ -20,6 +21,8 @@ from __future__ import annotations
 import threading
 import weakref
 from types import SimpleNamespace
+
+from ._locked import locked
 
 __all__ = ["existing_sidecar", "sidecar"]
 
@@ -41,17 +44,23 @@ def sidecar(obj: object) -> SimpleNamespace:
     found = existing_sidecar(obj)
     if found is not None:
         return found
-    with _lock:
-        found = existing_sidecar(obj)
-        if found is None:
-            key = id(obj)
+    return locked(_lock, _create, obj)
 
-            def forget(ref: weakref.ref[object], key: int = key) -> None:
-                with _lock:
-                    entry = _table.get(key)
-                    if entry is not None and entry[0] is ref:
-                        del _table[key]
 
-            found = SimpleNamespace()
-            _table[key] = (weakref.ref(obj, forget), found)
+def _create(obj: object) -> SimpleNamespace:
+    found = existing_sidecar(obj)
+    if found is None:
+        key = id(obj)
+
+        def forget(ref: weakref.ref[object], key: int = key) -> None:
+            locked(_lock, _forget, key, ref)
+
+        found = SimpleNamespace()
+        _table[key] = (weakref.ref(obj, forget), found)
     return found
+
+
+def _forget(key: int, ref: weakref.ref[object]) -> None:
+    entry = _table.get(key)
+    if entry is not None and entry[0] is ref:
+        del _table[key]

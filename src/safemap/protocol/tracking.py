@@ -35,6 +35,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any
 
+from ._locked import locked
 from .sidecar import existing_sidecar, sidecar
 from .stats import LatencyHistogram
 from .variants import switch
@@ -58,24 +59,25 @@ class SpaceSaving:
         self._counts: dict[Any, int] = {}
 
     def offer(self, key: Any) -> None:
-        with self._lock:
-            counts = self._counts
-            count = counts.get(key)
-            if count is not None:
-                counts[key] = count + 1
-            elif len(counts) < self.capacity:
-                counts[key] = 1
-            else:
-                # Replace the least counted key: the newcomer inherits its count (the
-                # possible over-estimate) plus one.
-                victim = min(counts, key=counts.__getitem__)
-                smallest = counts.pop(victim)
-                counts[key] = smallest + 1
+        locked(self._lock, self._offer, key)
+
+    def _offer(self, key: Any) -> None:
+        counts = self._counts
+        count = counts.get(key)
+        if count is not None:
+            counts[key] = count + 1
+        elif len(counts) < self.capacity:
+            counts[key] = 1
+        else:
+            # Replace the least counted key: the newcomer inherits its count (the
+            # possible over-estimate) plus one.
+            victim = min(counts, key=counts.__getitem__)
+            smallest = counts.pop(victim)
+            counts[key] = smallest + 1
 
     def top(self) -> tuple[tuple[Any, int], ...]:
         """``(key, estimated count)`` pairs, most used first."""
-        with self._lock:
-            items = list(self._counts.items())
+        items: list[tuple[Any, int]] = locked(self._lock, list, self._counts.items())
         items.sort(key=lambda item: -item[1])
         return tuple(items)
 
@@ -96,25 +98,27 @@ class LatencySampler:
         """Whether this call of ``kind`` is to be timed (one in ``every``)."""
         counter = self._picks.get(kind)
         if counter is None:
-            with self._lock:
-                counter = self._picks.setdefault(kind, itertools.count().__next__)
+            counter = locked(self._lock, self._picks.setdefault, kind, itertools.count().__next__)
         return counter() % self.every == 0
 
     def add(self, kind: str, ns: int) -> None:
-        index = min(max(0, ns.bit_length() - 6), _BUCKETS)
-        with self._lock:
-            hist = self._hist.get(kind)
-            if hist is None:
-                hist = self._hist[kind] = [0] * (_BUCKETS + 2)
-            hist[index] += 1
-            hist[-1] += ns
+        locked(self._lock, self._add, kind, min(max(0, ns.bit_length() - 6), _BUCKETS), ns)
+
+    def _add(self, kind: str, index: int, ns: int) -> None:
+        hist = self._hist.get(kind)
+        if hist is None:
+            hist = self._hist[kind] = [0] * (_BUCKETS + 2)
+        hist[index] += 1
+        hist[-1] += ns
 
     def histograms(self) -> dict[str, LatencyHistogram]:
-        with self._lock:
-            return {
-                kind: LatencyHistogram(LATENCY_BOUNDS, tuple(hist[:-1]), hist[-1] / 1e9, self.every)
-                for kind, hist in sorted(self._hist.items())
-            }
+        return locked(self._lock, self._histograms)
+
+    def _histograms(self) -> dict[str, LatencyHistogram]:
+        return {
+            kind: LatencyHistogram(LATENCY_BOUNDS, tuple(hist[:-1]), hist[-1] / 1e9, self.every)
+            for kind, hist in sorted(self._hist.items())
+        }
 
 
 class _State:
