@@ -21,6 +21,7 @@ import _thread
 import abc
 import itertools
 import reprlib
+import sysconfig
 from collections.abc import (
     Callable,
     ItemsView,
@@ -631,23 +632,31 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         return await _singleflight().aget_or_compute(self, key, loader, timeout)  # type: ignore[no-any-return]
 
 
+_FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+"""A free-threaded build (whether or not the GIL was turned back on at run time)."""
+
+
 class IterationGauge:
     """A map's iterations, for its statistics: how many were started (``started``) and how
     many are in progress (``active``), so that a write can tell it lands while the map is
     being iterated (``MapStats.writes_during_iteration``).
 
     An iteration is in progress from :meth:`iterate` until its iterator is exhausted,
-    closed or collected. Both counts change under one lock (iterations are rare next to
-    point operations, and each copies the map anyway); ``active`` is read without it by
-    writers, which then see a value it had at some instant of their call.
+    closed or collected. Writers read ``active`` without synchronization, and see a value
+    it had at some instant of their call.
 
-    The lock is taken by :func:`~safemap.protocol._locked.locked`, never by a ``with``
-    statement, so that a signal handler's exception cannot leave it held: on CPython 3.14
-    one can land right after ``__enter__`` took a lock and before the block protects it
-    (python/cpython#148874). An iteration that such an exception ends before it was
-    counted is not uncounted either. The lock is re-entrant: a collection that runs while
-    this thread holds it may end another iteration of the same map (its iterator's
-    ``finally``)."""
+    On free-threaded builds both counts change under one lock (iterations are rare next to
+    point operations, and each copies the map anyway), taken by
+    :func:`~safemap.protocol._locked.locked` and never by a ``with`` statement, so that a
+    signal handler's exception cannot leave it held (on CPython 3.14 one can land right
+    after ``__enter__`` took a lock and before the block protects it,
+    python/cpython#148874). The lock is re-entrant: a collection that runs while this thread
+    holds it may end another iteration of the same map (its iterator's ``finally``). With
+    the GIL they change in one call that makes no call (``_begin``, ``_end``): the
+    interpreter switches threads and runs signal handlers only at a call's return, a
+    function's entry or a backward jump, so that is atomic, and no thread can be switched
+    out while holding a lock that other iterations then queue on. An iteration that an
+    exception ends before it was counted is not uncounted either."""
 
     __slots__ = ("_lock", "active", "started")
 
@@ -668,12 +677,18 @@ class IterationGauge:
     def _walk(self, items: Iterable[T]) -> Iterator[T]:
         counted = [False]
         try:
-            locked(self._lock, self._begin, counted)
+            if _FREE_THREADED:
+                locked(self._lock, self._begin, counted)
+            else:
+                self._begin(counted)
             yield None  # type: ignore[misc]
             yield from items
         finally:
             if counted[0]:
-                locked(self._lock, self._end)
+                if _FREE_THREADED:
+                    locked(self._lock, self._end)
+                else:
+                    self._end()
 
     def _begin(self, counted: list[bool]) -> None:
         self.started += 1
