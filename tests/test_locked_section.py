@@ -5,6 +5,7 @@ held; what it returns and raises is ``fn``'s, as with a ``with`` block."""
 from __future__ import annotations
 
 import contextlib
+import sysconfig
 import threading
 from typing import Any
 
@@ -163,3 +164,9 @@ def test_interrupts_never_leave_the_lock_held(make: Any, fast_switch: None) -> N
     assert state["overlaps"] == 0 and state["inside"] == 0
     done = workers * per_worker + main_done
     assert done <= state["runs"] <= done + interrupts
+
+
+def test_it_says_whether_this_is_a_free_threaded_build() -> None:
+    from safemap.protocol._locked import FREE_THREADED
+
+    assert FREE_THREADED is bool(sysconfig.get_config_var("Py_GIL_DISABLED"))

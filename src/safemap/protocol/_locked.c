@@ -76,7 +76,17 @@ static PyMethodDef lk_methods[] = {
 static int
 lk_exec(PyObject *module)
 {
-    (void)module;
+    /* FREE_THREADED: this is a free-threaded build (whether or not the GIL was
+     * turned back on at run time); known here without importing sysconfig,
+     * which `import safemap` must not load (it brings in threading). */
+#ifdef Py_GIL_DISABLED
+    PyObject *free_threaded = Py_True;
+#else
+    PyObject *free_threaded = Py_False;
+#endif
+    if (PyModule_AddObjectRef(module, "FREE_THREADED", free_threaded) < 0) {
+        return -1;
+    }
     if (lk_str_acquire == NULL) {
         lk_str_acquire = PyUnicode_InternFromString("acquire");
         if (lk_str_acquire == NULL) {

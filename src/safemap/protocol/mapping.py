@@ -21,7 +21,6 @@ import _thread
 import abc
 import itertools
 import reprlib
-import sysconfig
 from collections.abc import (
     Callable,
     ItemsView,
@@ -34,7 +33,7 @@ from collections.abc import (
 )
 
 from .._typing import TYPE_CHECKING, Any, TypeVar, overload
-from ._locked import locked
+from ._locked import FREE_THREADED, locked
 from .frozen import FrozenMap
 from .sentinels import DELETE, MISSING, Delete, Missing
 from .variants import plain_class
@@ -632,10 +631,6 @@ class ConcurrentMapping(MutableMapping[K, V], metaclass=abc.ABCMeta):
         return await _singleflight().aget_or_compute(self, key, loader, timeout)  # type: ignore[no-any-return]
 
 
-_FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-"""A free-threaded build (whether or not the GIL was turned back on at run time)."""
-
-
 class IterationGauge:
     """A map's iterations, for its statistics: how many were started (``started``) and how
     many are in progress (``active``), so that a write can tell it lands while the map is
@@ -677,7 +672,7 @@ class IterationGauge:
     def _walk(self, items: Iterable[T]) -> Iterator[T]:
         counted = [False]
         try:
-            if _FREE_THREADED:
+            if FREE_THREADED:
                 locked(self._lock, self._begin, counted)
             else:
                 self._begin(counted)
@@ -685,7 +680,7 @@ class IterationGauge:
             yield from items
         finally:
             if counted[0]:
-                if _FREE_THREADED:
+                if FREE_THREADED:
                     locked(self._lock, self._end)
                 else:
                     self._end()
