@@ -18,6 +18,8 @@ import sys
 from _thread import allocate_lock
 from types import FrameType
 
+from .protocol._locked import locked
+
 _lock = allocate_lock()
 
 
@@ -26,11 +28,15 @@ def current_frames() -> dict[int, FrameType]:
     with the automatic garbage collection paused (so no finalizer runs meanwhile; calls
     are serialized so that one's pause cannot end during another's). The collector's
     state is restored after."""
-    with _lock:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return sys._current_frames()
-        finally:
-            if enabled:
-                gc.enable()
+    # ``locked``, not ``with``: no signal handler's exception can leave ``_lock`` held.
+    return locked(_lock, _frames_uncollected)
+
+
+def _frames_uncollected() -> dict[int, FrameType]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()

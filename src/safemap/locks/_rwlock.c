@@ -1056,34 +1056,29 @@ rw_try_write(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
  * the lock and before the block protects it (python/cpython#148874), which
  * would leave that lock held forever. */
 static PyObject *
-rw_wait_result(int status, int64_t waited_ns)
+rw_wait(PyObject *op, Py_ssize_t nargs, int write)
 {
+    if (rw_args(write ? "_wait_write" : "_wait_read", nargs, 0) < 0) {
+        return NULL;
+    }
+    int64_t waited = 0;
+    int status = rw_acquire_impl((rw_lock *)op, write, RW_AFTER_TRY, 0, &waited);
     if (status != RW_ACQUIRED) {
         return rw_acquire_result(status); /* an exception (RW_AFTER_TRY never times out) */
     }
-    return PyFloat_FromDouble((double)waited_ns / 1e9);
+    return PyFloat_FromDouble((double)waited / 1e9);
 }
 
 static PyObject *
 rw_wait_read(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    if (rw_args("_wait_read", nargs, 0) < 0) {
-        return NULL;
-    }
-    int64_t waited = 0;
-    int status = rw_acquire_impl((rw_lock *)op, 0, RW_AFTER_TRY, 0, &waited);
-    return rw_wait_result(status, waited);
+    return rw_wait(op, nargs, 0);
 }
 
 static PyObject *
 rw_wait_write(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    if (rw_args("_wait_write", nargs, 0) < 0) {
-        return NULL;
-    }
-    int64_t waited = 0;
-    int status = rw_acquire_impl((rw_lock *)op, 1, RW_AFTER_TRY, 0, &waited);
-    return rw_wait_result(status, waited);
+    return rw_wait(op, nargs, 1);
 }
 
 /* _tallies(): (hits, misses, reads, inserts, updates, deletes,
