@@ -411,3 +411,34 @@ def test_a_waiter_on_a_load_owned_by_the_native_path_gets_its_value() -> None:
     assert runs == [7]
     assert len(got) == 2 and got[0] is got[1]
     assert slow.cache_info().misses == 1 and slow.cache_info().hits == 1
+
+
+def test_a_flight_reused_on_another_thread_is_that_thread_s_load() -> None:
+    # GIL builds reuse a landed flight for the next miss (and keep its owner's identity
+    # when the same thread misses again): reused on another thread, the flight must name
+    # that thread, or the first thread, waiting for it, would take the load for its own
+    # and be refused as a recursive call
+    started, release = threading.Event(), threading.Event()
+
+    @safemap.cached(maxsize=8)
+    def f(k: int) -> object:
+        if k == 2:
+            started.set()
+            assert release.wait(30)
+        return object()
+
+    f(1)  # a miss on this thread: its flight is kept for the next miss
+    got: dict[str, object] = {}
+    loader = threading.Thread(target=lambda: got.setdefault("loader", f(2)))
+    loader.start()
+    assert started.wait(30)
+    flight = flights(f.cache)[2]
+    assert flight.thread == loader.ident
+    waiting = threading.Timer(0.05, release.set)
+    waiting.start()
+    got["waiter"] = f(2)  # waits for the loader's load, then shares its value
+    loader.join(30)
+    waiting.join(30)
+    assert not loader.is_alive()
+    assert got["waiter"] is got["loader"]
+    assert f.cache_info().misses == 2 and f.cache_info().hits == 1

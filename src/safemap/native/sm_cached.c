@@ -199,6 +199,47 @@ cached_flight_set(PyObject *flight, Py_ssize_t off, PyObject *name, PyObject *v,
     return 0;
 }
 
+/* Make `mine`, a flight no other thread can see yet, this thread's (no event
+ * loop).  A spare (GIL builds) that the same thread owned last keeps its
+ * `thread`, which is this thread's identity already: no int is made. */
+static int
+cached_flight_owner(SMCachedObject *self, PyObject *mine)
+{
+    unsigned long ident = PyThread_get_thread_ident();
+    PyObject *had = *(PyObject **)((char *)mine + self->off_thread);
+    if (had == NULL || !PyLong_CheckExact(had) || PyLong_AsUnsignedLong(had) != ident) {
+        /* (an int stored here came from PyLong_FromUnsignedLong: it converts back) */
+        PyObject *tid = PyLong_FromUnsignedLong(ident);
+        if (tid == NULL) {
+            return -1;
+        }
+        int r = cached_flight_set(mine, self->off_thread, cached_str_thread, tid, 1);
+        Py_DECREF(tid);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    return cached_flight_set(mine, self->off_loop, cached_str_loop, Py_None, 1);
+}
+
+#if !SM_FREE_THREADED
+/* Empty a landed flight for reuse.  Nobody else holds it, so it holds its
+ * marker only: dropped by hand, which keeps the list's array for the next
+ * miss's marker (PyList_SetSlice would free it, and that append allocate it
+ * again).  0, or -1 with an exception. */
+static int
+cached_flight_empty(PyObject *flight)
+{
+    if (PyList_GET_SIZE(flight) != 1) {
+        return PyList_SetSlice(flight, 0, PyList_GET_SIZE(flight), NULL);
+    }
+    PyObject *marker = PyList_GET_ITEM(flight, 0);
+    Py_SET_SIZE(flight, 0);
+    Py_DECREF(marker);
+    return 0;
+}
+#endif
+
 /* A flight's failure: _land(table, key, flight, exc, False) with the pending
  * exception, which is raised again (as call_once's `except: _land; raise`). */
 static PyObject *
@@ -263,14 +304,10 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
             return NULL;
         }
     }
-    PyObject *tid = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (tid == NULL || cached_flight_set(mine, self->off_thread, cached_str_thread, tid, 1) < 0 ||
-        cached_flight_set(mine, self->off_loop, cached_str_loop, Py_None, 1) < 0) {
-        Py_XDECREF(tid);
+    if (cached_flight_owner(self, mine) < 0) {
         Py_DECREF(mine);
         return NULL;
     }
-    Py_DECREF(tid);
     PyObject *flight;
     int present = sm_dict_setdefault(table, key, mine, &flight);
     if (present != 0) {
@@ -314,8 +351,7 @@ cached_own(SMCachedObject *self, PyObject *key, PyObject *const *args, Py_ssize_
      * table, and none can now): reset, it serves the next miss, which saves
      * an allocation of a collected object per miss.  The outcome is dropped
      * (a kept value would outlive its eviction); `thread` is set on reuse. */
-    if (Py_REFCNT(mine) == 1 && self->spare == NULL &&
-        PyList_SetSlice(mine, 0, PyList_GET_SIZE(mine), NULL) == 0 &&
+    if (Py_REFCNT(mine) == 1 && self->spare == NULL && cached_flight_empty(mine) == 0 &&
         cached_flight_set(mine, self->off_outcome, cached_str_outcome, Py_None, 1) == 0) {
         self->spare = mine;
         return value;
