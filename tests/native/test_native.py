@@ -482,6 +482,13 @@ def _every_op_once(m: Any, i: int) -> None:
     m[k2] = [i]
     _ = m[k], m.get(k2), m.get(-1), k in m, m.load(k), m.load(-1)
     m.store(k, i + 1)
+    m.get_or_compute(k2, lambda kk: [kk])  # a hit
+    m.get_or_compute(("g", i), lambda kk: [kk], timeout=5)  # a miss: loads
+    with contextlib.suppress(TypeError):
+        m.get_or_compute(k, str, bad=1)
+    with contextlib.suppress(ZeroDivisionError):
+        m.get_or_compute(("boom", i % 5), lambda kk: 1 / 0)
+    m.delete(("g", i))
     m.load_or_store(k, 0)
     m.load_or_store(("t", i % 5), i)
     m.setdefault(("d", i % 3), [])

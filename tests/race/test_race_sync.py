@@ -658,6 +658,23 @@ def test_map_whole_operations_touch_every_key() -> None:
     assert m.get("c") == 3 and sees(e4)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [safemap.ConcurrentMap, safemap.SyncMap, lambda: safemap.Cache(16)],
+    ids=["ConcurrentMap", "SyncMap", "Cache"],
+)
+def test_a_get_or_compute_hit_orders_the_reader_after_the_publisher(
+    make: Callable[[], Any],
+) -> None:
+    # the native maps answer a hit of get_or_compute in C; with the detector on, their
+    # get is its wrapper, and the hit must go through it to take the key's edge
+    m = make()
+    e = Raw(lambda: (epoch(), m.store("k", 1))[0]).result()
+    assert not sees(e)
+    assert m.get_or_compute("k", lambda _k: pytest.fail("loaded a present key")) == 1
+    assert sees(e)
+
+
 def test_map_key_clocks_stay_bounded_and_dropping_them_never_loses_an_edge(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

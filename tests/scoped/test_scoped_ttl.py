@@ -51,6 +51,7 @@ READS: dict[str, Callable[[Any], Any]] = {
     "compute_if_absent": lambda m: m.compute_if_absent("k", lambda _k: "fresh"),
     "compute_if_present": lambda m: m.compute_if_present("k", lambda _k, old: old),
     "merge": lambda m: m.merge("k", "fresh", lambda old, _new: old),
+    "get_or_compute": lambda m: m.get_or_compute("k", lambda _k: "fresh"),
     "swap": lambda m: m.swap("k", "fresh")[0],
     "compare_and_swap": lambda m: "v" if m.compare_and_swap("k", "v", "fresh") else None,
     "compare_and_delete": lambda m: "v" if m.compare_and_delete("k", "v") else None,
@@ -63,7 +64,7 @@ READS: dict[str, Callable[[Any], Any]] = {
     "transaction_iter": lambda m: m.transaction(lambda view: "v" if "k" in list(view) else None),
 }
 # The reads above that store "fresh" when they see "k" absent.
-STORING = {"setdefault", "load_or_store", "compute", "compute_if_absent", "merge"}
+STORING = {"setdefault", "load_or_store", "compute", "compute_if_absent", "merge", "get_or_compute"}
 
 
 def _or_none(fn: Callable[[], Any]) -> Any:

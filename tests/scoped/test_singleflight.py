@@ -453,3 +453,53 @@ def test_landing_primitives_refuse_bad_arguments() -> None:
         _flight.land([], "k", [], None, True)
     with pytest.raises(RuntimeError):  # the markers are set once, by singleflight
         _flight.set_markers(object(), object())
+
+
+def test_arguments_bind_as_the_protocol_s_signature(
+    map_type: type[Any], closing: Callable[[Any], Any]
+) -> None:
+    # (key, loader, *, timeout=None) on every map: the native maps' get_or_compute is C
+    m = closing(map_type(a=1))
+    assert m.get_or_compute(key="a", loader=str) == 1
+    assert m.get_or_compute("b", loader=lambda k: k * 2, timeout=5) == "bb"
+    assert m.get_or_compute("c", lambda k: k * 3, timeout=None) == "ccc"
+    for call in (
+        lambda: m.get_or_compute("a"),
+        lambda: m.get_or_compute(loader=str),
+        lambda: m.get_or_compute("a", str, 5),
+        lambda: m.get_or_compute("a", str, ttl=1),
+        lambda: m.get_or_compute("a", str, key="a"),
+        lambda: m.get_or_compute("a", str, loader=str),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    with pytest.raises(ValueError):
+        m.get_or_compute("d", str, timeout=-1)  # checked on a miss
+    assert dict(m.items()) == {"a": 1, "b": "bb", "c": "ccc"}
+
+
+@pytest.mark.parametrize("policy", [None, "tinylfu", "lru"], ids=["ConcurrentMap", "Cache", "lru"])
+def test_a_subclass_get_is_what_a_hit_reads(policy: str | None) -> None:
+    # the native maps answer a hit in C only while get is their own: a class that
+    # overrides get (a subclass here; a feature's mixin, the race detector) is read
+    # through it, hit and miss alike
+    from safemap import Cache
+
+    base: type[Any] = ConcurrentMap if policy is None else Cache
+    reads: list[Any] = []
+
+    class Counting(base):  # type: ignore[valid-type, misc]
+        def get(self, key: Any, default: Any = None) -> Any:
+            reads.append(key)
+            value = super().get(key, default)
+            return value * 10 if isinstance(value, int) else value
+
+    m = Counting() if policy is None else Counting(8, policy=policy)
+    m["a"] = 1
+    assert m.get_or_compute("a", lambda _k: pytest.fail("loaded a present key")) == 10
+    assert m.get_or_compute("b", lambda _k: 2) == 2  # the loaded value, as stored
+    assert reads == ["a", "b", "b"]  # the first looks, and the load's re-check
+    assert m.get_or_compute("b", str) == 20
+    base_map = base() if policy is None else base(8, policy=policy)
+    base_map["a"] = 1
+    assert base_map.get_or_compute("a", str) == 1  # the plain class: its own read

@@ -111,15 +111,8 @@ class Cache(_core.CacheBase, ConcurrentMapping[K, V]):
 
     # ------------------------------------------------------------------ loading
 
-    def get_or_compute(
-        self, key: K, loader: Callable[[K], V], *, timeout: float | None = None
-    ) -> V:
-        """The value of ``key``, or ``loader(key)`` loaded once however many threads ask
-        (``ConcurrentMapping.get_or_compute``); each load is counted in ``stats()``."""
-        value = self.get(key, _ABSENT)
-        if value is not _ABSENT:
-            return value
-        return _singleflight().get_or_compute(self, key, loader, timeout, self._count_load)  # type: ignore[no-any-return]
+    # get_or_compute is CacheBase's (C): a hit is one read, and each load is counted in
+    # stats() (sm_glue.c, sm_get_or_compute_method).
 
     async def aget_or_compute(
         self, key: K, loader: Callable[[K], Awaitable[V]], *, timeout: float | None = None

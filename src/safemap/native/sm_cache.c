@@ -2093,6 +2093,20 @@ cache_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return v;
 }
 
+static int
+cache_read_op(PyObject *op, PyObject *key, PyObject **out)
+{
+    return cache_read((SMCacheObject *)op, key, out);
+}
+
+/* Each load counted (loads, load_failures: _count_load). */
+static PyObject *
+cache_get_or_compute(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return sm_get_or_compute_method(op, args, nargsf, kwnames, cache_read_op,
+                                    (PyCFunction)(void (*)(void))cache_get, 1);
+}
+
 static PyObject *
 cache_load(PyObject *op, PyObject *key)
 {
@@ -3186,6 +3200,8 @@ static PySequenceMethods cache_as_sequence = {
 
 static PyMethodDef cache_methods[] = {
     SM_FASTCALL("get", cache_get, SM_DOC_GET),
+    {"get_or_compute", (PyCFunction)(void (*)(void))cache_get_or_compute,
+     METH_FASTCALL | METH_KEYWORDS, SM_DOC_GET_OR_COMPUTE},
     {"load", cache_load, METH_O, SM_DOC_LOAD},
     SM_FASTCALL("store", cache_store, "store(key, value): set key to value (evicting first)."),
     SM_FASTCALL("pop", cache_pop, SM_DOC_POP),

@@ -683,6 +683,19 @@ cm_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(nargs == 2 ? args[1] : Py_None);
 }
 
+static int
+cm_read_op(PyObject *op, PyObject *key, PyObject **out)
+{
+    return cm_read((SMCMapObject *)op, key, out);
+}
+
+static PyObject *
+cm_get_or_compute(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return sm_get_or_compute_method(op, args, nargsf, kwnames, cm_read_op,
+                                    (PyCFunction)(void (*)(void))cm_get, 0);
+}
+
 static PyObject *
 cm_load(PyObject *op, PyObject *key)
 {
@@ -1437,6 +1450,8 @@ static PySequenceMethods cm_as_sequence = {
 
 static PyMethodDef cm_methods[] = {
     SM_FASTCALL("get", cm_get, SM_DOC_GET),
+    {"get_or_compute", (PyCFunction)(void (*)(void))cm_get_or_compute,
+     METH_FASTCALL | METH_KEYWORDS, SM_DOC_GET_OR_COMPUTE},
     {"load", cm_load, METH_O, SM_DOC_LOAD},
     SM_FASTCALL("store", cm_store, SM_DOC_STORE),
     SM_FASTCALL("pop", cm_pop, SM_DOC_POP),

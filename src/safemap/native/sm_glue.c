@@ -42,6 +42,161 @@ sm_pair(PyObject *a, int flag)
     return t;
 }
 
+/* ------------------------------------------------------ get_or_compute */
+
+/* safemap.protocol.singleflight's get_or_compute (which = 0: the miss path)
+ * and read_through (1: get_or_compute through the map's own `get`), imported
+ * on first use (that module is not loaded by `import safemap`) and kept for
+ * the life of the process.  Borrowed, or NULL with an exception. */
+static PyObject *
+sm_singleflight(int which)
+{
+    static PyObject *fns[2];
+    PyObject *f = SM_LOAD_PTR(&fns[which]);
+    if (f != NULL) {
+        return f;
+    }
+    PyObject *mod = PyImport_ImportModule("safemap.protocol.singleflight");
+    if (mod == NULL) {
+        return NULL;
+    }
+    f = PyObject_GetAttrString(mod, which ? "read_through" : "get_or_compute");
+    Py_DECREF(mod);
+    if (f == NULL) {
+        return NULL;
+    }
+#if SM_FREE_THREADED
+    PyObject *expected = NULL;
+    if (!SM_CAS_PTR(&fns[which], &expected, f)) {
+        Py_DECREF(f);  /* another thread's is there: the same function */
+        return expected;
+    }
+#else
+    fns[which] = f;
+#endif
+    return f;
+}
+
+/* 1 if the `get` of map's class is `own_get`, the native map's own: then a
+ * read in C is what get() would do.  0 for a class that overrides it (a
+ * subclass, a feature's mixin such as expiry or tracking, the race
+ * detector's wrapper): those must see every read. */
+static int
+sm_reads_own_get(PyObject *map, PyCFunction own_get)
+{
+    static PyObject *str_get;
+    if (SM_LOAD_PTR(&str_get) == NULL) {
+        PyObject *s = PyUnicode_InternFromString("get");
+        if (s == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+#if SM_FREE_THREADED
+        PyObject *expected = NULL;
+        if (!SM_CAS_PTR(&str_get, &expected, s)) {
+            Py_DECREF(s);
+        }
+#else
+        str_get = s;
+#endif
+    }
+#if SM_FREE_THREADED && PY_VERSION_HEX < 0x030E0000
+    (void)map, (void)own_get;
+    return 0;  /* 3.13t has no lookup that returns a strong reference */
+#else
+    /* Free-threaded builds: a strong reference, since another thread may
+     * replace the class's `get` (and free the old one) meanwhile. */
+#  if SM_FREE_THREADED
+    PyObject *d = _PyType_LookupRef(Py_TYPE(map), SM_LOAD_PTR(&str_get));
+#  else
+    PyObject *d = _PyType_Lookup(Py_TYPE(map), str_get);
+#  endif
+    int own = d != NULL && Py_IS_TYPE(d, &PyMethodDescr_Type) &&
+              ((PyMethodDescrObject *)d)->d_method->ml_meth == own_get;
+#  if SM_FREE_THREADED
+    Py_XDECREF(d);
+#  endif
+    return own;
+#endif
+}
+
+/* get_or_compute's arguments, as its Python signature (key, loader, *,
+ * timeout=None) binds them.  0, or -1 with TypeError. */
+static int
+sm_get_or_compute_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                       PyObject **bound)
+{
+    static const char *const names[3] = {"key", "loader", "timeout"};
+    bound[0] = bound[1] = NULL;
+    bound[2] = Py_None;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "get_or_compute() takes 2 positional arguments (key, loader) but %zd "
+                     "were given", nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        bound[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
+        int k = 0;
+        while (k < 3 && PyUnicode_CompareWithASCIIString(name, names[k]) != 0) {
+            k++;
+        }
+        if (k == 3) {
+            PyErr_Format(PyExc_TypeError,
+                         "get_or_compute() got an unexpected keyword argument '%U'", name);
+            return -1;
+        }
+        if (k < 2 && bound[k] != NULL) {
+            PyErr_Format(PyExc_TypeError, "get_or_compute() got multiple values for argument '%s'",
+                         names[k]);
+            return -1;
+        }
+        bound[k] = args[nargs + j];
+    }
+    for (int k = 0; k < 2; k++) {
+        if (bound[k] == NULL) {
+            PyErr_Format(PyExc_TypeError, "get_or_compute() missing required argument '%s'",
+                         names[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+sm_get_or_compute_method(PyObject *map, PyObject *const *args, size_t nargsf,
+                         PyObject *kwnames, sm_read_fn read, PyCFunction own_get, int counted)
+{
+    PyObject *a[3];  /* key, loader, timeout */
+    if (sm_get_or_compute_args(args, PyVectorcall_NARGS(nargsf), kwnames, a) < 0) {
+        return NULL;
+    }
+    int own = sm_reads_own_get(map, own_get);
+    if (own) {
+        PyObject *v;
+        int r = read(map, a[0], &v);
+        if (r != 0) {
+            return r > 0 ? v : NULL;  /* present: the hit costs one read */
+        }
+    }
+    PyObject *fn = sm_singleflight(own ? 0 : 1);
+    if (fn == NULL) {
+        return NULL;
+    }
+    PyObject *count = counted ? PyObject_GetAttrString(map, "_count_load") : Py_NewRef(Py_None);
+    if (count == NULL) {
+        return NULL;
+    }
+    PyObject *call[5] = {map, a[0], a[1], a[2], count};
+    PyObject *r = PyObject_Vectorcall(fn, call, 5, NULL);
+    Py_DECREF(count);
+    return r;
+}
+
 /* ------------------------------------------------------ snapshot, iterator */
 
 PyObject *

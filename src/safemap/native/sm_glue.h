@@ -38,6 +38,19 @@ PyObject *sm_pair(PyObject *a, int flag);
 
 /* ------------------------------------------------------ protocol methods */
 
+/* A point read as get() reads and counts it.  1: present (*out strong), 0:
+ * absent, -1: error. */
+typedef int (*sm_read_fn)(PyObject *map, PyObject *key, PyObject **out);
+
+/* get_or_compute(key, loader, *, timeout=None), the protocol's method (see
+ * sm_glue.c): a present key is one `read`; a miss, and every call on a map
+ * whose class overrides `get` (the method the map defines is `own_get`), go
+ * to the single flight in Python (safemap.protocol.singleflight).  `counted`:
+ * each load is counted (the map's `_count_load`). */
+PyObject *sm_get_or_compute_method(PyObject *map, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames, sm_read_fn read, PyCFunction own_get,
+                                   int counted);
+
 /* The methods whose argument handling and result shape are the same in every
  * map, written once over the map's own operation.  Inline: in the map's
  * method the operation is a constant, so the call to it is direct (merge is
@@ -271,6 +284,10 @@ sm_compute_call(int mode, PyObject *key, PyObject *old, PyObject *fn, PyObject *
  * a Cache) writes its own next to its method table. */
 #define SM_DOC_GET "get(key, default=None, /): the value for key, else default."
 #define SM_DOC_LOAD "load(key): (value, True) if present, else (None, False)."
+#define SM_DOC_GET_OR_COMPUTE \
+    "get_or_compute(key, loader, *, timeout=None): the value of key; if absent, " \
+    "loader(key), run once however many threads ask, stored and returned " \
+    "(ConcurrentMapping.get_or_compute). A present key costs one get()."
 #define SM_DOC_STORE "store(key, value): set key to value."
 #define SM_DOC_POP "pop(key[, default]): remove key and return its value."
 #define SM_DOC_SETDEFAULT \

@@ -862,6 +862,19 @@ sy_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(nargs == 2 ? args[1] : Py_None);
 }
 
+static int
+sy_read_op(PyObject *op, PyObject *key, PyObject **out)
+{
+    return sy_load((SMSMapObject *)op, key, out);
+}
+
+static PyObject *
+sy_get_or_compute(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return sm_get_or_compute_method(op, args, nargsf, kwnames, sy_read_op,
+                                    (PyCFunction)(void (*)(void))sy_get, 0);
+}
+
 static PyObject *
 sy_load_m(PyObject *op, PyObject *key)
 {
@@ -1341,6 +1354,8 @@ static PySequenceMethods sy_as_sequence = {
 
 static PyMethodDef sy_methods[] = {
     SM_FASTCALL("get", sy_get, SM_DOC_GET),
+    {"get_or_compute", (PyCFunction)(void (*)(void))sy_get_or_compute,
+     METH_FASTCALL | METH_KEYWORDS, SM_DOC_GET_OR_COMPUTE},
     {"load", sy_load_m, METH_O, SM_DOC_LOAD},
     SM_FASTCALL("store", sy_store, SM_DOC_STORE),
     SM_FASTCALL("pop", sy_pop, SM_DOC_POP),

@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
     from .mapping import ConcurrentMapping
 
-__all__ = ["aget_or_compute", "call_once", "flights", "get_or_compute", "owner_path"]
+__all__ = [
+    "aget_or_compute",
+    "call_once",
+    "flights",
+    "get_or_compute",
+    "owner_path",
+    "read_through",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -187,6 +194,22 @@ def get_or_compute(
     if timeout is not None:
         _check_timeout(timeout)
     return call_once(m, flights(m), loader, count, key, (key,), None, timeout)  # type: ignore[no-any-return]
+
+
+def read_through(
+    m: ConcurrentMapping[K, V],
+    key: K,
+    loader: Callable[[K], V],
+    timeout: float | None,
+    count: Callable[[bool], object] | None = None,
+) -> V:
+    """``get_or_compute`` through ``m.get``: the native maps' C method calls it when
+    ``m``'s class overrides ``get`` (a subclass, a feature's mixin, the race detector),
+    so that the read a hit costs is that ``get``."""
+    value: Any = m.get(key, _ABSENT)
+    if value is not _ABSENT:
+        return value  # type: ignore[no-any-return]
+    return get_or_compute(m, key, loader, timeout, count)
 
 
 def _wait(flight: _Flight, key: object, timeout: float | None) -> Any:
