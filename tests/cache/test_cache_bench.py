@@ -100,3 +100,16 @@ def test_speed_hit_pass_hits_after_miss_passes(bench: ModuleType) -> None:
     assert gets == [3, 3, 1]  # the given keys, in order (the speed table's Zipf column)
     names = set(bench.speed_cases(10, [0] * 10))
     assert {"ConcurrentMap", "Cache", "Cache lru", "functools.lru_cache"} <= names
+
+
+def test_scaling_table_gives_both_ways_of_sharing_the_passes(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Section (c): per map, 1 thread, 2 threads each making its passes, and 2 threads
+    taking passes from a shared pool (figures are timings: only the shape is checked)."""
+    bench.scaling(2, 50, rounds=1)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
+    assert "fixed split" in lines[0] and "shared pool" in lines[0]
+    rows = {ln.split("|")[1].strip(): ln.split("|")[2:-1] for ln in lines[2:]}
+    assert set(rows) == {"ConcurrentMap", "Cache", "Cache lru"}
+    assert all(len(cells) == 4 and "->" in cells[3] for cells in rows.values())
