@@ -192,6 +192,31 @@ def test_time_budget_exhaustion_answers_unknown_not_a_guess() -> None:
     assert result.counterexample is None and "budget" in result.note
 
 
+def test_state_budget_exhaustion_answers_unknown_the_same_on_every_run() -> None:
+    # the history above, with a budget of states instead of seconds: undecided after
+    # exactly that many states, whatever the machine's speed
+    ops = [op(t, 0, 100, "store", "k", t) for t in range(40)]
+    ops.append(op(40, 200, 201, "load", "k", result=(-1, True)))
+    runs = [check_linearizable(ops, time_budget=600, state_budget=2000) for _ in range(2)]
+    for result in runs:
+        assert result.ok is None and result.counterexample is None
+        assert "state budget of 2000 states" in result.note
+        assert result.states_explored == 2001  # the state past the budget stops it
+
+
+def test_state_budget_counts_every_partition_of_the_history() -> None:
+    # two keys checked one after the other: the budget is for the whole history
+    ops = [op(t, 0, 10, "store", key, t) for t, key in enumerate("aabb")]
+    ops += [op(4, 20, 21, "load", key, result=(1, True)) for key in "a"]
+    ops += [op(5, 20, 21, "load", "b", result=(3, True))]
+    whole = check_linearizable(ops)
+    assert whole.ok is True and whole.partitions == 2
+    needed = whole.states_explored
+    assert check_linearizable(ops, state_budget=needed).ok is True
+    short = check_linearizable(ops, state_budget=needed - 1)
+    assert short.ok is None and "state budget" in short.note
+
+
 def test_update_and_delete_if_are_refused_not_misjudged() -> None:
     with pytest.raises(ValueError, match="not atomic as a whole"):
         check_linearizable([op(0, 0, 1, "update", {"a": 1})])
@@ -304,6 +329,9 @@ def test_an_id_used_twice_is_refused() -> None:
         (lambda: check_linearizable([], time_budget=0), ValueError, "time_budget must be positive"),
         (lambda: check_linearizable([], time_budget=math.nan), ValueError, "time_budget must be"),
         (lambda: check_linearizable([], time_budget="1"), TypeError, "time_budget must be a num"),
+        (lambda: check_linearizable([], state_budget=0), ValueError, "state_budget must be at"),
+        (lambda: check_linearizable([], state_budget=1.5), TypeError, "state_budget must be an"),
+        (lambda: check_linearizable([], state_budget=True), TypeError, "state_budget must be an"),
         (lambda: check_linearizable([], MapModel), TypeError, "model must be a MapModel instance"),
         (lambda: check_linearizable([], initial=[("k", 1)]), TypeError, "initial must be a Map"),
         (lambda: check_linearizable(5), TypeError, "history must be a History or an iterable"),

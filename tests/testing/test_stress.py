@@ -23,7 +23,18 @@ from safemap.testing import MapModel, StuckOperationsError, stress
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("whole_map", [0.0, 0.06], ids=["per-key", "with-whole-map-ops"])
 def test_every_map_type_is_linearizable_under_stress(map_type: type[Any], whole_map: float) -> None:
-    result = stress(map_type, threads=4, ops=100, histories=50, seed=7, whole_map=whole_map)
+    # A budget of search states (not seconds) decides each check the same way on every
+    # machine; the histories here take a few thousand states at most.
+    result = stress(
+        map_type,
+        threads=4,
+        ops=100,
+        histories=50,
+        seed=7,
+        whole_map=whole_map,
+        time_budget=120,
+        state_budget=200_000,
+    )
     assert result.ok is True, str(result.counterexample)
     assert result.histories == 50 and result.operations == 50 * 4 * 100
 
@@ -199,6 +210,8 @@ def test_a_failing_initial_snapshot_propagates() -> None:
         ({"whole_map": "0.1"}, TypeError, "whole_map must be a number"),
         ({"time_budget": 0}, ValueError, "time_budget must be positive and finite"),
         ({"time_budget": -1.0}, ValueError, "time_budget must be positive and finite"),
+        ({"state_budget": 0}, ValueError, "state_budget must be at least 1"),
+        ({"state_budget": 10.0}, TypeError, "state_budget must be an int or None"),
         ({"run_timeout": 0}, ValueError, "run_timeout must be positive and finite"),
         ({"run_timeout": math.inf}, ValueError, "run_timeout must be positive and finite"),
         ({"run_timeout": None}, TypeError, "run_timeout must be a number of seconds"),

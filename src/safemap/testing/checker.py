@@ -29,7 +29,9 @@ with a whole-map operation (``len``, ``clear``, ``snapshot``, ``popitem``, ``tra
 iteration, ...) is checked as one partition: exact, just slower. Nothing is skipped.
 
 Answers: ``ok=True`` (a linearization exists), ``ok=False`` (none exists; a counterexample
-explains why), ``ok=None`` (the time budget ran out first: never a guess).
+explains why), ``ok=None`` (a budget ran out first: never a guess). Two budgets bound a
+check: ``time_budget`` (seconds) and ``state_budget`` (search states explored, over the
+whole history); the second gives the same answer for a history on every machine.
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ def _key_of(op: Operation) -> Any:
 
 @dataclass
 class LinearizabilityResult:
-    """The checker's answer. ``ok`` is ``True``, ``False`` or ``None`` (unknown: the time
-    budget ran out); ``counterexample`` is set exactly when ``ok`` is ``False``."""
+    """The checker's answer. ``ok`` is ``True``, ``False`` or ``None`` (unknown: a budget
+    ran out); ``counterexample`` is set exactly when ``ok`` is ``False``."""
 
     ok: bool | None
     counterexample: Counterexample | None = None
@@ -164,8 +166,12 @@ class LinearizabilityResult:
         return self.ok is True
 
 
-class _OutOfTime(Exception):
-    pass
+class _OutOfBudget(Exception):
+    """A budget ran out (``note``: which)."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
 
 
 _ABSENT: Any = object()
@@ -201,6 +207,7 @@ class _Search:
     lanes: list[list[Operation]]
     model: MapModel
     deadline: float
+    max_states: float = math.inf  # states this search may explore (the budget left)
     explored: int = 0
     deepest: _Node | None = None
     seen: set[Any] = field(default_factory=set)
@@ -218,8 +225,10 @@ class _Search:
                 continue
             self.seen.add(key)
             self.explored += 1
+            if self.explored > self.max_states:
+                raise _OutOfBudget("state budget")
             if self.explored % 512 == 0 and time.monotonic() > self.deadline:
-                raise _OutOfTime
+                raise _OutOfBudget("time budget")
             if node.depth > self.deepest.depth:
                 self.deepest = node
             if all(p == len(lane) for p, lane in zip(node.pos, self.lanes, strict=True)):
@@ -362,9 +371,13 @@ def _partitions(ops: Sequence[Operation], model: MapModel) -> list[tuple[Any, li
 
 
 def _check_partition(
-    ops: Sequence[Operation], initial: dict[Any, Any], model: MapModel, deadline: float
+    ops: Sequence[Operation],
+    initial: dict[Any, Any],
+    model: MapModel,
+    deadline: float,
+    max_states: float = math.inf,
 ) -> tuple[bool, _Search]:
-    search = _Search(_lanes(ops), model, deadline)
+    search = _Search(_lanes(ops), model, deadline, max_states)
     return search.run(initial) is not None, search
 
 
@@ -380,7 +393,7 @@ def _counterexample(
         trial = [o for o in kept if o.id != op.id]
         try:
             still_fails = not _check_partition(trial, initial, model, deadline)[0]
-        except _OutOfTime:
+        except _OutOfBudget:
             break
         if still_fails:
             kept = trial
@@ -406,6 +419,7 @@ def check_linearizable(
     *,
     initial: dict[Any, Any] | None = None,
     time_budget: float = 10.0,
+    state_budget: int | None = None,
 ) -> LinearizabilityResult:
     """Decide whether ``history`` is linearizable with respect to ``model``.
 
@@ -413,7 +427,10 @@ def check_linearizable(
     ``initial`` to the history's ``initial`` contents (or empty). Iterations are checked
     against weak consistency (see the module documentation). Returns ``ok=True`` when a
     linearization exists, ``ok=False`` with a ``counterexample`` when none does, and
-    ``ok=None`` when ``time_budget`` seconds were not enough to decide.
+    ``ok=None`` when ``time_budget`` seconds, or ``state_budget`` search states (``None``:
+    no bound), were not enough to decide. The state budget makes the answer a function of
+    the history alone (the same on a slow machine), so a test can demand a decision;
+    ``states_explored`` of a result tells how much a history took.
 
     A malformed history gets no verdict: ``TypeError`` (an entry that is not an
     :class:`Operation`, or a field of the wrong type) or ``ValueError`` (an operation that
@@ -422,7 +439,9 @@ def check_linearizable(
     """
     started = time.monotonic()
     positive_seconds("time_budget", time_budget)
+    positive_states("state_budget", state_budget)
     deadline = started + time_budget
+    states_left: float = math.inf if state_budget is None else state_budget
     model = MapModel() if model is None else require_model(model)
     if isinstance(history, History):
         entries: list[Any] = history.operations()
@@ -444,15 +463,23 @@ def check_linearizable(
             part_initial = (
                 initial if key is None else ({key: initial[key]} if key in initial else {})
             )
-            ok, search = _check_partition(part, part_initial, model, deadline)
-            result.states_explored += search.explored
+            search = _Search(_lanes(part), model, deadline, states_left)
+            try:
+                ok = search.run(part_initial) is not None
+            finally:
+                result.states_explored += search.explored
+            states_left -= search.explored
             if not ok:
                 result.ok = False
                 result.counterexample = _counterexample(part, part_initial, model, deadline + 5)
                 break
-    except _OutOfTime:
+    except _OutOfBudget as out:
         result.ok = None
-        result.note = f"time budget of {time_budget}s exhausted before a decision"
+        result.note = (
+            f"state budget of {state_budget} states exhausted before a decision"
+            if out.note == "state budget"
+            else f"time budget of {time_budget}s exhausted before a decision"
+        )
     result.elapsed = time.monotonic() - started
     return result
 
@@ -463,6 +490,16 @@ def positive_seconds(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be positive and finite (seconds), got {value}")
+
+
+def positive_states(name: str, value: Any) -> None:
+    """``TypeError``/``ValueError`` unless ``value`` is ``None`` or a positive ``int``."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def require_model(model: Any) -> MapModel:

@@ -32,6 +32,7 @@ from .checker import (
     MapModel,
     check_linearizable,
     positive_seconds,
+    positive_states,
     require_model,
 )
 from .history import History, describe_call
@@ -296,6 +297,7 @@ def stress(
     methods: Sequence[str] | None = None,
     model: MapModel | None = None,
     time_budget: float = 10.0,
+    state_budget: int | None = None,
     run_timeout: float = 60.0,
     stop_on_failure: bool = True,
 ) -> StressResult:
@@ -306,7 +308,8 @@ def stress(
     of the traffic); ``whole_map`` is the share of whole-map calls (0 keeps every history
     key-partitionable, so checking is fastest); ``methods`` narrows the single-key calls to
     some of :data:`SINGLE_KEY_CALLS`. Works on any object implementing the protocol.
-    ``time_budget`` bounds the check of each history; ``run_timeout`` bounds each
+    ``time_budget`` (seconds) and ``state_budget`` (search states, ``None``: no bound)
+    bound the check of each history (``check_linearizable``); ``run_timeout`` bounds each
     history's run (the initial snapshot and every call): if a thread is still inside a call
     when it expires, :class:`StuckOperationsError` is raised, naming each stuck call with
     its thread's stack. Invalid arguments raise ``TypeError`` or ``ValueError`` before
@@ -339,7 +342,9 @@ def stress(
             )  # fmt: skip
         if run.setup_error is not None:
             raise run.setup_error
-        checked = check_linearizable(history, model, time_budget=time_budget)
+        checked = check_linearizable(
+            history, model, time_budget=time_budget, state_budget=state_budget
+        )
         result.histories += 1
         result.operations += checked.operations
         if checked.ok is None:
@@ -370,6 +375,7 @@ def _validate(arguments: dict[str, Any]) -> frozenset[str]:
     if not 0.0 <= whole_map <= 1.0:  # NaN fails too
         raise ValueError(f"whole_map is a share between 0 and 1, got {whole_map}")
     positive_seconds("time_budget", arguments["time_budget"])
+    positive_states("state_budget", arguments["state_budget"])
     positive_seconds("run_timeout", arguments["run_timeout"])
     methods = arguments["methods"]
     if isinstance(methods, str):
