@@ -207,8 +207,9 @@ cached_flight_owner(SMCachedObject *self, PyObject *mine)
 {
     unsigned long ident = PyThread_get_thread_ident();
     PyObject *had = *(PyObject **)((char *)mine + self->off_thread);
-    if (had == NULL || !PyLong_CheckExact(had) || PyLong_AsUnsignedLong(had) != ident) {
-        /* (an int stored here came from PyLong_FromUnsignedLong: it converts back) */
+    int same = had != NULL && PyLong_CheckExact(had) && PyLong_AsUnsignedLong(had) == ident;
+    if (!same) {
+        PyErr_Clear();  /* an int that does not convert is not this thread's either */
         PyObject *tid = PyLong_FromUnsignedLong(ident);
         if (tid == NULL) {
             return -1;
