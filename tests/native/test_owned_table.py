@@ -11,13 +11,13 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.leaks import traced_growth
 
 from safemap import DELETE
 from safemap.native import ConcurrentMap
@@ -473,23 +473,9 @@ def test_a_million_table_operations_leak_nothing() -> None:
         for i in range(1000):
             m.get(10**9 + i)  # misses
 
-    for r in range(20):
-        round_(r)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        for r in range(150):
-            round_(r)
-        gc.collect()
-        mid, _ = tracemalloc.get_traced_memory()
-        for r in range(150, 300):
-            round_(r)
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    growth = traced_growth(round_, warmup=20, rounds=150)
     # 150 rounds x 3,000 operations: a leak of one object per write would be >= 7 MB
-    assert end - mid < 256 * 1024, (mid, end)
+    assert growth < 256 * 1024, growth
 
 
 class Chained:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.leaks import FLAT, traced_growth
 
 from safemap import DELETE, MISSING, RWLock
 from safemap.native import ConcurrentMap, SyncMap, _core
@@ -578,7 +579,6 @@ def test_statistics_paths_leak_nothing(cls: type) -> None:
     """Iterators dropped unfinished, snapshots of the counters, counted writes and reads:
     traced memory stays flat (a leaked object per round would show as >= 100 KiB)."""
     import os
-    import tracemalloc
 
     rounds = int(os.environ.get("SAFEMAP_REFLEAK_ROUNDS", "40000")) // 4
     m: Any = cls({i: i for i in range(8)})
@@ -596,22 +596,8 @@ def test_statistics_paths_leak_nothing(cls: type) -> None:
         with lock.read():
             lock._stats()
 
-    for i in range(1000):
-        once(i)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        for i in range(rounds // 2):
-            once(i)
-        gc.collect()
-        mid, _ = tracemalloc.get_traced_memory()
-        for i in range(rounds // 2):
-            once(i)
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert end - mid < 64 * 1024, (mid, end)
+    growth = traced_growth(once, warmup=1000, rounds=rounds // 2)
+    assert growth < FLAT, growth
     list(m)
     before = counters(m)["writes_during_iteration"]
     m[0] = object()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.leaks import traced_growth
 
 from safemap.native import SyncMap
 
@@ -181,23 +182,9 @@ def test_a_million_operations_leak_nothing() -> None:
             m.get(10**9 + i)  # plain misses
         m.compare_and_swap(0, (0, r), (0, r))
 
-    for r in range(10):
-        round_(r)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        for r in range(160):
-            round_(r)
-        gc.collect()
-        mid, _ = tracemalloc.get_traced_memory()
-        for r in range(160, 320):
-            round_(r)
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    growth = traced_growth(round_, warmup=10, rounds=160)
     # 160 rounds x 3,000 writes: a leak of one object per write would be >= 7 MB
-    assert end - mid < 256 * 1024, (mid, end)
+    assert growth < 256 * 1024, growth
     assert len(m) == 1000
 
 
