@@ -28,6 +28,7 @@ SM_THREAD_LOCAL Py_ssize_t sm_tls_held = 0;
 SMContention *sm_contention = NULL;
 PyObject *SM_str_ConcurrentMap = NULL;
 PyObject *SM_str_SyncMap = NULL;
+PyObject *SM_str_get = NULL;
 
 #if SM_FREE_THREADED
 Py_ssize_t sm_nstripes = 2;

@@ -281,6 +281,9 @@ sm_report_wait(PyObject *kind, int64_t sampled)
 extern PyObject *SM_str_ConcurrentMap;
 extern PyObject *SM_str_SyncMap;
 
+/* "get", interned at init: get_or_compute looks up the class's get (sm_glue.c). */
+extern PyObject *SM_str_get;
+
 /* d[key] = v (an int).  0 or -1. */
 int sm_set_n(PyObject *d, const char *key, Py_ssize_t v);
 /* A dict of a lock's counters for _stats_raw: adds lock_acquisitions,

@@ -84,22 +84,6 @@ sm_singleflight(int which)
 static int
 sm_reads_own_get(PyObject *map, PyCFunction own_get)
 {
-    static PyObject *str_get;
-    if (SM_LOAD_PTR(&str_get) == NULL) {
-        PyObject *s = PyUnicode_InternFromString("get");
-        if (s == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-#if SM_FREE_THREADED
-        PyObject *expected = NULL;
-        if (!SM_CAS_PTR(&str_get, &expected, s)) {
-            Py_DECREF(s);
-        }
-#else
-        str_get = s;
-#endif
-    }
 #if SM_FREE_THREADED && PY_VERSION_HEX < 0x030E0000
     (void)map, (void)own_get;
     return 0;  /* 3.13t has no lookup that returns a strong reference */
@@ -107,9 +91,9 @@ sm_reads_own_get(PyObject *map, PyCFunction own_get)
     /* Free-threaded builds: a strong reference, since another thread may
      * replace the class's `get` (and free the old one) meanwhile. */
 #  if SM_FREE_THREADED
-    PyObject *d = _PyType_LookupRef(Py_TYPE(map), SM_LOAD_PTR(&str_get));
+    PyObject *d = _PyType_LookupRef(Py_TYPE(map), SM_str_get);
 #  else
-    PyObject *d = _PyType_Lookup(Py_TYPE(map), str_get);
+    PyObject *d = _PyType_Lookup(Py_TYPE(map), SM_str_get);
 #  endif
     int own = d != NULL && Py_IS_TYPE(d, &PyMethodDescr_Type) &&
               ((PyMethodDescrObject *)d)->d_method->ml_meth == own_get;

@@ -120,6 +120,9 @@ sm_import_contention(PyObject *module)
         (SM_str_SyncMap = PyUnicode_InternFromString("SyncMap")) == NULL) {
         return -1;
     }
+    if (SM_str_get == NULL && (SM_str_get = PyUnicode_InternFromString("get")) == NULL) {
+        return -1;
+    }
     return 0;
 }
 
